@@ -1,0 +1,250 @@
+"""The `sep` command line: a small typer app over the stages.
+
+Every command reads one `Settings` (env vars SEP_*) and lets its flags override it. Bad input
+prints one sentence and exits with code 2; the database is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sep.errors import BadInput
+from sep.settings import Settings
+
+app = typer.Typer(
+    help="SEP: explainable next-day stock prediction with self-reflective LLMs.\n\n"
+    "Start with `sep demo`, or import your own files with `sep data import`.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Import, crawl and inspect the data in long-term memory.", no_args_is_help=True)
+import_app = typer.Typer(help="Import price or text files (formats are detected).", no_args_is_help=True)
+crawl_app = typer.Typer(help="Fetch texts from the web (online only).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+data_app.add_typer(import_app, name="import")
+data_app.add_typer(crawl_app, name="crawl")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Memory database [env SEP_DB, default memory/sep.db].")]
+StockOpt = Annotated[Optional[str], typer.Option("--stock", help="Stock code (005930) or ticker (AAPL).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+def settings(**flags: Any) -> Settings:
+    """The one Settings object, with this command's flags applied."""
+    return Settings().with_overrides(**flags)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn errors a user can fix into one sentence and exit code 2."""
+    from sep.memory import MemoryError_
+
+    try:
+        yield
+    except (BadInput, MemoryError_) as exc:
+        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def file_progress(total: int, what: str) -> tuple[Progress, Callable[[Path], None]]:
+    progress = Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=err_console, transient=True)
+    task = progress.add_task("", total=total)
+    return progress, lambda p: progress.update(task, advance=1, description=p.name)
+
+
+def _print_reports(reports: list, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    if as_json:
+        print(json.dumps([asdict(r) for r in reports], ensure_ascii=False, indent=2))
+        return
+    table = Table(title="Imported", show_lines=False)
+    for col in ("file", "format", "stocks", "days", "read", "added", "already there", "skipped"):
+        table.add_column(col, overflow="fold")
+    for r in reports:
+        skipped = ", ".join(f"{n} {why}" for why, n in r.skipped.items()) or "-"
+        if getattr(r, "conflicts", 0):
+            skipped += f"; {r.conflicts} differ from stored rows (stored kept)"
+        stocks = ", ".join(r.stocks[:5]) + (f" +{len(r.stocks) - 5}" if len(r.stocks) > 5 else "")
+        table.add_row(Path(r.path).name, r.format, stocks, f"{r.first_date} → {r.last_date}", str(r.rows_read),
+                      str(r.rows_added), str(r.already_present), skipped)
+    console.print(table)
+
+
+def _run_import(kind: str, paths: list[Path], read: Callable[[Path], Any], db: Path | None, as_json: bool) -> None:
+    from sep.ingest import read_all, write_all
+    from sep.memory import open_memory
+
+    with user_errors():
+        cfg = settings(db=db)
+        progress, advance = file_progress(len(paths), f"Reading {kind}")
+        with progress:
+            parsed = read_all(paths, read, advance)
+        reports = write_all(open_memory(cfg.db), kind, parsed)
+    _print_reports(reports, as_json)
+
+
+@import_app.command("prices")
+def import_prices_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Price files: FinanceDataReader CSV, QuantKang CSV, Yahoo CSV, sn2 TXT.")],
+    stock: StockOpt = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="fdr | quantkang | yahoo | sn2 (default: detect).")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import daily prices. Zero (holiday) and zero-volume (halt) rows are skipped and counted.
+
+    The stock comes from the file (QuantKang `code`), its name (005930.csv, AAPL.csv) or --stock.
+    Re-importing adds nothing; a row already stored is kept and differing closes are reported.
+
+    Example: sep data import prices ../shared/data/krx-prices/*.csv
+    """
+    from sep.ingest import read_prices
+
+    _run_import("prices", paths, lambda p: read_prices(p, format, stock), db, as_json)
+
+
+@import_app.command("texts")
+def import_texts_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Naver board CSV, Naver news/report xlsx, sn2 tweet folders, generic CSV/JSONL.")],
+    source: Annotated[Optional[str], typer.Option("--source", help="naver-board | news | report | tweet (default: from the file).")] = None,
+    stock: StockOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import texts. Each gets a local (KST for Korean stocks) day; re-importing adds nothing.
+
+    The stock comes from `code=` in links, a `stock` column, the tweet folder's name, or --stock.
+    A generic file needs columns stock, date|published_at, title and may add body, url, source.
+
+    Example: sep data import texts samsung_raw_naver_finance_news.xlsx
+    """
+    from sep.ingest import read_texts
+
+    _run_import("texts", paths, lambda p: read_texts(p, source, stock), db, as_json)
+
+
+@data_app.command("show")
+def show_cmd(
+    stock: Annotated[str, typer.Option("--stock", help="Stock code, e.g. 005930.")],
+    date: Annotated[str, typer.Option("--date", help="Decision day D (YYYY-MM-DD): decide at the end of D.")],
+    window_days: Annotated[Optional[int], typer.Option("--window-days", help="Calendar days of text [env SEP_WINDOW_DAYS, 5].")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what a decision at the end of D sees: last close, target day and close, label, texts.
+
+    D may be a holiday: the last close is then from the trading day before, and the target is
+    the next trading day. Only texts dated on or before D are ever counted.
+    """
+    from sep.memory import open_memory
+    from sep.window import decision_window
+
+    with user_errors():
+        cfg = settings(db=db, window_days=window_days)
+        w = decision_window(open_memory(cfg.db, must_exist=True), stock, date, cfg.window_days)
+    if as_json:
+        print(json.dumps(w.as_json(), ensure_ascii=False, indent=2))
+        return
+    render_window(w)
+
+
+def render_window(w: Any, max_titles: int = 5) -> None:
+    """The window as a person reads it: prices, label, and a few texts per day."""
+    note = " (KRX holiday)" if w.is_holiday else ""
+    table = Table(title=f"{w.stock} — decide at the end of {w.date}{note}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("last trading day", f"{w.last_trading_day}  close {w.last_close:,.0f}")
+    table.add_row("target day", f"{w.target_day}  close {w.target_close:,.0f}")
+    color = "red" if w.label == "up" else "blue"  # Korean convention: red up, blue down
+    table.add_row("return → label", f"{w.ret:+.2%} → [{color}]{w.label} ({w.label_ko})[/]")
+    counts = ", ".join(f"{src} {n}" for src, n in w.text_counts().items()) or "none"
+    table.add_row(f"texts {w.window_start}..{w.date}", counts)
+    console.print(table)
+    for day, texts in w.texts_by_day().items():
+        console.print(f"[bold]{day}[/] ({len(texts)})")
+        for t in texts[:max_titles]:
+            console.print(f"  · [{t.source}] {t.title}", highlight=False, markup=False)
+        if len(texts) > max_titles:
+            console.print(f"  … {len(texts) - max_titles} more")
+
+
+@crawl_app.command("naver-board")
+def crawl_naver_board_cmd(
+    stock: Annotated[str, typer.Option("--stock", help="KRX code, e.g. 005930.")],
+    pages: Annotated[int, typer.Option("--pages", min=1, help="List pages to fetch (20 posts each).")] = 5,
+    delay: Annotated[float, typer.Option("--delay", min=0.5, help="Seconds between requests (be polite).")] = 1.0,
+    restart: Annotated[bool, typer.Option("--restart", help="Refetch pages already done today.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Fetch 종목토론방 list pages (titles, times, authors) into memory. Needs the network.
+
+    Each page is stored in its own transaction with a checkpoint: after a crash, rerunning the
+    same command the same day skips pages already done.
+    """
+    from sep.crawl import crawl_board
+    from sep.ingest import normalise_stock
+    from sep.memory import open_memory
+
+    with user_errors():
+        code = normalise_stock(stock)
+        if not code.isdigit():
+            raise BadInput(f"'{stock}' is not a KRX code; the Naver board needs one like 005930.")
+        db_ = open_memory(settings(db=db).db)
+        progress = Progress(TextColumn("[bold]Crawling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=err_console, transient=True)
+        with progress:
+            task = progress.add_task("", total=pages)
+            try:
+                result = crawl_board(db_, code, pages, delay=delay, restart=restart,
+                                     on_page=lambda page, n: progress.update(task, completed=page))
+            except Exception as exc:  # network errors after retries
+                err_console.print(f"[bold red]Error:[/] crawl stopped: {exc}. Pages done so far are kept; rerun to resume.")
+                raise typer.Exit(1) from None
+    console.print(result)
+
+
+@app.command("demo")
+def demo_cmd(
+    db: DbOpt = None,
+    stock: Annotated[str, typer.Option("--stock", help="Stock in the bundled sample.")] = "005930",
+    date: Annotated[str, typer.Option("--date", help="Decision day inside the sample.")] = "2022-06-01",
+) -> None:
+    """Import the bundled sample (005930 prices for 2022, Samsung news 2022-05-01..06-01) and show a window."""
+    from sep.ingest import read_prices, read_texts, write_all
+    from sep.memory import open_memory
+    from sep.sample import sample_files
+    from sep.window import decision_window
+
+    with user_errors():
+        cfg = settings(db=db)
+        memory = open_memory(cfg.db)
+        prices, texts = sample_files()
+        reports = write_all(memory, "prices", [read_prices(p) for p in prices])
+        reports += write_all(memory, "texts", [read_texts(p) for p in texts])
+        _print_reports(reports, as_json=False)
+        render_window(decision_window(memory, stock, date, cfg.window_days))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

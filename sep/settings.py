@@ -1,0 +1,43 @@
+"""One place for configuration: env vars (SEP_*) overridden by CLI flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sep"
+
+
+class Settings(BaseSettings):
+    """Everything a run can be told. Read from `SEP_<NAME>`; CLI flags override.
+
+    Why one object: every stage (ingest, agents, training, evaluation) reads the same
+    values, so a flag set once means the same thing everywhere.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SEP_", extra="ignore")
+
+    db: Path = Field(Path("memory/sep.db"), description="SQLite long-term memory.")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible server (e.g. `vllm serve`), like http://host:8000/v1. Unset: embedded model."
+    )
+    model: str | None = Field(None, description="Model name on the server (SEP_MODEL).")
+    api_key: str = Field("EMPTY", description="API key for the server; vLLM accepts any.")
+    threads: int = Field(2, ge=1, description="CPU threads for the embedded model and torch.")
+    cache_dir: Path = Field(default_factory=_default_cache, description="Where prepared models live.")
+    window_days: int = Field(5, ge=1, description="Calendar days of text a decision reads (T).")
+    trials: int = Field(3, ge=1, description="Explain attempts per decision, reflections between them (N).")
+    timeout: float = Field(120.0, gt=0, description="Seconds before one LLM request gives up.")
+    retries: int = Field(3, ge=1, description="Attempts per LLM request (exponential backoff).")
+    seed: int = Field(0, description="Seed for sampling and anything random.")
+
+    def with_overrides(self, **flags: object) -> "Settings":
+        """Return a copy where every flag that was given (not None) wins over env/defaults."""
+        given = {k: v for k, v in flags.items() if v is not None}
+        return self.model_copy(update=given) if given else self

@@ -1,0 +1,147 @@
+"""What a decision "at the end of day D" may see: the single place the time rule lives.
+
+The target is the close of the first trading day after D against the last close on or
+before D. Texts enter only when dated on or before D (local time), within the last
+`window_days` calendar days. Every prompt is built from a `DecisionWindow`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date as Date
+from datetime import timedelta
+
+import sqlite_utils
+
+from sep.errors import BadInput
+from sep.tradingdays import TradingDays, is_krx_holiday, market_of
+
+LABEL_KO = {"up": "상승", "down": "하락"}
+
+
+def parse_day(value: str) -> str:
+    """Accept YYYY-MM-DD (or YYYYMMDD) and return ISO; anything else is bad input."""
+    text = value.strip()
+    if len(text) == 8 and text.isdigit():
+        text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    try:
+        return Date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise BadInput(f"'{value}' is not a date: use YYYY-MM-DD, e.g. 2022-06-01.") from None
+
+
+def label_of(ret: float) -> str:
+    """`up` when the next close is strictly higher, else `down` (SEP: Positive iff return > 0)."""
+    return "up" if ret > 0 else "down"
+
+
+@dataclass
+class Text:
+    id: int
+    source: str
+    date: str
+    published_at: str | None
+    title: str
+    body: str | None
+    url: str | None
+
+
+@dataclass
+class DecisionWindow:
+    stock: str
+    date: str
+    last_trading_day: str
+    last_close: float
+    target_day: str
+    target_close: float
+    ret: float
+    label: str
+    window_start: str
+    is_holiday: bool
+    texts: list[Text] = field(default_factory=list)
+
+    @property
+    def label_ko(self) -> str:
+        return LABEL_KO[self.label]
+
+    def text_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for t in self.texts:
+            counts[t.source] = counts.get(t.source, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def texts_by_day(self) -> dict[str, list[Text]]:
+        days: dict[str, list[Text]] = {}
+        for t in self.texts:
+            days.setdefault(t.date, []).append(t)
+        return dict(sorted(days.items()))
+
+    def as_json(self) -> dict:
+        return {
+            "stock": self.stock,
+            "date": self.date,
+            "last_trading_day": self.last_trading_day,
+            "last_close": self.last_close,
+            "target_day": self.target_day,
+            "target_close": self.target_close,
+            "return": self.ret,
+            "label": self.label,
+            "texts": self.text_counts(),
+        }
+
+
+def trading_days(db: sqlite_utils.Database, stock: str) -> TradingDays:
+    days = [r[0] for r in db.execute("SELECT date FROM prices WHERE stock = ? ORDER BY date", [stock])]
+    if not days:
+        known = [r[0] for r in db.execute("SELECT DISTINCT stock FROM prices ORDER BY stock LIMIT 20")]
+        hint = f" Known stocks: {', '.join(known)}." if known else " No prices imported yet."
+        raise BadInput(f"Unknown stock '{stock}': no prices for it in the memory.{hint}")
+    return TradingDays.for_stock(stock, days)
+
+
+def decision_window(
+    db: sqlite_utils.Database,
+    stock: str,
+    date: str,
+    window_days: int = 5,
+    *,
+    days: TradingDays | None = None,
+) -> DecisionWindow:
+    """Build the window for deciding at the end of `date`; raises BadInput outside the data."""
+    date = parse_day(date)
+    days = days or trading_days(db, stock)
+    last = days.on_or_before(date)
+    target = days.after(date)
+    if last is None or target is None:
+        raise BadInput(
+            f"{date} is outside the price data of {stock} ({days.days[0]} to {days.days[-1]}): "
+            "a decision needs a close on or before the date and a trading day after it."
+        )
+    close = dict(
+        db.execute("SELECT date, close FROM prices WHERE stock = ? AND date IN (?, ?)", [stock, last, target]).fetchall()
+    )
+    ret = close[target] / close[last] - 1.0
+    start = (Date.fromisoformat(date) - timedelta(days=window_days - 1)).isoformat()
+    return DecisionWindow(
+        stock=stock,
+        date=date,
+        last_trading_day=last,
+        last_close=close[last],
+        target_day=target,
+        target_close=close[target],
+        ret=ret,
+        label=label_of(ret),
+        window_start=start,
+        is_holiday=market_of(stock) == "XKRX" and is_krx_holiday(date),
+        texts=texts_in_window(db, stock, start, date),
+    )
+
+
+def texts_in_window(db: sqlite_utils.Database, stock: str, start: str, end: str) -> list[Text]:
+    """Texts dated start..end inclusive. `end` is the decision day: nothing later, ever."""
+    rows = db.execute(
+        "SELECT id, source, date, published_at, title, body, url FROM texts "
+        "WHERE stock = ? AND date >= ? AND date <= ? ORDER BY date, published_at, id",
+        [stock, start, end],
+    ).fetchall()
+    return [Text(*row) for row in rows]

@@ -1,0 +1,88 @@
+"""The CLI as users call it: the installed `sep` script, real exit codes, real output."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sep.memory import open_memory
+
+from conftest import table_digest
+
+SEP = [sys.executable, "-m", "sep.cli"]
+
+
+def run(*args: str, db: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "SEP_DB": str(db), "COLUMNS": "200", **(env or {})}
+    return subprocess.run([*SEP, *args], capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def test_demo_then_show_json_gives_the_holiday_answer(db_path):
+    demo = run("demo", db=db_path)
+    assert demo.returncode == 0, demo.stderr
+    assert "2022-05-31" in demo.stdout and "하락" in demo.stdout
+    shown = run("data", "show", "--stock", "005930", "--date", "2022-06-01", "--json", db=db_path)
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["last_trading_day"] == "2022-05-31" and data["last_close"] == 67400
+    assert data["target_day"] == "2022-06-02" and data["target_close"] == 66700
+    assert data["label"] == "down" and data["texts"]["news"] > 0
+
+
+def test_db_flag_overrides_env(tmp_path, db_path):
+    other = tmp_path / "other.db"
+    assert run("demo", "--db", str(other), db=db_path).returncode == 0
+    assert other.exists() and not db_path.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data", "show", "--stock", "000000", "--date", "2022-06-01"], "Unknown stock"),
+        (["data", "show", "--stock", "005930", "--date", "2030-01-01"], "outside the price data"),
+        (["data", "show", "--stock", "005930", "--date", "yesterday"], "not a date"),
+        (["data", "import", "prices", "pyproject.toml"], "Unrecognised price file"),
+        (["data", "import", "texts", "nope.csv"], "does not exist"),
+        (["data", "import", "texts", "--source", "blog", "pyproject.toml"], "Unknown source"),
+    ],
+)
+def test_bad_input_is_one_sentence_exit_2_and_changes_nothing(db_path, args, message):
+    assert run("demo", db=db_path).returncode == 0
+    db = open_memory(db_path)
+    before = table_digest(db)
+    db.conn.close()
+    cwd_args = [a if a != "pyproject.toml" else str(Path(__file__).parent.parent / "pyproject.toml") for a in args]
+    result = run(*cwd_args, db=db_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3  # one sentence, maybe wrapped
+    assert table_digest(open_memory(db_path)) == before
+
+
+def test_empty_file_is_refused(tmp_path, db_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    result = run("data", "import", "prices", str(empty), db=db_path)
+    assert result.returncode == 2 and "empty" in result.stderr
+
+
+def test_show_without_a_database_says_import_first(db_path):
+    result = run("data", "show", "--stock", "005930", "--date", "2022-06-01", db=db_path)
+    assert result.returncode == 2 and "import" in result.stderr and not db_path.exists()
+
+
+def test_import_reports_what_it_did(db_path, fixtures):
+    result = run("data", "import", "prices", str(fixtures / "005930_D.csv"), str(fixtures / "AAPL.csv"), "--json",
+                 db=db_path)
+    assert result.returncode == 0, result.stderr
+    reports = json.loads(result.stdout)
+    assert [r["format"] for r in reports] == ["quantkang", "yahoo"]
+    assert reports[0]["skipped"]["zero volume (halt)"] >= 2
+
+
+def test_help_teaches(db_path):
+    result = run("data", "import", "prices", "--help", db=db_path)
+    assert result.returncode == 0 and "FinanceDataReader" in result.stdout and "Example" in result.stdout

@@ -1,0 +1,114 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sep.errors import BadInput
+from sep.ingest import import_prices, import_texts, read_prices, read_texts
+from sep.sample import sample_files
+
+from conftest import table_digest
+
+
+def test_fdr_sample_skips_weekend_and_holiday_zero_rows():
+    parsed = read_prices(sample_files()[0][0])
+    assert parsed.format == "fdr"
+    days = {r.date for r in parsed.rows}
+    assert "2022-06-01" not in days  # local elections: an all-zero row
+    assert "2022-05-31" in days and "2022-06-02" in days
+    assert parsed.skipped["all-zero row (weekend/holiday)"] > 80
+    assert all(r.stock == "005930" and r.close > 0 for r in parsed.rows)
+
+
+def test_quantkang_skips_zero_volume_halt_rows(fixtures):
+    parsed = read_prices(fixtures / "005930_D.csv")
+    assert parsed.format == "quantkang"
+    days = {r.date for r in parsed.rows}
+    assert {"2018-05-02", "2018-05-03"}.isdisjoint(days)  # the split halt
+    assert "2018-05-04" in days or "2018-05-08" in days
+    assert parsed.skipped["zero volume (halt)"] >= 2
+    assert {r.stock for r in parsed.rows} == {"005930"}
+
+
+def test_yahoo_stock_comes_from_file_name_or_flag(fixtures, tmp_path):
+    assert {r.stock for r in read_prices(fixtures / "AAPL.csv").rows} == {"AAPL"}
+    renamed = tmp_path / "prices.csv"
+    shutil.copy(fixtures / "AAPL.csv", renamed)
+    with pytest.raises(BadInput, match="--stock"):
+        read_prices(renamed)
+    assert {r.stock for r in read_prices(renamed, stock="aapl").rows} == {"AAPL"}
+
+
+def test_sn2_txt_rebuilds_closes_whose_returns_match_yahoo(fixtures):
+    sn2 = {r.date: r.close for r in read_prices(fixtures / "AAPL.txt").rows}
+    yahoo = {r.date: r.close for r in read_prices(fixtures / "AAPL.csv").rows}
+    days = sorted(set(sn2) & set(yahoo))
+    assert len(days) > 30
+    for a, b in zip(days, days[1:]):
+        assert sn2[b] / sn2[a] == pytest.approx(yahoo[b] / yahoo[a], abs=2e-5)
+
+
+def test_reimport_adds_nothing(memory, fixtures):
+    first = import_prices(memory, [fixtures / "005930_D.csv"])[0]
+    again = import_prices(memory, [fixtures / "005930_D.csv"])[0]
+    assert first.rows_added > 0 and again.rows_added == 0
+    t1 = import_texts(memory, [fixtures / "discussion_005930.csv"])[0]
+    t2 = import_texts(memory, [fixtures / "discussion_005930.csv"])[0]
+    assert t1.rows_added > 50 and t2.rows_added == 0
+
+
+def test_naver_board_posts_get_kst_day_and_stock_from_links(fixtures):
+    parsed = read_texts(fixtures / "discussion_005930.csv")
+    assert parsed.format == "naver-board-csv"
+    first = parsed.rows[0]
+    assert first.stock == "005930" and first.source == "naver-board"
+    assert first.published_at == "2021-02-28T00:00+09:00" and first.date == "2021-02-28"
+    assert first.body
+
+
+def test_news_xlsx_takes_code_from_link_and_report_needs_stock(fixtures):
+    news = read_texts(sample_files()[1][0])
+    assert news.format == "naver-news-xlsx" and {r.stock for r in news.rows} == {"005930"}
+    assert len(news.rows) == 1243
+    with pytest.raises(BadInput, match="--stock"):
+        read_texts(fixtures / "samsung_raw_report_head.xlsx")
+    report = read_texts(fixtures / "samsung_raw_report_head.xlsx", stock="005930")
+    assert report.format == "naver-report-xlsx" and len(report.rows) == 20
+    assert report.rows[0].date == "2017-07-03"
+
+
+def test_tweet_folder_days_are_new_york_days(fixtures):
+    parsed = read_texts(fixtures / "tweets" / "ABBV")
+    assert {r.stock for r in parsed.rows} == {"ABBV"} and parsed.format == "sn2-tweets"
+    # 2020-01-04T02:36:54Z is the evening of 2020-01-03 in New York.
+    first = min(parsed.rows, key=lambda r: r.published_at)
+    assert first.published_at.startswith("2020-01-03T21:36") and first.date == "2020-01-03"
+
+
+def test_generic_jsonl_converts_utc_to_korean_day(fixtures):
+    rows = read_texts(fixtures / "generic_texts.jsonl").rows
+    assert [r.date for r in rows] == ["2022-05-31", "2022-06-01", "2022-06-02"]
+    assert rows[2].stock == "005930"
+
+
+def test_a_bad_file_among_good_ones_writes_nothing(memory, fixtures, tmp_path):
+    import_prices(memory, [fixtures / "005930_D.csv"])
+    before = table_digest(memory)
+    junk = tmp_path / "junk.csv"
+    junk.write_text("hello,world\n1,2\n", encoding="utf-8")
+    with pytest.raises(BadInput, match="Unrecognised price file"):
+        import_prices(memory, [fixtures / "AAPL.csv", junk])
+    empty = tmp_path / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(BadInput, match="empty"):
+        import_texts(memory, [fixtures / "discussion_005930.csv", empty])
+    with pytest.raises(BadInput, match="does not exist"):
+        import_texts(memory, [tmp_path / "missing.csv"])
+    assert table_digest(memory) == before
+
+
+def test_binary_garbage_is_refused(tmp_path):
+    bad = tmp_path / "x.xlsx"
+    bad.write_bytes(b"\x00\x01not a zip")
+    with pytest.raises(BadInput, match="spreadsheet"):
+        read_texts(bad)
