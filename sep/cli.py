@@ -220,13 +220,171 @@ def crawl_naver_board_cmd(
     console.print(result)
 
 
+pairs_app = typer.Typer(help="Win/lose pairs from wrong→right retries (training data).", no_args_is_help=True)
+app.add_typer(pairs_app, name="pairs")
+
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://gpu:8000/v1 [env SEP_BASE_URL]. Unset: the embedded Gemma-3 270M.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name on the server [env SEP_MODEL; default: the server's first].")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the embedded model [env SEP_THREADS, 2].")]
+
+
+def _make_llm(cfg: Settings):
+    from sep.llm import make_llm
+
+    progress = Progress(TextColumn("[bold]Preparing the embedded model"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        console=err_console, transient=True)
+    with progress:
+        task = progress.add_task("", total=1)
+        return make_llm(cfg, lambda done, total: progress.update(task, completed=done, total=total))
+
+
+def _reflect_days(memory, stock: str, date: str | None, start: str | None, end: str | None) -> list[str]:
+    from sep.window import parse_day, trading_days
+
+    if date and (start or end):
+        raise BadInput("Give either --date or --start/--end, not both.")
+    if date:
+        return [parse_day(date)]
+    if not (start and end):
+        raise BadInput("Give --date D, or a range with --start D1 --end D2.")
+    start, end = parse_day(start), parse_day(end)
+    if start > end:
+        raise BadInput(f"--start {start} is after --end {end}.")
+    days = trading_days(memory, stock).between(start, end)
+    if not days:
+        raise BadInput(f"No trading days of {stock} between {start} and {end}.")
+    return days
+
+
+@app.command("reflect")
+def reflect_cmd(
+    stock: Annotated[str, typer.Option("--stock", help="Stock code (005930) or ticker.")],
+    date: Annotated[Optional[str], typer.Option("--date", help="Decide at the end of D (YYYY-MM-DD); holidays are fine.")] = None,
+    start: Annotated[Optional[str], typer.Option("--start", help="First day of a range (each trading day in it is run).")] = None,
+    end: Annotated[Optional[str], typer.Option("--end", help="Last day of the range.")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Explain attempts in total, reflecting between them [env SEP_TRIALS, 3].")] = None,
+    window_days: Annotated[Optional[int], typer.Option("--window-days", min=1, help="Calendar days of text to read (T) [5].")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every prompt it would send (texts included) and call no model.")] = False,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Summarize the last T days of texts, explain 상승/하락, and when wrong reflect and retry.
+
+    The answer is checked against the close of the next trading day after D. Each trial is stored
+    in `predictions`, each reflection in `reflections` (recalled by later decisions), and each
+    wrong→right flip in `pairs`. Summaries are cached, so a range reuses them.
+
+    Examples:
+      sep reflect --stock 005930 --date 2022-06-01
+      sep reflect --stock 005930 --start 2022-05-23 --end 2022-05-31 --json
+      sep reflect --stock 005930 --date 2022-06-01 --base-url http://gpu:8000/v1 --model google/gemma-3-1b-it
+    """
+    from sep.agents import Agents, lang_of
+    from sep.llm import LLMUnavailable
+    from sep.memory import open_memory
+    from sep.window import decision_window, trading_days
+
+    with user_errors():
+        cfg = settings(db=db, base_url=base_url, model=model, threads=threads, trials=trials, window_days=window_days)
+        memory = open_memory(cfg.db, must_exist=True)
+        code = stock.strip().upper() if not stock.strip().isdigit() else stock.strip().zfill(6)
+        days = _reflect_days(memory, code, date, start, end)
+        tdays = trading_days(memory, code)
+        windows = [decision_window(memory, code, d, cfg.window_days, days=tdays) for d in days]
+    try:
+        llm = None if dry_run else _make_llm(cfg)
+    except LLMUnavailable as exc:
+        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    printer = (lambda name, text: console.print(f"[bold cyan]── {name} prompt ──[/]\n{text}", markup=True,
+                                                 highlight=False)) if dry_run else None
+    agents = Agents(memory, llm, lang_of(code), on_prompt=printer)
+    results = []
+    progress = Progress(TextColumn("[bold]Reflecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=err_console, transient=True,
+                        disable=dry_run or len(windows) == 1)
+    with progress:
+        task = progress.add_task("", total=len(windows))
+        for w in windows:
+            progress.update(task, description=w.date)
+            try:
+                result = agents.run(w, cfg.trials)
+            except LLMUnavailable as exc:
+                err_console.print(f"[bold red]Error:[/] {exc} Finished days are stored; rerun to continue.",
+                                  highlight=False)
+                raise typer.Exit(1) from None
+            results.append(result)
+            if not as_json and not dry_run:
+                render_result(result)
+            progress.advance(task)
+    if as_json and not dry_run:
+        out = [r.as_json() for r in results]
+        print(json.dumps(out[0] if date else out, ensure_ascii=False, indent=2))
+    if llm is not None and not as_json:
+        err_console.print(f"[dim]{llm.calls} LLM calls, {llm.prompt_tokens} prompt + {llm.completion_tokens} "
+                          f"completion tokens ({llm.name})[/]")
+
+
+def render_result(result: Any) -> None:
+    """Window, summaries, each trial with its reflection, and the outcome."""
+    w = result.window
+    render_window(w, max_titles=3)
+    for day, summary in result.summaries:
+        console.print(f"[bold green]요약 {day}[/]\n{summary}", highlight=False)
+    if result.recalled:
+        console.print("[bold magenta]과거의 반성 (recalled)[/]")
+        for r in result.recalled:
+            console.print(f"  · {r}", highlight=False, markup=False)
+    for t in result.trials:
+        mark = "[green]✓ correct[/]" if t.correct else "[red]✗ wrong[/]"
+        label = {"up": "상승", "down": "하락"}.get(t.label or "", "unparsable")
+        conf = f"  confidence {t.confidence:.2f}" if t.confidence is not None else ""
+        console.print(f"[bold]trial {t.trial}[/]: {label}{conf}  {mark}")
+        console.print(t.explanation or "(no explanation)", highlight=False, markup=False)
+        if t.reflection:
+            console.print(f"[bold yellow]reflection[/]: {t.reflection}", highlight=False)
+    final = result.trials[-1] if result.trials else None
+    if final:
+        outcome = "correct" if final.correct else "still wrong"
+        console.print(f"[bold]outcome[/]: {outcome} after {len(result.trials)} trial(s); actual {w.label_ko}")
+
+
+@pairs_app.command("export")
+def pairs_export_cmd(
+    out: Annotated[Path, typer.Option("--out", help="JSON lines file to write.")],
+    db: DbOpt = None,
+) -> None:
+    """Write stored wrong→right pairs as TRL preference data: {prompt, chosen, rejected} per line.
+
+    `chosen` is always the response whose label matched the market; `rejected` the wrong one.
+    """
+    from sep.agents import export_pairs
+    from sep.memory import open_memory
+
+    with user_errors():
+        n = export_pairs(open_memory(settings(db=db).db, must_exist=True), out)
+    console.print(f"Wrote {n} pairs to {out}")
+
+
 @app.command("demo")
 def demo_cmd(
     db: DbOpt = None,
     stock: Annotated[str, typer.Option("--stock", help="Stock in the bundled sample.")] = "005930",
     date: Annotated[str, typer.Option("--date", help="Decision day inside the sample.")] = "2022-06-01",
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Explain attempts [3].")] = None,
+    import_only: Annotated[bool, typer.Option("--import-only", help="Import the sample and show the window; run no model.")] = False,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
-    """Import the bundled sample (005930 prices for 2022, Samsung news 2022-05-01..06-01) and show a window."""
+    """The main job on the bundled sample: import it, then `sep reflect` with the embedded model.
+
+    The sample is 005930 prices for 2022 and 1,243 Samsung news titles of 2022-05-01..06-01
+    (see sep/sample/PROVENANCE.md). The first run prepares the model in ~/.cache/sep.
+    """
     from sep.ingest import read_prices, read_texts, write_all
     from sep.memory import open_memory
     from sep.sample import sample_files
@@ -239,7 +397,11 @@ def demo_cmd(
         reports = write_all(memory, "prices", [read_prices(p) for p in prices])
         reports += write_all(memory, "texts", [read_texts(p) for p in texts])
         _print_reports(reports, as_json=False)
-        render_window(decision_window(memory, stock, date, cfg.window_days))
+        if import_only:
+            render_window(decision_window(memory, stock, date, cfg.window_days))
+            return
+    reflect_cmd(stock=stock, date=date, start=None, end=None, trials=trials, window_days=None, dry_run=False,
+                base_url=base_url, model=model, threads=threads, db=db, as_json=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

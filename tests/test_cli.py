@@ -21,7 +21,7 @@ def run(*args: str, db: Path, env: dict | None = None) -> subprocess.CompletedPr
 
 
 def test_demo_then_show_json_gives_the_holiday_answer(db_path):
-    demo = run("demo", db=db_path)
+    demo = run("demo", "--import-only", db=db_path)
     assert demo.returncode == 0, demo.stderr
     assert "2022-05-31" in demo.stdout and "하락" in demo.stdout
     shown = run("data", "show", "--stock", "005930", "--date", "2022-06-01", "--json", db=db_path)
@@ -34,7 +34,7 @@ def test_demo_then_show_json_gives_the_holiday_answer(db_path):
 
 def test_db_flag_overrides_env(tmp_path, db_path):
     other = tmp_path / "other.db"
-    assert run("demo", "--db", str(other), db=db_path).returncode == 0
+    assert run("demo", "--import-only", "--db", str(other), db=db_path).returncode == 0
     assert other.exists() and not db_path.exists()
 
 
@@ -50,7 +50,7 @@ def test_db_flag_overrides_env(tmp_path, db_path):
     ],
 )
 def test_bad_input_is_one_sentence_exit_2_and_changes_nothing(db_path, args, message):
-    assert run("demo", db=db_path).returncode == 0
+    assert run("demo", "--import-only", db=db_path).returncode == 0
     db = open_memory(db_path)
     before = table_digest(db)
     db.conn.close()

