@@ -1,0 +1,82 @@
+"""A scripted OpenAI-compatible server on 127.0.0.1 speaking real HTTP (the only fake: the
+LLM server is outside the project). It records every request so tests can inspect prompts."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def kind_of(prompt: str) -> str:
+    tail = prompt.rstrip()[-12:]
+    if tail.endswith("요약:") or tail.endswith("Summary:"):
+        return "summarize"
+    if tail.endswith("반성:") or tail.endswith("Reflection:"):
+        return "reflect"
+    return "explain"
+
+
+class FakeOpenAI:
+    """`script(kind, prompt) -> reply text`. `owned_by="vllm"` makes it look like vLLM."""
+
+    def __init__(self, script: Callable[[str, str], str], owned_by: str = "vllm", model: str = "fake-model"):
+        self.script, self.owned_by, self.model = script, owned_by, model
+        self.requests: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _send(self, body: dict, status: int = 200) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send({"object": "list", "data": [{"id": fake.model, "object": "model",
+                                                             "owned_by": fake.owned_by}]})
+                else:
+                    self._send({"error": "not found"}, 404)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append(body)
+                prompt = body["messages"][-1]["content"]
+                text = fake.script(kind_of(prompt), prompt)
+                first = text.strip().split("\n")[0][:1] or "?"
+                other = "하" if first == "상" else "상"
+                logprobs = {"content": [{"token": first, "logprob": -0.2, "bytes": None, "top_logprobs": [
+                    {"token": first, "logprob": -0.2, "bytes": None},
+                    {"token": other, "logprob": -1.8, "bytes": None}]}]}
+                self._send({
+                    "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": fake.model,
+                    "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": len(prompt) // 2, "completion_tokens": len(text) // 2,
+                              "total_tokens": (len(prompt) + len(text)) // 2},
+                })
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def kinds(self) -> list[str]:
+        return [kind_of(r["messages"][-1]["content"]) for r in self.requests]
+
+    def __enter__(self) -> "FakeOpenAI":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,169 @@
+"""SEP's loop against a scripted OpenAI-compatible server on 127.0.0.1 (real HTTP), and once
+end-to-end on the real embedded Gemma-3 270M."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sep.ingest import import_texts
+from sep.memory import open_memory
+
+from fake_openai import FakeOpenAI
+
+SUMMARY = "- 삼성전자 관련 사실 요약"
+RIGHT = "하락\n외국인 매도와 금리 우려로 약세가 예상된다."  # 005930 on 2022-06-01 closed down
+WRONG = "상승\n신제품 기대감으로 오를 것이다."
+
+
+def sep(*args: str, db: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEP_DB": str(db), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "sep.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@pytest.fixture
+def sample_db(sample_memory, db_path) -> Path:
+    sample_memory.conn.close()
+    return db_path
+
+
+def script(explain, reflect="신제품 기대보다 거시 악재를 더 크게 봐야 했다."):
+    def reply(kind: str, prompt: str) -> str:
+        return {"summarize": SUMMARY, "reflect": reflect}.get(kind) or explain(prompt)
+    return reply
+
+
+def reflect_json(server: FakeOpenAI, db: Path, date: str = "2022-06-01", *extra: str) -> dict:
+    result = sep("reflect", "--stock", "005930", "--date", date, "--json", "--base-url", server.base_url, *extra, db=db)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_right_answer_is_one_trial_with_confidence(sample_db):
+    with FakeOpenAI(script(lambda p: RIGHT)) as server:
+        out = reflect_json(server, sample_db)
+    assert out["actual"] == "down" and out["target_day"] == "2022-06-02"
+    assert len(out["trials"]) == 1 and out["trials"][0]["correct"] and out["trials"][0]["label"] == "down"
+    assert out["trials"][0]["confidence"] == pytest.approx(1 / (1 + pow(2.718281828, -1.6)), rel=1e-3)
+    assert out["final"] == {"label": "down", "correct": True, "trials_used": 1}
+    assert server.kinds().count("summarize") == 5  # one per day with texts, 05-28..06-01
+    db = open_memory(sample_db)
+    assert db.execute("SELECT count(*) FROM predictions").fetchone()[0] == 1
+    assert db.execute("SELECT count(*) FROM summaries").fetchone()[0] == 5
+
+
+def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
+    def explain(prompt: str) -> str:
+        return RIGHT if "과거의 반성" in prompt else WRONG
+
+    with FakeOpenAI(script(explain), owned_by="vllm") as server:
+        out = reflect_json(server, sample_db, "2022-06-01", "--trials", "3")
+        explain_requests = [r for r in server.requests if "답:" in r["messages"][-1]["content"][-10:]]
+    assert [t["correct"] for t in out["trials"]] == [False, True]
+    assert out["trials"][0]["reflection"] and out["trials"][1]["reflection"] is None
+    # vLLM gets the label line constrained; the regex allows exactly the two words.
+    regex = explain_requests[0]["structured_outputs"]["regex"]
+    assert regex.startswith("(상승|하락)\\n")
+    db = open_memory(sample_db)
+    assert db.execute("SELECT trial, correct FROM predictions ORDER BY trial").fetchall() == [(0, 0), (1, 1)]
+    assert db.execute("SELECT count(*) FROM reflections").fetchone()[0] == 1
+    export = tmp_path / "pairs.jsonl"
+    assert sep("pairs", "export", "--out", str(export), db=sample_db).returncode == 0
+    pairs = [json.loads(line) for line in export.read_text(encoding="utf-8").splitlines()]
+    assert len(pairs) == 1
+    pair = pairs[0]
+    assert set(pair) >= {"prompt", "chosen", "rejected"}
+    assert pair["chosen"].startswith("하락") and pair["rejected"].startswith("상승")  # chosen = what the market did
+    assert "과거의 반성" not in pair["prompt"]  # the prompt without reflections
+
+
+def test_garbage_is_recorded_as_none_and_never_crashes(sample_db):
+    with FakeOpenAI(script(lambda p: "음... 글쎄요, 잘 모르겠습니다."), owned_by="other") as server:
+        out = reflect_json(server, sample_db, "2022-06-01", "--trials", "3")
+        assert all("structured_outputs" not in r for r in server.requests)  # not vLLM: free text
+    assert [t["label"] for t in out["trials"]] == [None, None, None]
+    assert not any(t["correct"] for t in out["trials"])
+    db = open_memory(sample_db)
+    assert db.execute("SELECT count(*) FROM predictions WHERE label IS NULL AND correct = 0").fetchone()[0] == 3
+
+
+def test_no_future_text_reaches_any_prompt(sample_memory, db_path, tmp_path):
+    future = tmp_path / "future.jsonl"
+    future.write_text(
+        '{"stock": "005930", "date": "2022-06-02", "title": "FUTURE-MARKER 6월 2일 기사"}\n'
+        '{"stock": "005930", "published_at": "2022-06-01T23:59:00+09:00", "title": "LATE-D 6월 1일 밤 기사"}\n'
+        '{"stock": "005930", "published_at": "2022-06-01T15:30:00Z", "title": "UTC-FUTURE 6월 2일 0시 30분 KST"}\n',
+        encoding="utf-8")
+    import_texts(sample_memory, [future])
+    sample_memory.conn.close()
+    with FakeOpenAI(script(lambda p: WRONG)) as server:
+        reflect_json(server, db_path, "2022-06-01", "--trials", "3")
+        sent = "\n".join(r["messages"][-1]["content"] for r in server.requests)
+    assert "LATE-D" in sent  # texts of D itself are in
+    assert "FUTURE-MARKER" not in sent and "UTC-FUTURE" not in sent
+    dry = sep("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", db=db_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "LATE-D" in dry.stdout and "FUTURE-MARKER" not in dry.stdout and "UTC-FUTURE" not in dry.stdout
+    assert "summarize prompt" in dry.stdout and "explain prompt" in dry.stdout
+
+
+def test_reflections_are_recalled_only_once_their_outcome_is_known(sample_db):
+    def explain(prompt: str) -> str:
+        return WRONG
+
+    with FakeOpenAI(script(explain, reflect="LESSON-0531 거시 변수를 먼저 보라"), owned_by="other") as server:
+        reflect_json(server, sample_db, "2022-05-31", "--trials", "2")  # target 06-02; 05-31 → 06-02 fell
+        server.requests.clear()
+        reflect_json(server, sample_db, "2022-06-01", "--trials", "1")  # holiday: 06-02 not yet known
+        assert not any("LESSON-0531" in r["messages"][-1]["content"] for r in server.requests)
+        assert server.kinds().count("summarize") == 1  # only 06-01 is new; 05-28..05-31 are cached
+        server.requests.clear()
+        reflect_json(server, sample_db, "2022-06-02", "--trials", "1")
+        assert any("LESSON-0531" in r["messages"][-1]["content"] for r in server.requests)
+
+
+def test_summaries_are_cached_across_runs_and_ranges(sample_db):
+    with FakeOpenAI(script(lambda p: RIGHT)) as server:
+        reflect_json(server, sample_db, "2022-05-31")
+        first = server.kinds().count("summarize")
+        server.requests.clear()
+        result = sep("reflect", "--stock", "005930", "--start", "2022-05-30", "--end", "2022-06-01", "--json",
+                     "--base-url", server.base_url, db=sample_db)
+        assert result.returncode == 0, result.stderr
+        out = json.loads(result.stdout)
+    assert [o["date"] for o in out] == ["2022-05-30", "2022-05-31"]  # trading days only
+    # 05-31 read 05-27..05-31; the range adds only 05-26 (05-30's window). Nothing is summarized twice.
+    assert first == 5 and server.kinds().count("summarize") == 1
+
+
+def test_server_down_is_a_clear_error(sample_db):
+    result = sep("reflect", "--stock", "005930", "--date", "2022-06-01", "--base-url", "http://127.0.0.1:9/v1",
+                 db=sample_db)
+    assert result.returncode == 1 and "No OpenAI-compatible server answers" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_reflect_input_exits_2(sample_db):
+    result = sep("reflect", "--stock", "005930", "--date", "2023-01-01", "--dry-run", db=sample_db)
+    assert result.returncode == 2 and "outside the price data" in result.stderr
+
+
+@pytest.mark.slow
+def test_end_to_end_on_the_embedded_model(sample_db):
+    result = sep("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "2", "--json", db=sample_db)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["actual"] == "down" and 1 <= len(out["trials"]) <= 2
+    for t in out["trials"]:
+        assert t["label"] in ("up", "down")  # the grammar forces a label on the embedded model
+        assert 0.0 <= t["confidence"] <= 1.0
+        assert t["correct"] == (t["label"] == "down")
+    db = open_memory(sample_db)
+    assert db.execute("SELECT count(*) FROM predictions").fetchone()[0] == len(out["trials"])
+    assert db.execute("SELECT count(*) FROM summaries WHERE model = 'gemma-3-270m-q4_k_m'").fetchone()[0] == 5
