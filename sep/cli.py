@@ -15,11 +15,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sep.errors import BadInput
 from sep.settings import Settings
+from sep.window import LABEL_KO
 
 app = typer.Typer(
     help="SEP: explainable next-day stock prediction with self-reflective LLMs.\n\n"
@@ -283,6 +285,7 @@ def reflect_cmd(
       sep reflect --stock 005930 --date 2022-06-01 --base-url http://gpu:8000/v1 --model google/gemma-3-1b-it
     """
     from sep.agents import Agents, lang_of
+    from sep.ingest import normalise_stock
     from sep.llm import LLMUnavailable
     from sep.memory import open_memory
     from sep.window import decision_window, trading_days
@@ -290,7 +293,7 @@ def reflect_cmd(
     with user_errors():
         cfg = settings(db=db, base_url=base_url, model=model, threads=threads, trials=trials, window_days=window_days)
         memory = open_memory(cfg.db, must_exist=True)
-        code = stock.strip().upper() if not stock.strip().isdigit() else stock.strip().zfill(6)
+        code = normalise_stock(stock)
         days = _reflect_days(memory, code, date, start, end)
         tdays = trading_days(memory, code)
         windows = [decision_window(memory, code, d, cfg.window_days, days=tdays) for d in days]
@@ -299,7 +302,7 @@ def reflect_cmd(
     except LLMUnavailable as exc:
         err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
-    printer = (lambda name, text: console.print(f"[bold cyan]── {name} prompt ──[/]\n{text}", markup=True,
+    printer = (lambda name, text: console.print(f"[bold cyan]── {name} prompt ──[/]\n{escape(text)}",
                                                  highlight=False)) if dry_run else None
     agents = Agents(memory, llm, lang_of(code), on_prompt=printer)
     results = []
@@ -333,19 +336,19 @@ def render_result(result: Any) -> None:
     w = result.window
     render_window(w, max_titles=3)
     for day, summary in result.summaries:
-        console.print(f"[bold green]요약 {day}[/]\n{summary}", highlight=False)
+        console.print(f"[bold green]요약 {day}[/]\n{escape(summary)}", highlight=False)
     if result.recalled:
         console.print("[bold magenta]과거의 반성 (recalled)[/]")
         for r in result.recalled:
             console.print(f"  · {r}", highlight=False, markup=False)
     for t in result.trials:
         mark = "[green]✓ correct[/]" if t.correct else "[red]✗ wrong[/]"
-        label = {"up": "상승", "down": "하락"}.get(t.label or "", "unparsable")
+        label = LABEL_KO.get(t.label or "", "unparsable")
         conf = f"  confidence {t.confidence:.2f}" if t.confidence is not None else ""
         console.print(f"[bold]trial {t.trial}[/]: {label}{conf}  {mark}")
         console.print(t.explanation or "(no explanation)", highlight=False, markup=False)
         if t.reflection:
-            console.print(f"[bold yellow]reflection[/]: {t.reflection}", highlight=False)
+            console.print(f"[bold yellow]reflection[/]: {escape(t.reflection)}", highlight=False)
     final = result.trials[-1] if result.trials else None
     if final:
         outcome = "correct" if final.correct else "still wrong"

@@ -167,3 +167,14 @@ def test_end_to_end_on_the_embedded_model(sample_db):
     db = open_memory(sample_db)
     assert db.execute("SELECT count(*) FROM predictions").fetchone()[0] == len(out["trials"])
     assert db.execute("SELECT count(*) FROM summaries WHERE model = 'gemma-3-270m-q4_k_m'").fetchone()[0] == 5
+
+
+def test_dry_run_prints_untrusted_titles_verbatim(sample_memory, db_path, tmp_path):
+    hostile = tmp_path / "hostile.jsonl"
+    hostile.write_text('{"stock": "005930", "date": "2022-06-01", "title": "닫는 태그 [/] 와 [bold red]강조[/bold red]"}\n',
+                       encoding="utf-8")
+    import_texts(sample_memory, [hostile])
+    sample_memory.conn.close()
+    dry = sep("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", db=db_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "닫는 태그 [/] 와 [bold red]강조[/bold red]" in dry.stdout
