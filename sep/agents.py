@@ -10,7 +10,6 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import sqlite_utils
@@ -104,10 +103,7 @@ class Agents:
         self.prompts = {n: load_prompt(lang, n, prompts_dir) for n in ("summarize", "explain", "reflect")}
         self.words = LABEL_WORDS[lang]
         self.on_prompt = on_prompt  # sees every prompt before it is sent (dry runs print them)
-
-    @cached_property
-    def model_name(self) -> str:
-        return self.llm.name if self.llm else "dry-run"
+        self.model_name = llm.name if llm else "dry-run"
 
     def _ask(self, name: str, variables: dict, **kwargs) -> AIMessage | None:
         """Send one prompt (None in a dry run, which only shows it)."""
@@ -162,9 +158,12 @@ class Agents:
             "SELECT reflection, date FROM reflections WHERE stock = ? AND target_day <= ? AND date < ? "
             "ORDER BY date DESC LIMIT 200", [window.stock, window.date, window.date]).fetchall()
         today = _bigrams(summaries_text)
-        scored = sorted(rows, key=lambda r: (len(today & _bigrams(r[0])) / (len(_bigrams(r[0])) or 1), r[1]),
-                        reverse=True)
-        return [r[0] for r in scored[: self.recall_k]]
+
+        def relevance(row: tuple[str, str]) -> tuple[float, str]:
+            grams = _bigrams(row[0])
+            return len(today & grams) / (len(grams) or 1), row[1]  # overlap, then recency
+
+        return [r[0] for r in sorted(rows, key=relevance, reverse=True)[: self.recall_k]]
 
     def explain_variables(self, window: DecisionWindow, summaries: list[tuple[str, str]],
                           reflections: list[str]) -> dict:

@@ -16,7 +16,7 @@ import hashlib
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +222,6 @@ class LLM:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    log: list[dict] = field(default_factory=list)
 
     def ask(self, template: PromptTemplate, variables: dict, *, label_words: tuple[str, str] | None = None,
             max_tokens: int = 200, temperature: float | None = None, stop: list[str] | None = None) -> AIMessage:
