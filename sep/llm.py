@@ -5,6 +5,8 @@
   other servers get free text, which the parser still reads (label on the first line).
 * `embedded`: the packaged Gemma-3 270M GGUF run in-process by xllamacpp (llama.cpp), with a
   grammar for the label line. Prepared once into the user cache.
+* `policy`: a transformers model (the de-quantized Gemma folder, or a trained LoRA policy on top
+  of it) for `--policy DIR`. Slower (about 8 tok/s), but it runs what `sep train` produced.
 
 Both return `AIMessage`s with OpenAI-shaped `response_metadata["logprobs"]`, so one parser
 turns either into an `Answer` with a confidence from the label token's log-probabilities.
@@ -32,6 +34,7 @@ LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive"
 _ALIASES = {"상승": "up", "하락": "down", "positive": "up", "negative": "down", "up": "up", "down": "down",
             "rise": "up", "fall": "down"}
 EMBEDDED_NAME = "gemma-3-270m-q4_k_m"
+HF_DIR_NAME = "gemma-3-270m-hf"
 TURN_END = "<end_of_turn>"
 
 
@@ -40,6 +43,15 @@ class LLMUnavailable(RuntimeError):
 
 
 # ---------------------------------------------------------------- the one chat template
+
+
+# The same format as a jinja chat template, saved into every tokenizer sep writes, so vLLM
+# (`/v1/chat/completions`) and TRL's trainers render prompts exactly as `render_chat` does.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else 'user' %}"
+    "<start_of_turn>{{ role }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
 
 
 def render_chat(messages: list[BaseMessage]) -> str:
@@ -208,6 +220,165 @@ class EmbeddedChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=message)])
 
 
+# ---------------------------------------------------------------- transformers (trained policies)
+
+
+def _need_train_extra(exc: ImportError) -> LLMUnavailable:
+    return LLMUnavailable(f"This needs the training extra ({exc.name} is missing): pip install -e '.[train]'")
+
+
+def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    """De-quantize the packaged GGUF once into a transformers folder (fp32, trainable); return it.
+
+    transformers reads GGUF slowly (about a minute here), so the folder is cached. It is written
+    under a temporary name and renamed, so an interrupted run never leaves half a model.
+    """
+    target = Path(cache_dir) / "models" / HF_DIR_NAME
+    if (target / "config.json").exists():
+        return target
+    gguf = prepare_embedded_model(cache_dir, progress)
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise _need_train_extra(exc) from None
+    import shutil
+
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer.chat_template = CHAT_TEMPLATE  # the base GGUF has none; servers and trainers need one
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model.hf_quantizer = None  # a GGUF-loaded model refuses to save with these two set
+    model.config.__dict__.pop("quantization_config", None)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)
+    return target
+
+
+def load_causal_lm(policy: Path | None, cache_dir: Path, threads: int) -> tuple[Any, Any]:
+    """(model, tokenizer) for a policy: a LoRA adapter folder, a full model folder, or the base.
+
+    An adapter is applied on top of the base it names (`base_model_name_or_path`), falling back to
+    the prepared Gemma folder when that path no longer exists (e.g. trained on another machine).
+    """
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise _need_train_extra(exc) from None
+    import json
+
+    torch.set_num_threads(threads)
+    policy = Path(policy) if policy else None
+    if policy is not None and (policy / "adapter").is_dir():  # a `sep train` run directory
+        policy = policy / "adapter"
+    if policy is not None and not policy.is_dir():
+        raise LLMUnavailable(f"--policy {policy} is not a folder with a model or a LoRA adapter.")
+    if policy is not None and (policy / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base = Path(json.loads((policy / "adapter_config.json").read_text()).get("base_model_name_or_path") or "")
+        if not (base / "config.json").exists():
+            base = prepare_hf_model(cache_dir)
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), policy)
+        tok_dir = policy if (policy / "tokenizer_config.json").exists() else base
+    else:
+        if policy is not None and not (policy / "config.json").exists():
+            raise LLMUnavailable(f"--policy {policy} holds neither config.json nor adapter_config.json.")
+        folder = policy or prepare_hf_model(cache_dir)
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        tok_dir = folder
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    model.eval()
+    return model, tokenizer
+
+
+class TransformersChatModel(BaseChatModel):
+    """A transformers causal LM (e.g. a trained LoRA policy) behind the same chat interface.
+
+    With `label_words=(up, down)` the label is chosen by scoring both words after the prompt (so it
+    is always one of them) and the two log-probabilities are returned OpenAI-style, which gives the
+    same confidence as the other backends; the explanation is then generated after it.
+    """
+
+    policy: str | None = None
+    cache_dir: str
+    threads: int = 2
+    seed: int = 0
+    temperature: float = 0.0
+    max_tokens: int = 200
+    _loaded: Any = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "sep-transformers"
+
+    def _ensure(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            self._loaded = load_causal_lm(Path(self.policy) if self.policy else None, Path(self.cache_dir),
+                                          self.threads)
+        return self._loaded
+
+    def _score_words(self, prompt: str, words: tuple[str, ...]) -> list[float]:
+        """log P(word | prompt) for each word, summed over its tokens."""
+        import torch
+
+        model, tok = self._ensure()
+        prompt_ids = tok(prompt, return_tensors="pt").input_ids  # with <bos>, as llama.cpp and training do
+        scores = []
+        for word in words:
+            word_ids = tok(word, add_special_tokens=False, return_tensors="pt").input_ids
+            ids = torch.cat([prompt_ids, word_ids], dim=1)
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0, prompt_ids.shape[1] - 1:-1]
+            lp = torch.log_softmax(logits.float(), dim=-1).gather(1, word_ids[0].unsqueeze(1)).sum()
+            scores.append(float(lp))
+        return scores
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        import torch
+
+        model, tok = self._ensure()
+        prompt = render_chat(messages)
+        temperature = kwargs.get("temperature", self.temperature)
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        generator = torch.Generator().manual_seed(self.seed + kwargs.get("sample_index", 0))
+        head, logprobs = "", None
+        label_words = kwargs.get("label_words")
+        if label_words:
+            scores = self._score_words(prompt, tuple(label_words))
+            if temperature and temperature > 0:
+                probs = torch.softmax(torch.tensor(scores) / temperature, dim=0)
+                pick = int(torch.multinomial(probs, 1, generator=generator))
+            else:
+                pick = max(range(len(scores)), key=scores.__getitem__)
+            head = label_words[pick] + "\n"
+            logprobs = {"content": [{"token": label_words[pick], "logprob": scores[pick],
+                                     "top_logprobs": [{"token": w, "logprob": s} for w, s in zip(label_words, scores)]}]}
+        ids = tok(prompt + head, return_tensors="pt").input_ids  # Gemma needs its <bos>
+        torch.manual_seed(self.seed + kwargs.get("sample_index", 0))
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
+                                 do_sample=bool(temperature and temperature > 0),
+                                 temperature=temperature if temperature else None, top_p=None, top_k=None,
+                                 repetition_penalty=1.3, pad_token_id=tok.pad_token_id or tok.eos_token_id,
+                                 eos_token_id=[tok.eos_token_id, tok.convert_tokens_to_ids(TURN_END)],
+                                 **({"stop_strings": stop, "tokenizer": tok} if stop else {}))
+        new = out[0, ids.shape[1]:]
+        text = tok.decode(new, skip_special_tokens=True)
+        for s in [TURN_END, "<start_of_turn>", *(stop or [])]:
+            text = text.split(s)[0]
+        usage_in, usage_out = int(ids.shape[1]), int(new.shape[0])
+        message = AIMessage(
+            content=(head + text).strip(),
+            response_metadata={"logprobs": logprobs, "model_name": self.policy or HF_DIR_NAME},
+            usage_metadata={"input_tokens": usage_in, "output_tokens": usage_out, "total_tokens": usage_in + usage_out},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
 # ---------------------------------------------------------------- the facade the agents use
 
 
@@ -282,7 +453,7 @@ def probe_server(base_url: str, api_key: str, timeout: float) -> tuple[list[str]
 
 
 def make_llm(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> LLM:
-    """The server named by `base_url`, or else the embedded Gemma (prepared on first use)."""
+    """The server named by `base_url`, else a trained `policy`, else the embedded Gemma (prepared on first use)."""
     if cfg.base_url:
         from langchain_openai import ChatOpenAI
 
@@ -290,15 +461,23 @@ def make_llm(cfg: Settings, progress: Callable[[int, int], None] | None = None) 
         model = cfg.model or (ids[0] if ids else None)
         if not model:
             raise LLMUnavailable(f"The server at {cfg.base_url} lists no models; pass --model NAME.")
+        # vLLM takes llama.cpp's repetition penalty too; small models loop without it.
+        vllm_body = {"repetition_penalty": 1.3} if is_vllm else None
         chat = ChatOpenAI(base_url=cfg.base_url, api_key=cfg.api_key, model=model, timeout=cfg.timeout,
-                          max_retries=0, temperature=0.0, seed=cfg.seed, logprobs=True, top_logprobs=5)
+                          max_retries=0, temperature=0.0, seed=cfg.seed, logprobs=True, top_logprobs=5,
+                          extra_body=vllm_body)
 
         def binding(up: str, down: str) -> dict:
             if not is_vllm:
                 return {}
-            return {"extra_body": {"structured_outputs": {"regex": f"({up}|{down})\\n[\\s\\S]*"}}}
+            return {"extra_body": {**vllm_body, "structured_outputs": {"regex": f"({up}|{down})\\n[\\s\\S]*"}}}
 
         return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries)
+    if cfg.policy:
+        chat = TransformersChatModel(policy=str(cfg.policy), cache_dir=str(cfg.cache_dir), threads=cfg.threads,
+                                     seed=cfg.seed)
+        chat._ensure()  # fail now, with a clear message, rather than at the first prompt
+        return LLM(f"policy:{cfg.policy}", chat, lambda up, down: {"label_words": (up, down)}, retries=1)
     path = prepare_embedded_model(cfg.cache_dir, progress)
     chat = EmbeddedChatModel(model_path=str(path), threads=cfg.threads, seed=cfg.seed)
     return LLM(EMBEDDED_NAME, chat, lambda up, down: {"label_words": (up, down)}, retries=1)

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
         None, description="OpenAI-compatible server (e.g. `vllm serve`), like http://host:8000/v1. Unset: embedded model."
     )
     model: str | None = Field(None, description="Model name on the server (SEP_MODEL).")
+    policy: Path | None = Field(
+        None, description="A trained policy (a `sep train` run folder, LoRA adapter or model folder) run with transformers."
+    )
     api_key: str = Field("EMPTY", description="API key for the server; vLLM accepts any.")
     threads: int = Field(2, ge=1, description="CPU threads for the embedded model and torch.")
     cache_dir: Path = Field(default_factory=_default_cache, description="Where prepared models live.")
@@ -36,6 +39,12 @@ class Settings(BaseSettings):
     timeout: float = Field(120.0, gt=0, description="Seconds before one LLM request gives up.")
     retries: int = Field(3, ge=1, description="Attempts per LLM request (exponential backoff).")
     seed: int = Field(0, description="Seed for sampling and anything random.")
+    embedder: str = Field("use", description="Sentence embedder for dedup: `use` (packaged multilingual USE) or a "
+                          "sentence-transformers path/name.")
+    offtopic: Path | None = Field(None, description="TOML of off-topic seed keywords; unset: the packaged sep/offtopic.toml.")
+    dedup_top_k: int = Field(10, ge=1, description="Representative texts kept per (stock, day).")
+    dedup_near_threshold: float = Field(0.85, gt=0, le=1, description="Cosine similarity that makes two texts one story.")
+    dedup_min_topic_size: int = Field(5, ge=2, description="Smallest BERTopic cluster.")
 
     def with_overrides(self, **flags: object) -> "Settings":
         """Return a copy where every flag that was given (not None) wins over env/defaults."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,13 @@ from sep.memory import open_memory
 from sep.sample import sample_files
 
 FIXTURES = Path(__file__).parent / "fixtures"
+SEP = [sys.executable, "-m", "sep.cli"]
+
+
+def run(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The CLI as users call it: a real process, real exit code, real output."""
+    full_env = {**os.environ, "SEP_DB": str(db), "COLUMNS": "200", **(env or {})}
+    return subprocess.run([*SEP, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ end-to-end on the real embedded Gemma-3 270M."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +11,12 @@ import pytest
 from sep.ingest import import_texts
 from sep.memory import open_memory
 
+from conftest import run
 from fake_openai import FakeOpenAI
 
 SUMMARY = "- 삼성전자 관련 사실 요약"
 RIGHT = "하락\n외국인 매도와 금리 우려로 약세가 예상된다."  # 005930 on 2022-06-01 closed down
 WRONG = "상승\n신제품 기대감으로 오를 것이다."
-
-
-def sep(*args: str, db: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEP_DB": str(db), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "sep.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
 
 
 @pytest.fixture
@@ -40,7 +32,7 @@ def script(explain, reflect="신제품 기대보다 거시 악재를 더 크게 
 
 
 def reflect_json(server: FakeOpenAI, db: Path, date: str = "2022-06-01", *extra: str) -> dict:
-    result = sep("reflect", "--stock", "005930", "--date", date, "--json", "--base-url", server.base_url, *extra, db=db)
+    result = run("reflect", "--stock", "005930", "--date", date, "--json", "--base-url", server.base_url, *extra, db=db)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -74,7 +66,7 @@ def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
     assert db.execute("SELECT trial, correct FROM predictions ORDER BY trial").fetchall() == [(0, 0), (1, 1)]
     assert db.execute("SELECT count(*) FROM reflections").fetchone()[0] == 1
     export = tmp_path / "pairs.jsonl"
-    assert sep("pairs", "export", "--out", str(export), db=sample_db).returncode == 0
+    assert run("pairs", "export", "--out", str(export), db=sample_db).returncode == 0
     pairs = [json.loads(line) for line in export.read_text(encoding="utf-8").splitlines()]
     assert len(pairs) == 1
     pair = pairs[0]
@@ -107,7 +99,7 @@ def test_no_future_text_reaches_any_prompt(sample_memory, db_path, tmp_path):
         sent = "\n".join(r["messages"][-1]["content"] for r in server.requests)
     assert "LATE-D" in sent  # texts of D itself are in
     assert "FUTURE-MARKER" not in sent and "UTC-FUTURE" not in sent
-    dry = sep("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", db=db_path)
+    dry = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", db=db_path)
     assert dry.returncode == 0, dry.stderr
     assert "LATE-D" in dry.stdout and "FUTURE-MARKER" not in dry.stdout and "UTC-FUTURE" not in dry.stdout
     assert "summarize prompt" in dry.stdout and "explain prompt" in dry.stdout
@@ -133,7 +125,7 @@ def test_summaries_are_cached_across_runs_and_ranges(sample_db):
         reflect_json(server, sample_db, "2022-05-31")
         first = server.kinds().count("summarize")
         server.requests.clear()
-        result = sep("reflect", "--stock", "005930", "--start", "2022-05-30", "--end", "2022-06-01", "--json",
+        result = run("reflect", "--stock", "005930", "--start", "2022-05-30", "--end", "2022-06-01", "--json",
                      "--base-url", server.base_url, db=sample_db)
         assert result.returncode == 0, result.stderr
         out = json.loads(result.stdout)
@@ -143,20 +135,20 @@ def test_summaries_are_cached_across_runs_and_ranges(sample_db):
 
 
 def test_server_down_is_a_clear_error(sample_db):
-    result = sep("reflect", "--stock", "005930", "--date", "2022-06-01", "--base-url", "http://127.0.0.1:9/v1",
+    result = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--base-url", "http://127.0.0.1:9/v1",
                  db=sample_db)
     assert result.returncode == 1 and "No OpenAI-compatible server answers" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_bad_reflect_input_exits_2(sample_db):
-    result = sep("reflect", "--stock", "005930", "--date", "2023-01-01", "--dry-run", db=sample_db)
+    result = run("reflect", "--stock", "005930", "--date", "2023-01-01", "--dry-run", db=sample_db)
     assert result.returncode == 2 and "outside the price data" in result.stderr
 
 
 @pytest.mark.slow
 def test_end_to_end_on_the_embedded_model(sample_db):
-    result = sep("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "2", "--json", db=sample_db)
+    result = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "2", "--json", db=sample_db)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["actual"] == "down" and 1 <= len(out["trials"]) <= 2
@@ -175,6 +167,6 @@ def test_dry_run_prints_untrusted_titles_verbatim(sample_memory, db_path, tmp_pa
                        encoding="utf-8")
     import_texts(sample_memory, [hostile])
     sample_memory.conn.close()
-    dry = sep("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", db=db_path)
+    dry = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", db=db_path)
     assert dry.returncode == 0, dry.stderr
     assert "닫는 태그 [/] 와 [bold red]강조[/bold red]" in dry.stdout

@@ -1,23 +1,13 @@
 """The CLI as users call it: the installed `sep` script, real exit codes, real output."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sep.memory import open_memory
 
-from conftest import table_digest
-
-SEP = [sys.executable, "-m", "sep.cli"]
-
-
-def run(*args: str, db: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "SEP_DB": str(db), "COLUMNS": "200", **(env or {})}
-    return subprocess.run([*SEP, *args], capture_output=True, text=True, env=full_env, timeout=300)
+from conftest import run, table_digest
 
 
 def test_demo_then_show_json_gives_the_holiday_answer(db_path):

@@ -1,0 +1,39 @@
+"""The transformers path for trained policies (`--policy DIR`), on the real de-quantized Gemma."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import HumanMessage
+from langchain_core.prompts import PromptTemplate
+
+from sep.llm import CHAT_TEMPLATE, make_llm, parse_answer, prepare_hf_model, render_chat
+from sep.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def hf_model_dir():
+    """Converted once per machine into the user cache (about a minute), like a user's first run."""
+    return prepare_hf_model(Settings().cache_dir)
+
+
+def test_prepared_folder_carries_the_one_chat_template(hf_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(hf_model_dir)
+    assert tok.chat_template == CHAT_TEMPLATE
+    messages = [{"role": "user", "content": "삼성전자\n내일은?"}]
+    rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == tok.bos_token + render_chat([HumanMessage("삼성전자\n내일은?")])
+
+
+def test_policy_backend_answers_a_label_with_confidence(hf_model_dir):
+    llm = make_llm(Settings(policy=hf_model_dir, threads=2))
+    template = PromptTemplate.from_template("{question}\n첫 줄에 상승 또는 하락만 쓰고 이유를 쓰세요.")
+    message = llm.ask(template, {"question": "삼성전자 주가가 내일 오를까요?"}, label_words=("상승", "하락"),
+                      max_tokens=12)
+    answer = parse_answer(message, "ko")
+    assert answer.label in ("up", "down")  # scored between the two words, so always one of them
+    assert 0.5 <= answer.confidence <= 1.0  # the chosen word is the likelier one
+    assert llm.calls == 1 and llm.completion_tokens > 0
