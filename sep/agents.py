@@ -16,6 +16,7 @@ import sqlite_utils
 from langchain_core.messages import AIMessage
 from langchain_core.prompts import PromptTemplate
 
+from sep.dedup import normalise_title
 from sep.llm import LABEL_WORDS, LLM, Answer, parse_answer
 from sep.memory import now_iso, transaction
 from sep.tradingdays import market_of
@@ -48,10 +49,12 @@ def load_prompt(lang: str, name: str, prompts_dir: Path = PROMPTS_DIR) -> Prompt
 
 
 def day_texts(texts: list[Text]) -> list[Text]:
-    """The texts a summary reads: representatives when dedup marked some, exact repeats dropped, capped."""
+    """The texts a summary reads: only representatives once `sep dedup` decided the day; exact repeats dropped; capped."""
+    if any(t.representative is not None for t in texts):
+        texts = [t for t in texts if t.representative == 1]
     seen, kept = set(), []
     for t in texts:
-        key = re.sub(r"\W+", "", t.title).lower()
+        key = normalise_title(t.title)
         if key and key not in seen:
             seen.add(key)
             kept.append(t)

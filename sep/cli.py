@@ -40,14 +40,17 @@ data_app.add_typer(crawl_app, name="crawl")
 console = Console()
 err_console = Console(stderr=True)
 
-DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Memory database [env SEP_DB, default memory/sep.db].")]
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Memory database \\[env SEP_DB, default memory/sep.db].")]
 StockOpt = Annotated[Optional[str], typer.Option("--stock", help="Stock code (005930) or ticker (AAPL).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 
 def settings(**flags: Any) -> Settings:
     """The one Settings object, with this command's flags applied."""
-    return Settings().with_overrides(**flags)
+    cfg = Settings().with_overrides(**flags)
+    if cfg.policy and cfg.base_url:
+        raise BadInput("Give --policy (run locally with transformers) or --base-url (a server), not both.")
+    return cfg
 
 
 @contextmanager
@@ -145,7 +148,7 @@ def import_texts_cmd(
 def show_cmd(
     stock: Annotated[str, typer.Option("--stock", help="Stock code, e.g. 005930.")],
     date: Annotated[str, typer.Option("--date", help="Decision day D (YYYY-MM-DD): decide at the end of D.")],
-    window_days: Annotated[Optional[int], typer.Option("--window-days", help="Calendar days of text [env SEP_WINDOW_DAYS, 5].")] = None,
+    window_days: Annotated[Optional[int], typer.Option("--window-days", help="Calendar days of text \\[env SEP_WINDOW_DAYS, 5].")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -225,9 +228,10 @@ def crawl_naver_board_cmd(
 pairs_app = typer.Typer(help="Win/lose pairs from wrong→right retries (training data).", no_args_is_help=True)
 app.add_typer(pairs_app, name="pairs")
 
-BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://gpu:8000/v1 [env SEP_BASE_URL]. Unset: the embedded Gemma-3 270M.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name on the server [env SEP_MODEL; default: the server's first].")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the embedded model [env SEP_THREADS, 2].")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://gpu:8000/v1 \\[env SEP_BASE_URL]. Unset: the embedded Gemma-3 270M.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name on the server \\[env SEP_MODEL; default: the server's first].")]
+PolicyOpt = Annotated[Optional[Path], typer.Option("--policy", help="A trained policy (`sep train` run folder or LoRA adapter) run with transformers \\[env SEP_POLICY]. Needs the train extra.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the embedded model \\[env SEP_THREADS, 2].")]
 
 
 def _make_llm(cfg: Settings):
@@ -264,11 +268,12 @@ def reflect_cmd(
     date: Annotated[Optional[str], typer.Option("--date", help="Decide at the end of D (YYYY-MM-DD); holidays are fine.")] = None,
     start: Annotated[Optional[str], typer.Option("--start", help="First day of a range (each trading day in it is run).")] = None,
     end: Annotated[Optional[str], typer.Option("--end", help="Last day of the range.")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Explain attempts in total, reflecting between them [env SEP_TRIALS, 3].")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Explain attempts in total, reflecting between them \\[env SEP_TRIALS, 3].")] = None,
     window_days: Annotated[Optional[int], typer.Option("--window-days", min=1, help="Calendar days of text to read (T) [5].")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every prompt it would send (texts included) and call no model.")] = False,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
+    policy: PolicyOpt = None,
     threads: ThreadsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -291,7 +296,8 @@ def reflect_cmd(
     from sep.window import decision_window, trading_days
 
     with user_errors():
-        cfg = settings(db=db, base_url=base_url, model=model, threads=threads, trials=trials, window_days=window_days)
+        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, trials=trials,
+                       window_days=window_days)
         memory = open_memory(cfg.db, must_exist=True)
         code = normalise_stock(stock)
         days = _reflect_days(memory, code, date, start, end)
@@ -372,6 +378,95 @@ def pairs_export_cmd(
     console.print(f"Wrote {n} pairs to {out}")
 
 
+@app.command("dedup")
+def dedup_cmd(
+    stock: Annotated[str, typer.Option("--stock", help="Stock code (005930) or ticker.")],
+    start: Annotated[Optional[str], typer.Option("--start", help="First day to consider (default: the stock's first text).")] = None,
+    end: Annotated[Optional[str], typer.Option("--end", help="Last day to consider (default: the last text).")] = None,
+    refit: Annotated[bool, typer.Option("--refit", help="Refit the topic model on every day in range and redecide them all.")] = False,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="Representatives per (stock, day) \\[env SEP_DEDUP_TOP_K, 10].")] = None,
+    near_threshold: Annotated[Optional[float], typer.Option("--near-threshold", min=0.0, max=1.0, help="Cosine similarity that merges paraphrases [0.85].")] = None,
+    min_topic_size: Annotated[Optional[int], typer.Option("--min-topic-size", min=2, help="Smallest topic cluster [5].")] = None,
+    embedder: Annotated[Optional[str], typer.Option("--embedder", help="`use` (packaged multilingual USE) or a sentence-transformers path/name \\[env SEP_EMBEDDER].")] = None,
+    offtopic: Annotated[Optional[Path], typer.Option("--offtopic", help="TOML of off-topic seed keywords (see sep/offtopic.toml) \\[env SEP_OFFTOPIC].")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for UMAP; same seed, same result \\[env SEP_SEED, 0].")] = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drop repeats, spam and off-topic talk; keep each day's top-k representative texts.
+
+    Steps: exact duplicates (normalised titles), near duplicates (embedding similarity within a
+    day), BERTopic clusters (kiwipiepy nouns, multilingual embeddings), off-topic flags (seed
+    keywords on texts and whole clusters). Afterwards `sep reflect` summarises only the
+    representatives of deduplicated days. A rerun only handles days with new texts, using the
+    stored topic model, unless --refit.
+
+    Examples:
+      sep dedup --stock 005930
+      sep dedup --stock 005930 --start 2022-05-01 --end 2022-05-31 --json
+      sep dedup --stock 005930 --refit --offtopic my_keywords.toml
+    """
+    from sep.ingest import normalise_stock
+    from sep.memory import open_memory
+    from sep.window import parse_day
+
+    with user_errors():
+        cfg = settings(db=db, threads=threads, seed=seed, embedder=embedder, offtopic=offtopic, dedup_top_k=top_k,
+                       dedup_near_threshold=near_threshold, dedup_min_topic_size=min_topic_size)
+        memory = open_memory(cfg.db, must_exist=True)
+        code = normalise_stock(stock)
+        start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
+        if start and end and start > end:
+            raise BadInput(f"--start {start} is after --end {end}.")
+        if not memory.execute("SELECT 1 FROM texts WHERE stock = ? LIMIT 1", [code]).fetchone():
+            raise BadInput(f"No texts of {code} in {cfg.db}; import some with `sep data import texts`.")
+        report = _dedup(memory, cfg, code, start, end, refit)
+    if as_json:
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+        return
+    render_dedup(report)
+
+
+def _dedup(memory: Any, cfg: Settings, code: str, start: str | None, end: str | None, refit: bool) -> Any:
+    """Run the Deduplicator with a progress bar per stage; BadInput when the extra is missing."""
+    try:
+        from sep.dedup import DedupConfig, Deduplicator
+    except ImportError as exc:
+        raise BadInput(f"sep dedup needs the dedup extra ({exc.name} is missing): pip install -e '.[dedup]'") from None
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err_console, transient=True)
+    tasks: dict[str, Any] = {}
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    with progress:
+        dedup = Deduplicator(memory, DedupConfig.from_settings(cfg), threads=cfg.threads, progress=on_progress)
+        return dedup.run(code, start, end, refit=refit)
+
+
+def render_dedup(report: Any, topics: int = 20) -> None:
+    code = report.stock
+    if not report.input:
+        console.print(f"Nothing new: every day of {code} in range was already deduplicated (use --refit to redo).")
+    else:
+        console.print(f"[bold]{code}[/]: {report.input} texts over {report.days} day(s) → "
+                      f"{report.exact_duplicates} exact and {report.near_duplicates} near duplicates, "
+                      f"{report.off_topic} off-topic, [bold green]{report.kept} kept[/] as representatives "
+                      f"({'refit' if report.refit else 'transformed with the stored topic model'}, {report.seconds:.1f} s: "
+                      + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()) + ")", highlight=False)
+    if not topics:
+        return
+    table = Table("topic", "size", "top words", "example", "flag", title=f"{len(report.topic_table)} topics")
+    for t in report.topic_table[:topics]:
+        table.add_row(str(t["topic"]), str(t["size"]), escape(t["words"]), escape((t["example"] or "")[:60]),
+                      escape(t["flag"] or ""))
+    console.print(table)
+
+
 @app.command("demo")
 def demo_cmd(
     db: DbOpt = None,
@@ -383,7 +478,7 @@ def demo_cmd(
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """The main job on the bundled sample: import it, then `sep reflect` with the embedded model.
+    """The main job on the bundled sample: import it, `sep dedup` it, then `sep reflect` with the embedded model.
 
     The sample is 005930 prices for 2022 and 1,243 Samsung news titles of 2022-05-01..06-01
     (see sep/sample/PROVENANCE.md). The first run prepares the model in ~/.cache/sep.
@@ -403,8 +498,14 @@ def demo_cmd(
         if import_only:
             render_window(decision_window(memory, stock, date, cfg.window_days))
             return
+        try:
+            import sep.dedup  # noqa: F401  (the dedup extra is installed)
+        except ImportError:
+            err_console.print("[dim]Skipping dedup: install the dedup extra to keep only representative texts.[/]")
+        else:
+            render_dedup(_dedup(memory, cfg, stock, None, None, refit=False), topics=0)
     reflect_cmd(stock=stock, date=date, start=None, end=None, trials=trials, window_days=None, dry_run=False,
-                base_url=base_url, model=model, threads=threads, db=db, as_json=False)
+                base_url=base_url, model=model, policy=None, threads=threads, db=db, as_json=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -44,6 +44,7 @@ class Text:
     title: str
     body: str | None
     url: str | None
+    representative: int | None = None  # None: dedup has not run on this day; 1/0 once it has
 
 
 @dataclass
@@ -140,7 +141,7 @@ def decision_window(
 def texts_in_window(db: sqlite_utils.Database, stock: str, start: str, end: str) -> list[Text]:
     """Texts dated start..end inclusive. `end` is the decision day: nothing later, ever."""
     rows = db.execute(
-        "SELECT id, source, date, published_at, title, body, url FROM texts "
+        "SELECT id, source, date, published_at, title, body, url, is_representative FROM texts "
         "WHERE stock = ? AND date >= ? AND date <= ? ORDER BY date, published_at, id",
         [stock, start, end],
     ).fetchall()
