@@ -179,8 +179,9 @@ class Agents:
         return {"stock": window.stock, "name": self.stock_name(window.stock), "start": window.window_start,
                 "date": window.date, "summaries": summaries_text, "reflections": block}
 
-    def explain(self, variables: dict) -> Answer | None:
-        message = self._ask("explain", variables, label_words=(self.words["up"], self.words["down"]))
+    def explain(self, variables: dict, **sampling: float | int) -> Answer | None:
+        """One answer; `sampling` (temperature, seed) lets best-of-n draw different ones."""
+        message = self._ask("explain", variables, label_words=(self.words["up"], self.words["down"]), **sampling)
         return None if message is None else parse_answer(message, self.lang)
 
     def reflect(self, variables: dict, answer: Answer, actual: str) -> str | None:
@@ -218,7 +219,7 @@ class Agents:
         """Predictions (one row per trial), reflections, and wrong→right pairs, in one transaction."""
         w, now = result.window, now_iso()
         with transaction(self.db):
-            self.db.execute("DELETE FROM predictions WHERE stock = ? AND date = ?", [w.stock, w.date])
+            self.db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND method = 'reflect'", [w.stock, w.date])
             for t in result.trials:
                 self.db.execute(
                     "INSERT INTO predictions (stock, date, trial, target_day, actual, label, explanation, confidence, "

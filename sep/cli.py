@@ -467,6 +467,234 @@ def render_dedup(report: Any, topics: int = 20) -> None:
     console.print(table)
 
 
+train_app = typer.Typer(help="Train on what reflection taught: SFT, reward model, PPO, market-feedback GRPO (the train extra).",
+                         no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run folder (config, metrics, adapter, checkpoints); rerun the same one to resume.")]
+MaxStepsOpt = Annotated[int, typer.Option("--max-steps", min=1, help="Optimizer steps (PPO: updates).")]
+LrOpt = Annotated[Optional[float], typer.Option("--learning-rate", min=0.0, help="Learning rate [per trainer].")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per step.")]
+LoraOpt = Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")]
+PairsOpt = Annotated[Optional[Path], typer.Option("--pairs", help="TRL preference JSONL (prompt/chosen/rejected[, ret]).")]
+FromMemoryOpt = Annotated[bool, typer.Option("--from-memory", help="Use the wrong→right pairs stored by `sep reflect`.")]
+SftOpt = Annotated[Optional[Path], typer.Option("--sft", help="A `sep train sft` run to start the policy from.")]
+
+
+def _train(kind: str, cfg_fields: dict, data: Path | None, from_memory: bool, db: Path | None, threads: int | None,
+           seed: int | None, as_json: bool) -> None:
+    """Shared by the four trainers: settings, memory, the run, its report; bad input exits 2."""
+    with user_errors():
+        cfg = settings(db=db, threads=threads, seed=seed)
+        if data is None and not from_memory:
+            raise BadInput("Say where the examples come from: --from-memory, or a JSONL file "
+                           f"({'--data' if kind == 'sft' else '--pairs'}).")
+        if data is not None and from_memory:
+            raise BadInput("Give a file or --from-memory, not both.")
+        if data is not None and not data.exists():
+            raise BadInput(f"{data} does not exist.")
+        try:
+            from sep import train
+        except ImportError as exc:
+            raise BadInput(f"Training needs the train extra ({exc.name} is missing): pip install -e '.[train]'") from None
+        from sep.memory import open_memory
+
+        memory = open_memory(cfg.db, must_exist=from_memory)
+        config_cls = {"sft": train.SFTRunConfig, "reward": train.RewardRunConfig, "ppo": train.PPORunConfig,
+                      "grpo": train.GRPORunConfig}[kind]
+        fields = {k: v for k, v in cfg_fields.items() if v is not None}
+        fields.setdefault("out", Path("runs") / kind)
+        run_cfg = config_cls(seed=cfg.seed, threads=cfg.threads, **fields)
+        trainer = {"sft": train.train_sft, "reward": train.train_reward, "ppo": train.train_ppo,
+                   "grpo": train.train_grpo}[kind]
+        from contextlib import redirect_stdout
+
+        with redirect_stdout(sys.stderr):  # trainers print their logs; stdout stays the report (--json)
+            metrics = trainer(cfg, run_cfg, memory, data)
+    if as_json:
+        print(json.dumps(metrics, ensure_ascii=False, indent=2))
+        return
+    table = Table("metric", "value", title=f"sep train {kind} → {run_cfg.out}")
+    for k, v in metrics.items():
+        table.add_row(k, escape(f"{v:.4g}" if isinstance(v, float) else str(v)))
+    console.print(table)
+
+
+@train_app.command("sft")
+def train_sft_cmd(
+    out: OutOpt = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="TRL prompt/completion JSONL instead of memory.")] = None,
+    from_memory: Annotated[bool, typer.Option("--from-memory", help="Correct trial-0 answers stored by `sep reflect`.")] = False,
+    max_steps: MaxStepsOpt = 20,
+    learning_rate: LrOpt = None,
+    batch_size: BatchOpt = 2,
+    lora_r: LoraOpt = 8,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Supervised fine-tuning (LoRA) on answers the market proved right.
+
+    Examples:
+      sep train sft --from-memory --out runs/sft
+      sep train sft --data completions.jsonl --max-steps 100
+    """
+    _train("sft", dict(out=out, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, lora_r=lora_r),
+           data, from_memory, db, threads, seed, as_json)
+
+
+@train_app.command("reward")
+def train_reward_cmd(
+    out: OutOpt = None,
+    pairs: PairsOpt = None,
+    from_memory: FromMemoryOpt = False,
+    max_steps: MaxStepsOpt = 20,
+    learning_rate: LrOpt = None,
+    batch_size: BatchOpt = 2,
+    lora_r: LoraOpt = 8,
+    eval_fraction: Annotated[float, typer.Option("--eval-fraction", min=0.0, max=0.9, help="Pairs held out for accuracy and margin.")] = 0.2,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bradley–Terry reward model (TRL RewardTrainer) on pairs; reports held-out pair accuracy and margin.
+
+    Examples:
+      sep train reward --from-memory --out runs/rm
+      sep train reward --pairs pairs.jsonl --max-steps 200 --out runs/rm --json
+    """
+    _train("reward", dict(out=out, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                          lora_r=lora_r, eval_fraction=eval_fraction), pairs, from_memory, db, threads, seed, as_json)
+
+
+@train_app.command("ppo")
+def train_ppo_cmd(
+    reward: Annotated[Path, typer.Option("--reward", help="A `sep train reward` run (reward and value model).")],
+    out: OutOpt = None,
+    pairs: PairsOpt = None,
+    from_memory: FromMemoryOpt = False,
+    sft: SftOpt = None,
+    max_steps: MaxStepsOpt = 20,
+    learning_rate: LrOpt = None,
+    batch_size: BatchOpt = 2,
+    lora_r: LoraOpt = 8,
+    kl_coef: Annotated[float, typer.Option("--kl-coef", min=0.0, help="KL penalty against the frozen reference policy.")] = 0.05,
+    missing_eos_penalty: Annotated[float, typer.Option("--missing-eos-penalty", min=0.0, help="Reward lost by a response that never ends.")] = 1.0,
+    response_length: Annotated[int, typer.Option("--response-length", min=4, help="Tokens generated per rollout.")] = 32,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """PPO (trl.experimental.ppo) on the pairs' prompts: policy SFT + LoRA, frozen reference, value from the reward model.
+
+    Examples:
+      sep train ppo --reward runs/rm --sft runs/sft --from-memory --out runs/ppo
+    """
+    _train("ppo", dict(out=out, reward=reward, sft=sft, max_steps=max_steps, learning_rate=learning_rate,
+                       batch_size=batch_size, lora_r=lora_r, kl_coef=kl_coef, missing_eos_penalty=missing_eos_penalty,
+                       response_length=response_length), pairs, from_memory, db, threads, seed, as_json)
+
+
+@train_app.command("grpo")
+def train_grpo_cmd(
+    reward: Annotated[str, typer.Option("--reward", help="market (realized return), model (reward model) or both.")] = "market",
+    reward_model: Annotated[Optional[Path], typer.Option("--reward-model", help="A `sep train reward` run, for model/both.")] = None,
+    out: OutOpt = None,
+    pairs: PairsOpt = None,
+    from_memory: FromMemoryOpt = False,
+    sft: SftOpt = None,
+    max_steps: MaxStepsOpt = 20,
+    learning_rate: LrOpt = None,
+    batch_size: BatchOpt = 2,
+    num_generations: Annotated[int, typer.Option("--num-generations", min=2, help="Completions per prompt (the group).")] = 2,
+    signal_score: Annotated[bool, typer.Option("--signal-score", help="FinRLlama's variant: read a score in [-10, 10], not a label.")] = False,
+    signal_threshold: Annotated[float, typer.Option("--signal-threshold", min=0.0, max=10.0, help="|score| below this takes no position.")] = 3.0,
+    lora_r: LoraOpt = 8,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Market-feedback RL (RLMF) with TRL GRPOTrainer: +|r| for a right direction, -|r| for a wrong one.
+
+    Examples:
+      sep train grpo --from-memory --sft runs/sft --out runs/grpo
+      sep train grpo --reward both --reward-model runs/rm --pairs pairs.jsonl --out runs/grpo
+    """
+    _train("grpo", dict(out=out, reward_kind=reward, reward=reward_model, sft=sft, max_steps=max_steps,
+                        learning_rate=learning_rate, batch_size=batch_size, num_generations=num_generations,
+                        signal_score=signal_score, signal_threshold=signal_threshold, lora_r=lora_r),
+           pairs, from_memory, db, threads, seed, as_json)
+
+
+@app.command("predict")
+def predict_cmd(
+    stock: Annotated[str, typer.Option("--stock", help="Stock code (005930) or ticker.")],
+    date: Annotated[str, typer.Option("--date", help="Decide at the end of D (YYYY-MM-DD).")],
+    best_of: Annotated[int, typer.Option("--best-of", min=1, help="Candidates sampled from the policy.")] = 4,
+    policy: PolicyOpt = None,
+    reward: Annotated[Optional[Path], typer.Option("--reward", help="A `sep train reward` run that picks the best candidate; unset: the policy's label probability.")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature for the candidates.")] = 0.8,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sample N explanations and let the reward model pick one, with a confidence in [0, 1].
+
+    Without --policy it samples the embedded Gemma (or the --base-url server). The result is stored
+    in `predictions` (method best-of-n).
+
+    Examples:
+      sep predict --stock 005930 --date 2022-06-01 --best-of 4
+      sep predict --stock 005930 --date 2022-06-01 --best-of 8 --policy runs/ppo --reward runs/rm --json
+    """
+    from sep.agents import Agents, lang_of
+    from sep.ingest import normalise_stock
+    from sep.llm import LLMUnavailable
+    from sep.memory import open_memory
+    from sep.predict import best_of_n, store
+    from sep.window import decision_window, parse_day
+
+    with user_errors():
+        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads)
+        memory = open_memory(cfg.db, must_exist=True)
+        code = normalise_stock(stock)
+        window = decision_window(memory, code, parse_day(date), cfg.window_days)
+        scorer = None
+        if reward is not None:
+            try:
+                from sep.train import base_model_dir, load_reward_model, reward_scores
+            except ImportError as exc:
+                raise BadInput(f"--reward needs the train extra ({exc.name} is missing): pip install -e '.[train]'") from None
+            rm, tok = load_reward_model(reward, base_model_dir(cfg), cfg.threads)
+            scorer = lambda prompt, responses: reward_scores(rm, tok, prompt, responses)  # noqa: E731
+    try:
+        llm = _make_llm(cfg)
+        forecast = best_of_n(Agents(memory, llm, lang_of(code)), window, best_of, scorer, temperature=temperature,
+                             seed=cfg.seed)
+    except LLMUnavailable as exc:
+        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    store(memory, forecast)
+    if as_json:
+        print(json.dumps(forecast.as_json(), ensure_ascii=False, indent=2))
+        return
+    render_window(window)
+    table = Table("#", "label", "reward", "explanation", title=f"{best_of} candidates, scored by {forecast.scored_by}")
+    for i, c in enumerate(forecast.candidates):
+        mark = "→ " if i == forecast.best else ""
+        table.add_row(f"{mark}{i}", LABEL_KO.get(c.label or "", "?"), f"{c.reward:.3f}", escape(c.explanation[:120]))
+    console.print(table)
+    verdict = "correct" if forecast.label == window.label else "wrong"
+    console.print(f"[bold]prediction[/]: {LABEL_KO.get(forecast.label or '', '?')} (confidence {forecast.confidence:.2f}); "
+                  f"actual {window.label_ko} → {verdict}")
+
+
 @app.command("demo")
 def demo_cmd(
     db: DbOpt = None,

@@ -197,13 +197,14 @@ class EmbeddedChatModel(BaseChatModel):
         prompt = render_chat(messages)
         temperature = kwargs.get("temperature", self.temperature)
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        sampling = {"temperature": temperature, "repeat_penalty": self.repeat_penalty,
+        seed = kwargs.get("seed", self.seed)  # best-of-n varies it per sample
+        sampling = {"temperature": temperature, "repeat_penalty": self.repeat_penalty, "seed": seed,
                     "stop": [TURN_END, "<start_of_turn>", *(stop or [])]}
         head, logprobs, usage_in, usage_out = "", None, 0, 0
         label_words = kwargs.get("label_words")
         if label_words:
             grammar = "root ::= " + " | ".join(f'"{w}"' for w in label_words)
-            first = self._complete(prompt, max_tokens=8, grammar=grammar, n_probs=50, temperature=temperature)
+            first = self._complete(prompt, max_tokens=8, grammar=grammar, n_probs=50, temperature=temperature, seed=seed)
             head = first["choices"][0]["text"].strip() + "\n"
             logprobs = first["choices"][0].get("logprobs")
             usage_in += first["usage"]["prompt_tokens"]
@@ -344,7 +345,8 @@ class TransformersChatModel(BaseChatModel):
         prompt = render_chat(messages)
         temperature = kwargs.get("temperature", self.temperature)
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        generator = torch.Generator().manual_seed(self.seed + kwargs.get("sample_index", 0))
+        seed = kwargs.get("seed", self.seed)  # best-of-n varies it per sample
+        generator = torch.Generator().manual_seed(seed)
         head, logprobs = "", None
         label_words = kwargs.get("label_words")
         if label_words:
@@ -358,7 +360,7 @@ class TransformersChatModel(BaseChatModel):
             logprobs = {"content": [{"token": label_words[pick], "logprob": scores[pick],
                                      "top_logprobs": [{"token": w, "logprob": s} for w, s in zip(label_words, scores)]}]}
         ids = tok(prompt + head, return_tensors="pt").input_ids  # Gemma needs its <bos>
-        torch.manual_seed(self.seed + kwargs.get("sample_index", 0))
+        torch.manual_seed(seed)
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
                                  do_sample=bool(temperature and temperature > 0),
@@ -395,7 +397,8 @@ class LLM:
     completion_tokens: int = 0
 
     def ask(self, template: PromptTemplate, variables: dict, *, label_words: tuple[str, str] | None = None,
-            max_tokens: int = 200, temperature: float | None = None, stop: list[str] | None = None) -> AIMessage:
+            max_tokens: int = 200, temperature: float | None = None, stop: list[str] | None = None,
+            seed: int | None = None) -> AIMessage:
         """prompt → model; retried with exponential backoff on connection errors and timeouts."""
         from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -404,6 +407,8 @@ class LLM:
             kwargs["stop"] = stop
         if temperature is not None:
             kwargs["temperature"] = temperature
+        if seed is not None:
+            kwargs["seed"] = seed
         if label_words:
             kwargs.update(self.answer_binding(*label_words))
         chain = template | self.chat.bind(**kwargs)

@@ -1,0 +1,171 @@
+"""Training on the real Gemma-3 270M (de-quantized from the packaged GGUF), tiny step counts, CPU.
+
+The toy preference set is separable on purpose: chosen answers name the news, rejected ones
+shrug. Each trainer must change its LoRA parameters (B starts at zero), and the reward model
+must rank chosen over rejected on pairs it never saw.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sep.memory import open_memory
+from sep.settings import Settings
+
+from conftest import run
+
+NEWS = ["반도체 수출 증가", "외국인 순매수 확대", "파운드리 수주 발표", "HBM 공급 계약", "배당 확대 발표",
+        "신제품 출시 호평", "목표주가 상향", "메모리 가격 반등", "자사주 매입 결정", "영업이익 증가"]
+
+
+def lora_b_norm(adapter: Path) -> float:
+    """Sum of |B| over LoRA layers: zero at initialisation, so > 0 means training moved them."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    b = [t for k, t in weights.items() if "lora_B" in k]
+    assert b, "no LoRA B matrices in the adapter"
+    return float(sum(t.abs().sum() for t in b))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("train")
+    with (d / "pairs.jsonl").open("w") as f:
+        for i, n in enumerate(NEWS):
+            f.write(json.dumps({"prompt": f"삼성전자 2022-05-{i + 2:02d} 뉴스: {n}\n내일 주가는?",
+                                "chosen": f"상승\n{n} 덕분에 오를 것이다.", "rejected": "하락\n잘 모르겠다.",
+                                "ret": 0.01 if i % 2 else -0.02}, ensure_ascii=False) + "\n")
+    with (d / "sft.jsonl").open("w") as f:
+        for i, n in enumerate(NEWS):
+            f.write(json.dumps({"prompt": f"삼성전자 뉴스: {n}\n내일 주가는?", "completion": f"상승\n{n} 덕분에 오를 것이다."},
+                               ensure_ascii=False) + "\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(toy) -> dict:
+    """SFT, then the reward model, through the CLI as users run them (each --json)."""
+    db = toy / "sep.db"
+    out = {}
+    for kind, args in [("sft", ["--data", str(toy / "sft.jsonl"), "--max-steps", "2"]),
+                       ("reward", ["--pairs", str(toy / "pairs.jsonl"), "--max-steps", "12", "--learning-rate", "1e-3"])]:
+        done = run("train", kind, *args, "--out", str(toy / kind), "--json", db=db)
+        assert done.returncode == 0, done.stderr[-3000:]
+        out[kind] = json.loads(done.stdout)
+    return out
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_market_reward_signs_for_long_and_short():
+    from sep.train import market_reward, signal_reward
+
+    assert market_reward("up", 0.02) == pytest.approx(0.02)      # long, price rose: +|r|
+    assert market_reward("up", -0.02) == pytest.approx(-0.02)    # long, price fell: -|r|
+    assert market_reward("down", -0.03) == pytest.approx(0.03)   # short, price fell: +|r| (FinRLlama had -)
+    assert market_reward("down", 0.03) == pytest.approx(-0.03)   # short, price rose: -|r|
+    assert market_reward(None, 0.01) == pytest.approx(-0.01) and market_reward(None, -0.01) == pytest.approx(-0.01)
+    assert signal_reward(7.0, -0.02, 3.0) == pytest.approx(-0.02) and signal_reward(-7.0, -0.02, 3.0) == pytest.approx(0.02)
+    assert signal_reward(2.0, 0.05, 3.0) == 0.0 and signal_reward(None, 0.05, 3.0) == pytest.approx(-0.05)
+
+
+def test_pairs_from_memory_are_oriented_by_the_market(memory):
+    from sep.train import pair_rows
+
+    memory.execute("INSERT INTO predictions (stock, date, trial, target_day, actual, label, correct, response, prompt, "
+                   "model, created_at) VALUES ('005930', '2022-05-31', 0, '2022-06-02', 'down', 'up', 0, 'r', 'p', 'm', 'now')")
+    for chosen, rejected, chosen_label in [("하락\n금리 부담", "상승\n기대", "down"), ("상승\n기대", "하락\n금리 부담", "up")]:
+        memory.execute("INSERT INTO pairs (stock, date, prompt, chosen, rejected, chosen_label, rejected_label, model, "
+                       "created_at) VALUES ('005930', '2022-05-31', ?, ?, ?, ?, 'x', 'm', 'now')",
+                       [f"prompt {chosen_label}", chosen, rejected, chosen_label])
+    rows = pair_rows(memory, None)
+    assert len(rows) == 2
+    for r in rows:  # whatever was stored, chosen is the answer that matched the fall
+        assert r["chosen"].startswith("하락") and r["rejected"].startswith("상승")
+        assert r["prompt"].startswith("<start_of_turn>user\n") and r["chosen"].endswith("<end_of_turn>")
+
+
+def test_sft_changes_parameters_and_resumes(trained, toy):
+    sft = trained["sft"]
+    assert sft["steps"] == 2 and sft["examples"] == len(NEWS)
+    assert lora_b_norm(toy / "sft" / "adapter") > 0
+    assert json.loads((toy / "sft" / "config.json").read_text())["max_steps"] == 2
+    assert (toy / "sft" / "data.sha256").read_text().strip()
+    again = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--max-steps", "3", "--out", str(toy / "sft"),
+                "--json", db=toy / "sep.db")
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads(again.stdout)
+    assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 3
+    db = open_memory(toy / "sep.db")
+    runs = db.execute("SELECT kind, status, data_hash, examples FROM runs WHERE kind = 'sft'").fetchall()
+    assert [r[1] for r in runs] == ["done", "done"] and runs[0][2] == runs[1][2] and runs[0][3] == len(NEWS)
+
+
+def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy):
+    from sep.train import base_model_dir, load_reward_model, reward_scores
+
+    rm = trained["reward"]
+    assert rm["eval_pairs"] == 2 and rm["train_pairs"] == len(NEWS) - 2
+    assert rm["pair_accuracy"] == 1.0 and rm["margin"] > 0
+    assert lora_b_norm(toy / "reward" / "adapter") > 0
+    model, tok = load_reward_model(toy / "reward", base_model_dir(Settings()))  # reloaded as predict does
+    for line in (toy / "pairs.jsonl").read_text().splitlines():
+        pair = json.loads(line)
+        chosen, rejected = reward_scores(model, tok, pair["prompt"], [pair["chosen"], pair["rejected"]])
+        assert chosen > rejected
+
+
+def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy):
+    done = run("train", "ppo", "--reward", str(toy / "reward"), "--sft", str(toy / "sft"), "--pairs",
+               str(toy / "pairs.jsonl"), "--max-steps", "2", "--out", str(toy / "ppo"), "--json", db=toy / "sep.db")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout)
+    assert metrics["updates"] == 2 and metrics["mean_score"] is not None
+    assert lora_b_norm(toy / "ppo" / "adapter") > 0
+
+
+def test_grpo_with_market_and_model_reward_moves_the_policy(trained, toy):
+    done = run("train", "grpo", "--reward", "both", "--reward-model", str(toy / "reward"), "--sft", str(toy / "sft"),
+               "--pairs", str(toy / "pairs.jsonl"), "--max-steps", "2", "--out", str(toy / "grpo"), "--json",
+               db=toy / "sep.db")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout)
+    assert metrics["steps"] == 2 and metrics["mean_reward"] is not None
+    assert lora_b_norm(toy / "grpo" / "adapter") > 0
+
+
+def test_best_of_n_picks_the_highest_reward(trained, toy, sample_memory, db_path):
+    from sep.predict import pick
+
+    assert pick([0.1, 2.0, -1.0], ["up", "down", "down"])[0] == 1
+    best, conf = pick([0.0, 0.0], ["up", "down"])
+    assert best == 0 and conf == pytest.approx(0.5)
+    sample_memory.conn.close()
+    done = run("predict", "--stock", "005930", "--date", "2022-06-01", "--best-of", "2", "--reward",
+               str(toy / "reward"), "--json", db=db_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    rewards = [c["reward"] for c in out["candidates"]]
+    assert len(rewards) == 2 and out["best"] == rewards.index(max(rewards))
+    assert out["label"] == out["candidates"][out["best"]]["label"] and 0.0 <= out["confidence"] <= 1.0
+    assert out["target_day"] == "2022-06-02" and out["actual"] == "down"
+    db = open_memory(db_path)
+    row = db.execute("SELECT label, method, candidates FROM predictions WHERE method = 'best-of-n'").fetchone()
+    assert row[0] == out["label"] and len(json.loads(row[2])) == 2
+
+
+def test_bad_training_input_exits_2(toy, tmp_path):
+    nothing = run("train", "reward", "--out", str(tmp_path / "x"), db=tmp_path / "sep.db")
+    assert nothing.returncode == 2 and "--from-memory" in nothing.stderr
+    missing = run("train", "sft", "--data", str(tmp_path / "none.jsonl"), db=tmp_path / "sep.db")
+    assert missing.returncode == 2
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
+    bad = run("train", "reward", "--pairs", str(tmp_path / "bad.jsonl"), db=tmp_path / "sep.db")
+    assert bad.returncode == 2 and "chosen" in bad.stderr
+    empty = run("train", "reward", "--from-memory", db=toy / "sep.db")
+    assert empty.returncode == 2 and "at least 2 pairs" in empty.stderr
