@@ -695,6 +695,86 @@ def predict_cmd(
                   f"actual {window.label_ko} → {verdict}")
 
 
+batch_app = typer.Typer(help="Batch explanation jobs from jobs/*.toml: many stocks and days, concurrently, resumable.",
+                         no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+JobArg = Annotated[Path, typer.Argument(help="A job file, e.g. jobs/sample.toml (keys in jobs/README.md).")]
+
+
+@batch_app.command("run")
+def batch_run_cmd(
+    job_file: JobArg,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight (overrides the file).")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every (stock, as-of trading day) of a job: summaries first (each once), then decisions.
+
+    At most `concurrency` requests are in flight against the server (the embedded model takes one
+    at a time). Killed at any moment, the job resumes where it stopped when run again: stored days
+    are skipped, and no row is duplicated or lost.
+
+    Examples:
+      sep batch run jobs/sample.toml
+      sep batch run jobs/sn2.toml --concurrency 32
+    """
+    from dataclasses import asdict
+
+    from rich.progress import TimeRemainingColumn
+
+    from sep.batch import BatchRunner, load_job
+    from sep.llm import LLMUnavailable, make_llm
+
+    with user_errors():
+        job = load_job(job_file)
+        if concurrency:
+            job.concurrency = concurrency
+        cfg = settings(db=db)
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
+        tasks: dict[str, Any] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        try:
+            with progress:
+                runner = BatchRunner(job, cfg, make_llm, on_progress)
+                report = runner.run()
+        except LLMUnavailable as exc:
+            err_console.print(f"[bold red]Error:[/] {exc} Finished days are stored; rerun to continue.", highlight=False)
+            raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
+    else:
+        console.print(f"[bold]{report.job}[/]: {report.total} stock-days, {report.skipped} already done, "
+                      f"{report.done} done now, {report.failed} failed; {report.summaries} summary and "
+                      f"{report.requests} LLM requests in {report.seconds:.1f} s at concurrency {report.concurrency}.",
+                      highlight=False)
+        for e in report.errors:
+            console.print(f"  [red]failed[/] {e['stock']} {e['date']}: {escape(e['error'])}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@batch_app.command("status")
+def batch_status_cmd(job_file: JobArg, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """How far a job got: {total, done, failed, pending}, read from memory."""
+    from sep.batch import load_job, status
+    from sep.memory import open_memory
+
+    with user_errors():
+        job = load_job(job_file)
+        report = status(open_memory(settings(db=db).db, must_exist=True), job)
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    console.print(f"[bold]{report['job']}[/]: {report['done']}/{report['total']} done, {report['failed']} failed, "
+                  f"{report['pending']} pending", highlight=False)
+
+
 @app.command("demo")
 def demo_cmd(
     db: DbOpt = None,

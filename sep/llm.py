@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -395,6 +396,7 @@ class LLM:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # batch jobs ask from many threads
 
     def ask(self, template: PromptTemplate, variables: dict, *, label_words: tuple[str, str] | None = None,
             max_tokens: int = 200, temperature: float | None = None, stop: list[str] | None = None,
@@ -426,9 +428,10 @@ class LLM:
                                      f"{type(exc).__name__}: {exc}") from None
             raise
         usage = message.usage_metadata or {}
-        self.calls += 1
-        self.prompt_tokens += usage.get("input_tokens", 0)
-        self.completion_tokens += usage.get("output_tokens", 0)
+        with self._lock:
+            self.calls += 1
+            self.prompt_tokens += usage.get("input_tokens", 0)
+            self.completion_tokens += usage.get("output_tokens", 0)
         return message
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,9 +22,13 @@ def kind_of(prompt: str) -> str:
 class FakeOpenAI:
     """`script(kind, prompt) -> reply text`. `owned_by="vllm"` makes it look like vLLM."""
 
-    def __init__(self, script: Callable[[str, str], str], owned_by: str = "vllm", model: str = "fake-model"):
-        self.script, self.owned_by, self.model = script, owned_by, model
+    def __init__(self, script: Callable[[str, str], str], owned_by: str = "vllm", model: str = "fake-model",
+                 latency: float = 0.0):
+        self.script, self.owned_by, self.model, self.latency = script, owned_by, model, latency
         self.requests: list[dict] = []
+        self.spans: list[tuple[float, float]] = []  # (arrived, replied) per chat request, time.monotonic()
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,7 +51,21 @@ class FakeOpenAI:
                     self._send({"error": "not found"}, 404)
 
             def do_POST(self) -> None:
+                arrived = time.monotonic()
+                with fake._lock:
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    self._answer()
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
+                        fake.spans.append((arrived, time.monotonic()))
+
+            def _answer(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if fake.latency:
+                    time.sleep(fake.latency)
                 fake.requests.append(body)
                 prompt = body["messages"][-1]["content"]
                 text = fake.script(kind_of(prompt), prompt)
@@ -63,7 +82,11 @@ class FakeOpenAI:
                               "total_tokens": (len(prompt) + len(text)) // 2},
                 })
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # batch tests and the bench hold dozens of connections at once
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

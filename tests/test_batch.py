@@ -1,0 +1,99 @@
+"""Batch jobs against a scripted OpenAI-compatible server with real latency, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sep.memory import open_memory
+
+from conftest import SEP, run
+from fake_openai import FakeOpenAI
+
+WRONG_THEN_REFLECT = {"summarize": "- 요약", "reflect": "금리 부담을 더 크게 봤어야 했다.", "explain": "상승\n기대감."}
+
+
+def assert_each_day_complete(db, days: int = 7) -> None:
+    """Every day stored once: trials 0..n-1 with no gap or repeat, a second trial only after a miss."""
+    rows = db.execute("SELECT date, trial, correct FROM predictions WHERE method = 'reflect' ORDER BY date, trial").fetchall()
+    by_day: dict[str, list] = {}
+    for date, trial, correct in rows:
+        by_day.setdefault(date, []).append((trial, correct))
+    assert len(by_day) == days
+    for trials in by_day.values():
+        assert [t for t, _ in trials] == list(range(len(trials)))
+        assert len(trials) == (1 if trials[0][1] else 2)
+
+
+def write_job(path: Path, base_url: str, concurrency: int = 4, **extra: str) -> Path:
+    lines = ['name = "t"', 'stocks = ["005930"]', 'start = "2022-05-23"', 'end = "2022-05-31"', "trials = 2",
+             f"concurrency = {concurrency}", *[f"{k} = {v}" for k, v in extra.items()],
+             "[llm]", f'base_url = "{base_url}"', 'model = "fake-model"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def sample_db(sample_memory, db_path) -> Path:
+    sample_memory.conn.close()
+    return db_path
+
+
+def test_batch_runs_every_day_once_within_the_concurrency(sample_db, tmp_path):
+    with FakeOpenAI(lambda kind, prompt: WRONG_THEN_REFLECT[kind], latency=0.05) as server:
+        job = write_job(tmp_path / "job.toml", server.base_url, concurrency=3)
+        done = run("batch", "run", str(job), "--json", db=sample_db)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert server.max_in_flight <= 3 and server.max_in_flight >= 2
+        summaries = server.kinds().count("summarize")
+    assert report["total"] == 7 and report["done"] == 7 and report["failed"] == 0
+    db = open_memory(sample_db)
+    text_days = db.execute("SELECT COUNT(DISTINCT date) FROM texts WHERE date BETWEEN '2022-05-18' AND '2022-05-31'").fetchone()[0]
+    assert summaries == report["summaries"] <= text_days  # each (stock, day) summarised once, shared by windows
+    assert_each_day_complete(db)
+    status = run("batch", "status", str(job), "--json", db=sample_db)
+    assert json.loads(status.stdout) | {"errors": []} == {"job": "t", "total": 7, "done": 7, "failed": 0, "pending": 0,
+                                                          "errors": []}
+
+
+def test_batch_survives_kill_9_and_resumes_without_duplicates(sample_db, tmp_path):
+    with FakeOpenAI(lambda kind, prompt: WRONG_THEN_REFLECT[kind], latency=0.25) as server:
+        job = write_job(tmp_path / "job.toml", server.base_url, concurrency=2)
+        env = {**os.environ, "SEP_DB": str(sample_db)}
+        proc = subprocess.Popen([*SEP, "batch", "run", str(job)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.kinds().count("explain") < 5:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        db = open_memory(sample_db)
+        partial = db.execute("SELECT COUNT(DISTINCT date) FROM predictions").fetchone()[0]
+        db.conn.close()
+        assert 0 < partial < 7, "the kill should land mid-job"
+        status = json.loads(run("batch", "status", str(job), "--json", db=sample_db).stdout)
+        assert status["done"] == partial and status["pending"] == 7 - partial
+        again = run("batch", "run", str(job), "--json", db=sample_db)
+        assert again.returncode == 0, again.stderr
+        report = json.loads(again.stdout)
+    assert report["skipped"] == partial and report["done"] == 7 - partial
+    db = open_memory(sample_db)
+    assert_each_day_complete(db)  # nothing lost, nothing twice
+    misses = db.execute("SELECT COUNT(*) FROM predictions WHERE trial = 0 AND correct = 0").fetchone()[0]
+    assert db.execute("SELECT COUNT(*) FROM reflections").fetchone()[0] == misses
+
+
+def test_bad_job_files_exit_2(sample_db, tmp_path):
+    (tmp_path / "bad.toml").write_text('name = "x"\nstocks = ["005930"]\nstart = "2022-05-31"\nend = "2022-05-01"\n')
+    assert run("batch", "run", str(tmp_path / "bad.toml"), db=sample_db).returncode == 2
+    (tmp_path / "typo.toml").write_text('name = "x"\nstocks = ["005930"]\nstart = "2022-05-02"\nend = "2022-05-03"\nconcurency = 4\n')
+    typo = run("batch", "run", str(tmp_path / "typo.toml"), db=sample_db)
+    assert typo.returncode == 2 and "concurency" in typo.stderr
+    assert run("batch", "status", str(tmp_path / "missing.toml"), db=sample_db).returncode == 2
