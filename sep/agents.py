@@ -127,6 +127,8 @@ class Agents:
     def summarize_day(self, stock: str, day: str, texts: list[Text]) -> str | None:
         """Factual points for one (stock, day); computed once per text set, model and prompt."""
         texts = day_texts(texts)
+        if not texts:  # dedup kept nothing of this day (all repeats, spam or off-topic): nothing to ask
+            return ""
         key = (stock, day, text_hash(texts), self.model_name, self.prompts["summarize"].version)
         row = self.db.execute(
             "SELECT summary FROM summaries WHERE stock=? AND date=? AND text_hash=? AND model=? AND prompt_version=?",
@@ -150,6 +152,8 @@ class Agents:
         for day, texts in window.texts_by_day().items():
             assert day <= window.date, "time rule: a text after D reached the summarizer"
             summary = self.summarize_day(window.stock, day, texts)
+            if summary == "":
+                continue
             out.append((day, summary if summary is not None else "(dry run: summary not computed)"))
         return out
 

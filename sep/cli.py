@@ -428,6 +428,18 @@ def dedup_cmd(
     render_dedup(report)
 
 
+def stage_progress(progress: Progress) -> Callable[[str, int, int], None]:
+    """A `(stage, done, total)` callback that gives each stage its own bar."""
+    tasks: dict[str, Any] = {}
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    return on_progress
+
+
 def _dedup(memory: Any, cfg: Settings, code: str, start: str | None, end: str | None, refit: bool) -> Any:
     """Run the Deduplicator with a progress bar per stage; BadInput when the extra is missing."""
     try:
@@ -436,13 +448,7 @@ def _dedup(memory: Any, cfg: Settings, code: str, start: str | None, end: str | 
         raise BadInput(f"sep dedup needs the dedup extra ({exc.name} is missing): pip install -e '.[dedup]'") from None
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err_console, transient=True)
-    tasks: dict[str, Any] = {}
-
-    def on_progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total)
-        progress.update(tasks[stage], completed=done, total=total)
-
+    on_progress = stage_progress(progress)
     with progress:
         dedup = Deduplicator(memory, DedupConfig.from_settings(cfg), threads=cfg.threads, progress=on_progress)
         return dedup.run(code, start, end, refit=refit)
@@ -478,6 +484,7 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per
 LoraOpt = Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")]
 PairsOpt = Annotated[Optional[Path], typer.Option("--pairs", help="TRL preference JSONL (prompt/chosen/rejected[, ret]).")]
 FromMemoryOpt = Annotated[bool, typer.Option("--from-memory", help="Use the wrong→right pairs stored by `sep reflect`.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for data order, LoRA init and sampling \\[env SEP_SEED, 0].")]
 SftOpt = Annotated[Optional[Path], typer.Option("--sft", help="A `sep train sft` run to start the policy from.")]
 
 
@@ -529,7 +536,7 @@ def train_sft_cmd(
     learning_rate: LrOpt = None,
     batch_size: BatchOpt = 2,
     lora_r: LoraOpt = 8,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -554,7 +561,7 @@ def train_reward_cmd(
     batch_size: BatchOpt = 2,
     lora_r: LoraOpt = 8,
     eval_fraction: Annotated[float, typer.Option("--eval-fraction", min=0.0, max=0.9, help="Pairs held out for accuracy and margin.")] = 0.2,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -583,7 +590,7 @@ def train_ppo_cmd(
     kl_coef: Annotated[float, typer.Option("--kl-coef", min=0.0, help="KL penalty against the frozen reference policy.")] = 0.05,
     missing_eos_penalty: Annotated[float, typer.Option("--missing-eos-penalty", min=0.0, help="Reward lost by a response that never ends.")] = 1.0,
     response_length: Annotated[int, typer.Option("--response-length", min=4, help="Tokens generated per rollout.")] = 32,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -613,7 +620,7 @@ def train_grpo_cmd(
     signal_score: Annotated[bool, typer.Option("--signal-score", help="FinRLlama's variant: read a score in [-10, 10], not a label.")] = False,
     signal_threshold: Annotated[float, typer.Option("--signal-threshold", min=0.0, max=10.0, help="|score| below this takes no position.")] = 3.0,
     lora_r: LoraOpt = 8,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -732,13 +739,7 @@ def batch_run_cmd(
         cfg = settings(db=db)
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
-        tasks: dict[str, Any] = {}
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=done, total=total)
-
+        on_progress = stage_progress(progress)
         try:
             with progress:
                 runner = BatchRunner(job, cfg, make_llm, on_progress)
@@ -773,6 +774,125 @@ def batch_status_cmd(job_file: JobArg, db: DbOpt = None, as_json: JsonOpt = Fals
         return
     console.print(f"[bold]{report['job']}[/]: {report['done']}/{report['total']} done, {report['failed']} failed, "
                   f"{report['pending']} pending", highlight=False)
+
+
+def _scope(memory: Any, stock: str | None, job_file: Path | None, start: str | None, end: str | None
+           ) -> tuple[list[str], str | None, str | None]:
+    """Stocks and range from --stock or --job (flags win over the job's range)."""
+    from sep.batch import load_job
+    from sep.ingest import normalise_stock
+    from sep.window import parse_day
+
+    if bool(stock) == bool(job_file):
+        raise BadInput("Give --stock CODE or --job FILE (one of them).")
+    if job_file:
+        job = load_job(job_file)
+        stocks, start, end = job.stocks, start or job.start, end or job.end
+    else:
+        stocks = [normalise_stock(stock)]
+    start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
+    if start and end and start > end:
+        raise BadInput(f"--start {start} is after --end {end}.")
+    return stocks, start, end
+
+
+ScopeStock = Annotated[Optional[str], typer.Option("--stock", help="One stock code or ticker.")]
+ScopeJob = Annotated[Optional[Path], typer.Option("--job", help="A job file: its stocks and range.")]
+ScopeStart = Annotated[Optional[str], typer.Option("--start", help="First decision day.")]
+ScopeEnd = Annotated[Optional[str], typer.Option("--end", help="Last decision day.")]
+
+
+@app.command("eval")
+def eval_cmd(
+    stock: ScopeStock = None,
+    job: ScopeJob = None,
+    start: ScopeStart = None,
+    end: ScopeEnd = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Backtest: stay flat below this confidence.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for the bootstrap and the random baseline.")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score stored final predictions: accuracy, MCC, 95% bootstrap CIs, binomial p, baselines, ablations, backtest.
+
+    Unparsable answers count as wrong. Baselines on the same days: the majority class of the 60
+    trading days before the range, previous-day momentum, and a seeded coin.
+
+    Examples:
+      sep eval --stock 005930 --start 2022-05-02 --end 2022-05-31
+      sep eval --job jobs/sample.toml --threshold 0.6 --json
+    """
+    from sep.evaluate import evaluate
+    from sep.memory import open_memory
+
+    with user_errors():
+        cfg = settings(db=db, seed=seed)
+        memory = open_memory(cfg.db, must_exist=True)
+        stocks, start, end = _scope(memory, stock, job, start, end)
+        report = evaluate(memory, stocks, start, end, seed=cfg.seed, threshold=threshold)
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+
+    def fmt(x: Any) -> str:
+        return "–" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    table = Table("", "n", "accuracy", "95% CI", "MCC", "binomial p", title=f"{', '.join(stocks)} {report['start']}..{report['end']}")
+    rows = [("sep (after reflection)", report)] + [(k, v) for k, v in report["ablations"].items() if k != "after_reflection"]
+    rows += [(f"baseline: {k}", v) for k, v in report["baselines"].items()]
+    for name, s in rows:
+        ci = s.get("accuracy_ci95")
+        table.add_row(name, str(s["n"]), fmt(s["accuracy"]), f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "–", fmt(s["mcc"]),
+                      fmt(s["binomial_p"]))
+    console.print(table)
+    c = report["confusion"]
+    console.print(f"confusion (actual → predicted up/down/none): up {c['up']['up']}/{c['up']['down']}/{c['up']['none']}, "
+                  f"down {c['down']['up']}/{c['down']['down']}/{c['down']['none']}", highlight=False)
+    bt = report["backtest"]
+    console.print(f"backtest: long/short {bt['strategy']['cumulative_return']:+.2%} (Sharpe {fmt(bt['strategy']['sharpe'])}, "
+                  f"max drawdown {bt['strategy']['max_drawdown']:.2%}, hit rate {fmt(bt['hit_rate'])}) against buy-and-hold "
+                  f"{bt['buy_and_hold']['cumulative_return']:+.2%}", highlight=False)
+
+
+@app.command("audit")
+def audit_cmd(
+    out: Annotated[Path, typer.Option("--out", help="HTML report to write; its JSON twin goes beside it (.json).")],
+    stock: ScopeStock = None,
+    job: ScopeJob = None,
+    start: ScopeStart = None,
+    end: ScopeEnd = None,
+    judge: Annotated[bool, typer.Option("--judge", help="Also have the configured LLM score relevance, clarity, consistency (1-7).")] = False,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Audit every stored explanation (consistency, grounding with cited ids, no dates after D) into an HTML report.
+
+    Examples:
+      sep audit --stock 005930 --out report.html
+      sep audit --job jobs/sample.toml --out reports/sample.html --judge --base-url http://gpu:8000/v1
+    """
+    from sep.agents import lang_of
+    from sep.audit import build, write_report
+    from sep.llm import LLMUnavailable
+    from sep.memory import open_memory
+
+    with user_errors():
+        cfg = settings(db=db, base_url=base_url, model=model)
+        memory = open_memory(cfg.db, must_exist=True)
+        stocks, start, end = _scope(memory, stock, job, start, end)
+        try:
+            llm = _make_llm(cfg) if judge else None
+        except LLMUnavailable as exc:
+            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        data = build(memory, stocks, start, end, window_days=cfg.window_days, llm=llm, lang=lang_of(stocks[0]),
+                     seed=cfg.seed)
+        html, twin = write_report(data, out)
+    s = data["summary"]
+    console.print(f"Audited {s['explanations']} explanations: {s['inconsistent']} inconsistent, "
+                  f"{s['with_unsupported_claims']} with unsupported claims, {s['mentions_future']} mention dates after D. "
+                  f"Wrote {html} and {twin}.", highlight=False)
 
 
 @app.command("demo")

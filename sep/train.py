@@ -367,6 +367,12 @@ def _trainer_args(cfg: RunConfig, cls: type, **extra: Any) -> Any:
                use_cpu=_cpu_only(), dataloader_num_workers=0, **extra)
 
 
+def save_adapter(run: Run, model: Any, tok: Any) -> None:
+    """The run's result: LoRA weights and the tokenizer (with the chat template) in out/adapter."""
+    model.save_pretrained(run.out / "adapter")
+    tok.save_pretrained(run.out / "adapter")
+
+
 def _train_with_resume(run: Run, trainer: Any) -> dict:
     resume = run.last_checkpoint()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -405,8 +411,7 @@ def train_sft(settings: Settings, cfg: SFTRunConfig, db: sqlite_utils.Database |
                              peft_config=lora(cfg, "CAUSAL_LM"),
                              args=_trainer_args(cfg, SFTConfig, max_length=cfg.max_length, completion_only_loss=True))
         metrics = _train_with_resume(run, trainer)
-        trainer.model.save_pretrained(run.out / "adapter")
-        tok.save_pretrained(run.out / "adapter")
+        save_adapter(run, trainer.model, tok)
         return metrics
 
     run = Run(db, cfg, rows)
@@ -442,8 +447,7 @@ def train_reward(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Data
                                 peft_config=lora(cfg, "SEQ_CLS"),
                                 args=_trainer_args(cfg, RewardConfig, max_length=cfg.max_length))
         metrics = _train_with_resume(run, trainer)
-        trainer.model.save_pretrained(run.out / "adapter")
-        tok.save_pretrained(run.out / "adapter")
+        save_adapter(run, trainer.model, tok)
         trainer.model.eval()
         return {**metrics, "train_pairs": len(train), **pair_metrics(trainer.model, tok, held_out)}
 
@@ -501,10 +505,9 @@ def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database |
                 torch.manual_seed(cfg.seed)
                 trainer.train()
         updates = trainer.state.global_step if remaining else 0
-        trainer.model.policy.save_pretrained(run.out / "adapter")
+        save_adapter(run, trainer.model.policy, tok)
         ckpt = run.out / "checkpoints" / f"checkpoint-{done + updates}"
         trainer.model.policy.save_pretrained(ckpt)  # what a rerun resumes from
-        tok.save_pretrained(run.out / "adapter")
         logs = [h for h in trainer.state.log_history if "objective/scores" in h]
         return {"updates": updates, "resumed_from": resume, "total_updates": done + updates,
                 "mean_score": logs[-1]["objective/scores"] if logs else None,
@@ -559,8 +562,7 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
                               train_dataset=Dataset.from_list(data), processing_class=tok,
                               peft_config=lora(cfg, "CAUSAL_LM"))
         metrics = _train_with_resume(run, trainer)
-        trainer.model.save_pretrained(run.out / "adapter")
-        tok.save_pretrained(run.out / "adapter")
+        save_adapter(run, trainer.model, tok)
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
         return {**metrics, "mean_reward": sum(rewards) / len(rewards) if rewards else None}
 

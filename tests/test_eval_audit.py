@@ -1,0 +1,126 @@
+"""Evaluation and audit over predictions made through real HTTP by a scripted server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sep.evaluate import Decision, backtest, binomial_p, mcc
+from sep.ingest import import_texts
+from sep.memory import open_memory
+
+from conftest import run
+from fake_openai import FakeOpenAI
+
+SUMMARY = "- 외국인 순매도 확대와 금리 인상 우려 보도"
+EXPLAIN = ("하락\n외국인 순매도 확대와 금리 인상 우려가 이어진다. 실적 개선과 매수 기대, 반등, 상승 호재가 크다. "
+           "6월 15일 FOMC 결과가 나왔다. 게시판의 <script>alert('x')</script> 삼성 가즈아 글도 있다.")
+# grounded and ungrounded claims, bullish words under a 하락 label, a date after D, and markup quoted from a post
+
+
+def test_metrics_on_known_cases():
+    assert mcc([("up", "up"), ("down", "down")]) == pytest.approx(1.0)
+    assert mcc([("up", "down"), ("down", "up")]) == pytest.approx(-1.0)
+    assert mcc([("up", None), ("down", "down")]) == pytest.approx(0.0)  # None scored as the wrong side
+    assert binomial_p(5, 10) == pytest.approx(1.0) and binomial_p(10, 10) == pytest.approx(2 / 1024)
+    days = [Decision("A", "2022-05-02", "2022-05-03", "down", "down", 0.9, -0.02),
+            Decision("A", "2022-05-03", "2022-05-04", "up", "down", 0.55, 0.01)]
+    bt = backtest(days)
+    assert bt["strategy"]["cumulative_return"] == pytest.approx((1 + 0.02) * (1 - 0.01) - 1)  # short gains on a fall
+    assert bt["buy_and_hold"]["cumulative_return"] == pytest.approx((1 - 0.02) * (1 + 0.01) - 1)
+    assert bt["hit_rate"] == pytest.approx(0.5)
+    flat = backtest(days, threshold=0.6)
+    assert flat["positions"] == 1 and flat["strategy"]["cumulative_return"] == pytest.approx(0.02)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> tuple[Path, Path]:
+    from sep.ingest import import_prices
+    from sep.sample import sample_files
+
+    d = tmp_path_factory.mktemp("eval")
+    db_path = d / "sep.db"
+    db = open_memory(db_path)
+    prices, texts = sample_files()
+    import_prices(db, prices)
+    import_texts(db, texts)
+    (d / "evil.jsonl").write_text(json.dumps({"stock": "005930", "date": "2022-05-24", "source": "naver-board",
+                                              "title": "<script>alert('x')</script> 삼성 가즈아"}, ensure_ascii=False) + "\n")
+    import_texts(db, [d / "evil.jsonl"])
+    db.conn.close()
+    with FakeOpenAI(lambda kind, prompt: {"summarize": SUMMARY, "reflect": "금리를 봤어야 했다."}.get(kind, EXPLAIN)) as server:
+        job = d / "job.toml"
+        job.write_text(f'name = "e"\nstocks = ["005930"]\nstart = "2022-05-16"\nend = "2022-05-31"\ntrials = 2\n'
+                       f'concurrency = 4\n[llm]\nbase_url = "{server.base_url}"\nmodel = "fake-model"\n')
+        done = run("batch", "run", str(job), db=db_path)
+        assert done.returncode == 0, done.stderr
+    return db_path, job
+
+
+def test_eval_scores_match_the_stored_predictions(scored):
+    db_path, job = scored
+    out = run("eval", "--job", str(job), "--json", db=db_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    db = open_memory(db_path)
+    finals = db.execute("SELECT label, actual FROM predictions p WHERE method = 'reflect' AND trial = "
+                        "(SELECT MAX(trial) FROM predictions q WHERE q.stock = p.stock AND q.date = p.date)").fetchall()
+    assert report["n"] == len(finals) == 12
+    assert report["accuracy"] == pytest.approx(sum(a == b for a, b in finals) / len(finals))
+    lo, hi = report["accuracy_ci95"]
+    assert lo <= report["accuracy"] <= hi
+    assert set(report["baselines"]) == {"majority", "momentum", "random"}
+    assert "trial_0_only" in report["ablations"] and "after_reflection" in report["ablations"]
+    c = report["confusion"]
+    assert c["up"]["down"] + c["down"]["down"] == len(finals)  # the script always says 하락
+    assert len(report["backtest"]["strategy"]["curve"]) == len(finals)
+    again = json.loads(run("eval", "--job", str(job), "--json", db=db_path).stdout)
+    assert again == report  # seeded: the same numbers every time
+
+
+def test_audit_flags_escapes_and_writes_a_json_twin(scored, tmp_path):
+    db_path, job = scored
+    out = tmp_path / "report.html"
+    done = run("audit", "--job", str(job), "--out", str(out), db=db_path)
+    assert done.returncode == 0, done.stderr
+    html = out.read_text()
+    twin = json.loads(out.with_suffix(".json").read_text())
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html  # quoted markup is shown, never run
+    audits = twin["audits"]
+    assert len(audits) == twin["summary"]["explanations"] == 12
+    a = audits[0]
+    assert a["stance"] == "up" and not a["consistent"]  # bullish words under a 하락 label
+    assert a["future_dates"] == ["2022-06-15"]
+    grounded = [c for c in a["claims"] if c["grounded"]]
+    assert grounded and all(cite.startswith(("summary:", "text:")) for c in grounded for cite in c["cites"])
+    assert any(not c["grounded"] for c in a["claims"])
+    assert "<svg" in html and "Reliability" in html and "Cumulative return" in html
+    db = open_memory(db_path)
+    post = db.execute("SELECT id FROM texts WHERE source = 'naver-board'").fetchone()[0]
+    for x in audits:  # the post (dated 05-24) is cited only by windows that contain it: never before its day
+        cites = {c for claim in x["claims"] for c in claim["cites"]}
+        assert (f"text:{post}" in cites) == ("2022-05-24" <= x["date"] <= "2022-05-28"), x["date"]
+
+
+@pytest.mark.slow
+def test_audit_report_screenshots_in_headless_chromium(scored, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        if os.environ.get("SEP_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is required here (.ci/run installs Debian's chromium)")
+        pytest.skip("no chromium on this machine (apt-get install chromium); .ci/run installs it")
+    db_path, job = scored
+    out = tmp_path / "report.html"
+    assert run("audit", "--job", str(job), "--out", str(out), db=db_path).returncode == 0
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000", f"--screenshot={shot}",
+                    out.as_uri()], capture_output=True, timeout=120)
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a real page, not a blank frame
