@@ -170,7 +170,13 @@ class Agents:
             grams = _bigrams(row[0])
             return len(today & grams) / (len(grams) or 1), row[1]  # overlap, then recency
 
-        return [r[0] for r in sorted(rows, key=relevance, reverse=True)[: self.recall_k]]
+        picked: list[str] = []
+        for text, _ in sorted(rows, key=relevance, reverse=True):  # the same lesson twice teaches nothing new
+            if text not in picked:
+                picked.append(text)
+            if len(picked) == self.recall_k:
+                break
+        return picked
 
     def explain_variables(self, window: DecisionWindow, summaries: list[tuple[str, str]],
                           reflections: list[str]) -> dict:
@@ -214,7 +220,8 @@ class Agents:
                 break
             if n + 1 < trials:
                 trial.reflection = self.reflect(variables, answer, window.label)
-                lessons.append(trial.reflection or "")
+                if trial.reflection and trial.reflection not in lessons:
+                    lessons.append(trial.reflection)
         if self.llm is not None:
             self.store(result, self.prompts["explain"].render(**base))
         return result

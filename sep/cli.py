@@ -483,7 +483,7 @@ LrOpt = Annotated[Optional[float], typer.Option("--learning-rate", min=0.0, help
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per step.")]
 LoraOpt = Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")]
 PairsOpt = Annotated[Optional[Path], typer.Option("--pairs", help="TRL preference JSONL (prompt/chosen/rejected[, ret]).")]
-FromMemoryOpt = Annotated[bool, typer.Option("--from-memory", help="Use the wrong→right pairs stored by `sep reflect`.")]
+FromMemoryOpt = Annotated[bool, typer.Option("--from-memory", help="Use the wrong→right pairs stored by `sep reflect` (the default without --pairs).")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for data order, LoRA init and sampling \\[env SEP_SEED, 0].")]
 SftOpt = Annotated[Optional[Path], typer.Option("--sft", help="A `sep train sft` run to start the policy from.")]
 
@@ -493,9 +493,6 @@ def _train(kind: str, cfg_fields: dict, data: Path | None, from_memory: bool, db
     """Shared by the four trainers: settings, memory, the run, its report; bad input exits 2."""
     with user_errors():
         cfg = settings(db=db, threads=threads, seed=seed)
-        if data is None and not from_memory:
-            raise BadInput("Say where the examples come from: --from-memory, or a JSONL file "
-                           f"({'--data' if kind == 'sft' else '--pairs'}).")
         if data is not None and from_memory:
             raise BadInput("Give a file or --from-memory, not both.")
         if data is not None and not data.exists():
@@ -506,7 +503,7 @@ def _train(kind: str, cfg_fields: dict, data: Path | None, from_memory: bool, db
             raise BadInput(f"Training needs the train extra ({exc.name} is missing): pip install -e '.[train]'") from None
         from sep.memory import open_memory
 
-        memory = open_memory(cfg.db, must_exist=from_memory)
+        memory = open_memory(cfg.db, must_exist=data is None)  # no file: train on what `sep reflect` stored
         config_cls = {"sft": train.SFTRunConfig, "reward": train.RewardRunConfig, "ppo": train.PPORunConfig,
                       "grpo": train.GRPORunConfig}[kind]
         fields = {k: v for k, v in cfg_fields.items() if v is not None}
@@ -531,7 +528,7 @@ def _train(kind: str, cfg_fields: dict, data: Path | None, from_memory: bool, db
 def train_sft_cmd(
     out: OutOpt = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="TRL prompt/completion JSONL instead of memory.")] = None,
-    from_memory: Annotated[bool, typer.Option("--from-memory", help="Correct trial-0 answers stored by `sep reflect`.")] = False,
+    from_memory: Annotated[bool, typer.Option("--from-memory", help="Correct trial-0 answers stored by `sep reflect` (the default without --data).")] = False,
     max_steps: MaxStepsOpt = 20,
     learning_rate: LrOpt = None,
     batch_size: BatchOpt = 2,

@@ -160,8 +160,10 @@ def test_best_of_n_picks_the_highest_reward(trained, toy, sample_memory, db_path
 
 
 def test_bad_training_input_exits_2(toy, tmp_path):
-    nothing = run("train", "reward", "--out", str(tmp_path / "x"), db=tmp_path / "sep.db")
-    assert nothing.returncode == 2 and "--from-memory" in nothing.stderr
+    nothing = run("train", "reward", "--out", str(tmp_path / "x"), db=tmp_path / "sep.db")  # no file: memory, absent
+    assert nothing.returncode == 2 and "No memory database" in nothing.stderr
+    both = run("train", "reward", "--pairs", str(toy / "pairs.jsonl"), "--from-memory", db=tmp_path / "sep.db")
+    assert both.returncode == 2 and "not both" in both.stderr
     missing = run("train", "sft", "--data", str(tmp_path / "none.jsonl"), db=tmp_path / "sep.db")
     assert missing.returncode == 2
     (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
