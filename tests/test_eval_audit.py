@@ -124,3 +124,16 @@ def test_audit_report_screenshots_in_headless_chromium(scored, tmp_path):
                     out.as_uri()], capture_output=True, timeout=120)
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a real page, not a blank frame
+
+
+def test_audit_judge_scores_come_from_the_configured_llm(scored, tmp_path):
+    db_path, job = scored
+    with FakeOpenAI(lambda kind, prompt: "관련성 5, 명확성 4, 일관성 6", owned_by="other") as server:
+        out = tmp_path / "judged.html"
+        done = run("audit", "--job", str(job), "--out", str(out), "--judge", "--base-url", server.base_url, db=db_path)
+        assert done.returncode == 0, done.stderr
+        judge_prompts = [r["messages"][-1]["content"] for r in server.requests]
+    twin = json.loads(out.with_suffix(".json").read_text())
+    assert len(judge_prompts) == 12 and all("설명:" in p and "FOMC" in p for p in judge_prompts)
+    assert all(a["judge"] == {"relevance": 5, "clarity": 4, "consistency": 6} for a in twin["audits"])
+    assert twin["summary"]["judge_mean"] == {"relevance": 5.0, "clarity": 4.0, "consistency": 6.0}
