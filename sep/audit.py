@@ -21,7 +21,7 @@ from pathlib import Path
 import sqlite_utils
 
 from sep.evaluate import Decision, decisions, evaluate
-from sep.window import decision_window, texts_in_window
+from sep.window import decision_window
 
 BULLISH = ["상승", "오를", "오르", "올라", "호재", "개선", "증가", "매수", "반등", "강세", "긍정", "기대", "상향", "회복",
            "positive", "rise", "gain", "bullish", "growth", "up"]
@@ -106,8 +106,7 @@ def sources(db: sqlite_utils.Database, d: Decision, window_days: int) -> list[tu
     out = [(f"summary:{i}", words(s)) for i, s in db.execute(
         "SELECT id, summary FROM summaries WHERE stock = ? AND date >= ? AND date <= ?",
         [d.stock, w.window_start, d.date]).fetchall()]
-    out += [(f"text:{t.id}", words(t.title + " " + (t.body or "")))
-            for t in texts_in_window(db, d.stock, w.window_start, d.date)]
+    out += [(f"text:{t.id}", words(t.title + " " + (t.body or ""))) for t in w.texts]
     return out
 
 

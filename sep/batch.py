@@ -25,7 +25,7 @@ import sqlite_utils
 from sep.errors import BadInput
 from sep.memory import now_iso, open_memory, transaction
 from sep.settings import Settings
-from sep.window import decision_window, parse_day, trading_days
+from sep.window import DecisionWindow, decision_window, parse_day, trading_days
 
 
 @dataclass
@@ -186,12 +186,11 @@ class BatchRunner:
         stock, day, texts = key
         self._agents(stock).summarize_day(stock, day, list(texts))
 
-    def _decide(self, item: tuple[str, str]) -> tuple[tuple[str, str], str | None]:
-        stock, day = item
+    def _decide(self, window: DecisionWindow) -> tuple[tuple[str, str], str | None]:
+        stock, day = window.stock, window.date
         started = time.perf_counter()
         db = self._db()
         try:
-            window = decision_window(db, stock, day, self.cfg.window_days)
             agents = self._agents(stock)
             agents.run(window, self.cfg.trials)
             if self.job.best_of:
@@ -205,7 +204,7 @@ class BatchRunner:
             db.execute("INSERT OR REPLACE INTO batch_items (job, stock, date, status, error, seconds, updated_at) "
                        "VALUES (?,?,?,?,?,?,?)", [self.job.name, stock, day, "failed" if error else "done", error,
                                                  time.perf_counter() - started, now_iso()])
-        return item, error
+        return (stock, day), error
 
     def run(self) -> BatchReport:
         db = self._db()
@@ -215,21 +214,15 @@ class BatchRunner:
             for stock in self.job.stocks:
                 Deduplicator(db, DedupConfig.from_settings(self.cfg), threads=self.cfg.threads).run(stock)
         if self.job.best_of and self.job.reward:
-            from sep.train import base_model_dir, load_reward_model, reward_scores
+            from sep.predict import reward_scorer
 
-            rm, tok = load_reward_model(self.job.reward, base_model_dir(self.cfg), self.cfg.threads)
-            lock = threading.Lock()  # one torch model, many workers
-
-            def scorer(prompt: str, responses: list[str]) -> list[float]:
-                with lock:
-                    return reward_scores(rm, tok, prompt, responses)
-
-            self.scorer = scorer
+            self.scorer = reward_scorer(self.job.reward, self.cfg)
         items = stock_days(db, self.job)
         finished = done_days(db, self.job)
         todo = [i for i in items if i not in finished]
         report = BatchReport(self.job.name, len(items), len(items) - len(todo), concurrency=self.concurrency)
-        windows = [decision_window(db, s, d, self.cfg.window_days) for s, d in todo]
+        days = {stock: trading_days(db, stock) for stock in self.job.stocks}
+        windows = [decision_window(db, s, d, self.cfg.window_days, days=days[s]) for s, d in todo]
         needed: dict[tuple[str, str], tuple] = {}
         for w in windows:
             for day, texts in w.texts_by_day().items():
@@ -238,8 +231,7 @@ class BatchRunner:
         calls0 = self.llm.calls
         summaries0 = db.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]
         with ThreadPoolExecutor(max_workers=self.concurrency) as self.executor:
-            loop_result = asyncio.run(self._phases([(s, d, t) for (s, d), t in needed.items()], todo))
-        decisions = loop_result[1]
+            decisions = asyncio.run(self._phases([(s, d, t) for (s, d), t in needed.items()], windows))
         report.seconds = round(time.perf_counter() - start, 3)
         report.summaries = db.execute("SELECT COUNT(*) FROM summaries").fetchone()[0] - summaries0
         report.requests = self.llm.calls - calls0
@@ -248,7 +240,7 @@ class BatchRunner:
         report.errors = [{"stock": s, "date": d, "error": e} for (s, d), e in decisions if e][:20]
         return report
 
-    async def _phases(self, summaries: list, todo: list) -> tuple[list, list]:
-        first = await self._pool(summaries, self._summarize, "summaries")
-        second = await self._pool(todo, self._decide, "decisions")
-        return first, second
+    async def _phases(self, summaries: list, windows: list[DecisionWindow]) -> list[tuple[tuple[str, str], str | None]]:
+        """Every summary first (each once), then the decisions, which find them cached."""
+        await self._pool(summaries, self._summarize, "summaries")
+        return await self._pool(windows, self._decide, "decisions")

@@ -65,6 +65,18 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+@contextmanager
+def model_errors(after: str = "") -> Iterator[None]:
+    """A model that can't be reached or run: one sentence (plus `after`) and exit code 1."""
+    from sep.llm import LLMUnavailable
+
+    try:
+        yield
+    except LLMUnavailable as exc:
+        err_console.print(f"[bold red]Error:[/] {exc}{after}", highlight=False)
+        raise typer.Exit(1) from None
+
+
 def file_progress(total: int, what: str) -> tuple[Progress, Callable[[Path], None]]:
     progress = Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.description}"), console=err_console, transient=True)
@@ -291,7 +303,6 @@ def reflect_cmd(
     """
     from sep.agents import Agents, lang_of
     from sep.ingest import normalise_stock
-    from sep.llm import LLMUnavailable
     from sep.memory import open_memory
     from sep.window import decision_window, trading_days
 
@@ -303,11 +314,8 @@ def reflect_cmd(
         days = _reflect_days(memory, code, date, start, end)
         tdays = trading_days(memory, code)
         windows = [decision_window(memory, code, d, cfg.window_days, days=tdays) for d in days]
-    try:
+    with model_errors():
         llm = None if dry_run else _make_llm(cfg)
-    except LLMUnavailable as exc:
-        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
     printer = (lambda name, text: console.print(f"[bold cyan]── {name} prompt ──[/]\n{escape(text)}",
                                                  highlight=False)) if dry_run else None
     agents = Agents(memory, llm, lang_of(code), on_prompt=printer)
@@ -319,12 +327,8 @@ def reflect_cmd(
         task = progress.add_task("", total=len(windows))
         for w in windows:
             progress.update(task, description=w.date)
-            try:
+            with model_errors(" Finished days are stored; rerun to continue."):
                 result = agents.run(w, cfg.trials)
-            except LLMUnavailable as exc:
-                err_console.print(f"[bold red]Error:[/] {exc} Finished days are stored; rerun to continue.",
-                                  highlight=False)
-                raise typer.Exit(1) from None
             results.append(result)
             if not as_json and not dry_run:
                 render_result(result)
@@ -659,9 +663,8 @@ def predict_cmd(
     """
     from sep.agents import Agents, lang_of
     from sep.ingest import normalise_stock
-    from sep.llm import LLMUnavailable
     from sep.memory import open_memory
-    from sep.predict import best_of_n, store
+    from sep.predict import best_of_n, reward_scorer, store
     from sep.window import decision_window, parse_day
 
     with user_errors():
@@ -672,18 +675,13 @@ def predict_cmd(
         scorer = None
         if reward is not None:
             try:
-                from sep.train import base_model_dir, load_reward_model, reward_scores
+                scorer = reward_scorer(reward, cfg)
             except ImportError as exc:
                 raise BadInput(f"--reward needs the train extra ({exc.name} is missing): pip install -e '.[train]'") from None
-            rm, tok = load_reward_model(reward, base_model_dir(cfg), cfg.threads)
-            scorer = lambda prompt, responses: reward_scores(rm, tok, prompt, responses)  # noqa: E731
-    try:
+    with model_errors():
         llm = _make_llm(cfg)
         forecast = best_of_n(Agents(memory, llm, lang_of(code)), window, best_of, scorer, temperature=temperature,
                              seed=cfg.seed)
-    except LLMUnavailable as exc:
-        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
     store(memory, forecast)
     if as_json:
         print(json.dumps(forecast.as_json(), ensure_ascii=False, indent=2))
@@ -727,7 +725,7 @@ def batch_run_cmd(
     from rich.progress import TimeRemainingColumn
 
     from sep.batch import BatchRunner, load_job
-    from sep.llm import LLMUnavailable, make_llm
+    from sep.llm import make_llm
 
     with user_errors():
         job = load_job(job_file)
@@ -737,13 +735,8 @@ def batch_run_cmd(
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
         on_progress = stage_progress(progress)
-        try:
-            with progress:
-                runner = BatchRunner(job, cfg, make_llm, on_progress)
-                report = runner.run()
-        except LLMUnavailable as exc:
-            err_console.print(f"[bold red]Error:[/] {exc} Finished days are stored; rerun to continue.", highlight=False)
-            raise typer.Exit(1) from None
+        with model_errors(" Finished days are stored; rerun to continue."), progress:
+            report = BatchRunner(job, cfg, make_llm, on_progress).run()
     if as_json:
         print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
     else:
@@ -773,7 +766,7 @@ def batch_status_cmd(job_file: JobArg, db: DbOpt = None, as_json: JsonOpt = Fals
                   f"{report['pending']} pending", highlight=False)
 
 
-def _scope(memory: Any, stock: str | None, job_file: Path | None, start: str | None, end: str | None
+def _scope(stock: str | None, job_file: Path | None, start: str | None, end: str | None
            ) -> tuple[list[str], str | None, str | None]:
     """Stocks and range from --stock or --job (flags win over the job's range)."""
     from sep.batch import load_job
@@ -825,7 +818,7 @@ def eval_cmd(
     with user_errors():
         cfg = settings(db=db, seed=seed)
         memory = open_memory(cfg.db, must_exist=True)
-        stocks, start, end = _scope(memory, stock, job, start, end)
+        stocks, start, end = _scope(stock, job, start, end)
         report = evaluate(memory, stocks, start, end, seed=cfg.seed, threshold=threshold)
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
@@ -871,18 +864,14 @@ def audit_cmd(
     """
     from sep.agents import lang_of
     from sep.audit import build, write_report
-    from sep.llm import LLMUnavailable
     from sep.memory import open_memory
 
     with user_errors():
         cfg = settings(db=db, base_url=base_url, model=model)
         memory = open_memory(cfg.db, must_exist=True)
-        stocks, start, end = _scope(memory, stock, job, start, end)
-        try:
+        stocks, start, end = _scope(stock, job, start, end)
+        with model_errors():
             llm = _make_llm(cfg) if judge else None
-        except LLMUnavailable as exc:
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
-            raise typer.Exit(1) from None
         data = build(memory, stocks, start, end, window_days=cfg.window_days, llm=llm, lang=lang_of(stocks[0]),
                      seed=cfg.seed)
         html, twin = write_report(data, out)

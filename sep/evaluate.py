@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from sep.errors import BadInput
-from sep.window import decision_window, label_of
+from sep.window import label_of, outcome, trading_days
 
 BOOTSTRAP = 1000
 TRAIN_DAYS = 60  # trading days before the range that fix the majority-class baseline
@@ -30,8 +30,6 @@ class Decision:
     confidence: float | None
     ret: float
     explanation: str = ""
-    trial: int = 0
-    id: int = 0
 
 
 def decisions(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None,
@@ -49,13 +47,11 @@ def decisions(db: sqlite_utils.Database, stocks: list[str], start: str | None, e
         where.append("p.date >= ?"), args.append(start)
     if end:
         where.append("p.date <= ?"), args.append(end)
-    rows = db.execute(f"SELECT p.stock, p.date, p.target_day, p.actual, p.label, p.confidence, p.explanation, p.trial, "
-                      f"p.id FROM predictions p WHERE {' AND '.join(where)} ORDER BY p.date, p.stock", args).fetchall()
-    out = []
-    for stock, date, target, actual, label, conf, expl, trial, pid in rows:
-        w = decision_window(db, stock, date, 1)
-        out.append(Decision(stock, date, target, actual, label, conf, w.ret, expl or "", trial, pid))
-    return out
+    rows = db.execute(f"SELECT p.stock, p.date, p.target_day, p.actual, p.label, p.confidence, p.explanation "
+                      f"FROM predictions p WHERE {' AND '.join(where)} ORDER BY p.date, p.stock", args).fetchall()
+    days = {stock: trading_days(db, stock) for stock in {r[0] for r in rows}}
+    return [Decision(stock, date, target, actual, label, conf, outcome(db, stock, date, days=days[stock])[4], expl or "")
+            for stock, date, target, actual, label, conf, expl in rows]
 
 
 # ---------------------------------------------------------------- metrics

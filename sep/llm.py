@@ -55,6 +55,16 @@ CHAT_TEMPLATE = (
 )
 
 
+def _chat_result(text: str, logprobs: Any, model_name: str, tokens_in: int, tokens_out: int) -> ChatResult:
+    """What the local backends return: OpenAI-shaped logprobs and usage, like a server's answer."""
+    message = AIMessage(
+        content=text.strip(),
+        response_metadata={"logprobs": logprobs, "model_name": model_name},
+        usage_metadata={"input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
+    )
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
 def render_chat(messages: list[BaseMessage]) -> str:
     """Gemma's turn format. Inference and training (SFT/RM/PPO) render prompts with this."""
     parts = []
@@ -211,15 +221,9 @@ class EmbeddedChatModel(BaseChatModel):
             usage_in += first["usage"]["prompt_tokens"]
             usage_out += first["usage"]["completion_tokens"]
         rest = self._complete(prompt + head, max_tokens=max_tokens, **sampling)
-        text = head + rest["choices"][0]["text"]
         usage_in += rest["usage"]["prompt_tokens"]
         usage_out += rest["usage"]["completion_tokens"]
-        message = AIMessage(
-            content=text.strip(),
-            response_metadata={"logprobs": logprobs, "model_name": EMBEDDED_NAME},
-            usage_metadata={"input_tokens": usage_in, "output_tokens": usage_out, "total_tokens": usage_in + usage_out},
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return _chat_result(head + rest["choices"][0]["text"], logprobs, EMBEDDED_NAME, usage_in, usage_out)
 
 
 # ---------------------------------------------------------------- transformers (trained policies)
@@ -258,6 +262,13 @@ def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | Non
     return target
 
 
+def adapter_folder(path: Path) -> Path | None:
+    """The LoRA adapter in `path`: a `sep train` run folder's `adapter/`, or the folder itself; None if neither."""
+    path = Path(path)
+    folder = path / "adapter" if (path / "adapter").is_dir() else path
+    return folder if (folder / "adapter_config.json").exists() else None
+
+
 def load_causal_lm(policy: Path | None, cache_dir: Path, threads: int) -> tuple[Any, Any]:
     """(model, tokenizer) for a policy: a LoRA adapter folder, a full model folder, or the base.
 
@@ -273,18 +284,17 @@ def load_causal_lm(policy: Path | None, cache_dir: Path, threads: int) -> tuple[
 
     torch.set_num_threads(threads)
     policy = Path(policy) if policy else None
-    if policy is not None and (policy / "adapter").is_dir():  # a `sep train` run directory
-        policy = policy / "adapter"
     if policy is not None and not policy.is_dir():
         raise LLMUnavailable(f"--policy {policy} is not a folder with a model or a LoRA adapter.")
-    if policy is not None and (policy / "adapter_config.json").exists():
+    adapter = adapter_folder(policy) if policy is not None else None
+    if adapter is not None:
         from peft import PeftModel
 
-        base = Path(json.loads((policy / "adapter_config.json").read_text()).get("base_model_name_or_path") or "")
+        base = Path(json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or "")
         if not (base / "config.json").exists():
             base = prepare_hf_model(cache_dir)
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), policy)
-        tok_dir = policy if (policy / "tokenizer_config.json").exists() else base
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter)
+        tok_dir = adapter if (adapter / "tokenizer_config.json").exists() else base
     else:
         if policy is not None and not (policy / "config.json").exists():
             raise LLMUnavailable(f"--policy {policy} holds neither config.json nor adapter_config.json.")
@@ -373,13 +383,7 @@ class TransformersChatModel(BaseChatModel):
         text = tok.decode(new, skip_special_tokens=True)
         for s in [TURN_END, "<start_of_turn>", *(stop or [])]:
             text = text.split(s)[0]
-        usage_in, usage_out = int(ids.shape[1]), int(new.shape[0])
-        message = AIMessage(
-            content=(head + text).strip(),
-            response_metadata={"logprobs": logprobs, "model_name": self.policy or HF_DIR_NAME},
-            usage_metadata={"input_tokens": usage_in, "output_tokens": usage_out, "total_tokens": usage_in + usage_out},
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return _chat_result(head + text, logprobs, self.policy or HF_DIR_NAME, int(ids.shape[1]), int(new.shape[0]))
 
 
 # ---------------------------------------------------------------- the facade the agents use

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from dataclasses import asdict, dataclass
 
 from sep.agents import Agents
 from sep.memory import now_iso, transaction
+from sep.settings import Settings
 from sep.window import DecisionWindow
 
 Scorer = Callable[[str, list[str]], list[float]]  # (prompt, responses) -> rewards
@@ -40,7 +43,6 @@ class Forecast:
     prompt: str
     model: str
     scored_by: str
-    extra: dict = field(default_factory=dict)
 
     def as_json(self) -> dict:
         w = self.window
@@ -48,6 +50,20 @@ class Forecast:
                 "label": self.label, "explanation": self.explanation, "confidence": self.confidence,
                 "correct": self.label == w.label, "best": self.best, "scored_by": self.scored_by,
                 "candidates": [{k: v for k, v in asdict(c).items() if k != "response"} for c in self.candidates]}
+
+
+def reward_scorer(reward: Path, cfg: Settings) -> Scorer:
+    """Score candidates with a `sep train reward` run; one torch model, so callers take turns."""
+    from sep.train import base_model_dir, load_reward_model, reward_scores
+
+    model, tok = load_reward_model(reward, base_model_dir(cfg), cfg.threads)
+    lock = threading.Lock()  # batch jobs score from many worker threads
+
+    def score(prompt: str, responses: list[str]) -> list[float]:
+        with lock:
+            return reward_scores(model, tok, prompt, responses)
+
+    return score
 
 
 def pick(rewards: list[float], labels: list[str | None]) -> tuple[int, float]:

@@ -13,18 +13,19 @@ de-quantized once by `prepare_hf_model`; external TRL-format JSONL files are acc
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from sep.errors import BadInput
-from sep.llm import TURN_END, parse_label, render_chat
+from sep.llm import TURN_END, adapter_folder, parse_answer, render_chat
 from sep.memory import now_iso, transaction
 from sep.settings import Settings
 
@@ -176,7 +177,7 @@ def pair_rows(db: sqlite_utils.Database | None, pairs: Path | None) -> list[dict
     """prompt/chosen/rejected, chosen being the response the market proved right.
 
     From memory the orientation is checked against the stored outcome (`predictions.actual`),
-    not trusted: a pair whose chosen label is not the actual move is swapped, and counted.
+    not trusted: a pair whose chosen label is not the actual move is swapped.
     """
     if pairs:
         rows = read_jsonl(pairs, ("prompt", "chosen", "rejected"))
@@ -197,7 +198,7 @@ def pair_rows(db: sqlite_utils.Database | None, pairs: Path | None) -> list[dict
 
 def with_returns(db: sqlite_utils.Database | None, rows: list[dict]) -> list[dict]:
     """Attach the realized next-day return (`ret`) the market reward needs, from memory when absent."""
-    from sep.window import decision_window
+    from sep.window import outcome, parse_day
 
     out = []
     for r in rows:
@@ -205,7 +206,7 @@ def with_returns(db: sqlite_utils.Database | None, rows: list[dict]) -> list[dic
             if db is None or "stock" not in r:
                 raise BadInput("The market reward needs each row's realized return: give `ret`, or `stock` and `date` "
                                "with prices in memory.")
-            r = {**r, "ret": decision_window(db, r["stock"], r["date"], 1).ret}
+            r = {**r, "ret": outcome(db, r["stock"], parse_day(r["date"]))[4]}
         out.append(r)
     return out
 
@@ -240,10 +241,9 @@ def lora(cfg: RunConfig, task_type: str) -> Any:
 
 
 def adapter_dir(run: Path) -> Path:
-    """A run folder's adapter (or the path itself when it already is an adapter folder)."""
-    run = Path(run)
-    path = run / "adapter" if (run / "adapter").is_dir() else run
-    if not (path / "adapter_config.json").exists():
+    """A run folder's adapter (or the path itself when it already is an adapter folder); bad input otherwise."""
+    path = adapter_folder(run)
+    if path is None:
         raise BadInput(f"{run} is not a `sep train` run folder or LoRA adapter (no adapter_config.json).")
     return path
 
@@ -310,7 +310,6 @@ class Run:
     cfg: RunConfig
     rows: list[dict]
     id: int | None = None
-    metrics: dict = field(default_factory=dict)
 
     @property
     def out(self) -> Path:
@@ -337,14 +336,14 @@ class Run:
         ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
         return str(ckpts[-1]) if ckpts else None
 
-    def finish(self, metrics: dict, status: str = "done") -> dict:
-        self.metrics = {"kind": self.cfg.kind, "examples": len(self.rows), **metrics}
-        (self.out / "metrics.json").write_text(json.dumps(self.metrics, indent=2, ensure_ascii=False))
+    def finish(self, metrics: dict) -> dict:
+        metrics = {"kind": self.cfg.kind, "examples": len(self.rows), **metrics}
+        (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
         if self.db is not None and self.id is not None:
             with transaction(self.db):
-                self.db.execute("UPDATE runs SET status = ?, metrics = ?, finished_at = ? WHERE id = ?",
-                                [status, json.dumps(self.metrics), now_iso(), self.id])
-        return self.metrics
+                self.db.execute("UPDATE runs SET status = 'done', metrics = ?, finished_at = ? WHERE id = ?",
+                                [json.dumps(metrics), now_iso(), self.id])
+        return metrics
 
     def fail(self, exc: BaseException) -> None:
         if self.db is not None and self.id is not None:
@@ -381,10 +380,14 @@ def _train_with_resume(run: Run, trainer: Any) -> dict:
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
 
 
-def _guard(run: Run, body: Callable[[], dict]) -> dict:
-    run.start()
+def _execute(settings: Settings, cfg: RunConfig, db: sqlite_utils.Database | None, rows: list[dict],
+             body: Callable[[Run, Path], dict]) -> dict:
+    """What every trainer shares: torch threads, the base model folder, and a run recorded even when it fails."""
+    _torch_threads(cfg.threads)
+    base = base_model_dir(settings)
+    run = Run(db, cfg, rows).start()
     try:
-        return run.finish(body())
+        return run.finish(body(run, base))
     except BaseException as exc:
         run.fail(exc)
         raise
@@ -398,10 +401,8 @@ def train_sft(settings: Settings, cfg: SFTRunConfig, db: sqlite_utils.Database |
     rows = sft_rows(db, data)
     if not rows:
         raise BadInput("No SFT examples: memory holds no correct trial-0 answers yet (run `sep reflect`), or pass --data.")
-    _torch_threads(cfg.threads)
-    base = base_model_dir(settings)
 
-    def body() -> dict:
+    def body(run: Run, base: Path) -> dict:
         from datasets import Dataset
         from transformers import AutoTokenizer
         from trl import SFTConfig, SFTTrainer
@@ -414,8 +415,7 @@ def train_sft(settings: Settings, cfg: SFTRunConfig, db: sqlite_utils.Database |
         save_adapter(run, trainer.model, tok)
         return metrics
 
-    run = Run(db, cfg, rows)
-    return _guard(run, body)
+    return _execute(settings, cfg, db, rows, body)
 
 
 def train_reward(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
@@ -430,10 +430,8 @@ def train_reward(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Data
     random.Random(cfg.seed).shuffle(order)
     n_eval = max(1, round(len(rows) * cfg.eval_fraction))
     held_out, train = [rows[i] for i in order[:n_eval]], [rows[i] for i in order[n_eval:]]
-    _torch_threads(cfg.threads)
-    base = base_model_dir(settings)
 
-    def body() -> dict:
+    def body(run: Run, base: Path) -> dict:
         from datasets import Dataset
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from trl import RewardConfig, RewardTrainer
@@ -451,8 +449,7 @@ def train_reward(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Data
         trainer.model.eval()
         return {**metrics, "train_pairs": len(train), **pair_metrics(trainer.model, tok, held_out)}
 
-    run = Run(db, cfg, rows)
-    return _guard(run, body)
+    return _execute(settings, cfg, db, rows, body)
 
 
 def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
@@ -463,10 +460,8 @@ def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database |
     rows = pair_rows(db, pairs)
     if not rows:
         raise BadInput("No prompts: memory holds no pairs yet (run `sep reflect`), or pass --pairs FILE.jsonl.")
-    _torch_threads(cfg.threads)
-    base = base_model_dir(settings)
 
-    def body() -> dict:
+    def body(run: Run, base: Path) -> dict:
         import torch
         from datasets import Dataset
         from peft import PeftModel, get_peft_model
@@ -476,8 +471,7 @@ def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database |
         tok = AutoTokenizer.from_pretrained(base)
         tok.padding_side = "left"
         reward_model, _ = load_reward_model(cfg.reward, base, cfg.threads)
-        value_model, _ = load_reward_model(cfg.reward, base, cfg.threads)
-        value_model.train()
+        value_model = copy.deepcopy(reward_model).train()  # starts as the reward model, then learns values
         policy = load_policy(base, cfg.sft)
         resume = run.last_checkpoint()
         done = 0
@@ -513,8 +507,7 @@ def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database |
                 "mean_score": logs[-1]["objective/scores"] if logs else None,
                 "kl": logs[-1].get("objective/kl") if logs else None}
 
-    run = Run(db, cfg, rows)
-    return _guard(run, body)
+    return _execute(settings, cfg, db, rows, body)
 
 
 def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
@@ -531,10 +524,8 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
         raise BadInput("No prompts: memory holds no pairs yet (run `sep reflect`), or pass --pairs FILE.jsonl.")
     if cfg.reward_kind != "model":
         rows = with_returns(db, rows)
-    _torch_threads(cfg.threads)
-    base = base_model_dir(settings)
 
-    def body() -> dict:
+    def body(run: Run, base: Path) -> dict:
         from datasets import Dataset
         from transformers import AutoTokenizer
         from trl import GRPOConfig, GRPOTrainer
@@ -549,7 +540,7 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
                 market = 0.0
                 if cfg.reward_kind != "model":
                     market = (signal_reward(parse_signal(text), ret[i], cfg.signal_threshold) if cfg.signal_score
-                              else market_reward(parse_label(text.strip().splitlines()[0] if text.strip() else ""), ret[i]))
+                              else market_reward(parse_answer(text).label, ret[i]))  # the label line, as inference reads it
                 model_score = reward_scores(rm[0], rm[1], prompt, [text])[0] if rm else 0.0
                 out.append(market if cfg.reward_kind == "market" else
                            model_score if cfg.reward_kind == "model" else market + cfg.model_weight * model_score)
@@ -566,6 +557,5 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
         return {**metrics, "mean_reward": sum(rewards) / len(rewards) if rewards else None}
 
-    run = Run(db, cfg, rows)
-    return _guard(run, body)
+    return _execute(settings, cfg, db, rows, body)
 

@@ -110,6 +110,29 @@ def decision_window(
 ) -> DecisionWindow:
     """Build the window for deciding at the end of `date`; raises BadInput outside the data."""
     date = parse_day(date)
+    last, last_close, target, target_close, ret = outcome(db, stock, date, days=days)
+    start = (Date.fromisoformat(date) - timedelta(days=window_days - 1)).isoformat()
+    return DecisionWindow(
+        stock=stock,
+        date=date,
+        last_trading_day=last,
+        last_close=last_close,
+        target_day=target,
+        target_close=target_close,
+        ret=ret,
+        label=label_of(ret),
+        window_start=start,
+        is_holiday=market_of(stock) == "XKRX" and is_krx_holiday(date),
+        texts=texts_in_window(db, stock, start, date),
+    )
+
+
+def outcome(db: sqlite_utils.Database, stock: str, date: str, *, days: TradingDays | None = None
+            ) -> tuple[str, float, str, float, float]:
+    """(last trading day, its close, target day, its close, return) of deciding at the end of `date`.
+
+    The market side of a window without its texts: evaluation and rewards need only this.
+    """
     days = days or trading_days(db, stock)
     last = days.on_or_before(date)
     target = days.after(date)
@@ -121,21 +144,7 @@ def decision_window(
     close = dict(
         db.execute("SELECT date, close FROM prices WHERE stock = ? AND date IN (?, ?)", [stock, last, target]).fetchall()
     )
-    ret = close[target] / close[last] - 1.0
-    start = (Date.fromisoformat(date) - timedelta(days=window_days - 1)).isoformat()
-    return DecisionWindow(
-        stock=stock,
-        date=date,
-        last_trading_day=last,
-        last_close=close[last],
-        target_day=target,
-        target_close=close[target],
-        ret=ret,
-        label=label_of(ret),
-        window_start=start,
-        is_holiday=market_of(stock) == "XKRX" and is_krx_holiday(date),
-        texts=texts_in_window(db, stock, start, date),
-    )
+    return last, close[last], target, close[target], close[target] / close[last] - 1.0
 
 
 def texts_in_window(db: sqlite_utils.Database, stock: str, start: str, end: str) -> list[Text]:
