@@ -107,6 +107,7 @@ class Agents:
         self.words = LABEL_WORDS[lang]
         self.on_prompt = on_prompt  # sees every prompt before it is sent (dry runs print them)
         self.model_name = llm.name if llm else "dry-run"
+        self.data_end = llm.data_end if llm else None  # a trained policy's last training day: in-sample on or before it
 
     def _ask(self, name: str, variables: dict, **kwargs) -> AIMessage | None:
         """Send one prompt (None in a dry run, which only shows it)."""
@@ -227,16 +228,20 @@ class Agents:
         return result
 
     def store(self, result: ReflectResult, plain_prompt: str) -> None:
-        """Predictions (one row per trial), reflections, and wrong→right pairs, in one transaction."""
+        """Predictions (one row per trial), reflections, and wrong→right pairs, in one transaction.
+
+        Trial 0 is the forecast; later trials were told the outcome (hindsight) and only teach.
+        """
         w, now = result.window, now_iso()
         with transaction(self.db):
-            self.db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND method = 'reflect'", [w.stock, w.date])
+            self.db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND method = 'reflect' AND model = ?",
+                            [w.stock, w.date, self.model_name])
             for t in result.trials:
                 self.db.execute(
                     "INSERT INTO predictions (stock, date, trial, target_day, actual, label, explanation, confidence, "
-                    "correct, response, prompt, model, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "correct, response, prompt, model, created_at, data_end) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [w.stock, w.date, t.trial, w.target_day, w.label, t.label, t.explanation, t.confidence,
-                     int(t.correct), t.response, t.prompt, self.model_name, now])
+                     int(t.correct), t.response, t.prompt, self.model_name, now, self.data_end])
                 if t.reflection:
                     self.db.execute(
                         "INSERT OR REPLACE INTO reflections (stock, date, target_day, trial, reflection, model, "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from sep.evaluate import Decision, decisions, evaluate
+from sep.evaluate import Decision, decisions, evaluate, once_per_interval, p_up
 from sep.window import decision_window
 
 BULLISH = ["상승", "오를", "오르", "올라", "호재", "개선", "증가", "매수", "반등", "강세", "긍정", "기대", "상향", "회복",
@@ -176,7 +176,8 @@ def bar_chart(labels: list[str], values: list[float], title: str, width: int = 5
     return {"kind": "bar", "title": title, "width": width, "height": height, "bars": bars, "diagonal": diagonal}
 
 
-def charts(audits: list[Audit], report: dict) -> list[dict]:
+def charts(audits: list[Audit], ds: list[Decision], report: dict) -> list[dict]:
+    """Charts of forecasts only: running accuracy, reliability of P(up) over [0, 1], its histogram, returns."""
     days = sorted({a.date for a in audits})
     by_day = {d: [a.correct for a in audits if a.date == d] for d in days}
     running, hits, n = [], 0, 0
@@ -184,31 +185,29 @@ def charts(audits: list[Audit], report: dict) -> list[dict]:
         hits += sum(by_day[d])
         n += len(by_day[d])
         running.append(hits / n)
-    confs = [a.confidence for a in audits if a.confidence is not None]
-    bins = [(i / 10, (i + 1) / 10) for i in range(5, 10)]
-    hist = [sum(lo <= c < hi or (hi == 1.0 and c == 1.0) for c in confs) for lo, hi in bins]
-    reliability = []
-    for lo, hi in bins:
-        inside = [a.correct for a in audits if a.confidence is not None and (lo <= a.confidence < hi or (hi == 1.0 and a.confidence == 1.0))]
-        reliability.append(sum(inside) / len(inside) if inside else 0.0)
-    labels = [f"{lo:.1f}-{hi:.1f}" for lo, hi in bins]
+    table = report["reliability"]
+    labels = [f"{b['lo']:.1f}" for b in table]
     bt = report["backtest"]
     return [
-        line_chart({"accuracy (running)": running}, "Accuracy over time"),
-        bar_chart(labels, reliability, "Reliability: accuracy per confidence bin", diagonal=True),
-        bar_chart(labels, [float(h) for h in hist], "Confidence histogram"),
-        line_chart({"long/short": bt["strategy"]["curve"], "buy and hold": bt["buy_and_hold"]["curve"]},
+        line_chart({"accuracy (running)": running}, "Accuracy over time (forecasts)"),
+        bar_chart(labels, [b["freq_up"] or 0.0 for b in table], "Reliability: share of up closes per P(up) bin",
+                  diagonal=True),
+        bar_chart(labels, [float(b["n"]) for b in table], "Forecast P(up) histogram"),
+        line_chart({"net": bt["net"]["curve"], "gross": bt["gross"]["curve"], "buy and hold": bt["buy_and_hold"]["curve"]},
                    "Cumulative return"),
     ]
 
 
 def build(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None, *, window_days: int,
-          llm=None, lang: str = "ko", seed: int = 0) -> dict:
-    report = evaluate(db, stocks, start, end, seed=seed)
-    final = decisions(db, stocks, start, end, "final") + decisions(db, stocks, start, end, "best-of-n")
-    audits = [audit_one(db, d, window_days) for d in final]
+          llm=None, lang: str = "ko", seed: int = 0, method: str | None = None, model: str | None = None) -> dict:
+    """Audit the forecasts `sep eval` scores (the headline method and model, out of sample)."""
+    report = evaluate(db, stocks, start, end, seed=seed, method=method, model=model)
+    f = report["forecast"]
+    forecasts = [d for d in once_per_interval(decisions(db, stocks, start, end, "forecast", method=f["method"],
+                                                        model=f["model"])) if not d.in_sample]
+    audits = [audit_one(db, d, window_days) for d in forecasts]
     if llm is not None:
-        for a, d in zip(audits, final):
+        for a, d in zip(audits, forecasts):
             a.judge = judge(llm, d, lang)
     n = len(audits) or 1
     summary = {"explanations": len(audits), "inconsistent": sum(not a.consistent for a in audits),
@@ -220,7 +219,7 @@ def build(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: 
     if llm is not None:
         summary["judge_mean"] = {k: sum(a.judge.get(k, 0) for a in audits) / n for k in JUDGE_ASPECTS}
     return {"summary": summary, "evaluation": report, "audits": [a.as_json() for a in audits],
-            "charts": charts(audits, report)}
+            "charts": charts(audits, forecasts, report)}
 
 
 def write_report(data: dict, out: Path) -> tuple[Path, Path]:

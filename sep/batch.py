@@ -46,6 +46,7 @@ class Job:
     best_of: int | None = None
     policy: Path | None = None
     reward: Path | None = None
+    experiment: object | None = None  # sep.experiment.ExperimentConfig from an [experiment] table
 
     def settings(self, base: Settings) -> Settings:
         return base.with_overrides(base_url=self.base_url, model=self.model, policy=self.policy, trials=self.trials,
@@ -67,7 +68,7 @@ def load_job(path: Path) -> Job:
     if missing:
         raise BadInput(f"{path} needs {', '.join(missing)} (see jobs/README.md).")
     known = {"name", "stocks", "start", "end", "trials", "concurrency", "llm", "dedup", "best_of", "policy", "reward",
-             "window_days"}
+             "window_days", "experiment"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise BadInput(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}.")
@@ -82,6 +83,15 @@ def load_job(path: Path) -> Job:
               reward=Path(data["reward"]) if data.get("reward") else None)
     if job.start > job.end:
         raise BadInput(f"{path}: start {job.start} is after end {job.end}.")
+    if "experiment" in data:
+        from sep.experiment import ExperimentConfig
+
+        try:
+            job.experiment = ExperimentConfig.from_table(dict(data["experiment"]))
+        except BadInput as exc:
+            raise BadInput(f"{path}: {exc}") from None
+        except TypeError as exc:
+            raise BadInput(f"{path}: [experiment] {exc}") from None
     if job.trials < 1 or job.concurrency < 1 or (job.best_of is not None and job.best_of < 1):
         raise BadInput(f"{path}: trials, concurrency and best_of must be at least 1.")
     return job
@@ -196,7 +206,10 @@ class BatchRunner:
             if self.job.best_of:
                 from sep.predict import best_of_n, store
 
-                store(db, best_of_n(agents, window, self.job.best_of, self.scorer, seed=self.cfg.seed))
+                from sep.llm import run_data_end
+
+                store(db, best_of_n(agents, window, self.job.best_of, self.scorer, seed=self.cfg.seed,
+                                    data_end=run_data_end(self.job.reward)))
             error = None
         except Exception as exc:  # one bad day must not stop the batch; it is recorded and retried next run
             error = f"{type(exc).__name__}: {exc}"

@@ -490,10 +490,14 @@ PairsOpt = Annotated[Optional[Path], typer.Option("--pairs", help="TRL preferenc
 FromMemoryOpt = Annotated[bool, typer.Option("--from-memory", help="Use the wrong→right pairs stored by `sep reflect` (the default without --pairs).")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for data order, LoRA init and sampling \\[env SEP_SEED, 0].")]
 SftOpt = Annotated[Optional[Path], typer.Option("--sft", help="A `sep train sft` run to start the policy from.")]
+TrainStartOpt = Annotated[Optional[str], typer.Option("--start", help="First decision day to learn from.")]
+TrainEndOpt = Annotated[Optional[str], typer.Option("--end", help="Last day whose outcome training may see: only days whose target day is on or before it are used. Scores on or before it are in-sample.")]
+BalanceOpt = Annotated[bool, typer.Option("--balance/--no-balance", help="Downsample the majority label so 'always 상승' can't pass for skill.")]
 
 
 def _train(kind: str, cfg_fields: dict, data: Path | None, from_memory: bool, db: Path | None, threads: int | None,
-           seed: int | None, as_json: bool) -> None:
+           seed: int | None, as_json: bool, start: str | None = None, end: str | None = None,
+           balance: bool = True) -> None:
     """Shared by the four trainers: settings, memory, the run, its report; bad input exits 2."""
     with user_errors():
         cfg = settings(db=db, threads=threads, seed=seed)
@@ -510,8 +514,11 @@ def _train(kind: str, cfg_fields: dict, data: Path | None, from_memory: bool, db
         memory = open_memory(cfg.db, must_exist=data is None)  # no file: train on what `sep reflect` stored
         config_cls = {"sft": train.SFTRunConfig, "reward": train.RewardRunConfig, "ppo": train.PPORunConfig,
                       "grpo": train.GRPORunConfig}[kind]
+        from sep.window import parse_day
+
         fields = {k: v for k, v in cfg_fields.items() if v is not None}
         fields.setdefault("out", Path("runs") / kind)
+        fields.update(start=parse_day(start) if start else None, end=parse_day(end) if end else None, balance=balance)
         run_cfg = config_cls(seed=cfg.seed, threads=cfg.threads, **fields)
         trainer = {"sft": train.train_sft, "reward": train.train_reward, "ppo": train.train_ppo,
                    "grpo": train.train_grpo}[kind]
@@ -537,6 +544,9 @@ def train_sft_cmd(
     learning_rate: LrOpt = None,
     batch_size: BatchOpt = 2,
     lora_r: LoraOpt = 8,
+    start: TrainStartOpt = None,
+    end: TrainEndOpt = None,
+    balance: BalanceOpt = True,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     db: DbOpt = None,
@@ -549,7 +559,7 @@ def train_sft_cmd(
       sep train sft --data completions.jsonl --max-steps 100
     """
     _train("sft", dict(out=out, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, lora_r=lora_r),
-           data, from_memory, db, threads, seed, as_json)
+           data, from_memory, db, threads, seed, as_json, start, end, balance)
 
 
 @train_app.command("reward")
@@ -562,6 +572,9 @@ def train_reward_cmd(
     batch_size: BatchOpt = 2,
     lora_r: LoraOpt = 8,
     eval_fraction: Annotated[float, typer.Option("--eval-fraction", min=0.0, max=0.9, help="Pairs held out for accuracy and margin.")] = 0.2,
+    start: TrainStartOpt = None,
+    end: TrainEndOpt = None,
+    balance: BalanceOpt = True,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     db: DbOpt = None,
@@ -574,7 +587,8 @@ def train_reward_cmd(
       sep train reward --pairs pairs.jsonl --max-steps 200 --out runs/rm --json
     """
     _train("reward", dict(out=out, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                          lora_r=lora_r, eval_fraction=eval_fraction), pairs, from_memory, db, threads, seed, as_json)
+                          lora_r=lora_r, eval_fraction=eval_fraction), pairs, from_memory, db, threads, seed, as_json,
+           start, end, balance)
 
 
 @train_app.command("ppo")
@@ -590,7 +604,10 @@ def train_ppo_cmd(
     lora_r: LoraOpt = 8,
     kl_coef: Annotated[float, typer.Option("--kl-coef", min=0.0, help="KL penalty against the frozen reference policy.")] = 0.05,
     missing_eos_penalty: Annotated[float, typer.Option("--missing-eos-penalty", min=0.0, help="Reward lost by a response that never ends.")] = 1.0,
-    response_length: Annotated[int, typer.Option("--response-length", min=4, help="Tokens generated per rollout.")] = 32,
+    response_length: Annotated[int, typer.Option("--response-length", min=4, help="Tokens generated per rollout (default: an explanation's length at inference, 160).")] = 160,
+    start: TrainStartOpt = None,
+    end: TrainEndOpt = None,
+    balance: BalanceOpt = True,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     db: DbOpt = None,
@@ -603,7 +620,8 @@ def train_ppo_cmd(
     """
     _train("ppo", dict(out=out, reward=reward, sft=sft, max_steps=max_steps, learning_rate=learning_rate,
                        batch_size=batch_size, lora_r=lora_r, kl_coef=kl_coef, missing_eos_penalty=missing_eos_penalty,
-                       response_length=response_length), pairs, from_memory, db, threads, seed, as_json)
+                       response_length=response_length), pairs, from_memory, db, threads, seed, as_json, start, end,
+           balance)
 
 
 @train_app.command("grpo")
@@ -621,6 +639,9 @@ def train_grpo_cmd(
     signal_score: Annotated[bool, typer.Option("--signal-score", help="FinRLlama's variant: read a score in [-10, 10], not a label.")] = False,
     signal_threshold: Annotated[float, typer.Option("--signal-threshold", min=0.0, max=10.0, help="|score| below this takes no position.")] = 3.0,
     lora_r: LoraOpt = 8,
+    start: TrainStartOpt = None,
+    end: TrainEndOpt = None,
+    balance: BalanceOpt = True,
     seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     db: DbOpt = None,
@@ -635,7 +656,7 @@ def train_grpo_cmd(
     _train("grpo", dict(out=out, reward_kind=reward, reward=reward_model, sft=sft, max_steps=max_steps,
                         learning_rate=learning_rate, batch_size=batch_size, num_generations=num_generations,
                         signal_score=signal_score, signal_threshold=signal_threshold, lora_r=lora_r),
-           pairs, from_memory, db, threads, seed, as_json)
+           pairs, from_memory, db, threads, seed, as_json, start, end, balance)
 
 
 @app.command("predict")
@@ -664,6 +685,7 @@ def predict_cmd(
     from sep.agents import Agents, lang_of
     from sep.ingest import normalise_stock
     from sep.memory import open_memory
+    from sep.llm import run_data_end
     from sep.predict import best_of_n, reward_scorer, store
     from sep.window import decision_window, parse_day
 
@@ -681,7 +703,7 @@ def predict_cmd(
     with model_errors():
         llm = _make_llm(cfg)
         forecast = best_of_n(Agents(memory, llm, lang_of(code)), window, best_of, scorer, temperature=temperature,
-                             seed=cfg.seed)
+                             seed=cfg.seed, data_end=run_data_end(reward))
     store(memory, forecast)
     if as_json:
         print(json.dumps(forecast.as_json(), ensure_ascii=False, indent=2))
@@ -695,6 +717,9 @@ def predict_cmd(
     verdict = "correct" if forecast.label == window.label else "wrong"
     console.print(f"[bold]prediction[/]: {LABEL_KO.get(forecast.label or '', '?')} (confidence {forecast.confidence:.2f}); "
                   f"actual {window.label_ko} → {verdict}")
+    if forecast.as_json()["in_sample"]:
+        console.print(f"[yellow]in-sample[/]: a run used here was trained on days up to {forecast.data_end}; "
+                      "this day says nothing about skill.")
 
 
 batch_app = typer.Typer(help="Batch explanation jobs from jobs/*.toml: many stocks and days, concurrently, resumable.",
@@ -798,19 +823,29 @@ def eval_cmd(
     job: ScopeJob = None,
     start: ScopeStart = None,
     end: ScopeEnd = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="Forecasts to score: reflect (trial 0) or best-of-n \\[reflect when stored].")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="The model or policy whose forecasts to score (needed when several answered).")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Backtest: stay flat below this confidence.")] = None,
+    cost_bps: Annotated[Optional[float], typer.Option("--cost-bps", min=0.0, help="Backtest round-trip cost in bps \\[KRX 23: sell-side tax + commission; US 2: commission].")] = None,
+    long_only: Annotated[bool, typer.Option("--long-only", help="Backtest: 하락 means flat, not short.")] = False,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for the bootstrap and the random baseline.")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score stored final predictions: accuracy, MCC, 95% bootstrap CIs, binomial p, baselines, ablations, backtest.
+    """Score forecasts: what was answered with only what was known at the end of D.
 
-    Unparsable answers count as wrong. Baselines on the same days: the majority class of the 60
-    trading days before the range, previous-day momentum, and a seeded coin.
+    The headline is reflect's trial 0 (or best-of-n): accuracy, MCC, 95% CIs resampling dates,
+    exact p-values against a coin and against the majority rate, Brier and ECE, a backtest before
+    and after costs, and baselines on the same days (majority class of the 60 trading days before
+    the range, previous-day momentum, a seeded coin). Unparsable answers count as wrong.
+
+    Apart from the headline: **hindsight**, the share of days a retry got right after being told
+    the outcome (training data, never a forecast), and **in-sample** days, answered by a run
+    trained on them.
 
     Examples:
       sep eval --stock 005930 --start 2022-05-02 --end 2022-05-31
-      sep eval --job jobs/sample.toml --threshold 0.6 --json
+      sep eval --job jobs/sample.toml --threshold 0.6 --long-only --json
     """
     from sep.evaluate import evaluate
     from sep.memory import open_memory
@@ -819,29 +854,141 @@ def eval_cmd(
         cfg = settings(db=db, seed=seed)
         memory = open_memory(cfg.db, must_exist=True)
         stocks, start, end = _scope(stock, job, start, end)
-        report = evaluate(memory, stocks, start, end, seed=cfg.seed, threshold=threshold)
+        report = evaluate(memory, stocks, start, end, seed=cfg.seed, threshold=threshold, method=method, model=model,
+                          cost_bps=cost_bps, long_only=long_only)
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return
+    render_eval(report)
 
-    def fmt(x: Any) -> str:
-        return "–" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
 
-    table = Table("", "n", "accuracy", "95% CI", "MCC", "binomial p", title=f"{', '.join(stocks)} {report['start']}..{report['end']}")
-    rows = [("sep (after reflection)", report)] + [(k, v) for k, v in report["ablations"].items() if k != "after_reflection"]
-    rows += [(f"baseline: {k}", v) for k, v in report["baselines"].items()]
-    for name, s in rows:
-        ci = s.get("accuracy_ci95")
-        table.add_row(name, str(s["n"]), fmt(s["accuracy"]), f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "–", fmt(s["mcc"]),
-                      fmt(s["binomial_p"]))
+def _fmt(x: Any) -> str:
+    return "–" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def _ci(ci: list[float] | None) -> str:
+    return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "–"
+
+
+def render_eval(report: dict) -> None:
+    f = report["forecast"]
+    table = Table("forecast", "n", "accuracy", "95% CI", "MCC", "p vs coin", "p vs majority", "Brier",
+                  title=f"{', '.join(report['stocks'])} {report['start']}..{report['end']}: {f['method']} · {escape(f['model'])}")
+    table.add_row("[bold]sep (headline)[/]", str(report["n"]), _fmt(report["accuracy"]), _ci(report["accuracy_ci95"]),
+                  _fmt(report["mcc"]), _fmt(report["p_vs_coin"]), _fmt(report["p_vs_majority"]), _fmt(report["brier"]))
+    for name, s in report["forecasts"].items():
+        table.add_row(escape(name), str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]),
+                      _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), _fmt(s["brier"]))
+    for name, s in report["baselines"].items():
+        table.add_row(f"baseline: {name}", str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]),
+                      _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), "–")
     console.print(table)
     c = report["confusion"]
     console.print(f"confusion (actual → predicted up/down/none): up {c['up']['up']}/{c['up']['down']}/{c['up']['none']}, "
-                  f"down {c['down']['up']}/{c['down']['down']}/{c['down']['none']}", highlight=False)
+                  f"down {c['down']['up']}/{c['down']['down']}/{c['down']['none']}; ECE {_fmt(report['ece'])}",
+                  highlight=False)
     bt = report["backtest"]
-    console.print(f"backtest: long/short {bt['strategy']['cumulative_return']:+.2%} (Sharpe {fmt(bt['strategy']['sharpe'])}, "
-                  f"max drawdown {bt['strategy']['max_drawdown']:.2%}, hit rate {fmt(bt['hit_rate'])}) against buy-and-hold "
+    side = "long only" if bt["long_only"] else "long/short"
+    console.print(f"backtest ({side}, {bt['cost_bps']} bps a round trip): gross {bt['gross']['cumulative_return']:+.2%}, "
+                  f"net {bt['net']['cumulative_return']:+.2%} (Sharpe {_fmt(bt['net']['sharpe'])}, max drawdown "
+                  f"{bt['net']['max_drawdown']:.2%}, hit rate {_fmt(bt['hit_rate'])}) against buy-and-hold "
                   f"{bt['buy_and_hold']['cumulative_return']:+.2%}", highlight=False)
+    if report["scored_once"]:
+        console.print(f"[dim]{report['scored_once']} non-trading day(s) shared a trading day's interval and were scored once.[/]")
+    if report["in_sample"]["n"]:
+        s = report["in_sample"]
+        console.print(f"[yellow]in-sample, not in the headline[/]: {s['n']} day(s) answered by a run trained on them "
+                      f"(accuracy {_fmt(s['accuracy'])}).", highlight=False)
+    if "hindsight" in report:
+        h = report["hindsight"]
+        console.print(f"[dim]hindsight (not a forecast): after reflection the last retry was right on "
+                      f"{_fmt(h['accuracy'])} of {h['n']} days. {h['note']}[/]", highlight=False)
+
+
+experiment_app = typer.Typer(help="Walk-forward experiments: SEP's arm table (base, memory, sft, best_of_n, ppo, grpo), "
+                              "trained on one range and scored on the days after it.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("run")
+def experiment_run_cmd(
+    job_file: Annotated[Path, typer.Argument(help="A job file with an [experiment] table (see jobs/README.md).")],
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reflect over the train range, train each arm on it, forecast every test day with each arm, score them.
+
+    Training sees only days whose target day is on or before train_end; every scored day comes
+    after it. Baselines are scored on the same test days. A rerun of the same file resumes.
+
+    Examples:
+      sep experiment run jobs/experiment.toml
+      sep experiment run jobs/experiment.toml --json
+    """
+    from rich.progress import TimeRemainingColumn
+
+    from sep.batch import load_job
+    from sep.experiment import Experiment
+    from sep.llm import make_llm
+    from sep.memory import open_memory
+
+    with user_errors():
+        job = load_job(job_file)
+        if job.experiment is None:
+            raise BadInput(f"{job_file} has no [experiment] table (train_start, train_end, test_start, test_end, arms).")
+        cfg = job.settings(settings(db=db))
+        memory = open_memory(cfg.db, must_exist=True)
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
+        experiment = Experiment(memory, job, job.experiment, cfg, make_llm, stage_progress(progress))
+        from contextlib import redirect_stdout
+
+        with model_errors(" Finished steps are stored; rerun to continue."), progress, redirect_stdout(sys.stderr):
+            result = experiment.run()
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    render_experiment(result)
+
+
+@experiment_app.command("show")
+def experiment_show_cmd(
+    experiment_id: Annotated[int, typer.Argument(help="The experiment id `sep experiment run` printed.")],
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a finished experiment's arm table again."""
+    from sep.experiment import show
+    from sep.memory import open_memory
+
+    with user_errors():
+        result = show(open_memory(settings(db=db).db, must_exist=True), experiment_id)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    render_experiment(result)
+
+
+def render_experiment(r: dict) -> None:
+    t, x = r["train"], r["test"]
+    table = Table("arm", "n", "accuracy", "95% CI", "MCC", "MCC 95% CI", "p vs coin", "p vs majority", "Brier", "ECE",
+                  "net return", "Sharpe", "McNemar p vs base",
+                  title=f"experiment {r['id']} ({escape(r['name'])}, {escape(r['model'])}): trained on {t['start']}..{t['end']} "
+                        f"({t['days']} days, {t['pairs']} pairs, {t['sft_rows']} SFT rows), tested on "
+                        f"{x['start']}..{x['end']} ({x['days']} stock-days)")
+    for name, s in r["arms"].items():
+        if s.get("skipped"):
+            table.add_row(name, "0", f"[dim]skipped: {escape(s['skipped'][:80])}[/]", *[""] * 10)
+            continue
+        table.add_row(name, str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]), _ci(s["mcc_ci95"]),
+                      _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), _fmt(s["brier"]), _fmt(s["ece"]),
+                      f"{s['backtest']['net']:+.2%}", _fmt(s["backtest"]["sharpe"]),
+                      _fmt(s.get("vs_base", {}).get("mcnemar_p")))
+    for name, s in r["baselines"].items():
+        table.add_row(f"baseline: {name}", str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]),
+                      _ci(s["mcc_ci95"]), _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), "", "", "", "", "")
+    console.print(table)
+    console.print("[dim]Every test day lies after the training range; forecasts only (no retry told the outcome).[/]")
 
 
 @app.command("audit")

@@ -269,6 +269,28 @@ def adapter_folder(path: Path) -> Path | None:
     return folder if (folder / "adapter_config.json").exists() else None
 
 
+def run_config(path: Path | None) -> dict:
+    """A `sep train` run's config.json (from the run folder or its adapter/), or {} for anything else."""
+    import json
+
+    if path is None:
+        return {}
+    path = Path(path)
+    for folder in (path, path.parent):
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if "kind" in config:  # a sep run's config, not a transformers model's
+            return config
+    return {}
+
+
+def run_data_end(path: Path | None) -> str | None:
+    """The last day a `sep train` run may have seen an outcome of (its `data_end`), if it recorded one."""
+    return run_config(path).get("data_end")
+
+
 def load_causal_lm(policy: Path | None, cache_dir: Path, threads: int) -> tuple[Any, Any]:
     """(model, tokenizer) for a policy: a LoRA adapter folder, a full model folder, or the base.
 
@@ -293,7 +315,11 @@ def load_causal_lm(policy: Path | None, cache_dir: Path, threads: int) -> tuple[
         base = Path(json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or "")
         if not (base / "config.json").exists():
             base = prepare_hf_model(cache_dir)
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter)
+        model = AutoModelForCausalLM.from_pretrained(base)
+        sft = run_config(policy).get("sft")  # PPO/GRPO trained their LoRA on top of a merged SFT run
+        if sft and adapter_folder(Path(sft)) is not None:
+            model = PeftModel.from_pretrained(model, adapter_folder(Path(sft))).merge_and_unload()
+        model = PeftModel.from_pretrained(model, adapter)
         tok_dir = adapter if (adapter / "tokenizer_config.json").exists() else base
     else:
         if policy is not None and not (policy / "config.json").exists():
@@ -397,6 +423,7 @@ class LLM:
     chat: BaseChatModel
     answer_binding: Callable[[str, str], dict]  # (up word, down word) -> kwargs for .bind()
     retries: int = 3
+    data_end: str | None = None  # a trained policy's last training day (see `run_data_end`)
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -489,7 +516,8 @@ def make_llm(cfg: Settings, progress: Callable[[int, int], None] | None = None) 
         chat = TransformersChatModel(policy=str(cfg.policy), cache_dir=str(cfg.cache_dir), threads=cfg.threads,
                                      seed=cfg.seed)
         chat._ensure()  # fail now, with a clear message, rather than at the first prompt
-        return LLM(f"policy:{cfg.policy}", chat, lambda up, down: {"label_words": (up, down)}, retries=1)
+        return LLM(f"policy:{cfg.policy}", chat, lambda up, down: {"label_words": (up, down)}, retries=1,
+                   data_end=run_data_end(cfg.policy))
     path = prepare_embedded_model(cfg.cache_dir, progress)
     chat = EmbeddedChatModel(model_path=str(path), threads=cfg.threads, seed=cfg.seed)
     return LLM(EMBEDDED_NAME, chat, lambda up, down: {"label_words": (up, down)}, retries=1)

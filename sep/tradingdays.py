@@ -24,6 +24,11 @@ def market_tz(stock: str) -> str:
     return "Asia/Seoul" if market_of(stock) == "XKRX" else "America/New_York"
 
 
+def market_close(stock: str) -> tuple[int, int]:
+    """The regular close (hour, minute) in `market_tz`: KRX 15:30 KST, NYSE 16:00 ET."""
+    return (15, 30) if market_of(stock) == "XKRX" else (16, 0)
+
+
 @lru_cache(maxsize=1)
 def krx_sessions() -> tuple[str, ...]:
     """All XKRX sessions the calendar knows, as ISO days (built once per process, ~1 s)."""

@@ -1,20 +1,24 @@
 """What a decision "at the end of day D" may see: the single place the time rule lives.
 
 The target is the close of the first trading day after D against the last close on or
-before D. Texts enter only when dated on or before D (local time), within the last
-`window_days` calendar days. Every prompt is built from a `DecisionWindow`.
+before D. Texts enter only when they count for a day on or before D (local time), within the
+last `window_days` calendar days. A text published after the market's close (KRX 15:30 KST,
+NYSE 16:00 ET) counts for the next day, because a position decided at D's close could not have
+read it; a text with only a date counts for that date. Every prompt is built from a
+`DecisionWindow`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date as Date
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import sqlite_utils
 
 from sep.errors import BadInput
-from sep.tradingdays import TradingDays, is_krx_holiday, market_of
+from sep.tradingdays import TradingDays, is_krx_holiday, market_close, market_of, market_tz
 
 LABEL_KO = {"up": "상승", "down": "하락"}
 
@@ -147,11 +151,37 @@ def outcome(db: sqlite_utils.Database, stock: str, date: str, *, days: TradingDa
     return last, close[last], target, close[target], close[target] / close[last] - 1.0
 
 
+def counts_for(stock: str, day: str, published_at: str | None) -> str:
+    """The day a text counts for: its local day, or the next one when published at or after the close."""
+    if not published_at or "T" not in published_at and " " not in published_at.strip():
+        return day  # only a date: that date
+    try:
+        moment = datetime.fromisoformat(published_at.strip())
+    except ValueError:
+        return day
+    zone = ZoneInfo(market_tz(stock))
+    local = moment.astimezone(zone) if moment.tzinfo else moment.replace(tzinfo=zone)
+    if (local.hour, local.minute) >= market_close(stock):
+        return (local.date() + timedelta(days=1)).isoformat()
+    return local.date().isoformat()
+
+
 def texts_in_window(db: sqlite_utils.Database, stock: str, start: str, end: str) -> list[Text]:
-    """Texts dated start..end inclusive. `end` is the decision day: nothing later, ever."""
+    """Texts that count for start..end inclusive. `end` is the decision day: nothing later, ever.
+
+    A text's `date` here is the day it counts for (`counts_for`), so one posted after the close of
+    the day before `start` enters, and one posted after the close of `end` does not.
+    """
+    before = (Date.fromisoformat(start) - timedelta(days=1)).isoformat()
     rows = db.execute(
         "SELECT id, source, date, published_at, title, body, url, is_representative FROM texts "
         "WHERE stock = ? AND date >= ? AND date <= ? ORDER BY date, published_at, id",
-        [stock, start, end],
+        [stock, before, end],
     ).fetchall()
-    return [Text(*row) for row in rows]
+    out = []
+    for row in rows:
+        text = Text(*row)
+        text.date = counts_for(stock, text.date, text.published_at)
+        if start <= text.date <= end:
+            out.append(text)
+    return sorted(out, key=lambda t: (t.date, t.published_at or "", t.id))

@@ -30,12 +30,12 @@ def test_metrics_on_known_cases():
     assert binomial_p(5, 10) == pytest.approx(1.0) and binomial_p(10, 10) == pytest.approx(2 / 1024)
     days = [Decision("A", "2022-05-02", "2022-05-03", "down", "down", 0.9, -0.02),
             Decision("A", "2022-05-03", "2022-05-04", "up", "down", 0.55, 0.01)]
-    bt = backtest(days)
-    assert bt["strategy"]["cumulative_return"] == pytest.approx((1 + 0.02) * (1 - 0.01) - 1)  # short gains on a fall
+    bt = backtest(days, cost_bps=0)
+    assert bt["gross"]["cumulative_return"] == pytest.approx((1 + 0.02) * (1 - 0.01) - 1)  # short gains on a fall
     assert bt["buy_and_hold"]["cumulative_return"] == pytest.approx((1 - 0.02) * (1 + 0.01) - 1)
     assert bt["hit_rate"] == pytest.approx(0.5)
-    flat = backtest(days, threshold=0.6)
-    assert flat["positions"] == 1 and flat["strategy"]["cumulative_return"] == pytest.approx(0.02)
+    flat = backtest(days, threshold=0.6, cost_bps=0)
+    assert flat["positions"] == 1 and flat["gross"]["cumulative_return"] == pytest.approx(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +68,17 @@ def test_eval_scores_match_the_stored_predictions(scored):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     db = open_memory(db_path)
-    finals = db.execute("SELECT label, actual FROM predictions p WHERE method = 'reflect' AND trial = "
-                        "(SELECT MAX(trial) FROM predictions q WHERE q.stock = p.stock AND q.date = p.date)").fetchall()
-    assert report["n"] == len(finals) == 12
-    assert report["accuracy"] == pytest.approx(sum(a == b for a, b in finals) / len(finals))
+    forecasts = db.execute("SELECT label, actual FROM predictions WHERE method = 'reflect' AND trial = 0").fetchall()
+    assert report["n"] == len(forecasts) == 12 and report["forecast"]["method"] == "reflect"
+    assert report["accuracy"] == pytest.approx(sum(a == b for a, b in forecasts) / len(forecasts))
     lo, hi = report["accuracy_ci95"]
     assert lo <= report["accuracy"] <= hi
     assert set(report["baselines"]) == {"majority", "momentum", "random"}
-    assert "trial_0_only" in report["ablations"] and "after_reflection" in report["ablations"]
+    assert "hindsight" in report and "trial_0_only" not in report  # retries are reported apart, as hindsight
     c = report["confusion"]
-    assert c["up"]["down"] + c["down"]["down"] == len(finals)  # the script always says 하락
-    assert len(report["backtest"]["strategy"]["curve"]) == len(finals)
+    assert c["up"]["down"] + c["down"]["down"] == len(forecasts)  # the script always says 하락
+    assert len(report["backtest"]["net"]["curve"]) == len(forecasts)
+    assert 0 <= report["brier"] <= 1 and len(report["reliability"]) == 10
     again = json.loads(run("eval", "--job", str(job), "--json", db=db_path).stdout)
     assert again == report  # seeded: the same numbers every time
 

@@ -142,17 +142,19 @@ def test_grpo_with_market_and_model_reward_moves_the_policy(trained, toy):
 def test_best_of_n_picks_the_highest_reward(trained, toy, sample_memory, db_path):
     from sep.predict import pick
 
-    assert pick([0.1, 2.0, -1.0], ["up", "down", "down"])[0] == 1
-    best, conf = pick([0.0, 0.0], ["up", "down"])
-    assert best == 0 and conf == pytest.approx(0.5)
+    assert pick([0.1, 2.0, -1.0], ["up", "down", "down"])[:2] == ("down", 1)
+    label, best, conf = pick([0.0, 0.0], ["up", "down"])
+    assert best == 0 and label == "up" and conf == pytest.approx(0.5)
     sample_memory.conn.close()
     done = run("predict", "--stock", "005930", "--date", "2022-06-01", "--best-of", "2", "--reward",
                str(toy / "reward"), "--json", db=db_path)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)
     rewards = [c["reward"] for c in out["candidates"]]
-    assert len(rewards) == 2 and out["best"] == rewards.index(max(rewards))
-    assert out["label"] == out["candidates"][out["best"]]["label"] and 0.0 <= out["confidence"] <= 1.0
+    best_label = out["candidates"][out["best"]]["label"]
+    assert len(rewards) == 2 and out["best"] == max((i for i, c in enumerate(out["candidates"]) if c["label"] == best_label),
+                                                    key=lambda i: rewards[i])
+    assert out["label"] == best_label and 0.5 <= out["confidence"] <= 1.0
     assert out["target_day"] == "2022-06-02" and out["actual"] == "down"
     db = open_memory(db_path)
     row = db.execute("SELECT label, method, candidates FROM predictions WHERE method = 'best-of-n'").fetchone()
