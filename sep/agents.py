@@ -83,6 +83,7 @@ class ReflectResult:
     summaries: list[tuple[str, str]]
     recalled: list[str]
     trials: list[Trial] = field(default_factory=list)
+    data_end: str | None = None  # the policy's last training day: on or before it the answer is in-sample
 
     def as_json(self) -> dict:
         last = self.trials[-1] if self.trials else None
@@ -94,6 +95,8 @@ class ReflectResult:
             "trials": [{k: v for k, v in asdict(t).items() if k in
                         ("label", "explanation", "confidence", "correct", "reflection")} for t in self.trials],
             "final": {"label": last.label, "correct": last.correct, "trials_used": len(self.trials)} if last else None,
+            "forecast": {"label": self.trials[0].label, "correct": self.trials[0].correct} if self.trials else None,
+            "in_sample": bool(self.data_end and self.window.date <= self.data_end),
         }
 
 
@@ -207,7 +210,7 @@ class Agents:
         summaries = self.summaries(window)
         base = self.explain_variables(window, summaries, [])
         recalled = self.recall(window, base["summaries"])
-        result = ReflectResult(window, summaries, recalled)
+        result = ReflectResult(window, summaries, recalled, data_end=self.data_end)
         lessons = list(recalled)
         for n in range(trials):
             variables = self.explain_variables(window, summaries, lessons)

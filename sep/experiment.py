@@ -231,7 +231,8 @@ class Experiment:
                 self.skipped.setdefault(arm, f"no {', '.join(missing)} run: "
                                         + "; ".join(self.skipped.get(k, "") for k in missing if k in self.skipped))
                 continue
-            todo = [(s, d) for s, d in block.days if (s, d) not in self._stored(arm)]
+            stored = self._stored(arm)
+            todo = [(s, d) for s, d in block.days if (s, d) not in stored]
             stage = f"forecast: {arm}"
             self.on_progress(stage, 0, len(todo))
             if not todo:

@@ -89,6 +89,7 @@ def test_no_future_text_reaches_any_prompt(sample_memory, db_path, tmp_path):
     future = tmp_path / "future.jsonl"
     future.write_text(
         '{"stock": "005930", "date": "2022-06-02", "title": "FUTURE-MARKER 6월 2일 기사"}\n'
+        '{"stock": "005930", "published_at": "2022-06-01T10:00:00+09:00", "title": "DAY-D 6월 1일 오전 기사"}\n'
         '{"stock": "005930", "published_at": "2022-06-01T23:59:00+09:00", "title": "LATE-D 6월 1일 밤 기사"}\n'
         '{"stock": "005930", "published_at": "2022-06-01T15:30:00Z", "title": "UTC-FUTURE 6월 2일 0시 30분 KST"}\n',
         encoding="utf-8")
@@ -97,11 +98,13 @@ def test_no_future_text_reaches_any_prompt(sample_memory, db_path, tmp_path):
     with FakeOpenAI(script(lambda p: WRONG)) as server:
         reflect_json(server, db_path, "2022-06-01", "--trials", "3")
         sent = "\n".join(r["messages"][-1]["content"] for r in server.requests)
-    assert "LATE-D" in sent  # texts of D itself are in
+    assert "DAY-D" in sent  # texts of D itself are in, up to the close (15:30 KST)
+    assert "LATE-D" not in sent  # after the close it counts for the next day
     assert "FUTURE-MARKER" not in sent and "UTC-FUTURE" not in sent
     dry = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", db=db_path)
     assert dry.returncode == 0, dry.stderr
-    assert "LATE-D" in dry.stdout and "FUTURE-MARKER" not in dry.stdout and "UTC-FUTURE" not in dry.stdout
+    assert "DAY-D" in dry.stdout and "LATE-D" not in dry.stdout
+    assert "FUTURE-MARKER" not in dry.stdout and "UTC-FUTURE" not in dry.stdout
     assert "summarize prompt" in dry.stdout and "explain prompt" in dry.stdout
 
 

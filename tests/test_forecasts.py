@@ -271,3 +271,44 @@ def test_experiment_with_base_and_memory_scores_only_days_after_training(tmp_pat
     bad.write_text(job.read_text().replace('test_start = "2022-05-19"', 'test_start = "2022-05-10"'))
     refused = run("experiment", "run", str(bad), db=db_path)
     assert refused.returncode == 2 and "train_end < test_start" in refused.stderr
+
+
+def test_arms_that_train_say_so_when_the_train_extra_is_missing(sample_memory, monkeypatch):
+    import sys
+
+    from sep.batch import Job
+    from sep.errors import BadInput
+    from sep.experiment import Experiment, ExperimentConfig
+    from sep.settings import Settings
+
+    monkeypatch.setitem(sys.modules, "trl", None)  # as if the extra were not installed
+    exp = ExperimentConfig("2022-05-02", "2022-05-13", "2022-05-19", "2022-05-31", arms=["base", "sft"])
+    job = Job(path=Path("x.toml"), name="x", stocks=["005930"], start="2022-05-02", end="2022-05-31")
+    with pytest.raises(BadInput, match=r"Arms sft need the train extra .*pip install"):
+        Experiment(sample_memory, job, exp, Settings(), lambda cfg: None).run()
+
+
+def test_rolling_experiment_retrains_on_what_each_block_could_know(tmp_path):
+    from sep.batch import load_job
+    from sep.experiment import blocks
+
+    db_path = tmp_path / "sep.db"
+    _sample_db(db_path).conn.close()
+    with FakeOpenAI(coin) as server:
+        job = tmp_path / "roll.toml"
+        job.write_text(f'name = "roll"\nstocks = ["005930"]\nstart = "2022-05-02"\nend = "2022-05-31"\ntrials = 2\n'
+                       f'[llm]\nbase_url = "{server.base_url}"\nmodel = "fake-model"\n'
+                       '[experiment]\ntrain_start = "2022-05-02"\ntrain_end = "2022-05-16"\n'
+                       'test_start = "2022-05-19"\ntest_end = "2022-05-31"\narms = ["memory"]\nretrain_every = 4\n')
+        done = run("experiment", "run", str(job), "--json", db=db_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    db = open_memory(db_path)
+    plan = blocks(db, ["005930"], load_job(job).experiment)
+    assert [b.train_end for b in plan] == ["2022-05-16", "2022-05-24", "2022-05-30"]
+    assert [len(b.days) for b in plan] == [4, 4, 1]
+    for b in plan[1:]:  # each block's training data ends before its first forecast
+        assert b.train_end < min(d for _, d in b.days)
+    reflected = {d for (d,) in db.execute("SELECT DISTINCT date FROM predictions WHERE method = 'reflect'").fetchall()}
+    # test days of earlier blocks became training data once known; the last block's day never did
+    assert "2022-05-19" in reflected and "2022-05-31" not in reflected
+    assert json.loads(done.stdout)["arms"]["memory"]["n"] == 9

@@ -129,6 +129,29 @@ def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy):
     assert lora_b_norm(toy / "ppo" / "adapter") > 0
 
 
+def test_ppo_reads_the_reward_where_the_reward_model_learned_it(trained, toy):
+    """PPO stops at <end_of_turn>, checks EOS at it and reads the reward there: the text reward training saw."""
+    import torch
+    from trl.experimental.ppo.ppo_trainer import truncate_response
+    from trl.experimental.utils import get_reward
+
+    from sep.train import base_model_dir, chat_prompt, load_reward_model, reward_scores, turn_tokenizer
+
+    base = base_model_dir(Settings())
+    model, tok = load_reward_model(toy / "reward", base)
+    ppo_tok = turn_tokenizer(base)
+    assert ppo_tok.eos_token_id == ppo_tok.convert_tokens_to_ids("<end_of_turn>")  # stop token == the EOS checked
+    pair = json.loads((toy / "pairs.jsonl").read_text().splitlines()[0])
+    query = ppo_tok(chat_prompt(pair["prompt"]), return_tensors="pt").input_ids
+    generated = ppo_tok(pair["chosen"] + "<end_of_turn>\n<start_of_turn>user\n더 쓰기", add_special_tokens=False,
+                        return_tensors="pt").input_ids  # a rollout that runs on past the end of its turn
+    response = truncate_response(ppo_tok.eos_token_id, ppo_tok.pad_token_id, generated)
+    assert bool((response == ppo_tok.eos_token_id).any())  # so no missing-EOS penalty for a finished answer
+    with torch.no_grad():
+        _, score, _ = get_reward(model, torch.cat([query, response], 1), ppo_tok.pad_token_id, query.shape[1])
+    assert float(score[0]) == pytest.approx(reward_scores(model, tok, pair["prompt"], [pair["chosen"]])[0], abs=1e-3)
+
+
 def test_grpo_with_market_and_model_reward_moves_the_policy(trained, toy):
     done = run("train", "grpo", "--reward", "both", "--reward-model", str(toy / "reward"), "--sft", str(toy / "sft"),
                "--pairs", str(toy / "pairs.jsonl"), "--max-steps", "2", "--out", str(toy / "grpo"), "--json",
