@@ -4,7 +4,7 @@ Imports the sample into a fresh database, dedups it, then runs `sep experiment` 
 reflect over 2022-05-02..05-17, train SFT, reward, PPO and GRPO on those days only, forecast
 each test day 2022-05-20..05-31 with each arm, and print the table (and its JSON with --json).
 
-Run: .venv/bin/python bench/experiment_sample.py [--steps 4] [--trials 3] [--base-url URL] [--json]
+Run: .venv/bin/python bench/experiment_sample.py [--steps 4] [--trials 4] [--base-url URL] [--json]
 On 2 cores with the embedded model this takes 20-40 minutes; figures are a measurement of this
 sample, not a claim of skill: read the intervals.
 """
@@ -34,7 +34,7 @@ from sep.settings import Settings
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--best-of", type=int, default=4)
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--base-url")

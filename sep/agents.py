@@ -104,8 +104,10 @@ class Agents:
     """The three SEP agents over one memory and one LLM."""
 
     def __init__(self, db: sqlite_utils.Database, llm: LLM | None, lang: str, recall_k: int = 3,
-                 prompts_dir: Path = PROMPTS_DIR, on_prompt: Callable[[str, str], None] | None = None):
+                 prompts_dir: Path = PROMPTS_DIR, on_prompt: Callable[[str, str], None] | None = None,
+                 retry_temperature: float = 0.7, seed: int = 0):
         self.db, self.llm, self.lang, self.recall_k = db, llm, lang, recall_k
+        self.retry_temperature, self.seed = retry_temperature, seed
         self.prompts = {n: load_prompt(lang, n, prompts_dir) for n in ("summarize", "explain", "reflect")}
         self.words = LABEL_WORDS[lang]
         self.on_prompt = on_prompt  # sees every prompt before it is sent (dry runs print them)
@@ -214,7 +216,9 @@ class Agents:
         lessons = list(recalled)
         for n in range(trials):
             variables = self.explain_variables(window, summaries, lessons)
-            answer = self.explain(variables)
+            # trial 0 is the forecast (greedy); a retry samples, so a lesson can change its mind
+            answer = self.explain(variables) if n == 0 else \
+                self.explain(variables, temperature=self.retry_temperature, seed=self.seed + n)
             if answer is None:  # dry run: the first prompt is all we can show
                 break
             trial = Trial(n, answer.label, answer.explanation, answer.confidence, answer.label == window.label,

@@ -172,7 +172,8 @@ class BatchRunner:
     def _agents(self, stock: str):
         from sep.agents import Agents, lang_of
 
-        return Agents(self._db(), self.llm, lang_of(stock))
+        return Agents(self._db(), self.llm, lang_of(stock), retry_temperature=self.cfg.retry_temperature,
+                      seed=self.cfg.seed)
 
     async def _pool(self, items: list, work: Callable, stage: str) -> list:
         loop = asyncio.get_running_loop()

@@ -318,7 +318,8 @@ def reflect_cmd(
         llm = None if dry_run else _make_llm(cfg)
     printer = (lambda name, text: console.print(f"[bold cyan]── {name} prompt ──[/]\n{escape(text)}",
                                                  highlight=False)) if dry_run else None
-    agents = Agents(memory, llm, lang_of(code), on_prompt=printer)
+    agents = Agents(memory, llm, lang_of(code), on_prompt=printer, retry_temperature=cfg.retry_temperature,
+                    seed=cfg.seed)
     results = []
     progress = Progress(TextColumn("[bold]Reflecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.description}"), console=err_console, transient=True,
@@ -355,14 +356,18 @@ def render_result(result: Any) -> None:
         mark = "[green]✓ correct[/]" if t.correct else "[red]✗ wrong[/]"
         label = LABEL_KO.get(t.label or "", "unparsable")
         conf = f"  confidence {t.confidence:.2f}" if t.confidence is not None else ""
-        console.print(f"[bold]trial {t.trial}[/]: {label}{conf}  {mark}")
+        kind = "forecast" if t.trial == 0 else "retry, told the outcome: hindsight"
+        console.print(f"[bold]trial {t.trial}[/] ({kind}): {label}{conf}  {mark}")
         console.print(t.explanation or "(no explanation)", highlight=False, markup=False)
         if t.reflection:
             console.print(f"[bold yellow]reflection[/]: {escape(t.reflection)}", highlight=False)
     final = result.trials[-1] if result.trials else None
     if final:
-        outcome = "correct" if final.correct else "still wrong"
-        console.print(f"[bold]outcome[/]: {outcome} after {len(result.trials)} trial(s); actual {w.label_ko}")
+        forecast = "right" if result.trials[0].correct else "wrong"
+        retried = "" if len(result.trials) == 1 else \
+            f"; after {len(result.trials) - 1} retr{'y' if len(result.trials) == 2 else 'ies'} " + \
+            ("found the right side (hindsight)" if final.correct else "still wrong")
+        console.print(f"[bold]forecast[/]: {forecast} (actual {w.label_ko}){retried}")
 
 
 @pairs_app.command("export")

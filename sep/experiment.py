@@ -145,7 +145,7 @@ class Experiment:
     def _agents(self, stock: str, llm: Any):
         from sep.agents import Agents, lang_of
 
-        return Agents(self.db, llm, lang_of(stock))
+        return Agents(self.db, llm, lang_of(stock), retry_temperature=self.cfg.retry_temperature, seed=self.cfg.seed)
 
     def _window(self, stock: str, day: str) -> DecisionWindow:
         return decision_window(self.db, stock, day, self.cfg.window_days)

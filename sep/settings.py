@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache, description="Where prepared models live.")
     window_days: int = Field(5, ge=1, description="Calendar days of text a decision reads (T).")
     trials: int = Field(3, ge=1, description="Explain attempts per decision, reflections between them (N).")
+    retry_temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature of the retries after a "
+                                     "reflection (trial 0, the forecast, is greedy): a greedy retry that reads an "
+                                     "unhelpful lesson repeats the same answer.")
     timeout: float = Field(120.0, gt=0, description="Seconds before one LLM request gives up.")
     retries: int = Field(3, ge=1, description="Attempts per LLM request (exponential backoff).")
     seed: int = Field(0, description="Seed for sampling and anything random.")

@@ -312,3 +312,22 @@ def test_rolling_experiment_retrains_on_what_each_block_could_know(tmp_path):
     # test days of earlier blocks became training data once known; the last block's day never did
     assert "2022-05-19" in reflected and "2022-05-31" not in reflected
     assert json.loads(done.stdout)["arms"]["memory"]["n"] == 9
+
+
+def test_the_forecast_is_greedy_and_a_retry_samples(tmp_path):
+    db_path = tmp_path / "sep.db"
+    _sample_db(db_path).conn.close()
+    with FakeOpenAI(lambda kind, prompt: "상승\n기대감" if kind == "explain" else "- 요약" if kind == "summarize"
+                    else "금리를 봤어야 했다.") as server:
+        done = run("reflect", "--stock", "005930", "--date", "2022-05-31", "--trials", "2", "--base-url",
+                   server.base_url, db=db_path)
+        assert done.returncode == 0, done.stderr
+        explains = [r for r in server.requests if kind_of_request(r) == "explain"]
+    assert [r.get("temperature") for r in explains] == [0.0, 0.7]
+    assert "trial 0 (forecast)" in done.stdout and "hindsight" in done.stdout
+
+
+def kind_of_request(body: dict) -> str:
+    from fake_openai import kind_of
+
+    return kind_of(body["messages"][-1]["content"])
