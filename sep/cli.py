@@ -882,6 +882,8 @@ def render_eval(report: dict) -> None:
     table.add_row("[bold]sep (headline)[/]", str(report["n"]), _fmt(report["accuracy"]), _ci(report["accuracy_ci95"]),
                   _fmt(report["mcc"]), _fmt(report["p_vs_coin"]), _fmt(report["p_vs_majority"]), _fmt(report["brier"]))
     for name, s in report["forecasts"].items():
+        if name == f"{f['method']} · {f['model']}":
+            continue  # the headline itself
         table.add_row(escape(name), str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]),
                       _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), _fmt(s["brier"]))
     for name, s in report["baselines"].items():
