@@ -17,6 +17,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.prompts import PromptTemplate
 
 from sep.dedup import normalise_title
+from sep.errors import TimeRuleError
 from sep.llm import LABEL_WORDS, LLM, Answer, parse_answer
 from sep.memory import now_iso, transaction
 from sep.tradingdays import market_of
@@ -156,7 +157,8 @@ class Agents:
     def summaries(self, window: DecisionWindow) -> list[tuple[str, str]]:
         out = []
         for day, texts in window.texts_by_day().items():
-            assert day <= window.date, "time rule: a text after D reached the summarizer"
+            if day > window.date:
+                raise TimeRuleError(f"time rule: a text of {day} reached the summarizer of a decision at {window.date}")
             summary = self.summarize_day(window.stock, day, texts)
             if summary == "":
                 continue

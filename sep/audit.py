@@ -65,10 +65,15 @@ class Audit:
         return out
 
 
-def stance(text: str) -> str:
+def _lexicon_hits(text: str, lexicon: list[str]) -> int:
+    """Korean stems count inside words (상승세, 오를 것); English words only whole ("up" is not in "support")."""
     low = text.lower()
-    bull = sum(low.count(w) for w in BULLISH)
-    bear = sum(low.count(w) for w in BEARISH)
+    english = set(re.findall(r"[a-z]+", low))
+    return sum(w in english if w.isascii() else low.count(w) for w in lexicon)
+
+
+def stance(text: str) -> str:
+    bull, bear = _lexicon_hits(text, BULLISH), _lexicon_hits(text, BEARISH)
     return "up" if bull > bear else "down" if bear > bull else "neutral"
 
 
@@ -217,7 +222,9 @@ def build(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: 
                "mentions_future": sum(bool(a.future_dates) for a in audits)}
     summary["consistency_rate"] = 1 - summary["inconsistent"] / n
     if llm is not None:
-        summary["judge_mean"] = {k: sum(a.judge.get(k, 0) for a in audits) / n for k in JUDGE_ASPECTS}
+        scored = {k: [a.judge[k] for a in audits if a.judge and k in a.judge] for k in JUDGE_ASPECTS}
+        summary["judge_mean"] = {k: sum(v) / len(v) if v else None for k, v in scored.items()}  # a missing score is not 0
+        summary["judge_missing"] = {k: len(audits) - len(v) for k, v in scored.items()}
     return {"summary": summary, "evaluation": report, "audits": [a.as_json() for a in audits],
             "charts": charts(audits, forecasts, report)}
 

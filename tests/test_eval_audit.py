@@ -137,3 +137,23 @@ def test_audit_judge_scores_come_from_the_configured_llm(scored, tmp_path):
     assert len(judge_prompts) == 12 and all("설명:" in p and "FOMC" in p for p in judge_prompts)
     assert all(a["judge"] == {"relevance": 5, "clarity": 4, "consistency": 6} for a in twin["audits"])
     assert twin["summary"]["judge_mean"] == {"relevance": 5.0, "clarity": 4.0, "consistency": 6.0}
+    assert twin["summary"]["judge_missing"] == {"relevance": 0, "clarity": 0, "consistency": 0}
+
+
+def test_stance_reads_english_words_whole_and_korean_stems():
+    from sep.audit import stance
+
+    assert stance("Strong support from supply chains") == "neutral"  # "up" is not in "support" or "supply"
+    assert stance("Shares may go up on strong growth") == "up"
+    assert stance("외국인 매도와 실적 부진으로 하락할 것") == "down"
+
+
+def test_the_time_rule_is_an_error_not_an_assert(sample_memory):
+    from sep.agents import Agents
+    from sep.errors import TimeRuleError
+    from sep.window import Text, decision_window
+
+    w = decision_window(sample_memory, "005930", "2022-05-30", 3)
+    w.texts.append(Text(10**9, "news", "2022-05-31", None, "내일 기사", None, None))
+    with pytest.raises(TimeRuleError):
+        Agents(sample_memory, None, "ko").summaries(w)
