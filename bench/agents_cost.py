@@ -2,7 +2,8 @@
 seconds per stock-day on the embedded model, and embedded decode tok/s against raw llama.cpp.
 
 Run: .venv/bin/python bench/agents_cost.py [--days 20] [--trials 3] [--base-url URL]
-Without --base-url it uses the embedded Gemma-3 270M (about a minute per stock-day on 2 cores).
+Without --base-url it uses the embedded model (--model NAME from `sep models list`; default
+Qwen2.5-Coder-1.5B). Run it twice, with --model gemma-270m too, to compare on the same days.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sep.agents import Agents, lang_of
+from sep.agents import Agents
 from sep.ingest import import_prices, import_texts
 from sep.llm import EmbeddedChatModel, make_llm
 from sep.memory import open_memory
@@ -38,7 +39,7 @@ def main() -> None:
         import_texts(db, texts)
         days = trading_days(db, "005930").between("2022-05-01", "2022-06-02")[-args.days:]
         llm = make_llm(cfg)
-        agents = Agents(db, llm, lang_of("005930"))
+        agents = Agents.for_stock(db, llm, "005930", cfg)
         calls_by_kind: dict[str, int] = {}
         original = llm.ask
 
@@ -64,26 +65,39 @@ def main() -> None:
               f"{calls_by_kind.get('summarize', 0) <= text_days}")
         print(f"tokens: {llm.prompt_tokens / n:,.0f} prompt + {llm.completion_tokens / n:,.0f} completion per stock-day")
         print(f"seconds per stock-day: {secs / n:.1f}  (final correct {correct}/{n})")
+        from sep.audit import quality_counts
+
+        for q in quality_counts(db, ["005930"], None, None):
+            flags = {k: v for k, v in q.items() if k not in ("model", "kind", "n", "flagged") and v}
+            print(f"quality gate, {q['kind']}: {q['flagged']}/{q['n']} flagged {flags or ''}")
+        row = db.execute("SELECT date, label, explanation, flags FROM predictions WHERE trial = 0 ORDER BY date DESC "
+                         "LIMIT 1").fetchone()
+        print(f"last forecast ({row[0]}, {row[1]}, flags {row[3]}): {row[2]}")
         if isinstance(llm.chat, EmbeddedChatModel):
             decode_compare(llm.chat)
 
 
 def decode_compare(chat: EmbeddedChatModel, n_tokens: int = 128) -> None:
-    """Decode speed through sep's embedded model vs a raw llama.cpp (xllamacpp) call on the same GGUF."""
+    """Decode speed through sep's embedded model vs a raw llama.cpp (xllamacpp) call on the same GGUF
+    and the same rendered prompt: llama.cpp's own per-token timing, and wall time per output token."""
     from langchain_core.messages import HumanMessage
 
-    prompt = "삼성전자 주가 전망에 대해 자세히 설명하세요."
+    from sep.llm import message_dicts, render_messages
+
+    messages = [HumanMessage("삼성전자 주가 전망에 대해 자세히 설명하세요.")]
+    prompt = render_messages(chat.chat_template, message_dicts(messages))
     server = chat._ensure_server()
     t0 = time.perf_counter()
-    raw = server.handle_completions({"prompt": prompt, "max_tokens": n_tokens, "temperature": 0, "ignore_eos": True})
-    raw_secs = time.perf_counter() - t0
-    raw_tps = raw["usage"]["completion_tokens"] / raw_secs
+    raw = server.handle_completions({"prompt": prompt, "max_tokens": n_tokens, "temperature": 0,
+                                     "repeat_penalty": chat.repeat_penalty})
+    raw_wall = (time.perf_counter() - t0) / max(raw["usage"]["completion_tokens"], 1)
     t0 = time.perf_counter()
-    msg = chat.invoke([HumanMessage(prompt)], max_tokens=n_tokens)
-    sep_secs = time.perf_counter() - t0
-    sep_tps = msg.usage_metadata["output_tokens"] / sep_secs
-    print(f"decode: raw llama.cpp {raw_tps:.1f} tok/s; sep embedded {sep_tps:.1f} tok/s "
-          f"({msg.usage_metadata['output_tokens']} tokens, wall time incl. prompt)")
+    msg = chat.invoke(messages, max_tokens=n_tokens)
+    sep_wall = (time.perf_counter() - t0) / max(msg.usage_metadata["output_tokens"], 1)
+    raw_tps, sep_tps = raw["timings"]["predicted_per_second"], msg.response_metadata["timings"]["predicted_per_second"]
+    print(f"decode ({chat.model_name}): raw llama.cpp {raw_tps:.1f} tok/s, sep embedded {sep_tps:.1f} tok/s "
+          f"= {sep_tps / raw_tps:.2f}x; wall per output token raw {raw_wall * 1000:.0f} ms, sep {sep_wall * 1000:.0f} ms "
+          f"({raw['usage']['completion_tokens']} / {msg.usage_metadata['output_tokens']} tokens)")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Check `sep reflect --base-url` against a real vLLM (CPU build) serving Gemma-3 270M.
+# Check `sep reflect --base-url` against a real vLLM (CPU build) serving the default model,
+# Qwen2.5-Coder-1.5B-Instruct, converted from the same GGUF that runs embedded.
 #
 # vLLM lives in its own venv: installing it into sep's environment breaks torchvision and
-# transformers. Usage: bash bench/vllm_cpu.sh [MODEL_DIR]   (default: the prepared Gemma folder)
-# Prints the reflect JSON and the wall time. Needs ~10 GB of disk and the package registries.
+# transformers. Usage: bash bench/vllm_cpu.sh [CATALOG_NAME]   (default qwen2.5-coder-1.5b)
+# It prints (1) whether vLLM's chat rendering gives the same tokens as sep's (the GGUF's template
+# rendered by sep.llm.render_messages), for every agent prompt of the demo day, and (2) the
+# reflect JSON through --base-url, whose label line vLLM constrains with structured outputs.
+# Needs ~12 GB of disk and the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VLLM_VENV:-/tmp/sep-vllm-venv}
 PORT=${VLLM_PORT:-8765}
-MODEL=${1:-${SEP_CACHE_DIR:-$HOME/.cache/sep}/models/gemma-3-270m-hf}  # what prepare_hf_model writes
+NAME=${1:-qwen2.5-coder-1.5b}
 
 if [ ! -x "$VENV/bin/vllm" ]; then
   python3.11 -m venv "$VENV"
@@ -23,13 +27,11 @@ if [ ! -d "$SITE"/vllm-0.32.0.dist-info ]; then
   sed -i 's/^Name: vllm[-_]cpu$/Name: vllm/' "$SITE"/vllm-0.32.0.dist-info/METADATA
 fi
 
-if [ ! -f "$MODEL/config.json" ]; then
-  echo "Converting the packaged GGUF to a transformers folder at $MODEL (one time) ..."
-  .venv/bin/python -c "from sep.llm import prepare_hf_model; from sep.settings import Settings; print(prepare_hf_model(Settings().cache_dir))"
-fi
+echo "Converting $NAME's GGUF to a transformers folder (one time; transformers' GGUF loading) ..."
+MODEL=$(.venv/bin/python -c "from sep.llm import prepare_hf_model; from sep.settings import Settings; print(prepare_hf_model(Settings().cache_dir, name='$NAME'))")
 
-VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} "$VENV/bin/vllm" serve "$MODEL" --served-model-name gemma-3-270m --port "$PORT" --max-model-len 4096 \
-  > /tmp/sep-vllm.log 2>&1 &
+VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} "$VENV/bin/vllm" serve "$MODEL" \
+  --served-model-name "$NAME" --port "$PORT" --max-model-len 4096 > /tmp/sep-vllm.log 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 180); do
@@ -40,7 +42,40 @@ done
 
 DB=$(mktemp -d)/sep.db
 .venv/bin/sep demo --db "$DB" --import-only >/dev/null
+# (1) the same chats, rendered by sep and by vLLM, must tokenize identically
+.venv/bin/python - "$DB" "$NAME" "http://127.0.0.1:$PORT" <<'PY'
+import sys, httpx
+from sep.agents import Agents
+from sep.llm import render_messages
+from sep.memory import open_memory
+from sep.models import local_model
+from sep.settings import Settings
+from sep.window import decision_window
+
+db_path, name, url = sys.argv[1:]
+cfg = Settings(db=db_path)
+db = open_memory(cfg.db)
+model = local_model(cfg.cache_dir, name)
+agents = Agents.for_stock(db, None, "005930", cfg)
+w = decision_window(db, "005930", "2022-06-01", cfg.window_days)
+summaries = [(d, "- 요약") for d in w.texts_by_day()]
+v = agents.explain_variables(w, summaries, [])
+chats = {"explain": agents.prompts["explain"].messages(**v),
+         "reflect": agents.prompts["reflect"].messages(**v, response="상승\n근거", actual="하락"),
+         "summarize": agents.prompts["summarize"].messages(stock="005930", name="삼성전자", company="삼성전자(005930)",
+                                                           date="2022-06-01", texts="[1] 제목", max_points=5)}
+ok = True
+for kind, messages in chats.items():
+    served = httpx.post(f"{url}/tokenize", json={"model": name, "messages": messages, "add_generation_prompt": True}).json()
+    ours = httpx.post(f"{url}/tokenize", json={"model": name, "prompt": render_messages(model.chat_template, messages),
+                                               "add_special_tokens": False}).json()
+    same = served["tokens"] == ours["tokens"]
+    ok &= same
+    print(f"{kind}: vLLM chat rendering {'==' if same else '!='} sep's ({served['count']} tokens)")
+sys.exit(0 if ok else 1)
+PY
+# (2) the main job through the server
 start=$(date +%s)
 .venv/bin/sep reflect --db "$DB" --stock 005930 --date 2022-06-01 --json \
-  --base-url "http://127.0.0.1:$PORT/v1" --model gemma-3-270m
+  --base-url "http://127.0.0.1:$PORT/v1" --model "$NAME"
 echo "vLLM-CPU reflect wall time: $(( $(date +%s) - start )) s"

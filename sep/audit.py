@@ -20,7 +20,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from sep.evaluate import Decision, decisions, evaluate, once_per_interval, p_up
+from sep.evaluate import Decision, decisions, evaluate, once_per_interval
 from sep.window import decision_window
 
 BULLISH = ["상승", "오를", "오르", "올라", "호재", "개선", "증가", "매수", "반등", "강세", "긍정", "기대", "상향", "회복",
@@ -141,7 +141,7 @@ JUDGE_ASPECTS = ("relevance", "clarity", "consistency")
 
 
 def judge(llm, d: Decision, lang: str) -> dict:
-    """The configured LLM's 1-7 scores on SEP's aspects (prompts/<lang>/judge.txt)."""
+    """The configured LLM's 1-7 scores on SEP's aspects (sep/prompts/<lang>/judge.toml)."""
     from sep.agents import load_prompt
 
     prompt = load_prompt(lang, "judge")
@@ -226,7 +226,37 @@ def build(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: 
         summary["judge_mean"] = {k: sum(v) / len(v) if v else None for k, v in scored.items()}  # a missing score is not 0
         summary["judge_missing"] = {k: len(audits) - len(v) for k, v in scored.items()}
     return {"summary": summary, "evaluation": report, "audits": [a.as_json() for a in audits],
-            "charts": charts(audits, forecasts, report)}
+            "quality": quality_counts(db, stocks, start, end), "charts": charts(audits, forecasts, report)}
+
+
+def quality_counts(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None) -> list[dict]:
+    """Per model and kind of text (summary, forecast, retry, reflection): how many, and how many carry each flag."""
+    from sep.quality import FLAGS
+
+    marks = ",".join("?" * len(stocks))
+    span, args = "", []
+    if start:
+        span, args = span + " AND date >= ?", args + [start]
+    if end:
+        span, args = span + " AND date <= ?", args + [end]
+    queries = {
+        "summary": "SELECT model, flags FROM summaries",
+        "forecast": "SELECT model, flags FROM predictions WHERE trial = 0 AND",
+        "retry": "SELECT model, flags FROM predictions WHERE trial > 0 AND",
+        "reflection": "SELECT model, flags FROM reflections",
+    }
+    out: dict[tuple[str, str], dict] = {}
+    for kind, sql in queries.items():
+        sql += (" WHERE" if not sql.endswith("AND") else "") + f" stock IN ({marks}){span}"
+        for model, flags in db.execute(sql, [*stocks, *args]).fetchall():
+            row = out.setdefault((model, kind), {"model": model, "kind": kind, "n": 0, "flagged": 0,
+                                                  **{f: 0 for f in (*FLAGS, "uncited")}})
+            row["n"] += 1
+            found = flags.split(",") if flags else []
+            row["flagged"] += bool(found)
+            for f in found:
+                row[f] = row.get(f, 0) + 1
+    return sorted(out.values(), key=lambda r: (r["model"], r["kind"]))
 
 
 def write_report(data: dict, out: Path) -> tuple[Path, Path]:

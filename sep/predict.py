@@ -15,7 +15,7 @@ import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from sep.agents import Agents
 from sep.memory import now_iso, transaction
@@ -27,10 +27,11 @@ Scorer = Callable[[str, list[str]], list[float]]  # (prompt, responses) -> rewar
 
 @dataclass
 class Candidate:
-    label: str | None
+    label: str | None  # None when unparsable or flagged by the quality gate
     explanation: str
     reward: float
     response: str
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -99,20 +100,20 @@ def best_of_n(agents: Agents, window: DecisionWindow, n: int, scorer: Scorer | N
     variables = agents.explain_variables(window, summaries, [])
     prompt = agents.prompts["explain"].render(**variables)
     answers = [agents.explain(variables, temperature=temperature if n > 1 else 0.0, seed=seed + i) for i in range(n)]
-    labels = [a.label for a in answers]
+    labels = [None if a.flags else a.label for a in answers]  # a flagged answer is unparsable
     if scorer is not None:
         rewards = scorer(prompt, [a.response for a in answers])
         scored_by = "reward model"
         label, best, confidence = pick(rewards, labels)
     else:  # the policy's own probability of the label it wrote, averaged as P(up)
-        rewards = [a.confidence if (a.label and a.confidence is not None) else 0.0 for a in answers]
+        rewards = [a.confidence if (x and a.confidence is not None) else 0.0 for a, x in zip(answers, labels)]
         scored_by = "label probability"
-        mean_up = sum(_p_up(a.label, a.confidence) for a in answers) / len(answers)
+        mean_up = sum(_p_up(x, a.confidence) for a, x in zip(answers, labels)) / len(answers)
         label = None if not any(labels) else "up" if mean_up > 0.5 else "down" if mean_up < 0.5 else \
             pick(rewards, labels)[0]
         best = max((i for i, x in enumerate(labels) if x == label), key=lambda i: (rewards[i], -i)) if label else 0
         confidence = 0.5 if label is None else mean_up if label == "up" else 1.0 - mean_up
-    candidates = [Candidate(a.label, a.explanation, float(r), a.response) for a, r in zip(answers, rewards)]
+    candidates = [Candidate(x, a.explanation, float(r), a.response, a.flags) for a, x, r in zip(answers, labels, rewards)]
     ends = [d for d in (agents.data_end, data_end) if d]
     return Forecast(window, label, answers[best].explanation, float(confidence), candidates, best, prompt,
                     agents.model_name, scored_by, max(ends) if ends else None)
@@ -121,7 +122,7 @@ def best_of_n(agents: Agents, window: DecisionWindow, n: int, scorer: Scorer | N
 def store(db, forecast: Forecast) -> None:
     """One `predictions` row (method best-of-n, trial 0) per (stock, date, model); a rerun replaces it."""
     w, chosen = forecast.window, forecast.candidates[forecast.best]
-    candidates = json.dumps([{"label": c.label, "explanation": c.explanation, "reward": c.reward}
+    candidates = json.dumps([{"label": c.label, "explanation": c.explanation, "reward": c.reward, "flags": c.flags}
                              for c in forecast.candidates], ensure_ascii=False)
     with transaction(db):
         db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND method = 'best-of-n' AND model = ?",

@@ -27,7 +27,12 @@ class Settings(BaseSettings):
     base_url: str | None = Field(
         None, description="OpenAI-compatible server (e.g. `vllm serve`), like http://host:8000/v1. Unset: embedded model."
     )
-    model: str | None = Field(None, description="Model name on the server (SEP_MODEL).")
+    model: str | None = Field(None, description="The model: with a server, its model id (default: the first it "
+                              "lists); without, a catalog name from `sep models list` (default qwen2.5-coder-1.5b).")
+    model_file: Path | None = Field(None, description="Any local GGUF with a chat template, run embedded instead of "
+                                    "a catalog model.")
+    repeat_penalty: float | None = Field(None, gt=0, description="Repetition penalty; unset: the catalog's "
+                                         "measured value for the model (the server's default on a server).")
     policy: Path | None = Field(
         None, description="A trained policy (a `sep train` run folder, LoRA adapter or model folder) run with transformers."
     )
@@ -42,6 +47,12 @@ class Settings(BaseSettings):
     timeout: float = Field(120.0, gt=0, description="Seconds before one LLM request gives up.")
     retries: int = Field(3, ge=1, description="Attempts per LLM request (exponential backoff).")
     seed: int = Field(0, description="Seed for sampling and anything random.")
+    prompts: Path | None = Field(None, description="A folder of prompt files (<lang>/<agent>.toml) overriding the "
+                                 "packaged sep/prompts.")
+    summarizer: str = Field("model", pattern="^(model|extractive)$", description="`model`: the LLM writes cited "
+                            "points (falling back to `extractive` when they fail the quality check); `extractive`: "
+                            "the day's top representative titles, no model call.")
+    summary_points: int = Field(5, ge=1, le=20, description="Most points in one day's summary.")
     embedder: str = Field("use", description="Sentence embedder for dedup: `use` (packaged multilingual USE) or a "
                           "sentence-transformers path/name.")
     offtopic: Path | None = Field(None, description="TOML of off-topic seed keywords; unset: the packaged sep/offtopic.toml.")

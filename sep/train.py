@@ -3,7 +3,7 @@
 Fixes defects of SEP's reference code:
 * pairs are oriented by the market: `chosen` is the response whose label matched the next close;
 * the reward model is scored on the *last* days in time, never on its training pairs;
-* every trainer renders prompts with `sep.llm.render_chat`, the template inference uses;
+* every trainer renders prompts with the Gemma chat template (`sep.llm.CHAT_TEMPLATE`) a trained policy runs with;
 * training is split in time: `start`/`end` keep decision days whose target day is on or before
   `end`, and each run records the range (`data_start`, `data_end`) so that anything later scored
   on or before `data_end` is reported as in-sample;
@@ -30,7 +30,7 @@ import sqlite_utils
 
 from sep.errors import BadInput
 from sep.agents import MAX_TOKENS
-from sep.llm import TURN_END, adapter_folder, parse_answer, render_chat
+from sep.llm import CHAT_TEMPLATE, TURN_END, adapter_folder, parse_answer, render_messages
 from sep.memory import now_iso, transaction
 from sep.settings import Settings
 
@@ -169,15 +169,18 @@ def signal_reward(score: float | None, ret: float, threshold: float) -> float:
 
 
 def chat_prompt(prompt: str | list[dict]) -> str:
-    """Any prompt (plain text, or TRL conversational messages) rendered with the one chat template."""
-    from langchain_core.messages import AIMessage, HumanMessage
-
+    """Any prompt rendered with the trainers' chat template: plain text, TRL conversational messages,
+    or a stored prediction's prompt (its chat as JSON, see `Prompt.render`)."""
+    if isinstance(prompt, str) and prompt.startswith("[{"):
+        try:
+            prompt = json.loads(prompt)
+        except ValueError:
+            pass
     if isinstance(prompt, list):
-        return render_chat([AIMessage(m["content"]) if m.get("role") == "assistant" else HumanMessage(m["content"])
-                            for m in prompt])
+        return render_messages(CHAT_TEMPLATE, [{"role": m.get("role", "user"), "content": m["content"]} for m in prompt])
     if prompt.startswith("<start_of_turn>"):
         return prompt
-    return render_chat([HumanMessage(prompt)])
+    return render_messages(CHAT_TEMPLATE, [{"role": "user", "content": prompt}])
 
 
 def _content(value: str | list[dict]) -> str:

@@ -18,10 +18,26 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SEP = [sys.executable, "-m", "sep.cli"]
 
 
+PLUMBING_MODEL = "gemma-270m"  # fast; tests that only check plumbing use it (one test runs the default model)
+
+
 def run(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The CLI as users call it: a real process, real exit code, real output."""
-    full_env = {**os.environ, "SEP_DB": str(db), "COLUMNS": "200", **(env or {})}
+    """The CLI as users call it: a real process, real exit code, real output.
+
+    The caller's SEP_* variables are not passed on (a developer's SEP_TRIALS must not change a test).
+    Without --base-url the embedded model is the fast plumbing one unless the test names another.
+    """
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SEP_")}
+    plumbing = {} if "--base-url" in args or "--model" in args else {"SEP_MODEL": PLUMBING_MODEL}
+    full_env = {**base, "SEP_DB": str(db), "COLUMNS": "200", **plumbing, **(env or {})}
     return subprocess.run([*SEP, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def no_caller_settings(monkeypatch):
+    """In-process code reads Settings() too: the caller's SEP_* variables must not reach it."""
+    for key in [k for k in os.environ if k.startswith("SEP_") and k != "SEP_REQUIRE_CHROMIUM"]:
+        monkeypatch.delenv(key)
 
 
 @pytest.fixture

@@ -10,13 +10,33 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def kind_of(prompt: str) -> str:
-    tail = prompt.rstrip()[-12:]
-    if tail.endswith("요약:") or tail.endswith("Summary:"):
+def kind_of(body: dict) -> str:
+    """Which agent sent a chat request, read from its system message (sep/prompts/<lang>/*.toml)."""
+    system = " ".join(m["content"] for m in body["messages"] if m["role"] == "system")
+    if "요약하세요" in system or "Keep only facts" in system:
         return "summarize"
-    if tail.endswith("반성:") or tail.endswith("Reflection:"):
+    if "교훈" in system or "lesson" in system:
         return "reflect"
+    if "심사위원" in system or "You judge" in system:
+        return "judge"
     return "explain"
+
+
+def cite_all(prompt: str, points: int = 5) -> str:
+    """A summary that cites the first numbered texts of a summarize prompt, each title as a point."""
+    import re
+
+    found = re.findall(r"^\[(\d+)\] (.+)$", prompt, flags=re.M)[:points]
+    return "\n".join(f"- {title} [{n}]" for n, title in found)
+
+
+def echo_reason(prompt: str, label_line: str) -> str:
+    """An answer whose reason repeats words of the first summary line, as a grounded model would."""
+    import re
+
+    line = next((ln for ln in prompt.splitlines() if ln.startswith("[20")), "")
+    words = re.sub(r"^\[[\d-]+\]\s*-?\s*", "", line).split()[:6]
+    return f"{label_line}\n{' '.join(words) or '정보'} 소식을 반영했다."
 
 
 class FakeOpenAI:
@@ -68,7 +88,7 @@ class FakeOpenAI:
                     time.sleep(fake.latency)
                 fake.requests.append(body)
                 prompt = body["messages"][-1]["content"]
-                text = fake.script(kind_of(prompt), prompt)
+                text = fake.script(kind_of(body), prompt)
                 first = text.strip().split("\n")[0][:1] or "?"
                 other = "하" if first == "상" else "상"
                 logprobs = {"content": [{"token": first, "logprob": -0.2, "bytes": None, "top_logprobs": [
@@ -94,7 +114,7 @@ class FakeOpenAI:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def kinds(self) -> list[str]:
-        return [kind_of(r["messages"][-1]["content"]) for r in self.requests]
+        return [kind_of(r) for r in self.requests]
 
     def __enter__(self) -> "FakeOpenAI":
         self.thread.start()

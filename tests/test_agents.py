@@ -1,5 +1,5 @@
-"""SEP's loop against a scripted OpenAI-compatible server on 127.0.0.1 (real HTTP), and once
-end-to-end on the real embedded Gemma-3 270M."""
+"""SEP's loop against a scripted OpenAI-compatible server on 127.0.0.1 (real HTTP), and end to end
+on the real embedded models: the default Qwen2.5-Coder-1.5B for quality, Gemma-3 270M for plumbing."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from sep.ingest import import_texts
 from sep.memory import open_memory
 
 from conftest import run
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, cite_all, echo_reason, kind_of
 
-SUMMARY = "- 삼성전자 관련 사실 요약"
-RIGHT = "하락\n외국인 매도와 금리 우려로 약세가 예상된다."  # 005930 on 2022-06-01 closed down
-WRONG = "상승\n신제품 기대감으로 오를 것이다."
+RIGHT = "하락"  # 005930 on 2022-06-01 closed down; the reason repeats the first summary (grounded)
+WRONG = "상승"
 
 
 @pytest.fixture
@@ -25,9 +24,14 @@ def sample_db(sample_memory, db_path) -> Path:
     return db_path
 
 
-def script(explain, reflect="신제품 기대보다 거시 악재를 더 크게 봐야 했다."):
+def script(explain, reflect="삼성 소식보다 거시 악재를 더 크게 봐야 했다."):
+    """Summaries cite every text; explanations are `explain(prompt)`'s label with a grounded reason."""
     def reply(kind: str, prompt: str) -> str:
-        return {"summarize": SUMMARY, "reflect": reflect}.get(kind) or explain(prompt)
+        if kind == "summarize":
+            return cite_all(prompt)
+        if kind == "reflect":
+            return reflect
+        return echo_reason(prompt, explain(prompt))
     return reply
 
 
@@ -56,7 +60,7 @@ def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
 
     with FakeOpenAI(script(explain), owned_by="vllm") as server:
         out = reflect_json(server, sample_db, "2022-06-01", "--trials", "3")
-        explain_requests = [r for r in server.requests if "답:" in r["messages"][-1]["content"][-10:]]
+        explain_requests = [r for r in server.requests if kind_of(r) == "explain"]
     assert [t["correct"] for t in out["trials"]] == [False, True]
     assert out["trials"][0]["reflection"] and out["trials"][1]["reflection"] is None
     # vLLM gets the label line constrained; the regex allows exactly the two words.
@@ -76,7 +80,8 @@ def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
 
 
 def test_garbage_is_recorded_as_none_and_never_crashes(sample_db):
-    with FakeOpenAI(script(lambda p: "음... 글쎄요, 잘 모르겠습니다."), owned_by="other") as server:
+    with FakeOpenAI(lambda kind, p: cite_all(p) if kind == "summarize" else "음... 글쎄요, 잘 모르겠습니다.",
+                    owned_by="other") as server:
         out = reflect_json(server, sample_db, "2022-06-01", "--trials", "3")
         assert all("structured_outputs" not in r for r in server.requests)  # not vLLM: free text
     assert [t["label"] for t in out["trials"]] == [None, None, None]
@@ -112,7 +117,7 @@ def test_reflections_are_recalled_only_once_their_outcome_is_known(sample_db):
     def explain(prompt: str) -> str:
         return WRONG
 
-    with FakeOpenAI(script(explain, reflect="LESSON-0531 거시 변수를 먼저 보라"), owned_by="other") as server:
+    with FakeOpenAI(script(explain, reflect="LESSON-0531 삼성 소식보다 거시 변수를 먼저 보라"), owned_by="other") as server:
         reflect_json(server, sample_db, "2022-05-31", "--trials", "2")  # target 06-02; 05-31 → 06-02 fell
         server.requests.clear()
         reflect_json(server, sample_db, "2022-06-01", "--trials", "1")  # holiday: 06-02 not yet known
@@ -150,7 +155,8 @@ def test_bad_reflect_input_exits_2(sample_db):
 
 
 @pytest.mark.slow
-def test_end_to_end_on_the_embedded_model(sample_db):
+def test_end_to_end_on_the_plumbing_model(sample_db):
+    """Gemma-270M: the labels, confidences and rows are right, whatever the (base) model writes."""
     result = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "2", "--json", db=sample_db)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -158,10 +164,45 @@ def test_end_to_end_on_the_embedded_model(sample_db):
     for t in out["trials"]:
         assert t["label"] in ("up", "down")  # the grammar forces a label on the embedded model
         assert 0.0 <= t["confidence"] <= 1.0
-        assert t["correct"] == (t["label"] == "down")
+        assert t["correct"] == (t["label"] == "down" and not t["flags"])
     db = open_memory(sample_db)
     assert db.execute("SELECT count(*) FROM predictions").fetchone()[0] == len(out["trials"])
-    assert db.execute("SELECT count(*) FROM summaries WHERE model = 'gemma-3-270m-q4_k_m'").fetchone()[0] == 5
+    assert db.execute("SELECT count(*) FROM summaries WHERE model = 'gemma-270m'").fetchone()[0] == 5
+
+
+@pytest.mark.slow
+def test_default_model_writes_cited_uncopied_korean(sample_db):
+    """Qwen2.5-Coder-1.5B, the default, end to end on the demo day (a 2-day window to keep it short)."""
+    import re
+
+    from sep.agents import load_prompt
+    from sep.quality import copied
+
+    result = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "2", "--json", "--model",
+                 "qwen2.5-coder-1.5b", db=sample_db, env={"SEP_WINDOW_DAYS": "2"}, timeout=900)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    db = open_memory(sample_db)
+    window_ids = {i for (i,) in db.execute("SELECT id FROM texts WHERE stock = '005930' AND date IN "
+                                            "('2022-05-31', '2022-06-01')")}
+    assert [s["date"] for s in out["summaries"]] == ["2022-05-31", "2022-06-01"]
+    for s in out["summaries"]:
+        points = s["summary"].splitlines()
+        assert 1 <= len(points) <= 5
+        for point in points:  # every point cites a real text of its window
+            cited = {int(i) for i in re.findall(r"t(\d+)", point.rsplit("[", 1)[-1])}
+            assert cited and cited <= window_ids, point
+    instructions = {n: load_prompt("ko", n).instructions(max_points=5) for n in ("summarize", "explain", "reflect")}
+    model_summaries = [r[0] for r in db.execute("SELECT attempt FROM summaries WHERE attempt IS NOT NULL")] + \
+        [s["summary"] for s in out["summaries"] if s["method"] == "model"]
+    assert not any(copied(s, instructions["summarize"]) for s in model_summaries)
+    trial = out["trials"][0]
+    assert trial["label"] in ("up", "down") and re.search(r"[가-힣]{2,}", trial["explanation"])
+    assert not copied(trial["explanation"], instructions["explain"]), trial["explanation"]
+    for t in out["trials"]:
+        assert "copied" not in t["flags"] and "invented_dates" not in t["flags"], t
+        if t["reflection"]:
+            assert not copied(t["reflection"], instructions["reflect"]), t["reflection"]
 
 
 def test_dry_run_prints_untrusted_titles_verbatim(sample_memory, db_path, tmp_path):

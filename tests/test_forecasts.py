@@ -17,7 +17,7 @@ from sep.evaluate import Decision, backtest, binomial_p, bootstrap_ci, accuracy,
 from sep.memory import open_memory
 
 from conftest import run
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, kind_of
 
 
 COIN_SEED = "7"  # a fair coin's 95% interval misses 0.5 for about 1 seed in 20; fixed so the test is repeatable
@@ -322,12 +322,7 @@ def test_the_forecast_is_greedy_and_a_retry_samples(tmp_path):
         done = run("reflect", "--stock", "005930", "--date", "2022-05-31", "--trials", "2", "--base-url",
                    server.base_url, db=db_path)
         assert done.returncode == 0, done.stderr
-        explains = [r for r in server.requests if kind_of_request(r) == "explain"]
+        explains = [r for r in server.requests if kind_of(r) == "explain"]
     assert [r.get("temperature") for r in explains] == [0.0, 0.7]
     assert "trial 0 (forecast)" in done.stdout and "hindsight" in done.stdout
 
-
-def kind_of_request(body: dict) -> str:
-    from fake_openai import kind_of
-
-    return kind_of(body["messages"][-1]["content"])

@@ -1,0 +1,162 @@
+"""The quality gate (sep.quality) on outputs the embedded models really wrote, and what the agents
+do with a flagged text: a flagged summary falls back to the extractive one, a flagged explanation
+is unparsable, a flagged reflection is never recalled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sep.agents import Agents, cited_points, extractive_points, load_prompt
+from sep.memory import open_memory
+from sep.quality import Check, copied, degenerate, grounded, invented_dates
+from sep.window import decision_window
+
+from conftest import run
+from fake_openai import FakeOpenAI, cite_all, echo_reason
+
+# The prompts as they were before chat prompts (commit 6f68ac3), whose inline example Gemma-270M copied.
+OLD_EXPLAIN = """당신은 한국 주식 애널리스트입니다. {stock}({name})에 대해 {start}부터 {date}까지 나온 정보의 요약이 아래에 있습니다.
+{date} 장 마감 기준으로, 다음 거래일 종가가 직전 종가보다 오를지(상승) 내릴지(하락) 판단하세요.
+첫 줄에는 "상승" 또는 "하락" 한 단어만 쓰고, 둘째 줄부터 근거를 2~4문장으로 설명하세요.
+
+예시
+정보:
+[2022-07-07] - 2분기 영업이익 14조원으로 시장 전망치를 웃돌았다. - 외국인이 3거래일 연속 순매수했다.
+답:
+상승
+실적이 시장 예상을 웃돌았고 외국인 매수세가 이어지고 있어 단기 투자심리가 개선될 가능성이 높다."""
+OLD_SUMMARIZE = """당신은 증권 애널리스트입니다. 아래는 {date} 하루 동안 {stock}({name})에 대해 나온 글(뉴스 제목, 리포트, 종목토론방 게시글)입니다.
+주가에 영향을 줄 수 있는 사실만 골라 짧은 항목으로 요약하세요. 의견, 욕설, 정치 이야기, 광고, 중복은 버리세요."""
+
+# What Gemma-270M wrote on the demo day (issue 11), and what Qwen-1.5B wrote on it with the chat prompts.
+GEMMA_EXPLANATION = "실적이 시장 예상을 웃돌았고 외국인 매수세가 이어지고 있어 단기 투자심리가 개선될 가능성이 높다."
+GEMMA_SUMMARY = "아래는 2019년 5월 4일 하루 동안 0678(0678)에 대해 나온 글(뉴스 제목, 리포트, 종목토론방 게시글)입니다."
+QWEN_EXPLANATION = ("삼성전자의 세계 스마트폰 점유율이 2017년 이후 '최고'라는 점유율을 기대하고 있습니다. 또한 삼성전자의 "
+                    "인수합병 진행 중이라는 정보가 들어와서, 삼성전자의 성장은 확장됩니다.")
+LOOPING = "- 삼성전자 주가 전망\n- 삼성전자 주가 전망\n- 삼성전자 주가 전망\n- 삼성전자 주가 전망"
+
+
+@pytest.fixture
+def demo_window(sample_memory):
+    return decision_window(sample_memory, "005930", "2022-06-01", 5)
+
+
+def titles_of(window) -> str:
+    """What an explanation of this window reads: each day's extractive points."""
+    from sep.agents import day_texts
+
+    return "\n".join(p for texts in window.texts_by_day().values() for p in extractive_points(day_texts(texts), 5))
+
+
+def test_todays_copied_outputs_are_caught(demo_window):
+    inputs = titles_of(demo_window)
+    explain = Check(OLD_EXPLAIN, inputs, demo_window.window_start, demo_window.date)
+    assert {"copied", "ungrounded"} <= set(explain.flags(GEMMA_EXPLANATION))  # no earnings or 외국인 news that week
+    pharma = "신약 임상 결과가 긍정적이어서 바이오 업종 전반이 강세를 보일 것이다."  # about another company
+    assert explain.flags(pharma) == ["ungrounded"]
+    summary = Check(OLD_SUMMARIZE, inputs, demo_window.window_start, demo_window.date)
+    assert {"copied", "invented_dates"} <= set(summary.flags(GEMMA_SUMMARY))
+    assert invented_dates(GEMMA_SUMMARY, "2022-05-28", "2022-06-01") == ["2019-05-04"]
+
+
+def test_loops_and_garbage_are_degenerate():
+    assert degenerate(LOOPING)
+    assert degenerate("}}{{ <<<")
+    assert degenerate("")
+    assert degenerate("상승 상승 상승 상승 상승 상승 상승 상승 상승 상승 상승 상승 상승")
+    assert not degenerate(QWEN_EXPLANATION)
+
+
+def test_a_grounded_answer_passes(demo_window):
+    prompt = load_prompt("ko", "explain")
+    check = Check(prompt.instructions(), titles_of(demo_window), demo_window.window_start, demo_window.date)
+    assert check.flags(QWEN_EXPLANATION) == []  # "2017년" alone is a year, not a date
+    assert grounded("외국인이 순매도했다", "외국인 순매도 지속") and not grounded("외국인이 순매도했다", "반도체 업황")
+    assert not grounded("주가가 상승할 가능성이 높다", "삼성전자 주가 전망")  # generic market words prove nothing
+
+
+def test_copy_needs_eight_words_in_a_row():
+    source = "가 나 다 라 마 바 사 아 자 차"
+    assert copied("x 가 나 다 라 마 바 사 아 y", source)
+    assert not copied("x 가 나 다 라 마 바 사 y", source)
+
+
+def test_points_cite_real_texts_and_unsupported_points_are_dropped(demo_window):
+    texts = demo_window.texts_by_day()["2022-05-31"][:10]
+    ids = {t.id for t in texts}
+    response = ("- 삼성전자 인수합병 진행 중 [2]\n- 소니, 이미지센서 1위 굳히기 [4]\n"
+                "- 화성에 공장을 짓는다 [1]\n- 관련 없는 문장")
+    points = cited_points(response, texts, 5)
+    assert len(points) == 2  # the Mars plant and the uncited sentence rest on no text
+    for point in points:
+        cited = {int(x) for x in point.rsplit("[", 1)[1].strip("]").replace("t", "").split(",")}
+        assert cited and cited <= ids
+    assert all(p.endswith(f"[t{t.id}]") for p, t in zip(extractive_points(texts, 3), texts))
+
+
+def flagged_script(kind: str, prompt: str) -> str:
+    if kind == "summarize":  # the old instruction, echoed: copied and with an invented date
+        return GEMMA_SUMMARY
+    if kind == "reflect":  # a lesson that only repeats the instructions' example cannot be learnt from
+        return "}}{{ <<<"
+    return "상승\n" + GEMMA_EXPLANATION
+
+
+def test_flagged_generations_are_kept_apart(sample_memory, db_path):
+    sample_memory.conn.close()
+    with FakeOpenAI(flagged_script, owned_by="other") as server:
+        done = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "2", "--json",
+                   "--base-url", server.base_url, db=db_path)
+        assert done.returncode == 0, done.stderr
+        shown = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "2",
+                    "--base-url", server.base_url, db=db_path)
+    out = json.loads(done.stdout)
+    db = open_memory(db_path)
+    # summaries: the model's attempt is kept for inspection, the extractive points are used
+    rows = db.execute("SELECT method, flags, attempt, summary FROM summaries").fetchall()
+    assert rows and all(m == "extractive" and "invented_dates" in f and a == GEMMA_SUMMARY for m, f, a, _ in rows)
+    assert all(s["method"] == "extractive" for s in out["summaries"])
+    # explanations: flagged (ungrounded), so not correct even where the label matched, and unparsable in eval
+    assert all("ungrounded" in t["flags"] and not t["correct"] for t in out["trials"])
+    assert db.execute("SELECT count(*) FROM predictions WHERE flags LIKE '%ungrounded%'").fetchone()[0] == 2
+    # reflections: stored with their flag and never recalled
+    assert "degenerate" in db.execute("SELECT flags FROM reflections").fetchone()[0]
+    agents = Agents(db, None, "ko")
+    assert agents.recall(decision_window(db, "005930", "2022-06-10", 5), "삼성") == []
+    assert "⚑" in shown.stdout and "counted as unparsable" in shown.stdout and "extractive" in shown.stdout
+    report = json.loads(run("eval", "--stock", "005930", "--json", db=db_path).stdout)
+    assert report["forecast"]["unparsable"] == 1 if "unparsable" in report["forecast"] else report["unparsable"] == 1
+
+
+def test_clean_generations_are_trusted(sample_memory, db_path):
+    sample_memory.conn.close()
+    with FakeOpenAI(lambda kind, p: cite_all(p) if kind == "summarize" else echo_reason(p, "하락")) as server:
+        done = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--json", "--base-url", server.base_url,
+                   db=db_path)
+    out = json.loads(done.stdout)
+    assert all(s["method"] == "model" and s["flags"] == [] for s in out["summaries"])
+    assert out["trials"][0]["flags"] == [] and out["trials"][0]["correct"]
+
+
+def test_prompt_files_are_chats_without_inline_examples():
+    for lang in ("ko", "en"):
+        for name in ("summarize", "explain", "reflect", "judge"):
+            prompt = load_prompt(lang, name)
+            messages = prompt.messages(stock="005930", name="삼성전자", company="삼성전자(005930)", date="2022-06-01",
+                                       start="2022-05-28", texts="[1] x", summaries="[2022-06-01] - x", reflections="",
+                                       response="상승\nx", actual="하락", label="상승", explanation="x", max_points=5)
+            assert messages[0]["role"] == "system" and messages[-1]["role"] == "user"
+            assert "예시" not in messages[0]["content"] and "Example" not in messages[0]["content"]
+
+
+def test_a_user_prompt_folder_overrides_the_package(tmp_path: Path):
+    from sep.errors import BadInput
+
+    (tmp_path / "ko").mkdir()
+    (tmp_path / "ko" / "explain.toml").write_text('system = "S"\nuser = "U {date}"\n', encoding="utf-8")
+    assert load_prompt("ko", "explain", tmp_path).messages(date="D")[-1]["content"] == "U D"
+    with pytest.raises(BadInput, match="summarize.toml"):
+        load_prompt("ko", "summarize", tmp_path)
