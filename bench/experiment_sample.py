@@ -4,9 +4,11 @@ Imports the sample into a fresh database, dedups it, then runs `sep experiment` 
 reflect over 2022-05-02..05-17, train SFT, reward, PPO and GRPO on those days only, forecast
 each test day 2022-05-20..05-31 with each arm, and print the table (and its JSON with --json).
 
-Run: .venv/bin/python bench/experiment_sample.py [--steps 4] [--trials 4] [--base-url URL] [--json]
-On 2 cores with the embedded model this takes 20-40 minutes; figures are a measurement of this
-sample, not a claim of skill: read the intervals.
+Run: .venv/bin/python bench/experiment_sample.py [--steps 4] [--trials 4] [--model NAME] [--summarizer extractive]
+     [--base-url URL] [--json]
+The sft/ppo/grpo arms are LoRA policies on Gemma-3 270M (the CPU trainers' base) whatever model
+answers the base/memory/best_of_n arms. On 2 cores this takes 40-90 minutes; figures are a
+measurement of this sample, not a claim of skill: read the intervals.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def main() -> None:
     parser.add_argument("--best-of", type=int, default=4)
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--base-url")
-    parser.add_argument("--model")
+    parser.add_argument("--model", help="A catalog model (default qwen2.5-coder-1.5b) or the server's model id.")
+    parser.add_argument("--summarizer", choices=("model", "extractive"), help="How days are summarized [model].")
     parser.add_argument("--no-dedup", action="store_true")
     parser.add_argument("--keep", type=Path, help="Keep the database and runs in this folder.")
     parser.add_argument("--json", action="store_true")
@@ -46,7 +49,8 @@ def main() -> None:
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="sep-experiment-"))
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = Settings().with_overrides(db=folder / "sep.db", base_url=args.base_url, model=args.model, trials=args.trials)
+    cfg = Settings().with_overrides(db=folder / "sep.db", base_url=args.base_url, model=args.model, trials=args.trials,
+                                    summarizer=args.summarizer)
     db = open_memory(cfg.db)
     prices, texts = sample_files()
     import_prices(db, prices)

