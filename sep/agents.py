@@ -287,7 +287,8 @@ class Agents:
             return ""
         prompt = self.prompts["summarize"]
         extractive = self.summarizer == "extractive"
-        model = "extractive" if extractive else self.model_name
+        # the model's name, not its server's URL: moving a server must not recompute every summary
+        model = "extractive" if extractive else self.model_name.split("@", 1)[0]
         version = f"{'extractive' if extractive else prompt.version}-p{self.summary_points}"
         key = (stock, day, text_hash(texts), model, version)
         row = self.db.execute(

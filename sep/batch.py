@@ -6,7 +6,10 @@ has that many requests in flight and no summary is requested twice:
 2. every (stock, as-of trading day) decision: explain, reflect and retry (and best-of-n if set).
 
 Each decision is stored in one transaction by the agents, so a run killed at any moment loses
-at most the decisions in flight; rerunning the same file skips every stored (stock, day).
+at most the decisions in flight; rerunning the same file skips every day the job finished.
+A job owns its results: its name is tied to a fingerprint of what changes answers (model id,
+trials, window, prompts, summarizer, policy, reward, best-of), so another job on the same days
+with another model does its own work, and a changed file under the same name is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datetime as dt
+
 import sqlite_utils
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sep.errors import BadInput
 from sep.memory import now_iso, open_memory, transaction
@@ -53,8 +59,49 @@ class Job:
                                    window_days=self.window_days)
 
 
+class _LLMTable(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    base_url: str | None = None
+    model: str | None = None
+
+
+class JobFile(BaseModel):
+    """The schema of a job file: strict types, no unknown keys at any level, sensible ranges."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1)
+    stocks: list[str] = Field(min_length=1)
+    start: str | dt.date
+    end: str | dt.date
+    trials: int = Field(3, ge=1)
+    concurrency: int = Field(8, ge=1)
+    window_days: int | None = Field(None, ge=1)
+    dedup: bool = False
+    best_of: int | None = Field(None, ge=1)
+    policy: str | None = None
+    reward: str | None = None
+    llm: _LLMTable = _LLMTable()
+    experiment: dict | None = None  # checked by sep.experiment.ExperimentConfig
+
+
+def _schema_error(path: Path, exc: ValidationError) -> BadInput:
+    """The first schema error as one sentence that names the key."""
+    errors = exc.errors()
+    missing = [".".join(map(str, e["loc"])) for e in errors if e["type"] == "missing"]
+    if missing:
+        return BadInput(f"{path} needs {', '.join(missing)} (see jobs/README.md).")
+    err = errors[0]
+    key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        table = JobFile if len(err["loc"]) == 1 else _LLMTable
+        return BadInput(f"{path}: unknown key {key}; allowed: {', '.join(table.model_fields)} (see jobs/README.md).")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return BadInput(f"{path}: {key}: {err['msg'][0].lower() + err['msg'][1:]}{shown}.")
+
+
 def load_job(path: Path) -> Job:
-    """Parse and check a job file; every mistake is one sentence (exit 2)."""
+    """Parse and check a job file; every mistake is one sentence (exit 2) naming the key."""
     from sep.ingest import normalise_stock
 
     path = Path(path)
@@ -64,36 +111,28 @@ def load_job(path: Path) -> Job:
         raise BadInput(f"Can't read the job file {path}: {exc.strerror}.") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{path} is not valid TOML: {exc}") from None
-    missing = [k for k in ("name", "stocks", "start", "end") if k not in data]
-    if missing:
-        raise BadInput(f"{path} needs {', '.join(missing)} (see jobs/README.md).")
-    known = {"name", "stocks", "start", "end", "trials", "concurrency", "llm", "dedup", "best_of", "policy", "reward",
-             "window_days", "experiment"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise BadInput(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}.")
-    stocks = data["stocks"] if isinstance(data["stocks"], list) else [data["stocks"]]
-    llm = data.get("llm", {})
-    job = Job(path=path, name=str(data["name"]), stocks=[normalise_stock(str(s)) for s in stocks],
-              start=parse_day(str(data["start"])), end=parse_day(str(data["end"])),
-              trials=int(data.get("trials", 3)), concurrency=int(data.get("concurrency", 8)),
-              base_url=llm.get("base_url"), model=llm.get("model"), window_days=data.get("window_days"),
-              dedup=bool(data.get("dedup", False)), best_of=data.get("best_of"),
-              policy=Path(data["policy"]) if data.get("policy") else None,
-              reward=Path(data["reward"]) if data.get("reward") else None)
+    if isinstance(data.get("stocks"), str):  # `stocks = "005930"` means one stock
+        data["stocks"] = [data["stocks"]]
+    try:
+        spec = JobFile.model_validate(data)
+    except ValidationError as exc:
+        raise _schema_error(path, exc) from None
+    job = Job(path=path, name=spec.name, stocks=[normalise_stock(s) for s in spec.stocks],
+              start=parse_day(str(spec.start)), end=parse_day(str(spec.end)), trials=spec.trials,
+              concurrency=spec.concurrency, base_url=spec.llm.base_url, model=spec.llm.model,
+              window_days=spec.window_days, dedup=spec.dedup, best_of=spec.best_of,
+              policy=Path(spec.policy) if spec.policy else None, reward=Path(spec.reward) if spec.reward else None)
     if job.start > job.end:
         raise BadInput(f"{path}: start {job.start} is after end {job.end}.")
-    if "experiment" in data:
+    if spec.experiment is not None:
         from sep.experiment import ExperimentConfig
 
         try:
-            job.experiment = ExperimentConfig.from_table(dict(data["experiment"]))
+            job.experiment = ExperimentConfig.from_table(dict(spec.experiment))
         except BadInput as exc:
             raise BadInput(f"{path}: {exc}") from None
         except TypeError as exc:
             raise BadInput(f"{path}: [experiment] {exc}") from None
-    if job.trials < 1 or job.concurrency < 1 or (job.best_of is not None and job.best_of < 1):
-        raise BadInput(f"{path}: trials, concurrency and best_of must be at least 1.")
     return job
 
 
@@ -116,16 +155,56 @@ def _has_target(db: sqlite_utils.Database, stock: str, day: str) -> bool:
 
 
 def done_days(db: sqlite_utils.Database, job: Job) -> set[tuple[str, str]]:
-    """Decisions already stored: a reflect run, and the best-of-n answer when the job asks for one."""
-    rows = db.execute("SELECT stock, date, method FROM predictions GROUP BY stock, date, method").fetchall()
-    have: dict[tuple[str, str], set[str]] = {}
-    for stock, date, method in rows:
-        have.setdefault((stock, date), set()).add(method)
-    need = {"reflect"} | ({"best-of-n"} if job.best_of else set())
-    return {k for k, methods in have.items() if need <= methods}
+    """The (stock, day)s this job finished (its own batch_items, not another job's predictions)."""
+    return {(s, d) for s, d in db.execute("SELECT stock, date FROM batch_items WHERE job = ? AND status = 'done'",
+                                          [job.name]).fetchall()}
+
+
+def job_identity(job: Job, cfg: Settings, model: str) -> tuple[str, dict]:
+    """(fingerprint, what it covers): everything that changes the answers, not where the server is."""
+    import hashlib
+    import json
+
+    from sep.agents import lang_of, load_prompt
+
+    versions = sorted({load_prompt(lang_of(s), n, cfg.prompts).version for s in job.stocks
+                       for n in ("summarize", "explain", "reflect")})
+    config = {"model": model, "trials": cfg.trials, "window_days": cfg.window_days, "prompts": versions,
+              "summarizer": cfg.summarizer, "summary_points": cfg.summary_points,
+              "policy": str(job.policy) if job.policy else None, "reward": str(job.reward) if job.reward else None,
+              "best_of": job.best_of}
+    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16], config
+
+
+def claim_job(db: sqlite_utils.Database, job: Job, fingerprint: str, model: str, config: dict,
+              restart: bool = False) -> None:
+    """Tie the job's name to its fingerprint; refuse a changed job under the same name unless `restart`.
+
+    `restart` forgets the job's items (its predictions stay, kept per model), so every day is redone.
+    """
+    import json
+
+    row = db.execute("SELECT fingerprint, config FROM jobs WHERE name = ?", [job.name]).fetchone()
+    if row and row[0] != fingerprint and not restart:
+        before = json.loads(row[1])
+        changed = [k for k in sorted(set(before) | set(config)) if before.get(k) != config.get(k)]
+        raise BadInput(f"The job {job.name!r} already ran with other settings ({', '.join(changed)} changed); "
+                       f"give the file another name, or pass --restart to redo every day with the new ones.")
+    with transaction(db):
+        if restart:
+            db.execute("DELETE FROM batch_items WHERE job = ?", [job.name])
+        db.execute("INSERT OR REPLACE INTO jobs (name, fingerprint, model, config, created_at) VALUES (?,?,?,?,?)",
+                   [job.name, fingerprint, model, json.dumps(config, ensure_ascii=False), now_iso()])
+
+
+def job_model(db: sqlite_utils.Database, job: Job) -> str | None:
+    """The model whose predictions are this job's (None when the job never ran)."""
+    row = db.execute("SELECT model FROM jobs WHERE name = ?", [job.name]).fetchone()
+    return row[0] if row else None
 
 
 def status(db: sqlite_utils.Database, job: Job) -> dict:
+    """How far this job got, from its own items only."""
     items = stock_days(db, job)
     done = done_days(db, job)
     failed = {(s, d): e for s, d, e in db.execute(
@@ -155,8 +234,8 @@ class BatchRunner:
     """Runs a job with a pool of `concurrency` workers, each with its own SQLite connection."""
 
     def __init__(self, job: Job, cfg: Settings, llm_factory: Callable[[Settings], object],
-                 on_progress: Callable[[str, int, int], None] | None = None) -> None:
-        self.job, self.cfg = job, job.settings(cfg)
+                 on_progress: Callable[[str, int, int], None] | None = None, restart: bool = False) -> None:
+        self.job, self.cfg, self.restart = job, job.settings(cfg), restart
         self.llm = llm_factory(self.cfg)
         # the embedded model is one in-process llama.cpp: one request at a time
         self.concurrency = job.concurrency if self.cfg.base_url else 1
@@ -221,6 +300,8 @@ class BatchRunner:
 
     def run(self) -> BatchReport:
         db = self._db()
+        fingerprint, config = job_identity(self.job, self.cfg, self.llm.name.split("@", 1)[0])
+        claim_job(db, self.job, fingerprint, self.llm.name, config, self.restart)
         if self.job.dedup:
             from sep.dedup import DedupConfig, Deduplicator
 

@@ -826,14 +826,17 @@ JobArg = Annotated[Path, typer.Argument(help="A job file, e.g. jobs/sample.toml 
 def batch_run_cmd(
     job_file: JobArg,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight (overrides the file).")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="The job file changed (model, trials, window, prompts, ...): forget its finished days and redo them all.")] = False,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every (stock, as-of trading day) of a job: summaries first (each once), then decisions.
 
     At most `concurrency` requests are in flight against the server (the embedded model takes one
-    at a time). Killed at any moment, the job resumes where it stopped when run again: stored days
-    are skipped, and no row is duplicated or lost.
+    at a time). Killed at any moment, the job resumes where it stopped when run again: the days it
+    finished are skipped, and no row is duplicated or lost. A job owns its results: another job
+    file on the same days with another model does its own work, and a changed file under the same
+    name is refused until renamed or run with --restart.
 
     Examples:
       sep batch run jobs/sample.toml
@@ -855,7 +858,7 @@ def batch_run_cmd(
                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
         on_progress = stage_progress(progress)
         with model_errors(" Finished days are stored; rerun to continue."), progress:
-            report = BatchRunner(job, cfg, make_llm, on_progress).run()
+            report = BatchRunner(job, cfg, make_llm, on_progress, restart=restart).run()
     if as_json:
         print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
     else:
@@ -885,24 +888,29 @@ def batch_status_cmd(job_file: JobArg, db: DbOpt = None, as_json: JsonOpt = Fals
                   f"{report['pending']} pending", highlight=False)
 
 
-def _scope(stock: str | None, job_file: Path | None, start: str | None, end: str | None
-           ) -> tuple[list[str], str | None, str | None]:
-    """Stocks and range from --stock or --job (flags win over the job's range)."""
-    from sep.batch import load_job
+def _scope(memory, stock: str | None, job_file: Path | None, start: str | None, end: str | None
+           ) -> tuple[list[str], str | None, str | None, str | None]:
+    """Stocks, range and model from --stock or --job (flags win over the job's range; a job's
+    predictions are those of the model that answered it)."""
+    from sep.batch import job_model, load_job
     from sep.ingest import normalise_stock
     from sep.window import parse_day
 
     if bool(stock) == bool(job_file):
         raise BadInput("Give --stock CODE or --job FILE (one of them).")
+    model = None
     if job_file:
         job = load_job(job_file)
         stocks, start, end = job.stocks, start or job.start, end or job.end
+        model = job_model(memory, job)
+        if model is None:
+            raise BadInput(f"The job {job.name!r} has not run in this database; run `sep batch run {job_file}` first.")
     else:
         stocks = [normalise_stock(stock)]
     start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
     if start and end and start > end:
         raise BadInput(f"--start {start} is after --end {end}.")
-    return stocks, start, end
+    return stocks, start, end, model
 
 
 ScopeStock = Annotated[Optional[str], typer.Option("--stock", help="One stock code or ticker.")]
@@ -947,8 +955,9 @@ def eval_cmd(
     with user_errors():
         cfg = settings(db=db, seed=seed)
         memory = open_memory(cfg.db, must_exist=True)
-        stocks, start, end = _scope(stock, job, start, end)
-        report = evaluate(memory, stocks, start, end, seed=cfg.seed, threshold=threshold, method=method, model=model,
+        stocks, start, end, job_model = _scope(memory, stock, job, start, end)
+        report = evaluate(memory, stocks, start, end, seed=cfg.seed, threshold=threshold, method=method,
+                          model=model or job_model,
                           cost_bps=cost_bps, long_only=long_only)
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
@@ -1112,11 +1121,11 @@ def audit_cmd(
     with user_errors():
         cfg = settings(db=db, base_url=base_url, model=model)
         memory = open_memory(cfg.db, must_exist=True)
-        stocks, start, end = _scope(stock, job, start, end)
+        stocks, start, end, job_model = _scope(memory, stock, job, start, end)
         with model_errors():
             llm = _make_llm(cfg) if judge else None
         data = build(memory, stocks, start, end, window_days=cfg.window_days, llm=llm, lang=lang_of(stocks[0]),
-                     seed=cfg.seed)
+                     seed=cfg.seed, model=job_model)
         html, twin = write_report(data, out)
     s = data["summary"]
     console.print(f"Audited {s['explanations']} explanations: {s['inconsistent']} inconsistent, "

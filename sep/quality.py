@@ -117,9 +117,12 @@ class Check:
         out = []
         if copied(text, self.instructions) or (self.echo_of and copied_share(text, self.echo_of) >= 0.5):
             out.append("copied")
-        if text.strip() and not grounded(text, self.inputs):
+        # with no content in its inputs (a day without news) there is nothing to ground on: no flag
+        has_content = any(w not in _GENERIC and len(w) >= 2 and not w.isdigit() for w in words(self.inputs))
+        if text.strip() and has_content and not grounded(text, self.inputs):
             out.append("ungrounded")
-        if invented_dates(text, self.first_day, self.last_day):
+        known = set(dates_in(self.inputs))  # a date its inputs name (a scheduled event, say) is not invented
+        if [d for d in invented_dates(text, self.first_day, self.last_day) if d not in known]:
             out.append("invented_dates")
         if degenerate(text):
             out.append("degenerate")

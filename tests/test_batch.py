@@ -97,3 +97,75 @@ def test_bad_job_files_exit_2(sample_db, tmp_path):
     typo = run("batch", "run", str(tmp_path / "typo.toml"), db=sample_db)
     assert typo.returncode == 2 and "concurency" in typo.stderr
     assert run("batch", "status", str(tmp_path / "missing.toml"), db=sample_db).returncode == 2
+
+
+JOB = 'name = "x"\nstocks = ["005930"]\nstart = "2022-05-02"\nend = "2022-05-31"\n'
+
+
+@pytest.mark.parametrize("text, says", [
+    (JOB + "window_days = 0\n", "window_days: input should be greater than or equal to 1 (got 0)"),
+    (JOB + "trials = 2.7\n", "trials: input should be a valid integer (got 2.7)"),  # not truncated to 2
+    (JOB + '[llm]\nmodle = "m"\n', "unknown key llm.modle; allowed: base_url, model"),
+    (JOB.replace('["005930"]', "[]"), "stocks: list should have at least 1 item"),
+    (JOB.replace('["005930"]', "[5930]"), "stocks: input should be a valid string (got 5930)"),
+    (JOB + "concurrency = 0\n", "concurrency: input should be greater than or equal to 1"),
+    (JOB + 'dedup = "yes"\n', "dedup: input should be a valid boolean"),
+    ('name = "x"\n', "needs stocks, start, end"),
+])
+def test_job_files_are_validated_strictly(tmp_path, text, says):
+    from sep.batch import load_job
+    from sep.errors import BadInput
+
+    path = tmp_path / "job.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(BadInput) as caught:
+        load_job(path)
+    assert says in str(caught.value) and str(caught.value).count(". ") <= 1  # one sentence
+
+
+def test_a_valid_job_file_still_loads(tmp_path):
+    from sep.batch import load_job
+
+    path = tmp_path / "job.toml"
+    path.write_text(JOB.replace('"2022-05-02"', "2022-05-02") + '[llm]\nmodel = "m"\n', encoding="utf-8")  # a TOML date
+    job = load_job(path)
+    assert (job.start, job.end, job.model, job.trials, job.stocks) == ("2022-05-02", "2022-05-31", "m", 3, ["005930"])
+
+
+def test_a_job_owns_its_results(sample_db, tmp_path):
+    """Job B with another model on the same days does its own work, and eval --job B scores B's answers."""
+    with FakeOpenAI(lambda kind, prompt: WRONG_THEN_REFLECT[kind], model="model-a") as a, \
+            FakeOpenAI(lambda kind, prompt: WRONG_THEN_REFLECT[kind], model="model-b") as b:
+        job_a = write_job(tmp_path / "a.toml", a.base_url)
+        assert run("batch", "run", str(job_a), db=sample_db).returncode == 0
+        text = (tmp_path / "a.toml").read_text().replace('name = "t"', 'name = "t-b"')
+        job_b = tmp_path / "b.toml"
+        job_b.write_text(text.replace(a.base_url, b.base_url).replace('"fake-model"', '"model-b"'))
+        done = run("batch", "run", str(job_b), "--json", db=sample_db)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["skipped"] == 0 and report["done"] == 7 and report["requests"] > 0 and b.requests
+    status = json.loads(run("batch", "status", str(job_b), "--json", db=sample_db).stdout)
+    assert status["done"] == 7
+    scored = json.loads(run("eval", "--job", str(job_b), "--json", db=sample_db).stdout)
+    assert scored["forecast"]["model"].startswith("model-b@")
+    db = open_memory(sample_db)
+    assert {m.split("@")[0] for (m,) in db.execute("SELECT DISTINCT model FROM predictions")} == {"fake-model", "model-b"}
+
+
+def test_a_changed_job_file_is_refused_until_renamed_or_restarted(sample_db, tmp_path):
+    with FakeOpenAI(lambda kind, prompt: WRONG_THEN_REFLECT[kind]) as server:
+        job = write_job(tmp_path / "job.toml", server.base_url)
+        assert run("batch", "run", str(job), db=sample_db).returncode == 0
+        job.write_text(job.read_text().replace("trials = 2", "trials = 3"))
+        refused = run("batch", "run", str(job), db=sample_db)
+        assert refused.returncode == 2 and "trials changed" in refused.stderr and "--restart" in refused.stderr
+        redone = run("batch", "run", str(job), "--restart", "--json", db=sample_db)
+        assert redone.returncode == 0, redone.stderr
+        assert json.loads(redone.stdout)["skipped"] == 0
+        again = run("batch", "run", str(job), "--json", db=sample_db)
+        assert json.loads(again.stdout)["skipped"] == 7  # unchanged now: every day is done
+    never = tmp_path / "never.toml"
+    never.write_text(job.read_text().replace('name = "t"', 'name = "never"'))
+    not_run = run("eval", "--job", str(never), db=sample_db)
+    assert not_run.returncode == 2 and "has not run" in not_run.stderr

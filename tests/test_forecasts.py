@@ -17,7 +17,7 @@ from sep.evaluate import Decision, backtest, binomial_p, bootstrap_ci, accuracy,
 from sep.memory import open_memory
 
 from conftest import run
-from fake_openai import FakeOpenAI, kind_of
+from fake_openai import FakeOpenAI, echo_reason, kind_of
 
 
 COIN_SEED = "7"  # a fair coin's 95% interval misses 0.5 for about 1 seed in 20; fixed so the test is repeatable
@@ -30,9 +30,9 @@ def coin(kind: str, prompt: str) -> str:
         return "- 삼성전자 관련 보도 [요약]"
     if kind == "reflect":  # a new lesson every time (one day's retries are sequential), so each retry flips anew
         _asked[prompt] = _asked.get(prompt, 0) + 1
-        return f"반대 방향을 봤어야 했다 ({hashlib.sha256(f'{_asked[prompt]}{prompt}'.encode()).hexdigest()[:6]})."
+        return f"그 소식보다 반대 방향을 봤어야 했다 ({hashlib.sha256(f'{_asked[prompt]}{prompt}'.encode()).hexdigest()[:6]})."
     heads = hashlib.sha256((COIN_SEED + prompt).encode()).digest()[0] % 2
-    return ("상승" if heads else "하락") + "\n뉴스의 방향을 따랐다."
+    return echo_reason(prompt, "상승" if heads else "하락")  # a grounded-looking reason: only the label is a coin
 
 
 def _sample_db(path: Path):
