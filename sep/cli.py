@@ -577,7 +577,7 @@ app.add_typer(train_app, name="train")
 
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run folder (config, metrics, adapter, checkpoints); rerun the same one to resume.")]
 MaxStepsOpt = Annotated[int, typer.Option("--max-steps", min=1, help="Optimizer steps (PPO: updates).")]
-LrOpt = Annotated[Optional[float], typer.Option("--learning-rate", min=0.0, help="Learning rate [per trainer].")]
+LrOpt = Annotated[Optional[float], typer.Option("--learning-rate", min=0.0, help="Learning rate \\[default per trainer].")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per step.")]
 LoraOpt = Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")]
 PairsOpt = Annotated[Optional[Path], typer.Option("--pairs", help="TRL preference JSONL (prompt/chosen/rejected[, ret]).")]
@@ -1017,7 +1017,7 @@ app.add_typer(experiment_app, name="experiment")
 
 @experiment_app.command("run")
 def experiment_run_cmd(
-    job_file: Annotated[Path, typer.Argument(help="A job file with an [experiment] table (see jobs/README.md).")],
+    job_file: Annotated[Path, typer.Argument(help="A job file with an \\[experiment] table (see jobs/README.md).")],
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

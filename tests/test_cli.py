@@ -76,3 +76,26 @@ def test_import_reports_what_it_did(db_path, fixtures):
 def test_help_teaches(db_path):
     result = run("data", "import", "prices", "--help", db=db_path)
     assert result.returncode == 0 and "FinanceDataReader" in result.stdout and "Example" in result.stdout
+
+
+def test_help_keeps_bracketed_text(db_path):
+    """Rich reads [text] as markup: every bracket in an option's help must be escaped, or its text vanishes."""
+    import re
+
+    from typer.main import get_command
+
+    from sep.cli import app
+
+    lost = []
+
+    def walk(cmd, path):
+        for param in getattr(cmd, "params", []):
+            for m in re.finditer(r"(?<!\\)\[([a-z#/@][^\[]*?)\]", getattr(param, "help", None) or ""):  # rich's tags
+                lost.append(f"{' '.join(path)} {param.name}: [{m.group(1)}]")
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(get_command(app), ["sep"])
+    assert not lost, lost
+    shown = run("train", "sft", "--help", db=db_path, env={"COLUMNS": "250"}).stdout
+    assert "Learning rate [default per trainer]" in shown
