@@ -1,6 +1,7 @@
 """The CLI as users call it: the installed `sep` script, real exit codes, real output."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,29 @@ def test_help_keeps_bracketed_text(db_path):
     assert not lost, lost
     shown = run("train", "sft", "--help", db=db_path, env={"COLUMNS": "250"}).stdout
     assert "Learning rate [default per trainer]" in shown
+
+
+def test_a_built_wheel_reflects_outside_the_checkout(tmp_path, sample_memory, db_path):
+    """Prompts, migrations and templates are package data: a wheel, not the checkout, must carry them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sample_memory.conn.close()
+    root = Path(__file__).resolve().parent.parent
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(tmp_path / "dist"), str(root)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("sep-*.whl"))
+    target = tmp_path / "site"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+                                str(wheel)], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEP_")}
+    env.update(PYTHONPATH=str(target), SEP_DB=str(db_path), COLUMNS="200")
+    dry = subprocess.run([sys.executable, "-c", "import sep, sys; from sep.cli import app; print(sep.__file__, "
+                          "file=sys.stderr); app()", "reflect", "--stock", "005930", "--date", "2022-06-01",
+                          "--dry-run"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert str(target) in dry.stderr  # the wheel's code ran, not the checkout's
+    assert "explain prompt" in dry.stdout and "당신은 한국 주식 애널리스트입니다" in dry.stdout
