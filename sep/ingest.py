@@ -67,6 +67,7 @@ class ParsedFile:
     format: str
     rows: list = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    line: int = 0  # the line being read, for error messages
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -194,7 +195,8 @@ def read_prices(path: Path, fmt: str | None = None, stock: str | None = None) ->
         else:
             _read_sn2(parsed, text, _require_stock(need_stock, path))
     except (ValueError, KeyError, IndexError) as exc:
-        raise BadInput(f"{path} does not read as {fmt} prices: {exc}.") from None
+        where = f" (line {parsed.line})" if parsed.line else ""
+        raise BadInput(f"{path} does not read as {fmt} prices{where}: {str(exc).rstrip('.')}.") from None
     if not parsed.rows:
         raise BadInput(f"{path} holds no usable price rows.")
     return parsed
@@ -207,6 +209,8 @@ def _require_stock(stock: str | None, path: Path) -> str:
 
 
 def _add_price(parsed: ParsedFile, row: PriceRow) -> None:
+    if any(v is not None and v < 0 for v in (row.open, row.high, row.low, row.close, row.volume)):
+        raise ValueError(f"a negative price or volume on {row.date}")  # bad data, not a holiday
     if row.close is None or row.close <= 0:
         parsed.skip("no close (holiday/zero row)")
     elif row.volume == 0:
@@ -217,7 +221,7 @@ def _add_price(parsed: ParsedFile, row: PriceRow) -> None:
 
 def _read_fdr(parsed: ParsedFile, text: str, stock: str) -> None:
     """Headerless Date,Open,High,Low,Close,Volume,Change; weekends and holidays are all zeros."""
-    for rec in csv.reader(io.StringIO(text)):
+    for parsed.line, rec in enumerate(csv.reader(io.StringIO(text)), 1):
         if not rec:
             continue
         d, o, h, lo, c, v = rec[0], *map(_number, rec[1:6])
@@ -229,7 +233,7 @@ def _read_fdr(parsed: ParsedFile, text: str, stock: str) -> None:
 
 def _read_quantkang(parsed: ParsedFile, text: str, stock: str | None) -> None:
     """date as YYYYMMDD, open, high, low, close, volume, ticker, code, name, interval."""
-    for rec in csv.DictReader(io.StringIO(text)):
+    for parsed.line, rec in enumerate(csv.DictReader(io.StringIO(text)), 2):
         code = normalise_stock(stock or rec["code"])
         _add_price(
             parsed,
@@ -240,7 +244,7 @@ def _read_quantkang(parsed: ParsedFile, text: str, stock: str | None) -> None:
 
 def _read_yahoo(parsed: ParsedFile, text: str, stock: str) -> None:
     """Date,Open,High,Low,Close,Adj Close,Volume (Close is split-adjusted)."""
-    for rec in csv.DictReader(io.StringIO(text)):
+    for parsed.line, rec in enumerate(csv.DictReader(io.StringIO(text)), 2):
         close = _number(rec["Close"])
         if close is None:
             parsed.skip("null row")

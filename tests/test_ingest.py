@@ -111,3 +111,15 @@ def test_binary_garbage_is_refused(tmp_path):
     bad.write_bytes(b"\x00\x01not a zip")
     with pytest.raises(BadInput, match="spreadsheet"):
         read_texts(bad)
+
+
+@pytest.mark.parametrize("rows, says", [
+    ("2022-01-03,100,101,99,100,10,0\n2022-13-04,100,101,99,100,10,0\n", "(line 2): month must be in 1..12"),
+    ("2022-01-03,100,101,99,100,10,0\n2022-01-04,100,101,99,-5,10,0\n", "(line 2): a negative price or volume on 2022-01-04"),
+])
+def test_bad_price_rows_are_refused_with_their_line(tmp_path, rows, says):
+    path = tmp_path / "005930.csv"
+    path.write_text(rows)
+    with pytest.raises(BadInput) as caught:
+        read_prices(path)
+    assert says in str(caught.value)  # a negative close is bad data, not a holiday row
