@@ -49,7 +49,7 @@ class RunConfig:
     batch_size: int = 2
     lora_r: int = 8
     lora_alpha: int = 16
-    max_length: int = 1024
+    max_length: int = 2048          # tokens of prompt + answer; the chat prompts with a worked turn run ~1-1.5k
     save_steps: int = 10
     seed: int = 0
     threads: int = 2
@@ -616,6 +616,12 @@ def train_reward(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Data
         from trl import RewardConfig, RewardTrainer
 
         model, tok = reward_model_and_tokenizer(base)
+        # TRL drops pairs longer than max_length without a word: count them, and refuse when none is left
+        fits = [r for r in train if max(len(tok(reward_text(r["prompt"], r[k])).input_ids)
+                                        for k in ("chosen", "rejected")) <= cfg.max_length]
+        if not fits:
+            raise BadInput(f"All {len(train)} training pairs are longer than --max-length {cfg.max_length} tokens; "
+                           "raise --max-length or shorten the window.")
         columns = ("prompt", "chosen", "rejected")
         trainer = RewardTrainer(model=model, processing_class=tok,
                                 train_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in train]),
@@ -624,7 +630,8 @@ def train_reward(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Data
         metrics = _train_with_resume(run, trainer)
         save_adapter(run, trainer.model, tok)
         trainer.model.eval()
-        return {**metrics, "train_pairs": len(train), "eval_first_day": held_out[0].get("date"),
+        return {**metrics, "train_pairs": len(train), "too_long_dropped": len(train) - len(fits),
+                "eval_first_day": held_out[0].get("date"),
                 **pair_metrics(trainer.model, tok, held_out), "majority_accuracy": majority_pair_accuracy(train, held_out)}
 
     return _execute(settings, cfg, db, rows, body, info)

@@ -110,7 +110,7 @@ def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy)
     from sep.train import base_model_dir, load_reward_model, reward_scores
 
     rm = trained["reward"]
-    assert rm["eval_pairs"] == 2 and rm["train_pairs"] == len(NEWS) - 2
+    assert rm["eval_pairs"] == 2 and rm["train_pairs"] == len(NEWS) - 2 and rm["too_long_dropped"] == 0
     assert rm["pair_accuracy"] == 1.0 and rm["margin"] > 0
     assert lora_b_norm(toy / "reward" / "adapter") > 0
     model, tok = load_reward_model(toy / "reward", base_model_dir(Settings()))  # reloaded as predict does
