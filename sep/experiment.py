@@ -200,6 +200,10 @@ class Experiment:
                     made[kind] = out
                 except BadInput as exc:  # e.g. too few pairs on a short train range: the arm is reported, not run
                     self.skipped[kind] = str(exc)
+                except (ImportError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # a trainer that breaks loses its arms, not the whole experiment
+                    self.skipped[kind] = f"{kind} training failed ({type(exc).__name__}: {exc}); see runs in memory"
             self.on_progress(f"train (≤ {block.train_end})", i, len(kinds))
         return made
 
