@@ -992,6 +992,9 @@ def render_eval(report: dict) -> None:
     console.print(f"confusion (actual → predicted up/down/none): up {c['up']['up']}/{c['up']['down']}/{c['up']['none']}, "
                   f"down {c['down']['up']}/{c['down']['down']}/{c['down']['none']}; ECE {_fmt(report['ece'])}",
                   highlight=False)
+    if report.get("flagged"):
+        console.print("[red]quality gate[/]: " + ", ".join(f"{n} {f}" for f, n in report["flagged"].items()) +
+                      " (those answers count as unparsable: none)", highlight=False)
     bt = report["backtest"]
     side = "long only" if bt["long_only"] else "long/short"
     console.print(f"backtest ({side}, {bt['cost_bps']} bps a round trip): gross {bt['gross']['cumulative_return']:+.2%}, "

@@ -358,6 +358,7 @@ def evaluate(db: sqlite_utils.Database, stocks: list[str], start: str | None, en
                            "what": "trial 0: answered with only what was known at the end of D" if method == "reflect"
                            else "best-of-n: answered with only what was known at the end of D"},
               **forecast_report(scored, seed), "confusion": confusion([(a, p) for _, a, p in hits]),
+              "flagged": {f: sum(f in d.flags for d in scored) for f in sorted({f for d in scored for f in d.flags})},
               "baselines": baselines(db, scored, seed),
               "backtest": backtest(scored, threshold, cost_bps=cost_bps, long_only=long_only),
               "scored_once": len(decisions(db, stocks, start, end, "forecast", method=method, model=model)) - len(every),

@@ -128,7 +128,7 @@ def test_flagged_generations_are_kept_apart(sample_memory, db_path):
     assert agents.recall(decision_window(db, "005930", "2022-06-10", 5), "삼성") == []
     assert "⚑" in shown.stdout and "counted as unparsable" in shown.stdout and "extractive" in shown.stdout
     report = json.loads(run("eval", "--stock", "005930", "--json", db=db_path).stdout)
-    assert report["forecast"]["unparsable"] == 1 if "unparsable" in report["forecast"] else report["unparsable"] == 1
+    assert report["unparsable"] == 1 and report["flagged"] == {"ungrounded": 1}  # the one forecast, withheld
 
 
 def test_clean_generations_are_trusted(sample_memory, db_path):
