@@ -73,8 +73,10 @@ class Prompt:
         return json.dumps(self.messages(**variables), ensure_ascii=False)
 
     def instructions(self, **variables: object) -> str:
-        """What a generated text must not copy: the system message and the worked examples."""
-        return "\n".join([self.system.format(**variables), *(t for pair in self.examples for t in pair)])
+        """What a generated text must not copy: the system message, the worked examples, and the
+        fixed wording of the turns (their data, the variables, may be quoted)."""
+        fixed = [part for _, text in self.turns for part in re.split(r"\{[a-z_]+\}", text) if part.strip()]
+        return "\n".join([self.system.format(**variables), *(t for pair in self.examples for t in pair), *fixed])
 
 
 def load_prompt(lang: str, name: str, prompts_dir: Path | None = None) -> Prompt:
