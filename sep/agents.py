@@ -390,7 +390,8 @@ class Agents:
 
     def reflect(self, variables: dict, answer: Answer, actual: str) -> tuple[str, list[str]] | None:
         """A lesson from a wrong answer and its quality flags (a flagged lesson is kept but never used)."""
-        values = {**variables, "response": answer.response or "(빈 답)", "actual": self.words[actual]}
+        empty = "(빈 답)" if self.lang == "ko" else "(empty answer)"
+        values = {**variables, "response": answer.response or empty, "actual": self.words[actual]}
         message = self._ask("reflect", values)
         if message is None:
             return None

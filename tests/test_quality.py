@@ -160,3 +160,12 @@ def test_a_user_prompt_folder_overrides_the_package(tmp_path: Path):
     assert load_prompt("ko", "explain", tmp_path).messages(date="D")[-1]["content"] == "U D"
     with pytest.raises(BadInput, match="summarize.toml"):
         load_prompt("ko", "summarize", tmp_path)
+
+
+def test_an_english_prompt_says_so_in_english(sample_memory):
+    """sn2-style stocks get English prompts; a window without news must not read "(정보 없음)"."""
+    window = decision_window(sample_memory, "005930", "2022-02-14", 5)  # the sample's news starts in May
+    variables = Agents(sample_memory, None, "en").explain_variables(window, [], [])
+    assert variables["summaries"] == "(no information)"
+    text = load_prompt("en", "explain").messages(**variables)[-1]["content"]
+    assert not any("\uac00" <= ch <= "\ud7a3" for ch in text)
