@@ -34,6 +34,7 @@ from sep.window import DecisionWindow, Text
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 MAX_TEXTS_PER_DAY = 40
 MAX_TITLE_CHARS = 300  # one text's share of a prompt: a 100 KB title must not fill the context
+MAX_DAY_CHARS = 5000   # one day's texts in a summary prompt (~2.5k tokens of Korean), well inside 4k-8k contexts
 MAX_TOKENS = {"summarize": 200, "explain": 160, "reflect": 120}
 
 
@@ -114,16 +115,21 @@ def prompt_text(stored: str) -> str:
 
 
 def day_texts(texts: list[Text]) -> list[Text]:
-    """The texts a summary reads: only representatives once `sep dedup` decided the day; exact repeats dropped; capped."""
+    """The texts a summary reads: only representatives once `sep dedup` decided the day; exact repeats
+    dropped; at most MAX_TEXTS_PER_DAY and MAX_DAY_CHARS (each title cut to MAX_TITLE_CHARS), so one
+    100 KB title or a flood of long posts cannot overflow the model's context."""
     if any(t.representative is not None for t in texts):
         texts = [t for t in texts if t.representative == 1]
-    seen, kept = set(), []
+    seen, kept, size = set(), [], 0
     for t in texts:
         key = normalise_title(t.title)
         if key and key not in seen:
+            size += min(len(t.title), MAX_TITLE_CHARS) + 8
+            if len(kept) == MAX_TEXTS_PER_DAY or (kept and size > MAX_DAY_CHARS):
+                break
             seen.add(key)
             kept.append(t)
-    return kept[:MAX_TEXTS_PER_DAY]
+    return kept
 
 
 def text_hash(texts: list[Text]) -> str:

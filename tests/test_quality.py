@@ -169,3 +169,19 @@ def test_an_english_prompt_says_so_in_english(sample_memory):
     assert variables["summaries"] == "(no information)"
     text = load_prompt("en", "explain").messages(**variables)[-1]["content"]
     assert not any("\uac00" <= ch <= "\ud7a3" for ch in text)
+
+
+def test_one_huge_title_cannot_fill_a_prompt(sample_memory, tmp_path):
+    """A 100 KB title is cut to its share, and a day's texts stop at the prompt budget."""
+    from sep.agents import MAX_DAY_CHARS, MAX_TITLE_CHARS, day_texts
+    from sep.ingest import import_texts
+
+    big = tmp_path / "big.jsonl"
+    big.write_text("\n".join(json.dumps({"stock": "005930", "date": "2022-06-01", "title": f"{i} " + "가" * 100_000})
+                             for i in range(30)), encoding="utf-8")
+    import_texts(sample_memory, [big])
+    window = decision_window(sample_memory, "005930", "2022-06-01", 1)
+    texts = day_texts(window.texts_by_day()["2022-06-01"])
+    assert sum(min(len(t.title), MAX_TITLE_CHARS) for t in texts) <= MAX_DAY_CHARS
+    shown = extractive_points(texts, 40)
+    assert shown and max(len(p) for p in shown) < MAX_TITLE_CHARS + 20
