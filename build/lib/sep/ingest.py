@@ -1,0 +1,557 @@
+"""Ingest: read real price and text files as they come, and write them to memory.
+
+Each reader turns one file (or tweet folder) into rows plus a count of what it skipped and
+why. `import_prices` / `import_texts` write every file of one command in a single
+transaction: a bad file leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date as Date
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import sqlite_utils
+
+from sep.errors import BadInput
+from sep.memory import now_iso, transaction
+from sep.tradingdays import market_of, market_tz
+
+PRICE_FORMATS = ("fdr", "quantkang", "yahoo", "sn2")
+TEXT_SOURCES = ("naver-board", "news", "report", "tweet")
+CODE_IN_URL = re.compile(r"[?&]code=(\d{6})")
+
+
+@dataclass
+class PriceRow:
+    stock: str
+    date: str
+    open: float | None
+    high: float | None
+    low: float | None
+    close: float
+    volume: float | None
+
+
+@dataclass
+class TextRow:
+    stock: str
+    source: str
+    date: str
+    title: str
+    published_at: str | None = None
+    body: str | None = None
+    url: str | None = None
+    author: str | None = None
+
+    def content_key(self) -> str:
+        """Same content, same key: re-importing a file adds nothing."""
+        parts = (self.stock, self.source, self.published_at or self.date, self.title, self.body or "", self.url or "")
+        return hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class ParsedFile:
+    """One input file read into rows, with what was skipped and why."""
+
+    path: Path
+    format: str
+    rows: list = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+
+@dataclass
+class ImportReport:
+    """What one file did to memory; printed by the CLI and stored in `imports`."""
+
+    path: str
+    format: str
+    stocks: list[str]
+    rows_read: int
+    rows_added: int
+    already_present: int
+    skipped: dict[str, int]
+    first_date: str | None
+    last_date: str | None
+    conflicts: int = 0  # price rows already present with a different close (the first kept)
+
+
+# ---------------------------------------------------------------- small parsers
+
+
+def normalise_stock(value: object) -> str:
+    """KRX codes are six digits (spreadsheets drop leading zeros); tickers are upper-case."""
+    text = str(value).strip()
+    if re.fullmatch(r"\d{1,6}(\.0)?", text):
+        return text.removesuffix(".0").zfill(6)
+    return text.upper()
+
+
+def parse_date(value: object) -> str:
+    """Dates as the sources write them: 2022-06-01, 20220601, 2022.06.01(.), 2022/06/01."""
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, Date):
+        return value.isoformat()
+    text = str(value).strip().rstrip(".")
+    m = re.fullmatch(r"(\d{4})[-./]?(\d{1,2})[-./]?(\d{1,2})", text)
+    if not m:
+        raise ValueError(f"not a date: {value!r}")
+    return Date(int(m[1]), int(m[2]), int(m[3])).isoformat()
+
+
+def local_timestamp(value: str, stock: str) -> tuple[str, str]:
+    """(published_at ISO with offset, local day) for a timestamp; naive ones are local time."""
+    text = value.strip().replace("Z", "+00:00")
+    m = re.fullmatch(r"(\d{4})\.(\d{2})\.(\d{2})[T ](\d{2}):(\d{2})", text)  # Naver board
+    if m:
+        text = f"{m[1]}-{m[2]}-{m[3]}T{m[4]}:{m[5]}"
+    moment = datetime.fromisoformat(text)
+    zone = ZoneInfo(market_tz(stock))
+    moment = moment.replace(tzinfo=zone) if moment.tzinfo is None else moment.astimezone(zone)
+    return moment.isoformat(timespec="minutes"), moment.date().isoformat()
+
+
+def _number(value: object) -> float | None:
+    if value is None:
+        return None
+    text = str(value).strip().replace(",", "")
+    if text in ("", "null", "NaN", "nan", "-"):
+        return None
+    return float(text)
+
+
+def _stock_from_name(path: Path) -> str | None:
+    """005930.csv, 005930_D.csv or AAPL.csv name their stock."""
+    stem = path.stem.split("_")[0]
+    if re.fullmatch(r"\d{6}", stem) or re.fullmatch(r"[A-Z][A-Z.\-]{0,9}", stem):
+        return normalise_stock(stem)
+    return None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"Can't read {path}: {exc.strerror or exc}.") from None
+    for encoding in ("utf-8-sig", "cp949"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise BadInput(f"{path} is not text in UTF-8 or CP949; is it the right file?")
+
+
+# ---------------------------------------------------------------- prices
+
+
+def detect_price_format(path: Path, text: str) -> str:
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    head = first.lower().replace(" ", "")
+    if head.startswith("date,open,high,low,close,volume,ticker,code"):
+        return "quantkang"
+    if head.startswith("date,open,high,low,close,adjclose,volume"):
+        return "yahoo"
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}(,[-+0-9.eE]+){6}", first.strip()):
+        return "fdr"
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}(\t[-+0-9.eE]+){6}", first.strip()):
+        return "sn2"
+    raise BadInput(
+        f"Unrecognised price file {path}: expected FinanceDataReader, QuantKang, Yahoo CSV or sn2 TXT "
+        "(see `sep data import prices --help`)."
+    )
+
+
+def read_prices(path: Path, fmt: str | None = None, stock: str | None = None) -> ParsedFile:
+    """Read one price file in any supported format into rows (zero and halt rows skipped)."""
+    text = _read_text(path)
+    if not text.strip():
+        raise BadInput(f"{path} is empty.")
+    fmt = fmt or detect_price_format(path, text)
+    if fmt not in PRICE_FORMATS:
+        raise BadInput(f"Unknown price format '{fmt}': choose one of {', '.join(PRICE_FORMATS)}.")
+    parsed = ParsedFile(path, fmt)
+    need_stock = stock or _stock_from_name(path)
+    try:
+        if fmt == "fdr":
+            _read_fdr(parsed, text, _require_stock(need_stock, path))
+        elif fmt == "quantkang":
+            _read_quantkang(parsed, text, stock)
+        elif fmt == "yahoo":
+            _read_yahoo(parsed, text, _require_stock(need_stock, path))
+        else:
+            _read_sn2(parsed, text, _require_stock(need_stock, path))
+    except (ValueError, KeyError, IndexError) as exc:
+        raise BadInput(f"{path} does not read as {fmt} prices: {exc}.") from None
+    if not parsed.rows:
+        raise BadInput(f"{path} holds no usable price rows.")
+    return parsed
+
+
+def _require_stock(stock: str | None, path: Path) -> str:
+    if not stock:
+        raise BadInput(f"Can't tell which stock {path} is: pass --stock CODE.")
+    return normalise_stock(stock)
+
+
+def _add_price(parsed: ParsedFile, row: PriceRow) -> None:
+    if row.close is None or row.close <= 0:
+        parsed.skip("no close (holiday/zero row)")
+    elif row.volume == 0:
+        parsed.skip("zero volume (halt)")
+    else:
+        parsed.rows.append(row)
+
+
+def _read_fdr(parsed: ParsedFile, text: str, stock: str) -> None:
+    """Headerless Date,Open,High,Low,Close,Volume,Change; weekends and holidays are all zeros."""
+    for rec in csv.reader(io.StringIO(text)):
+        if not rec:
+            continue
+        d, o, h, lo, c, v = rec[0], *map(_number, rec[1:6])
+        if not any((o, h, lo, c, v)):
+            parsed.skip("all-zero row (weekend/holiday)")
+            continue
+        _add_price(parsed, PriceRow(stock, parse_date(d), o, h, lo, c, v))
+
+
+def _read_quantkang(parsed: ParsedFile, text: str, stock: str | None) -> None:
+    """date as YYYYMMDD, open, high, low, close, volume, ticker, code, name, interval."""
+    for rec in csv.DictReader(io.StringIO(text)):
+        code = normalise_stock(stock or rec["code"])
+        _add_price(
+            parsed,
+            PriceRow(code, parse_date(rec["date"]), _number(rec["open"]), _number(rec["high"]),
+                     _number(rec["low"]), _number(rec["close"]), _number(rec["volume"])),
+        )
+
+
+def _read_yahoo(parsed: ParsedFile, text: str, stock: str) -> None:
+    """Date,Open,High,Low,Close,Adj Close,Volume (Close is split-adjusted)."""
+    for rec in csv.DictReader(io.StringIO(text)):
+        close = _number(rec["Close"])
+        if close is None:
+            parsed.skip("null row")
+            continue
+        _add_price(
+            parsed,
+            PriceRow(stock, parse_date(rec["Date"]), _number(rec["Open"]), _number(rec["High"]),
+                     _number(rec["Low"]), close, _number(rec["Volume"])),
+        )
+
+
+def _read_sn2(parsed: ParsedFile, text: str, stock: str) -> None:
+    """sn2 preprocessed TXT, newest first: date, close, open, high, low (each relative to the
+    previous close, p/p_prev - 1), change, volume. Rebuilt as a close index starting at 100,
+    so returns and labels are exact even though price levels are not."""
+    recs = [line.split("\t") for line in text.splitlines() if line.strip()]
+    recs.sort(key=lambda r: r[0])
+    prev = 100.0
+    for r in recs:
+        c, o, h, lo = (float(x) for x in r[1:5])
+        close = prev * (1 + c)
+        _add_price(parsed, PriceRow(stock, parse_date(r[0]), prev * (1 + o), prev * (1 + h),
+                                    prev * (1 + lo), close, _number(r[6])))
+        prev = close
+
+
+# ---------------------------------------------------------------- texts
+
+
+def read_texts(path: Path, source: str | None = None, stock: str | None = None) -> ParsedFile:
+    """Read one text file (or sn2 tweet folder) into rows; the format is told by its columns."""
+    if source is not None and source not in TEXT_SOURCES:
+        raise BadInput(f"Unknown source '{source}': choose one of {', '.join(TEXT_SOURCES)}.")
+    if not path.exists():
+        raise BadInput(f"{path} does not exist.")
+    if path.is_dir():
+        parsed = _read_tweet_folder(path, stock)
+    elif path.suffix.lower() in (".xlsx", ".xlsm"):
+        parsed = _read_naver_xlsx(path, source, stock)
+    elif path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        parsed = _read_generic(path, _jsonl_records(path), source, stock, "jsonl")
+    else:
+        parsed = _read_csv_texts(path, source, stock)
+    if not parsed.rows:
+        raise BadInput(f"{path} holds no usable texts.")
+    return parsed
+
+
+def _clean(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _read_csv_texts(path: Path, source: str | None, stock: str | None) -> ParsedFile:
+    text = _read_text(path)
+    if not text.strip():
+        raise BadInput(f"{path} is empty.")
+    reader = csv.DictReader(io.StringIO(text))
+    cols = {c.strip().lower() for c in (reader.fieldnames or [])}
+    if {"date", "title", "content", "url"} <= cols:
+        return _read_naver_board(path, reader, source, stock)
+    if "title" in cols and ({"date", "published_at"} & cols):
+        return _read_generic(path, reader, source, stock, "csv")
+    raise BadInput(
+        f"Unrecognised text file {path}: expected a Naver board CSV or columns "
+        "stock, date|published_at, title[, body, url, source]."
+    )
+
+
+def _read_naver_board(path: Path, reader: csv.DictReader, source: str | None, stock: str | None) -> ParsedFile:
+    """종목토론방 export: date (YYYY.MM.DDTHH:MM, KST), title, content, url, prev/next links."""
+    parsed = ParsedFile(path, "naver-board-csv")
+    for rec in reader:
+        rec = {k.strip().lower(): v for k, v in rec.items() if k}
+        title = _clean(rec.get("title"))
+        url = _clean(rec.get("url"))
+        code = stock or _code_in(url)
+        if not title:
+            parsed.skip("no title")
+            continue
+        if not code:
+            raise BadInput(f"{path}: no code= in the post links; pass --stock CODE.")
+        code = normalise_stock(code)
+        try:
+            published, day = local_timestamp(rec["date"], code)
+        except (ValueError, KeyError):
+            parsed.skip("unreadable date")
+            continue
+        parsed.rows.append(TextRow(code, source or "naver-board", day, title, published, _clean(rec.get("content")), url))
+    return parsed
+
+
+def _code_in(url: str | None) -> str | None:
+    m = CODE_IN_URL.search(url or "")
+    return m[1] if m else None
+
+
+def _read_naver_xlsx(path: Path, source: str | None, stock: str | None) -> ParsedFile:
+    """Naver news / news-search / analyst-report spreadsheets (kr-finbert layout)."""
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many kinds for a broken file
+        raise BadInput(f"Can't open {path} as a spreadsheet: {exc}.") from None
+    rows = list(book.worksheets[0].iter_rows(values_only=True))
+    book.close()
+    if not rows or not any(rows[0] or ()):
+        raise BadInput(f"{path} is empty.")
+    header = [str(c).strip().lower() if c is not None else "" for c in rows[0]]
+    if "title" not in header or "date" not in header:
+        raise BadInput(f"Unrecognised spreadsheet {path}: expected columns date and title (and link, press).")
+    col = {name: i for i, name in enumerate(header)}
+    kind = source or ("report" if "report" in path.stem.lower() else "news")
+    parsed = ParsedFile(path, f"naver-{kind}-xlsx")
+    for rec in rows[1:]:
+        get = lambda name: rec[col[name]] if name in col and col[name] < len(rec) else None  # noqa: E731
+        title = _clean(get("title"))
+        if not title:
+            parsed.skip("no title")
+            continue
+        url = _clean(get("link"))
+        code = stock or _code_in(url)
+        if not code:
+            raise BadInput(f"Can't tell which stock {path} is about: its rows have no code= link; pass --stock CODE.")
+        try:
+            day = parse_date(get("date"))
+        except ValueError:
+            parsed.skip("unreadable date")
+            continue
+        parsed.rows.append(TextRow(normalise_stock(code), kind, day, title, None, None, url, _clean(get("press"))))
+    return parsed
+
+
+def _jsonl_records(path: Path) -> Iterable[dict]:
+    text = _read_text(path)
+    if not text.strip():
+        raise BadInput(f"{path} is empty.")
+    if text.lstrip().startswith("["):
+        try:
+            yield from json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}.") from None
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                raise BadInput(f"{path} line {n} is not JSON.") from None
+
+
+def _read_generic(path: Path, records: Iterable[dict], source: str | None, stock: str | None, fmt: str) -> ParsedFile:
+    """Columns stock, date|published_at, title[, body, url, source]; one row per text."""
+    parsed = ParsedFile(path, f"generic-{fmt}")
+    for rec in records:
+        if not isinstance(rec, dict):
+            raise BadInput(f"{path}: each record must be an object with stock, date and title.")
+        rec = {str(k).strip().lower(): v for k, v in rec.items()}
+        code = stock or _clean(rec.get("stock"))
+        title = _clean(rec.get("title"))
+        if not code:
+            raise BadInput(f"{path}: a row has no stock; add a stock column or pass --stock CODE.")
+        if not title:
+            parsed.skip("no title")
+            continue
+        code = normalise_stock(code)
+        try:
+            if _clean(rec.get("published_at")):
+                published, day = local_timestamp(str(rec["published_at"]), code)
+            else:
+                published, day = None, parse_date(rec.get("date"))
+        except ValueError:
+            parsed.skip("unreadable date")
+            continue
+        src = source or _clean(rec.get("source")) or "news"
+        parsed.rows.append(TextRow(code, src, day, title, published, _clean(rec.get("body")), _clean(rec.get("url")),
+                                   _clean(rec.get("author"))))
+    return parsed
+
+
+def _read_tweet_folder(path: Path, stock: str | None) -> ParsedFile:
+    """sn2 raw tweets: <TICKER>/<YYYY-MM-DD> files of JSON lines (id, text, created_at UTC).
+
+    The day is re-taken from created_at in the market's time zone, not from the file name.
+    """
+    parsed = ParsedFile(path, "sn2-tweets")
+    day_files = [p for p in path.iterdir() if p.is_file() and re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.name)]
+    folders = [(path.name, day_files)] if day_files else [
+        (sub.name, [p for p in sub.iterdir() if p.is_file()]) for sub in sorted(path.iterdir()) if sub.is_dir()
+    ]
+    if not any(files for _, files in folders):
+        raise BadInput(f"{path} has no tweet files (expected TICKER/YYYY-MM-DD JSON lines).")
+    for ticker, files in folders:
+        code = normalise_stock(stock or ticker)
+        for f in sorted(files):
+            for line in f.read_text(encoding="utf-8").splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    tweet = json.loads(line)
+                    published, day = local_timestamp(tweet["created_at"], code)
+                except (json.JSONDecodeError, KeyError, ValueError):
+                    parsed.skip("unreadable tweet")
+                    continue
+                text = _clean(tweet.get("text"))
+                if not text:
+                    parsed.skip("empty tweet")
+                    continue
+                url = f"https://twitter.com/i/status/{tweet['id']}" if tweet.get("id") else None
+                parsed.rows.append(TextRow(code, "tweet", day, text, published, None, url, _clean(tweet.get("author_id"))))
+    return parsed
+
+
+# ---------------------------------------------------------------- writing to memory
+
+
+def _ensure_stocks(db: sqlite_utils.Database, stocks: Iterable[str], names: dict[str, str] | None = None) -> None:
+    for s in sorted(set(stocks)):
+        db.execute(
+            "INSERT INTO stocks (stock, name, market) VALUES (?, ?, ?) "
+            "ON CONFLICT(stock) DO UPDATE SET name = coalesce(excluded.name, stocks.name)",
+            [s, (names or {}).get(s), market_of(s)],
+        )
+
+
+def _log_import(db: sqlite_utils.Database, kind: str, report: ImportReport) -> None:
+    db.execute(
+        "INSERT INTO imports (kind, path, format, rows_read, rows_added, rows_skipped, at) VALUES (?,?,?,?,?,?,?)",
+        [kind, report.path, report.format, report.rows_read, report.rows_added, sum(report.skipped.values()), now_iso()],
+    )
+
+
+def write_prices(db: sqlite_utils.Database, parsed: ParsedFile) -> ImportReport:
+    rows: list[PriceRow] = parsed.rows
+    existing: dict[tuple[str, str], float] = {}
+    for s in {r.stock for r in rows}:
+        existing.update(((s, d), c) for d, c in db.execute("SELECT date, close FROM prices WHERE stock = ?", [s]))
+    before = db.execute("SELECT count(*) FROM prices").fetchone()[0]
+    db.conn.executemany(
+        "INSERT OR IGNORE INTO prices (stock, date, open, high, low, close, volume, source) VALUES (?,?,?,?,?,?,?,?)",
+        [(r.stock, r.date, r.open, r.high, r.low, r.close, r.volume, parsed.path.name) for r in rows],
+    )
+    added = db.execute("SELECT count(*) FROM prices").fetchone()[0] - before
+    conflicts = sum(
+        1 for r in rows if (r.stock, r.date) in existing and abs(existing[(r.stock, r.date)] - r.close) > 1e-9 * r.close
+    )
+    _ensure_stocks(db, {r.stock for r in rows})
+    dates = sorted(r.date for r in rows)
+    return ImportReport(str(parsed.path), parsed.format, sorted({r.stock for r in rows}), len(rows), added,
+                        len(rows) - added, parsed.skipped, dates[0], dates[-1], conflicts)
+
+
+def write_texts(db: sqlite_utils.Database, parsed: ParsedFile) -> ImportReport:
+    rows: list[TextRow] = parsed.rows
+    before = db.execute("SELECT count(*) FROM texts").fetchone()[0]
+    db.conn.executemany(
+        "INSERT OR IGNORE INTO texts (stock, source, published_at, date, title, body, url, author, imported_from, "
+        "content_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        [(r.stock, r.source, r.published_at, r.date, r.title, r.body, r.url, r.author, parsed.path.name,
+          r.content_key()) for r in rows],
+    )
+    added = db.execute("SELECT count(*) FROM texts").fetchone()[0] - before
+    _ensure_stocks(db, {r.stock for r in rows})
+    dates = sorted(r.date for r in rows)
+    return ImportReport(str(parsed.path), parsed.format, sorted({r.stock for r in rows}), len(rows), added,
+                        len(rows) - added, parsed.skipped, dates[0], dates[-1])
+
+
+def read_all(paths: list[Path], read: Callable[[Path], ParsedFile],
+             progress: Callable[[Path], None] | None = None) -> list[ParsedFile]:
+    """Read every file before anything is written, so a bad file fails fast and harmlessly."""
+    if not paths:
+        raise BadInput("No files given.")
+    for p in paths:
+        if not p.exists():
+            raise BadInput(f"{p} does not exist.")
+    parsed = []
+    for p in paths:
+        parsed.append(read(p))
+        if progress:
+            progress(p)
+    return parsed
+
+
+def write_all(db: sqlite_utils.Database, kind: str, parsed: list[ParsedFile]) -> list[ImportReport]:
+    """Write parsed files in one transaction and log each in `imports`."""
+    write = {"prices": write_prices, "texts": write_texts}[kind]
+    reports = []
+    try:
+        with transaction(db):
+            for item in parsed:
+                report = write(db, item)
+                _log_import(db, kind, report)
+                reports.append(report)
+    except sqlite3.DatabaseError as exc:
+        raise BadInput(f"The memory database refused the import, nothing was written: {exc}.") from None
+    return reports
+
+
+def import_prices(
+    db: sqlite_utils.Database, paths: list[Path], *, fmt: str | None = None, stock: str | None = None
+) -> list[ImportReport]:
+    """Import price files (format auto-detected unless `fmt`); all or nothing."""
+    return write_all(db, "prices", read_all(paths, lambda p: read_prices(p, fmt, stock)))
+
+
+def import_texts(
+    db: sqlite_utils.Database, paths: list[Path], *, source: str | None = None, stock: str | None = None
+) -> list[ImportReport]:
+    """Import text files (Naver board/news/report, sn2 tweets, generic CSV/JSONL); all or nothing."""
+    return write_all(db, "texts", read_all(paths, lambda p: read_texts(p, source, stock)))

@@ -1,0 +1,544 @@
+"""LLM backends behind one langchain-core interface (prompt → chat model → parser).
+
+* `server`: any OpenAI-compatible server through langchain-openai; in production `vllm serve`.
+  On vLLM the label line is constrained with `extra_body={"structured_outputs": {"regex": ...}}`;
+  other servers get free text, which the parser still reads (label on the first line).
+* `embedded`: a catalog GGUF (default Qwen2.5-Coder-1.5B-Instruct, see `sep.models`) or any
+  `--model-file`, run in-process by xllamacpp (llama.cpp) with a grammar for the label line.
+  Chats are rendered with the model's own chat template, as vLLM and transformers would.
+* `policy`: a transformers model (the de-quantized Gemma-270M folder the CPU trainers use, or a
+  trained LoRA policy on top of it) for `--policy DIR`. It runs what `sep train` produced.
+
+Both return `AIMessage`s with OpenAI-shaped `response_metadata["logprobs"]`, so one parser
+turns either into an `Answer` with a confidence from the label token's log-probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.prompts import BasePromptTemplate
+from pydantic import PrivateAttr
+
+from sep.errors import BadInput
+from sep.models import (CATALOG, GEMMA_TEMPLATE, TRAIN_BASE_MODEL, LocalModel, ModelError, ModelNotFound, local_model,
+                        prepare)
+from sep.settings import Settings
+
+LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive", "down": "Negative"}}
+_ALIASES = {"상승": "up", "하락": "down", "positive": "up", "negative": "down", "up": "up", "down": "down",
+            "rise": "up", "fall": "down"}
+HF_DIR_NAME = "gemma-3-270m-hf"
+TURN_END = "<end_of_turn>"
+
+
+class LLMUnavailable(RuntimeError):
+    """The model can't be reached or run; the CLI prints this and exits non-zero."""
+
+
+# ---------------------------------------------------------------- chat templates
+
+
+# The trainers' format (Gemma's turns), saved into every tokenizer sep writes, so vLLM and TRL
+# render a trained policy's prompts exactly as `render_chat` does.
+CHAT_TEMPLATE = GEMMA_TEMPLATE
+_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
+
+
+def message_dicts(messages: list[BaseMessage]) -> list[dict]:
+    """langchain messages as the OpenAI/transformers role dicts chat templates read."""
+    return [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
+
+
+def render_messages(template: str, messages: list[dict], add_generation_prompt: bool = True,
+                    bos_token: str = "", eos_token: str = "") -> str:
+    """A chat rendered by a jinja chat template, with the settings transformers uses, so the
+    embedded model, `apply_chat_template` and vLLM see the same text. llama.cpp adds BOS itself."""
+    import json
+
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson"] = lambda x, indent=None, ensure_ascii=False: json.dumps(x, indent=indent, ensure_ascii=ensure_ascii)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                            bos_token=bos_token, eos_token=eos_token)
+
+
+def _chat_result(text: str, logprobs: Any, model_name: str, tokens_in: int, tokens_out: int,
+                 timings: dict | None = None) -> ChatResult:
+    """What the local backends return: OpenAI-shaped logprobs and usage, like a server's answer."""
+    message = AIMessage(
+        content=text.strip(),
+        response_metadata={"logprobs": logprobs, "model_name": model_name, "timings": timings},
+        usage_metadata={"input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
+    )
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def render_chat(messages: list[BaseMessage]) -> str:
+    """The trainers' (Gemma) format, without BOS: SFT/RM/PPO/GRPO and trained policies use it."""
+    return render_messages(CHAT_TEMPLATE, message_dicts(messages))
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@dataclass
+class Answer:
+    """One explain trial: label up/down (None if unparsable, counted wrong), why, how sure."""
+
+    label: str | None
+    explanation: str
+    confidence: float | None
+    response: str
+    flags: list[str] = field(default_factory=list)  # sep.quality's findings; any flag makes it unparsable
+
+
+def parse_label(line: str) -> str | None:
+    """The label named on a line, or None when it names none or both."""
+    words = re.findall(r"[가-힣]+|[A-Za-z]+", line.lower())
+    found = {_ALIASES[w] for w in words if w in _ALIASES}
+    return found.pop() if len(found) == 1 else None
+
+
+def parse_answer(message: AIMessage | str, lang: str = "ko") -> Answer:
+    """First non-empty line holds the label; the rest is the explanation. Never raises."""
+    text = message if isinstance(message, str) else str(message.content)
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    label = parse_label(lines[0].strip("*#:. ")) if lines else None
+    explanation = "\n".join(lines[1:] if label else lines).strip()
+    meta = {} if isinstance(message, str) else message.response_metadata
+    confidence = label_confidence(meta.get("logprobs"), label, lang) if label else None
+    return Answer(label, explanation, confidence, text.strip())
+
+
+def label_confidence(logprobs: Any, label: str, lang: str) -> float | None:
+    """P(chosen label) against the other, from the first generated token's top log-probs.
+
+    If the other label's first token is not among the top candidates, its probability is
+    taken as the smallest listed one (so the confidence errs low, never high).
+    """
+    try:
+        first = logprobs["content"][0]
+    except (TypeError, KeyError, IndexError):
+        return None
+    words = LABEL_WORDS[lang]
+    chosen_word, other_word = words[label], words["down" if label == "up" else "up"]
+    candidates = [(c["token"].strip(), c["logprob"]) for c in first.get("top_logprobs") or []]
+    candidates.append((first["token"].strip(), first["logprob"]))
+
+    def best(word: str) -> float | None:
+        lps = [lp for tok, lp in candidates if tok and word.lower().startswith(tok.lower())]
+        return max(lps) if lps else None
+
+    lp_chosen, lp_other = best(chosen_word), best(other_word)
+    if lp_chosen is None:
+        return None
+    if lp_other is None:
+        lp_other = min(lp for _, lp in candidates)
+    return 1.0 / (1.0 + math.exp(lp_other - lp_chosen))
+
+
+# ---------------------------------------------------------------- embedded model
+
+
+class EmbeddedChatModel(BaseChatModel):
+    """A local GGUF in-process through xllamacpp. `label_words=(up, down)` constrains the first line.
+
+    Sampling settings (repetition penalty, stop strings) come from the model's catalog entry.
+    """
+
+    model_name: str
+    model_path: str
+    chat_template: str
+    threads: int = 2
+    n_ctx: int = 4096
+    seed: int = 0
+    temperature: float = 0.0
+    max_tokens: int = 200
+    repeat_penalty: float = 1.0
+    stop: list[str] = []
+    _server: Any = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "sep-embedded-llamacpp"
+
+    def _ensure_server(self) -> Any:
+        if self._server is None:
+            import xllamacpp as xl
+
+            params = xl.CommonParams()
+            params.model.path = self.model_path
+            params.n_ctx = self.n_ctx
+            params.n_parallel = 1
+            params.cpuparams.n_threads = self.threads
+            params.cpuparams_batch.n_threads = self.threads
+            params.warmup = False
+            params.verbosity = -1
+            self._server = xl.Server(params)
+        return self._server
+
+    def _complete(self, prompt: str, **request: Any) -> dict:
+        result = self._ensure_server().handle_completions({"prompt": prompt, "seed": self.seed, **request})
+        if "error" in result:
+            raise LLMUnavailable(f"Embedded model failed: {result['error']}")
+        return result
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        prompt = render_messages(self.chat_template, message_dicts(messages))
+        temperature = kwargs.get("temperature", self.temperature)
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        seed = kwargs.get("seed", self.seed)  # best-of-n varies it per sample
+        sampling = {"temperature": temperature, "repeat_penalty": self.repeat_penalty, "seed": seed,
+                    "stop": [*self.stop, *(stop or [])]}
+        head, logprobs, usage_in, usage_out = "", None, 0, 0
+        label_words = kwargs.get("label_words")
+        if label_words:
+            grammar = "root ::= " + " | ".join(f'"{w}"' for w in label_words)
+            first = self._complete(prompt, max_tokens=8, grammar=grammar, n_probs=50, temperature=temperature, seed=seed)
+            head = first["choices"][0]["text"].strip() + "\n"
+            logprobs = first["choices"][0].get("logprobs")
+            usage_in += first["usage"]["prompt_tokens"]
+            usage_out += first["usage"]["completion_tokens"]
+        rest = self._complete(prompt + head, max_tokens=max_tokens, **sampling)
+        usage_in += rest["usage"]["prompt_tokens"]
+        usage_out += rest["usage"]["completion_tokens"]
+        return _chat_result(head + rest["choices"][0]["text"], logprobs, self.model_name, usage_in, usage_out,
+                            rest.get("timings"))
+
+
+# ---------------------------------------------------------------- transformers (trained policies)
+
+
+def _need_train_extra(exc: ImportError) -> LLMUnavailable:
+    return LLMUnavailable(f"This needs the training extra ({exc.name} is missing): pip install -e '.[train]'")
+
+
+def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | None = None,
+                     name: str = TRAIN_BASE_MODEL) -> Path:
+    """De-quantize a catalog GGUF once into a transformers folder (fp32, trainable); return it.
+
+    The trainers use the 270M base model; `bench/vllm_cpu.sh` converts the default model so vLLM
+    serves exactly what runs embedded, with the GGUF's own chat template in its tokenizer.
+    transformers reads GGUF slowly (about a minute here), so the folder is cached. It is written
+    under a temporary name and renamed, so an interrupted run never leaves half a model.
+    """
+    target = Path(cache_dir) / "models" / (HF_DIR_NAME if name == TRAIN_BASE_MODEL else f"{name}-hf")
+    if (target / "config.json").exists():
+        return target
+    try:
+        gguf = prepare(CATALOG[name], cache_dir, progress)
+    except (ModelError, KeyError) as exc:
+        raise LLMUnavailable(str(exc)) from None
+    from sep.models import gguf_metadata
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise _need_train_extra(exc) from None
+    import shutil
+
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # the base Gemma GGUF has none (sep's Gemma turns stand in); an instruct GGUF carries its own
+    tokenizer.chat_template = CATALOG[name].chat_template or gguf_metadata(gguf)["tokenizer.chat_template"]
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model.hf_quantizer = None  # a GGUF-loaded model refuses to save with these two set
+    model.config.__dict__.pop("quantization_config", None)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)
+    return target
+
+
+def adapter_folder(path: Path) -> Path | None:
+    """The LoRA adapter in `path`: a `sep train` run folder's `adapter/`, or the folder itself; None if neither."""
+    path = Path(path)
+    folder = path / "adapter" if (path / "adapter").is_dir() else path
+    return folder if (folder / "adapter_config.json").exists() else None
+
+
+def run_config(path: Path | None) -> dict:
+    """A `sep train` run's config.json (from the run folder or its adapter/), or {} for anything else."""
+    import json
+
+    if path is None:
+        return {}
+    path = Path(path)
+    for folder in (path, path.parent):
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if "kind" in config:  # a sep run's config, not a transformers model's
+            return config
+    return {}
+
+
+def run_data_end(path: Path | None) -> str | None:
+    """The last day a `sep train` run may have seen an outcome of (its `data_end`), if it recorded one."""
+    return run_config(path).get("data_end")
+
+
+def load_causal_lm(policy: Path | None, cache_dir: Path, threads: int) -> tuple[Any, Any]:
+    """(model, tokenizer) for a policy: a LoRA adapter folder, a full model folder, or the base.
+
+    An adapter is applied on top of the base it names (`base_model_name_or_path`), falling back to
+    the prepared Gemma folder when that path no longer exists (e.g. trained on another machine).
+    """
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise _need_train_extra(exc) from None
+    import json
+
+    torch.set_num_threads(threads)
+    policy = Path(policy) if policy else None
+    if policy is not None and not policy.is_dir():
+        raise LLMUnavailable(f"--policy {policy} is not a folder with a model or a LoRA adapter.")
+    adapter = adapter_folder(policy) if policy is not None else None
+    if adapter is not None:
+        from peft import PeftModel
+
+        base = Path(json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or "")
+        if not (base / "config.json").exists():
+            base = prepare_hf_model(cache_dir)
+        model = AutoModelForCausalLM.from_pretrained(base)
+        sft = run_config(policy).get("sft")  # PPO/GRPO trained their LoRA on top of a merged SFT run
+        if sft and adapter_folder(Path(sft)) is not None:
+            model = PeftModel.from_pretrained(model, adapter_folder(Path(sft))).merge_and_unload()
+        model = PeftModel.from_pretrained(model, adapter)
+        tok_dir = adapter if (adapter / "tokenizer_config.json").exists() else base
+    else:
+        if policy is not None and not (policy / "config.json").exists():
+            raise LLMUnavailable(f"--policy {policy} holds neither config.json nor adapter_config.json.")
+        folder = policy or prepare_hf_model(cache_dir)
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        tok_dir = folder
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    model.eval()
+    return model, tokenizer
+
+
+class TransformersChatModel(BaseChatModel):
+    """A transformers causal LM (e.g. a trained LoRA policy) behind the same chat interface.
+
+    With `label_words=(up, down)` the label is chosen by scoring both words after the prompt (so it
+    is always one of them) and the two log-probabilities are returned OpenAI-style, which gives the
+    same confidence as the other backends; the explanation is then generated after it.
+    """
+
+    policy: str | None = None
+    cache_dir: str
+    threads: int = 2
+    seed: int = 0
+    temperature: float = 0.0
+    max_tokens: int = 200
+    repeat_penalty: float = CATALOG[TRAIN_BASE_MODEL].repeat_penalty
+    _loaded: Any = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "sep-transformers"
+
+    def _ensure(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            self._loaded = load_causal_lm(Path(self.policy) if self.policy else None, Path(self.cache_dir),
+                                          self.threads)
+        return self._loaded
+
+    def _score_words(self, prompt: str, words: tuple[str, ...]) -> list[float]:
+        """log P(word | prompt) for each word, summed over its tokens."""
+        import torch
+
+        model, tok = self._ensure()
+        prompt_ids = tok(prompt, return_tensors="pt").input_ids  # with <bos>, as llama.cpp and training do
+        scores = []
+        for word in words:
+            word_ids = tok(word, add_special_tokens=False, return_tensors="pt").input_ids
+            ids = torch.cat([prompt_ids, word_ids], dim=1)
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0, prompt_ids.shape[1] - 1:-1]
+            lp = torch.log_softmax(logits.float(), dim=-1).gather(1, word_ids[0].unsqueeze(1)).sum()
+            scores.append(float(lp))
+        return scores
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        import torch
+
+        model, tok = self._ensure()
+        prompt = render_chat(messages)
+        temperature = kwargs.get("temperature", self.temperature)
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        seed = kwargs.get("seed", self.seed)  # best-of-n varies it per sample
+        # the base model's plain-text stops (a blank line) from its catalog entry, plus the caller's
+        stop = [s for s in CATALOG[TRAIN_BASE_MODEL].stop if not s.startswith("<")] + list(stop or [])
+        generator = torch.Generator().manual_seed(seed)
+        head, logprobs = "", None
+        label_words = kwargs.get("label_words")
+        if label_words:
+            scores = self._score_words(prompt, tuple(label_words))
+            if temperature and temperature > 0:
+                probs = torch.softmax(torch.tensor(scores) / temperature, dim=0)
+                pick = int(torch.multinomial(probs, 1, generator=generator))
+            else:
+                pick = max(range(len(scores)), key=scores.__getitem__)
+            head = label_words[pick] + "\n"
+            logprobs = {"content": [{"token": label_words[pick], "logprob": scores[pick],
+                                     "top_logprobs": [{"token": w, "logprob": s} for w, s in zip(label_words, scores)]}]}
+        ids = tok(prompt + head, return_tensors="pt").input_ids  # Gemma needs its <bos>
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
+                                 do_sample=bool(temperature and temperature > 0),
+                                 temperature=temperature if temperature else None, top_p=None, top_k=None,
+                                 repetition_penalty=self.repeat_penalty, pad_token_id=tok.pad_token_id or tok.eos_token_id,
+                                 eos_token_id=[tok.eos_token_id, tok.convert_tokens_to_ids(TURN_END)],
+                                 **({"stop_strings": stop, "tokenizer": tok} if stop else {}))
+        new = out[0, ids.shape[1]:]
+        text = tok.decode(new, skip_special_tokens=True)
+        for s in [TURN_END, "<start_of_turn>", *stop]:
+            text = text.split(s)[0]
+        return _chat_result(head + text, logprobs, self.policy or HF_DIR_NAME, int(ids.shape[1]), int(new.shape[0]))
+
+
+# ---------------------------------------------------------------- the facade the agents use
+
+
+@dataclass
+class LLM:
+    """A chat model plus how to ask it for a constrained answer, with call/token counters."""
+
+    name: str
+    chat: BaseChatModel
+    answer_binding: Callable[[str, str], dict]  # (up word, down word) -> kwargs for .bind()
+    retries: int = 3
+    data_end: str | None = None  # a trained policy's last training day (see `run_data_end`)
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # batch jobs ask from many threads
+
+    def ask(self, template: BasePromptTemplate, variables: dict, *, label_words: tuple[str, str] | None = None,
+            max_tokens: int = 200, temperature: float | None = None, stop: list[str] | None = None,
+            seed: int | None = None) -> AIMessage:
+        """prompt → model; retried with exponential backoff on connection errors and timeouts."""
+        from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+        kwargs: dict[str, Any] = {"max_tokens": max_tokens}
+        if stop:
+            kwargs["stop"] = stop
+        if temperature is not None:
+            kwargs["temperature"] = temperature
+        if seed is not None:
+            kwargs["seed"] = seed
+        if label_words:
+            kwargs.update(self.answer_binding(*label_words))
+        chain = template | self.chat.bind(**kwargs)
+
+        @retry(stop=stop_after_attempt(self.retries), wait=wait_exponential(multiplier=0.5, max=20),
+               retry=retry_if_exception(_is_transient), reraise=True)
+        def call() -> AIMessage:
+            return chain.invoke(variables)
+
+        try:
+            message = call()
+        except Exception as exc:
+            if _is_transient(exc) or isinstance(exc, LLMUnavailable):
+                raise LLMUnavailable(f"The model at {self.name} did not answer after {self.retries} attempts: "
+                                     f"{type(exc).__name__}: {exc}") from None
+            raise
+        usage = message.usage_metadata or {}
+        with self._lock:
+            self.calls += 1
+            self.prompt_tokens += usage.get("input_tokens", 0)
+            self.completion_tokens += usage.get("output_tokens", 0)
+        return message
+
+
+def _is_transient(exc: BaseException) -> bool:
+    try:
+        import openai
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError,
+                            openai.RateLimitError))
+
+
+def probe_server(base_url: str, api_key: str, timeout: float) -> tuple[list[str], bool]:
+    """(model ids, is it vLLM?) from GET /models; a server that is down is a clear error."""
+    import httpx
+
+    url = base_url.rstrip("/") + "/models"
+    try:
+        resp = httpx.get(url, headers={"Authorization": f"Bearer {api_key}"}, timeout=min(timeout, 10))
+        resp.raise_for_status()
+        models = resp.json().get("data", [])
+    except (httpx.HTTPError, ValueError) as exc:
+        raise LLMUnavailable(f"No OpenAI-compatible server answers at {base_url} ({type(exc).__name__}: {exc}). "
+                             "Start one (e.g. `vllm serve MODEL`) or drop --base-url to use the embedded model.") from None
+    ids = [m.get("id") for m in models if m.get("id")]
+    return ids, any(m.get("owned_by") == "vllm" for m in models)
+
+
+def make_llm(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> LLM:
+    """The server named by `base_url`, else a trained `policy`, else the embedded model (prepared on first use)."""
+    if cfg.base_url:
+        from langchain_openai import ChatOpenAI
+
+        ids, is_vllm = probe_server(cfg.base_url, cfg.api_key, cfg.timeout)
+        model = cfg.model or (ids[0] if ids else None)
+        if not model:
+            raise LLMUnavailable(f"The server at {cfg.base_url} lists no models; pass --model NAME.")
+        # vLLM takes llama.cpp's repetition penalty too; unset, the server's default (1.0) applies.
+        vllm_body = {"repetition_penalty": cfg.repeat_penalty} if is_vllm and cfg.repeat_penalty else {}
+        chat = ChatOpenAI(base_url=cfg.base_url, api_key=cfg.api_key, model=model, timeout=cfg.timeout,
+                          max_retries=0, temperature=0.0, seed=cfg.seed, logprobs=True, top_logprobs=5,
+                          extra_body=vllm_body or None)
+
+        def binding(up: str, down: str) -> dict:
+            if not is_vllm:
+                return {}
+            return {"extra_body": {**vllm_body, "structured_outputs": {"regex": f"({up}|{down})\\n[\\s\\S]*"}}}
+
+        return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries)
+    if cfg.policy:
+        chat = TransformersChatModel(policy=str(cfg.policy), cache_dir=str(cfg.cache_dir), threads=cfg.threads,
+                                     seed=cfg.seed, **({"repeat_penalty": cfg.repeat_penalty} if cfg.repeat_penalty else {}))
+        chat._ensure()  # fail now, with a clear message, rather than at the first prompt
+        return LLM(f"policy:{cfg.policy}", chat, lambda up, down: {"label_words": (up, down)}, retries=1,
+                   data_end=run_data_end(cfg.policy))
+    name, model_file = cfg.model, cfg.model_file
+    if name and (name.endswith(".gguf") or Path(name).is_file()):  # --model-file PATH arrives as --model
+        name, model_file = None, Path(name)
+    try:
+        model = local_model(cfg.cache_dir, name, model_file, progress)
+    except ModelNotFound as exc:
+        raise BadInput(str(exc)) from None
+    except ModelError as exc:
+        raise LLMUnavailable(str(exc)) from None
+    return LLM(model.name, embedded_chat(model, cfg), lambda up, down: {"label_words": (up, down)}, retries=1)
+
+
+def embedded_chat(model: LocalModel, cfg: Settings) -> EmbeddedChatModel:
+    return EmbeddedChatModel(model_name=model.name, model_path=str(model.path), chat_template=model.chat_template,
+                             threads=cfg.threads, seed=cfg.seed, repeat_penalty=cfg.repeat_penalty or model.repeat_penalty,
+                             stop=list(model.stop))

@@ -1,0 +1,136 @@
+"""Best-of-n prediction: sample N explanations from the policy, let the reward model pick one.
+
+The prompt is the explain prompt without recalled reflections, the one the policies were trained
+on (the `pairs.prompt`); only texts dated on or before D enter it (it is built from a
+`DecisionWindow`). The answer is the label with the larger reward-weighted mass (a softmax over
+the N rewards, summed per label), so its confidence, that mass's share, is a probability of the
+answered label and never below 0.5; the explanation is the best-rewarded candidate of that label.
+Without a reward model, the candidates' own P(up) are averaged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from dataclasses import asdict, dataclass, field
+
+from sep.agents import Agents
+from sep.memory import now_iso, transaction
+from sep.settings import Settings
+from sep.window import DecisionWindow
+
+Scorer = Callable[[str, list[str]], list[float]]  # (prompt, responses) -> rewards
+
+
+@dataclass
+class Candidate:
+    label: str | None  # None when unparsable or flagged by the quality gate
+    explanation: str
+    reward: float
+    response: str
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Forecast:
+    window: DecisionWindow
+    label: str | None
+    explanation: str
+    confidence: float
+    candidates: list[Candidate]
+    best: int
+    prompt: str
+    model: str
+    scored_by: str
+    data_end: str | None = None  # the latest last-training-day of the policy and reward runs used
+
+    def as_json(self) -> dict:
+        w = self.window
+        return {"stock": w.stock, "date": w.date, "target_day": w.target_day, "actual": w.label,
+                "label": self.label, "explanation": self.explanation, "confidence": self.confidence,
+                "correct": self.label == w.label, "best": self.best, "scored_by": self.scored_by,
+                "in_sample": bool(self.data_end and w.date <= self.data_end),
+                "candidates": [{k: v for k, v in asdict(c).items() if k != "response"} for c in self.candidates]}
+
+
+def reward_scorer(reward: Path, cfg: Settings) -> Scorer:
+    """Score candidates with a `sep train reward` run; one torch model, so callers take turns."""
+    from sep.train import base_model_dir, load_reward_model, reward_scores
+
+    model, tok = load_reward_model(reward, base_model_dir(cfg), cfg.threads)
+    lock = threading.Lock()  # batch jobs score from many worker threads
+
+    def score(prompt: str, responses: list[str]) -> list[float]:
+        with lock:
+            return reward_scores(model, tok, prompt, responses)
+
+    return score
+
+
+def _p_up(label: str | None, confidence: float | None) -> float:
+    if label is None or confidence is None:
+        return 0.5
+    return confidence if label == "up" else 1.0 - confidence
+
+
+def pick(rewards: list[float], labels: list[str | None]) -> tuple[str | None, int, float]:
+    """(answered label, index of its best candidate, probability of that label).
+
+    The label whose candidates carry the larger softmax mass of the rewards wins, so the
+    probability is at least 0.5; unparsable candidates count for neither label.
+    """
+    top = max(rewards)
+    weights = [math.exp(r - top) for r in rewards]
+    mass = {lab: sum(w for w, x in zip(weights, labels) if x == lab) for lab in ("up", "down")}
+    if not mass["up"] + mass["down"]:
+        return None, max(range(len(rewards)), key=lambda i: (rewards[i], -i)), 0.5
+    label = "up" if mass["up"] > mass["down"] else "down" if mass["down"] > mass["up"] else \
+        labels[max((i for i, x in enumerate(labels) if x), key=lambda i: (rewards[i], -i))]
+    best = max((i for i, x in enumerate(labels) if x == label), key=lambda i: (rewards[i], -i))
+    return label, best, mass[label] / (mass["up"] + mass["down"])
+
+
+def best_of_n(agents: Agents, window: DecisionWindow, n: int, scorer: Scorer | None, *, temperature: float = 0.8,
+              seed: int = 0, data_end: str | None = None) -> Forecast:
+    """N sampled answers to the plain explain prompt (no recalled lessons), one chosen; see the module doc."""
+    summaries = agents.summaries(window)
+    variables = agents.explain_variables(window, summaries, [])
+    prompt = agents.prompts["explain"].render(**variables)
+    answers = [agents.explain(variables, temperature=temperature if n > 1 else 0.0, seed=seed + i) for i in range(n)]
+    labels = [None if a.flags else a.label for a in answers]  # a flagged answer is unparsable
+    if scorer is not None:
+        rewards = scorer(prompt, [a.response for a in answers])
+        scored_by = "reward model"
+        label, best, confidence = pick(rewards, labels)
+    else:  # the policy's own probability of the label it wrote, averaged as P(up)
+        rewards = [a.confidence if (x and a.confidence is not None) else 0.0 for a, x in zip(answers, labels)]
+        scored_by = "label probability"
+        mean_up = sum(_p_up(x, a.confidence) for a, x in zip(answers, labels)) / len(answers)
+        label = None if not any(labels) else "up" if mean_up > 0.5 else "down" if mean_up < 0.5 else \
+            pick(rewards, labels)[0]
+        best = max((i for i, x in enumerate(labels) if x == label), key=lambda i: (rewards[i], -i)) if label else 0
+        confidence = 0.5 if label is None else mean_up if label == "up" else 1.0 - mean_up
+    candidates = [Candidate(x, a.explanation, float(r), a.response, a.flags) for a, x, r in zip(answers, labels, rewards)]
+    ends = [d for d in (agents.data_end, data_end) if d]
+    return Forecast(window, label, answers[best].explanation, float(confidence), candidates, best, prompt,
+                    agents.model_name, scored_by, max(ends) if ends else None)
+
+
+def store(db, forecast: Forecast) -> None:
+    """One `predictions` row (method best-of-n, trial 0) per (stock, date, model); a rerun replaces it."""
+    w, chosen = forecast.window, forecast.candidates[forecast.best]
+    candidates = json.dumps([{"label": c.label, "explanation": c.explanation, "reward": c.reward, "flags": c.flags}
+                             for c in forecast.candidates], ensure_ascii=False)
+    with transaction(db):
+        db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND method = 'best-of-n' AND model = ?",
+                   [w.stock, w.date, forecast.model])
+        db.execute(
+            "INSERT INTO predictions (stock, date, trial, target_day, actual, label, explanation, confidence, correct, "
+            "response, prompt, model, created_at, method, candidates, data_end) "
+            "VALUES (?,?,0,?,?,?,?,?,?,?,?,?,?,'best-of-n',?,?)",
+            [w.stock, w.date, w.target_day, w.label, forecast.label, forecast.explanation, forecast.confidence,
+             int(forecast.label == w.label), chosen.response, forecast.prompt, forecast.model, now_iso(), candidates,
+             forecast.data_end])

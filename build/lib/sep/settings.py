@@ -1,0 +1,66 @@
+"""One place for configuration: env vars (SEP_*) overridden by CLI flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sep"
+
+
+class Settings(BaseSettings):
+    """Everything a run can be told. Read from `SEP_<NAME>`; CLI flags override.
+
+    Why one object: every stage (ingest, agents, training, evaluation) reads the same
+    values, so a flag set once means the same thing everywhere.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SEP_", extra="ignore")
+
+    db: Path = Field(Path("memory/sep.db"), description="SQLite long-term memory.")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible server (e.g. `vllm serve`), like http://host:8000/v1. Unset: embedded model."
+    )
+    model: str | None = Field(None, description="The model: with a server, its model id (default: the first it "
+                              "lists); without, a catalog name from `sep models list` (default qwen2.5-coder-1.5b).")
+    model_file: Path | None = Field(None, description="Any local GGUF with a chat template, run embedded instead of "
+                                    "a catalog model.")
+    repeat_penalty: float | None = Field(None, gt=0, description="Repetition penalty; unset: the catalog's "
+                                         "measured value for the model (the server's default on a server).")
+    policy: Path | None = Field(
+        None, description="A trained policy (a `sep train` run folder, LoRA adapter or model folder) run with transformers."
+    )
+    api_key: str = Field("EMPTY", description="API key for the server; vLLM accepts any.")
+    threads: int = Field(2, ge=1, description="CPU threads for the embedded model and torch.")
+    cache_dir: Path = Field(default_factory=_default_cache, description="Where prepared models live.")
+    window_days: int = Field(5, ge=1, description="Calendar days of text a decision reads (T).")
+    trials: int = Field(3, ge=1, description="Explain attempts per decision, reflections between them (N).")
+    retry_temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature of the retries after a "
+                                     "reflection (trial 0, the forecast, is greedy): a greedy retry that reads an "
+                                     "unhelpful lesson repeats the same answer.")
+    timeout: float = Field(120.0, gt=0, description="Seconds before one LLM request gives up.")
+    retries: int = Field(3, ge=1, description="Attempts per LLM request (exponential backoff).")
+    seed: int = Field(0, description="Seed for sampling and anything random.")
+    prompts: Path | None = Field(None, description="A folder of prompt files (<lang>/<agent>.toml) overriding the "
+                                 "packaged sep/prompts.")
+    summarizer: str = Field("model", pattern="^(model|extractive)$", description="`model`: the LLM writes cited "
+                            "points (falling back to `extractive` when they fail the quality check); `extractive`: "
+                            "the day's top representative titles, no model call.")
+    summary_points: int = Field(5, ge=1, le=20, description="Most points in one day's summary.")
+    embedder: str = Field("use", description="Sentence embedder for dedup: `use` (packaged multilingual USE) or a "
+                          "sentence-transformers path/name.")
+    offtopic: Path | None = Field(None, description="TOML of off-topic seed keywords; unset: the packaged sep/offtopic.toml.")
+    dedup_top_k: int = Field(10, ge=1, description="Representative texts kept per (stock, day).")
+    dedup_near_threshold: float = Field(0.85, gt=0, le=1, description="Cosine similarity that makes two texts one story.")
+    dedup_min_topic_size: int = Field(5, ge=2, description="Smallest BERTopic cluster.")
+
+    def with_overrides(self, **flags: object) -> "Settings":
+        """Return a copy where every flag that was given (not None) wins over env/defaults."""
+        given = {k: v for k, v in flags.items() if v is not None}
+        return self.model_copy(update=given) if given else self

@@ -1,0 +1,769 @@
+"""Learn from reflections: SFT, a reward model, a PPO policy and market-feedback GRPO (RLMF).
+
+Fixes defects of SEP's reference code:
+* pairs are oriented by the market: `chosen` is the response whose label matched the next close;
+* the reward model is scored on the *last* days in time, never on its training pairs;
+* every trainer renders prompts with the Gemma chat template (`sep.llm.CHAT_TEMPLATE`) a trained policy runs with;
+* training is split in time: `start`/`end` keep decision days whose target day is on or before
+  `end`, and each run records the range (`data_start`, `data_end`) so that anything later scored
+  on or before `data_end` is reported as in-sample;
+* labels are balanced by default, so "always 상승" can't pass for skill.
+
+Every run writes a directory (config.json, metrics.json, data.sha256, adapter/, checkpoints/),
+is recorded in the `runs` table, resumes from its last checkpoint when rerun with the same --out,
+and shows the trainer's progress bar. All training uses LoRA (peft) on the packaged Gemma-3 270M,
+de-quantized once by `prepare_hf_model`; external TRL-format JSONL files are accepted everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from sep.errors import BadInput
+from sep.agents import MAX_TOKENS
+from sep.llm import CHAT_TEMPLATE, TURN_END, adapter_folder, parse_answer, render_messages
+from sep.memory import now_iso, transaction
+from sep.settings import Settings
+
+EXPLAIN_TOKENS = MAX_TOKENS["explain"]
+
+# ---------------------------------------------------------------- configs (one beside each trainer)
+
+
+@dataclass
+class RunConfig:
+    """What every run shares. Stored as config.json and in `runs.config`."""
+
+    out: Path
+    max_steps: int = 20
+    learning_rate: float = 2e-4
+    batch_size: int = 2
+    lora_r: int = 8
+    lora_alpha: int = 16
+    max_length: int = 1024
+    save_steps: int = 10
+    seed: int = 0
+    threads: int = 2
+    start: str | None = None    # first decision day to learn from (memory rows, or file rows with a date)
+    end: str | None = None      # last day whose outcome training may see: a day is used when its target day <= end
+    balance: bool = True        # downsample the majority label (SFT: answers; pairs: the chosen answer's label)
+    model: str | None = None    # memory rows made by this model only (an experiment's base model); None: all
+
+    def __post_init__(self) -> None:
+        if self.start and self.end and self.start > self.end:
+            raise BadInput(f"--start {self.start} is after --end {self.end}.")
+
+    def as_json(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class SFTRunConfig(RunConfig):
+    kind: str = "sft"
+
+
+@dataclass
+class RewardRunConfig(RunConfig):
+    kind: str = "reward"
+    eval_fraction: float = 0.2  # held out for pair accuracy and margin; never trained on
+
+
+@dataclass
+class PPORunConfig(RunConfig):
+    kind: str = "ppo"
+    reward: Path | None = None          # a `sep train reward` run: the reward model, and the value model's start
+    sft: Path | None = None             # a `sep train sft` run: merged into the policy before PPO's LoRA
+    kl_coef: float = 0.05
+    missing_eos_penalty: float = 1.0    # a response that never ends its turn (<end_of_turn>) loses this much reward
+    response_length: int = EXPLAIN_TOKENS  # as long as an explanation at inference
+    temperature: float = 0.7
+    learning_rate: float = 1e-5
+
+
+@dataclass
+class GRPORunConfig(RunConfig):
+    kind: str = "grpo"
+    reward_kind: str = "market"         # market | model | both
+    reward: Path | None = None          # the reward model, for `model` and `both`
+    model_weight: float = 0.5           # `both`: market/market scale + model_weight * model/model scale
+    signal_score: bool = False          # FinRLlama's variant: the prompt asks for a "점수: N" line in [-10, 10]
+    signal_threshold: float = 3.0       # |score| below this takes no position (reward 0)
+    num_generations: int = 2
+    max_completion_length: int = EXPLAIN_TOKENS
+    sft: Path | None = None
+
+
+# ---------------------------------------------------------------- rewards from the market
+
+
+def market_reward(label: str | None, ret: float) -> float:
+    """+|r| when the label's direction was right, -|r| when wrong (long on up, short on down).
+
+    FinRLlama had the short side's sign reversed; here a short (down) earns -r, which is +|r|
+    exactly when the price fell. An unparsable answer counts as wrong.
+    """
+    if label == "up":
+        return ret
+    if label == "down":
+        return -ret
+    return -abs(ret)
+
+
+_SCORE_LINE = re.compile(r"^\W*(?:점수|score)\s*[:：=]\s*([-+−]?\d+(?:\.\d+)?)\s*(?:점|/\s*10)?\W*$",
+                         re.IGNORECASE | re.MULTILINE)
+SIGNAL_INSTRUCTION = {
+    "ko": "마지막 줄에는 '점수: N' 형식으로 -10(강한 하락)부터 10(강한 상승)까지의 정수 점수 하나만 쓰세요.",
+    "en": "On the last line write only 'Score: N', an integer from -10 (strong fall) to 10 (strong rise).",
+}
+
+
+def parse_signal(text: str) -> float | None:
+    """FinRLlama's signal score, read only from a dedicated "점수: N" / "Score: N" line in [-10, 10].
+
+    Numbers elsewhere (dates like 2022-05-12, prices, percentages) are never a score.
+    """
+    found = _SCORE_LINE.findall(text.replace("−", "-"))
+    if not found:
+        return None
+    value = float(found[-1])
+    return value if -10 <= value <= 10 else None
+
+
+def with_signal_instruction(prompt: str) -> str:
+    """The chat prompt with the score instruction appended to its last user turn."""
+    lang = "ko" if re.search(r"[가-힣]", prompt) else "en"
+    head, sep_, tail = prompt.rpartition(TURN_END)
+    if not sep_:
+        return prompt + "\n" + SIGNAL_INSTRUCTION[lang]
+    return head.rstrip() + "\n" + SIGNAL_INSTRUCTION[lang] + TURN_END + tail
+
+
+def mixed_reward(market: float, model: float, market_scale: float, model_scale: float, model_weight: float) -> float:
+    """`--reward both`: each part in its own typical size, so a 1% return and a reward-model logit of 5 both count.
+
+    market_scale is the mean |return| of the training days; model_scale the spread of the reward
+    model's scores on the training responses.
+    """
+    return market / (market_scale or 1.0) + model_weight * model / (model_scale or 1.0)
+
+
+def signal_reward(score: float | None, ret: float, threshold: float) -> float:
+    """Position sign(score) when |score| >= threshold, else flat (0); unparsable counts as wrong."""
+    if score is None:
+        return -abs(ret)
+    if abs(score) < threshold:
+        return 0.0
+    return ret if score > 0 else -ret
+
+
+# ---------------------------------------------------------------- data
+
+
+def chat_prompt(prompt: str | list[dict]) -> str:
+    """Any prompt rendered with the trainers' chat template: plain text, TRL conversational messages,
+    or a stored prediction's prompt (its chat as JSON, see `Prompt.render`)."""
+    if isinstance(prompt, str) and prompt.startswith("[{"):
+        try:
+            prompt = json.loads(prompt)
+        except ValueError:
+            pass
+    if isinstance(prompt, list):
+        return render_messages(CHAT_TEMPLATE, [{"role": m.get("role", "user"), "content": m["content"]} for m in prompt])
+    if prompt.startswith("<start_of_turn>"):
+        return prompt
+    return render_messages(CHAT_TEMPLATE, [{"role": "user", "content": prompt}])
+
+
+def _content(value: str | list[dict]) -> str:
+    if isinstance(value, list):  # conversational completion: [{"role": "assistant", "content": ...}]
+        return "".join(m.get("content", "") for m in value)
+    return value
+
+
+def response_text(response: str | list[dict]) -> str:
+    """A response as it ends in training and scoring: the model turn closed by <end_of_turn>."""
+    text = _content(response).strip()
+    return text if text.endswith(TURN_END) else text + TURN_END
+
+
+def read_jsonl(path: Path, need: Iterable[str]) -> list[dict]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"Can't read {path} as JSON lines: {exc}") from None
+    missing = [k for k in need if rows and k not in rows[0]]
+    if not rows or missing:
+        raise BadInput(f"{path} needs rows with {', '.join(need)}" + (f" (missing {', '.join(missing)})." if missing else "; it is empty."))
+    return rows
+
+
+def sft_rows(db: sqlite_utils.Database | None, data: Path | None, model: str | None = None) -> list[dict]:
+    """prompt/completion: correct forecasts (trial 0) from memory, or a TRL prompt-completion file."""
+    if data:
+        rows = read_jsonl(data, ("prompt", "completion"))
+        return [{**{k: r[k] for k in ("stock", "date") if k in r}, "prompt": chat_prompt(r["prompt"]),
+                 "completion": response_text(r["completion"])} for r in rows]
+    rows = db.execute("SELECT prompt, response, stock, date FROM predictions WHERE method = 'reflect' AND trial = 0 "
+                      "AND correct = 1 AND (? IS NULL OR model = ?) ORDER BY date, stock", [model, model]).fetchall()
+    return [{"prompt": chat_prompt(p), "completion": response_text(r), "stock": s, "date": d} for p, r, s, d in rows]
+
+
+def pair_rows(db: sqlite_utils.Database | None, pairs: Path | None, model: str | None = None) -> list[dict]:
+    """prompt/chosen/rejected, chosen being the response the market proved right.
+
+    From memory the orientation is checked against the stored outcome (`predictions.actual`),
+    not trusted: a pair whose chosen label is not the actual move is swapped.
+    """
+    if pairs:
+        rows = read_jsonl(pairs, ("prompt", "chosen", "rejected"))
+        return [{"prompt": chat_prompt(r["prompt"]), "chosen": response_text(r["chosen"]),
+                 "rejected": response_text(r["rejected"]),
+                 **{k: r[k] for k in ("ret", "stock", "date") if k in r}} for r in rows]
+    rows = db.execute(
+        "SELECT p.prompt, p.chosen, p.rejected, p.chosen_label, "
+        "(SELECT actual FROM predictions q WHERE q.stock = p.stock AND q.date = p.date AND q.method = 'reflect' LIMIT 1), "
+        "p.stock, p.date FROM pairs p WHERE (? IS NULL OR p.model = ?) ORDER BY p.date, p.stock, p.id",
+        [model, model]).fetchall()
+    out = []
+    for prompt, chosen, rejected, chosen_label, actual, stock, date in rows:
+        if actual and chosen_label != actual:
+            chosen, rejected = rejected, chosen
+        out.append({"prompt": chat_prompt(prompt), "chosen": response_text(chosen), "rejected": response_text(rejected),
+                    "stock": stock, "date": date})
+    return out
+
+
+def day_rows(db: sqlite_utils.Database | None, pairs: Path | None, model: str | None = None) -> list[dict]:
+    """GRPO's prompts: every decision day in memory (the forecast prompt; the market supplies the reward), or a file.
+
+    GRPO needs only the prompt and the realised return, so it learns from every day, not only
+    from the days that produced a wrong→right pair.
+    """
+    if pairs:
+        return pair_rows(None, pairs)
+    rows = db.execute("SELECT prompt, stock, date FROM predictions WHERE method = 'reflect' AND trial = 0 "
+                      "AND (? IS NULL OR model = ?) GROUP BY stock, date ORDER BY date, stock", [model, model]).fetchall()
+    return [{"prompt": chat_prompt(p), "stock": s, "date": d} for p, s, d in rows]
+
+
+def select_days(db: sqlite_utils.Database | None, rows: list[dict], start: str | None, end: str | None
+                ) -> tuple[list[dict], dict]:
+    """Rows whose decision day is in [start, end] and whose target day is on or before `end`.
+
+    Returns (rows, range) where range = {stocks, data_start, data_end}: data_end is the last day
+    whose outcome the rows may carry (`end`, or the latest target day when no end is given), so a
+    later score on or before it is in-sample. Rows without stock/date can't be placed in time:
+    with a range they are refused; without one the range is unknown (None).
+    """
+    from sep.window import parse_day, trading_days
+
+    dated = [r for r in rows if r.get("stock") and r.get("date")]
+    if len(dated) < len(rows):
+        if start or end:
+            raise BadInput("--start/--end need every row to carry `stock` and `date`; this file has rows without them.")
+        return rows, {"stocks": None, "data_start": None, "data_end": None}
+    start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
+    days: dict[str, Any] = {}
+    out, targets = [], []
+    for r in rows:
+        date = parse_day(str(r["date"]))
+        if start and date < start:
+            continue
+        stock = str(r["stock"])
+        if db is not None and db.execute("SELECT 1 FROM prices WHERE stock = ? LIMIT 1", [stock]).fetchone():
+            days.setdefault(stock, trading_days(db, stock))
+            target = days[stock].after(date)
+        else:
+            target = None
+        if end and (target or date) > end:  # its outcome was not known by `end`
+            continue
+        out.append(r)
+        targets.append(target or date)
+    stocks = sorted({str(r["stock"]) for r in out})
+    return out, {"stocks": stocks, "data_start": start or (min(str(r["date"]) for r in out) if out else None),
+                 "data_end": end or (max(targets) if targets else None)}
+
+
+def label_of_row(row: dict) -> str | None:
+    """The answer's label: the completion's for SFT, the chosen response's for pairs."""
+    text = row.get("completion") or row.get("chosen") or ""
+    return parse_answer(text.replace(TURN_END, "")).label
+
+
+def balance(rows: list[dict], seed: int, enabled: bool = True) -> tuple[list[dict], dict]:
+    """Downsample the majority label to the minority's count (seeded; time order kept).
+
+    Without this, a model that always answers the more frequent label looks trained. When one
+    label is missing entirely nothing can be balanced: rows are kept and the report says so.
+    """
+    import random
+
+    labels = [label_of_row(r) for r in rows]
+    before = {"up": labels.count("up"), "down": labels.count("down"), "none": labels.count(None)}
+    report = {"labels_before": before, "balanced": False}
+    if not enabled or not before["up"] or not before["down"] or before["up"] == before["down"]:
+        report["labels_after"] = before
+        if enabled and (not before["up"] or not before["down"]) and rows:
+            report["note"] = "only one label present: nothing to balance against"
+        return rows, report
+    major = "up" if before["up"] > before["down"] else "down"
+    idx = [i for i, lab in enumerate(labels) if lab == major]
+    drop = set(random.Random(seed).sample(idx, len(idx) - before["down" if major == "up" else "up"]))
+    kept = [r for i, r in enumerate(rows) if i not in drop]
+    labels = [label_of_row(r) for r in kept]
+    report.update(balanced=True, labels_after={"up": labels.count("up"), "down": labels.count("down"),
+                                               "none": labels.count(None)})
+    return kept, report
+
+
+def training_rows(db: sqlite_utils.Database | None, cfg: "RunConfig", rows: list[dict], *, balanced: bool = True
+                  ) -> tuple[list[dict], dict]:
+    """The range selection, then (when the trainer learns from labels) the balance: what every trainer does first."""
+    rows, span = select_days(db, rows, cfg.start, cfg.end)
+    info = {**span}
+    if balanced:
+        rows, report = balance(rows, cfg.seed, cfg.balance)
+        info.update(report)
+    return rows, info
+
+
+def with_returns(db: sqlite_utils.Database | None, rows: list[dict]) -> list[dict]:
+    """Attach the realized next-day return (`ret`) the market reward needs, from memory when absent."""
+    from sep.window import outcome, parse_day
+
+    out = []
+    for r in rows:
+        if "ret" not in r:
+            if db is None or "stock" not in r:
+                raise BadInput("The market reward needs each row's realized return: give `ret`, or `stock` and `date` "
+                               "with prices in memory.")
+            r = {**r, "ret": outcome(db, r["stock"], parse_day(r["date"]))[4]}
+        out.append(r)
+    return out
+
+
+def data_hash(rows: list[dict]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps(r, ensure_ascii=False, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- models
+
+
+def _torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def base_model_dir(settings: Settings) -> Path:
+    from sep.llm import prepare_hf_model
+
+    return prepare_hf_model(settings.cache_dir)
+
+
+def lora(cfg: RunConfig, task_type: str) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type=task_type,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+def adapter_dir(run: Path) -> Path:
+    """A run folder's adapter (or the path itself when it already is an adapter folder); bad input otherwise."""
+    path = adapter_folder(run)
+    if path is None:
+        raise BadInput(f"{run} is not a `sep train` run folder or LoRA adapter (no adapter_config.json).")
+    return path
+
+
+def load_policy(base: Path, sft: Path | None) -> Any:
+    """The causal LM to train on: the base, with an SFT adapter merged in when given."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    if sft:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir(sft)).merge_and_unload()
+    return model
+
+
+def turn_tokenizer(base: Path) -> Any:
+    """The tokenizer whose EOS is <end_of_turn>, the token that ends a model turn.
+
+    Reward training, PPO and best-of-n all score a response at that token: the reward trainer
+    appends no other EOS, PPO stops generating there, reads the reward there, and its
+    missing-EOS penalty looks for that same token.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.eos_token = TURN_END
+    return tok
+
+
+def reward_model_and_tokenizer(base: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification
+
+    tok = turn_tokenizer(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def load_reward_model(run: Path, base: Path, threads: int = 2) -> tuple[Any, Any]:
+    """(sequence classifier with the reward adapter merged, tokenizer), in eval mode."""
+    from peft import PeftModel
+
+    _torch_threads(threads)
+    model, tok = reward_model_and_tokenizer(base)
+    model = PeftModel.from_pretrained(model, adapter_dir(run)).merge_and_unload()
+    model.eval()
+    return model, tok
+
+
+def reward_text(prompt: str | list[dict], response: str | list[dict]) -> str:
+    """prompt + response ending at <end_of_turn>: the exact text the reward model is trained and read on."""
+    return chat_prompt(prompt) + response_text(response)
+
+
+def reward_scores(model: Any, tok: Any, prompt: str, responses: list[str]) -> list[float]:
+    """The reward model's scalar for prompt + each response, formatted exactly as in training."""
+    import torch
+
+    texts = [reward_text(prompt, r) for r in responses]
+    scores = []
+    with torch.no_grad():
+        for text in texts:
+            ids = tok(text, return_tensors="pt", truncation=True, max_length=2048)
+            scores.append(float(model(**ids).logits[0, 0]))
+    return scores
+
+
+def pair_metrics(model: Any, tok: Any, rows: list[dict]) -> dict:
+    """Held-out pair accuracy (chosen scored above rejected) and mean margin."""
+    margins = []
+    for r in rows:
+        chosen, rejected = reward_scores(model, tok, r["prompt"], [r["chosen"], r["rejected"]])
+        margins.append(chosen - rejected)
+    if not margins:
+        return {"eval_pairs": 0, "pair_accuracy": None, "margin": None}
+    return {"eval_pairs": len(margins), "pair_accuracy": sum(m > 0 for m in margins) / len(margins),
+            "margin": sum(margins) / len(margins)}
+
+
+# ---------------------------------------------------------------- the run directory and the runs table
+
+
+@dataclass
+class Run:
+    """One training run: its folder and its `runs` row. Rerunning the same --out resumes it."""
+
+    db: sqlite_utils.Database | None
+    cfg: RunConfig
+    rows: list[dict]
+    data: dict | None = None  # {stocks, data_start, data_end, labels...}: what the run learned from
+    id: int | None = None
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    def start(self) -> "Run":
+        self.out.mkdir(parents=True, exist_ok=True)
+        digest = data_hash(self.rows)
+        old = self.out / "data.sha256"
+        if old.exists() and old.read_text().strip() != digest and self.last_checkpoint():
+            raise BadInput(f"{self.out} holds a run on other data; pick a new --out (or delete it to start over).")
+        old.write_text(digest + "\n")
+        span = {k: (self.data or {}).get(k) for k in ("stocks", "data_start", "data_end")}
+        config = {**self.cfg.as_json(), **span}
+        (self.out / "config.json").write_text(json.dumps(config, indent=2))
+        if self.db is not None:
+            with transaction(self.db):
+                cur = self.db.execute(
+                    "INSERT INTO runs (kind, out, config, data_hash, examples, status, started_at, stocks, data_start, "
+                    "data_end) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [self.cfg.kind, str(self.out.resolve()), json.dumps(config), digest, len(self.rows),
+                     "running", now_iso(), json.dumps(span["stocks"]) if span["stocks"] is not None else None,
+                     span["data_start"], span["data_end"]])
+                self.id = cur.lastrowid
+        return self
+
+    def last_checkpoint(self) -> str | None:
+        ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        return str(ckpts[-1]) if ckpts else None
+
+    def finish(self, metrics: dict) -> dict:
+        metrics = {"kind": self.cfg.kind, "examples": len(self.rows), **(self.data or {}), **metrics}
+        (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+        if self.db is not None and self.id is not None:
+            with transaction(self.db):
+                self.db.execute("UPDATE runs SET status = 'done', metrics = ?, finished_at = ? WHERE id = ?",
+                                [json.dumps(metrics), now_iso(), self.id])
+        return metrics
+
+    def fail(self, exc: BaseException) -> None:
+        if self.db is not None and self.id is not None:
+            with transaction(self.db):
+                self.db.execute("UPDATE runs SET status = 'failed', metrics = ?, finished_at = ? WHERE id = ?",
+                                [json.dumps({"error": f"{type(exc).__name__}: {exc}"}), now_iso(), self.id])
+
+
+def _cpu_only() -> bool:
+    """Train on the CPU only when torch sees no GPU (accelerate launch spreads GPU runs)."""
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _precision() -> dict:
+    """fp32 on the CPU: TRL's configs default to bf16, which a CPU without bf16 units runs through a
+    reference GEMM about 100x slower (measured: one toy SFT step went from seconds to minutes)."""
+    return {"use_cpu": True, "bf16": False, "fp16": False} if _cpu_only() else {"use_cpu": False}
+
+
+def _trainer_args(cfg: RunConfig, cls: type, **extra: Any) -> Any:
+    return cls(output_dir=str(Path(cfg.out) / "checkpoints"), max_steps=cfg.max_steps,
+               per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+               logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2, report_to=[], seed=cfg.seed,
+               dataloader_num_workers=0, **_precision(), **extra)
+
+
+def save_adapter(run: Run, model: Any, tok: Any) -> None:
+    """The run's result: LoRA weights and the tokenizer (with the chat template) in out/adapter."""
+    model.save_pretrained(run.out / "adapter")
+    tok.save_pretrained(run.out / "adapter")
+
+
+def _train_with_resume(run: Run, trainer: Any) -> dict:
+    resume = run.last_checkpoint()
+    result = trainer.train(resume_from_checkpoint=resume)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"steps": trainer.state.global_step, "resumed_from": resume, "train_loss": result.training_loss,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+
+
+def _execute(settings: Settings, cfg: RunConfig, db: sqlite_utils.Database | None, rows: list[dict],
+             body: Callable[[Run, Path], dict], data: dict | None = None) -> dict:
+    """What every trainer shares: torch threads, the base model folder, and a run recorded even when it fails."""
+    _torch_threads(cfg.threads)
+    base = base_model_dir(settings)
+    run = Run(db, cfg, rows, data).start()
+    try:
+        return run.finish(body(run, base))
+    except BaseException as exc:
+        run.fail(exc)
+        raise
+
+
+# ---------------------------------------------------------------- trainers
+
+
+def train_sft(settings: Settings, cfg: SFTRunConfig, db: sqlite_utils.Database | None, data: Path | None) -> dict:
+    """LoRA SFT on prompt/completion; the loss covers the completion only."""
+    rows, info = training_rows(db, cfg, sft_rows(db, data, cfg.model))
+    if not rows:
+        raise BadInput("No SFT examples: memory holds no correct trial-0 answers in that range yet (run `sep reflect`), "
+                       "or pass --data.")
+
+    def body(run: Run, base: Path) -> dict:
+        from datasets import Dataset
+        from transformers import AutoTokenizer
+        from trl import SFTConfig, SFTTrainer
+
+        tok = AutoTokenizer.from_pretrained(base)
+        dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+        trainer = SFTTrainer(model=load_policy(base, None), processing_class=tok, train_dataset=dataset,
+                             peft_config=lora(cfg, "CAUSAL_LM"),
+                             args=_trainer_args(cfg, SFTConfig, max_length=cfg.max_length, completion_only_loss=True))
+        metrics = _train_with_resume(run, trainer)
+        save_adapter(run, trainer.model, tok)
+        return metrics
+
+    return _execute(settings, cfg, db, rows, body, info)
+
+
+def train_reward(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
+    """Bradley–Terry reward model (TRL RewardTrainer, sequence-classification head, LoRA).
+
+    Held out: the last `eval_fraction` of the pairs in time (file order when rows carry no date),
+    never a shuffle, so the score says how it does on days after the ones it learned from. Beside
+    `pair_accuracy` stands `majority_accuracy`: how often "prefer the answer with the training
+    majority's label" would be right on the same pairs.
+    """
+    rows, info = training_rows(db, cfg, pair_rows(db, pairs, cfg.model))
+    if len(rows) < 2:
+        raise BadInput(f"A reward model needs at least 2 pairs (one held out); found {len(rows)}. "
+                       "Run `sep reflect` over more days, or pass --pairs FILE.jsonl.")
+    train, held_out = time_split(rows, cfg.eval_fraction)
+
+    def body(run: Run, base: Path) -> dict:
+        from datasets import Dataset
+        from trl import RewardConfig, RewardTrainer
+
+        model, tok = reward_model_and_tokenizer(base)
+        columns = ("prompt", "chosen", "rejected")
+        trainer = RewardTrainer(model=model, processing_class=tok,
+                                train_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in train]),
+                                peft_config=lora(cfg, "SEQ_CLS"),
+                                args=_trainer_args(cfg, RewardConfig, max_length=cfg.max_length, eos_token=TURN_END))
+        metrics = _train_with_resume(run, trainer)
+        save_adapter(run, trainer.model, tok)
+        trainer.model.eval()
+        return {**metrics, "train_pairs": len(train), "eval_first_day": held_out[0].get("date"),
+                **pair_metrics(trainer.model, tok, held_out), "majority_accuracy": majority_pair_accuracy(train, held_out)}
+
+    return _execute(settings, cfg, db, rows, body, info)
+
+
+def time_split(rows: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
+    """(train, held out): the held-out rows are the last `fraction` in time (date, then file order), at least one."""
+    order = sorted(range(len(rows)), key=lambda i: (str(rows[i].get("date", "")), i))
+    n_eval = min(max(1, round(len(rows) * fraction)), len(rows) - 1)
+    return [rows[i] for i in order[:-n_eval]], [rows[i] for i in order[-n_eval:]]
+
+
+def majority_pair_accuracy(train: list[dict], held_out: list[dict]) -> float | None:
+    """Accuracy on held-out pairs of always preferring the answer with the training majority's label (ties: half)."""
+    labels = [label_of_row(r) for r in train]
+    major = "up" if labels.count("up") >= labels.count("down") else "down"
+    if not held_out:
+        return None
+    right = 0.0
+    for r in held_out:
+        chosen, rejected = label_of_row(r), parse_answer(r["rejected"].replace(TURN_END, "")).label
+        right += 1.0 if chosen == major != rejected else 0.5 if (chosen == major) == (rejected == major) else 0.0
+    return right / len(held_out)
+
+
+def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
+    """PPO (trl.experimental.ppo) on the pairs' prompts: policy = SFT + LoRA, reference = the frozen
+    policy (adapter off), value model initialised from the reward model. One step = one PPO update."""
+    if not cfg.reward:
+        raise BadInput("sep train ppo needs --reward DIR (a `sep train reward` run).")
+    rows, info = training_rows(db, cfg, day_rows(db, pairs, cfg.model), balanced=False)  # the reward model needs no labels
+    if not rows:
+        raise BadInput("No prompts: memory holds no decisions in that range yet (run `sep reflect`), or pass --pairs FILE.jsonl.")
+
+    def body(run: Run, base: Path) -> dict:
+        import torch
+        from datasets import Dataset
+        from peft import PeftModel, get_peft_model
+        from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+        tok = turn_tokenizer(base)  # generation stops, the reward is read, and EOS is checked at <end_of_turn>
+        tok.padding_side = "left"
+        reward_model, _ = load_reward_model(cfg.reward, base, cfg.threads)
+        value_model = copy.deepcopy(reward_model).train()  # starts as the reward model, then learns values
+        policy = load_policy(base, cfg.sft)
+        resume = run.last_checkpoint()
+        done = 0
+        if resume and (Path(resume) / "adapter_config.json").exists():  # PPO has no trainer resume: reload the adapter
+            policy = PeftModel.from_pretrained(policy, resume, is_trainable=True)
+            done = int(Path(resume).name.split("-")[-1])
+        else:
+            policy = get_peft_model(policy, lora(cfg, "CAUSAL_LM"))
+        remaining = max(cfg.max_steps - done, 0)
+        prompts = [r["prompt"] for r in rows]
+        dataset = Dataset.from_list([{"input_ids": tok(p, truncation=True, max_length=cfg.max_length)["input_ids"]}
+                                     for p in prompts])
+        args = PPOConfig(output_dir=str(run.out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
+                         num_mini_batches=1, total_episodes=max(remaining, 1) * cfg.batch_size,
+                         local_rollout_forward_batch_size=cfg.batch_size, num_ppo_epochs=1,
+                         response_length=cfg.response_length, temperature=cfg.temperature,
+                         stop_token_id=tok.eos_token_id, kl_coef=cfg.kl_coef,
+                         missing_eos_penalty=cfg.missing_eos_penalty, learning_rate=cfg.learning_rate,
+                         num_sample_generations=0, save_steps=cfg.save_steps, report_to=[], seed=cfg.seed,
+                         logging_steps=1, **_precision())
+        trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=None, reward_model=reward_model,
+                             value_model=value_model, train_dataset=dataset)
+        if remaining:
+            with torch.random.fork_rng():
+                torch.manual_seed(cfg.seed)
+                trainer.train()
+        updates = trainer.state.global_step if remaining else 0
+        save_adapter(run, trainer.model.policy, tok)
+        ckpt = run.out / "checkpoints" / f"checkpoint-{done + updates}"
+        trainer.model.policy.save_pretrained(ckpt)  # what a rerun resumes from
+        logs = [h for h in trainer.state.log_history if "objective/scores" in h]
+        return {"updates": updates, "resumed_from": resume, "total_updates": done + updates,
+                "mean_score": logs[-1]["objective/scores"] if logs else None,
+                "kl": logs[-1].get("objective/kl") if logs else None,
+                "eos_share": logs[-1].get("val/num_eos_tokens", 0) / cfg.batch_size if logs else None}
+
+    return _execute(settings, cfg, db, rows, body, info)
+
+
+def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
+    """RLMF with TRL GRPOTrainer: the reward is the realized next-day return signed by the answer
+    (`market_reward`), optionally mixed with the reward model (`both`) or only the model (`model`)."""
+    if cfg.reward_kind not in ("market", "model", "both"):
+        raise BadInput(f"--reward must be market, model or both, not {cfg.reward_kind!r}.")
+    if cfg.batch_size % cfg.num_generations:
+        raise BadInput(f"--batch-size {cfg.batch_size} must be a multiple of --num-generations {cfg.num_generations}.")
+    if cfg.reward_kind != "market" and not cfg.reward:
+        raise BadInput("--reward model|both needs --reward-model DIR (a `sep train reward` run).")
+    rows, info = training_rows(db, cfg, day_rows(db, pairs, cfg.model), balanced=False)  # the market gives the reward
+    if not rows:
+        raise BadInput("No prompts: memory holds no decisions in that range yet (run `sep reflect`), or pass --pairs FILE.jsonl.")
+    if cfg.reward_kind != "model":
+        rows = with_returns(db, rows)
+    if cfg.signal_score:  # the prompt must ask for the score the reward reads
+        rows = [{**r, "prompt": with_signal_instruction(r["prompt"])} for r in rows]
+    market_scale = sum(abs(float(r["ret"])) for r in rows) / len(rows) if cfg.reward_kind != "model" else 1.0
+
+    def body(run: Run, base: Path) -> dict:
+        import statistics
+
+        from datasets import Dataset
+        from transformers import AutoTokenizer
+        from trl import GRPOConfig, GRPOTrainer
+
+        tok = AutoTokenizer.from_pretrained(base)
+        rm = load_reward_model(cfg.reward, base, cfg.threads) if cfg.reward_kind != "market" else None
+        seen: list[float] = []  # the reward model's scores so far: their spread is its scale
+
+        def rlmf(prompts: list[str], completions: list[str], ret: list[float] | None = None, **_: Any) -> list[float]:
+            texts = [_content(c) for c in completions]
+            market = [0.0] * len(texts)
+            if cfg.reward_kind != "model":
+                market = [signal_reward(parse_signal(t), ret[i], cfg.signal_threshold) if cfg.signal_score
+                          else market_reward(parse_answer(t).label, ret[i])  # the label line, as inference reads it
+                          for i, t in enumerate(texts)]
+            if cfg.reward_kind == "market":
+                return market
+            scores = [reward_scores(rm[0], rm[1], p, [t])[0] for p, t in zip(prompts, texts)]
+            if cfg.reward_kind == "model":
+                return scores
+            seen.extend(scores)
+            model_scale = statistics.pstdev(seen) if len(seen) > 1 else 0.0
+            return [mixed_reward(m, x, market_scale, model_scale or 1.0, cfg.model_weight) for m, x in zip(market, scores)]
+
+        data = [{"prompt": r["prompt"], **({"ret": float(r["ret"])} if "ret" in r else {})} for r in rows]
+        args = _trainer_args(cfg, GRPOConfig, num_generations=cfg.num_generations,
+                             max_completion_length=cfg.max_completion_length, temperature=0.9)
+        trainer = GRPOTrainer(model=load_policy(base, cfg.sft), reward_funcs=rlmf, args=args,
+                              train_dataset=Dataset.from_list(data), processing_class=tok,
+                              peft_config=lora(cfg, "CAUSAL_LM"))
+        metrics = _train_with_resume(run, trainer)
+        save_adapter(run, trainer.model, tok)
+        rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+        return {**metrics, "mean_reward": sum(rewards) / len(rewards) if rewards else None,
+                "market_scale": market_scale}
+
+    return _execute(settings, cfg, db, rows, body, info)
+

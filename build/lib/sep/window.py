@@ -1,0 +1,187 @@
+"""What a decision "at the end of day D" may see: the single place the time rule lives.
+
+The target is the close of the first trading day after D against the last close on or
+before D. Texts enter only when they count for a day on or before D (local time), within the
+last `window_days` calendar days. A text published after the market's close (KRX 15:30 KST,
+NYSE 16:00 ET) counts for the next day, because a position decided at D's close could not have
+read it; a text with only a date counts for that date. Every prompt is built from a
+`DecisionWindow`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date as Date
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import sqlite_utils
+
+from sep.errors import BadInput
+from sep.tradingdays import TradingDays, is_krx_holiday, market_close, market_of, market_tz
+
+LABEL_KO = {"up": "상승", "down": "하락"}
+
+
+def parse_day(value: str) -> str:
+    """Accept YYYY-MM-DD (or YYYYMMDD) and return ISO; anything else is bad input."""
+    text = value.strip()
+    if len(text) == 8 and text.isdigit():
+        text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    try:
+        return Date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise BadInput(f"'{value}' is not a date: use YYYY-MM-DD, e.g. 2022-06-01.") from None
+
+
+def label_of(ret: float) -> str:
+    """`up` when the next close is strictly higher, else `down` (SEP: Positive iff return > 0)."""
+    return "up" if ret > 0 else "down"
+
+
+@dataclass
+class Text:
+    id: int
+    source: str
+    date: str
+    published_at: str | None
+    title: str
+    body: str | None
+    url: str | None
+    representative: int | None = None  # None: dedup has not run on this day; 1/0 once it has
+
+
+@dataclass
+class DecisionWindow:
+    stock: str
+    date: str
+    last_trading_day: str
+    last_close: float
+    target_day: str
+    target_close: float
+    ret: float
+    label: str
+    window_start: str
+    is_holiday: bool
+    texts: list[Text] = field(default_factory=list)
+
+    @property
+    def label_ko(self) -> str:
+        return LABEL_KO[self.label]
+
+    def text_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for t in self.texts:
+            counts[t.source] = counts.get(t.source, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def texts_by_day(self) -> dict[str, list[Text]]:
+        days: dict[str, list[Text]] = {}
+        for t in self.texts:
+            days.setdefault(t.date, []).append(t)
+        return dict(sorted(days.items()))
+
+    def as_json(self) -> dict:
+        return {
+            "stock": self.stock,
+            "date": self.date,
+            "last_trading_day": self.last_trading_day,
+            "last_close": self.last_close,
+            "target_day": self.target_day,
+            "target_close": self.target_close,
+            "return": self.ret,
+            "label": self.label,
+            "texts": self.text_counts(),
+        }
+
+
+def trading_days(db: sqlite_utils.Database, stock: str) -> TradingDays:
+    days = [r[0] for r in db.execute("SELECT date FROM prices WHERE stock = ? ORDER BY date", [stock])]
+    if not days:
+        known = [r[0] for r in db.execute("SELECT DISTINCT stock FROM prices ORDER BY stock LIMIT 20")]
+        hint = f" Known stocks: {', '.join(known)}." if known else " No prices imported yet."
+        raise BadInput(f"Unknown stock '{stock}': no prices for it in the memory.{hint}")
+    return TradingDays.for_stock(stock, days)
+
+
+def decision_window(
+    db: sqlite_utils.Database,
+    stock: str,
+    date: str,
+    window_days: int = 5,
+    *,
+    days: TradingDays | None = None,
+) -> DecisionWindow:
+    """Build the window for deciding at the end of `date`; raises BadInput outside the data."""
+    date = parse_day(date)
+    last, last_close, target, target_close, ret = outcome(db, stock, date, days=days)
+    start = (Date.fromisoformat(date) - timedelta(days=window_days - 1)).isoformat()
+    return DecisionWindow(
+        stock=stock,
+        date=date,
+        last_trading_day=last,
+        last_close=last_close,
+        target_day=target,
+        target_close=target_close,
+        ret=ret,
+        label=label_of(ret),
+        window_start=start,
+        is_holiday=market_of(stock) == "XKRX" and is_krx_holiday(date),
+        texts=texts_in_window(db, stock, start, date),
+    )
+
+
+def outcome(db: sqlite_utils.Database, stock: str, date: str, *, days: TradingDays | None = None
+            ) -> tuple[str, float, str, float, float]:
+    """(last trading day, its close, target day, its close, return) of deciding at the end of `date`.
+
+    The market side of a window without its texts: evaluation and rewards need only this.
+    """
+    days = days or trading_days(db, stock)
+    last = days.on_or_before(date)
+    target = days.after(date)
+    if last is None or target is None:
+        raise BadInput(
+            f"{date} is outside the price data of {stock} ({days.days[0]} to {days.days[-1]}): "
+            "a decision needs a close on or before the date and a trading day after it."
+        )
+    close = dict(
+        db.execute("SELECT date, close FROM prices WHERE stock = ? AND date IN (?, ?)", [stock, last, target]).fetchall()
+    )
+    return last, close[last], target, close[target], close[target] / close[last] - 1.0
+
+
+def counts_for(stock: str, day: str, published_at: str | None) -> str:
+    """The day a text counts for: its local day, or the next one when published at or after the close."""
+    if not published_at or "T" not in published_at and " " not in published_at.strip():
+        return day  # only a date: that date
+    try:
+        moment = datetime.fromisoformat(published_at.strip())
+    except ValueError:
+        return day
+    zone = ZoneInfo(market_tz(stock))
+    local = moment.astimezone(zone) if moment.tzinfo else moment.replace(tzinfo=zone)
+    if (local.hour, local.minute) >= market_close(stock):
+        return (local.date() + timedelta(days=1)).isoformat()
+    return local.date().isoformat()
+
+
+def texts_in_window(db: sqlite_utils.Database, stock: str, start: str, end: str) -> list[Text]:
+    """Texts that count for start..end inclusive. `end` is the decision day: nothing later, ever.
+
+    A text's `date` here is the day it counts for (`counts_for`), so one posted after the close of
+    the day before `start` enters, and one posted after the close of `end` does not.
+    """
+    before = (Date.fromisoformat(start) - timedelta(days=1)).isoformat()
+    rows = db.execute(
+        "SELECT id, source, date, published_at, title, body, url, is_representative FROM texts "
+        "WHERE stock = ? AND date >= ? AND date <= ? ORDER BY date, published_at, id",
+        [stock, before, end],
+    ).fetchall()
+    out = []
+    for row in rows:
+        text = Text(*row)
+        text.date = counts_for(stock, text.date, text.published_at)
+        if start <= text.date <= end:
+            out.append(text)
+    return sorted(out, key=lambda t: (t.date, t.published_at or "", t.id))
