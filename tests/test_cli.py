@@ -108,10 +108,17 @@ def test_a_built_wheel_reflects_outside_the_checkout(tmp_path, sample_memory, db
     import sys
     from pathlib import Path
 
+    import shutil
+
     sample_memory.conn.close()
     root = Path(__file__).resolve().parent.parent
+    source = tmp_path / "src"  # a copy: building writes build/ next to the sources
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    shutil.copytree(root / "sep", source / "sep", ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                            str(tmp_path / "dist"), str(root)], capture_output=True, text=True)
+                            str(tmp_path / "dist"), str(source)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("sep-*.whl"))
     target = tmp_path / "site"
