@@ -117,7 +117,7 @@ def test_a_built_wheel_reflects_outside_the_checkout(tmp_path, sample_memory, db
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(root / name, source / name)
     shutil.copytree(root / "sep", source / "sep", ignore=shutil.ignore_patterns("__pycache__"))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                             str(tmp_path / "dist"), str(source)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("sep-*.whl"))
