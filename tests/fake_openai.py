@@ -57,6 +57,11 @@ class FakeOpenAI:
 
             def _send(self, body: dict, status: int = 200) -> None:
                 data = json.dumps(body).encode()
+                if getattr(self, "counted", False):  # done before the client can see the reply and send again
+                    with fake._lock:
+                        fake.in_flight -= 1
+                        fake.spans.append((self.arrived, time.monotonic()))
+                    self.counted = False
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -71,16 +76,18 @@ class FakeOpenAI:
                     self._send({"error": "not found"}, 404)
 
             def do_POST(self) -> None:
-                arrived = time.monotonic()
+                self.arrived = time.monotonic()
                 with fake._lock:
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                self.counted = True
                 try:
                     self._answer()
                 finally:
-                    with fake._lock:
-                        fake.in_flight -= 1
-                        fake.spans.append((arrived, time.monotonic()))
+                    if self.counted:  # no reply was sent (an error)
+                        with fake._lock:
+                            fake.in_flight -= 1
+                            fake.spans.append((self.arrived, time.monotonic()))
 
             def _answer(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
