@@ -101,12 +101,17 @@ def _print_reports(reports: list, as_json: bool) -> None:
         if getattr(r, "conflicts", 0):
             skipped += f"; {r.conflicts} differ from stored rows (stored kept)"
         stocks = ", ".join(r.stocks[:5]) + (f" +{len(r.stocks) - 5}" if len(r.stocks) > 5 else "")
-        table.add_row(Path(r.path).name, r.format, stocks, f"{r.first_date} → {r.last_date}", str(r.rows_read),
+        days = f"{r.first_date} → {r.last_date}" if r.first_date else "-"
+        table.add_row(Path(r.path).name, r.format, stocks, days, str(r.rows_read),
                       str(r.rows_added), str(r.already_present), skipped)
     console.print(table)
 
 
-def _run_import(kind: str, paths: list[Path], read: Callable[[Path], Any], db: Path | None, as_json: bool) -> None:
+NewStockOpt = Annotated[bool, typer.Option("--new-stock", help="Allow a code that is neither six KRX digits nor a known ticker (a typo such as 00593A is refused otherwise).")]
+
+
+def _run_import(kind: str, paths: list[Path], read: Callable[[Path], Any], db: Path | None, as_json: bool,
+                new_stock: bool) -> None:
     from sep.ingest import read_all, write_all
     from sep.memory import open_memory
 
@@ -115,28 +120,30 @@ def _run_import(kind: str, paths: list[Path], read: Callable[[Path], Any], db: P
         progress, advance = file_progress(len(paths), f"Reading {kind}")
         with progress:
             parsed = read_all(paths, read, advance)
-        reports = write_all(open_memory(cfg.db), kind, parsed)
+        reports = write_all(open_memory(cfg.db), kind, parsed, new_stock=new_stock)
     _print_reports(reports, as_json)
 
 
 @import_app.command("prices")
 def import_prices_cmd(
-    paths: Annotated[list[Path], typer.Argument(help="Price files: FinanceDataReader CSV, QuantKang CSV, Yahoo CSV, sn2 TXT.")],
+    paths: Annotated[list[Path], typer.Argument(help="Price files: FinanceDataReader CSV, QuantKang CSV, Yahoo CSV, sn2 TXT; stock lists.")],
     stock: StockOpt = None,
-    format: Annotated[Optional[str], typer.Option("--format", help="fdr | quantkang | yahoo | sn2 (default: detect).")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="fdr | quantkang | yahoo | sn2 | stock-list (default: detect).")] = None,
+    new_stock: NewStockOpt = False,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Import daily prices. Zero (holiday) and zero-volume (halt) rows are skipped and counted.
 
     The stock comes from the file (QuantKang `code`), its name (005930.csv, AAPL.csv) or --stock.
-    Re-importing adds nothing; a row already stored is kept and differing closes are reported.
+    A stock list (`name,code,...` without header, or `code,name` with one) names the stocks:
+    prompts then read 삼성전자(005930). Re-importing adds nothing; differing closes are reported.
 
     Example: sep data import prices ../shared/data/krx-prices/*.csv
     """
     from sep.ingest import read_prices
 
-    _run_import("prices", paths, lambda p: read_prices(p, format, stock), db, as_json)
+    _run_import("prices", paths, lambda p: read_prices(p, format, stock), db, as_json, new_stock)
 
 
 @import_app.command("texts")
@@ -144,6 +151,7 @@ def import_texts_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Naver board CSV, Naver news/report xlsx, sn2 tweet folders, generic CSV/JSONL.")],
     source: Annotated[Optional[str], typer.Option("--source", help="naver-board | news | report | tweet (default: from the file).")] = None,
     stock: StockOpt = None,
+    new_stock: NewStockOpt = False,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -156,7 +164,7 @@ def import_texts_cmd(
     """
     from sep.ingest import read_texts
 
-    _run_import("texts", paths, lambda p: read_texts(p, source, stock), db, as_json)
+    _run_import("texts", paths, lambda p: read_texts(p, source, stock), db, as_json, new_stock)
 
 
 @data_app.command("show")

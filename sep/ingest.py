@@ -24,11 +24,18 @@ import sqlite_utils
 
 from sep.errors import BadInput
 from sep.memory import now_iso, transaction
-from sep.tradingdays import market_of, market_tz
+from sep.tradingdays import KRX_CODE, market_of, market_tz
 
-PRICE_FORMATS = ("fdr", "quantkang", "yahoo", "sn2")
+PRICE_FORMATS = ("fdr", "quantkang", "yahoo", "sn2", "stock-list")
 TEXT_SOURCES = ("naver-board", "news", "report", "tweet")
 CODE_IN_URL = re.compile(r"[?&]code=(\d{6})")
+# The 55 tickers of the SEP paper's sn2 dataset (koa-fin/sn2 @ b58aa27, price/*.txt): known
+# without a stock list, so its price files and tweet folders import as they come.
+SN2_TICKERS = frozenset(
+    "AAPL ABBV AEP AMT AMZN APD AVGO BABA BAC BHP BRK-A CAT CCI CMCSA COP COST CVX D DIS DUK EQIX GOOG HD HON "
+    "JNJ JPM KO LLY LMT MA META MSFT NEE NVDA PEP PFE PG PLD PSA RIO SHEL SHW SO TM TSLA TSM TTE UNH UNP UPS V "
+    "VALE VZ WMT XOM".split()
+)
 
 
 @dataclass
@@ -40,6 +47,14 @@ class PriceRow:
     low: float | None
     close: float
     volume: float | None
+
+
+@dataclass
+class StockRow:
+    """One line of a stock list: a code and the name prompts call it by."""
+
+    stock: str
+    name: str
 
 
 @dataclass
@@ -68,6 +83,7 @@ class ParsedFile:
     rows: list = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     line: int = 0  # the line being read, for error messages
+    names: dict[str, str] = field(default_factory=dict)  # company names the file states (QuantKang `name`)
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -97,6 +113,8 @@ def normalise_stock(value: object) -> str:
     text = str(value).strip()
     if re.fullmatch(r"\d{1,6}(\.0)?", text):
         return text.removesuffix(".0").zfill(6)
+    if re.fullmatch(r"[Aa]\d{6}", text):  # HTS/DART style "A005930"
+        return text[1:]
     return text.upper()
 
 
@@ -169,14 +187,28 @@ def detect_price_format(path: Path, text: str) -> str:
         return "fdr"
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}(\t[-+0-9.eE]+){6}", first.strip()):
         return "sn2"
+    if _is_stock_list(head):
+        return "stock-list"
     raise BadInput(
-        f"Unrecognised price file {path}: expected FinanceDataReader, QuantKang, Yahoo CSV or sn2 TXT "
+        f"Unrecognised price file {path}: expected FinanceDataReader, QuantKang, Yahoo CSV, sn2 TXT or a stock list "
         "(see `sep data import prices --help`)."
     )
 
 
+def _is_stock_list(head: str) -> bool:
+    """A `code,name[,market]` header, or arclien's headerless watchlist `name,code,added,...`."""
+    cols = next(csv.reader([head]), [])
+    if {"code", "name"} <= set(cols) and "close" not in cols:
+        return True
+    return len(cols) >= 3 and bool(re.fullmatch(r"\d{6}|[a-z][a-z0-9.\-]{0,9}", cols[1])) \
+        and bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", cols[2]))
+
+
 def read_prices(path: Path, fmt: str | None = None, stock: str | None = None) -> ParsedFile:
-    """Read one price file in any supported format into rows (zero and halt rows skipped)."""
+    """Read one price file in any supported format into rows (zero and halt rows skipped).
+
+    A stock list (`stock_list.csv` beside the price files) reads as `StockRow`s, so a folder
+    glob imports the names with the prices."""
     text = _read_text(path)
     if not text.strip():
         raise BadInput(f"{path} is empty.")
@@ -192,6 +224,8 @@ def read_prices(path: Path, fmt: str | None = None, stock: str | None = None) ->
             _read_quantkang(parsed, text, stock)
         elif fmt == "yahoo":
             _read_yahoo(parsed, text, _require_stock(need_stock, path))
+        elif fmt == "stock-list":
+            _read_stock_list(parsed, text)
         else:
             _read_sn2(parsed, text, _require_stock(need_stock, path))
     except (ValueError, KeyError, IndexError) as exc:
@@ -200,6 +234,23 @@ def read_prices(path: Path, fmt: str | None = None, stock: str | None = None) ->
     if not parsed.rows:
         raise BadInput(f"{path} holds no usable price rows.")
     return parsed
+
+
+def _read_stock_list(parsed: ParsedFile, text: str) -> None:
+    """`code,name` with a header, or arclien's headerless `name,code,added,lang,n,targets`."""
+    records = list(csv.reader(io.StringIO(text)))
+    header = [c.strip().lower() for c in records[0]]
+    if {"code", "name"} <= set(header):
+        code_at, name_at, records, first = header.index("code"), header.index("name"), records[1:], 2
+    else:
+        code_at, name_at, first = 1, 0, 1
+    for parsed.line, rec in enumerate(records, first):
+        if not any(c.strip() for c in rec):
+            continue
+        code, name = normalise_stock(rec[code_at]), rec[name_at].strip()
+        if not code or not name:
+            raise ValueError("a row without a code or a name")
+        parsed.rows.append(StockRow(code, name))
 
 
 def _require_stock(stock: str | None, path: Path) -> str:
@@ -235,6 +286,8 @@ def _read_quantkang(parsed: ParsedFile, text: str, stock: str | None) -> None:
     """date as YYYYMMDD, open, high, low, close, volume, ticker, code, name, interval."""
     for parsed.line, rec in enumerate(csv.DictReader(io.StringIO(text)), 2):
         code = normalise_stock(stock or rec["code"])
+        if (rec.get("name") or "").strip():
+            parsed.names[code] = rec["name"].strip()
         _add_price(
             parsed,
             PriceRow(code, parse_date(rec["date"]), _number(rec["open"]), _number(rec["high"]),
@@ -480,7 +533,20 @@ def _log_import(db: sqlite_utils.Database, kind: str, report: ImportReport) -> N
     )
 
 
+def write_stock_list(db: sqlite_utils.Database, parsed: ParsedFile) -> ImportReport:
+    """Name every listed stock (a later list's name wins); no prices are touched."""
+    rows: list[StockRow] = parsed.rows
+    names = {r.stock: r.name for r in rows}
+    before = dict(db.execute("SELECT stock, coalesce(name, '') FROM stocks").fetchall())
+    _ensure_stocks(db, names, names)
+    changed = sum(1 for s, n in names.items() if before.get(s) != n)
+    return ImportReport(str(parsed.path), parsed.format, sorted(names), len(rows), changed,
+                        len(names) - changed, parsed.skipped, None, None)
+
+
 def write_prices(db: sqlite_utils.Database, parsed: ParsedFile) -> ImportReport:
+    if parsed.format == "stock-list":
+        return write_stock_list(db, parsed)
     rows: list[PriceRow] = parsed.rows
     existing: dict[tuple[str, str], float] = {}
     for s in {r.stock for r in rows}:
@@ -494,7 +560,7 @@ def write_prices(db: sqlite_utils.Database, parsed: ParsedFile) -> ImportReport:
     conflicts = sum(
         1 for r in rows if (r.stock, r.date) in existing and abs(existing[(r.stock, r.date)] - r.close) > 1e-9 * r.close
     )
-    _ensure_stocks(db, {r.stock for r in rows})
+    _ensure_stocks(db, {r.stock for r in rows}, parsed.names)
     dates = sorted(r.date for r in rows)
     return ImportReport(str(parsed.path), parsed.format, sorted({r.stock for r in rows}), len(rows), added,
                         len(rows) - added, parsed.skipped, dates[0], dates[-1], conflicts)
@@ -532,8 +598,31 @@ def read_all(paths: list[Path], read: Callable[[Path], ParsedFile],
     return parsed
 
 
-def write_all(db: sqlite_utils.Database, kind: str, parsed: list[ParsedFile]) -> list[ImportReport]:
+def check_codes(db: sqlite_utils.Database, parsed: list[ParsedFile], new_stock: bool = False) -> None:
+    """Refuse a code that is neither a KRX code nor a known ticker, unless `new_stock`.
+
+    A typo such as 00593A would otherwise file rows under a stock nobody asked for. Known:
+    the stocks table, stock lists of this same import, and the sn2 dataset's tickers."""
+    if new_stock:
+        return
+    listed = {r.stock for p in parsed if p.format == "stock-list" for r in p.rows}
+    codes = {r.stock for p in parsed if p.format != "stock-list" for r in p.rows}
+    unknown = sorted(c for c in codes - listed - SN2_TICKERS if not KRX_CODE.fullmatch(c))
+    if unknown:
+        stored = {s for (s,) in db.execute("SELECT stock FROM stocks")}
+        unknown = [c for c in unknown if c not in stored]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise BadInput(
+            f"Unknown stock code {unknown[0]}{more}: KRX codes are six digits (005930) and other tickers must be "
+            "in an imported stock list; pass --new-stock if it is really a new stock."
+        )
+
+
+def write_all(db: sqlite_utils.Database, kind: str, parsed: list[ParsedFile], *,
+              new_stock: bool = False) -> list[ImportReport]:
     """Write parsed files in one transaction and log each in `imports`."""
+    check_codes(db, parsed, new_stock)
     write = {"prices": write_prices, "texts": write_texts}[kind]
     reports = []
     try:
@@ -548,14 +637,16 @@ def write_all(db: sqlite_utils.Database, kind: str, parsed: list[ParsedFile]) ->
 
 
 def import_prices(
-    db: sqlite_utils.Database, paths: list[Path], *, fmt: str | None = None, stock: str | None = None
+    db: sqlite_utils.Database, paths: list[Path], *, fmt: str | None = None, stock: str | None = None,
+    new_stock: bool = False,
 ) -> list[ImportReport]:
-    """Import price files (format auto-detected unless `fmt`); all or nothing."""
-    return write_all(db, "prices", read_all(paths, lambda p: read_prices(p, fmt, stock)))
+    """Import price files and stock lists (format auto-detected unless `fmt`); all or nothing."""
+    return write_all(db, "prices", read_all(paths, lambda p: read_prices(p, fmt, stock)), new_stock=new_stock)
 
 
 def import_texts(
-    db: sqlite_utils.Database, paths: list[Path], *, source: str | None = None, stock: str | None = None
+    db: sqlite_utils.Database, paths: list[Path], *, source: str | None = None, stock: str | None = None,
+    new_stock: bool = False,
 ) -> list[ImportReport]:
     """Import text files (Naver board/news/report, sn2 tweets, generic CSV/JSONL); all or nothing."""
-    return write_all(db, "texts", read_all(paths, lambda p: read_texts(p, source, stock)))
+    return write_all(db, "texts", read_all(paths, lambda p: read_texts(p, source, stock)), new_stock=new_stock)

@@ -111,6 +111,7 @@ def test_no_future_text_reaches_any_prompt(sample_memory, db_path, tmp_path):
     assert "DAY-D" in dry.stdout and "LATE-D" not in dry.stdout
     assert "FUTURE-MARKER" not in dry.stdout and "UTC-FUTURE" not in dry.stdout
     assert "summarize prompt" in dry.stdout and "explain prompt" in dry.stdout
+    assert "삼성전자(005930)" in dry.stdout  # the sample's stock list names the stock
 
 
 def test_reflections_are_recalled_only_once_their_outcome_is_known(sample_db):

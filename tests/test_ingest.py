@@ -123,3 +123,48 @@ def test_bad_price_rows_are_refused_with_their_line(tmp_path, rows, says):
     with pytest.raises(BadInput) as caught:
         read_prices(path)
     assert says in str(caught.value)  # a negative close is bad data, not a holiday row
+
+
+def test_a_price_folder_glob_with_its_stock_list_imports_names(memory, fixtures, tmp_path):
+    """`sep data import prices krx-prices/*.csv` meets stock_list.csv: it names the stocks."""
+    folder = tmp_path / "krx-prices"
+    folder.mkdir()
+    shutil.copy(sample_files()[0][0], folder / "005930.csv")
+    shutil.copy(fixtures / "stock_list.csv", folder / "stock_list.csv")
+    reports = import_prices(memory, sorted(folder.glob("*.csv")))
+    assert [r.format for r in reports] == ["fdr", "stock-list"]
+    names = dict(memory.execute("SELECT stock, name FROM stocks").fetchall())
+    assert names["005930"] == "삼성전자" and names["000660"] == "SK하이닉스" and names["TSLA"] == "TESLA"
+    assert names["078600"] == "대주전자재료"  # six digits kept, leading zero and all
+    assert reports[1].rows_read == 22 and reports[1].first_date is None
+
+
+def test_quantkang_name_column_names_the_stock(memory, fixtures):
+    import_prices(memory, [fixtures / "005930_D.csv"])
+    assert memory.execute("SELECT name FROM stocks WHERE stock = '005930'").fetchone()[0] == "삼성전자"
+
+
+@pytest.mark.parametrize("typed, code", [("5930", "005930"), ("A005930", "005930"), (" 005930 ", "005930"),
+                                         ("aapl", "AAPL"), ("5930.0", "005930")])
+def test_codes_are_normalised(typed, code):
+    from sep.ingest import normalise_stock
+
+    assert normalise_stock(typed) == code
+
+
+def test_an_unknown_code_needs_new_stock(memory, fixtures, tmp_path):
+    before = table_digest(memory)
+    with pytest.raises(BadInput, match="00593A.*--new-stock"):
+        import_prices(memory, [fixtures / "005930_D.csv"], stock="00593A")
+    typo = tmp_path / "typo.jsonl"
+    typo.write_text('{"stock": "SAMSUNG", "date": "2022-06-01", "title": "삼성전자 신고가"}\n', encoding="utf-8")
+    with pytest.raises(BadInput, match="SAMSUNG"):
+        import_texts(memory, [typo])
+    assert table_digest(memory) == before
+    import_prices(memory, [fixtures / "005930_D.csv"], stock="00593A", new_stock=True)
+    assert memory.execute("SELECT count(*) FROM prices WHERE stock = '00593A'").fetchone()[0] > 0
+    # once known (a stock list, or created before), a ticker needs no flag
+    import_prices(memory, [fixtures / "stock_list.csv"])
+    tsla = tmp_path / "tsla.jsonl"
+    tsla.write_text('{"stock": "TSLA", "date": "2022-06-01", "title": "Tesla delivers"}\n', encoding="utf-8")
+    assert import_texts(memory, [tsla])[0].rows_added == 1

@@ -13,4 +13,4 @@ def sample_dir() -> Path:
 def sample_files() -> tuple[list[Path], list[Path]]:
     """(price files, text files) of the sample."""
     folder = sample_dir()
-    return [folder / "005930.csv"], [folder / "samsung_naver_finance_news_2022-05.xlsx"]
+    return [folder / "005930.csv", folder / "stock_list.csv"], [folder / "samsung_naver_finance_news_2022-05.xlsx"]
