@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.text import Text
 from rich.table import Table
 
 from sep.errors import BadInput, missing_extra, require_extra
@@ -80,9 +82,52 @@ def model_errors(after: str = "") -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+class Bars(Progress):
+    """Rich progress bars on a terminal; in a log or CI (stderr not a terminal, where rich draws
+    nothing) one line per bar when it starts, every `every` seconds, and when it completes."""
+
+    every = 10.0
+
+    def __init__(self, *columns: Any, log_start: bool = True, **kwargs: Any) -> None:
+        super().__init__(*columns, **kwargs)
+        self.log_start = log_start  # False for quick bars (imports): a line only when done or slow
+        self._logged: dict[TaskID, Any] = {}
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
+        task_id = super().add_task(description, *args, **kwargs)
+        if self.log_start:
+            self._log(task_id)
+        else:
+            self._logged[task_id] = time.monotonic()
+        return task_id
+
+    def update(self, task_id: TaskID, *args: Any, **kwargs: Any) -> None:
+        super().update(task_id, *args, **kwargs)
+        self._log(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+    def _log(self, task_id: TaskID) -> None:
+        if self.disable or self.console.is_terminal:
+            return
+        task = self._tasks[task_id]
+        logged = self._logged
+        done = task.total is not None and task.completed >= task.total
+        last = logged.get(task_id)
+        if last == "done" or (last is not None and not done and time.monotonic() - last < self.every):
+            return
+        logged[task_id] = "done" if done else time.monotonic()
+        head = next((c.text_format for c in self.columns if isinstance(c, TextColumn) and "{" not in c.text_format), "")
+        label = " ".join(t for t in (Text.from_markup(head).plain, Text.from_markup(task.description).plain) if t)
+        total = f"/{task.total:g}" if task.total is not None else ""
+        self.console.print(f"{label}: {task.completed:g}{total} ({task.elapsed or 0:.0f} s)", markup=False, highlight=False)
+
+
 def file_progress(total: int, what: str) -> tuple[Progress, Callable[[Path], None]]:
-    progress = Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.description}"), console=err_console, transient=True)
+    progress = Bars(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=err_console, transient=True, log_start=False)
     task = progress.add_task("", total=total)
     return progress, lambda p: progress.update(task, advance=1, description=p.name)
 
@@ -235,7 +280,7 @@ def crawl_naver_board_cmd(
         if not code.isdigit():
             raise BadInput(f"'{stock}' is not a KRX code; the Naver board needs one like 005930.")
         db_ = open_memory(settings(db=db).db)
-        progress = Progress(TextColumn("[bold]Crawling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        progress = Bars(TextColumn("[bold]Crawling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=err_console, transient=True)
         with progress:
             task = progress.add_task("", total=pages)
@@ -267,7 +312,7 @@ ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU
 def _make_llm(cfg: Settings):
     from sep.llm import make_llm
 
-    progress = Progress(TextColumn("[bold]Preparing the embedded model"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+    progress = Bars(TextColumn("[bold]Preparing the embedded model"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                         console=err_console, transient=True)
     with progress:
         task = progress.add_task("", total=1)
@@ -319,7 +364,7 @@ def models_prepare(name: Annotated[str, typer.Argument(help="A catalog name from
             spec = get_spec(name)
         except ModelError as exc:
             raise BadInput(str(exc)) from None
-    progress = Progress(TextColumn(f"[bold]Preparing {name}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+    progress = Bars(TextColumn(f"[bold]Preparing {name}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                         TimeElapsedColumn(), console=err_console, transient=True)
     try:
         with progress:
@@ -393,7 +438,7 @@ def reflect_cmd(
         windows = [decision_window(memory, code, d, cfg.window_days, days=tdays) for d in days]
     with model_errors():
         llm = None if dry_run else _make_llm(cfg)
-    progress = Progress(TextColumn("[bold]Reflecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    progress = Bars(TextColumn("[bold]Reflecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.description}"), console=err_console, transient=True, disable=dry_run)
     task = progress.add_task("", total=len(windows))
     day = {"date": ""}
@@ -551,12 +596,27 @@ def _dedup(memory: Any, cfg: Settings, code: str, start: str | None, end: str | 
     require_extra("dedup", "sep dedup")
     from sep.dedup import DedupConfig, Deduplicator
 
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    progress = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err_console, transient=True)
     on_progress = stage_progress(progress)
     with progress:
         dedup = Deduplicator(memory, DedupConfig.from_settings(cfg), threads=cfg.threads, progress=on_progress)
         return dedup.run(code, start, end, refit=refit)
+
+
+def _render_kept(kept: list[dict], days: int = 10) -> None:
+    """Per day: how many copies each kept story stands for, and the biggest one."""
+    by_day: dict[str, list[dict]] = {}
+    for k in kept:
+        by_day.setdefault(k["date"], []).append(k)
+    shown = sorted(by_day)[-days:]
+    more = f" (the last {days} of {len(by_day)} days; all in --json)" if len(by_day) > days else ""
+    table = Table("day", "kept", "copies per kept story", "biggest story", title=f"Kept per day{more}")
+    for day in shown:
+        stories = sorted(by_day[day], key=lambda k: -k["copies"])
+        table.add_row(day, str(len(stories)), " ".join(str(k["copies"]) for k in stories),
+                      escape(stories[0]["title"][:60]))
+    console.print(table)
 
 
 def render_dedup(report: Any, topics: int = 20) -> None:
@@ -569,6 +629,7 @@ def render_dedup(report: Any, topics: int = 20) -> None:
                       f"{report.off_topic} off-topic, [bold green]{report.kept} kept[/] as representatives "
                       f"({'refit' if report.refit else 'transformed with the stored topic model'}, {report.seconds:.1f} s: "
                       + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()) + ")", highlight=False)
+        _render_kept(report.kept_stories)
     if not topics:
         return
     table = Table("topic", "size", "top words", "example", "flag", title=f"{len(report.topic_table)} topics")
@@ -857,7 +918,7 @@ def batch_run_cmd(
         if concurrency:
             job.concurrency = concurrency
         cfg = settings(db=db)
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        progress = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
         on_progress = stage_progress(progress)
         with model_errors(" Finished days are stored; rerun to continue."), progress:
@@ -1049,7 +1110,7 @@ def experiment_run_cmd(
             raise BadInput(f"{job_file} has no [experiment] table (train_start, train_end, test_start, test_end, arms).")
         cfg = job.settings(settings(db=db))
         memory = open_memory(cfg.db, must_exist=True)
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        progress = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
         experiment = Experiment(memory, job, job.experiment, cfg, make_llm, stage_progress(progress))
         from contextlib import redirect_stdout

@@ -11,17 +11,21 @@ the top-k representative texts, in four steps:
 
 `Deduplicator` orchestrates pluggable parts, BERTopic-style: the embedder, the UMAP and HDBSCAN
 models and the keyword rules can each be swapped. Results go to `texts` (dup_of, topic, flag,
-is_representative), `dedup_runs`, `topics` and `topic_models`.
+is_representative), `dedup_runs`, `topics` and `topic_models` (one per fitted range, saved
+with BERTopic's safetensors serialization).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import re
+import tempfile
 import time
 import tomllib
 import unicodedata
+import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -177,6 +181,28 @@ def load_offtopic(path: Path | None) -> tuple[list[OffTopicRule], float]:
     return rules, share
 
 
+def save_topic_model(model: Any, embedder: str) -> bytes:
+    """BERTopic's safetensors serialization (topic embeddings, c-TF-IDF, configs), zipped for one BLOB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(tmp, serialization="safetensors", save_ctfidf=True, save_embedding_model=embedder)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(Path(tmp).iterdir()):
+                z.write(f, f.name)
+        return buf.getvalue()
+
+
+def load_topic_model(fmt: str, blob: bytes) -> Any:
+    """A stored topic model; a safetensors one transforms by cosine similarity to topic embeddings."""
+    if fmt == "pickle":  # written by sep itself before migration 0009
+        return pickle.loads(blob)
+    from bertopic import BERTopic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        zipfile.ZipFile(io.BytesIO(blob)).extractall(tmp)
+        return BERTopic.load(tmp)
+
+
 # ---------------------------------------------------------------- the orchestrator
 
 
@@ -234,6 +260,7 @@ class DedupReport:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     topic_table: list[dict] = field(default_factory=list)
+    kept_stories: list[dict] = field(default_factory=list)  # per day: each representative and the copies it stands for
     run: int | None = None
 
     def as_json(self) -> dict:
@@ -377,13 +404,14 @@ class Deduplicator:
                     break
         return flags
 
-    def _representatives(self, rows: list[Row], emb: np.ndarray, candidates: np.ndarray) -> None:
-        """Per day: round-robin over stories, biggest first; a story's weight counts its copies.
+    def _representatives(self, rows: list[Row], emb: np.ndarray, candidates: np.ndarray, copies: Counter) -> None:
+        """Per day: the most-covered stories first, one per topic, then round-robin.
 
-        Within a topic the text nearest the topic's centroid with the most copies goes first,
-        so the summary sees the day's main stories once each, then the rest.
+        `copies[id]` counts the day's exact and near copies a story stands for (`rows` are the
+        surviving stories, so the counts come from the caller). Topics rank by the coverage of
+        all their stories; within a topic the story with the most copies, then the one nearest
+        the centroid, goes first. Import order only breaks exact ties.
         """
-        copies = Counter(r.dup_of for r in rows if r.dup_of is not None)
         by_day: dict[str, list[int]] = defaultdict(list)
         for i in np.flatnonzero(candidates):
             by_day[rows[i].date].append(int(i))
@@ -410,17 +438,19 @@ class Deduplicator:
     def run(self, stock: str, start: str | None = None, end: str | None = None, refit: bool = False) -> DedupReport:
         t0 = time.perf_counter()
         _TIMINGS.clear()
-        saved = self.db.execute("SELECT model, embedder FROM topic_models WHERE stock = ?", [stock]).fetchone()
-        if saved and saved[1] != self.embedder_name():
-            refit = True  # topics from another embedding space can't take these vectors
-        refit = refit or saved is None
+        # topics from another embedding space can't take these vectors: only same-embedder models count
+        models = self.db.execute("SELECT run, first_day, last_day FROM topic_models WHERE stock = ? AND embedder = ? "
+                                 "ORDER BY run DESC", [stock, self.embedder_name()]).fetchall()
+        refit = refit or not models
         rows = self._rows(stock, start, end, refit)
         report = DedupReport(stock, start, end, input=len(rows), refit=refit and bool(rows))
         if not rows:
-            report.topic_table = self._topic_table(stock)
+            report.topic_table = self._topic_table(stock, models[0][0] if models else None)
             return report
-        self.progress("keywords", 0, 1)
+        model_run = None if refit else self._choose_model(models, rows[0].date, rows[-1].date)
+        self.progress("keywords", 0, len(rows))
         self._flag_keywords(rows)
+        self.progress("keywords", len(rows), len(rows))
         uniques = self._exact(rows)
         emb = self._embed(uniques)
         keep = self._near(uniques, emb)
@@ -436,10 +466,12 @@ class Deduplicator:
             else:
                 topics = [-1] * len(stories)  # too few texts to cluster: every story stands alone
         else:
-            model = pickle.loads(saved[0])
+            fmt, blob = self.db.execute("SELECT format, model FROM topic_models WHERE run = ?", [model_run]).fetchone()
+            model = load_topic_model(fmt, blob)
             topics, _ = model.transform([r.doc for r in stories], embeddings=story_emb)
             topic_flags = {t: f for t, f in self.db.execute(
-                "SELECT topic, flag FROM topics WHERE stock = ? AND flag IS NOT NULL", [stock]).fetchall()}
+                "SELECT topic, flag FROM topics WHERE stock = ? AND run = ? AND flag IS NOT NULL",
+                [stock, model_run]).fetchall()}
         for r, t in zip(stories, topics):
             r.topic = int(t)
             if r.topic in topic_flags and not r.flag:
@@ -449,7 +481,8 @@ class Deduplicator:
             while r.dup_of is not None and by_id[r.dup_of].dup_of is not None:
                 r.dup_of = by_id[r.dup_of].dup_of
         candidates = np.array([r.flag is None for r in stories])
-        self._representatives(stories, story_emb, candidates)
+        copies = Counter(r.dup_of for r in rows if r.dup_of is not None)
+        self._representatives(stories, story_emb, candidates, copies)
         if model is not None and refit:
             topic_words = self._describe(model, stories, story_emb, topic_flags)
         self.progress("topics", 1, 1)
@@ -457,15 +490,25 @@ class Deduplicator:
         report.near_duplicates = sum(r.dup_kind == "near" for r in rows)
         report.off_topic = sum(r.flag is not None and r.dup_of is None for r in rows)
         report.kept = sum(r.is_representative for r in rows)
+        report.kept_stories = [
+            {"date": r.date, "id": r.id, "copies": 1 + copies[r.id], "topic": r.topic, "title": r.title}
+            for r in sorted(stories, key=lambda r: (r.date, -copies[r.id], r.id)) if r.is_representative
+        ]
         report.days = len({r.date for r in rows})
         report.seconds = round(time.perf_counter() - t0, 3)
         timings = {k: round(_TIMINGS.get(k, 0.0), 3) for k in ("embedding", "umap", "hdbscan")}
         timings["rest"] = round(report.seconds - sum(timings.values()), 3)
         report.timings = timings
-        report.run = self._store(stock, report, rows, model if refit else None, topic_words, refit)
-        report.topic_table = self._topic_table(stock)
+        report.run, model_run = self._store(stock, report, rows, model if refit else None, topic_words, refit, model_run)
+        report.topic_table = self._topic_table(stock, model_run)
         report.topics = len(report.topic_table)
         return report
+
+    @staticmethod
+    def _choose_model(models: list[tuple], first: str, last: str) -> int:
+        """The newest model fitted on a range covering these days, else the newest one."""
+        covering = [run for run, lo, hi in models if lo and hi and lo <= first and last <= hi]
+        return covering[0] if covering else models[0][0]
 
     def embedder_name(self) -> str:
         return getattr(self._embedder, "name", None) or embedder_id(self.config.embedder)
@@ -486,9 +529,11 @@ class Deduplicator:
         return out
 
     def _store(self, stock: str, report: DedupReport, rows: list[Row], model: Any, topic_words: dict[int, dict],
-               refit: bool) -> int:
+               refit: bool, model_run: int | None) -> tuple[int, int | None]:
+        """Write the run, the decisions and (on refit) the model of this range; (run, model run)."""
         c = self.config
         params = json.dumps(asdict(c), ensure_ascii=False, sort_keys=True)
+        blob = save_topic_model(model, self.embedder_name()) if model is not None else None
         with transaction(self.db):
             cur = self.db.execute(
                 'INSERT INTO dedup_runs (stock, start, "end", refit, embedder, params, input, exact_duplicates, '
@@ -501,18 +546,29 @@ class Deduplicator:
                 "UPDATE texts SET dup_of=?, dup_kind=?, topic=?, flag=?, is_representative=?, dedup_run=? WHERE id=?",
                 [(r.dup_of, r.dup_kind, r.topic if r.dup_of is None else None, r.flag, r.is_representative, run, r.id)
                  for r in rows])
-            if refit:  # the old topic model (if any) no longer describes these texts
-                self.db.execute("DELETE FROM topics WHERE stock = ?", [stock])
-                self.db.execute("DELETE FROM topic_models WHERE stock = ?", [stock])
-            if model is not None:
+            if refit:  # a model of the same range no longer describes these texts; other ranges keep theirs
+                old = [m for (m,) in self.db.execute(
+                    'SELECT run FROM topic_models WHERE stock = ? AND start IS ? AND "end" IS ?',
+                    [stock, report.start, report.end])]
+                for m in old:
+                    self.db.execute("DELETE FROM topics WHERE stock = ? AND run = ?", [stock, m])
+                    self.db.execute("DELETE FROM topic_models WHERE run = ?", [m])
+                model_run = None
+            if blob is not None:
+                model_run = run
                 self.db.conn.executemany(
                     "INSERT INTO topics (stock, topic, run, size, words, example, flag) VALUES (?,?,?,?,?,?,?)",
                     [(stock, t, run, d["size"], d["words"], d["example"], d["flag"]) for t, d in sorted(topic_words.items())])
-                self.db.execute("INSERT OR REPLACE INTO topic_models (stock, run, embedder, model) VALUES (?,?,?,?)",
-                                [stock, run, self.embedder_name(), pickle.dumps(model)])
-        return run
+                self.db.execute(
+                    'INSERT INTO topic_models (run, stock, start, "end", first_day, last_day, embedder, format, model) '
+                    "VALUES (?,?,?,?,?,?,?,?,?)",
+                    [run, stock, report.start, report.end, rows[0].date, rows[-1].date, self.embedder_name(),
+                     "bertopic-safetensors-zip", blob])
+            self.db.execute("UPDATE dedup_runs SET topic_model = ? WHERE id = ?", [model_run, run])
+        return run, model_run
 
-    def _topic_table(self, stock: str) -> list[dict]:
-        rows = self.db.execute("SELECT topic, size, words, example, flag FROM topics WHERE stock = ? ORDER BY size DESC, topic",
-                               [stock]).fetchall()
+    def _topic_table(self, stock: str, model_run: int | None) -> list[dict]:
+        """The topics of one stored model (the one this run fitted or used)."""
+        rows = self.db.execute("SELECT topic, size, words, example, flag FROM topics WHERE stock = ? AND run = ? "
+                               "ORDER BY size DESC, topic", [stock, model_run]).fetchall()
         return [dict(zip(("topic", "size", "words", "example", "flag"), r)) for r in rows]

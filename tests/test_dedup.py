@@ -157,3 +157,59 @@ def test_bad_input_exits_2(deduped, tmp_path):
     assert missing.returncode == 2 and "off-topic keywords" in missing.stderr
     backwards = run("dedup", "--stock", "005930", "--start", "2022-05-02", "--end", "2022-05-01", db=db_path)
     assert backwards.returncode == 2
+
+
+def test_the_days_biggest_story_is_kept_even_when_imported_last(tmp_path):
+    """A real day (2022-05-26, the real Naver Finance titles of the day) with its most-repeated story's copies
+    moved to the end of the import: import order must not decide what the summary reads."""
+    from collections import Counter
+
+    from sep.dedup import DedupConfig, Deduplicator
+    from sep.ingest import read_texts
+    from sep.sample import sample_files
+
+    day = [r for r in read_texts(sample_files()[1][0]).rows if r.date == "2022-05-26"]
+    counts = Counter(normalise_title(r.title) for r in day)
+    biggest, n = counts.most_common(1)[0]
+    assert n >= 3
+    ordered = [r for r in day if normalise_title(r.title) != biggest] + [r for r in day if normalise_title(r.title) == biggest]
+    path = tmp_path / "day.jsonl"
+    path.write_text("".join(json.dumps({"stock": r.stock, "date": r.date, "title": r.title, "url": r.url},
+                                       ensure_ascii=False) + "\n" for r in ordered), encoding="utf-8")
+    db = open_memory(tmp_path / "sep.db")
+    import_texts(db, [path])
+    report = Deduplicator(db, DedupConfig()).run("005930")
+
+    stands_for = Counter()
+    for text_id, dup_of in db.execute("SELECT id, dup_of FROM texts"):
+        stands_for[dup_of or text_id] += 1
+    top_id, top_copies = stands_for.most_common(1)[0]
+    kept = {k["id"]: k["copies"] for k in report.kept_stories}
+    assert top_id in kept, (top_copies, report.kept_stories)
+    assert kept == {i: stands_for[i] for i in kept}  # the report counts what the database says
+    assert kept[top_id] == max(kept.values()) >= n
+    assert len(kept) == 10 == report.kept
+    db.conn.close()
+
+
+def test_topic_models_are_kept_per_range_as_safetensors_and_progress_is_logged(deduped, tmp_path):
+    db_path, _ = deduped
+    copy = tmp_path / "copy.db"
+    src = open_memory(db_path)
+    src.conn.execute("VACUUM INTO ?", [str(copy)])
+    src.conn.close()
+    ranged = run("dedup", "--stock", "005930", "--refit", "--start", "2021-02-28", "--end", "2021-02-28", db=copy)
+    assert ranged.returncode == 0, ranged.stderr
+    db = open_memory(copy)
+    models = db.execute('SELECT start, "end", first_day, last_day, format FROM topic_models ORDER BY run').fetchall()
+    db.conn.close()
+    assert len(models) == 2  # the whole-range model survives a refit of one day
+    assert models[0][:2] == (None, None) and models[0][2:4] == ("2021-02-28", "2022-04-07")
+    assert models[1][:2] == ("2021-02-28", "2021-02-28")
+    assert {m[4] for m in models} == {"bertopic-safetensors-zip"}
+    # stderr is not a terminal here: rich draws nothing, so each stage logs lines, and each completes
+    log = ranged.stderr.splitlines()
+    for stage in ("keywords", "embedding", "topics"):
+        finished = [line for line in log if line.startswith(f"{stage}:")][-1]
+        done, total = finished.split(": ")[1].split(" ")[0].split("/")
+        assert done == total, finished
