@@ -2,13 +2,15 @@
 
 Prints the report (input, exact/near duplicates, off-topic, kept, topics) and the seconds, split
 into embedding, UMAP, HDBSCAN and the rest, plus the one-time import cost of BERTopic (numba).
-Also runs the 1,206-post Naver board day. Goal: under 60 s for the news on 2 cores.
+Also runs the 1,206-post Naver board day. Goals on 2 cores: under 60 s for the news, and a
+peak RSS under 1.5 GB (the largest single-stock set we have; a year of news is about as big).
 Run: .venv/bin/python bench/dedup_speed.py [--data ../shared/data] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +44,8 @@ def main() -> None:
                   f"{report.near_duplicates:,}, off-topic {report.off_topic:,}, kept {report.kept:,} over "
                   f"{report.days} days, topics {report.topics}")
             print(f"  {report.seconds:.1f} s: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()))
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"  peak RSS of the process so far: {peak:,.0f} MB")
             for topic in report.topic_table[:5]:
                 print(f"    topic {topic['topic']:>3} ({topic['size']:>4}) {topic['words'][:50]} | {topic['flag'] or ''}")
             db.conn.close()

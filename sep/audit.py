@@ -1,8 +1,9 @@
 """Explanation audit: is each stored explanation consistent, grounded, and free of the future?
 
 1. consistency: the stance of the words (bullish vs bearish lexicon) agrees with the label;
-2. grounding: every claim (sentence) shares enough content words with a summary or text of its
-   own window, whose ids it cites; the rest are flagged unsupported;
+2. grounding: a claim (sentence) is grounded only through the texts of its own window: it shares
+   enough content words with one of them, or with a summary point whose cited texts support that
+   point. The model's own summary alone grounds nothing. Each claim lists the titles it rests on;
 3. time: no date after D is mentioned (YYYY-MM-DD, YYYY.MM.DD, YYYY년 M월 D일, M월 D일, M/D);
 4. judge (optional): the configured LLM scores relevance, clarity and consistency on 1-7.
 
@@ -15,12 +16,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import date as Date
 from pathlib import Path
 
 import sqlite_utils
 
+from sep.agents import strip_citations
 from sep.evaluate import Decision, decisions, evaluate, once_per_interval
+from sep.quality import content_words, dates_in
 from sep.window import decision_window
 
 BULLISH = ["상승", "오를", "오르", "올라", "호재", "개선", "증가", "매수", "반등", "강세", "긍정", "기대", "상향", "회복",
@@ -36,7 +38,8 @@ _WORD = re.compile(r"[가-힣]{2,}|[A-Za-z]{3,}|\d+(?:\.\d+)?")
 class Claim:
     text: str
     support: float
-    cites: list[str]
+    cites: list[str]  # text:<id> of the texts it rests on (directly or through a summary point)
+    sources: list[str] = field(default_factory=list)  # their titles, as the report shows them
 
     @property
     def grounded(self) -> bool:
@@ -86,45 +89,55 @@ def claims_of(explanation: str) -> list[str]:
     return [p.strip(" -•*") for p in parts if len(words(p)) >= 2]
 
 
-def mentioned_dates(text: str, year: int) -> list[str]:
-    """ISO days named in a text; a month-day without a year takes the decision's year."""
-    found = []
-    for y, m, d in re.findall(r"(\d{4})[-./년]\s*(\d{1,2})[-./월]\s*(\d{1,2})", text):
-        found.append((int(y), int(m), int(d)))
-    stripped = re.sub(r"\d{4}[-./년]\s*\d{1,2}[-./월]\s*\d{1,2}", " ", text)
-    for m, d in re.findall(r"(?<!\d)(\d{1,2})월\s*(\d{1,2})일", stripped):
-        found.append((year, int(m), int(d)))
-    for m, d in re.findall(r"(?<![\d./-])(\d{1,2})/(\d{1,2})(?![\d/])", stripped):
-        found.append((year, int(m), int(d)))
-    out = []
-    for y, m, d in found:
-        try:
-            out.append(Date(y, m, d).isoformat())
-        except ValueError:
-            continue
-    return out
+@dataclass
+class Sources:
+    """What a decision's claims may rest on: the window's texts, and summary points with the
+    window texts they cite (a point citing nothing in the window is no source)."""
+
+    texts: dict[int, tuple[str, set[str]]]             # id -> (title, content words)
+    points: list[tuple[set[str], list[int]]]           # (content words, cited window text ids)
+    drop: set[str]                                      # the stock's code and name: in every text, proof of nothing
 
 
-def sources(db: sqlite_utils.Database, d: Decision, window_days: int) -> list[tuple[str, set[str]]]:
-    """(id, words) of every summary and text the decision's window could use; nothing after D."""
+def sources(db: sqlite_utils.Database, d: Decision, window_days: int) -> Sources:
+    """Every text the decision's window could read (nothing after D) and the summary points of its days."""
     w = decision_window(db, d.stock, d.date, window_days)
-    out = [(f"summary:{i}", words(s)) for i, s in db.execute(
-        "SELECT id, summary FROM summaries WHERE stock = ? AND date >= ? AND date <= ?",
-        [d.stock, w.window_start, d.date]).fetchall()]
-    out += [(f"text:{t.id}", words(t.title + " " + (t.body or ""))) for t in w.texts]
-    return out
+    name = db.execute("SELECT name FROM stocks WHERE stock = ?", [d.stock]).fetchone()
+    drop = content_words(f"{d.stock} {name[0] if name and name[0] else ''}")
+    texts = {t.id: (t.title, content_words(t.title + " " + (t.body or ""), drop)) for t in w.texts}
+    points = []
+    for (summary,) in db.execute("SELECT summary FROM summaries WHERE stock = ? AND date >= ? AND date <= ?",
+                                 [d.stock, w.window_start, d.date]):
+        for line in summary.splitlines():
+            cited = [int(i) for i in re.findall(r"\bt(\d+)\b", " ".join(re.findall(r"\[(t[^\]]*)\]", line)))]
+            cited = [i for i in cited if i in texts]
+            if cited:
+                points.append((content_words(strip_citations(line), drop), cited))
+    return Sources(texts, points, drop)
+
+
+def _share(claim: set[str], source: set[str]) -> float:
+    return len(claim & source) / len(claim) if claim else 0.0
+
+
+def ground(claim: str, srcs: Sources) -> Claim:
+    """The best support a claim has in its window's texts, directly or through a supported point."""
+    cw = content_words(claim, srcs.drop)
+    found: list[tuple[float, list[int]]] = [(_share(cw, tw), [i]) for i, (_, tw) in srcs.texts.items()]
+    for pw, cited in srcs.points:
+        if _share(pw, set().union(*(srcs.texts[i][1] for i in cited))) >= GROUNDED:  # the point rests on its texts
+            found.append((_share(cw, pw), cited))
+    found.sort(key=lambda f: (-f[0], f[1]))
+    best = found[0][0] if found else 0.0
+    ids = list(dict.fromkeys(i for share, cited in found[:3] if share >= GROUNDED for i in cited))[:3]
+    return Claim(claim, round(best, 3), [f"text:{i}" for i in ids], [srcs.texts[i][0] for i in ids])
 
 
 def audit_one(db: sqlite_utils.Database, d: Decision, window_days: int) -> Audit:
     srcs = sources(db, d, window_days)
-    claims = []
-    for text in claims_of(d.explanation):
-        ws = words(text)
-        scored = sorted(((len(ws & sw) / len(ws), sid) for sid, sw in srcs if ws & sw), reverse=True)
-        best = scored[0][0] if scored else 0.0
-        claims.append(Claim(text, round(best, 3), [sid for s, sid in scored[:3] if s >= GROUNDED]))
+    claims = [ground(text, srcs) for text in claims_of(d.explanation)]
     st = stance(d.explanation)
-    future = sorted({x for x in mentioned_dates(d.explanation, int(d.date[:4])) if x > d.date})
+    future = sorted({x for x in dates_in(d.explanation, int(d.date[:4])) if x > d.date})
     a = Audit(d.stock, d.date, d.label, d.actual, d.label == d.actual, d.confidence, d.explanation, st,
               st == "neutral" or st == d.label, claims, future)
     if not a.consistent:

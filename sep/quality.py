@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from datetime import date as Date
 
 FLAGS = ("copied", "ungrounded", "invented_dates", "degenerate")
 COPY_RUN = 8  # a run of this many words shared with the instructions is a copy
@@ -28,6 +29,8 @@ _DATE_PATTERNS = (
     re.compile(r"(?<!\d)((?:19|20)\d{2})[-./]\s?(\d{1,2})[-./]\s?(\d{1,2})(?!\d)"),
     re.compile(r"((?:19|20)\d{2})년\s*(\d{1,2})월\s*(\d{1,2})일"),
 )
+_MONTH_DAY = re.compile(r"(?<!\d)(\d{1,2})월\s*(\d{1,2})일")
+_SLASH_DAY = re.compile(r"(?<![\d./-])(\d{1,2})/(\d{1,2})(?![\d/])")
 
 
 def words(text: str) -> list[str]:
@@ -75,13 +78,31 @@ def grounded(text: str, inputs: str) -> bool:
     return False
 
 
-def dates_in(text: str) -> list[str]:
-    found = []
+def dates_in(text: str, year: int | None = None) -> list[str]:
+    """ISO days a text names: full dates (2022-06-02, 2022.6.2, 2022년 6월 2일) and, given the
+    year they are read in, month-days (6월 2일, 6/2). Impossible dates are skipped."""
+    found: list[tuple[int, int, int]] = []
     for pattern in _DATE_PATTERNS:
-        for y, m, d in pattern.findall(text or ""):
-            if 1 <= int(m) <= 12 and 1 <= int(d) <= 31:
-                found.append(f"{int(y):04d}-{int(m):02d}-{int(d):02d}")
-    return found
+        found += [(int(y), int(m), int(d)) for y, m, d in pattern.findall(text or "")]
+    if year is not None:
+        rest = text or ""
+        for pattern in _DATE_PATTERNS:
+            rest = pattern.sub(" ", rest)
+        found += [(year, int(m), int(d)) for m, d in _MONTH_DAY.findall(rest)]
+        found += [(year, int(m), int(d)) for m, d in _SLASH_DAY.findall(rest)]
+    out = []
+    for y, m, d in found:
+        try:
+            out.append(Date(y, m, d).isoformat())
+        except ValueError:
+            continue
+    return out
+
+
+def content_words(text: str, drop: set[str] = frozenset()) -> set[str]:
+    """Stemmed words that carry content (no generic market words, no bare numbers, none of `drop`)."""
+    out = {stem(w) for w in words(text) if len(w) >= 2 and w not in _GENERIC and not w.isdigit()}
+    return {w for w in out if w not in _GENERIC} - drop
 
 
 def invented_dates(text: str, first: str, last: str) -> list[str]:

@@ -97,7 +97,8 @@ def test_audit_flags_escapes_and_writes_a_json_twin(scored, tmp_path):
     assert a["stance"] == "up" and not a["consistent"]  # bullish words under a 하락 label
     assert a["future_dates"] == ["2022-06-15"]
     grounded = [c for c in a["claims"] if c["grounded"]]
-    assert grounded and all(cite.startswith(("summary:", "text:")) for c in grounded for cite in c["cites"])
+    assert grounded and all(cite.startswith("text:") for c in grounded for cite in c["cites"])
+    assert all(len(c["sources"]) == len(c["cites"]) >= 1 for c in grounded)  # the titles it rests on
     assert any(not c["grounded"] for c in a["claims"])
     assert "<svg" in html and "Reliability" in html and "Cumulative return" in html
     db = open_memory(db_path)
@@ -157,3 +158,22 @@ def test_the_time_rule_is_an_error_not_an_assert(sample_memory):
     w.texts.append(Text(10**9, "news", "2022-05-31", None, "내일 기사", None, None))
     with pytest.raises(TimeRuleError):
         Agents(sample_memory, None, "ko").summaries(w)
+
+
+def test_the_models_own_summary_grounds_nothing(sample_memory):
+    """A fixed sentence about drug trials, as the explanation for Samsung news, is unsupported even
+    when the model's own summary of the window says the same thing (it used to ground itself)."""
+    from sep.audit import audit_one
+
+    db = sample_memory
+    fixed = "임상 3상 결과와 FDA 허가 기대감이 신약 파이프라인 가치를 끌어올릴 것이다."
+    title_id, title = db.execute("SELECT id, title FROM texts WHERE date = '2022-05-30' ORDER BY id").fetchone()
+    for day, summary in (("2022-05-27", f"- {fixed}"), ("2022-05-30", f"- {fixed} [t{title_id}]")):
+        db.execute("INSERT INTO summaries (stock, date, text_hash, n_texts, model, prompt_version, summary, created_at) "
+                   "VALUES ('005930', ?, 'h', 1, 'm', 'v', ?, '2022-05-30')", [day, summary])
+    paraphrase = f"{title} 소식이 나왔다."
+    d = Decision("005930", "2022-05-31", "2022-06-02", "down", "up", 0.6, -0.01, f"상승\n{fixed}\n{paraphrase}")
+    claims = {c.text: c for c in audit_one(db, d, 5).claims}
+    assert not claims[fixed].grounded and claims[fixed].sources == []
+    real = claims[paraphrase]
+    assert real.grounded and title in real.sources and f"text:{title_id}" in real.cites
