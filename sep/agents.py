@@ -23,7 +23,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.prompts import ChatPromptTemplate
 
 from sep.dedup import normalise_title
-from sep.errors import BadInput, TimeRuleError
+from sep.errors import BadInput, PromptTooLong, TimeRuleError
 from sep.llm import LABEL_WORDS, LLM, Answer, parse_answer
 from sep.memory import now_iso, transaction
 from sep.quality import Check, stem, join_flags, words
@@ -36,6 +36,7 @@ MAX_TEXTS_PER_DAY = 40
 MAX_TITLE_CHARS = 300  # one text's share of a prompt: a 100 KB title must not fill the context
 MAX_DAY_CHARS = 5000   # one day's texts in a summary prompt (~2.5k tokens of Korean), well inside 4k-8k contexts
 MAX_TOKENS = {"summarize": 200, "explain": 160, "reflect": 120}
+CONTEXT_HINT = "SEP_CONTEXT for the embedded model, --max-model-len for vllm serve"
 
 
 def lang_of(stock: str) -> str:
@@ -271,7 +272,47 @@ class Agents:
             self.on_prompt(name, prompt_text(prompt.render(**variables)))
         if self.llm is None:
             return None
+        over = self._over_budget(name, variables)
+        if over:
+            tokens, limit = over
+            longest = max(variables, key=lambda k: len(str(variables[k])))
+            raise PromptTooLong(
+                f"The {name} prompt is {tokens:,} tokens but the model reads at most {limit:,} "
+                f"({MAX_TOKENS[name]} of its {self.llm.context:,}-token context are kept for the answer); its longest "
+                f"part is `{longest}` ({len(str(variables[longest])):,} characters): use fewer --window-days or a larger "
+                f"context ({CONTEXT_HINT}).")
         return self.llm.ask(prompt.template, variables, max_tokens=MAX_TOKENS[name], **kwargs)
+
+    def _over_budget(self, name: str, variables: dict) -> tuple[int, int] | None:
+        """(tokens, limit) when the prompt and its answer would not fit the model's context, by its tokenizer."""
+        if self.llm is None or not self.llm.context or self.llm.count_tokens is None:
+            return None
+        limit = self.llm.context - MAX_TOKENS[name] - 8  # 8: the constrained label of an explanation
+        tokens = self.llm.prompt_tokens_of(self.prompts[name].template, variables)
+        return (tokens, limit) if tokens is not None and tokens > limit else None
+
+    def _summary_variables(self, stock: str, day: str, texts: list[Text]) -> dict:
+        titles = [" ".join(t.title.split())[:MAX_TITLE_CHARS] for t in texts]
+        return {"stock": stock, "name": self.stock_name(stock), "company": self.company(stock), "date": day,
+                "max_points": self.summary_points,
+                "texts": "\n".join(f"[{i}] {title}" for i, title in enumerate(titles, 1))}
+
+    def fit_texts(self, stock: str, day: str, texts: list[Text]) -> list[Text]:
+        """The day's texts cut from the end until the summary prompt fits the model's
+        context, measured with its tokenizer; one text that cannot fit is an error naming it."""
+        while texts:
+            over = self._over_budget("summarize", self._summary_variables(stock, day, texts))
+            if not over:
+                return texts
+            tokens, limit = over
+            if len(texts) == 1:
+                t = texts[0]
+                raise PromptTooLong(
+                    f"Text {t.id} of {stock} on {day} (\"{' '.join(t.title.split())[:40]}…\") alone makes a "
+                    f"{tokens:,}-token summary prompt; the model reads at most {limit:,}: give it a larger context "
+                    f"({CONTEXT_HINT}).")
+            texts = texts[: max(1, min(len(texts) - 1, len(texts) * limit // tokens))]
+        return texts
 
     def stock_name(self, stock: str) -> str:
         row = self.db.execute("SELECT name FROM stocks WHERE stock = ?", [stock]).fetchone()
@@ -295,6 +336,8 @@ class Agents:
             return ""
         prompt = self.prompts["summarize"]
         extractive = self.summarizer == "extractive"
+        if not extractive:
+            texts = self.fit_texts(stock, day, texts)
         # the model's name, not its server's URL: moving a server must not recompute every summary
         model = "extractive" if extractive else self.model_name.split("@", 1)[0]
         version = f"{'extractive' if extractive else prompt.version}-p{self.summary_points}"
@@ -310,9 +353,7 @@ class Agents:
         response = None
         if not extractive:
             titles = [" ".join(t.title.split())[:MAX_TITLE_CHARS] for t in texts]
-            variables = {"stock": stock, "name": self.stock_name(stock), "company": self.company(stock), "date": day,
-                         "max_points": self.summary_points,
-                         "texts": "\n".join(f"[{i}] {title}" for i, title in enumerate(titles, 1))}
+            variables = self._summary_variables(stock, day, texts)
             message = self._ask("summarize", variables)
             if message is None:
                 return None

@@ -5,6 +5,10 @@ class BadInput(ValueError):
     """Bad input: an unknown stock, a date outside the data, an unreadable or empty file."""
 
 
+class PromptTooLong(BadInput):
+    """A prompt the model's context cannot hold even after its texts were cut to the budget."""
+
+
 class TimeRuleError(RuntimeError):
     """Something dated after the decision day reached a prompt: a bug, never bad input. Raised, not asserted,
     so it holds under `python -O` too."""

@@ -199,6 +199,16 @@ class EmbeddedChatModel(BaseChatModel):
             self._server = xl.Server(params)
         return self._server
 
+    def count_tokens(self, messages: list[dict]) -> int:
+        """Tokens of the rendered chat, by the model's own tokenizer (the in-process server's /tokenize)."""
+        import httpx
+
+        prompt = render_messages(self.chat_template, messages)
+        address = self._ensure_server().listening_address.rstrip("/")
+        reply = httpx.post(f"{address}/tokenize", json={"content": prompt}, timeout=60)
+        reply.raise_for_status()
+        return len(reply.json()["tokens"])
+
     def _complete(self, prompt: str, **request: Any) -> dict:
         result = self._ensure_server().handle_completions({"prompt": prompt, "seed": self.seed, **request})
         if "error" in result:
@@ -437,10 +447,18 @@ class LLM:
     answer_binding: Callable[[str, str], dict]  # (up word, down word) -> kwargs for .bind()
     retries: int = 3
     data_end: str | None = None  # a trained policy's last training day (see `run_data_end`)
+    context: int | None = None  # tokens the model can read and write; None: unknown (no budget check)
+    count_tokens: Callable[[list[dict]], int] | None = None  # chat messages -> tokens, by the model's tokenizer
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # batch jobs ask from many threads
+
+    def prompt_tokens_of(self, template: BasePromptTemplate, variables: dict) -> int | None:
+        """How many tokens this prompt is for this model; None when the model can't say."""
+        if self.count_tokens is None:
+            return None
+        return self.count_tokens(message_dicts(template.format_messages(**variables)))
 
     def ask(self, template: BasePromptTemplate, variables: dict, *, label_words: tuple[str, str] | None = None,
             max_tokens: int = 200, temperature: float | None = None, stop: list[str] | None = None,
@@ -524,7 +542,8 @@ def make_llm(cfg: Settings, progress: Callable[[int, int], None] | None = None) 
                 return {}
             return {"extra_body": {**vllm_body, "structured_outputs": {"regex": f"({up}|{down})\\n[\\s\\S]*"}}}
 
-        return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries)
+        context, counter = server_tokenizer(cfg.base_url, model, cfg.api_key, cfg.timeout) if is_vllm else (None, None)
+        return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries, context=context, count_tokens=counter)
     if cfg.policy:
         require_extra("train", "--policy")
         chat = TransformersChatModel(policy=str(cfg.policy), cache_dir=str(cfg.cache_dir), threads=cfg.threads,
@@ -541,10 +560,34 @@ def make_llm(cfg: Settings, progress: Callable[[int, int], None] | None = None) 
         raise BadInput(str(exc)) from None
     except ModelError as exc:
         raise LLMUnavailable(str(exc)) from None
-    return LLM(model.name, embedded_chat(model, cfg), lambda up, down: {"label_words": (up, down)}, retries=1)
+    chat = embedded_chat(model, cfg)
+    return LLM(model.name, chat, lambda up, down: {"label_words": (up, down)}, retries=1, context=chat.n_ctx,
+               count_tokens=chat.count_tokens)
+
+
+def server_tokenizer(base_url: str, model: str, api_key: str, timeout: float
+                     ) -> tuple[int | None, Callable[[list[dict]], int] | None]:
+    """(context, token counter) from vLLM's /tokenize (its chat template, its tokenizer); (None, None) if absent."""
+    import httpx
+
+    url = base_url.rstrip("/").removesuffix("/v1") + "/tokenize"
+    headers = {"Authorization": f"Bearer {api_key}"}
+
+    def count(messages: list[dict]) -> dict:
+        reply = httpx.post(url, json={"model": model, "messages": messages}, headers=headers, timeout=timeout)
+        reply.raise_for_status()
+        return reply.json()
+
+    try:
+        probe = count([{"role": "user", "content": "ping"}])
+    except (httpx.HTTPError, ValueError):
+        return None, None
+    if not isinstance(probe, dict) or "count" not in probe:
+        return None, None
+    return probe.get("max_model_len"), lambda messages: int(count(messages)["count"])
 
 
 def embedded_chat(model: LocalModel, cfg: Settings) -> EmbeddedChatModel:
     return EmbeddedChatModel(model_name=model.name, model_path=str(model.path), chat_template=model.chat_template,
-                             threads=cfg.threads, seed=cfg.seed, repeat_penalty=cfg.repeat_penalty or model.repeat_penalty,
+                             threads=cfg.threads, n_ctx=cfg.context, seed=cfg.seed, repeat_penalty=cfg.repeat_penalty or model.repeat_penalty,
                              stop=list(model.stop))

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     )
     api_key: str = Field("EMPTY", description="API key for the server; vLLM accepts any.")
     threads: int = Field(2, ge=1, description="CPU threads for the embedded model and torch.")
+    context: int = Field(4096, ge=256, description="Context of the embedded model in tokens; a day's texts are cut "
+                         "to fit it, measured with the model's own tokenizer.")
     cache_dir: Path = Field(default_factory=_default_cache, description="Where prepared models live.")
     window_days: int = Field(5, ge=1, description="Calendar days of text a decision reads (T).")
     trials: int = Field(3, ge=1, description="Explain attempts per decision, reflections between them (N).")

@@ -43,8 +43,9 @@ class FakeOpenAI:
     """`script(kind, prompt) -> reply text`. `owned_by="vllm"` makes it look like vLLM."""
 
     def __init__(self, script: Callable[[str, str], str], owned_by: str = "vllm", model: str = "fake-model",
-                 latency: float = 0.0):
+                 latency: float = 0.0, max_model_len: int = 32768):
         self.script, self.owned_by, self.model, self.latency = script, owned_by, model, latency
+        self.max_model_len = max_model_len  # what vLLM's /tokenize reports; tokens are counted as characters / 2
         self.requests: list[dict] = []
         self.spans: list[tuple[float, float]] = []  # (arrived, replied) per chat request, time.monotonic()
         self.in_flight = self.max_in_flight = 0
@@ -76,6 +77,11 @@ class FakeOpenAI:
                     self._send({"error": "not found"}, 404)
 
             def do_POST(self) -> None:
+                if self.path.rstrip("/").endswith("/tokenize") and fake.owned_by == "vllm":  # vLLM's, at the root
+                    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                    chars = sum(len(m["content"]) for m in body.get("messages", [])) + len(body.get("prompt", ""))
+                    self._send({"count": chars // 2, "max_model_len": fake.max_model_len, "tokens": []})
+                    return
                 self.arrived = time.monotonic()
                 with fake._lock:
                     fake.in_flight += 1

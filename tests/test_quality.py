@@ -186,3 +186,34 @@ def test_one_huge_title_cannot_fill_a_prompt(sample_memory, tmp_path):
     assert sum(min(len(t.title), MAX_TITLE_CHARS) for t in texts) <= MAX_DAY_CHARS
     shown = extractive_points(texts, 40)
     assert shown and max(len(p) for p in shown) < MAX_TITLE_CHARS + 20
+
+
+def test_prompts_fit_the_models_context_by_its_own_tokenizer(sample_memory):
+    """The embedded model's tokenizer measures each prompt: a day's texts are cut until the summary
+    prompt fits, and what cannot fit is refused with a sentence naming the text and the limit."""
+    from sep.agents import MAX_TOKENS, day_texts
+    from sep.errors import PromptTooLong
+    from sep.llm import make_llm
+    from sep.settings import Settings
+    from sep.window import Text
+
+    cfg = Settings(model="gemma-270m", context=1024)
+    agents = Agents.for_stock(sample_memory, make_llm(cfg), "005930", cfg)
+    day = day_texts(decision_window(sample_memory, "005930", "2022-05-31", 1).texts_by_day()["2022-05-31"])
+    fitted = agents.fit_texts("005930", "2022-05-31", day)
+    assert 1 <= len(fitted) < len(day) and fitted == day[:len(fitted)]
+    tokens = agents.llm.prompt_tokens_of(agents.prompts["summarize"].template,
+                                         agents._summary_variables("005930", "2022-05-31", fitted))
+    assert tokens <= 1024 - MAX_TOKENS["summarize"] - 8
+    agents.llm.context = 300  # smaller than the prompt's own instructions: nothing fits
+    huge = Text(123, "news", "2022-05-31", None, "반도체 " * 200, None, None)
+    with pytest.raises(PromptTooLong, match=r"Text 123 of 005930 on 2022-05-31 .*at most 92"):
+        agents.fit_texts("005930", "2022-05-31", [huge])
+
+
+def test_one_date_reader_for_gate_and_audit():
+    from sep.quality import dates_in
+
+    text = "2022년 6월 2일 실적, 6월 15일 FOMC, 6/3 공시, 2022.05.31 종가, 13월 40일"
+    assert dates_in(text) == ["2022-05-31", "2022-06-02"]  # full dates only without a year to read month-days in
+    assert sorted(dates_in(text, 2022)) == ["2022-05-31", "2022-06-02", "2022-06-03", "2022-06-15"]
