@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.text import Text
 from rich.table import Table
 
+from sep import api
 from sep.errors import BadInput, missing_extra, require_extra
 from sep.settings import Settings
 from sep.window import LABEL_KO
@@ -125,13 +126,6 @@ class Bars(Progress):
         self.console.print(f"{label}: {task.completed:g}{total} ({task.elapsed or 0:.0f} s)", markup=False, highlight=False)
 
 
-def file_progress(total: int, what: str) -> tuple[Progress, Callable[[Path], None]]:
-    progress = Bars(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.description}"), console=err_console, transient=True, log_start=False)
-    task = progress.add_task("", total=total)
-    return progress, lambda p: progress.update(task, advance=1, description=p.name)
-
-
 def _print_reports(reports: list, as_json: bool) -> None:
     from dataclasses import asdict
 
@@ -155,18 +149,15 @@ def _print_reports(reports: list, as_json: bool) -> None:
 NewStockOpt = Annotated[bool, typer.Option("--new-stock", help="Allow a code that is neither six KRX digits nor a known ticker (a typo such as 00593A is refused otherwise).")]
 
 
-def _run_import(kind: str, paths: list[Path], read: Callable[[Path], Any], db: Path | None, as_json: bool,
-                new_stock: bool) -> None:
-    from sep.ingest import read_all, write_all
-    from sep.memory import open_memory
-
+def _run_import(do_import: Callable[..., Any], db: Path | None, as_json: bool) -> None:
+    """Run `sep.import_prices`/`import_texts` with a bar per file read, then print what each file added."""
     with user_errors():
-        cfg = settings(db=db)
-        progress, advance = file_progress(len(paths), f"Reading {kind}")
+        memory = api.open_memory(settings(db=db).db)
+        progress = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err_console, transient=True, log_start=False)
         with progress:
-            parsed = read_all(paths, read, advance)
-        reports = write_all(open_memory(cfg.db), kind, parsed, new_stock=new_stock)
-    _print_reports(reports, as_json)
+            imported = do_import(memory, progress=stage_progress(progress))
+    _print_reports(imported.files, as_json)
 
 
 @import_app.command("prices")
@@ -186,9 +177,8 @@ def import_prices_cmd(
 
     Example: sep data import prices ../shared/data/krx-prices/*.csv
     """
-    from sep.ingest import read_prices
-
-    _run_import("prices", paths, lambda p: read_prices(p, format, stock), db, as_json, new_stock)
+    _run_import(lambda memory, progress: api.import_prices(memory, paths, format=format, stock=stock,
+                                                           new_stock=new_stock, progress=progress), db, as_json)
 
 
 @import_app.command("texts")
@@ -207,9 +197,8 @@ def import_texts_cmd(
 
     Example: sep data import texts samsung_raw_naver_finance_news.xlsx
     """
-    from sep.ingest import read_texts
-
-    _run_import("texts", paths, lambda p: read_texts(p, source, stock), db, as_json, new_stock)
+    _run_import(lambda memory, progress: api.import_texts(memory, paths, source=source, stock=stock,
+                                                          new_stock=new_stock, progress=progress), db, as_json)
 
 
 @data_app.command("show")
@@ -225,12 +214,9 @@ def show_cmd(
     D may be a holiday: the last close is then from the trading day before, and the target is
     the next trading day. Only texts dated on or before D are ever counted.
     """
-    from sep.memory import open_memory
-    from sep.window import decision_window
-
     with user_errors():
         cfg = settings(db=db, window_days=window_days)
-        w = decision_window(open_memory(cfg.db, must_exist=True), stock, date, cfg.window_days)
+        w = api.show_window(api.open_memory(cfg.db, must_exist=True), stock, date, settings=cfg)
     if as_json:
         print(json.dumps(w.as_json(), ensure_ascii=False, indent=2))
         return
@@ -271,22 +257,17 @@ def crawl_naver_board_cmd(
     Each page is stored in its own transaction with a checkpoint: after a crash, rerunning the
     same command the same day skips pages already done.
     """
-    from sep.crawl import crawl_board
-    from sep.ingest import normalise_stock
-    from sep.memory import open_memory
-
     with user_errors():
-        code = normalise_stock(stock)
-        if not code.isdigit():
-            raise BadInput(f"'{stock}' is not a KRX code; the Naver board needs one like 005930.")
-        db_ = open_memory(settings(db=db).db)
+        memory = api.open_memory(settings(db=db).db)
         progress = Bars(TextColumn("[bold]Crawling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=err_console, transient=True)
         with progress:
             task = progress.add_task("", total=pages)
             try:
-                result = crawl_board(db_, code, pages, delay=delay, restart=restart,
-                                     on_page=lambda page, n: progress.update(task, completed=page))
+                result = api.crawl_naver_board(memory, stock, pages=pages, delay=delay, restart=restart,
+                                               on_page=lambda page, n: progress.update(task, completed=page))
+            except BadInput:
+                raise
             except Exception as exc:  # network errors after retries
                 err_console.print(f"[bold red]Error:[/] crawl stopped: {exc}. Pages done so far are kept; rerun to resume.")
                 raise typer.Exit(1) from None
@@ -310,13 +291,11 @@ ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU
 
 
 def _make_llm(cfg: Settings):
-    from sep.llm import make_llm
-
     progress = Bars(TextColumn("[bold]Preparing the embedded model"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                         console=err_console, transient=True)
     with progress:
         task = progress.add_task("", total=1)
-        return make_llm(cfg, lambda done, total: progress.update(task, completed=done, total=total))
+        return api.make_llm(cfg, lambda done, total: progress.update(task, completed=done, total=total))
 
 
 models_app = typer.Typer(help="The local models sep can run embedded: list them, prepare one.", no_args_is_help=True)
@@ -377,24 +356,6 @@ def models_prepare(name: Annotated[str, typer.Argument(help="A catalog name from
     console.print(f"{name}: {path} (sha256 {spec.sha256[:12]}… checked)")
 
 
-def _reflect_days(memory, stock: str, date: str | None, start: str | None, end: str | None) -> list[str]:
-    from sep.window import parse_day, trading_days
-
-    if date and (start or end):
-        raise BadInput("Give either --date or --start/--end, not both.")
-    if date:
-        return [parse_day(date)]
-    if not (start and end):
-        raise BadInput("Give --date D, or a range with --start D1 --end D2.")
-    start, end = parse_day(start), parse_day(end)
-    if start > end:
-        raise BadInput(f"--start {start} is after --end {end}.")
-    days = trading_days(memory, stock).between(start, end)
-    if not days:
-        raise BadInput(f"No trading days of {stock} between {start} and {end}.")
-    return days
-
-
 @app.command("reflect")
 def reflect_cmd(
     stock: Annotated[str, typer.Option("--stock", help="Stock code (005930) or ticker.")],
@@ -423,53 +384,47 @@ def reflect_cmd(
       sep reflect --stock 005930 --start 2022-05-23 --end 2022-05-31 --json
       sep reflect --stock 005930 --date 2022-06-01 --base-url http://gpu:8000/v1 --model google/gemma-3-1b-it
     """
-    from sep.agents import Agents
-    from sep.ingest import normalise_stock
-    from sep.memory import open_memory
-    from sep.window import decision_window, trading_days
-
     with user_errors():
         cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, trials=trials,
                        window_days=window_days, summarizer=summarizer)
-        memory = open_memory(cfg.db, must_exist=True)
-        code = normalise_stock(stock)
-        days = _reflect_days(memory, code, date, start, end)
-        tdays = trading_days(memory, code)
-        windows = [decision_window(memory, code, d, cfg.window_days, days=tdays) for d in days]
+        memory = api.open_memory(cfg.db, must_exist=True)
+        days = api.decision_days(memory, stock, date=date, start=start, end=end)
+    run_reflect(memory, stock, days, cfg, dry_run=dry_run, as_json=as_json, one=bool(date))
+
+
+def run_reflect(memory: Any, stock: str, days: list[str], cfg: Settings, *, dry_run: bool = False,
+                as_json: bool = False, one: bool = True) -> None:
+    """`sep.reflect` over the days with a bar, each model call shown as a step, each day printed when done."""
     with model_errors():
         llm = None if dry_run else _make_llm(cfg)
     progress = Bars(TextColumn("[bold]Reflecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.description}"), console=err_console, transient=True, disable=dry_run)
-    task = progress.add_task("", total=len(windows))
-    day = {"date": ""}
+                    TextColumn("{task.description}"), console=err_console, transient=True, disable=dry_run)
+    task = progress.add_task("", total=len(days))
 
-    def step(name: str, text: str) -> None:
+    def step(day: str, name: str, text: str) -> None:
         """Each model call shows as a step: a small model takes tens of seconds per call."""
         if dry_run:
             console.print(f"[bold cyan]── {name} prompt ──[/]\n{escape(text)}", highlight=False)
         elif not as_json and not err_console.is_terminal:
-            err_console.print(f"[dim]{day['date']}: {name} …[/]", highlight=False)
+            err_console.print(f"[dim]{day}: {name} …[/]", highlight=False)
         else:
-            progress.update(task, description=f"{day['date']}: {name} (call {llm.calls + 1 if llm else 0})")
+            progress.update(task, description=f"{day}: {name} (call {llm.calls + 1 if llm else 0})")
 
-    agents = Agents.for_stock(memory, llm, code, cfg, on_prompt=step)
-    results = []
-    with progress:
-        for w in windows:
-            day["date"] = w.date
-            progress.update(task, description=w.date)
-            with model_errors(" Finished days are stored; rerun to continue."):
-                result = agents.run(w, cfg.trials)
-            results.append(result)
-            if not as_json and not dry_run:
-                render_result(result)
-            progress.advance(task)
+    def done(result: Any) -> None:
+        if not as_json and not dry_run:
+            render_result(result)
+        progress.advance(task)
+
+    with progress, user_errors(), model_errors(" Finished days are stored; rerun to continue."):
+        run = api.reflect(memory, stock, start=days[0], end=days[-1], settings=cfg, llm=llm, dry_run=dry_run,
+                          on_step=step, on_day=done) if len(days) > 1 else \
+            api.reflect(memory, stock, date=days[0], settings=cfg, llm=llm, dry_run=dry_run, on_step=step, on_day=done)
     if as_json and not dry_run:
-        out = [r.as_json() for r in results]
-        print(json.dumps(out[0] if date else out, ensure_ascii=False, indent=2))
+        out = run.as_json()
+        print(json.dumps(out[0] if one else out, ensure_ascii=False, indent=2))
     if llm is not None and not as_json:
-        err_console.print(f"[dim]{llm.calls} LLM calls, {llm.prompt_tokens} prompt + {llm.completion_tokens} "
-                          f"completion tokens ({llm.name})[/]")
+        err_console.print(f"[dim]{run.calls} LLM calls, {run.prompt_tokens} prompt + {run.completion_tokens} "
+                          f"completion tokens ({run.model})[/]")
 
 
 def _flag_note(flags: list[str], consequence: str = "counted as unparsable") -> str:
@@ -521,11 +476,8 @@ def pairs_export_cmd(
 
     `chosen` is always the response whose label matched the market; `rejected` the wrong one.
     """
-    from sep.agents import export_pairs
-    from sep.memory import open_memory
-
     with user_errors():
-        n = export_pairs(open_memory(settings(db=db).db, must_exist=True), out)
+        n = api.export_pairs(api.open_memory(settings(db=db).db, must_exist=True), out)
     console.print(f"Wrote {n} pairs to {out}")
 
 
@@ -558,21 +510,10 @@ def dedup_cmd(
       sep dedup --stock 005930 --start 2022-05-01 --end 2022-05-31 --json
       sep dedup --stock 005930 --refit --offtopic my_keywords.toml
     """
-    from sep.ingest import normalise_stock
-    from sep.memory import open_memory
-    from sep.window import parse_day
-
     with user_errors():
         cfg = settings(db=db, threads=threads, seed=seed, embedder=embedder, offtopic=offtopic, dedup_top_k=top_k,
                        dedup_near_threshold=near_threshold, dedup_min_topic_size=min_topic_size)
-        memory = open_memory(cfg.db, must_exist=True)
-        code = normalise_stock(stock)
-        start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
-        if start and end and start > end:
-            raise BadInput(f"--start {start} is after --end {end}.")
-        if not memory.execute("SELECT 1 FROM texts WHERE stock = ? LIMIT 1", [code]).fetchone():
-            raise BadInput(f"No texts of {code} in {cfg.db}; import some with `sep data import texts`.")
-        report = _dedup(memory, cfg, code, start, end, refit)
+        report = _dedup(api.open_memory(cfg.db, must_exist=True), cfg, stock, start, end, refit)
     if as_json:
         print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
         return
@@ -591,17 +532,14 @@ def stage_progress(progress: Progress) -> Callable[[str, int, int], None]:
     return on_progress
 
 
-def _dedup(memory: Any, cfg: Settings, code: str, start: str | None, end: str | None, refit: bool) -> Any:
-    """Run the Deduplicator with a progress bar per stage; BadInput when the extra is missing."""
+def _dedup(memory: Any, cfg: Settings, stock: str, start: str | None, end: str | None, refit: bool) -> Any:
+    """`sep.deduplicate` with a progress bar per stage; BadInput when the extra is missing."""
     require_extra("dedup", "sep dedup")
-    from sep.dedup import DedupConfig, Deduplicator
-
     progress = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=err_console, transient=True)
-    on_progress = stage_progress(progress)
+                    TimeElapsedColumn(), console=err_console, transient=True)
     with progress:
-        dedup = Deduplicator(memory, DedupConfig.from_settings(cfg), threads=cfg.threads, progress=on_progress)
-        return dedup.run(code, start, end, refit=refit)
+        return api.deduplicate(memory, stock, start=start, end=end, refit=refit, settings=cfg,
+                               progress=stage_progress(progress))
 
 
 def _render_kept(kept: list[dict], days: int = 10) -> None:
@@ -660,36 +598,17 @@ BalanceOpt = Annotated[bool, typer.Option("--balance/--no-balance", help="Downsa
 def _train(kind: str, cfg_fields: dict, data: Path | None, from_memory: bool, db: Path | None, threads: int | None,
            seed: int | None, as_json: bool, start: str | None = None, end: str | None = None,
            balance: bool = True) -> None:
-    """Shared by the four trainers: settings, memory, the run, its report; bad input exits 2."""
+    """Shared by the four trainers: settings, `sep.train_model`, its report; bad input exits 2."""
     with user_errors():
         cfg = settings(db=db, threads=threads, seed=seed)
         if data is not None and from_memory:
             raise BadInput("Give a file or --from-memory, not both.")
-        if data is not None and not data.exists():
-            raise BadInput(f"{data} does not exist.")
-        require_extra("train", "Training")
-        from sep import train
-        from sep.memory import open_memory
-
-        memory = open_memory(cfg.db, must_exist=data is None)  # no file: train on what `sep reflect` stored
-        config_cls = {"sft": train.SFTRunConfig, "reward": train.RewardRunConfig, "ppo": train.PPORunConfig,
-                      "grpo": train.GRPORunConfig}[kind]
-        from sep.window import parse_day
-
-        fields = {k: v for k, v in cfg_fields.items() if v is not None}
-        fields.setdefault("out", Path("runs") / kind)
-        fields.update(start=parse_day(start) if start else None, end=parse_day(end) if end else None, balance=balance)
-        run_cfg = config_cls(seed=cfg.seed, threads=cfg.threads, **fields)
-        trainer = {"sft": train.train_sft, "reward": train.train_reward, "ppo": train.train_ppo,
-                   "grpo": train.train_grpo}[kind]
-        from contextlib import redirect_stdout
-
-        with redirect_stdout(sys.stderr):  # trainers print their logs; stdout stays the report (--json)
-            metrics = trainer(cfg, run_cfg, memory, data)
+        trained = api.train_model(kind, data=data, settings=cfg, start=start, end=end, balance=balance, **cfg_fields)
+    metrics, run_out = trained.metrics, trained.out
     if as_json:
         print(json.dumps(metrics, ensure_ascii=False, indent=2))
         return
-    table = Table("metric", "value", title=f"sep train {kind} → {run_cfg.out}")
+    table = Table("metric", "value", title=f"sep train {kind} → {run_out}")
     for k, v in metrics.items():
         table.add_row(k, escape(f"{v:.4g}" if isinstance(v, float) else str(v)))
     console.print(table)
@@ -842,27 +761,15 @@ def predict_cmd(
       sep predict --stock 005930 --date 2022-06-01 --best-of 4
       sep predict --stock 005930 --date 2022-06-01 --best-of 8 --policy runs/ppo --reward runs/rm --json
     """
-    from sep.agents import Agents
-    from sep.ingest import normalise_stock
-    from sep.memory import open_memory
-    from sep.llm import run_data_end
-    from sep.predict import best_of_n, reward_scorer, store
-    from sep.window import decision_window, parse_day
-
     with user_errors():
         cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads)
-        memory = open_memory(cfg.db, must_exist=True)
-        code = normalise_stock(stock)
-        window = decision_window(memory, code, parse_day(date), cfg.window_days)
-        scorer = None
+        memory = api.open_memory(cfg.db, must_exist=True)
+        window = api.show_window(memory, stock, date, settings=cfg)  # bad input fails before a model loads
         if reward is not None:
             require_extra("train", "--reward")
-            scorer = reward_scorer(reward, cfg)
-    with model_errors():
-        llm = _make_llm(cfg)
-        forecast = best_of_n(Agents.for_stock(memory, llm, code, cfg), window, best_of, scorer, temperature=temperature,
-                             seed=cfg.seed, data_end=run_data_end(reward))
-    store(memory, forecast)
+        with model_errors():
+            forecast = api.forecast(memory, stock, date, best_of=best_of, reward=reward, temperature=temperature,
+                                    settings=cfg, llm=_make_llm(cfg))
     if as_json:
         print(json.dumps(forecast.as_json(), ensure_ascii=False, indent=2))
         return
@@ -910,19 +817,12 @@ def batch_run_cmd(
 
     from rich.progress import TimeRemainingColumn
 
-    from sep.batch import BatchRunner, load_job
-    from sep.llm import make_llm
-
     with user_errors():
-        job = load_job(job_file)
-        if concurrency:
-            job.concurrency = concurrency
-        cfg = settings(db=db)
         progress = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
-        on_progress = stage_progress(progress)
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
         with model_errors(" Finished days are stored; rerun to continue."), progress:
-            report = BatchRunner(job, cfg, make_llm, on_progress, restart=restart).run()
+            report = api.run_batch(job_file, settings=settings(db=db), concurrency=concurrency, restart=restart,
+                                   progress=stage_progress(progress))
     if as_json:
         print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
     else:
@@ -939,42 +839,13 @@ def batch_run_cmd(
 @batch_app.command("status")
 def batch_status_cmd(job_file: JobArg, db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """How far a job got: {total, done, failed, pending}, read from memory."""
-    from sep.batch import load_job, status
-    from sep.memory import open_memory
-
     with user_errors():
-        job = load_job(job_file)
-        report = status(open_memory(settings(db=db).db, must_exist=True), job)
+        report = api.batch_status(api.open_memory(settings(db=db).db, must_exist=True), job_file)
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return
     console.print(f"[bold]{report['job']}[/]: {report['done']}/{report['total']} done, {report['failed']} failed, "
                   f"{report['pending']} pending", highlight=False)
-
-
-def _scope(memory, stock: str | None, job_file: Path | None, start: str | None, end: str | None
-           ) -> tuple[list[str], str | None, str | None, str | None]:
-    """Stocks, range and model from --stock or --job (flags win over the job's range; a job's
-    predictions are those of the model that answered it)."""
-    from sep.batch import job_model, load_job
-    from sep.ingest import normalise_stock
-    from sep.window import parse_day
-
-    if bool(stock) == bool(job_file):
-        raise BadInput("Give --stock CODE or --job FILE (one of them).")
-    model = None
-    if job_file:
-        job = load_job(job_file)
-        stocks, start, end = job.stocks, start or job.start, end or job.end
-        model = job_model(memory, job)
-        if model is None:
-            raise BadInput(f"The job {job.name!r} has not run in this database; run `sep batch run {job_file}` first.")
-    else:
-        stocks = [normalise_stock(stock)]
-    start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
-    if start and end and start > end:
-        raise BadInput(f"--start {start} is after --end {end}.")
-    return stocks, start, end, model
 
 
 ScopeStock = Annotated[Optional[str], typer.Option("--stock", help="One stock code or ticker.")]
@@ -1013,16 +884,11 @@ def eval_cmd(
       sep eval --stock 005930 --start 2022-05-02 --end 2022-05-31
       sep eval --job jobs/sample.toml --threshold 0.6 --long-only --json
     """
-    from sep.evaluate import evaluate
-    from sep.memory import open_memory
-
     with user_errors():
         cfg = settings(db=db, seed=seed)
-        memory = open_memory(cfg.db, must_exist=True)
-        stocks, start, end, job_model = _scope(memory, stock, job, start, end)
-        report = evaluate(memory, stocks, start, end, seed=cfg.seed, threshold=threshold, method=method,
-                          model=model or job_model,
-                          cost_bps=cost_bps, long_only=long_only)
+        report = api.evaluate_forecasts(api.open_memory(cfg.db, must_exist=True), stock=stock, job=job, start=start,
+                                        end=end, method=method, model=model, threshold=threshold, cost_bps=cost_bps,
+                                        long_only=long_only, settings=cfg).report
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return
@@ -1099,24 +965,11 @@ def experiment_run_cmd(
     """
     from rich.progress import TimeRemainingColumn
 
-    from sep.batch import load_job
-    from sep.experiment import Experiment
-    from sep.llm import make_llm
-    from sep.memory import open_memory
-
     with user_errors():
-        job = load_job(job_file)
-        if job.experiment is None:
-            raise BadInput(f"{job_file} has no [experiment] table (train_start, train_end, test_start, test_end, arms).")
-        cfg = job.settings(settings(db=db))
-        memory = open_memory(cfg.db, must_exist=True)
         progress = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
-        experiment = Experiment(memory, job, job.experiment, cfg, make_llm, stage_progress(progress))
-        from contextlib import redirect_stdout
-
-        with model_errors(" Finished steps are stored; rerun to continue."), progress, redirect_stdout(sys.stderr):
-            result = experiment.run()
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
+        with model_errors(" Finished steps are stored; rerun to continue."), progress:
+            result = api.run_experiment(job_file, settings=settings(db=db), progress=stage_progress(progress)).report
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return
@@ -1130,11 +983,8 @@ def experiment_show_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Print a finished experiment's arm table again."""
-    from sep.experiment import show
-    from sep.memory import open_memory
-
     with user_errors():
-        result = show(open_memory(settings(db=db).db, must_exist=True), experiment_id)
+        result = api.show_experiment(api.open_memory(settings(db=db).db, must_exist=True), experiment_id).report
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return
@@ -1181,20 +1031,15 @@ def audit_cmd(
       sep audit --stock 005930 --out report.html
       sep audit --job jobs/sample.toml --out reports/sample.html --judge --base-url http://gpu:8000/v1
     """
-    from sep.agents import lang_of
-    from sep.audit import build, write_report
-    from sep.memory import open_memory
-
     with user_errors():
         cfg = settings(db=db, base_url=base_url, model=model)
-        memory = open_memory(cfg.db, must_exist=True)
-        stocks, start, end, job_model = _scope(memory, stock, job, start, end)
+        memory = api.open_memory(cfg.db, must_exist=True)
+        api.scope(memory, stock=stock, job=job, start=start, end=end)  # bad input fails before a model loads
         with model_errors():
             llm = _make_llm(cfg) if judge else None
-        data = build(memory, stocks, start, end, window_days=cfg.window_days, llm=llm, lang=lang_of(stocks[0]),
-                     seed=cfg.seed, model=job_model)
-        html, twin = write_report(data, out)
-    s = data["summary"]
+            audited = api.audit_explanations(memory, out, stock=stock, job=job, start=start, end=end, judge=judge,
+                                             settings=cfg, llm=llm)
+    html, twin, s = audited.html, audited.json, audited.data["summary"]
     console.print(f"Audited {s['explanations']} explanations: {s['inconsistent']} inconsistent, "
                   f"{s['with_unsupported_claims']} with unsupported claims, {s['mentions_future']} mention dates after D. "
                   f"Wrote {html} and {twin}.", highlight=False)
@@ -1218,28 +1063,20 @@ def demo_cmd(
     (see sep/sample/PROVENANCE.md). The first run prepares the model (Qwen2.5-Coder-1.5B) in
     ~/.cache/sep. Every generated text is shown with its quality flags (⚑), if any.
     """
-    from sep.ingest import read_prices, read_texts, write_all
-    from sep.memory import open_memory
-    from sep.sample import sample_files
-    from sep.window import decision_window
-
     with user_errors():
-        cfg = settings(db=db)
-        memory = open_memory(cfg.db)
-        prices, texts = sample_files()
-        reports = write_all(memory, "prices", [read_prices(p) for p in prices])
-        reports += write_all(memory, "texts", [read_texts(p) for p in texts])
-        _print_reports(reports, as_json=False)
+        cfg = settings(db=db, trials=trials, summarizer="extractive" if fast else None, base_url=base_url,
+                       model=model, threads=threads)
+        memory = api.open_memory(cfg.db)
+        _print_reports(api.import_sample(memory).files, as_json=False)
         if import_only:
-            render_window(decision_window(memory, stock, date, cfg.window_days))
+            render_window(api.show_window(memory, stock, date, settings=cfg))
             return
         if missing_extra("dedup"):
             err_console.print("[dim]Skipping dedup: install the dedup extra to keep only representative texts.[/]")
         else:
             render_dedup(_dedup(memory, cfg, stock, None, None, refit=False), topics=0)
-    reflect_cmd(stock=stock, date=date, start=None, end=None, trials=trials, window_days=None, dry_run=False,
-                summarizer="extractive" if fast else None, base_url=base_url, model=model, policy=None,
-                threads=threads, db=db, as_json=False)
+        days = api.decision_days(memory, stock, date=date)
+    run_reflect(memory, stock, days, cfg)
 
 
 def main() -> None:  # pragma: no cover - console entry point

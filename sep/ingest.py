@@ -638,15 +638,15 @@ def write_all(db: sqlite_utils.Database, kind: str, parsed: list[ParsedFile], *,
 
 def import_prices(
     db: sqlite_utils.Database, paths: list[Path], *, fmt: str | None = None, stock: str | None = None,
-    new_stock: bool = False,
+    new_stock: bool = False, progress: Callable[[Path], None] | None = None,
 ) -> list[ImportReport]:
     """Import price files and stock lists (format auto-detected unless `fmt`); all or nothing."""
-    return write_all(db, "prices", read_all(paths, lambda p: read_prices(p, fmt, stock)), new_stock=new_stock)
+    return write_all(db, "prices", read_all(paths, lambda p: read_prices(p, fmt, stock), progress), new_stock=new_stock)
 
 
 def import_texts(
     db: sqlite_utils.Database, paths: list[Path], *, source: str | None = None, stock: str | None = None,
-    new_stock: bool = False,
+    new_stock: bool = False, progress: Callable[[Path], None] | None = None,
 ) -> list[ImportReport]:
     """Import text files (Naver board/news/report, sn2 tweets, generic CSV/JSONL); all or nothing."""
-    return write_all(db, "texts", read_all(paths, lambda p: read_texts(p, source, stock)), new_stock=new_stock)
+    return write_all(db, "texts", read_all(paths, lambda p: read_texts(p, source, stock), progress), new_stock=new_stock)

@@ -35,3 +35,35 @@ def test_every_data_import_example_runs_against_shared_data(tmp_path):
     names = dict(db.execute("SELECT stock, name FROM stocks"))
     assert names["005930"] == "삼성전자" and names["000660"] == "SK하이닉스"
     assert db.execute("SELECT count(DISTINCT stock) FROM prices").fetchone()[0] > 140
+
+
+def readme_python(section: str) -> str:
+    """The first python block after a README heading."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.search(r"```python\n(.*?)```", text[text.index(f"## {section}"):], re.S)[1]
+
+
+def test_the_python_api_example_runs_as_written(tmp_path):
+    """The README's notebook example, in a fresh folder, with the plumbing model (the example names none)."""
+    code = readme_python("Python API")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEP_")}
+    env["SEP_MODEL"] = "gemma-270m"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "67400.0 2022-06-02 down"  # the comment in the README is what it prints
+    days = [line.split()[0] for line in lines if re.match(r"2022-05-3[01] (up|down|None) ", line)]
+    assert days == ["2022-05-30", "2022-05-31"]
+    n, accuracy, majority = lines[-1].split()
+    assert n == "2" and 0 <= float(accuracy) <= 1
+    assert (tmp_path / "memory" / "sep.db").exists()
+
+
+def test_help_of_the_package_lists_the_api():
+    done = subprocess.run([sys.executable, "-c", "import sep; help(sep)"], capture_output=True, text=True,
+                          env={**os.environ, "PAGER": "cat"}, timeout=120)
+    assert done.returncode == 0
+    for name in ("open_memory", "import_prices", "reflect", "forecast", "train_model", "run_batch",
+                 "evaluate_forecasts", "run_experiment", "audit_explanations", "deduplicate"):
+        assert name in done.stdout

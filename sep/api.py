@@ -1,0 +1,449 @@
+"""The Python API: each stage of `sep` as one call, re-exported from `sep` itself.
+
+The CLI only parses options, calls one of these and prints the result, so a notebook gets
+exactly what `sep reflect` or `sep eval` does. Every call takes an open memory (`open_memory`)
+and optional `Settings` (default: the `SEP_*` environment); every result is a dataclass with
+`.as_json()`. Long calls take a `progress(stage, done, total)` callback.
+
+    import sep
+    db = sep.open_memory("memory/sep.db")
+    sep.import_prices(db, ["005930.csv", "stock_list.csv"])
+    sep.import_texts(db, ["samsung_raw_naver_finance_news.xlsx"])
+    run = sep.reflect(db, "005930", date="2022-06-01", settings=sep.Settings(trials=2))
+    print(run.results[0].trials[0].explanation)
+    print(sep.evaluate_forecasts(db, stock="005930").as_json()["headline"])
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import redirect_stdout
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from sep.errors import BadInput, require_extra
+from sep.settings import Settings
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+Step = Callable[[str, str, str], None]  # (decision day, agent, prompt text) before each model call
+
+__all__ = [
+    "Settings", "open_memory", "import_prices", "import_texts", "import_sample", "show_window", "deduplicate",
+    "decision_days", "make_llm", "reflect", "forecast", "train_model", "TRAINERS", "run_batch", "batch_status",
+    "Scope", "scope", "evaluate_forecasts", "run_experiment", "show_experiment", "audit_explanations",
+    "crawl_naver_board", "export_pairs",
+    "Imported", "Reflected", "Trained", "Evaluation", "ExperimentResult", "Audited",
+]
+# Names differ from the stage modules (sep.dedup, sep.train, ...): importing a module sets an
+# attribute of the same name on the package, which would shadow a function called like it.
+
+
+def _cfg(settings: Settings | None) -> Settings:
+    return settings if settings is not None else Settings()
+
+
+def _stdout_to_stderr() -> Any:
+    """Trainers and TRL print logs; a CLI's stdout must stay the report (--json)."""
+    return redirect_stdout(sys.stderr)
+
+
+# ---------------------------------------------------------------- memory and data
+
+
+def open_memory(path: str | Path | None = None, *, must_exist: bool = False) -> sqlite_utils.Database:
+    """The SQLite long-term memory at `path` (default: `SEP_DB` or memory/sep.db), migrated."""
+    from sep.memory import open_memory as _open
+
+    return _open(Path(path) if path is not None else Settings().db, must_exist=must_exist)
+
+
+@dataclass
+class Imported:
+    """What each file of one import added (all files were written in one transaction)."""
+
+    files: list[Any]  # sep.ingest.ImportReport
+
+    def as_json(self) -> list[dict]:
+        return [asdict(f) for f in self.files]
+
+
+def _file_progress(progress: Progress | None, what: str, n: int) -> Callable[[Path], None] | None:
+    if progress is None:
+        return None
+    done = iter(range(1, n + 1))
+    return lambda path: progress(what, next(done), n)
+
+
+def import_prices(db: sqlite_utils.Database, paths: Sequence[str | Path], *, format: str | None = None,
+                  stock: str | None = None, new_stock: bool = False, progress: Progress | None = None) -> Imported:
+    """Price files (FinanceDataReader, QuantKang, Yahoo, sn2) and stock lists; all or nothing."""
+    from sep import ingest
+
+    paths = [Path(p) for p in paths]
+    return Imported(ingest.import_prices(db, paths, fmt=format, stock=stock, new_stock=new_stock,
+                                         progress=_file_progress(progress, "reading prices", len(paths))))
+
+
+def import_texts(db: sqlite_utils.Database, paths: Sequence[str | Path], *, source: str | None = None,
+                 stock: str | None = None, new_stock: bool = False, progress: Progress | None = None) -> Imported:
+    """Naver board/news/report files, sn2 tweet folders, generic CSV/JSONL; all or nothing."""
+    from sep import ingest
+
+    paths = [Path(p) for p in paths]
+    return Imported(ingest.import_texts(db, paths, source=source, stock=stock, new_stock=new_stock,
+                                        progress=_file_progress(progress, "reading texts", len(paths))))
+
+
+def import_sample(db: sqlite_utils.Database) -> Imported:
+    """The bundled demo sample (005930 prices for 2022, its name, May 2022 news titles)."""
+    from sep.sample import sample_files
+
+    prices, texts = sample_files()
+    return Imported(import_prices(db, prices).files + import_texts(db, texts).files)
+
+
+def crawl_naver_board(db: sqlite_utils.Database, stock: str, *, pages: int = 5, delay: float = 1.0,
+                      restart: bool = False, on_page: Callable[[int, int], None] | None = None) -> Any:
+    """Fetch 종목토론방 list pages into memory (online only), one checkpointed page at a time."""
+    from sep.crawl import crawl_board
+
+    code = _stock(db, stock)
+    if not code.isdigit():
+        raise BadInput(f"'{stock}' is not a KRX code; the Naver board needs one like 005930.")
+    return crawl_board(db, code, pages, delay=delay, restart=restart, on_page=on_page)
+
+
+def _stock(db: sqlite_utils.Database, stock: str) -> str:
+    """A stock as memory spells it (5930 → 005930)."""
+    from sep.ingest import normalise_stock
+
+    return normalise_stock(stock)
+
+
+def show_window(db: sqlite_utils.Database, stock: str, date: str, *, settings: Settings | None = None) -> Any:
+    """The decision window of D: the texts a prompt may read, the last close and the target."""
+    from sep.window import decision_window, parse_day
+
+    return decision_window(db, _stock(db, stock), parse_day(date), _cfg(settings).window_days)
+
+
+# ---------------------------------------------------------------- dedup
+
+
+def deduplicate(db: sqlite_utils.Database, stock: str, *, start: str | None = None, end: str | None = None,
+          refit: bool = False, settings: Settings | None = None, progress: Progress | None = None,
+          **parts: Any) -> Any:
+    """Deduplicate one stock's texts (exact, near, topics, off-topic) → `DedupReport`.
+
+    `parts` go to `Deduplicator` (embedder, umap_model, hdbscan_model, vectorizer_model, rules)."""
+    from sep.window import parse_day
+
+    require_extra("dedup", "Dedup")
+    from sep.dedup import DedupConfig, Deduplicator
+
+    cfg = _cfg(settings)
+    code = _stock(db, stock)
+    start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
+    if start and end and start > end:
+        raise BadInput(f"--start {start} is after --end {end}.")
+    if not db.execute("SELECT 1 FROM texts WHERE stock = ? LIMIT 1", [code]).fetchone():
+        raise BadInput(f"No texts of {code} in memory; import some with `sep data import texts`.")
+    dedup = Deduplicator(db, DedupConfig.from_settings(cfg), threads=cfg.threads, progress=progress, **parts)
+    return dedup.run(code, start, end, refit=refit)
+
+
+# ---------------------------------------------------------------- agents
+
+
+def make_llm(settings: Settings | None = None, progress: Callable[[int, int], None] | None = None) -> Any:
+    """The configured model: a server (`base_url`), a trained `policy`, or the embedded one."""
+    from sep.llm import make_llm as _make
+
+    return _make(_cfg(settings), progress)
+
+
+def decision_days(db: sqlite_utils.Database, stock: str, *, date: str | None = None, start: str | None = None,
+                  end: str | None = None) -> list[str]:
+    """One decision day D, or every trading day of a range."""
+    from sep.window import parse_day, trading_days
+
+    if date and (start or end):
+        raise BadInput("Give either --date or --start/--end, not both.")
+    if date:
+        return [parse_day(date)]
+    if not (start and end):
+        raise BadInput("Give --date D, or a range with --start D1 --end D2.")
+    start, end = parse_day(start), parse_day(end)
+    if start > end:
+        raise BadInput(f"--start {start} is after --end {end}.")
+    code = _stock(db, stock)
+    days = trading_days(db, code).between(start, end)
+    if not days:
+        raise BadInput(f"No trading days of {code} between {start} and {end}.")
+    return days
+
+
+@dataclass
+class Reflected:
+    """Every decision of a reflect call, with what the model cost."""
+
+    results: list[Any]  # sep.agents.ReflectResult, one per decision day
+    model: str
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_json(self) -> list[dict]:
+        return [r.as_json() for r in self.results]
+
+
+def reflect(db: sqlite_utils.Database, stock: str, *, date: str | None = None, start: str | None = None,
+            end: str | None = None, settings: Settings | None = None, llm: Any = None, dry_run: bool = False,
+            on_step: Step | None = None, on_day: Callable[[Any], None] | None = None) -> Reflected:
+    """Summarize, explain 상승/하락 and, when wrong, reflect and retry, for D or each day of a range.
+
+    Each finished day is stored before the next starts (`on_day` sees its result). `dry_run`
+    calls no model: `on_step` receives every prompt that would be sent."""
+    from sep.agents import Agents
+    from sep.window import decision_window, trading_days
+
+    cfg = _cfg(settings)
+    code = _stock(db, stock)
+    days = decision_days(db, code, date=date, start=start, end=end)
+    tdays = trading_days(db, code)
+    windows = [decision_window(db, code, d, cfg.window_days, days=tdays) for d in days]
+    if llm is None and not dry_run:
+        llm = make_llm(cfg)
+    current = {"date": ""}
+    step = (lambda name, text: on_step(current["date"], name, text)) if on_step else None
+    agents = Agents.for_stock(db, None if dry_run else llm, code, cfg, on_prompt=step)
+    results = []
+    for w in windows:
+        current["date"] = w.date
+        result = agents.run(w, cfg.trials)
+        results.append(result)
+        if on_day:
+            on_day(result)
+    used = None if dry_run else llm
+    return Reflected(results, used.name if used else "dry-run", *(
+        (used.calls, used.prompt_tokens, used.completion_tokens) if used else (0, 0, 0)))
+
+
+def forecast(db: sqlite_utils.Database, stock: str, date: str, *, best_of: int = 4, reward: Path | None = None,
+            temperature: float = 0.8, settings: Settings | None = None, llm: Any = None) -> Any:
+    """Best-of-n: sample `best_of` explanations, pick one by the reward run (or the label's
+    probability), store it (method best-of-n) → `sep.predict.Forecast` with a confidence."""
+    from sep.agents import Agents
+    from sep.llm import run_data_end
+    from sep.predict import best_of_n, reward_scorer, store
+
+    cfg = _cfg(settings)
+    code = _stock(db, stock)
+    window = show_window(db, code, date, settings=cfg)
+    scorer = None
+    if reward is not None:
+        require_extra("train", "--reward")
+        scorer = reward_scorer(Path(reward), cfg)
+    llm = llm if llm is not None else make_llm(cfg)
+    forecast = best_of_n(Agents.for_stock(db, llm, code, cfg), window, best_of, scorer, temperature=temperature,
+                         seed=cfg.seed, data_end=run_data_end(Path(reward) if reward else None))
+    store(db, forecast)
+    return forecast
+
+
+def export_pairs(db: sqlite_utils.Database, out: Path) -> int:
+    """Write the stored wrong→right pairs as TRL preference JSONL (prompt, chosen, rejected); the count."""
+    from sep.agents import export_pairs as _export
+
+    return _export(db, Path(out))
+
+
+# ---------------------------------------------------------------- training
+
+
+TRAINERS = ("sft", "reward", "ppo", "grpo")
+
+
+@dataclass
+class Trained:
+    kind: str
+    out: Path
+    metrics: dict
+
+    def as_json(self) -> dict:
+        return {"kind": self.kind, "out": str(self.out), **self.metrics}
+
+
+def train_model(kind: str, db: sqlite_utils.Database | None = None, *, data: Path | None = None,
+          settings: Settings | None = None, **config: Any) -> Trained:
+    """Train one of `TRAINERS` on the pairs `sep reflect` stored (or a preference file `data`).
+
+    `config` are the fields of the trainer's config dataclass (`sep.train.SFTRunConfig`, ...):
+    out, max_steps, learning_rate, start, end, balance, ... Training sees only days whose target
+    is on or before `end`; the run records its data range."""
+    if kind not in TRAINERS:
+        raise BadInput(f"Unknown trainer '{kind}': choose one of {', '.join(TRAINERS)}.")
+    if data is not None and not Path(data).exists():
+        raise BadInput(f"{data} does not exist.")
+    require_extra("train", "Training")
+    from sep import train as training
+    from sep.window import parse_day
+
+    cfg = _cfg(settings)
+    if db is None:
+        db = open_memory(cfg.db, must_exist=data is None)
+    config_cls, trainer = {"sft": (training.SFTRunConfig, training.train_sft),
+                           "reward": (training.RewardRunConfig, training.train_reward),
+                           "ppo": (training.PPORunConfig, training.train_ppo),
+                           "grpo": (training.GRPORunConfig, training.train_grpo)}[kind]
+    fields = {k: v for k, v in config.items() if v is not None}
+    fields.setdefault("out", Path("runs") / kind)
+    for key in ("start", "end"):
+        if fields.get(key):
+            fields[key] = parse_day(fields[key])
+    run_cfg = config_cls(**{"seed": cfg.seed, "threads": cfg.threads, **fields})
+    with _stdout_to_stderr():
+        metrics = trainer(cfg, run_cfg, db, Path(data) if data else None)
+    return Trained(kind, Path(run_cfg.out), metrics)
+
+
+# ---------------------------------------------------------------- batch, evaluation, audit
+
+
+def run_batch(job_file: Path, *, settings: Settings | None = None, concurrency: int | None = None,
+          restart: bool = False, progress: Progress | None = None, llm_factory: Callable[[Settings], Any] | None = None
+          ) -> Any:
+    """Run every (stock, day) of a job file, resumably → `sep.batch.BatchReport`."""
+    from sep.batch import BatchRunner, load_job
+    from sep.llm import make_llm as _make
+
+    job = load_job(Path(job_file))
+    if concurrency:
+        job.concurrency = concurrency
+    return BatchRunner(job, _cfg(settings), llm_factory or _make, progress, restart=restart).run()
+
+
+def batch_status(db: sqlite_utils.Database, job_file: Path) -> dict:
+    """{job, total, done, failed, pending, errors} of a job, from its own items."""
+    from sep.batch import load_job, status
+
+    return status(db, load_job(Path(job_file)))
+
+
+@dataclass
+class Scope:
+    """What to score or audit: stocks, a range, and (for a job) the model that answered it."""
+
+    stocks: list[str]
+    start: str | None
+    end: str | None
+    model: str | None = None
+
+
+def scope(db: sqlite_utils.Database, *, stock: str | None = None, job: Path | None = None, start: str | None = None,
+          end: str | None = None) -> Scope:
+    """From one stock or a job file (explicit start/end win over the job's range)."""
+    from sep.batch import job_model, load_job
+    from sep.window import parse_day
+
+    if bool(stock) == bool(job):
+        raise BadInput("Give --stock CODE or --job FILE (one of them).")
+    model = None
+    if job:
+        spec = load_job(Path(job))
+        stocks, start, end = spec.stocks, start or spec.start, end or spec.end
+        model = job_model(db, spec)
+        if model is None:
+            raise BadInput(f"The job {spec.name!r} has not run in this database; run `sep batch run {job}` first.")
+    else:
+        stocks = [_stock(db, stock)]
+    start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
+    if start and end and start > end:
+        raise BadInput(f"--start {start} is after --end {end}.")
+    return Scope(stocks, start, end, model)
+
+
+@dataclass
+class Evaluation:
+    """The walk-forward report: forecasts only in the headline; hindsight and in-sample apart."""
+
+    report: dict
+
+    def as_json(self) -> dict:
+        return self.report
+
+
+def evaluate_forecasts(db: sqlite_utils.Database, *, stock: str | None = None, job: Path | None = None,
+             start: str | None = None, end: str | None = None, method: str | None = None, model: str | None = None,
+             threshold: float | None = None, cost_bps: float | None = None, long_only: bool = False,
+             settings: Settings | None = None) -> Evaluation:
+    """Score stored forecasts: accuracy, MCC, CIs, p-values, Brier, ECE, backtest, baselines."""
+    from sep.evaluate import evaluate as _evaluate
+
+    cfg = _cfg(settings)
+    s = scope(db, stock=stock, job=job, start=start, end=end)
+    return Evaluation(_evaluate(db, s.stocks, s.start, s.end, seed=cfg.seed, threshold=threshold, method=method,
+                                model=model or s.model, cost_bps=cost_bps, long_only=long_only))
+
+
+@dataclass
+class ExperimentResult:
+    report: dict
+
+    def as_json(self) -> dict:
+        return self.report
+
+
+def run_experiment(job_file: Path, *, settings: Settings | None = None, progress: Progress | None = None,
+               llm_factory: Callable[[Settings], Any] | None = None) -> ExperimentResult:
+    """Reflect on the train range, train each arm on it, forecast the test range, score every arm."""
+    from sep.batch import load_job
+    from sep.experiment import Experiment
+    from sep.llm import make_llm as _make
+
+    job = load_job(Path(job_file))
+    if job.experiment is None:
+        raise BadInput(f"{job_file} has no [experiment] table (train_start, train_end, test_start, test_end, arms).")
+    cfg = job.settings(_cfg(settings))
+    db = open_memory(cfg.db, must_exist=True)
+    with _stdout_to_stderr():
+        return ExperimentResult(Experiment(db, job, job.experiment, cfg, llm_factory or _make, progress).run())
+
+
+def show_experiment(db: sqlite_utils.Database, experiment_id: int) -> ExperimentResult:
+    """A finished experiment's arm table, as `run_experiment` returned it."""
+    from sep.experiment import show
+
+    return ExperimentResult(show(db, experiment_id))
+
+
+@dataclass
+class Audited:
+    html: Path
+    json: Path
+    data: dict = field(repr=False)
+
+    def as_json(self) -> dict:
+        return {"html": str(self.html), "json": str(self.json), "summary": self.data["summary"]}
+
+
+def audit_explanations(db: sqlite_utils.Database, out: Path, *, stock: str | None = None, job: Path | None = None,
+          start: str | None = None, end: str | None = None, judge: bool = False, settings: Settings | None = None,
+          llm: Any = None) -> Audited:
+    """Audit stored explanations (consistency, grounding in the window's texts, no dates after D)
+    into an HTML report and its JSON twin; `judge` has the configured LLM score them too."""
+    from sep.agents import lang_of
+    from sep.audit import build, write_report
+
+    cfg = _cfg(settings)
+    s = scope(db, stock=stock, job=job, start=start, end=end)
+    if judge and llm is None:
+        llm = make_llm(cfg)
+    data = build(db, s.stocks, s.start, s.end, window_days=cfg.window_days, llm=llm if judge else None,
+                 lang=lang_of(s.stocks[0]), seed=cfg.seed, model=s.model)
+    html, twin = write_report(data, Path(out))
+    return Audited(html, twin, data)
