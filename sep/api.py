@@ -33,7 +33,7 @@ Step = Callable[[str, str, str], None]  # (decision day, agent, prompt text) bef
 
 __all__ = [
     "Settings", "open_memory", "import_prices", "import_texts", "import_sample", "show_window", "deduplicate",
-    "decision_days", "make_llm", "reflect", "forecast", "train_model", "TRAINERS", "run_batch", "batch_status",
+    "decision_days", "make_llm", "mock_llm", "register_backend", "reflect", "forecast", "train_model", "TRAINERS", "run_batch", "batch_status",
     "Scope", "scope", "evaluate_forecasts", "run_experiment", "show_experiment", "audit_explanations",
     "crawl_naver_board", "export_pairs",
     "Imported", "Reflected", "Trained", "Evaluation", "ExperimentResult", "Audited",
@@ -160,10 +160,27 @@ def deduplicate(db: sqlite_utils.Database, stock: str, *, start: str | None = No
 
 
 def make_llm(settings: Settings | None = None, progress: Callable[[int, int], None] | None = None) -> Any:
-    """The configured model: a server (`base_url`), a trained `policy`, or the embedded one."""
+    """The configured model: `backend` by name, else a server (`base_url`), a trained `policy`, or the embedded one."""
     from sep.llm import make_llm as _make
 
     return _make(_cfg(settings), progress)
+
+
+def mock_llm(script: Callable[[str, str], str] | None = None, p_label: float = 0.6) -> Any:
+    """A scripted in-process model: `script(agent, prompt) -> reply` (agent: summarize, explain,
+    reflect, judge). Runs the agents, batches and the judge with no model and no server."""
+    from sep.llm import mock_llm as _mock
+
+    return _mock(script, p_label)
+
+
+def register_backend(name: str) -> Callable:
+    """Decorator: `@sep.register_backend("mine")` on `factory(settings, progress) -> sep.llm.LLM`;
+    `Settings(backend="mine")` or `SEP_BACKEND=mine` then uses it. Plugins use the `sep.backends`
+    entry point group instead."""
+    from sep.llm import register_backend as _register
+
+    return _register(name)
 
 
 def decision_days(db: sqlite_utils.Database, stock: str, *, date: str | None = None, start: str | None = None,

@@ -10,7 +10,7 @@ the top-k representative texts, in four steps:
 4. off-topic flags from seed keywords (`offtopic.toml`) on texts and on whole topic clusters.
 
 `Deduplicator` orchestrates pluggable parts, BERTopic-style: the embedder, the UMAP and HDBSCAN
-models and the keyword rules can each be swapped. Results go to `texts` (dup_of, topic, flag,
+models, the vectorizer and the keyword rules are constructor arguments with defaults. Results go to `texts` (dup_of, topic, flag,
 is_representative), `dedup_runs`, `topics` and `topic_models` (one per fitted range, saved
 with BERTopic's safetensors serialization).
 """
@@ -271,11 +271,19 @@ class Deduplicator:
     """Dedup, cluster and flag one stock's texts; incremental over days, deterministic with a seed."""
 
     def __init__(self, db: sqlite_utils.Database, config: DedupConfig | None = None, *,
-                 embedder: Embedder | None = None, threads: int = 2, progress: Progress | None = None) -> None:
+                 embedder: Embedder | None = None, umap_model: Any = None, hdbscan_model: Any = None,
+                 vectorizer_model: Any = None, rules: list[OffTopicRule] | None = None, threads: int = 2,
+                 progress: Progress | None = None) -> None:
+        """Every sub-model can be swapped, as in BERTopic: `umap_model` (any fit/transform
+        reducer), `hdbscan_model` (any clusterer with `labels_`), `vectorizer_model` (a
+        CountVectorizer), `rules` (off-topic keyword rules). Unset, the defaults of `config` apply."""
         self.db = db
         self.config = config or DedupConfig()
         self.rules, self.topic_share = load_offtopic(Path(self.config.offtopic) if self.config.offtopic else None)
+        if rules is not None:
+            self.rules = rules
         self._embedder = embedder
+        self.umap_model, self.hdbscan_model, self.vectorizer_model = umap_model, hdbscan_model, vectorizer_model
         self.threads = threads
         self.progress = progress or (lambda stage, done, total: None)
 
@@ -369,14 +377,20 @@ class Deduplicator:
         from bertopic import BERTopic
         from sklearn.feature_extraction.text import CountVectorizer
 
+        from sklearn.base import clone
+
         c = self.config
-        umap_cls, hdbscan_cls = _timed_classes()
+        if self.umap_model is None or self.hdbscan_model is None:
+            umap_cls, hdbscan_cls = _timed_classes()
         return BERTopic(
-            umap_model=umap_cls(n_neighbors=min(c.n_neighbors, n_docs - 1), n_components=c.n_components,
-                                   min_dist=0.0, metric="cosine", random_state=c.seed, n_jobs=1),
-            hdbscan_model=hdbscan_cls(min_cluster_size=c.min_topic_size, metric="euclidean",
-                                         cluster_selection_method="eom", prediction_data=True),
-            vectorizer_model=CountVectorizer(tokenizer=KoreanNouns(), token_pattern=None, lowercase=False),
+            umap_model=clone(self.umap_model) if self.umap_model is not None else umap_cls(
+                n_neighbors=min(c.n_neighbors, n_docs - 1), n_components=c.n_components, min_dist=0.0,
+                metric="cosine", random_state=c.seed, n_jobs=1),
+            hdbscan_model=clone(self.hdbscan_model) if self.hdbscan_model is not None else hdbscan_cls(
+                min_cluster_size=c.min_topic_size, metric="euclidean", cluster_selection_method="eom",
+                prediction_data=True),
+            vectorizer_model=clone(self.vectorizer_model) if self.vectorizer_model is not None else CountVectorizer(
+                tokenizer=KoreanNouns(), token_pattern=None, lowercase=False),
             language="multilingual",  # "english" would strip every Hangul character before c-TF-IDF
             min_topic_size=c.min_topic_size, calculate_probabilities=False, verbose=False,
         )
@@ -532,7 +546,9 @@ class Deduplicator:
                refit: bool, model_run: int | None) -> tuple[int, int | None]:
         """Write the run, the decisions and (on refit) the model of this range; (run, model run)."""
         c = self.config
-        params = json.dumps(asdict(c), ensure_ascii=False, sort_keys=True)
+        parts = {k: type(v).__name__ for k, v in (("umap_model", self.umap_model), ("hdbscan_model", self.hdbscan_model),
+                                                   ("vectorizer_model", self.vectorizer_model)) if v is not None}
+        params = json.dumps({**asdict(c), **({"parts": parts} if parts else {})}, ensure_ascii=False, sort_keys=True)
         blob = save_topic_model(model, self.embedder_name()) if model is not None else None
         with transaction(self.db):
             cur = self.db.execute(

@@ -16,6 +16,7 @@ turns either into an `Answer` with a confidence from the label token's log-proba
 from __future__ import annotations
 
 import functools
+import json
 import math
 import re
 import threading
@@ -522,35 +523,167 @@ def probe_server(base_url: str, api_key: str, timeout: float) -> tuple[list[str]
     return ids, any(m.get("owned_by") == "vllm" for m in models)
 
 
+# ---------------------------------------------------------------- mock (scripted, in-process)
+
+Script = Callable[[str, str], str]  # (agent: summarize | explain | reflect | judge, last user message) -> reply
+AGENTS = ("summarize", "explain", "reflect", "judge")
+
+
+def agent_of(messages: list[dict]) -> str:
+    """Which agent wrote a chat, recognised by its system message (the packaged prompts, ko or en)."""
+    from sep.agents import load_prompt
+
+    system = next((m["content"] for m in messages if m["role"] == "system"), "").strip()
+    for lang in ("ko", "en"):
+        for name in AGENTS:
+            fixed = load_prompt(lang, name).system.strip().split("{")[0]  # the text before any variable
+            if fixed and system.startswith(fixed):
+                return name
+    return "explain"
+
+
+def default_script(agent: str, prompt: str) -> str:
+    """What the mock answers unless told otherwise: cite the first texts, explain with the first
+    summary's words, a short lesson, middling judge scores. Deterministic, so tests can rely on it."""
+    if agent == "summarize":
+        found = re.findall(r"^\[(\d+)\] (.+)$", prompt, flags=re.M)[:3]
+        return "\n".join(f"- {title} [{n}]" for n, title in found) or "- (정보 없음)"
+    if agent == "reflect":
+        return "요약의 가장 큰 소식보다 시장 전체의 흐름을 먼저 봤어야 했다."
+    if agent == "judge":
+        return json.dumps({"relevance": 4, "clarity": 4, "consistency": 4})
+    line = next((ln for ln in prompt.splitlines() if ln.startswith("[20")), "")
+    words = re.sub(r"^\[[\d-]+\]\s*-?\s*", "", line)
+    words = re.sub(r"\s*\[t\d+(?:,\s*t\d+)*\]", "", words).split()[:6]
+    return f"상승\n{' '.join(words) or '새 소식'} 소식이 주가를 움직일 것이다."
+
+
+class MockChatModel(BaseChatModel):
+    """Scripted answers in-process: agents, batches, best-of-n and the judge run without a model or HTTP.
+
+    `script(agent, prompt)` returns the reply; with `label_words` its first line is forced to one
+    of them (the first when the script names neither), with probability `p_label`.
+    """
+
+    script: Any = None  # Script | None: default_script
+    p_label: float = 0.6
+    calls: list[dict] = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "sep-mock"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        chat = message_dicts(messages)
+        agent = agent_of(chat)
+        text = (self.script or default_script)(agent, chat[-1]["content"])
+        self.calls.append({"agent": agent, "messages": chat, **{k: v for k, v in kwargs.items() if k != "label_words"}})
+        logprobs = None
+        words = kwargs.get("label_words")
+        if words:
+            first, _, rest = text.partition("\n")
+            label = first.strip() if first.strip() in words else words[0]
+            text = f"{label}\n{rest if first.strip() in words else text}"
+            other = words[1] if label == words[0] else words[0]
+            logprobs = {"content": [{"token": label, "logprob": math.log(self.p_label), "top_logprobs": [
+                {"token": label, "logprob": math.log(self.p_label)},
+                {"token": other, "logprob": math.log(1 - self.p_label)}]}]}
+        tokens_in = sum(len(m["content"]) for m in chat) // 2
+        return _chat_result(text, logprobs, "mock", tokens_in, len(text) // 2)
+
+
+def mock_llm(script: Script | None = None, p_label: float = 0.6) -> "LLM":
+    """An LLM whose answers come from `script(agent, prompt)` (default: `default_script`)."""
+    chat = MockChatModel(script=script, p_label=p_label, calls=[])
+    return LLM("mock", chat, lambda up, down: {"label_words": (up, down)}, retries=1)
+
+
+# ---------------------------------------------------------------- backends by name
+
+Backend = Callable[[Settings, Callable[[int, int], None] | None], "LLM"]
+BACKENDS: dict[str, Backend] = {}
+_PLUGINS_LOADED = False
+
+
+def register_backend(name: str) -> Callable[[Backend], Backend]:
+    """Add a backend under `name` (`SEP_BACKEND` / `sep.Settings(backend=...)` picks it). Third
+    parties register through the `sep.backends` entry point group instead, the way llm plugins do."""
+    def add(factory: Backend) -> Backend:
+        BACKENDS[name] = factory
+        return factory
+    return add
+
+
+def backends() -> dict[str, Backend]:
+    """Every backend: the built-in ones and those of installed plugins (loaded once)."""
+    global _PLUGINS_LOADED
+    if not _PLUGINS_LOADED:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="sep.backends"):
+            BACKENDS.setdefault(ep.name, ep.load())
+        _PLUGINS_LOADED = True
+    return BACKENDS
+
+
+@register_backend("mock")
+def _mock_backend(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> "LLM":
+    return mock_llm()
+
+
 def make_llm(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> LLM:
-    """The server named by `base_url`, else a trained `policy`, else the embedded model (prepared on first use)."""
-    if cfg.base_url:
-        from langchain_openai import ChatOpenAI
+    """The backend `cfg.backend` names; unset: the server at `base_url`, else a trained `policy`,
+    else the embedded model (prepared on first use)."""
+    name = cfg.backend or ("openai" if cfg.base_url else "policy" if cfg.policy else "embedded")
+    factory = backends().get(name)
+    if factory is None:
+        raise BadInput(f"Unknown backend '{name}': choose one of {', '.join(sorted(backends()))}.")
+    return factory(cfg, progress)
 
-        ids, is_vllm = probe_server(cfg.base_url, cfg.api_key, cfg.timeout)
-        model = cfg.model or (ids[0] if ids else None)
-        if not model:
-            raise LLMUnavailable(f"The server at {cfg.base_url} lists no models; pass --model NAME.")
-        # vLLM takes llama.cpp's repetition penalty too; unset, the server's default (1.0) applies.
-        vllm_body = {"repetition_penalty": cfg.repeat_penalty} if is_vllm and cfg.repeat_penalty else {}
-        chat = ChatOpenAI(base_url=cfg.base_url, api_key=cfg.api_key, model=model, timeout=cfg.timeout,
-                          max_retries=0, temperature=0.0, seed=cfg.seed, logprobs=True, top_logprobs=5,
-                          extra_body=vllm_body or None)
 
-        def binding(up: str, down: str) -> dict:
-            if not is_vllm:
-                return {}
-            return {"extra_body": {**vllm_body, "structured_outputs": {"regex": f"({up}|{down})\\n[\\s\\S]*"}}}
+@register_backend("openai")
+def _openai_backend(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> LLM:
+    """An OpenAI-compatible server (vLLM constrains the label with structured outputs)."""
+    if not cfg.base_url:
+        raise BadInput("The openai backend needs a server: pass --base-url (or SEP_BASE_URL).")
+    from langchain_openai import ChatOpenAI
 
-        context, counter = server_tokenizer(cfg.base_url, model, cfg.api_key, cfg.timeout) if is_vllm else (None, None)
-        return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries, context=context, count_tokens=counter)
-    if cfg.policy:
-        require_extra("train", "--policy")
-        chat = TransformersChatModel(policy=str(cfg.policy), cache_dir=str(cfg.cache_dir), threads=cfg.threads,
-                                     seed=cfg.seed, **({"repeat_penalty": cfg.repeat_penalty} if cfg.repeat_penalty else {}))
-        chat._ensure()  # fail now, with a clear message, rather than at the first prompt
-        return LLM(f"policy:{cfg.policy}", chat, lambda up, down: {"label_words": (up, down)}, retries=1,
-                   data_end=run_data_end(cfg.policy))
+    ids, is_vllm = probe_server(cfg.base_url, cfg.api_key, cfg.timeout)
+    model = cfg.model or (ids[0] if ids else None)
+    if not model:
+        raise LLMUnavailable(f"The server at {cfg.base_url} lists no models; pass --model NAME.")
+    # vLLM takes llama.cpp's repetition penalty too; unset, the server's default (1.0) applies.
+    vllm_body = {"repetition_penalty": cfg.repeat_penalty} if is_vllm and cfg.repeat_penalty else {}
+    chat = ChatOpenAI(base_url=cfg.base_url, api_key=cfg.api_key, model=model, timeout=cfg.timeout,
+                      max_retries=0, temperature=0.0, seed=cfg.seed, logprobs=True, top_logprobs=5,
+                      extra_body=vllm_body or None)
+
+    def binding(up: str, down: str) -> dict:
+        if not is_vllm:
+            return {}
+        return {"extra_body": {**vllm_body, "structured_outputs": {"regex": f"({up}|{down})\\n[\\s\\S]*"}}}
+
+    context, counter = server_tokenizer(cfg.base_url, model, cfg.api_key, cfg.timeout) if is_vllm else (None, None)
+    return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries, context=context, count_tokens=counter)
+
+
+@register_backend("policy")
+def _policy_backend(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> LLM:
+    """A trained policy (a `sep train` run, LoRA adapter or model folder) run with transformers."""
+    if not cfg.policy:
+        raise BadInput("The policy backend needs --policy RUN.")
+    require_extra("train", "--policy")
+    chat = TransformersChatModel(policy=str(cfg.policy), cache_dir=str(cfg.cache_dir), threads=cfg.threads,
+                                 seed=cfg.seed, **({"repeat_penalty": cfg.repeat_penalty} if cfg.repeat_penalty else {}))
+    chat._ensure()  # fail now, with a clear message, rather than at the first prompt
+    return LLM(f"policy:{cfg.policy}", chat, lambda up, down: {"label_words": (up, down)}, retries=1,
+               data_end=run_data_end(cfg.policy))
+
+
+@register_backend("embedded")
+def _embedded_backend(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> LLM:
+    """A catalog GGUF (or `model_file`) in-process through llama.cpp."""
     name, model_file = cfg.model, cfg.model_file
     if name and (name.endswith(".gguf") or Path(name).is_file()):  # --model-file PATH arrives as --model
         name, model_file = None, Path(name)

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEP_", extra="ignore")
 
     db: Path = Field(Path("memory/sep.db"), description="SQLite long-term memory.")
+    backend: str | None = Field(None, description="The LLM backend by name: openai, policy, embedded, mock "
+                                "(scripted, in-process), or one a plugin registers (entry point group "
+                                "`sep.backends`). Unset: openai with a base URL, policy with a policy, else embedded.")
     base_url: str | None = Field(
         None, description="OpenAI-compatible server (e.g. `vllm serve`), like http://host:8000/v1. Unset: embedded model."
     )

@@ -11,15 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def kind_of(body: dict) -> str:
-    """Which agent sent a chat request, read from its system message (sep/prompts/<lang>/*.toml)."""
-    system = " ".join(m["content"] for m in body["messages"] if m["role"] == "system")
-    if "요약하세요" in system or "Keep only facts" in system:
-        return "summarize"
-    if "교훈" in system or "lesson" in system:
-        return "reflect"
-    if "심사위원" in system or "You judge" in system:
-        return "judge"
-    return "explain"
+    """Which agent sent a chat request, read from its system message (the same reading as the mock backend)."""
+    from sep.llm import agent_of
+
+    return agent_of(body["messages"])
 
 
 def cite_all(prompt: str, points: int = 5) -> str:

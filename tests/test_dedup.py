@@ -213,3 +213,39 @@ def test_topic_models_are_kept_per_range_as_safetensors_and_progress_is_logged(d
         finished = [line for line in log if line.startswith(f"{stage}:")][-1]
         done, total = finished.split(": ")[1].split(" ")[0].split("/")
         assert done == total, finished
+
+
+class HashedWords:
+    """A tiny embedder (hashed bag of title words): any object with `name` and `encode` will do."""
+
+    name = "hashed-words-64"
+
+    def encode(self, texts):
+        import numpy as np
+
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.split():
+                out[i, hash(word) % 64] += 1.0
+        return out + 1e-3
+
+
+def test_every_sub_model_can_be_swapped_in_process(tmp_path):
+    """BERTopic-style injection: embedder, reducer, clusterer and rules are constructor arguments."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    from sep.dedup import Deduplicator, OffTopicRule
+
+    db = open_memory(tmp_path / "sep.db")
+    import_texts(db, [FIXTURES / "discussion_005930.csv", FIXTURES / "board_spam_planted.csv"], stock="005930")
+    rules = [OffTopicRule("ads", ["리딩방"], [])]
+    report = Deduplicator(db, embedder=HashedWords(), umap_model=PCA(n_components=5, random_state=0),
+                          hdbscan_model=KMeans(n_clusters=3, n_init=1, random_state=0), rules=rules).run("005930")
+    assert report.topics == 3 and report.kept == 10
+    params = json.loads(db.execute("SELECT params FROM dedup_runs").fetchone()[0])
+    assert params["parts"] == {"umap_model": "PCA", "hdbscan_model": "KMeans"}
+    flags = {f for (f,) in db.execute("SELECT flag FROM texts WHERE flag IS NOT NULL")}
+    assert flags and all(f.startswith(("keyword:ads:리딩방", "topic:ads")) for f in flags)  # only the rule given
+    assert db.execute("SELECT embedder FROM topic_models").fetchone()[0] == "hashed-words-64"
+    db.conn.close()
