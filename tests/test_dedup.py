@@ -28,7 +28,7 @@ DECISIONS = "SELECT id, dup_of, dup_kind, topic, flag, is_representative FROM te
 
 @pytest.fixture(scope="module")
 def deduped(tmp_path_factory) -> tuple[Path, dict]:
-    """One database with the three excerpts, deduplicated once through the CLI."""
+    """One database with the three excerpts, deduplicated once through the CLI (its stderr kept in `LOG`)."""
     db_path = tmp_path_factory.mktemp("dedup") / "sep.db"
     db = open_memory(db_path)
     import_texts(db, [FIXTURES / "discussion_005930.csv", FIXTURES / "board_spam_planted.csv",
@@ -36,7 +36,11 @@ def deduped(tmp_path_factory) -> tuple[Path, dict]:
     db.conn.close()
     done = run("dedup", "--stock", "005930", "--json", db=db_path, timeout=600)
     assert done.returncode == 0, done.stderr
+    LOG[:] = done.stderr.splitlines()
     return db_path, json.loads(done.stdout)
+
+
+LOG: list[str] = []
 
 
 def rows(db_path: Path, where: str = "1", args: tuple = ()) -> list[dict]:
@@ -192,25 +196,28 @@ def test_the_days_biggest_story_is_kept_even_when_imported_last(tmp_path):
     db.conn.close()
 
 
-def test_topic_models_are_kept_per_range_as_safetensors_and_progress_is_logged(deduped, tmp_path):
+def test_topic_models_are_kept_per_range_as_safetensors(deduped, tmp_path):
+    from sep.dedup import Deduplicator
+
     db_path, _ = deduped
-    copy = tmp_path / "copy.db"
     src = open_memory(db_path)
-    src.conn.execute("VACUUM INTO ?", [str(copy)])
+    src.conn.execute("VACUUM INTO ?", [str(tmp_path / "copy.db")])
     src.conn.close()
-    ranged = run("dedup", "--stock", "005930", "--refit", "--start", "2021-02-28", "--end", "2021-02-28", db=copy)
-    assert ranged.returncode == 0, ranged.stderr
-    db = open_memory(copy)
+    db = open_memory(tmp_path / "copy.db")
+    Deduplicator(db, embedder=HashedWords()).run("005930", "2021-02-28", "2021-02-28", refit=True)
     models = db.execute('SELECT start, "end", first_day, last_day, format FROM topic_models ORDER BY run').fetchall()
     db.conn.close()
     assert len(models) == 2  # the whole-range model survives a refit of one day
-    assert models[0][:2] == (None, None) and models[0][2:4] == ("2021-02-28", "2022-04-07")
-    assert models[1][:2] == ("2021-02-28", "2021-02-28")
+    assert models[0][:4] == (None, None, "2021-02-28", "2022-04-07")
+    assert models[1][:4] == ("2021-02-28", "2021-02-28", "2021-02-28", "2021-02-28")
     assert {m[4] for m in models} == {"bertopic-safetensors-zip"}
-    # stderr is not a terminal here: rich draws nothing, so each stage logs lines, and each completes
-    log = ranged.stderr.splitlines()
+
+
+def test_progress_is_logged_when_stderr_is_not_a_terminal(deduped):
+    """The fixture's CLI run had stderr in a pipe: rich draws nothing there, so each stage logs
+    lines, and each one's last line shows it complete."""
     for stage in ("keywords", "embedding", "topics"):
-        finished = [line for line in log if line.startswith(f"{stage}:")][-1]
+        finished = [line for line in LOG if line.startswith(f"{stage}:")][-1]
         done, total = finished.split(": ")[1].split(" ")[0].split("/")
         assert done == total, finished
 
