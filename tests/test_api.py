@@ -79,3 +79,19 @@ def test_import_reports_progress_per_file(memory):
                                  progress=lambda stage, done, total: seen.append((stage, done, total)))
     assert seen == [("reading prices", 1, 2), ("reading prices", 2, 2)]
     assert [f["format"] for f in imported.as_json()] == ["quantkang", "stock-list"]
+
+
+def test_a_batch_job_and_the_judge_on_the_mock_backend(sample_memory, db_path, tmp_path):
+    """BatchRunner and the audit's judge in-process, driven by the scripted backend."""
+    job = tmp_path / "job.toml"
+    job.write_text('name = "mocked"\nstocks = ["005930"]\nstart = "2022-05-30"\nend = "2022-05-31"\ntrials = 1\n')
+    cfg = sep.Settings(db=db_path, backend="mock")
+    stages = []
+    report = sep.run_batch(job, settings=cfg, progress=lambda stage, done, total: stages.append((stage, done, total)))
+    assert (report.total, report.done, report.failed) == (2, 2, 0)
+    assert stages[-1][1] == stages[-1][2]  # the last stage completed
+    assert sep.batch_status(sample_memory, job)["done"] == 2
+    audited = sep.audit_explanations(sample_memory, tmp_path / "report.html", job=job, judge=True, settings=cfg)
+    audits = audited.data["audits"]
+    assert len(audits) == 2 and all(a["judge"] == {"relevance": 4, "clarity": 4, "consistency": 4} for a in audits)
+    assert audited.html.exists() and audited.json.exists()
