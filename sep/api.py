@@ -313,10 +313,7 @@ def train_model(kind: str, db: sqlite_utils.Database | None = None, *, data: Pat
     cfg = _cfg(settings)
     if db is None:
         db = open_memory(cfg.db, must_exist=data is None)
-    config_cls, trainer = {"sft": (training.SFTRunConfig, training.train_sft),
-                           "reward": (training.RewardRunConfig, training.train_reward),
-                           "ppo": (training.PPORunConfig, training.train_ppo),
-                           "grpo": (training.GRPORunConfig, training.train_grpo)}[kind]
+    config_cls, trainer = training.TRAINERS[kind]
     fields = {k: v for k, v in config.items() if v is not None}
     fields.setdefault("out", Path("runs") / kind)
     for key in ("start", "end"):

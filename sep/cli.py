@@ -6,6 +6,7 @@ prints one sentence and exits with code 2; the database is left as it was.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
@@ -581,161 +582,93 @@ train_app = typer.Typer(help="Train on what reflection taught: SFT, reward model
                          no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
-OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Run folder (config, metrics, adapter, checkpoints); rerun the same one to resume.")]
-MaxStepsOpt = Annotated[int, typer.Option("--max-steps", min=1, help="Optimizer steps (PPO: updates).")]
-LrOpt = Annotated[Optional[float], typer.Option("--learning-rate", min=0.0, help="Learning rate \\[default per trainer].")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per step.")]
-LoraOpt = Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")]
-PairsOpt = Annotated[Optional[Path], typer.Option("--pairs", help="TRL preference JSONL (prompt/chosen/rejected[, ret]).")]
-FromMemoryOpt = Annotated[bool, typer.Option("--from-memory", help="Use the wrong→right pairs stored by `sep reflect` (the default without --pairs).")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for data order, LoRA init and sampling \\[env SEP_SEED, 0].")]
-SftOpt = Annotated[Optional[Path], typer.Option("--sft", help="A `sep train sft` run to start the policy from.")]
-TrainStartOpt = Annotated[Optional[str], typer.Option("--start", help="First decision day to learn from.")]
-TrainEndOpt = Annotated[Optional[str], typer.Option("--end", help="Last day whose outcome training may see: only days whose target day is on or before it are used. Scores on or before it are in-sample.")]
-BalanceOpt = Annotated[bool, typer.Option("--balance/--no-balance", help="Downsample the majority label so 'always 상승' can't pass for skill.")]
 
 
-def _train(kind: str, cfg_fields: dict, data: Path | None, from_memory: bool, db: Path | None, threads: int | None,
-           seed: int | None, as_json: bool, start: str | None = None, end: str | None = None,
-           balance: bool = True) -> None:
+def _train(kind: str, fields: dict, data: Path | None, from_memory: bool, db: Path | None, threads: int | None,
+           seed: int | None, as_json: bool) -> None:
     """Shared by the four trainers: settings, `sep.train_model`, its report; bad input exits 2."""
     with user_errors():
         cfg = settings(db=db, threads=threads, seed=seed)
         if data is not None and from_memory:
             raise BadInput("Give a file or --from-memory, not both.")
-        trained = api.train_model(kind, data=data, settings=cfg, start=start, end=end, balance=balance, **cfg_fields)
-    metrics, run_out = trained.metrics, trained.out
+        trained = api.train_model(kind, data=data, settings=cfg, **fields)
     if as_json:
-        print(json.dumps(metrics, ensure_ascii=False, indent=2))
+        print(json.dumps(trained.metrics, ensure_ascii=False, indent=2))
         return
-    table = Table("metric", "value", title=f"sep train {kind} → {run_out}")
-    for k, v in metrics.items():
+    table = Table("metric", "value", title=f"sep train {kind} → {trained.out}")
+    for k, v in trained.metrics.items():
         table.add_row(k, escape(f"{v:.4g}" if isinstance(v, float) else str(v)))
     console.print(table)
 
 
-@train_app.command("sft")
-def train_sft_cmd(
-    out: OutOpt = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="TRL prompt/completion JSONL instead of memory.")] = None,
-    from_memory: Annotated[bool, typer.Option("--from-memory", help="Correct trial-0 answers stored by `sep reflect` (the default without --data).")] = False,
-    max_steps: MaxStepsOpt = 20,
-    learning_rate: LrOpt = None,
-    batch_size: BatchOpt = 2,
-    lora_r: LoraOpt = 8,
-    start: TrainStartOpt = None,
-    end: TrainEndOpt = None,
-    balance: BalanceOpt = True,
-    seed: SeedOpt = None,
-    threads: ThreadsOpt = None,
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Supervised fine-tuning (LoRA) on answers the market proved right.
+def _config_options(config_cls: type) -> list[inspect.Parameter]:
+    """One option per config field that carries help text (`sep.train.option`): the dataclass is
+    the single source of names, types, defaults, limits and help."""
+    import dataclasses
+    import typing
 
-    Examples:
-      sep train sft --from-memory --out runs/sft
-      sep train sft --data completions.jsonl --max-steps 100
-    """
-    _train("sft", dict(out=out, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, lora_r=lora_r),
-           data, from_memory, db, threads, seed, as_json, start, end, balance)
+    hints = typing.get_type_hints(config_cls)
+    params = []
+    for f in dataclasses.fields(config_cls):
+        meta = f.metadata
+        if "help" not in meta:
+            continue
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        kind = hints[f.name]
+        decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
+        option = typer.Option(*decls, help=meta["help"].replace("[", "\\["), min=meta.get("min"), max=meta.get("max"),
+                              show_default=f.default is not None)
+        default = inspect.Parameter.empty if meta.get("required") else f.default
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[kind, option]))
+    return params
 
 
-@train_app.command("reward")
-def train_reward_cmd(
-    out: OutOpt = None,
-    pairs: PairsOpt = None,
-    from_memory: FromMemoryOpt = False,
-    max_steps: MaxStepsOpt = 20,
-    learning_rate: LrOpt = None,
-    batch_size: BatchOpt = 2,
-    lora_r: LoraOpt = 8,
-    eval_fraction: Annotated[float, typer.Option("--eval-fraction", min=0.0, max=0.9, help="Pairs held out for accuracy and margin.")] = 0.2,
-    start: TrainStartOpt = None,
-    end: TrainEndOpt = None,
-    balance: BalanceOpt = True,
-    seed: SeedOpt = None,
-    threads: ThreadsOpt = None,
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Bradley–Terry reward model (TRL RewardTrainer) on pairs; reports held-out pair accuracy and margin.
+def _trainer_command(kind: str, config_cls: type, data_flag: str, data_help: str, examples: str) -> None:
+    """Register `sep train KIND` with options derived from its config dataclass."""
+    common = [
+        inspect.Parameter("data", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[Optional[Path], typer.Option(data_flag, help=data_help)]),
+        inspect.Parameter("from_memory", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--from-memory", help="Learn from what `sep reflect` stored (the default without "
+                               f"{data_flag}).")]),
+        inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=SeedOpt),
+        inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ThreadsOpt),
+        inspect.Parameter("db", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=DbOpt),
+        inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOpt),
+    ]
+    options = _config_options(config_cls)
 
-    Examples:
-      sep train reward --from-memory --out runs/rm
-      sep train reward --pairs pairs.jsonl --max-steps 200 --out runs/rm --json
-    """
-    _train("reward", dict(out=out, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
-                          lora_r=lora_r, eval_fraction=eval_fraction), pairs, from_memory, db, threads, seed, as_json,
-           start, end, balance)
+    def command(**given: Any) -> None:
+        fields = {p.name: given[p.name] for p in options}
+        _train(kind, fields, given["data"], given["from_memory"], given["db"], given["threads"], given["seed"],
+               given["as_json"])
+
+    command.__signature__ = inspect.Signature(options + common)  # type: ignore[attr-defined]
+    command.__doc__ = f"{(config_cls.__doc__ or '').strip()}\n\nExamples:\n{examples}"
+    command.__name__ = f"train_{kind}_cmd"
+    train_app.command(kind)(command)
 
 
-@train_app.command("ppo")
-def train_ppo_cmd(
-    reward: Annotated[Path, typer.Option("--reward", help="A `sep train reward` run (reward and value model).")],
-    out: OutOpt = None,
-    pairs: PairsOpt = None,
-    from_memory: FromMemoryOpt = False,
-    sft: SftOpt = None,
-    max_steps: MaxStepsOpt = 20,
-    learning_rate: LrOpt = None,
-    batch_size: BatchOpt = 2,
-    lora_r: LoraOpt = 8,
-    kl_coef: Annotated[float, typer.Option("--kl-coef", min=0.0, help="KL penalty against the frozen reference policy.")] = 0.05,
-    missing_eos_penalty: Annotated[float, typer.Option("--missing-eos-penalty", min=0.0, help="Reward lost by a response that never ends.")] = 1.0,
-    response_length: Annotated[int, typer.Option("--response-length", min=4, help="Tokens generated per rollout (default: an explanation's length at inference, 160).")] = 160,
-    start: TrainStartOpt = None,
-    end: TrainEndOpt = None,
-    balance: BalanceOpt = True,
-    seed: SeedOpt = None,
-    threads: ThreadsOpt = None,
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """PPO (trl.experimental.ppo) on the pairs' prompts: policy SFT + LoRA, frozen reference, value from the reward model.
+def _register_trainers() -> None:
+    from sep.train import TRAINERS
 
-    Examples:
-      sep train ppo --reward runs/rm --sft runs/sft --from-memory --out runs/ppo
-    """
-    _train("ppo", dict(out=out, reward=reward, sft=sft, max_steps=max_steps, learning_rate=learning_rate,
-                       batch_size=batch_size, lora_r=lora_r, kl_coef=kl_coef, missing_eos_penalty=missing_eos_penalty,
-                       response_length=response_length), pairs, from_memory, db, threads, seed, as_json, start, end,
-           balance)
+    pairs = "TRL preference JSONL (prompt/chosen/rejected[, ret]) instead of memory."
+    data = {"sft": ("--data", "TRL prompt/completion JSONL instead of memory.")}
+    examples = {
+        "sft": "  sep train sft --from-memory --out runs/sft\n  sep train sft --data completions.jsonl --max-steps 100",
+        "reward": "  sep train reward --from-memory --out runs/rm\n"
+                  "  sep train reward --pairs pairs.jsonl --max-steps 200 --out runs/rm --json",
+        "ppo": "  sep train ppo --reward runs/rm --sft runs/sft --from-memory --out runs/ppo",
+        "grpo": "  sep train grpo --from-memory --sft runs/sft --out runs/grpo\n"
+                "  sep train grpo --reward both --reward-model runs/rm --pairs pairs.jsonl --out runs/grpo",
+    }
+    for kind, (config_cls, _) in TRAINERS.items():
+        _trainer_command(kind, config_cls, *data.get(kind, ("--pairs", pairs)), examples[kind])
 
 
-@train_app.command("grpo")
-def train_grpo_cmd(
-    reward: Annotated[str, typer.Option("--reward", help="market (realized return), model (reward model) or both.")] = "market",
-    reward_model: Annotated[Optional[Path], typer.Option("--reward-model", help="A `sep train reward` run, for model/both.")] = None,
-    out: OutOpt = None,
-    pairs: PairsOpt = None,
-    from_memory: FromMemoryOpt = False,
-    sft: SftOpt = None,
-    max_steps: MaxStepsOpt = 20,
-    learning_rate: LrOpt = None,
-    batch_size: BatchOpt = 2,
-    num_generations: Annotated[int, typer.Option("--num-generations", min=2, help="Completions per prompt (the group).")] = 2,
-    signal_score: Annotated[bool, typer.Option("--signal-score", help="FinRLlama's variant: read a score in [-10, 10], not a label.")] = False,
-    signal_threshold: Annotated[float, typer.Option("--signal-threshold", min=0.0, max=10.0, help="|score| below this takes no position.")] = 3.0,
-    lora_r: LoraOpt = 8,
-    start: TrainStartOpt = None,
-    end: TrainEndOpt = None,
-    balance: BalanceOpt = True,
-    seed: SeedOpt = None,
-    threads: ThreadsOpt = None,
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Market-feedback RL (RLMF) with TRL GRPOTrainer: +|r| for a right direction, -|r| for a wrong one.
-
-    Examples:
-      sep train grpo --from-memory --sft runs/sft --out runs/grpo
-      sep train grpo --reward both --reward-model runs/rm --pairs pairs.jsonl --out runs/grpo
-    """
-    _train("grpo", dict(out=out, reward_kind=reward, reward=reward_model, sft=sft, max_steps=max_steps,
-                        learning_rate=learning_rate, batch_size=batch_size, num_generations=num_generations,
-                        signal_score=signal_score, signal_threshold=signal_threshold, lora_r=lora_r),
-           pairs, from_memory, db, threads, seed, as_json, start, end, balance)
+_register_trainers()
 
 
 @app.command("predict")

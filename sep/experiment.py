@@ -191,10 +191,7 @@ class Experiment:
                     extra = {"reward": made["reward"], "sft": made["sft"], "learning_rate": 1e-5}
                 elif kind == "grpo":
                     extra = {"sft": made["sft"], "batch_size": 2}
-                config_cls = {"sft": train.SFTRunConfig, "reward": train.RewardRunConfig, "ppo": train.PPORunConfig,
-                              "grpo": train.GRPORunConfig}[kind]
-                trainer = {"sft": train.train_sft, "reward": train.train_reward, "ppo": train.train_ppo,
-                           "grpo": train.train_grpo}[kind]
+                config_cls, trainer = train.TRAINERS[kind]
                 try:
                     trainer(self.cfg, config_cls(out=out, **common, **extra), self.db, None)
                     made[kind] = out

@@ -22,7 +22,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,26 +39,38 @@ EXPLAIN_TOKENS = MAX_TOKENS["explain"]
 # ---------------------------------------------------------------- configs (one beside each trainer)
 
 
+def option(default: Any, help: str, **cli: Any) -> Any:
+    """A config field that is also a `sep train` option: its help text, and optionally `flag`
+    (the option's name), `min`/`max` and `required`. The CLI builds each trainer's options from
+    these fields (TRL's *Config style), so the help shows the real per-trainer defaults."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass
 class RunConfig:
     """What every run shares. Stored as config.json and in `runs.config`."""
 
-    out: Path
-    max_steps: int = 20
-    learning_rate: float = 2e-4
-    batch_size: int = 2
-    lora_r: int = 8
+    out: Path | None = option(None, "Run folder (config, metrics, adapter, checkpoints); rerun the same one to "
+                              "resume [default: runs/<trainer>].")
+    max_steps: int = option(20, "Optimizer steps (PPO: updates).", min=1)
+    learning_rate: float = option(2e-4, "Learning rate.", min=0.0)
+    batch_size: int = option(2, "Examples per step.", min=1)
+    lora_r: int = option(8, "LoRA rank.", min=1)
     lora_alpha: int = 16
     max_length: int = 2048          # tokens of prompt + answer; the chat prompts with a worked turn run ~1-1.5k
     save_steps: int = 10
     seed: int = 0
     threads: int = 2
-    start: str | None = None    # first decision day to learn from (memory rows, or file rows with a date)
-    end: str | None = None      # last day whose outcome training may see: a day is used when its target day <= end
-    balance: bool = True        # downsample the majority label (SFT: answers; pairs: the chosen answer's label)
+    start: str | None = option(None, "First decision day to learn from.")
+    end: str | None = option(None, "Last day whose outcome training may see: only days whose target day is on or "
+                             "before it are used. Scores on or before it are in-sample.")
+    balance: bool = option(True, "Downsample the majority label so 'always 상승' can't pass for skill.")
     model: str | None = None    # memory rows made by this model only (an experiment's base model); None: all
+    kind: str = ""
 
     def __post_init__(self) -> None:
+        if self.out is None:
+            self.out = Path("runs") / self.kind
         if self.start and self.end and self.start > self.end:
             raise BadInput(f"--start {self.start} is after --end {self.end}.")
 
@@ -68,38 +80,52 @@ class RunConfig:
 
 @dataclass
 class SFTRunConfig(RunConfig):
+    """Supervised fine-tuning (LoRA) on answers the market proved right."""
+
     kind: str = "sft"
 
 
 @dataclass
 class RewardRunConfig(RunConfig):
+    """Bradley–Terry reward model (TRL RewardTrainer) on wrong→right pairs."""
+
     kind: str = "reward"
-    eval_fraction: float = 0.2  # held out for pair accuracy and margin; never trained on
+    eval_fraction: float = option(0.2, "Pairs held out for accuracy and margin (never trained on).", min=0.0, max=0.9)
 
 
 @dataclass
 class PPORunConfig(RunConfig):
+    """PPO (trl.experimental.ppo): policy SFT + LoRA, frozen reference, value from the reward model."""
+
     kind: str = "ppo"
-    reward: Path | None = None          # a `sep train reward` run: the reward model, and the value model's start
-    sft: Path | None = None             # a `sep train sft` run: merged into the policy before PPO's LoRA
-    kl_coef: float = 0.05
-    missing_eos_penalty: float = 1.0    # a response that never ends its turn (<end_of_turn>) loses this much reward
-    response_length: int = EXPLAIN_TOKENS  # as long as an explanation at inference
+    reward: Path | None = option(None, "A `sep train reward` run (reward and value model).", required=True)
+    sft: Path | None = option(None, "A `sep train sft` run to start the policy from.")
+    kl_coef: float = option(0.05, "KL penalty against the frozen reference policy.", min=0.0)
+    missing_eos_penalty: float = option(1.0, "Reward lost by a response that never ends its turn.", min=0.0)
+    response_length: int = option(EXPLAIN_TOKENS, "Tokens generated per rollout (an explanation's length at "
+                                  "inference).", min=4)
     temperature: float = 0.7
-    learning_rate: float = 1e-5
+    learning_rate: float = option(1e-5, "Learning rate.", min=0.0)
 
 
 @dataclass
 class GRPORunConfig(RunConfig):
+    """Market-feedback RL (RLMF) with TRL GRPOTrainer: +|r| for a right direction, -|r| for a wrong one."""
+
     kind: str = "grpo"
-    reward_kind: str = "market"         # market | model | both
-    reward: Path | None = None          # the reward model, for `model` and `both`
+    reward_kind: str = option("market", "market (realized return), model (reward model) or both.", flag="--reward")
+    reward: Path | None = option(None, "A `sep train reward` run, for model/both.", flag="--reward-model")
     model_weight: float = 0.5           # `both`: market/market scale + model_weight * model/model scale
-    signal_score: bool = False          # FinRLlama's variant: the prompt asks for a "점수: N" line in [-10, 10]
-    signal_threshold: float = 3.0       # |score| below this takes no position (reward 0)
-    num_generations: int = 2
+    signal_score: bool = option(False, "FinRLlama's variant: read a score in [-10, 10], not a label.")
+    signal_threshold: float = option(3.0, "|score| below this takes no position.", min=0.0, max=10.0)
+    num_generations: int = option(2, "Completions per prompt (the group).", min=2)
     max_completion_length: int = EXPLAIN_TOKENS
-    sft: Path | None = None
+    sft: Path | None = option(None, "A `sep train sft` run to start the policy from.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reward_kind not in ("market", "model", "both"):
+            raise BadInput(f"--reward must be market, model or both, not {self.reward_kind!r}.")
 
 
 # ---------------------------------------------------------------- rewards from the market
@@ -718,8 +744,6 @@ def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database |
 def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
     """RLMF with TRL GRPOTrainer: the reward is the realized next-day return signed by the answer
     (`market_reward`), optionally mixed with the reward model (`both`) or only the model (`model`)."""
-    if cfg.reward_kind not in ("market", "model", "both"):
-        raise BadInput(f"--reward must be market, model or both, not {cfg.reward_kind!r}.")
     if cfg.batch_size % cfg.num_generations:
         raise BadInput(f"--batch-size {cfg.batch_size} must be a multiple of --num-generations {cfg.num_generations}.")
     if cfg.reward_kind != "market" and not cfg.reward:
@@ -774,3 +798,12 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
 
     return _execute(settings, cfg, db, rows, body, info)
 
+
+
+# Each trainer by name: its config dataclass (the `sep train NAME` options) and the function that runs it.
+TRAINERS: dict[str, tuple[type[RunConfig], Callable[..., dict]]] = {
+    "sft": (SFTRunConfig, train_sft),
+    "reward": (RewardRunConfig, train_reward),
+    "ppo": (PPORunConfig, train_ppo),
+    "grpo": (GRPORunConfig, train_grpo),
+}

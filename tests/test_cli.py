@@ -99,7 +99,13 @@ def test_help_keeps_bracketed_text(db_path):
     walk(get_command(app), ["sep"])
     assert not lost, lost
     shown = run("train", "sft", "--help", db=db_path, env={"COLUMNS": "250"}).stdout
-    assert "Learning rate [default per trainer]" in shown
+    assert "rerun the same one to resume [default: runs/<trainer>]." in shown
+    # options come from each trainer's config dataclass: PPO's help shows PPO's own learning rate
+    from sep.train import PPORunConfig, SFTRunConfig
+
+    ppo = run("train", "ppo", "--help", db=db_path, env={"COLUMNS": "250"}).stdout
+    assert f"[default: {PPORunConfig.learning_rate}]" in ppo and f"[default: {SFTRunConfig.learning_rate}]" in shown
+    assert "--kl-coef" in ppo and "--kl-coef" not in shown
 
 
 def test_a_built_wheel_reflects_outside_the_checkout(tmp_path, sample_memory, db_path):
