@@ -26,6 +26,7 @@ from typing import Any
 import sqlite_utils
 
 from sep.errors import BadInput, require_extra
+from sep.ingest import PriceFormat, TextFormat, register_format
 from sep.settings import Settings
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -35,7 +36,7 @@ __all__ = [
     "Settings", "open_memory", "import_prices", "import_texts", "import_sample", "show_window", "deduplicate",
     "decision_days", "make_llm", "mock_llm", "register_backend", "reflect", "forecast", "train_model", "TRAINERS", "run_batch", "batch_status",
     "Scope", "scope", "evaluate_forecasts", "run_experiment", "show_experiment", "audit_explanations",
-    "crawl_naver_board", "export_pairs",
+    "crawl_naver_board", "export_pairs", "PriceFormat", "TextFormat", "register_format",
     "Imported", "Reflected", "Trained", "Evaluation", "ExperimentResult", "Audited",
 ]
 # Names differ from the stage modules (sep.dedup, sep.train, ...): importing a module sets an

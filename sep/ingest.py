@@ -26,7 +26,6 @@ from sep.errors import BadInput
 from sep.memory import now_iso, transaction
 from sep.tradingdays import KRX_CODE, market_of, market_tz
 
-PRICE_FORMATS = ("fdr", "quantkang", "yahoo", "sn2", "stock-list")
 TEXT_SOURCES = ("naver-board", "news", "report", "tweet")
 CODE_IN_URL = re.compile(r"[?&]code=(\d{6})")
 # The 55 tickers of the SEP paper's sn2 dataset (koa-fin/sn2 @ b58aa27, price/*.txt): known
@@ -176,23 +175,69 @@ def _read_text(path: Path) -> str:
 # ---------------------------------------------------------------- prices
 
 
+@dataclass(frozen=True)
+class PriceFormat:
+    """A price file format: how its first line is recognised and how the file is read.
+
+    `read(parsed, text, stock)` appends `PriceRow`s (via `_add_price`) or `StockRow`s to `parsed`.
+    With `needs_stock` the file doesn't name its stock, so `stock` is --stock or the file's name."""
+
+    name: str
+    detect: Callable[[str], bool]  # the first non-empty line
+    read: Callable[[ParsedFile, str, str | None], None]
+    needs_stock: bool = True
+
+
+@dataclass(frozen=True)
+class TextFormat:
+    """A text file format: which paths it takes (tried in registration order) and how it reads one."""
+
+    name: str
+    accepts: Callable[[Path], bool]
+    read: Callable[[Path, str | None, str | None], ParsedFile]  # (path, source, stock) -> rows
+
+
+PRICE_READERS: dict[str, PriceFormat] = {}
+TEXT_READERS: dict[str, TextFormat] = {}
+_PLUGINS_LOADED = False
+
+
+def register_format(fmt: PriceFormat | TextFormat) -> PriceFormat | TextFormat:
+    """Add a reader; third parties use the `sep.formats` entry point group (an object of either class)."""
+    (PRICE_READERS if isinstance(fmt, PriceFormat) else TEXT_READERS)[fmt.name] = fmt
+    return fmt
+
+
+def _load_plugins() -> None:
+    global _PLUGINS_LOADED
+    if not _PLUGINS_LOADED:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="sep.formats"):
+            fmt = ep.load()
+            if fmt.name not in (PRICE_READERS if isinstance(fmt, PriceFormat) else TEXT_READERS):
+                register_format(fmt)
+        _PLUGINS_LOADED = True
+
+
+def price_formats() -> dict[str, PriceFormat]:
+    _load_plugins()
+    return PRICE_READERS
+
+
+def text_formats() -> dict[str, TextFormat]:
+    _load_plugins()
+    return TEXT_READERS
+
+
 def detect_price_format(path: Path, text: str) -> str:
     first = next((line for line in text.splitlines() if line.strip()), "")
-    head = first.lower().replace(" ", "")
-    if head.startswith("date,open,high,low,close,volume,ticker,code"):
-        return "quantkang"
-    if head.startswith("date,open,high,low,close,adjclose,volume"):
-        return "yahoo"
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}(,[-+0-9.eE]+){6}", first.strip()):
-        return "fdr"
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}(\t[-+0-9.eE]+){6}", first.strip()):
-        return "sn2"
-    if _is_stock_list(head):
-        return "stock-list"
-    raise BadInput(
-        f"Unrecognised price file {path}: expected FinanceDataReader, QuantKang, Yahoo CSV, sn2 TXT or a stock list "
-        "(see `sep data import prices --help`)."
-    )
+    found = next((f.name for f in price_formats().values() if f.detect(first)), None)
+    if found is None:
+        raise BadInput(
+            f"Unrecognised price file {path}: expected FinanceDataReader, QuantKang, Yahoo CSV, sn2 TXT or a stock "
+            "list (see `sep data import prices --help`).")
+    return found
 
 
 def _is_stock_list(head: str) -> bool:
@@ -213,21 +258,12 @@ def read_prices(path: Path, fmt: str | None = None, stock: str | None = None) ->
     if not text.strip():
         raise BadInput(f"{path} is empty.")
     fmt = fmt or detect_price_format(path, text)
-    if fmt not in PRICE_FORMATS:
-        raise BadInput(f"Unknown price format '{fmt}': choose one of {', '.join(PRICE_FORMATS)}.")
+    reader = price_formats().get(fmt)
+    if reader is None:
+        raise BadInput(f"Unknown price format '{fmt}': choose one of {', '.join(price_formats())}.")
     parsed = ParsedFile(path, fmt)
-    need_stock = stock or _stock_from_name(path)
     try:
-        if fmt == "fdr":
-            _read_fdr(parsed, text, _require_stock(need_stock, path))
-        elif fmt == "quantkang":
-            _read_quantkang(parsed, text, stock)
-        elif fmt == "yahoo":
-            _read_yahoo(parsed, text, _require_stock(need_stock, path))
-        elif fmt == "stock-list":
-            _read_stock_list(parsed, text)
-        else:
-            _read_sn2(parsed, text, _require_stock(need_stock, path))
+        reader.read(parsed, text, _require_stock(stock or _stock_from_name(path), path) if reader.needs_stock else stock)
     except (ValueError, KeyError, IndexError) as exc:
         where = f" (line {parsed.line})" if parsed.line else ""
         raise BadInput(f"{path} does not read as {fmt} prices{where}: {str(exc).rstrip('.')}.") from None
@@ -236,7 +272,7 @@ def read_prices(path: Path, fmt: str | None = None, stock: str | None = None) ->
     return parsed
 
 
-def _read_stock_list(parsed: ParsedFile, text: str) -> None:
+def _read_stock_list(parsed: ParsedFile, text: str, stock: str | None = None) -> None:
     """`code,name` with a header, or arclien's headerless `name,code,added,lang,n,targets`."""
     records = list(csv.reader(io.StringIO(text)))
     header = [c.strip().lower() for c in records[0]]
@@ -333,14 +369,10 @@ def read_texts(path: Path, source: str | None = None, stock: str | None = None) 
         raise BadInput(f"Unknown source '{source}': choose one of {', '.join(TEXT_SOURCES)}.")
     if not path.exists():
         raise BadInput(f"{path} does not exist.")
-    if path.is_dir():
-        parsed = _read_tweet_folder(path, stock)
-    elif path.suffix.lower() in (".xlsx", ".xlsm"):
-        parsed = _read_naver_xlsx(path, source, stock)
-    elif path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        parsed = _read_generic(path, _jsonl_records(path), source, stock, "jsonl")
-    else:
-        parsed = _read_csv_texts(path, source, stock)
+    formats = text_formats()
+    fallback = formats["csv"]  # takes any file: tried last, after plugins
+    reader = next(f for f in [*(f for f in formats.values() if f is not fallback), fallback] if f.accepts(path))
+    parsed = reader.read(path, source, stock)
     if not parsed.rows:
         raise BadInput(f"{path} holds no usable texts.")
     return parsed
@@ -512,6 +544,25 @@ def _read_tweet_folder(path: Path, stock: str | None) -> ParsedFile:
                 url = f"https://twitter.com/i/status/{tweet['id']}" if tweet.get("id") else None
                 parsed.rows.append(TextRow(code, "tweet", day, text, published, None, url, _clean(tweet.get("author_id"))))
     return parsed
+
+
+# The built-in readers, in the order they are tried (plugins come after them).
+for _fmt in (
+    PriceFormat("quantkang", lambda line: line.lower().replace(" ", "").startswith("date,open,high,low,close,volume,ticker,code"),
+                _read_quantkang, needs_stock=False),
+    PriceFormat("yahoo", lambda line: line.lower().replace(" ", "").startswith("date,open,high,low,close,adjclose,volume"),
+                _read_yahoo),
+    PriceFormat("fdr", lambda line: bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}(,[-+0-9.eE]+){6}", line.strip())), _read_fdr),
+    PriceFormat("sn2", lambda line: bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}(\t[-+0-9.eE]+){6}", line.strip())), _read_sn2),
+    PriceFormat("stock-list", lambda line: _is_stock_list(line.lower().replace(" ", "")), _read_stock_list,
+                needs_stock=False),
+    TextFormat("sn2-tweets", Path.is_dir, lambda path, source, stock: _read_tweet_folder(path, stock)),
+    TextFormat("naver-xlsx", lambda path: path.suffix.lower() in (".xlsx", ".xlsm"), _read_naver_xlsx),
+    TextFormat("generic-jsonl", lambda path: path.suffix.lower() in (".jsonl", ".json", ".ndjson"),
+               lambda path, source, stock: _read_generic(path, _jsonl_records(path), source, stock, "jsonl")),
+    TextFormat("csv", lambda path: True, _read_csv_texts),
+):
+    register_format(_fmt)
 
 
 # ---------------------------------------------------------------- writing to memory

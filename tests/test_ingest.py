@@ -168,3 +168,25 @@ def test_an_unknown_code_needs_new_stock(memory, fixtures, tmp_path):
     tsla = tmp_path / "tsla.jsonl"
     tsla.write_text('{"stock": "TSLA", "date": "2022-06-01", "title": "Tesla delivers"}\n', encoding="utf-8")
     assert import_texts(memory, [tsla])[0].rows_added == 1
+
+
+def test_a_new_price_format_registers_by_name(memory, tmp_path, monkeypatch):
+    """Formats are a registry (plugins add theirs through the `sep.formats` entry point group)."""
+    from sep import ingest
+
+    monkeypatch.setattr(ingest, "PRICE_READERS", dict(ingest.PRICE_READERS))
+
+    def read_semicolons(parsed, text, stock):
+        for parsed.line, line in enumerate(text.splitlines()[1:], 2):
+            day, close = line.split(";")
+            ingest._add_price(parsed, ingest.PriceRow(stock, ingest.parse_date(day), None, None, None,
+                                                      float(close.replace(",", ".")), None))
+
+    ingest.register_format(ingest.PriceFormat("semicolon", lambda line: line.startswith("Datum;Schluss"),
+                                              read_semicolons))
+    path = tmp_path / "005930.csv"
+    path.write_text("Datum;Schluss\n2022-05-30;67700,0\n2022-05-31;67400,0\n", encoding="utf-8")
+    report = import_prices(memory, [path])[0]
+    assert report.format == "semicolon" and report.rows_added == 2 and report.stocks == ["005930"]
+    with pytest.raises(BadInput, match="choose one of .*semicolon"):
+        read_prices(path, "nope")
