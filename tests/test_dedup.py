@@ -20,7 +20,6 @@ from sep.window import Text, texts_in_window
 
 from conftest import FIXTURES, run
 
-pytestmark = pytest.mark.slow
 
 PARAPHRASES = ("[속보] 삼성전자 1분기 영업이익 14조1000억…전년대비 50.3%↑", "[속보] 삼성전자, 1분기 영업익 14조1000억…전년비 50.3%↑")
 DECISIONS = "SELECT id, dup_of, dup_kind, topic, flag, is_representative FROM texts ORDER BY id"
@@ -51,6 +50,7 @@ def rows(db_path: Path, where: str = "1", args: tuple = ()) -> list[dict]:
         db.conn.close()
 
 
+@pytest.mark.slow
 def test_report_counts_add_up(deduped):
     db_path, report = deduped
     all_rows = rows(db_path)
@@ -62,6 +62,7 @@ def test_report_counts_add_up(deduped):
     assert all(r["is_representative"] in (0, 1) for r in all_rows)  # every row was decided
 
 
+@pytest.mark.slow
 def test_exact_duplicates_point_to_the_first_copy_of_the_day(deduped):
     db_path, _ = deduped
     by_key: dict[tuple[str, str], list[dict]] = {}
@@ -76,6 +77,7 @@ def test_exact_duplicates_point_to_the_first_copy_of_the_day(deduped):
             assert r["dup_of"] == root and r["dup_kind"] == "exact" and r["is_representative"] == 0
 
 
+@pytest.mark.slow
 def test_same_story_paraphrase_is_merged(deduped):
     db_path, _ = deduped
     a, b = (rows(db_path, "title = ?", (t,))[0] for t in PARAPHRASES)
@@ -85,6 +87,7 @@ def test_same_story_paraphrase_is_merged(deduped):
     assert not (a["is_representative"] and b["is_representative"])
 
 
+@pytest.mark.slow
 def test_planted_spam_cluster_is_flagged_and_never_representative(deduped):
     db_path, report = deduped
     spam = rows(db_path, "url LIKE 'https://example.org/spam/%'")
@@ -96,6 +99,7 @@ def test_planted_spam_cluster_is_flagged_and_never_representative(deduped):
     assert any(t["flag"] == "ads" for t in report["topic_table"])
 
 
+@pytest.mark.slow
 def test_summaries_read_only_representatives(deduped):
     db_path, _ = deduped
     db = open_memory(db_path)
@@ -116,6 +120,7 @@ def test_day_texts_without_dedup_reads_every_distinct_text():
     assert [t.id for t in day_texts(texts)] == [1, 3]
 
 
+@pytest.mark.slow
 def test_rerun_is_identical_and_incremental(deduped, tmp_path):
     db_path, first = deduped
     copy = tmp_path / "copy.db"
@@ -153,6 +158,7 @@ def test_rerun_is_identical_and_incremental(deduped, tmp_path):
     db.conn.close()
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2(deduped, tmp_path):
     db_path, _ = deduped
     unknown = run("dedup", "--stock", "000660", db=db_path)
@@ -163,6 +169,7 @@ def test_bad_input_exits_2(deduped, tmp_path):
     assert backwards.returncode == 2
 
 
+@pytest.mark.slow
 def test_the_days_biggest_story_is_kept_even_when_imported_last(tmp_path):
     """A real day (2022-05-26, the real Naver Finance titles of the day) with its most-repeated story's copies
     moved to the end of the import: import order must not decide what the summary reads."""
@@ -196,6 +203,7 @@ def test_the_days_biggest_story_is_kept_even_when_imported_last(tmp_path):
     db.conn.close()
 
 
+@pytest.mark.slow
 def test_topic_models_are_kept_per_range_as_safetensors(deduped, tmp_path):
     from sep.dedup import Deduplicator
 
@@ -213,6 +221,7 @@ def test_topic_models_are_kept_per_range_as_safetensors(deduped, tmp_path):
     assert {m[4] for m in models} == {"bertopic-safetensors-zip"}
 
 
+@pytest.mark.slow
 def test_progress_is_logged_when_stderr_is_not_a_terminal(deduped):
     """The fixture's CLI run had stderr in a pipe: rich draws nothing there, so each stage logs
     lines, and each one's last line shows it complete."""
@@ -237,6 +246,7 @@ class HashedWords:
         return out + 1e-3
 
 
+@pytest.mark.slow
 def test_every_sub_model_can_be_swapped_in_process(tmp_path):
     """BERTopic-style injection: embedder, reducer, clusterer and rules are constructor arguments."""
     from sklearn.cluster import KMeans

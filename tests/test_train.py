@@ -59,7 +59,6 @@ def trained(toy) -> dict:
     return out
 
 
-pytestmark = pytest.mark.slow
 
 
 def test_market_reward_signs_for_long_and_short():
@@ -90,6 +89,7 @@ def test_pairs_from_memory_are_oriented_by_the_market(memory):
         assert r["prompt"].startswith("<start_of_turn>user\n") and r["chosen"].endswith("<end_of_turn>")
 
 
+@pytest.mark.slow
 def test_sft_changes_parameters_and_resumes(trained, toy):
     sft = trained["sft"]
     assert sft["steps"] == 2 and sft["examples"] == len(NEWS)
@@ -106,6 +106,7 @@ def test_sft_changes_parameters_and_resumes(trained, toy):
     assert [r[1] for r in runs] == ["done", "done"] and runs[0][2] == runs[1][2] and runs[0][3] == len(NEWS)
 
 
+@pytest.mark.slow
 def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy):
     from sep.train import base_model_dir, load_reward_model, reward_scores
 
@@ -120,6 +121,7 @@ def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy)
         assert chosen > rejected
 
 
+@pytest.mark.slow
 def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy):
     done = run("train", "ppo", "--reward", str(toy / "reward"), "--sft", str(toy / "sft"), "--pairs",
                str(toy / "pairs.jsonl"), "--max-steps", "2", "--out", str(toy / "ppo"), "--json", db=toy / "sep.db")
@@ -129,6 +131,7 @@ def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy):
     assert lora_b_norm(toy / "ppo" / "adapter") > 0
 
 
+@pytest.mark.slow
 def test_ppo_reads_the_reward_where_the_reward_model_learned_it(trained, toy):
     """PPO stops at <end_of_turn>, checks EOS at it and reads the reward there: the text reward training saw."""
     import torch
@@ -152,6 +155,7 @@ def test_ppo_reads_the_reward_where_the_reward_model_learned_it(trained, toy):
     assert float(score[0]) == pytest.approx(reward_scores(model, tok, pair["prompt"], [pair["chosen"]])[0], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_grpo_with_market_and_model_reward_moves_the_policy(trained, toy):
     done = run("train", "grpo", "--reward", "both", "--reward-model", str(toy / "reward"), "--sft", str(toy / "sft"),
                "--pairs", str(toy / "pairs.jsonl"), "--max-steps", "2", "--out", str(toy / "grpo"), "--json",
@@ -162,6 +166,7 @@ def test_grpo_with_market_and_model_reward_moves_the_policy(trained, toy):
     assert lora_b_norm(toy / "grpo" / "adapter") > 0
 
 
+@pytest.mark.slow
 def test_best_of_n_picks_the_highest_reward(trained, toy, sample_memory, db_path):
     from sep.predict import pick
 
@@ -184,6 +189,7 @@ def test_best_of_n_picks_the_highest_reward(trained, toy, sample_memory, db_path
     assert row[0] == out["label"] and len(json.loads(row[2])) == 2
 
 
+@pytest.mark.slow
 def test_bad_training_input_exits_2(toy, tmp_path):
     nothing = run("train", "reward", "--out", str(tmp_path / "x"), db=tmp_path / "sep.db")  # no file: memory, absent
     assert nothing.returncode == 2 and "No memory database" in nothing.stderr
