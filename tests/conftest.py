@@ -22,15 +22,37 @@ PLUMBING_MODEL = "gemma-270m"  # fast; tests that only check plumbing use it (on
 
 
 def run(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The CLI as users call it: a real process, real exit code, real output.
+    """The CLI in-process through typer's CliRunner: real parsing, exit codes, stdout and stderr,
+    without starting an interpreter per call (`run_process` is the real process, for the few
+    tests that need one).
 
     The caller's SEP_* variables are not passed on (a developer's SEP_TRIALS must not change a test).
     Without --base-url the embedded model is the fast plumbing one unless the test names another.
     """
+    from typer.testing import CliRunner
+
+    from sep.cli import app
+
+    cleared = {k: None for k in os.environ if k.startswith("SEP_") and k != "SEP_REQUIRE_CHROMIUM"}
+    full_env = {**cleared, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
+    result = CliRunner().invoke(app, list(args), env=full_env)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        stderr += "".join(traceback.format_exception(result.exception))  # what a real process would print
+    return subprocess.CompletedProcess(["sep", *args], result.exit_code, result.stdout, stderr)
+
+
+def run_process(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The CLI as a real process (the entry point, a separate interpreter), for what needs one."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("SEP_")}
-    plumbing = {} if "--base-url" in args or "--model" in args else {"SEP_MODEL": PLUMBING_MODEL}
-    full_env = {**base, "SEP_DB": str(db), "COLUMNS": "200", **plumbing, **(env or {})}
+    full_env = {**base, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
     return subprocess.run([*SEP, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def _plumbing(args: tuple[str, ...]) -> dict:
+    return {} if "--base-url" in args or "--model" in args else {"SEP_MODEL": PLUMBING_MODEL}
 
 
 @pytest.fixture(autouse=True)

@@ -1,14 +1,17 @@
-"""The CLI as users call it: the installed `sep` script, real exit codes, real output."""
+"""The CLI as users call it: real parsing, exit codes and output (in-process through CliRunner;
+the installed script and a hidden-extra interpreter in their own processes)."""
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from sep.memory import open_memory
 
-from conftest import run, table_digest
+from conftest import run, run_process, table_digest
 
 
 def test_demo_then_show_json_gives_the_holiday_answer(db_path):
@@ -153,6 +156,16 @@ def test_a_missing_extra_is_one_sentence_and_exit_2(sample_memory, db_path, tmp_
     site = tmp_path / "hide"
     site.mkdir()
     (site / "sitecustomize.py").write_text(f"import sys\nsys.modules[{hidden!r}] = None\n")
-    result = run(*args, db=db_path, env={"PYTHONPATH": str(site)})
+    result = run_process(*args, db=db_path, env={"PYTHONPATH": str(site)})  # a new interpreter sees the hidden module
     assert result.returncode == 2, result.stderr[-2000:]
     assert says in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_installed_entry_point_runs(tmp_path):
+    """The one smoke test of the console script itself, in its own process (the rest run in-process)."""
+    script = Path(sys.executable).parent / "sep"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEP_")}
+    done = subprocess.run([str(script), "demo", "--import-only"], capture_output=True, text=True, timeout=300,
+                          env={**env, "SEP_DB": str(tmp_path / "sep.db"), "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    assert "Imported" in done.stdout and "2022-06-02" in done.stdout
