@@ -51,11 +51,14 @@ def coin_job(tmp_path_factory) -> tuple[Path, Path, str]:
     """A 3-trial batch of a coin-flip server over 74 trading days (the issue's measurement)."""
     d = tmp_path_factory.mktemp("coin")
     _sample_db(d / "sep.db").conn.close()
+    _asked.clear()  # the lessons (and so the prompts, and so the flips) must not depend on tests run before
     server = FakeOpenAI(coin)
     server.__enter__()
     job = d / "coin.toml"
+    # one request at a time: with more, whether a day recalls an earlier day's lesson depends on thread
+    # timing, the prompts change, and so would the seeded coin's flips
     job.write_text(f'name = "coin"\nstocks = ["005930"]\nstart = "2022-02-14"\nend = "2022-05-31"\ntrials = 3\n'
-                   f'concurrency = 4\n[llm]\nbase_url = "{server.base_url}"\nmodel = "fake-model"\n')
+                   f'concurrency = 1\n[llm]\nbase_url = "{server.base_url}"\nmodel = "fake-model"\n')
     done = run("batch", "run", str(job), db=d / "sep.db")
     assert done.returncode == 0, done.stderr
     yield d / "sep.db", job, server.base_url
