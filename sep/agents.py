@@ -27,7 +27,7 @@ from sep.errors import BadInput, PromptTooLong, TimeRuleError
 from sep.llm import LABEL_WORDS, LLM, Answer, parse_answer
 from sep.memory import now_iso, transaction
 from sep.quality import Check, stem, join_flags, words
-from sep.settings import Settings
+from sep.settings import MAX_TOKENS, Settings
 from sep.tradingdays import market_of
 from sep.window import DecisionWindow, Text
 
@@ -35,7 +35,6 @@ PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 MAX_TEXTS_PER_DAY = 40
 MAX_TITLE_CHARS = 300  # one text's share of a prompt: a 100 KB title must not fill the context
 MAX_DAY_CHARS = 5000   # one day's texts in a summary prompt (~2.5k tokens of Korean), well inside 4k-8k contexts
-MAX_TOKENS = {"summarize": 200, "explain": 160, "reflect": 120}
 CONTEXT_HINT = "SEP_CONTEXT for the embedded model, --max-model-len for vllm serve"
 
 
@@ -237,8 +236,16 @@ def extractive_points(texts: list[Text], limit: int) -> list[str]:
     return [f"- {' '.join(t.title.split())[:MAX_TITLE_CHARS]} [t{t.id}]" for t in texts[:limit]]
 
 
+_STORED_CITATION = re.compile(r"\s*\[(t\d+(?:,\s*t\d+)*)\]")  # how a stored point cites: [t54, t56]
+
+
 def strip_citations(summary: str) -> str:
-    return re.sub(r"\s*\[t\d+(?:,\s*t\d+)*\]", "", summary)
+    return _STORED_CITATION.sub("", summary)
+
+
+def cited_ids(point: str) -> list[int]:
+    """The text ids a stored summary point cites ('- ... [t54, t56]' → [54, 56])."""
+    return [int(i) for group in _STORED_CITATION.findall(point) for i in re.findall(r"\d+", group)]
 
 
 class Agents:

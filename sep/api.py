@@ -26,15 +26,17 @@ from typing import Any
 import sqlite_utils
 
 from sep.errors import BadInput, require_extra
-from sep.ingest import PriceFormat, TextFormat, register_format
+from sep.ingest import PriceFormat, TextFormat, normalise_stock, register_format
 from sep.settings import Settings
+from sep.train_config import CONFIGS
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 Step = Callable[[str, str, str], None]  # (decision day, agent, prompt text) before each model call
 
 __all__ = [
     "Settings", "open_memory", "import_prices", "import_texts", "import_sample", "show_window", "deduplicate",
-    "decision_days", "make_llm", "mock_llm", "register_backend", "reflect", "forecast", "train_model", "TRAINERS", "run_batch", "batch_status",
+    "decision_days", "make_llm", "mock_llm", "register_backend", "reflect", "forecast", "train_model", "TRAINERS",
+    "run_batch", "batch_status",
     "Scope", "scope", "evaluate_forecasts", "run_experiment", "show_experiment", "audit_explanations",
     "crawl_naver_board", "export_pairs", "PriceFormat", "TextFormat", "register_format",
     "Imported", "Reflected", "Trained", "Evaluation", "ExperimentResult", "Audited",
@@ -112,42 +114,35 @@ def crawl_naver_board(db: sqlite_utils.Database, stock: str, *, pages: int = 5, 
     """Fetch 종목토론방 list pages into memory (online only), one checkpointed page at a time."""
     from sep.crawl import crawl_board
 
-    code = _stock(db, stock)
+    code = normalise_stock(stock)
     if not code.isdigit():
         raise BadInput(f"'{stock}' is not a KRX code; the Naver board needs one like 005930.")
     return crawl_board(db, code, pages, delay=delay, restart=restart, on_page=on_page)
-
-
-def _stock(db: sqlite_utils.Database, stock: str) -> str:
-    """A stock as memory spells it (5930 → 005930)."""
-    from sep.ingest import normalise_stock
-
-    return normalise_stock(stock)
 
 
 def show_window(db: sqlite_utils.Database, stock: str, date: str, *, settings: Settings | None = None) -> Any:
     """The decision window of D: the texts a prompt may read, the last close and the target."""
     from sep.window import decision_window, parse_day
 
-    return decision_window(db, _stock(db, stock), parse_day(date), _cfg(settings).window_days)
+    return decision_window(db, normalise_stock(stock), parse_day(date), _cfg(settings).window_days)
 
 
 # ---------------------------------------------------------------- dedup
 
 
 def deduplicate(db: sqlite_utils.Database, stock: str, *, start: str | None = None, end: str | None = None,
-          refit: bool = False, settings: Settings | None = None, progress: Progress | None = None,
-          **parts: Any) -> Any:
+                refit: bool = False, settings: Settings | None = None, progress: Progress | None = None,
+                **parts: Any) -> Any:
     """Deduplicate one stock's texts (exact, near, topics, off-topic) → `DedupReport`.
 
     `parts` go to `Deduplicator` (embedder, umap_model, hdbscan_model, vectorizer_model, rules)."""
     from sep.window import parse_day
 
-    require_extra("dedup", "Dedup")
+    require_extra("dedup", "sep dedup")
     from sep.dedup import DedupConfig, Deduplicator
 
     cfg = _cfg(settings)
-    code = _stock(db, stock)
+    code = normalise_stock(stock)
     start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
     if start and end and start > end:
         raise BadInput(f"--start {start} is after --end {end}.")
@@ -198,7 +193,7 @@ def decision_days(db: sqlite_utils.Database, stock: str, *, date: str | None = N
     start, end = parse_day(start), parse_day(end)
     if start > end:
         raise BadInput(f"--start {start} is after --end {end}.")
-    code = _stock(db, stock)
+    code = normalise_stock(stock)
     days = trading_days(db, code).between(start, end)
     if not days:
         raise BadInput(f"No trading days of {code} between {start} and {end}.")
@@ -220,9 +215,11 @@ class Reflected:
 
 
 def reflect(db: sqlite_utils.Database, stock: str, *, date: str | None = None, start: str | None = None,
-            end: str | None = None, settings: Settings | None = None, llm: Any = None, dry_run: bool = False,
-            on_step: Step | None = None, on_day: Callable[[Any], None] | None = None) -> Reflected:
-    """Summarize, explain 상승/하락 and, when wrong, reflect and retry, for D or each day of a range.
+            end: str | None = None, days: Sequence[str] | None = None, settings: Settings | None = None,
+            llm: Any = None, dry_run: bool = False, on_step: Step | None = None,
+            on_day: Callable[[Any], None] | None = None) -> Reflected:
+    """Summarize, explain 상승/하락 and, when wrong, reflect and retry, for D, each trading day of a
+    range, or the `days` that `decision_days` returned.
 
     Each finished day is stored before the next starts (`on_day` sees its result). `dry_run`
     calls no model: `on_step` receives every prompt that would be sent."""
@@ -230,8 +227,8 @@ def reflect(db: sqlite_utils.Database, stock: str, *, date: str | None = None, s
     from sep.window import decision_window, trading_days
 
     cfg = _cfg(settings)
-    code = _stock(db, stock)
-    days = decision_days(db, code, date=date, start=start, end=end)
+    code = normalise_stock(stock)
+    days = list(days) if days is not None else decision_days(db, code, date=date, start=start, end=end)
     tdays = trading_days(db, code)
     windows = [decision_window(db, code, d, cfg.window_days, days=tdays) for d in days]
     if llm is None and not dry_run:
@@ -252,7 +249,7 @@ def reflect(db: sqlite_utils.Database, stock: str, *, date: str | None = None, s
 
 
 def forecast(db: sqlite_utils.Database, stock: str, date: str, *, best_of: int = 4, reward: Path | None = None,
-            temperature: float = 0.8, settings: Settings | None = None, llm: Any = None) -> Any:
+             temperature: float = 0.8, settings: Settings | None = None, llm: Any = None) -> Any:
     """Best-of-n: sample `best_of` explanations, pick one by the reward run (or the label's
     probability), store it (method best-of-n) → `sep.predict.Forecast` with a confidence."""
     from sep.agents import Agents
@@ -260,7 +257,7 @@ def forecast(db: sqlite_utils.Database, stock: str, date: str, *, best_of: int =
     from sep.predict import best_of_n, reward_scorer, store
 
     cfg = _cfg(settings)
-    code = _stock(db, stock)
+    code = normalise_stock(stock)
     window = show_window(db, code, date, settings=cfg)
     scorer = None
     if reward is not None:
@@ -283,7 +280,7 @@ def export_pairs(db: sqlite_utils.Database, out: Path) -> int:
 # ---------------------------------------------------------------- training
 
 
-TRAINERS = ("sft", "reward", "ppo", "grpo")
+TRAINERS = tuple(CONFIGS)  # sft, reward, ppo, grpo
 
 
 @dataclass
@@ -297,10 +294,10 @@ class Trained:
 
 
 def train_model(kind: str, db: sqlite_utils.Database | None = None, *, data: Path | None = None,
-          settings: Settings | None = None, **config: Any) -> Trained:
+                settings: Settings | None = None, **config: Any) -> Trained:
     """Train one of `TRAINERS` on the pairs `sep reflect` stored (or a preference file `data`).
 
-    `config` are the fields of the trainer's config dataclass (`sep.train.SFTRunConfig`, ...):
+    `config` are the fields of the trainer's config dataclass (`sep.train_config.SFTRunConfig`, ...):
     out, max_steps, learning_rate, start, end, balance, ... Training sees only days whose target
     is on or before `end`; the run records its data range."""
     if kind not in TRAINERS:
@@ -330,8 +327,8 @@ def train_model(kind: str, db: sqlite_utils.Database | None = None, *, data: Pat
 
 
 def run_batch(job_file: Path, *, settings: Settings | None = None, concurrency: int | None = None,
-          restart: bool = False, progress: Progress | None = None, llm_factory: Callable[[Settings], Any] | None = None
-          ) -> Any:
+              restart: bool = False, progress: Progress | None = None,
+              llm_factory: Callable[[Settings], Any] | None = None) -> Any:
     """Run every (stock, day) of a job file, resumably → `sep.batch.BatchReport`."""
     from sep.batch import BatchRunner, load_job
     from sep.llm import make_llm as _make
@@ -375,7 +372,7 @@ def scope(db: sqlite_utils.Database, *, stock: str | None = None, job: Path | No
         if model is None:
             raise BadInput(f"The job {spec.name!r} has not run in this database; run `sep batch run {job}` first.")
     else:
-        stocks = [_stock(db, stock)]
+        stocks = [normalise_stock(stock)]
     start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
     if start and end and start > end:
         raise BadInput(f"--start {start} is after --end {end}.")
@@ -393,9 +390,9 @@ class Evaluation:
 
 
 def evaluate_forecasts(db: sqlite_utils.Database, *, stock: str | None = None, job: Path | None = None,
-             start: str | None = None, end: str | None = None, method: str | None = None, model: str | None = None,
-             threshold: float | None = None, cost_bps: float | None = None, long_only: bool = False,
-             settings: Settings | None = None) -> Evaluation:
+                       start: str | None = None, end: str | None = None, method: str | None = None,
+                       model: str | None = None, threshold: float | None = None, cost_bps: float | None = None,
+                       long_only: bool = False, settings: Settings | None = None) -> Evaluation:
     """Score stored forecasts: accuracy, MCC, CIs, p-values, Brier, ECE, backtest, baselines."""
     from sep.evaluate import evaluate as _evaluate
 
@@ -414,7 +411,7 @@ class ExperimentResult:
 
 
 def run_experiment(job_file: Path, *, settings: Settings | None = None, progress: Progress | None = None,
-               llm_factory: Callable[[Settings], Any] | None = None) -> ExperimentResult:
+                   llm_factory: Callable[[Settings], Any] | None = None) -> ExperimentResult:
     """Reflect on the train range, train each arm on it, forecast the test range, score every arm."""
     from sep.batch import load_job
     from sep.experiment import Experiment
@@ -447,8 +444,8 @@ class Audited:
 
 
 def audit_explanations(db: sqlite_utils.Database, out: Path, *, stock: str | None = None, job: Path | None = None,
-          start: str | None = None, end: str | None = None, judge: bool = False, settings: Settings | None = None,
-          llm: Any = None) -> Audited:
+                       start: str | None = None, end: str | None = None, judge: bool = False,
+                       settings: Settings | None = None, llm: Any = None) -> Audited:
     """Audit stored explanations (consistency, grounding in the window's texts, no dates after D)
     into an HTML report and its JSON twin; `judge` has the configured LLM score them too."""
     from sep.agents import lang_of

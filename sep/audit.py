@@ -20,7 +20,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from sep.agents import strip_citations
+from sep.agents import cited_ids, strip_citations
 from sep.evaluate import Decision, decisions, evaluate, once_per_interval
 from sep.quality import content_words, dates_in
 from sep.window import decision_window
@@ -109,8 +109,7 @@ def sources(db: sqlite_utils.Database, d: Decision, window_days: int) -> Sources
     for (summary,) in db.execute("SELECT summary FROM summaries WHERE stock = ? AND date >= ? AND date <= ?",
                                  [d.stock, w.window_start, d.date]):
         for line in summary.splitlines():
-            cited = [int(i) for i in re.findall(r"\bt(\d+)\b", " ".join(re.findall(r"\[(t[^\]]*)\]", line)))]
-            cited = [i for i in cited if i in texts]
+            cited = [i for i in cited_ids(line) if i in texts]
             if cited:
                 points.append((content_words(strip_citations(line), drop), cited))
     return Sources(texts, points, drop)

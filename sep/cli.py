@@ -417,9 +417,7 @@ def run_reflect(memory: Any, stock: str, days: list[str], cfg: Settings, *, dry_
         progress.advance(task)
 
     with progress, user_errors(), model_errors(" Finished days are stored; rerun to continue."):
-        run = api.reflect(memory, stock, start=days[0], end=days[-1], settings=cfg, llm=llm, dry_run=dry_run,
-                          on_step=step, on_day=done) if len(days) > 1 else \
-            api.reflect(memory, stock, date=days[0], settings=cfg, llm=llm, dry_run=dry_run, on_step=step, on_day=done)
+        run = api.reflect(memory, stock, days=days, settings=cfg, llm=llm, dry_run=dry_run, on_step=step, on_day=done)
     if as_json and not dry_run:
         out = run.as_json()
         print(json.dumps(out[0] if one else out, ensure_ascii=False, indent=2))
@@ -535,7 +533,6 @@ def stage_progress(progress: Progress) -> Callable[[str, int, int], None]:
 
 def _dedup(memory: Any, cfg: Settings, stock: str, start: str | None, end: str | None, refit: bool) -> Any:
     """`sep.deduplicate` with a progress bar per stage; BadInput when the extra is missing."""
-    require_extra("dedup", "sep dedup")
     progress = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=err_console, transient=True)
     with progress:
@@ -603,7 +600,7 @@ def _train(kind: str, fields: dict, data: Path | None, from_memory: bool, db: Pa
 
 
 def _config_options(config_cls: type) -> list[inspect.Parameter]:
-    """One option per config field that carries help text (`sep.train.option`): the dataclass is
+    """One option per config field that carries help text (`sep.train_config.option`): the dataclass is
     the single source of names, types, defaults, limits and help."""
     import dataclasses
     import typing
@@ -652,7 +649,7 @@ def _trainer_command(kind: str, config_cls: type, data_flag: str, data_help: str
 
 
 def _register_trainers() -> None:
-    from sep.train import TRAINERS
+    from sep.train_config import CONFIGS  # pure data: the trainers' own imports wait until one runs
 
     pairs = "TRL preference JSONL (prompt/chosen/rejected[, ret]) instead of memory."
     data = {"sft": ("--data", "TRL prompt/completion JSONL instead of memory.")}
@@ -664,7 +661,7 @@ def _register_trainers() -> None:
         "grpo": "  sep train grpo --from-memory --sft runs/sft --out runs/grpo\n"
                 "  sep train grpo --reward both --reward-model runs/rm --pairs pairs.jsonl --out runs/grpo",
     }
-    for kind, (config_cls, _) in TRAINERS.items():
+    for kind, config_cls in CONFIGS.items():
         _trainer_command(kind, config_cls, *data.get(kind, ("--pairs", pairs)), examples[kind])
 
 

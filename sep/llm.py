@@ -529,17 +529,20 @@ Script = Callable[[str, str], str]  # (agent: summarize | explain | reflect | ju
 AGENTS = ("summarize", "explain", "reflect", "judge")
 
 
-def agent_of(messages: list[dict]) -> str:
-    """Which agent wrote a chat, recognised by its system message (the packaged prompts, ko or en)."""
+@functools.lru_cache(maxsize=1)
+def _system_openings() -> tuple[tuple[str, str], ...]:
+    """(the fixed opening of its system message, agent) for every packaged prompt, read once."""
     from sep.agents import load_prompt
 
+    found = ((load_prompt(lang, name).system.strip().split("{")[0], name)  # the text before any variable
+             for lang in ("ko", "en") for name in AGENTS)
+    return tuple((opening, name) for opening, name in found if opening)
+
+
+def agent_of(messages: list[dict]) -> str:
+    """Which agent wrote a chat, recognised by its system message (the packaged prompts, ko or en)."""
     system = next((m["content"] for m in messages if m["role"] == "system"), "").strip()
-    for lang in ("ko", "en"):
-        for name in AGENTS:
-            fixed = load_prompt(lang, name).system.strip().split("{")[0]  # the text before any variable
-            if fixed and system.startswith(fixed):
-                return name
-    return "explain"
+    return next((name for opening, name in _system_openings() if system.startswith(opening)), "explain")
 
 
 def default_script(agent: str, prompt: str) -> str:
@@ -552,9 +555,10 @@ def default_script(agent: str, prompt: str) -> str:
         return "요약의 가장 큰 소식보다 시장 전체의 흐름을 먼저 봤어야 했다."
     if agent == "judge":
         return json.dumps({"relevance": 4, "clarity": 4, "consistency": 4})
+    from sep.agents import strip_citations
+
     line = next((ln for ln in prompt.splitlines() if ln.startswith("[20")), "")
-    words = re.sub(r"^\[[\d-]+\]\s*-?\s*", "", line)
-    words = re.sub(r"\s*\[t\d+(?:,\s*t\d+)*\]", "", words).split()[:6]
+    words = strip_citations(re.sub(r"^\[[\d-]+\]\s*-?\s*", "", line)).split()[:6]
     return f"상승\n{' '.join(words) or '새 소식'} 소식이 주가를 움직일 것이다."
 
 

@@ -9,6 +9,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+# Tokens each agent may answer with: the answer's share of the context (the prompt gets the rest)
+# and, for explanations, the length the RL trainers generate.
+MAX_TOKENS = {"summarize": 200, "explain": 160, "reflect": 120}
+
+
 def _default_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "sep"

@@ -22,111 +22,18 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from sep.errors import BadInput
-from sep.agents import MAX_TOKENS
 from sep.llm import CHAT_TEMPLATE, TURN_END, adapter_folder, parse_answer, render_messages
 from sep.memory import now_iso, transaction
 from sep.settings import Settings
-
-EXPLAIN_TOKENS = MAX_TOKENS["explain"]
-
-# ---------------------------------------------------------------- configs (one beside each trainer)
-
-
-def option(default: Any, help: str, **cli: Any) -> Any:
-    """A config field that is also a `sep train` option: its help text, and optionally `flag`
-    (the option's name), `min`/`max` and `required`. The CLI builds each trainer's options from
-    these fields (TRL's *Config style), so the help shows the real per-trainer defaults."""
-    return field(default=default, metadata={"help": help, **cli})
-
-
-@dataclass
-class RunConfig:
-    """What every run shares. Stored as config.json and in `runs.config`."""
-
-    out: Path | None = option(None, "Run folder (config, metrics, adapter, checkpoints); rerun the same one to "
-                              "resume [default: runs/<trainer>].")
-    max_steps: int = option(20, "Optimizer steps (PPO: updates).", min=1)
-    learning_rate: float = option(2e-4, "Learning rate.", min=0.0)
-    batch_size: int = option(2, "Examples per step.", min=1)
-    lora_r: int = option(8, "LoRA rank.", min=1)
-    lora_alpha: int = 16
-    max_length: int = 2048          # tokens of prompt + answer; the chat prompts with a worked turn run ~1-1.5k
-    save_steps: int = 10
-    seed: int = 0
-    threads: int = 2
-    start: str | None = option(None, "First decision day to learn from.")
-    end: str | None = option(None, "Last day whose outcome training may see: only days whose target day is on or "
-                             "before it are used. Scores on or before it are in-sample.")
-    balance: bool = option(True, "Downsample the majority label so 'always 상승' can't pass for skill.")
-    model: str | None = None    # memory rows made by this model only (an experiment's base model); None: all
-    kind: str = ""
-
-    def __post_init__(self) -> None:
-        if self.out is None:
-            self.out = Path("runs") / self.kind
-        if self.start and self.end and self.start > self.end:
-            raise BadInput(f"--start {self.start} is after --end {self.end}.")
-
-    def as_json(self) -> dict:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
-
-
-@dataclass
-class SFTRunConfig(RunConfig):
-    """Supervised fine-tuning (LoRA) on answers the market proved right."""
-
-    kind: str = "sft"
-
-
-@dataclass
-class RewardRunConfig(RunConfig):
-    """Bradley–Terry reward model (TRL RewardTrainer) on wrong→right pairs."""
-
-    kind: str = "reward"
-    eval_fraction: float = option(0.2, "Pairs held out for accuracy and margin (never trained on).", min=0.0, max=0.9)
-
-
-@dataclass
-class PPORunConfig(RunConfig):
-    """PPO (trl.experimental.ppo): policy SFT + LoRA, frozen reference, value from the reward model."""
-
-    kind: str = "ppo"
-    reward: Path | None = option(None, "A `sep train reward` run (reward and value model).", required=True)
-    sft: Path | None = option(None, "A `sep train sft` run to start the policy from.")
-    kl_coef: float = option(0.05, "KL penalty against the frozen reference policy.", min=0.0)
-    missing_eos_penalty: float = option(1.0, "Reward lost by a response that never ends its turn.", min=0.0)
-    response_length: int = option(EXPLAIN_TOKENS, "Tokens generated per rollout (an explanation's length at "
-                                  "inference).", min=4)
-    temperature: float = 0.7
-    learning_rate: float = option(1e-5, "Learning rate.", min=0.0)
-
-
-@dataclass
-class GRPORunConfig(RunConfig):
-    """Market-feedback RL (RLMF) with TRL GRPOTrainer: +|r| for a right direction, -|r| for a wrong one."""
-
-    kind: str = "grpo"
-    reward_kind: str = option("market", "market (realized return), model (reward model) or both.", flag="--reward")
-    reward: Path | None = option(None, "A `sep train reward` run, for model/both.", flag="--reward-model")
-    model_weight: float = 0.5           # `both`: market/market scale + model_weight * model/model scale
-    signal_score: bool = option(False, "FinRLlama's variant: read a score in [-10, 10], not a label.")
-    signal_threshold: float = option(3.0, "|score| below this takes no position.", min=0.0, max=10.0)
-    num_generations: int = option(2, "Completions per prompt (the group).", min=2)
-    max_completion_length: int = EXPLAIN_TOKENS
-    sft: Path | None = option(None, "A `sep train sft` run to start the policy from.")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.reward_kind not in ("market", "model", "both"):
-            raise BadInput(f"--reward must be market, model or both, not {self.reward_kind!r}.")
-
+from sep.train_config import (CONFIGS, EXPLAIN_TOKENS, GRPORunConfig, PPORunConfig, RewardRunConfig,  # noqa: F401
+                              RunConfig, SFTRunConfig)  # the configs, importable from here as before
 
 # ---------------------------------------------------------------- rewards from the market
 
@@ -802,8 +709,6 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
 
 # Each trainer by name: its config dataclass (the `sep train NAME` options) and the function that runs it.
 TRAINERS: dict[str, tuple[type[RunConfig], Callable[..., dict]]] = {
-    "sft": (SFTRunConfig, train_sft),
-    "reward": (RewardRunConfig, train_reward),
-    "ppo": (PPORunConfig, train_ppo),
-    "grpo": (GRPORunConfig, train_grpo),
+    kind: (CONFIGS[kind], trainer) for kind, trainer in
+    (("sft", train_sft), ("reward", train_reward), ("ppo", train_ppo), ("grpo", train_grpo))
 }
