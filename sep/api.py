@@ -49,6 +49,13 @@ def _cfg(settings: Settings | None) -> Settings:
     return settings if settings is not None else Settings()
 
 
+def _model(cfg: Settings, llm: Any, progress: Progress | None) -> Any:
+    """`llm`, or the configured model, its preparation reported as the stage "preparing the model"."""
+    if llm is not None:
+        return llm
+    return make_llm(cfg, (lambda done, total: progress("preparing the model", done, total)) if progress else None)
+
+
 def _stdout_to_stderr() -> Any:
     """Trainers and TRL print logs; a CLI's stdout must stay the report (--json)."""
     return redirect_stdout(sys.stderr)
@@ -249,9 +256,12 @@ def reflect(db: sqlite_utils.Database, stock: str, *, date: str | None = None, s
 
 
 def forecast(db: sqlite_utils.Database, stock: str, date: str, *, best_of: int = 4, reward: Path | None = None,
-             temperature: float = 0.8, settings: Settings | None = None, llm: Any = None) -> Any:
+             temperature: float = 0.8, settings: Settings | None = None, llm: Any = None,
+             scorer: Callable | None = None, progress: Progress | None = None) -> Any:
     """Best-of-n: sample `best_of` explanations, pick one by the reward run (or the label's
-    probability), store it (method best-of-n) → `sep.predict.Forecast` with a confidence."""
+    probability), store it (method best-of-n) → `sep.predict.Forecast` with a confidence.
+
+    `scorer`: the reward run already loaded (`sep.predict.reward_scorer`), for many calls."""
     from sep.agents import Agents
     from sep.llm import run_data_end
     from sep.predict import best_of_n, reward_scorer, store
@@ -259,11 +269,10 @@ def forecast(db: sqlite_utils.Database, stock: str, date: str, *, best_of: int =
     cfg = _cfg(settings)
     code = normalise_stock(stock)
     window = show_window(db, code, date, settings=cfg)
-    scorer = None
-    if reward is not None:
+    if reward is not None and scorer is None:
         require_extra("train", "--reward")
         scorer = reward_scorer(Path(reward), cfg)
-    llm = llm if llm is not None else make_llm(cfg)
+    llm = _model(cfg, llm, progress)  # after the checks above: bad input fails before a model loads
     forecast = best_of_n(Agents.for_stock(db, llm, code, cfg), window, best_of, scorer, temperature=temperature,
                          seed=cfg.seed, data_end=run_data_end(Path(reward) if reward else None))
     store(db, forecast)
@@ -445,7 +454,7 @@ class Audited:
 
 def audit_explanations(db: sqlite_utils.Database, out: Path, *, stock: str | None = None, job: Path | None = None,
                        start: str | None = None, end: str | None = None, judge: bool = False,
-                       settings: Settings | None = None, llm: Any = None) -> Audited:
+                       settings: Settings | None = None, llm: Any = None, progress: Progress | None = None) -> Audited:
     """Audit stored explanations (consistency, grounding in the window's texts, no dates after D)
     into an HTML report and its JSON twin; `judge` has the configured LLM score them too."""
     from sep.agents import lang_of
@@ -453,8 +462,8 @@ def audit_explanations(db: sqlite_utils.Database, out: Path, *, stock: str | Non
 
     cfg = _cfg(settings)
     s = scope(db, stock=stock, job=job, start=start, end=end)
-    if judge and llm is None:
-        llm = make_llm(cfg)
+    if judge:
+        llm = _model(cfg, llm, progress)
     data = build(db, s.stocks, s.start, s.end, window_days=cfg.window_days, llm=llm if judge else None,
                  lang=lang_of(s.stocks[0]), seed=cfg.seed, model=s.model)
     html, twin = write_report(data, Path(out))

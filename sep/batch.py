@@ -248,11 +248,6 @@ class BatchRunner:
             self._local.db = open_memory(self.cfg.db, must_exist=True)
         return self._local.db
 
-    def _agents(self, stock: str):
-        from sep.agents import Agents
-
-        return Agents.for_stock(self._db(), self.llm, stock, self.cfg)
-
     async def _pool(self, items: list, work: Callable, stage: str) -> list:
         loop = asyncio.get_running_loop()
         queue = list(reversed(items))
@@ -272,23 +267,24 @@ class BatchRunner:
         return results
 
     def _summarize(self, key: tuple[str, str, tuple]) -> None:
+        from sep.agents import Agents
+
         stock, day, texts = key
-        self._agents(stock).summarize_day(stock, day, list(texts))
+        Agents.for_stock(self._db(), self.llm, stock, self.cfg).summarize_day(stock, day, list(texts))
 
     def _decide(self, window: DecisionWindow) -> tuple[tuple[str, str], str | None]:
+        """`sep.reflect` for one day (and `sep.forecast` when the job asks for best-of-n): the
+        same code path as the CLI, so a batch answer is what `sep reflect` would have stored."""
+        from sep import api
+
         stock, day = window.stock, window.date
         started = time.perf_counter()
         db = self._db()
         try:
-            agents = self._agents(stock)
-            agents.run(window, self.cfg.trials)
+            api.reflect(db, stock, days=[day], settings=self.cfg, llm=self.llm)
             if self.job.best_of:
-                from sep.predict import best_of_n, store
-
-                from sep.llm import run_data_end
-
-                store(db, best_of_n(agents, window, self.job.best_of, self.scorer, seed=self.cfg.seed,
-                                    data_end=run_data_end(self.job.reward)))
+                api.forecast(db, stock, day, best_of=self.job.best_of, reward=self.job.reward, scorer=self.scorer,
+                             settings=self.cfg, llm=self.llm)
             error = None
         except Exception as exc:  # one bad day must not stop the batch; it is recorded and retried next run
             error = f"{type(exc).__name__}: {exc}"

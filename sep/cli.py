@@ -23,7 +23,7 @@ from rich.text import Text
 from rich.table import Table
 
 from sep import api
-from sep.errors import BadInput, missing_extra, require_extra
+from sep.errors import BadInput, missing_extra
 from sep.settings import Settings
 from sep.window import LABEL_KO
 
@@ -44,9 +44,35 @@ data_app.add_typer(crawl_app, name="crawl")
 console = Console()
 err_console = Console(stderr=True)
 
-DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Memory database \\[env SEP_DB, default memory/sep.db].")]
+
+
+def setting(name: str, *decls: str, help: str | None = None, **kw: Any) -> Any:
+    """The type of a flag that overrides the setting `name`. Its type, limits, env variable and
+    default come from `Settings` (the one source; `help` defaults to the field's description),
+    so `--help` can't drift from what a run uses."""
+    import typing
+
+    from annotated_types import Ge, Gt, Le, Lt
+
+    field = Settings.model_fields[name]
+    kind = next(a for a in (typing.get_args(field.annotation) or (field.annotation,)) if a is not type(None))
+    for m in field.metadata:  # Gt/Lt also reach with_overrides, which refuses the bound itself
+        if isinstance(m, (Ge, Gt)):
+            kw.setdefault("min", getattr(m, "ge", getattr(m, "gt", None)))
+        elif isinstance(m, (Le, Lt)):
+            kw.setdefault("max", getattr(m, "le", getattr(m, "lt", None)))
+    default = "" if field.default is None or field.default_factory else f", default {field.default}"
+    text = (help or field.description or "").replace("[", "\\[") + f" \\[env SEP_{name.upper()}{default}]"
+    return Annotated[Optional[kind], typer.Option(*(decls or ("--" + name.replace("_", "-"),)), help=text, **kw)]
+
+
+DbOpt = setting("db", help="Memory database (SQLite long-term memory).")
 StockOpt = Annotated[Optional[str], typer.Option("--stock", help="Stock code (005930) or ticker (AAPL).")]
+StockArg = Annotated[str, typer.Option("--stock", help="Stock code (005930) or ticker (AAPL).")]  # required
+DateArg = Annotated[str, typer.Option("--date", help="Decide at the end of D (YYYY-MM-DD); holidays are fine.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+TrialsOpt = setting("trials")
+WindowDaysOpt = setting("window_days")
 
 
 def settings(**flags: Any) -> Settings:
@@ -204,9 +230,9 @@ def import_texts_cmd(
 
 @data_app.command("show")
 def show_cmd(
-    stock: Annotated[str, typer.Option("--stock", help="Stock code, e.g. 005930.")],
-    date: Annotated[str, typer.Option("--date", help="Decision day D (YYYY-MM-DD): decide at the end of D.")],
-    window_days: Annotated[Optional[int], typer.Option("--window-days", help="Calendar days of text \\[env SEP_WINDOW_DAYS, 5].")] = None,
+    stock: StockArg,
+    date: DateArg,
+    window_days: WindowDaysOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -278,25 +304,29 @@ def crawl_naver_board_cmd(
 pairs_app = typer.Typer(help="Win/lose pairs from wrong→right retries (training data).", no_args_is_help=True)
 app.add_typer(pairs_app, name="pairs")
 
-BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://gpu:8000/v1 \\[env SEP_BASE_URL]. Unset: the embedded model.")]
+BaseUrlOpt = setting("base_url")
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "--model-file", help="Without --base-url: a catalog model (`sep models list`; default qwen2.5-coder-1.5b) or the path of any local .gguf with a chat template \\[env SEP_MODEL / SEP_MODEL_FILE]. With --base-url: the model id on the server \\[default: its first].")]
-PolicyOpt = Annotated[Optional[Path], typer.Option("--policy", help="A trained policy (`sep train` run folder or LoRA adapter) run with transformers \\[env SEP_POLICY]. Needs the train extra.")]
+PolicyOpt = setting("policy")
 def _one_of(value: str | None, flag: str, choices: tuple[str, ...]) -> str | None:
     if value is not None and value not in choices:
         raise typer.BadParameter(f"{flag} must be one of {', '.join(choices)}, not {value!r}.")
     return value
 
 
-SummarizerOpt = Annotated[Optional[str], typer.Option("--summarizer", callback=lambda v: _one_of(v, "--summarizer", ("model", "extractive")), help="`model`: the LLM writes cited points, falling back to `extractive` when they fail the quality gate; `extractive`: the day's top titles, no model call \\[env SEP_SUMMARIZER, model].")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the embedded model \\[env SEP_THREADS, 2].")]
+SummarizerOpt = setting("summarizer", callback=lambda v: _one_of(v, "--summarizer", ("model", "extractive")))
+ThreadsOpt = setting("threads")
+
+
+def _model_bars() -> Bars:
+    """The bar of a model's first preparation (joining its parts into the cache)."""
+    return Bars(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                console=err_console, transient=True)
 
 
 def _make_llm(cfg: Settings):
-    progress = Bars(TextColumn("[bold]Preparing the embedded model"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                        console=err_console, transient=True)
-    with progress:
-        task = progress.add_task("", total=1)
-        return api.make_llm(cfg, lambda done, total: progress.update(task, completed=done, total=total))
+    with _model_bars() as progress:
+        on_progress = stage_progress(progress)
+        return api.make_llm(cfg, lambda done, total: on_progress("preparing the model", done, total))
 
 
 models_app = typer.Typer(help="The local models sep can run embedded: list them, prepare one.", no_args_is_help=True)
@@ -359,12 +389,12 @@ def models_prepare(name: Annotated[str, typer.Argument(help="A catalog name from
 
 @app.command("reflect")
 def reflect_cmd(
-    stock: Annotated[str, typer.Option("--stock", help="Stock code (005930) or ticker.")],
+    stock: StockArg,
     date: Annotated[Optional[str], typer.Option("--date", help="Decide at the end of D (YYYY-MM-DD); holidays are fine.")] = None,
     start: Annotated[Optional[str], typer.Option("--start", help="First day of a range (each trading day in it is run).")] = None,
     end: Annotated[Optional[str], typer.Option("--end", help="Last day of the range.")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Explain attempts in total, reflecting between them \\[env SEP_TRIALS, 3].")] = None,
-    window_days: Annotated[Optional[int], typer.Option("--window-days", min=1, help="Calendar days of text to read (T) [5].")] = None,
+    trials: TrialsOpt = None,
+    window_days: WindowDaysOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every prompt it would send (texts included) and call no model.")] = False,
     summarizer: SummarizerOpt = None,
     base_url: BaseUrlOpt = None,
@@ -482,16 +512,16 @@ def pairs_export_cmd(
 
 @app.command("dedup")
 def dedup_cmd(
-    stock: Annotated[str, typer.Option("--stock", help="Stock code (005930) or ticker.")],
+    stock: StockArg,
     start: Annotated[Optional[str], typer.Option("--start", help="First day to consider (default: the stock's first text).")] = None,
     end: Annotated[Optional[str], typer.Option("--end", help="Last day to consider (default: the last text).")] = None,
     refit: Annotated[bool, typer.Option("--refit", help="Refit the topic model on every day in range and redecide them all.")] = False,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="Representatives per (stock, day) \\[env SEP_DEDUP_TOP_K, 10].")] = None,
-    near_threshold: Annotated[Optional[float], typer.Option("--near-threshold", min=0.0, max=1.0, help="Cosine similarity that merges paraphrases [0.85].")] = None,
-    min_topic_size: Annotated[Optional[int], typer.Option("--min-topic-size", min=2, help="Smallest topic cluster [5].")] = None,
-    embedder: Annotated[Optional[str], typer.Option("--embedder", help="`use` (packaged multilingual USE) or a sentence-transformers path/name \\[env SEP_EMBEDDER].")] = None,
-    offtopic: Annotated[Optional[Path], typer.Option("--offtopic", help="TOML of off-topic seed keywords (see sep/offtopic.toml) \\[env SEP_OFFTOPIC].")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for UMAP; same seed, same result \\[env SEP_SEED, 0].")] = None,
+    top_k: setting("dedup_top_k", "--top-k") = None,
+    near_threshold: setting("dedup_near_threshold", "--near-threshold") = None,
+    min_topic_size: setting("dedup_min_topic_size", "--min-topic-size") = None,
+    embedder: setting("embedder") = None,
+    offtopic: setting("offtopic") = None,
+    seed: setting("seed", help="Seed for UMAP; same seed, same result.") = None,
     threads: ThreadsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -579,7 +609,7 @@ train_app = typer.Typer(help="Train on what reflection taught: SFT, reward model
                          no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for data order, LoRA init and sampling \\[env SEP_SEED, 0].")]
+SeedOpt = setting("seed", help="Seed for data order, LoRA init and sampling.")
 
 
 def _train(kind: str, fields: dict, data: Path | None, from_memory: bool, db: Path | None, threads: int | None,
@@ -670,8 +700,8 @@ _register_trainers()
 
 @app.command("predict")
 def predict_cmd(
-    stock: Annotated[str, typer.Option("--stock", help="Stock code (005930) or ticker.")],
-    date: Annotated[str, typer.Option("--date", help="Decide at the end of D (YYYY-MM-DD).")],
+    stock: StockArg,
+    date: DateArg,
     best_of: Annotated[int, typer.Option("--best-of", min=1, help="Candidates sampled from the policy.")] = 4,
     policy: PolicyOpt = None,
     reward: Annotated[Optional[Path], typer.Option("--reward", help="A `sep train reward` run that picks the best candidate; unset: the policy's label probability.")] = None,
@@ -694,12 +724,10 @@ def predict_cmd(
     with user_errors():
         cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads)
         memory = api.open_memory(cfg.db, must_exist=True)
-        window = api.show_window(memory, stock, date, settings=cfg)  # bad input fails before a model loads
-        if reward is not None:
-            require_extra("train", "--reward")
-        with model_errors():
+        with model_errors(), _model_bars() as progress:
             forecast = api.forecast(memory, stock, date, best_of=best_of, reward=reward, temperature=temperature,
-                                    settings=cfg, llm=_make_llm(cfg))
+                                    settings=cfg, progress=stage_progress(progress))
+    window = forecast.window
     if as_json:
         print(json.dumps(forecast.as_json(), ensure_ascii=False, indent=2))
         return
@@ -795,7 +823,7 @@ def eval_cmd(
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Backtest: stay flat below this confidence.")] = None,
     cost_bps: Annotated[Optional[float], typer.Option("--cost-bps", min=0.0, help="Backtest round-trip cost in bps \\[KRX 23: sell-side tax + commission; US 2: commission].")] = None,
     long_only: Annotated[bool, typer.Option("--long-only", help="Backtest: 하락 means flat, not short.")] = False,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for the bootstrap and the random baseline.")] = None,
+    seed: setting("seed", help="Seed for the bootstrap and the random baseline.") = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -964,11 +992,9 @@ def audit_cmd(
     with user_errors():
         cfg = settings(db=db, base_url=base_url, model=model)
         memory = api.open_memory(cfg.db, must_exist=True)
-        api.scope(memory, stock=stock, job=job, start=start, end=end)  # bad input fails before a model loads
-        with model_errors():
-            llm = _make_llm(cfg) if judge else None
+        with model_errors(), _model_bars() as progress:
             audited = api.audit_explanations(memory, out, stock=stock, job=job, start=start, end=end, judge=judge,
-                                             settings=cfg, llm=llm)
+                                             settings=cfg, progress=stage_progress(progress))
     html, twin, s = audited.html, audited.json, audited.data["summary"]
     console.print(f"Audited {s['explanations']} explanations: {s['inconsistent']} inconsistent, "
                   f"{s['with_unsupported_claims']} with unsupported claims, {s['mentions_future']} mention dates after D. "
@@ -980,7 +1006,7 @@ def demo_cmd(
     db: DbOpt = None,
     stock: Annotated[str, typer.Option("--stock", help="Stock in the bundled sample.")] = "005930",
     date: Annotated[str, typer.Option("--date", help="Decision day inside the sample.")] = "2022-06-01",
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Explain attempts [3].")] = None,
+    trials: TrialsOpt = None,
     import_only: Annotated[bool, typer.Option("--import-only", help="Import the sample and show the window; run no model.")] = False,
     fast: Annotated[bool, typer.Option("--fast", help="Extractive summaries (the day's top titles): the model only explains and reflects.")] = False,
     base_url: BaseUrlOpt = None,

@@ -160,8 +160,10 @@ class Experiment:
                                        "AND model = ? LIMIT 1", [stock, day, self.llm.name]).fetchone():
                     todo.append((stock, day))
         self.on_progress(f"reflect (train ≤ {train_end})", 0, len(todo))
+        from sep import api
+
         for i, (stock, day) in enumerate(todo, 1):
-            self._agents(stock, self.llm).run(self._window(stock, day), self.cfg.trials)
+            api.reflect(self.db, stock, days=[day], settings=self.cfg, llm=self.llm)
             self.on_progress(f"reflect (train ≤ {train_end})", i, len(todo))
         return every
 

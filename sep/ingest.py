@@ -24,6 +24,7 @@ import sqlite_utils
 
 from sep.errors import BadInput
 from sep.memory import now_iso, transaction
+from sep.settings import plugins
 from sep.tradingdays import KRX_CODE, market_of, market_tz
 
 TEXT_SOURCES = ("naver-board", "news", "report", "tweet")
@@ -199,7 +200,6 @@ class TextFormat:
 
 PRICE_READERS: dict[str, PriceFormat] = {}
 TEXT_READERS: dict[str, TextFormat] = {}
-_PLUGINS_LOADED = False
 
 
 def register_format(fmt: PriceFormat | TextFormat) -> PriceFormat | TextFormat:
@@ -209,15 +209,10 @@ def register_format(fmt: PriceFormat | TextFormat) -> PriceFormat | TextFormat:
 
 
 def _load_plugins() -> None:
-    global _PLUGINS_LOADED
-    if not _PLUGINS_LOADED:
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group="sep.formats"):
-            fmt = ep.load()
-            if fmt.name not in (PRICE_READERS if isinstance(fmt, PriceFormat) else TEXT_READERS):
-                register_format(fmt)
-        _PLUGINS_LOADED = True
+    """Formats of installed plugins (`sep.formats`), each an object of either class; a built-in name wins."""
+    for fmt in plugins("sep.formats").values():
+        if fmt.name not in (PRICE_READERS if isinstance(fmt, PriceFormat) else TEXT_READERS):
+            register_format(fmt)
 
 
 def price_formats() -> dict[str, PriceFormat]:

@@ -33,7 +33,7 @@ from pydantic import PrivateAttr
 
 from sep.errors import BadInput, require_extra
 from sep.models import CATALOG, GEMMA_TEMPLATE, TRAIN_BASE_MODEL, LocalModel, ModelError, ModelNotFound, local_model
-from sep.settings import Settings
+from sep.settings import Settings, plugins
 
 LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive", "down": "Negative"}}
 _ALIASES = {"상승": "up", "하락": "down", "positive": "up", "negative": "down", "up": "up", "down": "down",
@@ -607,7 +607,6 @@ def mock_llm(script: Script | None = None, p_label: float = 0.6) -> "LLM":
 
 Backend = Callable[[Settings, Callable[[int, int], None] | None], "LLM"]
 BACKENDS: dict[str, Backend] = {}
-_PLUGINS_LOADED = False
 
 
 def register_backend(name: str) -> Callable[[Backend], Backend]:
@@ -620,14 +619,9 @@ def register_backend(name: str) -> Callable[[Backend], Backend]:
 
 
 def backends() -> dict[str, Backend]:
-    """Every backend: the built-in ones and those of installed plugins (loaded once)."""
-    global _PLUGINS_LOADED
-    if not _PLUGINS_LOADED:
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group="sep.backends"):
-            BACKENDS.setdefault(ep.name, ep.load())
-        _PLUGINS_LOADED = True
+    """Every backend: the built-in ones and those of installed plugins (a built-in name wins)."""
+    for name, factory in plugins("sep.backends").items():
+        BACKENDS.setdefault(name, factory)
     return BACKENDS
 
 

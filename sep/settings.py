@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import os
+from functools import cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from sep.errors import BadInput
+
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 # Tokens each agent may answer with: the answer's share of the context (the prompt gets the rest)
 # and, for explanations, the length the RL trainers generate.
 MAX_TOKENS = {"summarize": 200, "explain": 160, "reflect": 120}
+
+
+@cache
+def plugins(group: str) -> dict[str, Any]:
+    """What installed packages register under an entry point group (`sep.backends`,
+    `sep.formats`), loaded once per process, the way llm's plugins register models."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.load() for ep in entry_points(group=group)}
 
 
 def _default_cache() -> Path:
@@ -42,7 +55,8 @@ class Settings(BaseSettings):
     repeat_penalty: float | None = Field(None, gt=0, description="Repetition penalty; unset: the catalog's "
                                          "measured value for the model (the server's default on a server).")
     policy: Path | None = Field(
-        None, description="A trained policy (a `sep train` run folder, LoRA adapter or model folder) run with transformers."
+        None, description="A trained policy (a `sep train` run folder, LoRA adapter or model folder) run with "
+        "transformers. Needs the train extra."
     )
     api_key: str = Field("EMPTY", description="API key for the server; vLLM accepts any.")
     threads: int = Field(2, ge=1, description="CPU threads for the embedded model and torch.")
@@ -71,6 +85,15 @@ class Settings(BaseSettings):
     dedup_min_topic_size: int = Field(5, ge=2, description="Smallest BERTopic cluster.")
 
     def with_overrides(self, **flags: object) -> "Settings":
-        """Return a copy where every flag that was given (not None) wins over env/defaults."""
+        """Return a copy where every flag that was given (not None) wins over env/defaults, checked
+        by the same rules as the environment (a flag can't set what SEP_<NAME> may not)."""
         given = {k: v for k, v in flags.items() if v is not None}
-        return self.model_copy(update=given) if given else self
+        if not given:
+            return self
+        try:
+            return type(self).model_validate({**self.model_dump(), **given})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = str(err["loc"][0])
+            raise BadInput(f"{name} (its flag or SEP_{name.upper()}): {err['msg'][0].lower() + err['msg'][1:]}, "
+                           f"not {err.get('input')!r}.") from None

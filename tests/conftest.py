@@ -18,6 +18,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SEP = [sys.executable, "-m", "sep.cli"]
 
 
+# The user's model cache, read before any fixture clears SEP_*: its prepared models are linked
+# into each session's own cache (see `test_cache`).
+USER_MODELS = Path(os.environ.get("SEP_CACHE_DIR") or
+                   Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sep") / "models"
+KEPT = {"SEP_REQUIRE_CHROMIUM", "SEP_CACHE_DIR"}  # the environment every test sees (set below)
+
 PLUMBING_MODEL = "gemma-270m"  # fast; tests that only check plumbing use it (one test runs the default model)
 
 
@@ -33,7 +39,7 @@ def run(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> 
 
     from sep.cli import app
 
-    cleared = {k: None for k in os.environ if k.startswith("SEP_") and k != "SEP_REQUIRE_CHROMIUM"}
+    cleared = {k: None for k in os.environ if k.startswith("SEP_") and k not in KEPT}
     full_env = {**cleared, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
     result = CliRunner().invoke(app, list(args), env=full_env)
     stderr = result.stderr
@@ -46,7 +52,7 @@ def run(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> 
 
 def run_process(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """The CLI as a real process (the entry point, a separate interpreter), for what needs one."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SEP_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SEP_") or k in KEPT}
     full_env = {**base, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
     return subprocess.run([*SEP, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
 
@@ -55,11 +61,36 @@ def _plumbing(args: tuple[str, ...]) -> dict:
     return {} if "--base-url" in args or "--model" in args else {"SEP_MODEL": PLUMBING_MODEL}
 
 
+@pytest.fixture(scope="session")
+def test_cache(tmp_path_factory) -> Path:
+    """This session's own cache directory. Models the user already prepared are linked in, read
+    only (joining 1.4 GB of parts, or converting a model, per session is not affordable); whatever
+    a test prepares, converts or writes lands here and is gone with the session."""
+    cache = tmp_path_factory.mktemp("sep-cache")
+    (cache / "models").mkdir()
+    if USER_MODELS.is_dir():
+        for entry in USER_MODELS.iterdir():
+            if not entry.name.endswith(".partial"):
+                (cache / "models" / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    return cache
+
+
 @pytest.fixture(autouse=True)
-def no_caller_settings(monkeypatch):
-    """In-process code reads Settings() too: the caller's SEP_* variables must not reach it."""
+def no_caller_settings(monkeypatch, test_cache):
+    """In-process code reads Settings() too: the caller's SEP_* variables must not reach it, and
+    the cache is the session's own (the user's cache directory is never written)."""
     for key in [k for k in os.environ if k.startswith("SEP_") and k != "SEP_REQUIRE_CHROMIUM"]:
         monkeypatch.delenv(key)
+    monkeypatch.setenv("SEP_CACHE_DIR", str(test_cache))
+
+
+@pytest.fixture
+def mock_llm():
+    """The scripted in-process backend (default script: cite, explain with the summary's words, a
+    lesson): runs the agents, batches, best-of-n and the judge with no model and no HTTP."""
+    from sep.llm import mock_llm
+
+    return mock_llm()
 
 
 @pytest.fixture

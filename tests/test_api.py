@@ -9,24 +9,17 @@ import pytest
 
 import sep
 from sep.errors import BadInput
-from sep.llm import mock_llm
 
 from conftest import FIXTURES, table_digest
 
 
-@pytest.fixture
-def mock():
-    """The scripted in-process backend (default script: cite, explain with the summary's words, a lesson)."""
-    return mock_llm()
-
-
-def test_reflect_over_a_range_with_the_mock_backend(sample_memory, mock):
+def test_reflect_over_a_range_with_the_mock_backend(sample_memory, mock_llm):
     cfg = sep.Settings(trials=2)
     seen = []
-    run = sep.reflect(sample_memory, "005930", start="2022-05-30", end="2022-05-31", settings=cfg, llm=mock,
+    run = sep.reflect(sample_memory, "005930", start="2022-05-30", end="2022-05-31", settings=cfg, llm=mock_llm,
                       on_day=lambda result: seen.append(result.window.date))
     assert seen == ["2022-05-30", "2022-05-31"] == [r.window.date for r in run.results]
-    agents = [c["agent"] for c in mock.chat.calls]
+    agents = [c["agent"] for c in mock_llm.chat.calls]
     assert {"summarize", "explain"} <= set(agents)
     # 05-31 → 06-02 fell: the mock's 상승 is wrong, so it reflected and retried (hindsight), and stored it
     last = run.results[-1]
@@ -34,12 +27,12 @@ def test_reflect_over_a_range_with_the_mock_backend(sample_memory, mock):
     assert last.trials[0].reflection and "reflect" in agents
     stored = sample_memory.execute("SELECT count(*) FROM predictions WHERE model = 'mock'").fetchone()[0]
     assert stored == sum(len(r.trials) for r in run.results)
-    assert run.model == "mock" and run.calls == len(mock.chat.calls)
+    assert run.model == "mock" and run.calls == len(mock_llm.chat.calls)
     assert run.as_json()[0]["date"] == "2022-05-30"
 
 
-def test_forecast_and_evaluation_with_the_mock_backend(sample_memory, mock):
-    result = sep.forecast(sample_memory, "005930", "2022-05-31", best_of=3, llm=mock)
+def test_forecast_and_evaluation_with_the_mock_backend(sample_memory, mock_llm):
+    result = sep.forecast(sample_memory, "005930", "2022-05-31", best_of=3, llm=mock_llm)
     assert result.label == "up" and len(result.candidates) == 3 and 0 < result.confidence < 1
     report = sep.evaluate_forecasts(sample_memory, stock="005930", method="best-of-n").as_json()
     assert report["n"] == 1 and report["accuracy"] == 0.0  # 06-02 fell; the mock always says 상승
@@ -95,3 +88,65 @@ def test_a_batch_job_and_the_judge_on_the_mock_backend(sample_memory, db_path, t
     audits = audited.data["audits"]
     assert len(audits) == 2 and all(a["judge"] == {"relevance": 4, "clarity": 4, "consistency": 4} for a in audits)
     assert audited.html.exists() and audited.json.exists()
+
+
+def test_a_batch_stores_what_reflect_and_forecast_store(sample_memory, db_path, tmp_path, mock_llm):
+    """A batch job runs `sep.reflect` and `sep.forecast` per day: the same answers, trials and
+    best-of-n choices as calling them one day at a time."""
+    job = tmp_path / "job.toml"
+    job.write_text('name = "same"\nstocks = ["005930"]\nstart = "2022-05-27"\nend = "2022-05-31"\n'
+                   'trials = 2\nbest_of = 2\n')
+    report = sep.run_batch(job, settings=sep.Settings(db=db_path), llm_factory=lambda cfg: mock_llm)
+    assert (report.done, report.failed) == (3, 0)
+    other = sep.open_memory(tmp_path / "one_by_one.db")
+    sep.import_sample(other)
+    cfg = sep.Settings(trials=2)
+    for day in sep.decision_days(other, "005930", start="2022-05-27", end="2022-05-31"):
+        sep.reflect(other, "005930", date=day, settings=cfg, llm=mock_llm)
+        sep.forecast(other, "005930", day, best_of=2, settings=cfg, llm=mock_llm)
+    rows = "SELECT date, method, trial, label, explanation FROM predictions ORDER BY date, method, trial"
+    batch, single = sample_memory.execute(rows).fetchall(), other.execute(rows).fetchall()
+    assert len(batch) >= 3 + 3 and {r[1] for r in batch} == {"reflect", "best-of-n"}
+    assert batch == single
+
+
+def test_an_installed_plugin_adds_a_backend_and_a_format(memory, tmp_path, monkeypatch):
+    """A package that declares `sep.backends` / `sep.formats` entry points is picked up by name,
+    with no change to sep: here a distribution installed into a folder on sys.path."""
+    from sep import ingest, llm
+    from sep.settings import plugins
+
+    site = tmp_path / "site"
+    (site / "sep_plugin_demo-0.1.dist-info").mkdir(parents=True)
+    (site / "sep_plugin_demo-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: sep-plugin-demo\nVersion: 0.1\n")
+    (site / "sep_plugin_demo-0.1.dist-info" / "entry_points.txt").write_text(
+        "[sep.backends]\nechoes = sep_plugin_demo:backend\n\n[sep.formats]\ntabbed = sep_plugin_demo:tabbed\n")
+    (site / "sep_plugin_demo.py").write_text('''
+import sep
+from sep import ingest
+
+def backend(cfg, progress=None):
+    return sep.mock_llm(lambda agent, prompt: "하락\\n" + prompt[-40:] if agent == "explain" else "- 요약 [t1]")
+
+def _read(parsed, text, stock):
+    for parsed.line, line in enumerate(text.splitlines()[1:], 2):
+        day, close = line.split("\\t")
+        ingest._add_price(parsed, ingest.PriceRow(stock, ingest.parse_date(day), None, None, None, float(close), None))
+
+tabbed = ingest.PriceFormat("tabbed", lambda line: line == "day\\tclose", _read)
+''')
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(llm, "BACKENDS", dict(llm.BACKENDS))
+    monkeypatch.setattr(ingest, "PRICE_READERS", dict(ingest.PRICE_READERS))
+    plugins.cache_clear()
+    try:
+        assert "echoes" in llm.backends() and "echoes" not in ingest.price_formats()
+        model = sep.make_llm(sep.Settings(backend="echoes"))
+        assert model.name == "mock" and model.chat.script("summarize", "x") == "- 요약 [t1]"
+        path = tmp_path / "005930.tsv"
+        path.write_text("day\tclose\n2022-05-30\t67700\n2022-05-31\t67400\n", encoding="utf-8")
+        report = sep.import_prices(memory, [path]).files[0]
+        assert report.format == "tabbed" and report.rows_added == 2
+    finally:
+        plugins.cache_clear()

@@ -111,6 +111,23 @@ def test_help_keeps_bracketed_text(db_path):
     assert "--kl-coef" in ppo and "--kl-coef" not in shown
 
 
+def test_setting_flags_take_default_env_and_limits_from_settings(db_path):
+    """A flag that overrides a setting is built from its `Settings` field: help can't show another
+    default than the run uses, and a flag can't set what SEP_<NAME> may not."""
+    import re
+
+    from sep.settings import Settings
+
+    shown = "".join(run(*cmd, "--help", db=db_path, env={"COLUMNS": "250"}).stdout
+                    for cmd in (["reflect"], ["dedup"], ["data", "show"], ["demo"], ["train", "sft"]))
+    found = set(re.findall(r"\[env SEP_([A-Z_]+), default ([^\]]+)\]", shown))
+    assert {"TRIALS", "WINDOW_DAYS", "DEDUP_TOP_K", "DEDUP_NEAR_THRESHOLD", "THREADS", "SEED", "DB"} <= {n for n, _ in found}
+    assert all(default == str(Settings.model_fields[name.lower()].default) for name, default in found), found
+    bad = run("dedup", "--stock", "005930", "--near-threshold", "0", db=db_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "dedup_near_threshold (its flag or SEP_DEDUP_NEAR_THRESHOLD): input should be greater than 0" in bad.stderr
+
+
 def test_a_built_wheel_reflects_outside_the_checkout(tmp_path, sample_memory, db_path):
     """Prompts, migrations and templates are package data: a wheel, not the checkout, must carry them."""
     import subprocess

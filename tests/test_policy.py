@@ -13,9 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def hf_model_dir():
-    """Converted once per machine into the user cache (about a minute), like a user's first run."""
-    return prepare_hf_model(Settings().cache_dir)
+def hf_model_dir(test_cache):
+    """The session's cache links the user's converted model; without one it converts it (about a minute)."""
+    return prepare_hf_model(test_cache)
 
 
 def test_prepared_folder_carries_the_one_chat_template(hf_model_dir):
