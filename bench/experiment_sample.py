@@ -62,7 +62,7 @@ def main() -> None:
 
         Deduplicator(db, DedupConfig.from_settings(cfg), threads=cfg.threads).run("005930")
         err.print(f"dedup: {time.perf_counter() - started:.0f} s")
-    job = Job(path=folder / "bench.toml", name="bench-sample", stocks=["005930"], start="2022-05-02", end="2022-05-31",
+    job = Job(name="bench-sample", stocks=["005930"], start="2022-05-02", end="2022-05-31",
               trials=args.trials)
     exp = ExperimentConfig(train_start="2022-05-02", train_end="2022-05-17", test_start="2022-05-20",
                            test_end="2022-05-31", arms=args.arms.split(","), steps=args.steps, best_of=args.best_of)

@@ -22,11 +22,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
 import datetime as dt
 
 import sqlite_utils
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
+                      model_validator)
 
 from sep.errors import BadInput
 from sep.memory import now_iso, open_memory, transaction
@@ -34,66 +36,110 @@ from sep.settings import Settings
 from sep.window import DecisionWindow, decision_window, parse_day, trading_days
 
 
-@dataclass
-class Job:
-    """A job file: what to run, and against which model."""
+def _day(value: Any) -> Any:
+    """TOML gives dates as `datetime.date`, quoted ones as strings; both become ISO days."""
+    if isinstance(value, dt.date):
+        value = value.isoformat()
+    return parse_day(value) if isinstance(value, str) else value
 
-    path: Path
-    name: str
-    stocks: list[str]
-    start: str
-    end: str
-    trials: int = 3
-    concurrency: int = 8
-    base_url: str | None = None
-    model: str | None = None
-    window_days: int | None = None
-    dedup: bool = False
-    best_of: int | None = None
-    policy: Path | None = None
-    reward: Path | None = None
-    experiment: object | None = None  # sep.experiment.ExperimentConfig from an [experiment] table
+
+def _stocks(value: Any) -> Any:
+    """`stocks = "005930"` means one stock; codes are normalised as imports do (5930 → 005930)."""
+    from sep.ingest import normalise_stock
+
+    value = [value] if isinstance(value, str) else value
+    return [normalise_stock(v) if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+
+def _path(value: Any, info: ValidationInfo) -> Any:
+    if value is None or isinstance(value, Path):
+        return value
+    if not isinstance(value, str):
+        raise BadInput(f"{info.field_name} must be a quoted path, not {value!r}.")
+    return Path(value)
+
+
+def _experiment(value: Any) -> Any:
+    """The `[experiment]` table becomes a checked `sep.experiment.ExperimentConfig`."""
+    if value is None:
+        return None
+    from sep.experiment import ExperimentConfig
+
+    if not isinstance(value, dict):
+        raise BadInput("[experiment] must be a table.")
+    try:
+        return ExperimentConfig.from_table(dict(value))
+    except TypeError as exc:
+        raise BadInput(f"[experiment] {exc}") from None
+
+
+Day = Annotated[str, BeforeValidator(_day)]
+RunPath = Annotated[Path | None, BeforeValidator(_path)]
+
+
+class LLMTable(BaseModel):
+    """The `[llm]` table of a job file."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    base_url: str | None = Field(None, description="An OpenAI-compatible server (vLLM), like http://gpu:8000/v1.")
+    model: str | None = Field(None, description="Its model id; without `base_url`, the embedded catalog model "
+                              "(`sep models list`; default qwen2.5-coder-1.5b).")
+
+
+class Job(BaseModel):
+    """A job file: what to run, and against which model. The one schema of jobs/*.toml: strict types,
+    no unknown key at any level, sensible ranges; each field's description is its documentation."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, description="The job's name: its results, failures and timings are kept under it.")
+    stocks: Annotated[list[str], BeforeValidator(_stocks)] = Field(
+        min_length=1, description="Codes or tickers; their prices (and texts) must be in memory.")
+    start: Day = Field(description="First day of the range.")
+    end: Day = Field(description="Last day; every trading day in the range with a known next close is decided.")
+    trials: int = Field(3, ge=1, description="Explain attempts per day, reflecting between them.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight against the server (the embedded model takes 1).")
+    window_days: int | None = Field(None, ge=1, description="Calendar days of text per decision (default: SEP_WINDOW_DAYS, 5).")
+    dedup: bool = Field(False, description="Run `sep dedup` on each stock first.")
+    best_of: int | None = Field(None, ge=1, description="Also store a best-of-n forecast per day (`sep predict`).")
+    policy: RunPath = Field(None, description="A trained policy run that answers instead of the model.")
+    reward: RunPath = Field(None, description="A `sep train reward` run that picks the best-of-n candidate.")
+    llm: LLMTable = LLMTable()
+    experiment: Annotated[Any, AfterValidator(_experiment)] = Field(
+        None, description="For `sep experiment run`: train_start, train_end, test_start, test_end (train_end < "
+        "test_start), arms, steps, best_of, retrain_every.")
+
+    @model_validator(mode="after")
+    def _range(self) -> "Job":
+        if self.start > self.end:
+            raise BadInput(f"start {self.start} is after end {self.end}.")
+        return self
+
+    @property
+    def base_url(self) -> str | None:
+        return self.llm.base_url
+
+    @property
+    def model(self) -> str | None:
+        return self.llm.model
 
     def settings(self, base: Settings) -> Settings:
         return base.with_overrides(base_url=self.base_url, model=self.model, policy=self.policy, trials=self.trials,
                                    window_days=self.window_days)
 
 
-class _LLMTable(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    base_url: str | None = None
-    model: str | None = None
-
-
-class JobFile(BaseModel):
-    """The schema of a job file: strict types, no unknown keys at any level, sensible ranges."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    name: str = Field(min_length=1)
-    stocks: list[str] = Field(min_length=1)
-    start: str | dt.date
-    end: str | dt.date
-    trials: int = Field(3, ge=1)
-    concurrency: int = Field(8, ge=1)
-    window_days: int | None = Field(None, ge=1)
-    dedup: bool = False
-    best_of: int | None = Field(None, ge=1)
-    policy: str | None = None
-    reward: str | None = None
-    llm: _LLMTable = _LLMTable()
-    experiment: dict | None = None  # checked by sep.experiment.ExperimentConfig
-
-
 def _schema_error(path: Path, exc: ValidationError) -> BadInput:
     """The first schema error as one sentence that names the key."""
     errors = exc.errors()
+    for err in errors:  # a check of ours (a date, the range, [experiment]) already says it in a sentence
+        if isinstance(err.get("ctx", {}).get("error"), BadInput):
+            return BadInput(f"{path}: {err['ctx']['error']}")
     missing = [".".join(map(str, e["loc"])) for e in errors if e["type"] == "missing"]
     if missing:
         return BadInput(f"{path} needs {', '.join(missing)} (see jobs/README.md).")
     err = errors[0]
     key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "(top level)"
     if err["type"] == "extra_forbidden":
-        table = JobFile if len(err["loc"]) == 1 else _LLMTable
+        table = Job if len(err["loc"]) == 1 else LLMTable
         return BadInput(f"{path}: unknown key {key}; allowed: {', '.join(table.model_fields)} (see jobs/README.md).")
     got = err.get("input")
     shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
@@ -102,8 +148,6 @@ def _schema_error(path: Path, exc: ValidationError) -> BadInput:
 
 def load_job(path: Path) -> Job:
     """Parse and check a job file; every mistake is one sentence (exit 2) naming the key."""
-    from sep.ingest import normalise_stock
-
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -111,29 +155,10 @@ def load_job(path: Path) -> Job:
         raise BadInput(f"Can't read the job file {path}: {exc.strerror}.") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{path} is not valid TOML: {exc}") from None
-    if isinstance(data.get("stocks"), str):  # `stocks = "005930"` means one stock
-        data["stocks"] = [data["stocks"]]
     try:
-        spec = JobFile.model_validate(data)
+        return Job.model_validate(data)
     except ValidationError as exc:
         raise _schema_error(path, exc) from None
-    job = Job(path=path, name=spec.name, stocks=[normalise_stock(s) for s in spec.stocks],
-              start=parse_day(str(spec.start)), end=parse_day(str(spec.end)), trials=spec.trials,
-              concurrency=spec.concurrency, base_url=spec.llm.base_url, model=spec.llm.model,
-              window_days=spec.window_days, dedup=spec.dedup, best_of=spec.best_of,
-              policy=Path(spec.policy) if spec.policy else None, reward=Path(spec.reward) if spec.reward else None)
-    if job.start > job.end:
-        raise BadInput(f"{path}: start {job.start} is after end {job.end}.")
-    if spec.experiment is not None:
-        from sep.experiment import ExperimentConfig
-
-        try:
-            job.experiment = ExperimentConfig.from_table(dict(spec.experiment))
-        except BadInput as exc:
-            raise BadInput(f"{path}: {exc}") from None
-        except TypeError as exc:
-            raise BadInput(f"{path}: [experiment] {exc}") from None
-    return job
 
 
 def stock_days(db: sqlite_utils.Database, job: Job) -> list[tuple[str, str]]:

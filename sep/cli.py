@@ -23,6 +23,7 @@ from rich.text import Text
 from rich.table import Table
 
 from sep import api
+from sep.batch import Job
 from sep.errors import BadInput, missing_extra
 from sep.settings import Settings
 from sep.window import LABEL_KO
@@ -50,19 +51,24 @@ def setting(name: str, *decls: str, help: str | None = None, **kw: Any) -> Any:
     """The type of a flag that overrides the setting `name`. Its type, limits, env variable and
     default come from `Settings` (the one source; `help` defaults to the field's description),
     so `--help` can't drift from what a run uses."""
+    return _field_flag(Settings, name, decls, help, f"env SEP_{name.upper()}", kw)
+
+
+def _field_flag(owner: Any, name: str, decls: tuple[str, ...], help: str | None, source: str, kw: dict) -> Any:
+    """A flag from the pydantic field `owner.name`: its type, limits, description and default."""
     import typing
 
     from annotated_types import Ge, Gt, Le, Lt
 
-    field = Settings.model_fields[name]
+    field = owner.model_fields[name]
     kind = next(a for a in (typing.get_args(field.annotation) or (field.annotation,)) if a is not type(None))
-    for m in field.metadata:  # Gt/Lt also reach with_overrides, which refuses the bound itself
+    for m in field.metadata:  # Gt/Lt also reach the model's own check, which refuses the bound itself
         if isinstance(m, (Ge, Gt)):
             kw.setdefault("min", getattr(m, "ge", getattr(m, "gt", None)))
         elif isinstance(m, (Le, Lt)):
             kw.setdefault("max", getattr(m, "le", getattr(m, "lt", None)))
     default = "" if field.default is None or field.default_factory else f", default {field.default}"
-    text = (help or field.description or "").replace("[", "\\[") + f" \\[env SEP_{name.upper()}{default}]"
+    text = (help or field.description or "").replace("[", "\\[") + f" \\[{source}{default}]"
     return Annotated[Optional[kind], typer.Option(*(decls or ("--" + name.replace("_", "-"),)), help=text, **kw)]
 
 
@@ -754,7 +760,7 @@ JobArg = Annotated[Path, typer.Argument(help="A job file, e.g. jobs/sample.toml 
 @batch_app.command("run")
 def batch_run_cmd(
     job_file: JobArg,
-    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight (overrides the file).")] = None,
+    concurrency: _field_flag(Job, "concurrency", (), None, "overrides the file's concurrency", {}) = None,
     restart: Annotated[bool, typer.Option("--restart", help="The job file changed (model, trials, window, prompts, ...): forget its finished days and redo them all.")] = False,
     db: DbOpt = None,
     as_json: JsonOpt = False,

@@ -111,6 +111,9 @@ JOB = 'name = "x"\nstocks = ["005930"]\nstart = "2022-05-02"\nend = "2022-05-31"
     (JOB + "concurrency = 0\n", "concurrency: input should be greater than or equal to 1"),
     (JOB + 'dedup = "yes"\n', "dedup: input should be a valid boolean"),
     ('name = "x"\n', "needs stocks, start, end"),
+    (JOB + "policy = 5\n", "policy must be a quoted path, not 5"),
+    (JOB.replace('"2022-05-02"', '"2022-06-02"'), "start 2022-06-02 is after end 2022-05-31"),
+    (JOB + '[experiment]\ntrain_start = "2022-05-02"\n', "[experiment] needs train_end, test_start, test_end"),
 ])
 def test_job_files_are_validated_strictly(tmp_path, text, says):
     from sep.batch import load_job
@@ -121,6 +124,19 @@ def test_job_files_are_validated_strictly(tmp_path, text, says):
     with pytest.raises(BadInput) as caught:
         load_job(path)
     assert says in str(caught.value) and str(caught.value).count(". ") <= 1  # one sentence
+
+
+def test_every_job_key_is_documented_in_jobs_readme():
+    """`sep.batch.Job` is the one schema; jobs/README.md's table must name each of its keys."""
+    import re
+    from pathlib import Path
+
+    from sep.batch import Job, LLMTable
+
+    table = (Path(__file__).resolve().parent.parent / "jobs" / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`([a-z_]+)`", table.split("| key | meaning |")[1].split("\n\n")[0]))
+    assert set(Job.model_fields) | set(LLMTable.model_fields) <= documented | {"llm", "experiment"}
+    assert "[llm]" in table and "[experiment]" in table
 
 
 def test_a_valid_job_file_still_loads(tmp_path):

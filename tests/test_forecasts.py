@@ -286,7 +286,7 @@ def test_arms_that_train_say_so_when_the_train_extra_is_missing(sample_memory, m
 
     monkeypatch.setitem(sys.modules, "trl", None)  # as if the extra were not installed
     exp = ExperimentConfig("2022-05-02", "2022-05-13", "2022-05-19", "2022-05-31", arms=["base", "sft"])
-    job = Job(path=Path("x.toml"), name="x", stocks=["005930"], start="2022-05-02", end="2022-05-31")
+    job = Job(name="x", stocks=["005930"], start="2022-05-02", end="2022-05-31")
     with pytest.raises(BadInput, match=r"Arms sft need the train extra .*pip install"):
         Experiment(sample_memory, job, exp, Settings(), lambda cfg: None).run()
 
