@@ -206,19 +206,32 @@ def load_topic_model(fmt: str, blob: bytes) -> Any:
 # ---------------------------------------------------------------- the orchestrator
 
 
+def _setting(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
 @dataclass
 class DedupConfig:
     """Everything that shapes a dedup result; stored with each run (`dedup_runs.params`)."""
 
-    top_k: int = 10                 # representatives per (stock, day)
-    near_threshold: float = 0.85    # cosine similarity for same-story paraphrases
-    min_topic_size: int = 5
+    # what a user sets has its default, limits and help in `Settings` (SEP_DEDUP_*, SEP_EMBEDDER, ...)
+    top_k: int = _setting("dedup_top_k")                    # representatives per (stock, day)
+    near_threshold: float = _setting("dedup_near_threshold")  # cosine similarity for same-story paraphrases
+    min_topic_size: int = _setting("dedup_min_topic_size")
     n_neighbors: int = 15
     n_components: int = 5
     body_chars: int = 200           # how much of a body joins the title for embedding/topics
-    embedder: str = "use"
+    embedder: str = _setting("embedder")
     offtopic: str | None = None     # TOML path; None: the packaged offtopic.toml
-    seed: int = 0
+    seed: int = _setting("seed")
+
+    def __post_init__(self) -> None:
+        """The same limits as SEP_DEDUP_* for a config built in code."""
+        Settings().with_overrides(dedup_top_k=self.top_k, dedup_near_threshold=self.near_threshold,
+                                  dedup_min_topic_size=self.min_topic_size)  # BadInput on a bad value
+        if self.n_neighbors < 2 or self.n_components < 1 or self.body_chars < 0:
+            raise BadInput(f"n_neighbors must be >= 2, n_components >= 1 and body_chars >= 0; got "
+                           f"{self.n_neighbors}, {self.n_components}, {self.body_chars}.")
 
     @classmethod
     def from_settings(cls, cfg: Settings) -> "DedupConfig":

@@ -266,3 +266,20 @@ def test_every_sub_model_can_be_swapped_in_process(tmp_path):
     assert flags and all(f.startswith(("keyword:ads:리딩방", "topic:ads")) for f in flags)  # only the rule given
     assert db.execute("SELECT embedder FROM topic_models").fetchone()[0] == "hashed-words-64"
     db.conn.close()
+
+
+def test_dedup_config_takes_defaults_and_limits_from_settings():
+    """A config built in code (the API, a bench) is checked like SEP_DEDUP_* and defaults like it."""
+    from sep.dedup import DedupConfig
+    from sep.errors import BadInput
+    from sep.settings import Settings
+
+    cfg, defaults = DedupConfig(), Settings()
+    assert (cfg.top_k, cfg.near_threshold, cfg.min_topic_size, cfg.embedder, cfg.seed) == (
+        defaults.dedup_top_k, defaults.dedup_near_threshold, defaults.dedup_min_topic_size, defaults.embedder,
+        defaults.seed)
+    assert DedupConfig.from_settings(Settings(dedup_top_k=3)).top_k == 3
+    with pytest.raises(BadInput, match="dedup_near_threshold .* greater than 0"):
+        DedupConfig(near_threshold=0)
+    with pytest.raises(BadInput, match="n_neighbors must be >= 2"):
+        DedupConfig(n_neighbors=1)
