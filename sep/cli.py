@@ -75,7 +75,11 @@ def _field_flag(owner: Any, name: str, decls: tuple[str, ...], help: str | None,
 DbOpt = setting("db", help="Memory database (SQLite long-term memory).")
 StockOpt = Annotated[Optional[str], typer.Option("--stock", help="Stock code (005930) or ticker (AAPL).")]
 StockArg = Annotated[str, typer.Option("--stock", help="Stock code (005930) or ticker (AAPL).")]  # required
-DateArg = Annotated[str, typer.Option("--date", help="Decide at the end of D (YYYY-MM-DD); holidays are fine.")]
+_DATE = typer.Option("--date", help="Decide at the end of D (YYYY-MM-DD); holidays are fine.")
+DateArg = Annotated[str, _DATE]  # required
+DateOpt = Annotated[Optional[str], _DATE]
+StartOpt = Annotated[Optional[str], typer.Option("--start", help="First day of the range (YYYY-MM-DD).")]
+EndOpt = Annotated[Optional[str], typer.Option("--end", help="Last day of the range.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 TrialsOpt = setting("trials")
 WindowDaysOpt = setting("window_days")
@@ -396,9 +400,9 @@ def models_prepare(name: Annotated[str, typer.Argument(help="A catalog name from
 @app.command("reflect")
 def reflect_cmd(
     stock: StockArg,
-    date: Annotated[Optional[str], typer.Option("--date", help="Decide at the end of D (YYYY-MM-DD); holidays are fine.")] = None,
-    start: Annotated[Optional[str], typer.Option("--start", help="First day of a range (each trading day in it is run).")] = None,
-    end: Annotated[Optional[str], typer.Option("--end", help="Last day of the range.")] = None,
+    date: DateOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
     trials: TrialsOpt = None,
     window_days: WindowDaysOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every prompt it would send (texts included) and call no model.")] = False,
@@ -519,8 +523,8 @@ def pairs_export_cmd(
 @app.command("dedup")
 def dedup_cmd(
     stock: StockArg,
-    start: Annotated[Optional[str], typer.Option("--start", help="First day to consider (default: the stock's first text).")] = None,
-    end: Annotated[Optional[str], typer.Option("--end", help="Last day to consider (default: the last text).")] = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
     refit: Annotated[bool, typer.Option("--refit", help="Refit the topic model on every day in range and redecide them all.")] = False,
     top_k: setting("dedup_top_k", "--top-k") = None,
     near_threshold: setting("dedup_near_threshold", "--near-threshold") = None,
@@ -537,8 +541,8 @@ def dedup_cmd(
     Steps: exact duplicates (normalised titles), near duplicates (embedding similarity within a
     day), BERTopic clusters (kiwipiepy nouns, multilingual embeddings), off-topic flags (seed
     keywords on texts and whole clusters). Afterwards `sep reflect` summarises only the
-    representatives of deduplicated days. A rerun only handles days with new texts, using the
-    stored topic model, unless --refit.
+    representatives of deduplicated days. Without --start/--end it takes every day with texts. A
+    rerun only handles days with new texts, using the stored topic model, unless --refit.
 
     Examples:
       sep dedup --stock 005930
@@ -814,16 +818,14 @@ def batch_status_cmd(job_file: JobArg, db: DbOpt = None, as_json: JsonOpt = Fals
 
 ScopeStock = Annotated[Optional[str], typer.Option("--stock", help="One stock code or ticker.")]
 ScopeJob = Annotated[Optional[Path], typer.Option("--job", help="A job file: its stocks and range.")]
-ScopeStart = Annotated[Optional[str], typer.Option("--start", help="First decision day.")]
-ScopeEnd = Annotated[Optional[str], typer.Option("--end", help="Last decision day.")]
 
 
 @app.command("eval")
 def eval_cmd(
     stock: ScopeStock = None,
     job: ScopeJob = None,
-    start: ScopeStart = None,
-    end: ScopeEnd = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
     method: Annotated[Optional[str], typer.Option("--method", help="Forecasts to score: reflect (trial 0) or best-of-n \\[reflect when stored].")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="The model or policy whose forecasts to score (needed when several answered).")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Backtest: stay flat below this confidence.")] = None,
@@ -982,8 +984,8 @@ def audit_cmd(
     out: Annotated[Path, typer.Option("--out", help="HTML report to write; its JSON twin goes beside it (.json).")],
     stock: ScopeStock = None,
     job: ScopeJob = None,
-    start: ScopeStart = None,
-    end: ScopeEnd = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
     judge: Annotated[bool, typer.Option("--judge", help="Also have the configured LLM score relevance, clarity, consistency (1-7).")] = False,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
