@@ -81,10 +81,16 @@ class Prompt:
 
 
 def load_prompt(lang: str, name: str, prompts_dir: Path | None = None) -> Prompt:
-    """`<prompts_dir or the package's>/<lang>/<name>.toml`: a `system` string, then either a `user`
-    string or `[[turns]]` of {role, content} (a conversation that ends with the user), and optional
-    `[[examples]]` of {user, assistant}."""
-    path = Path(prompts_dir or PROMPTS_DIR) / lang / f"{name}.toml"
+    """`<prompts_dir>/<lang>/<name>.toml` if the folder has it, else the packaged file: a `system`
+    string, then either a `user` string or `[[turns]]` of {role, content} (a conversation that ends
+    with the user), and optional `[[examples]]` of {user, assistant}."""
+    path = PROMPTS_DIR / lang / f"{name}.toml"
+    if prompts_dir is not None:  # a user folder overrides file by file; what it lacks stays packaged
+        if not Path(prompts_dir).is_dir():
+            raise BadInput(f"The prompts folder {prompts_dir} does not exist (it holds <lang>/<agent>.toml files, "
+                           f"like sep/prompts).")
+        if (Path(prompts_dir) / lang / f"{name}.toml").exists():
+            path = Path(prompts_dir) / lang / f"{name}.toml"
     try:
         text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text)

@@ -325,6 +325,7 @@ def _one_of(value: str | None, flag: str, choices: tuple[str, ...]) -> str | Non
 
 SummarizerOpt = setting("summarizer", callback=lambda v: _one_of(v, "--summarizer", ("model", "extractive")))
 ThreadsOpt = setting("threads")
+PromptsOpt = setting("prompts")
 
 
 def _model_bars() -> Bars:
@@ -411,6 +412,7 @@ def reflect_cmd(
     model: ModelOpt = None,
     policy: PolicyOpt = None,
     threads: ThreadsOpt = None,
+    prompts: PromptsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -426,7 +428,7 @@ def reflect_cmd(
       sep reflect --stock 005930 --date 2022-06-01 --base-url http://gpu:8000/v1 --model google/gemma-3-1b-it
     """
     with user_errors():
-        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, trials=trials,
+        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, trials=trials, prompts=prompts,
                        window_days=window_days, summarizer=summarizer)
         memory = api.open_memory(cfg.db, must_exist=True)
         days = api.decision_days(memory, stock, date=date, start=start, end=end)
@@ -719,6 +721,7 @@ def predict_cmd(
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
+    prompts: PromptsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -732,7 +735,7 @@ def predict_cmd(
       sep predict --stock 005930 --date 2022-06-01 --best-of 8 --policy runs/ppo --reward runs/rm --json
     """
     with user_errors():
-        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads)
+        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, prompts=prompts)
         memory = api.open_memory(cfg.db, must_exist=True)
         with model_errors(), _model_bars() as progress:
             forecast = api.forecast(memory, stock, date, best_of=best_of, reward=reward, temperature=temperature,
@@ -766,6 +769,7 @@ def batch_run_cmd(
     job_file: JobArg,
     concurrency: _field_flag(Job, "concurrency", (), None, "overrides the file's concurrency", {}) = None,
     restart: Annotated[bool, typer.Option("--restart", help="The job file changed (model, trials, window, prompts, ...): forget its finished days and redo them all.")] = False,
+    prompts: PromptsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -789,7 +793,7 @@ def batch_run_cmd(
         progress = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
         with model_errors(" Finished days are stored; rerun to continue."), progress:
-            report = api.run_batch(job_file, settings=settings(db=db), concurrency=concurrency, restart=restart,
+            report = api.run_batch(job_file, settings=settings(db=db, prompts=prompts), concurrency=concurrency, restart=restart,
                                    progress=stage_progress(progress))
     if as_json:
         print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
@@ -917,6 +921,7 @@ app.add_typer(experiment_app, name="experiment")
 @experiment_app.command("run")
 def experiment_run_cmd(
     job_file: Annotated[Path, typer.Argument(help="A job file with an \\[experiment] table (see jobs/README.md).")],
+    prompts: PromptsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -935,7 +940,7 @@ def experiment_run_cmd(
         progress = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
         with model_errors(" Finished steps are stored; rerun to continue."), progress:
-            result = api.run_experiment(job_file, settings=settings(db=db), progress=stage_progress(progress)).report
+            result = api.run_experiment(job_file, settings=settings(db=db, prompts=prompts), progress=stage_progress(progress)).report
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return
@@ -989,6 +994,7 @@ def audit_cmd(
     judge: Annotated[bool, typer.Option("--judge", help="Also have the configured LLM score relevance, clarity, consistency (1-7).")] = False,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
+    prompts: PromptsOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Audit every stored explanation (consistency, grounding with cited ids, no dates after D) into an HTML report.
@@ -998,7 +1004,7 @@ def audit_cmd(
       sep audit --job jobs/sample.toml --out reports/sample.html --judge --base-url http://gpu:8000/v1
     """
     with user_errors():
-        cfg = settings(db=db, base_url=base_url, model=model)
+        cfg = settings(db=db, base_url=base_url, model=model, prompts=prompts)
         memory = api.open_memory(cfg.db, must_exist=True)
         with model_errors(), _model_bars() as progress:
             audited = api.audit_explanations(memory, out, stock=stock, job=job, start=start, end=end, judge=judge,
@@ -1019,6 +1025,7 @@ def demo_cmd(
     fast: Annotated[bool, typer.Option("--fast", help="Extractive summaries (the day's top titles): the model only explains and reflects.")] = False,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
+    prompts: PromptsOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """The main job on the bundled sample: import it, `sep dedup` it, then `sep reflect` with the embedded model.
@@ -1028,7 +1035,7 @@ def demo_cmd(
     ~/.cache/sep. Every generated text is shown with its quality flags (⚑), if any.
     """
     with user_errors():
-        cfg = settings(db=db, trials=trials, summarizer="extractive" if fast else None, base_url=base_url,
+        cfg = settings(db=db, trials=trials, summarizer="extractive" if fast else None, base_url=base_url, prompts=prompts,
                        model=model, threads=threads)
         memory = api.open_memory(cfg.db)
         _print_reports(api.import_sample(memory).files, as_json=False)

@@ -71,8 +71,8 @@ class Settings(BaseSettings):
     timeout: float = Field(120.0, gt=0, description="Seconds before one LLM request gives up.")
     retries: int = Field(3, ge=1, description="Attempts per LLM request (exponential backoff).")
     seed: int = Field(0, description="Seed for sampling and anything random.")
-    prompts: Path | None = Field(None, description="A folder of prompt files (<lang>/<agent>.toml) overriding the "
-                                 "packaged sep/prompts.")
+    prompts: Path | None = Field(None, description="A folder of prompt files (<lang>/<agent>.toml, like sep/prompts); "
+                                 "each file it holds replaces the packaged one.")
     summarizer: str = Field("model", pattern="^(model|extractive)$", description="`model`: the LLM writes cited "
                             "points (falling back to `extractive` when they fail the quality check); `extractive`: "
                             "the day's top representative titles, no model call.")

@@ -203,3 +203,26 @@ def test_dry_run_prints_untrusted_titles_verbatim(sample_memory, db_path, tmp_pa
     dry = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", db=db_path)
     assert dry.returncode == 0, dry.stderr
     assert "닫는 태그 [/] 와 [bold red]강조[/bold red]" in dry.stdout
+
+
+def test_a_prompts_folder_replaces_only_the_files_it_holds(sample_memory, db_path, tmp_path):
+    """`--prompts DIR` with just ko/explain.toml: the explain prompt is the user's, the summarize
+    prompt stays packaged; a folder that doesn't exist is one sentence and exit 2."""
+    from sep.agents import PROMPTS_DIR
+
+    sample_memory.conn.close()
+    mine = tmp_path / "prompts" / "ko"
+    mine.mkdir(parents=True)
+    packaged = (PROMPTS_DIR / "ko" / "explain.toml").read_text(encoding="utf-8")
+    mine.joinpath("explain.toml").write_text(packaged.replace('system = """', 'system = """[내 프롬프트] ', 1),
+                                             encoding="utf-8")
+    assert "[내 프롬프트]" in mine.joinpath("explain.toml").read_text(encoding="utf-8")
+    dry = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", "--prompts", str(tmp_path / "prompts"),
+              db=db_path)
+    assert dry.returncode == 0, dry.stderr
+    explain = dry.stdout.split("── explain prompt ──")[1]
+    summarize = dry.stdout.split("── summarize prompt ──")[1].split("──")[0]
+    assert "[내 프롬프트]" in explain and "[내 프롬프트]" not in summarize and summarize.strip()
+    missing = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", "--prompts", str(tmp_path / "nope"),
+                  db=db_path)
+    assert missing.returncode == 2 and "The prompts folder" in missing.stderr and missing.stderr.count("\n") == 1
