@@ -158,8 +158,10 @@ def test_a_user_prompt_folder_overrides_the_package(tmp_path: Path):
     (tmp_path / "ko").mkdir()
     (tmp_path / "ko" / "explain.toml").write_text('system = "S"\nuser = "U {date}"\n', encoding="utf-8")
     assert load_prompt("ko", "explain", tmp_path).messages(date="D")[-1]["content"] == "U D"
-    with pytest.raises(BadInput, match="summarize.toml"):
-        load_prompt("ko", "summarize", tmp_path)
+    # a file the folder doesn't hold stays packaged; a folder that doesn't exist is bad input
+    assert load_prompt("ko", "summarize", tmp_path).version == load_prompt("ko", "summarize").version
+    with pytest.raises(BadInput, match="The prompts folder .*nope does not exist"):
+        load_prompt("ko", "summarize", tmp_path / "nope")
 
 
 def test_an_english_prompt_says_so_in_english(sample_memory):
