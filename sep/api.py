@@ -49,13 +49,6 @@ def _cfg(settings: Settings | None) -> Settings:
     return settings if settings is not None else Settings()
 
 
-def _model(cfg: Settings, llm: Any, progress: Progress | None) -> Any:
-    """`llm`, or the configured model, its preparation reported as the stage "preparing the model"."""
-    if llm is not None:
-        return llm
-    return make_llm(cfg, (lambda done, total: progress("preparing the model", done, total)) if progress else None)
-
-
 def _stdout_to_stderr() -> Any:
     """Trainers and TRL print logs; a CLI's stdout must stay the report (--json)."""
     return redirect_stdout(sys.stderr)
@@ -162,11 +155,12 @@ def deduplicate(db: sqlite_utils.Database, stock: str, *, start: str | None = No
 # ---------------------------------------------------------------- agents
 
 
-def make_llm(settings: Settings | None = None, progress: Callable[[int, int], None] | None = None) -> Any:
-    """The configured model: `backend` by name, else a server (`base_url`), a trained `policy`, or the embedded one."""
+def make_llm(settings: Settings | None = None, progress: Progress | None = None) -> Any:
+    """The configured model: `backend` by name, else a server (`base_url`), a trained `policy`, or the
+    embedded one; its first preparation is reported as the stage "preparing the model"."""
     from sep.llm import make_llm as _make
 
-    return _make(_cfg(settings), progress)
+    return _make(_cfg(settings), (lambda done, total: progress("preparing the model", done, total)) if progress else None)
 
 
 def mock_llm(script: Callable[[str, str], str] | None = None, p_label: float = 0.6) -> Any:
@@ -272,7 +266,7 @@ def forecast(db: sqlite_utils.Database, stock: str, date: str, *, best_of: int =
     if reward is not None and scorer is None:
         require_extra("train", "--reward")
         scorer = reward_scorer(Path(reward), cfg)
-    llm = _model(cfg, llm, progress)  # after the checks above: bad input fails before a model loads
+    llm = llm if llm is not None else make_llm(cfg, progress)  # after the checks: bad input fails first
     forecast = best_of_n(Agents.for_stock(db, llm, code, cfg), window, best_of, scorer, temperature=temperature,
                          seed=cfg.seed, data_end=run_data_end(Path(reward) if reward else None))
     store(db, forecast)
@@ -462,8 +456,8 @@ def audit_explanations(db: sqlite_utils.Database, out: Path, *, stock: str | Non
 
     cfg = _cfg(settings)
     s = scope(db, stock=stock, job=job, start=start, end=end)
-    if judge:
-        llm = _model(cfg, llm, progress)
+    if judge and llm is None:
+        llm = make_llm(cfg, progress)
     data = build(db, s.stocks, s.start, s.end, window_days=cfg.window_days, llm=llm if judge else None,
                  lang=lang_of(s.stocks[0]), seed=cfg.seed, model=s.model)
     html, twin = write_report(data, Path(out))

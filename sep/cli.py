@@ -46,7 +46,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-
 def setting(name: str, *decls: str, help: str | None = None, **kw: Any) -> Any:
     """The type of a flag that overrides the setting `name`. Its type, limits, env variable and
     default come from `Settings` (the one source; `help` defaults to the field's description),
@@ -93,6 +92,12 @@ def settings(**flags: Any) -> Settings:
     return cfg
 
 
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one sentence as the error (never read as markup) and return the exit to raise."""
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn errors a user can fix into one sentence and exit code 2."""
@@ -101,8 +106,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (BadInput, MemoryError_) as exc:
-        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
 
 
 @contextmanager
@@ -113,11 +117,9 @@ def model_errors(after: str = "") -> Iterator[None]:
     try:
         yield
     except BadInput as exc:  # e.g. a model name that isn't in the catalog
-        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
     except LLMUnavailable as exc:
-        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}{after}", highlight=False)
-        raise typer.Exit(1) from None
+        raise fail(f"{exc}{after}", 1) from None
 
 
 class Bars(Progress):
@@ -306,8 +308,7 @@ def crawl_naver_board_cmd(
             except BadInput:
                 raise
             except Exception as exc:  # network errors after retries
-                err_console.print(f"[bold red]Error:[/] crawl stopped: {exc}. Pages done so far are kept; rerun to resume.")
-                raise typer.Exit(1) from None
+                raise fail(f"crawl stopped: {exc}. Pages done so far are kept; rerun to resume.", 1) from None
     console.print(result)
 
 
@@ -317,6 +318,8 @@ app.add_typer(pairs_app, name="pairs")
 BaseUrlOpt = setting("base_url")
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "--model-file", help="Without --base-url: a catalog model (`sep models list`; default qwen2.5-coder-1.5b) or the path of any local .gguf with a chat template \\[env SEP_MODEL / SEP_MODEL_FILE]. With --base-url: the model id on the server \\[default: its first].")]
 PolicyOpt = setting("policy")
+
+
 def _one_of(value: str | None, flag: str, choices: tuple[str, ...]) -> str | None:
     if value is not None and value not in choices:
         raise typer.BadParameter(f"{flag} must be one of {', '.join(choices)}, not {value!r}.")
@@ -336,8 +339,7 @@ def _model_bars() -> Bars:
 
 def _make_llm(cfg: Settings):
     with _model_bars() as progress:
-        on_progress = stage_progress(progress)
-        return api.make_llm(cfg, lambda done, total: on_progress("preparing the model", done, total))
+        return api.make_llm(cfg, stage_progress(progress))
 
 
 models_app = typer.Typer(help="The local models sep can run embedded: list them, prepare one.", no_args_is_help=True)
@@ -385,16 +387,13 @@ def models_prepare(name: Annotated[str, typer.Argument(help="A catalog name from
             spec = get_spec(name)
         except ModelError as exc:
             raise BadInput(str(exc)) from None
-    progress = Bars(TextColumn(f"[bold]Preparing {name}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                        TimeElapsedColumn(), console=err_console, transient=True)
     try:
-        with progress:
-            task = progress.add_task("", total=spec.size)
-            path = prepare(spec, cfg.cache_dir, lambda done, total: progress.update(task, completed=done, total=total),
+        with _model_bars() as progress:
+            on_progress = stage_progress(progress)
+            path = prepare(spec, cfg.cache_dir, lambda done, total: on_progress(f"preparing {name}", done, total),
                            verify=True)
     except ModelError as exc:
-        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(1) from None
+        raise fail(str(exc), 1) from None
     console.print(f"{name}: {path} (sha256 {spec.sha256[:12]}… checked)")
 
 
@@ -820,13 +819,12 @@ def batch_status_cmd(job_file: JobArg, db: DbOpt = None, as_json: JsonOpt = Fals
                   f"{report['pending']} pending", highlight=False)
 
 
-ScopeStock = Annotated[Optional[str], typer.Option("--stock", help="One stock code or ticker.")]
 ScopeJob = Annotated[Optional[Path], typer.Option("--job", help="A job file: its stocks and range.")]
 
 
 @app.command("eval")
 def eval_cmd(
-    stock: ScopeStock = None,
+    stock: StockOpt = None,
     job: ScopeJob = None,
     start: StartOpt = None,
     end: EndOpt = None,
@@ -987,7 +985,7 @@ def render_experiment(r: dict) -> None:
 @app.command("audit")
 def audit_cmd(
     out: Annotated[Path, typer.Option("--out", help="HTML report to write; its JSON twin goes beside it (.json).")],
-    stock: ScopeStock = None,
+    stock: StockOpt = None,
     job: ScopeJob = None,
     start: StartOpt = None,
     end: EndOpt = None,

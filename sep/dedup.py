@@ -10,9 +10,9 @@ the top-k representative texts, in four steps:
 4. off-topic flags from seed keywords (`offtopic.toml`) on texts and on whole topic clusters.
 
 `Deduplicator` orchestrates pluggable parts, BERTopic-style: the embedder, the UMAP and HDBSCAN
-models, the vectorizer and the keyword rules are constructor arguments with defaults. Results go to `texts` (dup_of, topic, flag,
-is_representative), `dedup_runs`, `topics` and `topic_models` (one per fitted range, saved
-with BERTopic's safetensors serialization).
+models, the vectorizer and the keyword rules are constructor arguments with defaults. Results
+go to `texts` (dup_of, topic, flag, is_representative), `dedup_runs`, `topics` and
+`topic_models` (one per fitted range, saved with BERTopic's safetensors serialization).
 """
 
 from __future__ import annotations
@@ -388,9 +388,8 @@ class Deduplicator:
 
     def _new_topic_model(self, n_docs: int) -> Any:
         from bertopic import BERTopic
-        from sklearn.feature_extraction.text import CountVectorizer
-
         from sklearn.base import clone
+        from sklearn.feature_extraction.text import CountVectorizer
 
         c = self.config
         if self.umap_model is None or self.hdbscan_model is None:

@@ -235,6 +235,11 @@ def detect_price_format(path: Path, text: str) -> str:
     return found
 
 
+def _head(line: str) -> str:
+    """A header line as the detectors compare it: lower case, no spaces."""
+    return line.lower().replace(" ", "")
+
+
 def _is_stock_list(head: str) -> bool:
     """A `code,name[,market]` header, or arclien's headerless watchlist `name,code,added,...`."""
     cols = next(csv.reader([head]), [])
@@ -543,14 +548,12 @@ def _read_tweet_folder(path: Path, stock: str | None) -> ParsedFile:
 
 # The built-in readers, in the order they are tried (plugins come after them).
 for _fmt in (
-    PriceFormat("quantkang", lambda line: line.lower().replace(" ", "").startswith("date,open,high,low,close,volume,ticker,code"),
+    PriceFormat("quantkang", lambda line: _head(line).startswith("date,open,high,low,close,volume,ticker,code"),
                 _read_quantkang, needs_stock=False),
-    PriceFormat("yahoo", lambda line: line.lower().replace(" ", "").startswith("date,open,high,low,close,adjclose,volume"),
-                _read_yahoo),
+    PriceFormat("yahoo", lambda line: _head(line).startswith("date,open,high,low,close,adjclose,volume"), _read_yahoo),
     PriceFormat("fdr", lambda line: bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}(,[-+0-9.eE]+){6}", line.strip())), _read_fdr),
     PriceFormat("sn2", lambda line: bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}(\t[-+0-9.eE]+){6}", line.strip())), _read_sn2),
-    PriceFormat("stock-list", lambda line: _is_stock_list(line.lower().replace(" ", "")), _read_stock_list,
-                needs_stock=False),
+    PriceFormat("stock-list", lambda line: _is_stock_list(_head(line)), _read_stock_list, needs_stock=False),
     TextFormat("sn2-tweets", Path.is_dir, lambda path, source, stock: _read_tweet_folder(path, stock)),
     TextFormat("naver-xlsx", lambda path: path.suffix.lower() in (".xlsx", ".xlsm"), _read_naver_xlsx),
     TextFormat("generic-jsonl", lambda path: path.suffix.lower() in (".jsonl", ".json", ".ndjson"),

@@ -7,10 +7,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sep.errors import BadInput
-
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sep.errors import BadInput
 
 
 # Tokens each agent may answer with: the answer's share of the context (the prompt gets the rest)

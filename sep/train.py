@@ -706,7 +706,6 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
     return _execute(settings, cfg, db, rows, body, info)
 
 
-
 # Each trainer by name: its config dataclass (the `sep train NAME` options) and the function that runs it.
 TRAINERS: dict[str, tuple[type[RunConfig], Callable[..., dict]]] = {
     kind: (CONFIGS[kind], trainer) for kind, trainer in
