@@ -6,9 +6,12 @@ each test day 2022-05-20..05-31 with each arm, and print the table (and its JSON
 
 Run: .venv/bin/python bench/experiment_sample.py [--steps 4] [--trials 4] [--model NAME] [--summarizer extractive]
      [--base-url URL] [--json]
-The sft/ppo/grpo arms are LoRA policies on Gemma-3 270M (the CPU trainers' base) whatever model
-answers the base/memory/best_of_n arms. On 2 cores this takes 40-90 minutes; figures are a
-measurement of this sample, not a claim of skill: read the intervals.
+Every arm runs on one base: the sft/ppo/grpo arms are LoRA policies trained on the catalog model
+that answers `base` and `memory` (default Qwen2.5-Coder-1.5B), run embedded with their llama.cpp
+adapters; best_of_n samples that model and scores with a reward model on it. PPO on a 1.5B base
+needs three fp32 copies and is refused on a 24 GB CPU (the arm says so). On 2 cores this takes
+about 1-2 hours; figures are a measurement of this sample, not a claim of skill: read the
+intervals, and remember the model may have read about these 2022 days in its training data.
 """
 
 from __future__ import annotations

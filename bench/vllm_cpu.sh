@@ -3,7 +3,10 @@
 # Qwen2.5-Coder-1.5B-Instruct, converted from the same GGUF that runs embedded.
 #
 # vLLM lives in its own venv: installing it into sep's environment breaks torchvision and
-# transformers. Usage: bash bench/vllm_cpu.sh [CATALOG_NAME]   (default qwen2.5-coder-1.5b)
+# transformers. Usage: bash bench/vllm_cpu.sh [CATALOG_NAME [RUN]]   (default qwen2.5-coder-1.5b)
+# With RUN (a `sep train sft|ppo|grpo` run on that base, e.g. runs/sft after `sep demo`), vLLM also
+# serves the run's PEFT adapter as it is (--enable-lora --lora-modules NAME=RUN/adapter), and (3)
+# sep answers through it with `--policy NAME --base-url`.
 # It prints (1) whether vLLM's chat rendering gives the same tokens as sep's (the GGUF's template
 # rendered by sep.llm.render_messages), for every agent prompt of the demo day, and (2) the
 # reflect JSON through --base-url, whose label line vLLM constrains with structured outputs.
@@ -13,6 +16,13 @@ cd "$(dirname "$0")/.."
 VENV=${VLLM_VENV:-/tmp/sep-vllm-venv}
 PORT=${VLLM_PORT:-8765}
 NAME=${1:-qwen2.5-coder-1.5b}
+RUN=${2:-}
+LORA=()
+if [ -n "$RUN" ]; then
+  ADAPTER=$(cd "$RUN/adapter" && pwd)
+  RANK=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['r'])" "$ADAPTER/adapter_config.json")
+  LORA=(--enable-lora --max-lora-rank "$RANK" --lora-modules "$(basename "$RUN")=$ADAPTER")
+fi
 
 if [ ! -x "$VENV/bin/vllm" ]; then
   python3.11 -m venv "$VENV"
@@ -32,7 +42,7 @@ echo "Converting $NAME's GGUF to a transformers folder (one time; transformers' 
 MODEL=$(.venv/bin/python -c "from sep.llm import prepare_hf_model; from sep.settings import Settings; print(prepare_hf_model(Settings().cache_dir, name='$NAME'))")
 
 VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} "$VENV/bin/vllm" serve "$MODEL" \
-  --served-model-name "$NAME" --port "$PORT" --max-model-len 4096 > /tmp/sep-vllm.log 2>&1 &
+  --served-model-name "$NAME" --port "$PORT" --max-model-len 4096 "${LORA[@]}" > /tmp/sep-vllm.log 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 180); do
@@ -80,3 +90,10 @@ start=$(date +%s)
 .venv/bin/sep reflect --db "$DB" --stock 005930 --date 2022-06-01 --json \
   --base-url "http://127.0.0.1:$PORT/v1" --model "$NAME"
 echo "vLLM-CPU reflect wall time: $(( $(date +%s) - start )) s"
+if [ -n "$RUN" ]; then
+  # (3) the trained adapter, served by vLLM as sep wrote it, answers through --policy NAME
+  start=$(date +%s)
+  .venv/bin/sep reflect --db "$DB" --stock 005930 --date 2022-06-01 --json \
+    --base-url "http://127.0.0.1:$PORT/v1" --policy "$(basename "$RUN")"
+  echo "vLLM-CPU reflect through the LoRA module $(basename "$RUN"): $(( $(date +%s) - start )) s"
+fi

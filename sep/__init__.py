@@ -11,6 +11,7 @@ SQLite memory named beside it (→), and reads what the stages above it wrote:
   dedup                 marks each text a copy, off-topic or a representative (BERTopic)
                         → texts' marks, dedup_runs, topics, topic_models
   models, llm           the packaged GGUF catalog; backends by name (embedded, openai, policy, mock)
+  adapters              trained LoRA adapters: the PEFT folder and its llama.cpp GGUF twin (no table)
   quality               the gate every generated text passes (no table)
   agents                summarize, explain, reflect (prompts in sep/prompts) → summaries,
                         predictions, reflections, pairs

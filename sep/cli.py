@@ -86,10 +86,7 @@ WindowDaysOpt = setting("window_days")
 
 def settings(**flags: Any) -> Settings:
     """The one Settings object, with this command's flags applied."""
-    cfg = Settings().with_overrides(**flags)
-    if cfg.policy and cfg.base_url:
-        raise BadInput("Give --policy (run locally with transformers) or --base-url (a server), not both.")
-    return cfg
+    return Settings().with_overrides(**flags)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -21,6 +21,7 @@ import sqlite_utils
 
 from sep.errors import BadInput, missing_extra
 from sep.memory import now_iso, transaction
+from sep.models import CATALOG, DEFAULT_MODEL
 from sep.settings import Settings
 from sep.window import DecisionWindow, decision_window, trading_days
 
@@ -177,7 +178,8 @@ class Experiment:
         folder = self.runs_dir / f"block-{block.index}"
         made: dict[str, Path] = {}
         common = dict(max_steps=self.exp.steps, save_steps=max(self.exp.steps, 1), seed=self.cfg.seed,
-                      threads=self.cfg.threads, start=self.exp.train_start, end=block.train_end, model=self.llm.name)
+                      threads=self.cfg.threads, start=self.exp.train_start, end=block.train_end, model=self.llm.name,
+                      base_model=self.llm.name if self.llm.name in CATALOG else DEFAULT_MODEL)  # the arms' base is `base`'s
         self.on_progress(f"train (≤ {block.train_end})", 0, len(kinds))
         for i, kind in enumerate(kinds, 1):
             out = folder / kind

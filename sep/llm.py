@@ -6,8 +6,9 @@
 * `embedded`: a catalog GGUF (default Qwen2.5-Coder-1.5B-Instruct, see `sep.models`) or any
   `--model-file`, run in-process by xllamacpp (llama.cpp) with a grammar for the label line.
   Chats are rendered with the model's own chat template, as vLLM and transformers would.
-* `policy`: a transformers model (the de-quantized Gemma-270M folder the CPU trainers use, or a
-  trained LoRA policy on top of it) for `--policy DIR`. It runs what `sep train` produced.
+* `policy`: what `sep train` produced (`--policy RUN`). A run on a catalog base runs embedded, the
+  base GGUF plus the run's llama.cpp LoRA adapter (`sep.adapters`), at the base model's speed; any
+  other run (a base given as a folder) runs through transformers.
 
 Both return `AIMessage`s with OpenAI-shaped `response_metadata["logprobs"]`, so one parser
 turns either into an `Answer` with a confidence from the label token's log-probabilities.
@@ -31,15 +32,15 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import BasePromptTemplate
 from pydantic import PrivateAttr
 
+from sep.adapters import adapter_folder, read_adapter, run_config
 from sep.errors import BadInput, require_extra
-from sep.models import CATALOG, GEMMA_TEMPLATE, TRAIN_BASE_MODEL, LocalModel, ModelError, ModelNotFound, local_model
+from sep.models import CATALOG, DEFAULT_MODEL, LocalModel, ModelError, ModelNotFound, local_model
 from sep.settings import Settings, plugins
 
 LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive", "down": "Negative"}}
 _ALIASES = {"상승": "up", "하락": "down", "positive": "up", "negative": "down", "up": "up", "down": "down",
             "rise": "up", "fall": "down"}
-HF_DIR_NAME = "gemma-3-270m-hf"
-TURN_END = "<end_of_turn>"
+HF_DIR_NAMES = {"gemma-270m": "gemma-3-270m-hf"}  # folder names caches already hold; others are <name>-hf
 
 
 class LLMUnavailable(RuntimeError):
@@ -49,9 +50,6 @@ class LLMUnavailable(RuntimeError):
 # ---------------------------------------------------------------- chat templates
 
 
-# The trainers' format (Gemma's turns), saved into every tokenizer sep writes, so vLLM and TRL
-# render a trained policy's prompts exactly as `render_chat` does.
-CHAT_TEMPLATE = GEMMA_TEMPLATE
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
 
@@ -96,9 +94,67 @@ def _chat_result(text: str, logprobs: Any, model_name: str, tokens_in: int, toke
     return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-def render_chat(messages: list[BaseMessage]) -> str:
-    """The trainers' (Gemma) format, without BOS: SFT/RM/PPO/GRPO and trained policies use it."""
-    return render_messages(CHAT_TEMPLATE, message_dicts(messages))
+_ANSWER = "\x00sep-answer\x00"
+
+
+def turn_end_of(template: str) -> str:
+    """The text that closes a model turn under this chat template: `<|im_end|>` for ChatML,
+    `<end_of_turn>` for Gemma. Read off the template itself (render an answer, see what follows
+    it), so no model's marker is written into sep's code."""
+    rendered = render_messages(template, [{"role": "user", "content": "q"}, {"role": "assistant", "content": _ANSWER}],
+                               add_generation_prompt=False)
+    tail = rendered.split(_ANSWER, 1)[-1].lstrip(" ")
+    found = re.match(r"<\|[^|>]+\|>|<[^<>\s]+>|</s>", tail)
+    if not found:
+        raise ModelError("The chat template closes a model turn with no special token; sep can't tell where an "
+                         "answer ends (give a base whose tokenizer carries a chat template with an end-of-turn token).")
+    return found.group(0)
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How a base model's chats look: its template and the token that ends a model turn.
+
+    Training, PPO's stop and missing-EOS check, the reward model's read position and best-of-n
+    scoring all use the same `turn_end`, so a response is scored where it was trained to end."""
+
+    template: str
+    turn_end: str
+
+    @classmethod
+    def of(cls, template: str) -> "ChatFormat":
+        return cls(template, turn_end_of(template))
+
+    def prompt(self, prompt: str | list[dict]) -> str:
+        """A prompt rendered for generation: plain text becomes one user turn; TRL conversational
+        messages, or a stored prediction's chat (JSON, see `Prompt.render`), are rendered as they are."""
+        return render_messages(self.template, as_messages(prompt))
+
+    def response(self, text: str | list[dict]) -> str:
+        """An answer as it ends in training and scoring: closed by the turn end."""
+        text = _content(text).strip()
+        return text if text.endswith(self.turn_end) else text + self.turn_end
+
+    def strip(self, text: str) -> str:
+        return text.split(self.turn_end)[0]
+
+
+def as_messages(prompt: str | list[dict]) -> list[dict]:
+    """Any prompt as chat messages: TRL conversational lists, a stored chat (JSON), or plain text (one user turn)."""
+    if isinstance(prompt, str) and prompt.startswith("[{"):
+        try:
+            prompt = json.loads(prompt)
+        except ValueError:
+            pass
+    if isinstance(prompt, list):
+        return [{"role": m.get("role", "user"), "content": m["content"]} for m in prompt]
+    return [{"role": "user", "content": prompt}]
+
+
+def _content(value: str | list[dict]) -> str:
+    if isinstance(value, list):  # conversational completion: [{"role": "assistant", "content": ...}]
+        return "".join(m.get("content", "") for m in value)
+    return value
 
 
 # ---------------------------------------------------------------- parsing
@@ -179,6 +235,7 @@ class EmbeddedChatModel(BaseChatModel):
     max_tokens: int = 200
     repeat_penalty: float = 1.0
     stop: list[str] = []
+    lora: list[str] = []  # llama.cpp LoRA GGUFs applied on the base, in order (a trained policy)
     _server: Any = PrivateAttr(default=None)
 
     @property
@@ -197,6 +254,7 @@ class EmbeddedChatModel(BaseChatModel):
             params.cpuparams_batch.n_threads = self.threads
             params.warmup = False
             params.verbosity = -1
+            params.lora_adapters = [xl.CommonAdapterLoraInfo(path, 1.0) for path in self.lora]
             self._server = xl.Server(params)
         return self._server
 
@@ -240,23 +298,57 @@ class EmbeddedChatModel(BaseChatModel):
                             rest.get("timings"))
 
 
-# ---------------------------------------------------------------- transformers (trained policies)
+class GGUFEncoder:
+    """Pooled embeddings of whole texts by a GGUF model in-process (llama.cpp, last-token pooling,
+    L2-normalised): one prefill per text, what the embedding reward head reads."""
+
+    def __init__(self, model: LocalModel, threads: int = 2, n_ctx: int = 4096) -> None:
+        import xllamacpp as xl
+
+        params = xl.CommonParams()
+        params.model.path = str(model.path)
+        params.n_ctx = n_ctx
+        params.n_parallel = 1
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads
+        params.warmup = False
+        params.verbosity = -1
+        params.embedding = True
+        params.pooling_type = xl.llama_pooling_type.LLAMA_POOLING_TYPE_LAST  # the turn end, where a reward is read
+        self.model = model
+        self._server = xl.Server(params)
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: list[str]) -> list[list[float]]:
+        with self._lock:
+            reply = self._server.handle_embeddings({"input": texts})
+        if "error" in reply:
+            raise LLMUnavailable(f"Embedded model failed to embed: {reply['error']}")
+        return [row["embedding"] for row in sorted(reply["data"], key=lambda r: r["index"])]
+
+
+# ---------------------------------------------------------------- transformers (training and policies)
 
 
 def _need_train_extra(exc: ImportError) -> LLMUnavailable:
     return LLMUnavailable(f"This needs the training extra ({exc.name} is missing): pip install -e '.[train]'")
 
 
+def hf_dir(cache_dir: Path, name: str) -> Path:
+    """Where a catalog model's de-quantized transformers folder lives in the cache."""
+    return Path(cache_dir) / "models" / HF_DIR_NAMES.get(name, f"{name}-hf")
+
+
 def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | None = None,
-                     name: str = TRAIN_BASE_MODEL) -> Path:
+                     name: str = DEFAULT_MODEL) -> Path:
     """De-quantize a catalog GGUF once into a transformers folder (fp32, trainable); return it.
 
-    The trainers use the 270M base model; `bench/vllm_cpu.sh` converts the default model so vLLM
-    serves exactly what runs embedded, with the GGUF's own chat template in its tokenizer.
-    transformers reads GGUF slowly (about a minute here), so the folder is cached. It is written
-    under a temporary name and renamed, so an interrupted run never leaves half a model.
+    The trainers learn on it, and `bench/vllm_cpu.sh` serves it, so vLLM and a trained adapter
+    see exactly the weights and chat template that run embedded. transformers reads GGUF slowly
+    (a minute or two here), so the folder is cached, written under a temporary name and renamed:
+    an interrupted run never leaves half a model.
     """
-    target = Path(cache_dir) / "models" / (HF_DIR_NAME if name == TRAIN_BASE_MODEL else f"{name}-hf")
+    target = hf_dir(cache_dir, name)
     if (target / "config.json").exists():
         return target
     try:
@@ -283,28 +375,34 @@ def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | Non
     return target
 
 
-def adapter_folder(path: Path) -> Path | None:
-    """The LoRA adapter in `path`: a `sep train` run folder's `adapter/`, or the folder itself; None if neither."""
-    path = Path(path)
-    folder = path / "adapter" if (path / "adapter").is_dir() else path
-    return folder if (folder / "adapter_config.json").exists() else None
+def base_model_folder(cache_dir: Path, base_model: str | Path,
+                      progress: Callable[[int, int], None] | None = None) -> Path:
+    """The transformers folder of a base model (TRL's `model_name_or_path`): a catalog name,
+    de-quantized once from its GGUF, or a folder holding an HF model, used as it is."""
+    name = str(base_model)
+    if name in CATALOG:
+        return prepare_hf_model(cache_dir, progress, name)
+    folder = Path(base_model)
+    if not (folder / "config.json").is_file():
+        raise BadInput(f"--base-model {name} is neither a catalog name ({', '.join(CATALOG)}) nor a folder holding "
+                       "a transformers model (config.json).")
+    return folder
 
 
-def run_config(path: Path | None) -> dict:
-    """A `sep train` run's config.json (from the run folder or its adapter/), or {} for anything else."""
-    import json
-
-    if path is None:
-        return {}
-    path = Path(path)
-    for folder in (path, path.parent):
-        try:
-            config = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if "kind" in config:  # a sep run's config, not a transformers model's
-            return config
-    return {}
+def chat_format(folder: Path) -> ChatFormat:
+    """A base model folder's chat format, from its tokenizer's chat template; one sentence when it has none."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise _need_train_extra(exc) from None
+    template = AutoTokenizer.from_pretrained(folder).chat_template
+    if not isinstance(template, str) or not template.strip():
+        raise BadInput(f"{folder} has no chat template in its tokenizer; sep trains and answers in chat turns, so "
+                       "give an instruction-tuned model (or set tokenizer.chat_template).")
+    try:
+        return ChatFormat.of(template)
+    except ModelError as exc:
+        raise BadInput(f"{folder}: {exc}") from None
 
 
 def run_data_end(path: Path | None) -> str | None:
@@ -312,40 +410,31 @@ def run_data_end(path: Path | None) -> str | None:
     return run_config(path).get("data_end")
 
 
-def load_causal_lm(policy: Path | None, cache_dir: Path, threads: int) -> tuple[Any, Any]:
-    """(model, tokenizer) for a policy: a LoRA adapter folder, a full model folder, or the base.
+def load_causal_lm(policy: Path | None, base: Path, threads: int) -> tuple[Any, Any]:
+    """(model, tokenizer) for a policy on `base`: a LoRA adapter (a run folder), a full model folder, or the base.
 
-    An adapter is applied on top of the base it names (`base_model_name_or_path`), falling back to
-    the prepared Gemma folder when that path no longer exists (e.g. trained on another machine).
-    """
+    PPO and GRPO runs trained their LoRA on top of a merged SFT run; that one is merged first."""
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
         raise _need_train_extra(exc) from None
-    import json
 
     torch.set_num_threads(threads)
-    policy = Path(policy) if policy else None
-    if policy is not None and not policy.is_dir():
-        raise LLMUnavailable(f"--policy {policy} is not a folder with a model or a LoRA adapter.")
     adapter = adapter_folder(policy) if policy is not None else None
     if adapter is not None:
         from peft import PeftModel
 
-        base = Path(json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or "")
-        if not (base / "config.json").exists():
-            base = prepare_hf_model(cache_dir)
         model = AutoModelForCausalLM.from_pretrained(base)
-        sft = run_config(policy).get("sft")  # PPO/GRPO trained their LoRA on top of a merged SFT run
+        sft = run_config(policy).get("sft")
         if sft and adapter_folder(Path(sft)) is not None:
             model = PeftModel.from_pretrained(model, adapter_folder(Path(sft))).merge_and_unload()
         model = PeftModel.from_pretrained(model, adapter)
         tok_dir = adapter if (adapter / "tokenizer_config.json").exists() else base
     else:
-        if policy is not None and not (policy / "config.json").exists():
-            raise LLMUnavailable(f"--policy {policy} holds neither config.json nor adapter_config.json.")
-        folder = policy or prepare_hf_model(cache_dir)
+        folder = policy or base
+        if not (Path(folder) / "config.json").exists():
+            raise BadInput(f"--policy {policy} holds neither config.json nor adapter_config.json.")
         model = AutoModelForCausalLM.from_pretrained(folder)
         tok_dir = folder
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
@@ -354,38 +443,40 @@ def load_causal_lm(policy: Path | None, cache_dir: Path, threads: int) -> tuple[
 
 
 class TransformersChatModel(BaseChatModel):
-    """A transformers causal LM (e.g. a trained LoRA policy) behind the same chat interface.
+    """A transformers causal LM (a trained policy on a base given as a folder) behind the chat interface.
 
     With `label_words=(up, down)` the label is chosen by scoring both words after the prompt (so it
     is always one of them) and the two log-probabilities are returned OpenAI-style, which gives the
-    same confidence as the other backends; the explanation is then generated after it.
+    same confidence as the other backends; the explanation is then generated after it. Chats are
+    rendered with the tokenizer's own template and generation stops at its turn end.
     """
 
     policy: str | None = None
-    cache_dir: str
+    base: str
     threads: int = 2
     seed: int = 0
     temperature: float = 0.0
     max_tokens: int = 200
-    repeat_penalty: float = CATALOG[TRAIN_BASE_MODEL].repeat_penalty
+    repeat_penalty: float = 1.0
+    stop: list[str] = []
     _loaded: Any = PrivateAttr(default=None)
 
     @property
     def _llm_type(self) -> str:
         return "sep-transformers"
 
-    def _ensure(self) -> tuple[Any, Any]:
+    def _ensure(self) -> tuple[Any, Any, ChatFormat]:
         if self._loaded is None:
-            self._loaded = load_causal_lm(Path(self.policy) if self.policy else None, Path(self.cache_dir),
-                                          self.threads)
+            model, tok = load_causal_lm(Path(self.policy) if self.policy else None, Path(self.base), self.threads)
+            self._loaded = (model, tok, ChatFormat.of(tok.chat_template))
         return self._loaded
 
     def _score_words(self, prompt: str, words: tuple[str, ...]) -> list[float]:
         """log P(word | prompt) for each word, summed over its tokens."""
         import torch
 
-        model, tok = self._ensure()
-        prompt_ids = tok(prompt, return_tensors="pt").input_ids  # with <bos>, as llama.cpp and training do
+        model, tok, _ = self._ensure()
+        prompt_ids = tok(prompt, return_tensors="pt").input_ids  # with BOS where the model has one, as llama.cpp does
         scores = []
         for word in words:
             word_ids = tok(word, add_special_tokens=False, return_tensors="pt").input_ids
@@ -400,13 +491,12 @@ class TransformersChatModel(BaseChatModel):
                   **kwargs: Any) -> ChatResult:
         import torch
 
-        model, tok = self._ensure()
-        prompt = render_chat(messages)
+        model, tok, fmt = self._ensure()
+        prompt = render_messages(fmt.template, message_dicts(messages))
         temperature = kwargs.get("temperature", self.temperature)
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
         seed = kwargs.get("seed", self.seed)  # best-of-n varies it per sample
-        # the base model's plain-text stops (a blank line) from its catalog entry, plus the caller's
-        stop = [s for s in CATALOG[TRAIN_BASE_MODEL].stop if not s.startswith("<")] + list(stop or [])
+        stop = [s for s in self.stop if not s.startswith("<")] + list(stop or [])  # the catalog's plain-text stops
         generator = torch.Generator().manual_seed(seed)
         head, logprobs = "", None
         label_words = kwargs.get("label_words")
@@ -420,20 +510,21 @@ class TransformersChatModel(BaseChatModel):
             head = label_words[pick] + "\n"
             logprobs = {"content": [{"token": label_words[pick], "logprob": scores[pick],
                                      "top_logprobs": [{"token": w, "logprob": s} for w, s in zip(label_words, scores)]}]}
-        ids = tok(prompt + head, return_tensors="pt").input_ids  # Gemma needs its <bos>
+        ids = tok(prompt + head, return_tensors="pt").input_ids
         torch.manual_seed(seed)
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
                                  do_sample=bool(temperature and temperature > 0),
                                  temperature=temperature if temperature else None, top_p=None, top_k=None,
                                  repetition_penalty=self.repeat_penalty, pad_token_id=tok.pad_token_id or tok.eos_token_id,
-                                 eos_token_id=[tok.eos_token_id, tok.convert_tokens_to_ids(TURN_END)],
+                                 eos_token_id=[tok.eos_token_id, tok.convert_tokens_to_ids(fmt.turn_end)],
                                  **({"stop_strings": stop, "tokenizer": tok} if stop else {}))
         new = out[0, ids.shape[1]:]
-        text = tok.decode(new, skip_special_tokens=True)
-        for s in [TURN_END, "<start_of_turn>", *stop]:
+        text = fmt.strip(tok.decode(new, skip_special_tokens=False))
+        for s in stop:
             text = text.split(s)[0]
-        return _chat_result(head + text, logprobs, self.policy or HF_DIR_NAME, int(ids.shape[1]), int(new.shape[0]))
+        text = tok.decode(tok(text, add_special_tokens=False).input_ids, skip_special_tokens=True)
+        return _chat_result(head + text, logprobs, self.policy or self.base, int(ids.shape[1]), int(new.shape[0]))
 
 
 # ---------------------------------------------------------------- the facade the agents use
@@ -648,7 +739,7 @@ def _openai_backend(cfg: Settings, progress: Callable[[int, int], None] | None =
     from langchain_openai import ChatOpenAI
 
     ids, is_vllm = probe_server(cfg.base_url, cfg.api_key, cfg.timeout)
-    model = cfg.model or (ids[0] if ids else None)
+    model = served_policy(cfg.policy, ids, cfg.base_url) if cfg.policy else cfg.model or (ids[0] if ids else None)
     if not model:
         raise LLMUnavailable(f"The server at {cfg.base_url} lists no models; pass --model NAME.")
     # vLLM takes llama.cpp's repetition penalty too; unset, the server's default (1.0) applies.
@@ -663,20 +754,67 @@ def _openai_backend(cfg: Settings, progress: Callable[[int, int], None] | None =
         return {"extra_body": {**vllm_body, "structured_outputs": {"regex": f"({up}|{down})\\n[\\s\\S]*"}}}
 
     context, counter = server_tokenizer(cfg.base_url, model, cfg.api_key, cfg.timeout) if is_vllm else (None, None)
-    return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries, context=context, count_tokens=counter)
+    return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries, context=context, count_tokens=counter,
+               data_end=run_data_end(cfg.policy) if cfg.policy else None)
 
 
 @register_backend("policy")
 def _policy_backend(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> LLM:
-    """A trained policy (a `sep train` run, LoRA adapter or model folder) run with transformers."""
+    """A trained policy (`--policy RUN`). On a catalog base it runs embedded: the base GGUF plus the
+    run's llama.cpp adapter (and its SFT run's, which PPO/GRPO trained on top of). A run on a base
+    given as a folder runs through transformers."""
     if not cfg.policy:
         raise BadInput("The policy backend needs --policy RUN.")
+    if not Path(cfg.policy).is_dir():
+        raise BadInput(f"--policy {cfg.policy} is not a folder with a `sep train` run or a LoRA adapter.")
+    if adapter_folder(cfg.policy) is None and (Path(cfg.policy) / "config.json").exists():  # a whole model folder
+        return _transformers_policy(cfg, None, Path(cfg.policy))
+    adapters = [read_adapter(cfg.policy)]  # one sentence for a corrupt or truncated adapter, before any model loads
+    sft = run_config(cfg.policy).get("sft")
+    if sft:
+        adapters.insert(0, read_adapter(Path(sft)))
+    base = adapters[-1].base_model
+    if cfg.model and base and cfg.model != base:
+        raise BadInput(f"--policy {cfg.policy} was trained on {base}; it can't run on --model {cfg.model}.")
+    if base in CATALOG and all(a.gguf for a in adapters):
+        try:
+            model = local_model(cfg.cache_dir, base, progress=progress)
+        except ModelError as exc:
+            raise LLMUnavailable(str(exc)) from None
+        chat = embedded_chat(model, cfg, lora=[str(a.gguf) for a in adapters])
+        return LLM(f"policy:{cfg.policy}", chat, lambda up, down: {"label_words": (up, down)}, retries=1,
+                   context=chat.n_ctx, count_tokens=chat.count_tokens, data_end=run_data_end(cfg.policy))
+    return _transformers_policy(cfg, base, base_model_folder(cfg.cache_dir, base or _peft_base(adapters[-1].folder),
+                                                            progress))
+
+
+def _transformers_policy(cfg: Settings, base: str | None, folder: Path) -> LLM:
+    """A policy through transformers: a run on a base given as a folder, or a whole model folder."""
     require_extra("train", "--policy")
-    chat = TransformersChatModel(policy=str(cfg.policy), cache_dir=str(cfg.cache_dir), threads=cfg.threads,
-                                 seed=cfg.seed, **({"repeat_penalty": cfg.repeat_penalty} if cfg.repeat_penalty else {}))
+    spec = CATALOG.get(str(base))
+    chat = TransformersChatModel(policy=str(cfg.policy) if base or folder != Path(cfg.policy) else None,
+                                 base=str(folder), threads=cfg.threads, seed=cfg.seed,
+                                 repeat_penalty=cfg.repeat_penalty or (spec.repeat_penalty if spec else 1.0),
+                                 stop=list(spec.stop) if spec else [])
     chat._ensure()  # fail now, with a clear message, rather than at the first prompt
     return LLM(f"policy:{cfg.policy}", chat, lambda up, down: {"label_words": (up, down)}, retries=1,
                data_end=run_data_end(cfg.policy))
+
+
+def _peft_base(adapter: Path) -> str:
+    """The base a PEFT adapter names (`base_model_name_or_path`) when no sep run recorded one."""
+    return json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or DEFAULT_MODEL
+
+
+def served_policy(policy: Path | str, served: list[str], base_url: str) -> str:
+    """The model id to send for `--policy NAME --base-url URL`: the LoRA module the server lists
+    under that name (or under a run folder's name, e.g. runs/sft → sft); one sentence otherwise."""
+    for candidate in (str(policy), Path(policy).name):
+        if candidate in served:
+            return candidate
+    raise BadInput(f"The server at {base_url} lists no model {policy} (it lists {', '.join(served) or 'none'}); "
+                           f"serve the adapter with `vllm serve BASE --enable-lora --lora-modules "
+                           f"{Path(policy).name}=runs/{Path(policy).name}/adapter`.")
 
 
 @register_backend("embedded")
@@ -718,7 +856,8 @@ def server_tokenizer(base_url: str, model: str, api_key: str, timeout: float
     return probe.get("max_model_len"), lambda messages: int(count(messages)["count"])
 
 
-def embedded_chat(model: LocalModel, cfg: Settings) -> EmbeddedChatModel:
+def embedded_chat(model: LocalModel, cfg: Settings, lora: list[str] | None = None) -> EmbeddedChatModel:
+    """The catalog model (sampling settings from its entry) in-process, with trained LoRA GGUFs applied."""
     return EmbeddedChatModel(model_name=model.name, model_path=str(model.path), chat_template=model.chat_template,
                              threads=cfg.threads, n_ctx=cfg.context, seed=cfg.seed, repeat_penalty=cfg.repeat_penalty or model.repeat_penalty,
-                             stop=list(model.stop))
+                             stop=list(model.stop), lora=lora or [])

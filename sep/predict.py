@@ -56,16 +56,35 @@ class Forecast:
                 "candidates": [{k: v for k, v in asdict(c).items() if k != "response"} for c in self.candidates]}
 
 
-def reward_scorer(reward: Path, cfg: Settings) -> Scorer:
-    """Score candidates with a `sep train reward` run; one torch model, so callers take turns."""
-    from sep.train import base_model_dir, load_reward_model, reward_scores
+def answering_base(cfg: Settings) -> str | None:
+    """The base model that writes the candidates: a policy run's base, else the embedded model; None for a server."""
+    from sep.adapters import run_base
+    from sep.models import DEFAULT_MODEL
 
-    model, tok = load_reward_model(reward, base_model_dir(cfg), cfg.threads)
+    if cfg.base_url:
+        return None
+    if cfg.policy:
+        return run_base(cfg.policy)
+    return cfg.model or DEFAULT_MODEL
+
+
+def reward_scorer(reward: Path, cfg: Settings) -> Scorer:
+    """Score candidates with a `sep train reward` run, in the chat format of the base it was trained
+    on; refused when that base is not the one answering. One torch model, so callers take turns."""
+    from sep.adapters import run_base
+    from sep.errors import BadInput
+    from sep.train import load_reward
+
+    trained_on, answering = run_base(reward), answering_base(cfg)
+    if answering and trained_on != answering:
+        raise BadInput(f"--reward {reward} was trained on {trained_on}, but {answering} writes the candidates; "
+                       f"train the reward model with --base-model {answering}.")
+    rm = load_reward(reward, cfg, cfg.threads)
     lock = threading.Lock()  # batch jobs score from many worker threads
 
     def score(prompt: str, responses: list[str]) -> list[float]:
         with lock:
-            return reward_scores(model, tok, prompt, responses)
+            return rm.scores(prompt, responses)
 
     return score
 

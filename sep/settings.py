@@ -55,8 +55,9 @@ class Settings(BaseSettings):
     repeat_penalty: float | None = Field(None, gt=0, description="Repetition penalty; unset: the catalog's "
                                          "measured value for the model (the server's default on a server).")
     policy: Path | None = Field(
-        None, description="A trained policy (a `sep train` run folder, LoRA adapter or model folder) run with "
-        "transformers. Needs the train extra."
+        None, description="A trained policy: a `sep train` run folder, run embedded (its base GGUF plus the run's "
+        "llama.cpp adapter); with --base-url, the name of the LoRA module the server serves it under "
+        "(`vllm serve BASE --enable-lora --lora-modules NAME=RUN/adapter`)."
     )
     api_key: str = Field("EMPTY", description="API key for the server; vLLM accepts any.")
     threads: int = Field(2, ge=1, description="CPU threads for the embedded model and torch.")

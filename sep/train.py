@@ -3,7 +3,9 @@
 Fixes defects of SEP's reference code:
 * pairs are oriented by the market: `chosen` is the response whose label matched the next close;
 * the reward model is scored on the *last* days in time, never on its training pairs;
-* every trainer renders prompts with the Gemma chat template (`sep.llm.CHAT_TEMPLATE`) a trained policy runs with;
+* every trainer learns on the model that explains (`--base-model`, default the default explaining
+  model) and renders prompts with that model's own chat template, ending answers at its own
+  turn-end token (`sep.llm.ChatFormat`), exactly as the policy will run;
 * training is split in time: `start`/`end` keep decision days whose target day is on or before
   `end`, and each run records the range (`data_start`, `data_end`) so that anything later scored
   on or before `data_end` is reported as in-sample;
@@ -11,8 +13,10 @@ Fixes defects of SEP's reference code:
 
 Every run writes a directory (config.json, metrics.json, data.sha256, adapter/, checkpoints/),
 is recorded in the `runs` table, resumes from its last checkpoint when rerun with the same --out,
-and shows the trainer's progress bar. All training uses LoRA (peft) on the packaged Gemma-3 270M,
-de-quantized once by `prepare_hf_model`; external TRL-format JSONL files are accepted everywhere.
+and shows the trainer's progress bar. All training uses LoRA (peft, every linear layer) on the
+base's transformers folder (a catalog GGUF de-quantized once by `prepare_hf_model`, or a folder
+you give); a causal-LM run also writes its adapter as a llama.cpp GGUF, so the embedded engine
+runs it at the base model's speed. External TRL-format JSONL files are accepted everywhere.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from typing import Any
 import sqlite_utils
 
 from sep.errors import BadInput
-from sep.llm import CHAT_TEMPLATE, TURN_END, adapter_folder, parse_answer, render_messages
+from sep.adapters import read_adapter, run_base, write_gguf_adapter
+from sep.llm import ChatFormat, _content, as_messages, base_model_folder, chat_format, parse_answer
 from sep.memory import now_iso, transaction
+from sep.models import CATALOG
 from sep.settings import Settings
 from sep.train_config import (CONFIGS, EXPLAIN_TOKENS, GRPORunConfig, PPORunConfig, RewardRunConfig,  # noqa: F401
                               RunConfig, SFTRunConfig)  # the configs, importable from here as before
@@ -71,13 +77,12 @@ def parse_signal(text: str) -> float | None:
     return value if -10 <= value <= 10 else None
 
 
-def with_signal_instruction(prompt: str) -> str:
-    """The chat prompt with the score instruction appended to its last user turn."""
-    lang = "ko" if re.search(r"[가-힣]", prompt) else "en"
-    head, sep_, tail = prompt.rpartition(TURN_END)
-    if not sep_:
-        return prompt + "\n" + SIGNAL_INSTRUCTION[lang]
-    return head.rstrip() + "\n" + SIGNAL_INSTRUCTION[lang] + TURN_END + tail
+def with_signal_instruction(messages: list[dict]) -> list[dict]:
+    """The chat with the score instruction appended to its last user turn."""
+    lang = "ko" if any(re.search(r"[가-힣]", m["content"]) for m in messages) else "en"
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    return [{**m, "content": m["content"].rstrip() + "\n" + SIGNAL_INSTRUCTION[lang]} if i == last else m
+            for i, m in enumerate(messages)]
 
 
 def mixed_reward(market: float, model: float, market_scale: float, model_scale: float, model_weight: float) -> float:
@@ -101,33 +106,6 @@ def signal_reward(score: float | None, ret: float, threshold: float) -> float:
 # ---------------------------------------------------------------- data
 
 
-def chat_prompt(prompt: str | list[dict]) -> str:
-    """Any prompt rendered with the trainers' chat template: plain text, TRL conversational messages,
-    or a stored prediction's prompt (its chat as JSON, see `Prompt.render`)."""
-    if isinstance(prompt, str) and prompt.startswith("[{"):
-        try:
-            prompt = json.loads(prompt)
-        except ValueError:
-            pass
-    if isinstance(prompt, list):
-        return render_messages(CHAT_TEMPLATE, [{"role": m.get("role", "user"), "content": m["content"]} for m in prompt])
-    if prompt.startswith("<start_of_turn>"):
-        return prompt
-    return render_messages(CHAT_TEMPLATE, [{"role": "user", "content": prompt}])
-
-
-def _content(value: str | list[dict]) -> str:
-    if isinstance(value, list):  # conversational completion: [{"role": "assistant", "content": ...}]
-        return "".join(m.get("content", "") for m in value)
-    return value
-
-
-def response_text(response: str | list[dict]) -> str:
-    """A response as it ends in training and scoring: the model turn closed by <end_of_turn>."""
-    text = _content(response).strip()
-    return text if text.endswith(TURN_END) else text + TURN_END
-
-
 def read_jsonl(path: Path, need: Iterable[str]) -> list[dict]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -141,14 +119,23 @@ def read_jsonl(path: Path, need: Iterable[str]) -> list[dict]:
 
 
 def sft_rows(db: sqlite_utils.Database | None, data: Path | None, model: str | None = None) -> list[dict]:
-    """prompt/completion: correct forecasts (trial 0) from memory, or a TRL prompt-completion file."""
+    """prompt/completion: the answers the market proved right, or a TRL prompt-completion file.
+
+    From memory: each day's correct forecast (trial 0), and on the days the forecast was wrong,
+    the right answer of the wrong→right pair, learned on the plain forecast prompt (SEP's
+    distillation of what reflection found). Prompts are kept as chat messages and answers as
+    plain text: the base model's chat format renders them when training starts (`ChatFormat`)."""
     if data:
         rows = read_jsonl(data, ("prompt", "completion"))
-        return [{**{k: r[k] for k in ("stock", "date") if k in r}, "prompt": chat_prompt(r["prompt"]),
-                 "completion": response_text(r["completion"])} for r in rows]
-    rows = db.execute("SELECT prompt, response, stock, date FROM predictions WHERE method = 'reflect' AND trial = 0 "
-                      "AND correct = 1 AND (? IS NULL OR model = ?) ORDER BY date, stock", [model, model]).fetchall()
-    return [{"prompt": chat_prompt(p), "completion": response_text(r), "stock": s, "date": d} for p, r, s, d in rows]
+        return [{**{k: r[k] for k in ("stock", "date") if k in r}, "prompt": as_messages(r["prompt"]),
+                 "completion": _content(r["completion"]).strip()} for r in rows]
+    found = db.execute("SELECT prompt, response, stock, date FROM predictions WHERE method = 'reflect' AND trial = 0 "
+                       "AND correct = 1 AND (? IS NULL OR model = ?)", [model, model]).fetchall()
+    rows = {(s, d): {"prompt": as_messages(p), "completion": r.strip(), "stock": s, "date": d} for p, r, s, d in found}
+    for pair in pair_rows(db, None, model):
+        rows.setdefault((pair["stock"], pair["date"]), {"prompt": pair["prompt"], "completion": pair["chosen"],
+                                                        "stock": pair["stock"], "date": pair["date"]})
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[1], k[0]))]
 
 
 def pair_rows(db: sqlite_utils.Database | None, pairs: Path | None, model: str | None = None) -> list[dict]:
@@ -159,8 +146,8 @@ def pair_rows(db: sqlite_utils.Database | None, pairs: Path | None, model: str |
     """
     if pairs:
         rows = read_jsonl(pairs, ("prompt", "chosen", "rejected"))
-        return [{"prompt": chat_prompt(r["prompt"]), "chosen": response_text(r["chosen"]),
-                 "rejected": response_text(r["rejected"]),
+        return [{"prompt": as_messages(r["prompt"]), "chosen": _content(r["chosen"]).strip(),
+                 "rejected": _content(r["rejected"]).strip(),
                  **{k: r[k] for k in ("ret", "stock", "date") if k in r}} for r in rows]
     rows = db.execute(
         "SELECT p.prompt, p.chosen, p.rejected, p.chosen_label, "
@@ -171,7 +158,7 @@ def pair_rows(db: sqlite_utils.Database | None, pairs: Path | None, model: str |
     for prompt, chosen, rejected, chosen_label, actual, stock, date in rows:
         if actual and chosen_label != actual:
             chosen, rejected = rejected, chosen
-        out.append({"prompt": chat_prompt(prompt), "chosen": response_text(chosen), "rejected": response_text(rejected),
+        out.append({"prompt": as_messages(prompt), "chosen": chosen.strip(), "rejected": rejected.strip(),
                     "stock": stock, "date": date})
     return out
 
@@ -186,7 +173,7 @@ def day_rows(db: sqlite_utils.Database | None, pairs: Path | None, model: str | 
         return pair_rows(None, pairs)
     rows = db.execute("SELECT prompt, stock, date FROM predictions WHERE method = 'reflect' AND trial = 0 "
                       "AND (? IS NULL OR model = ?) GROUP BY stock, date ORDER BY date, stock", [model, model]).fetchall()
-    return [{"prompt": chat_prompt(p), "stock": s, "date": d} for p, s, d in rows]
+    return [{"prompt": as_messages(p), "stock": s, "date": d} for p, s, d in rows]
 
 
 def select_days(db: sqlite_utils.Database | None, rows: list[dict], start: str | None, end: str | None
@@ -229,8 +216,7 @@ def select_days(db: sqlite_utils.Database | None, rows: list[dict], start: str |
 
 def label_of_row(row: dict) -> str | None:
     """The answer's label: the completion's for SFT, the chosen response's for pairs."""
-    text = row.get("completion") or row.get("chosen") or ""
-    return parse_answer(text.replace(TURN_END, "")).label
+    return parse_answer(row.get("completion") or row.get("chosen") or "").label
 
 
 def balance(rows: list[dict], seed: int, enabled: bool = True) -> tuple[list[dict], dict]:
@@ -301,83 +287,116 @@ def _torch_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def base_model_dir(settings: Settings) -> Path:
-    from sep.llm import prepare_hf_model
+@dataclass(frozen=True)
+class Base:
+    """The model a run learns on: the name it was given (catalog name or folder), its transformers
+    folder, and its chat format (template, turn end) read from its tokenizer."""
 
-    return prepare_hf_model(settings.cache_dir)
+    name: str
+    folder: Path
+    fmt: ChatFormat
+
+    @classmethod
+    def resolve(cls, settings: Settings, base_model: str | Path) -> "Base":
+        folder = base_model_folder(settings.cache_dir, base_model)
+        name = str(base_model) if str(base_model) in CATALOG else str(folder.resolve())
+        return cls(name, folder, chat_format(folder))
+
+    @classmethod
+    def of_run(cls, settings: Settings, run: Path) -> "Base":
+        """The base a run was trained on (its config.json); runs from before sep recorded one were Gemma-270M."""
+        return cls.resolve(settings, run_base(run))
+
+
+def same_base(run: Path, base: Base, what: str) -> None:
+    """Refuse, in one sentence, a run (an --sft or --reward) that was trained on another base."""
+    other = run_base(run)
+    if other != base.name:
+        raise BadInput(f"{what} {run} was trained on {other}, not on {base.name}; train it again with "
+                       f"--base-model {base.name}.")
 
 
 def lora(cfg: RunConfig, task_type: str) -> Any:
+    """LoRA on every linear layer of the architecture (peft's `all-linear`), not a list of one model's names."""
     from peft import LoraConfig
 
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type=task_type,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+                      target_modules="all-linear")
 
 
-def adapter_dir(run: Path) -> Path:
-    """A run folder's adapter (or the path itself when it already is an adapter folder); bad input otherwise."""
-    path = adapter_folder(run)
-    if path is None:
-        raise BadInput(f"{run} is not a `sep train` run folder or LoRA adapter (no adapter_config.json).")
-    return path
-
-
-def load_policy(base: Path, sft: Path | None) -> Any:
+def load_policy(base: Base, sft: Path | None) -> Any:
     """The causal LM to train on: the base, with an SFT adapter merged in when given."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base.folder)
     if sft:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter_dir(sft)).merge_and_unload()
+        model = PeftModel.from_pretrained(model, read_adapter(sft).folder).merge_and_unload()
     return model
 
 
-def turn_tokenizer(base: Path) -> Any:
-    """The tokenizer whose EOS is <end_of_turn>, the token that ends a model turn.
+def turn_tokenizer(base: Base) -> Any:
+    """The base's tokenizer with its EOS set to the token that ends a model turn (`<|im_end|>` for
+    ChatML, `<end_of_turn>` for Gemma).
 
-    Reward training, PPO and best-of-n all score a response at that token: the reward trainer
-    appends no other EOS, PPO stops generating there, reads the reward there, and its
+    Reward training, PPO, GRPO and best-of-n all end a response there: the reward trainer appends
+    no other EOS, PPO and GRPO stop generating there, PPO reads the reward there, and its
     missing-EOS penalty looks for that same token.
     """
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(base)
-    tok.eos_token = TURN_END
+    tok = AutoTokenizer.from_pretrained(base.folder)
+    tok.eos_token = base.fmt.turn_end
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     return tok
 
 
-def reward_model_and_tokenizer(base: Path) -> tuple[Any, Any]:
+def reward_model_and_tokenizer(base: Base) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification
 
     tok = turn_tokenizer(base)
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    model = AutoModelForSequenceClassification.from_pretrained(base.folder, num_labels=1)
     model.config.pad_token_id = tok.pad_token_id
     return model, tok
 
 
-def load_reward_model(run: Path, base: Path, threads: int = 2) -> tuple[Any, Any]:
-    """(sequence classifier with the reward adapter merged, tokenizer), in eval mode."""
+@dataclass
+class RewardModel:
+    """A trained reward run, loaded (adapter merged, eval mode), scoring in its base's chat format."""
+
+    model: Any
+    tok: Any
+    fmt: ChatFormat
+    base: str
+
+    def scores(self, prompt: str | list[dict], responses: list[str]) -> list[float]:
+        return reward_scores(self.model, self.tok, self.fmt, prompt, responses)
+
+
+def load_reward_model(run: Path, settings: Settings, threads: int = 2) -> RewardModel:
+    """A `sep train reward` run on the base it was trained on."""
     from peft import PeftModel
 
     _torch_threads(threads)
+    base = Base.of_run(settings, run)
     model, tok = reward_model_and_tokenizer(base)
-    model = PeftModel.from_pretrained(model, adapter_dir(run)).merge_and_unload()
+    model = PeftModel.from_pretrained(model, read_adapter(run).folder).merge_and_unload()
     model.eval()
-    return model, tok
+    return RewardModel(model, tok, base.fmt, base.name)
 
 
-def reward_text(prompt: str | list[dict], response: str | list[dict]) -> str:
-    """prompt + response ending at <end_of_turn>: the exact text the reward model is trained and read on."""
-    return chat_prompt(prompt) + response_text(response)
+def reward_text(fmt: ChatFormat, prompt: str | list[dict], response: str | list[dict]) -> str:
+    """prompt + response closed by the turn end: the exact text the reward model is trained and read on."""
+    return fmt.prompt(prompt) + fmt.response(response)
 
 
-def reward_scores(model: Any, tok: Any, prompt: str, responses: list[str]) -> list[float]:
+def reward_scores(model: Any, tok: Any, fmt: ChatFormat, prompt: str | list[dict], responses: list[str]) -> list[float]:
     """The reward model's scalar for prompt + each response, formatted exactly as in training."""
     import torch
 
-    texts = [reward_text(prompt, r) for r in responses]
+    texts = [reward_text(fmt, prompt, r) for r in responses]
     scores = []
     with torch.no_grad():
         for text in texts:
@@ -386,16 +405,62 @@ def reward_scores(model: Any, tok: Any, prompt: str, responses: list[str]) -> li
     return scores
 
 
-def pair_metrics(model: Any, tok: Any, rows: list[dict]) -> dict:
+def pair_metrics(rm: RewardModel, rows: list[dict]) -> dict:
     """Held-out pair accuracy (chosen scored above rejected) and mean margin."""
     margins = []
     for r in rows:
-        chosen, rejected = reward_scores(model, tok, r["prompt"], [r["chosen"], r["rejected"]])
+        chosen, rejected = rm.scores(r["prompt"], [r["chosen"], r["rejected"]])
         margins.append(chosen - rejected)
     if not margins:
         return {"eval_pairs": 0, "pair_accuracy": None, "margin": None}
     return {"eval_pairs": len(margins), "pair_accuracy": sum(m > 0 for m in margins) / len(margins),
             "margin": sum(margins) / len(margins)}
+
+
+# ---------------------------------------------------------------- memory: say so before starting
+
+# Measured on 2 cores (README, bench/train_speed.py): Qwen2.5 1.5B fp32 + LoRA SFT, batch 2 at
+# 1,024 tokens, peaked at 17.7 GB: 6.2 GB of weights plus about 9 fp32 copies of the logits
+# (batch x tokens x vocab), which TRL keeps for the loss, its entropy and accuracy metrics.
+LOGIT_COPIES = 9
+MODEL_COPIES = {"sft": 1, "reward": 1, "grpo": 1, "ppo": 3}  # PPO: policy (+ reference as adapter-off), value, reward
+
+
+def weight_bytes(folder: Path) -> int:
+    """fp32 bytes of a transformers folder's weights (its safetensors files)."""
+    return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
+
+
+def estimated_peak(kind: str, folder: Path, batch: int, tokens: int) -> int:
+    """Bytes a run is expected to peak at on the CPU (fp32), from the measured SFT point above."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    vocab = int(config.get("text_config", config).get("vocab_size", 0))
+    logits = 0 if kind == "reward" else LOGIT_COPIES * batch * tokens * vocab * 4  # a reward head has one output
+    return MODEL_COPIES[kind] * weight_bytes(folder) + logits
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (bytes); None where there is no such file."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(kind: str, base: Base, batch: int, tokens: int) -> int:
+    """Refuse, before loading anything, a CPU run that would not fit in memory; return the estimate."""
+    need = estimated_peak(kind, base.folder, batch, tokens)
+    have = available_memory()
+    if have is not None and need > have and _cpu_only():
+        gib = 1 << 30
+        raise BadInput(f"sep train {kind} on {base.name} would need about {need / gib:.1f} GiB here (fp32 on the CPU: "
+                       f"{MODEL_COPIES[kind]} model cop{'y' if MODEL_COPIES[kind] == 1 else 'ies'} and "
+                       f"{batch} x {tokens}-token logits) and {have / gib:.1f} GiB is free: lower --batch-size or "
+                       "--max-length, pick a smaller --base-model, or run it on a GPU (README, 'Training on a GPU').")
+    return need
 
 
 # ---------------------------------------------------------------- the run directory and the runs table
@@ -421,6 +486,10 @@ class Run:
         old = self.out / "data.sha256"
         if old.exists() and old.read_text().strip() != digest and self.last_checkpoint():
             raise BadInput(f"{self.out} holds a run on other data; pick a new --out (or delete it to start over).")
+        before = json.loads((self.out / "config.json").read_text()) if (self.out / "config.json").exists() else {}
+        if self.last_checkpoint() and before.get("base_model", "gemma-270m") != self.cfg.base_model:
+            raise BadInput(f"{self.out} holds a run on {before.get('base_model', 'gemma-270m')}, not on "
+                           f"{self.cfg.base_model}; pick a new --out (or delete it to start over).")
         old.write_text(digest + "\n")
         span = {k: (self.data or {}).get(k) for k in ("stocks", "data_start", "data_end")}
         config = {**self.cfg.as_json(), **span}
@@ -429,10 +498,10 @@ class Run:
             with transaction(self.db):
                 cur = self.db.execute(
                     "INSERT INTO runs (kind, out, config, data_hash, examples, status, started_at, stocks, data_start, "
-                    "data_end) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "data_end, base_model) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     [self.cfg.kind, str(self.out.resolve()), json.dumps(config), digest, len(self.rows),
                      "running", now_iso(), json.dumps(span["stocks"]) if span["stocks"] is not None else None,
-                     span["data_start"], span["data_end"]])
+                     span["data_start"], span["data_end"], self.cfg.base_model])
                 self.id = cur.lastrowid
         return self
 
@@ -476,10 +545,19 @@ def _trainer_args(cfg: RunConfig, cls: type, **extra: Any) -> Any:
                dataloader_num_workers=0, **_precision(), **extra)
 
 
-def save_adapter(run: Run, model: Any, tok: Any) -> None:
-    """The run's result: LoRA weights and the tokenizer (with the chat template) in out/adapter."""
-    model.save_pretrained(run.out / "adapter")
-    tok.save_pretrained(run.out / "adapter")
+def save_adapter(run: Run, model: Any, tok: Any, base: Base) -> dict:
+    """The run's result in out/adapter: the PEFT LoRA weights and the tokenizer (with the chat
+    template), which vLLM serves as they are, and for a causal LM the same adapter as a llama.cpp
+    GGUF (`adapter.gguf`), which `--policy` runs embedded."""
+    folder = run.out / "adapter"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    if run.cfg.kind == "reward":
+        return {}
+    try:
+        return {"gguf_adapter": str(write_gguf_adapter(folder, base.folder))}
+    except BadInput as exc:  # an architecture llama.cpp's adapter format isn't written for yet: vLLM still serves it
+        return {"gguf_adapter": None, "gguf_note": str(exc)}
 
 
 def _train_with_resume(run: Run, trainer: Any) -> dict:
@@ -490,12 +568,29 @@ def _train_with_resume(run: Run, trainer: Any) -> dict:
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
 
 
+def longest_example(rows: list[dict], base: Base, tok: Any, generated: int = 0) -> int:
+    """Tokens of the longest example (prompt + its longest answer, or + `generated` tokens for RL)."""
+    lengths = []
+    for r in rows:
+        answer = max((str(r.get(k) or "") for k in ("completion", "chosen", "rejected")), key=len)
+        text = base.fmt.prompt(r["prompt"]) + (base.fmt.response(answer) if answer else "")
+        lengths.append(len(tok(text).input_ids) + generated)
+    return max(lengths, default=0)
+
+
 def _execute(settings: Settings, cfg: RunConfig, db: sqlite_utils.Database | None, rows: list[dict],
-             body: Callable[[Run, Path], dict], data: dict | None = None) -> dict:
-    """What every trainer shares: torch threads, the base model folder, and a run recorded even when it fails."""
+             body: Callable[[Run, Base], dict], data: dict | None = None, generated: int = 0) -> dict:
+    """What every trainer shares: torch threads, the base model (and the same base for its --sft and
+    --reward runs), a memory check before anything loads, and a run recorded even when it fails."""
     _torch_threads(cfg.threads)
-    base = base_model_dir(settings)
-    run = Run(db, cfg, rows, data).start()
+    base = Base.resolve(settings, cfg.base_model)
+    cfg.base_model = base.name
+    for flag in ("sft", "reward"):
+        if getattr(cfg, flag, None):
+            same_base(Path(getattr(cfg, flag)), base, f"--{flag}")
+    tokens = min(longest_example(rows, base, turn_tokenizer(base), generated), cfg.max_length + generated)
+    need = check_memory(cfg.kind, base, min(cfg.batch_size, len(rows)), tokens)
+    run = Run(db, cfg, rows, {**(data or {}), "longest_tokens": tokens, "estimated_peak_gb": round(need / 1e9, 1)}).start()
     try:
         return run.finish(body(run, base))
     except BaseException as exc:
@@ -513,19 +608,19 @@ def train_sft(settings: Settings, cfg: SFTRunConfig, db: sqlite_utils.Database |
         raise BadInput("No SFT examples: memory holds no correct trial-0 answers in that range yet (run `sep reflect`), "
                        "or pass --data.")
 
-    def body(run: Run, base: Path) -> dict:
+    def body(run: Run, base: Base) -> dict:
         from datasets import Dataset
-        from transformers import AutoTokenizer
         from trl import SFTConfig, SFTTrainer
 
-        tok = AutoTokenizer.from_pretrained(base)
-        dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+        tok = turn_tokenizer(base)
+        dataset = Dataset.from_list([{"prompt": base.fmt.prompt(r["prompt"]), "completion": base.fmt.response(r["completion"])}
+                                     for r in rows])
         trainer = SFTTrainer(model=load_policy(base, None), processing_class=tok, train_dataset=dataset,
                              peft_config=lora(cfg, "CAUSAL_LM"),
-                             args=_trainer_args(cfg, SFTConfig, max_length=cfg.max_length, completion_only_loss=True))
+                             args=_trainer_args(cfg, SFTConfig, max_length=cfg.max_length, completion_only_loss=True,
+                                                eos_token=base.fmt.turn_end))
         metrics = _train_with_resume(run, trainer)
-        save_adapter(run, trainer.model, tok)
-        return metrics
+        return {**metrics, **save_adapter(run, trainer.model, tok, base)}
 
     return _execute(settings, cfg, db, rows, body, info)
 
@@ -543,31 +638,131 @@ def train_reward(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Data
         raise BadInput(f"A reward model needs at least 2 pairs (one held out); found {len(rows)}. "
                        "Run `sep reflect` over more days, or pass --pairs FILE.jsonl.")
     train, held_out = time_split(rows, cfg.eval_fraction)
+    if cfg.head == "embedding":
+        return train_reward_head(settings, cfg, db, rows, train, held_out, info)
 
-    def body(run: Run, base: Path) -> dict:
+    def body(run: Run, base: Base) -> dict:
         from datasets import Dataset
         from trl import RewardConfig, RewardTrainer
 
         model, tok = reward_model_and_tokenizer(base)
         # TRL drops pairs longer than max_length without a word: count them, and refuse when none is left
-        fits = [r for r in train if max(len(tok(reward_text(r["prompt"], r[k])).input_ids)
+        fits = [r for r in train if max(len(tok(reward_text(base.fmt, r["prompt"], r[k])).input_ids)
                                         for k in ("chosen", "rejected")) <= cfg.max_length]
         if not fits:
             raise BadInput(f"All {len(train)} training pairs are longer than --max-length {cfg.max_length} tokens; "
                            "raise --max-length or shorten the window.")
-        columns = ("prompt", "chosen", "rejected")
-        trainer = RewardTrainer(model=model, processing_class=tok,
-                                train_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in train]),
+        data = [{"prompt": base.fmt.prompt(r["prompt"]), "chosen": base.fmt.response(r["chosen"]),
+                 "rejected": base.fmt.response(r["rejected"])} for r in train]
+        trainer = RewardTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(data),
                                 peft_config=lora(cfg, "SEQ_CLS"),
-                                args=_trainer_args(cfg, RewardConfig, max_length=cfg.max_length, eos_token=TURN_END))
+                                args=_trainer_args(cfg, RewardConfig, max_length=cfg.max_length,
+                                                   eos_token=base.fmt.turn_end))
         metrics = _train_with_resume(run, trainer)
-        save_adapter(run, trainer.model, tok)
+        save_adapter(run, trainer.model, tok, base)
         trainer.model.eval()
         return {**metrics, "train_pairs": len(train), "too_long_dropped": len(train) - len(fits),
                 "eval_first_day": held_out[0].get("date"),
-                **pair_metrics(trainer.model, tok, held_out), "majority_accuracy": majority_pair_accuracy(train, held_out)}
+                **pair_metrics(RewardModel(trainer.model, tok, base.fmt, base.name), held_out), "majority_accuracy": majority_pair_accuracy(train, held_out)}
 
     return _execute(settings, cfg, db, rows, body, info)
+
+
+HEAD_FILE = "reward_head.json"
+
+
+def fit_bradley_terry(diffs: Any, l2: float) -> Any:
+    """w minimising mean log(1 + exp(-w·(e_chosen - e_rejected))) + l2/2 |w|²: a Bradley–Terry
+    preference on embeddings (no bias: only differences are seen). Solved with L-BFGS in torch."""
+    import torch
+
+    x = torch.tensor(diffs, dtype=torch.float64)
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=500, line_search_fn="strong_wolfe")
+
+    def loss() -> Any:
+        opt.zero_grad()
+        value = torch.nn.functional.softplus(-(x @ w)).mean() + l2 / 2 * (w @ w)
+        value.backward()
+        return value
+
+    opt.step(loss)
+    return w.detach().numpy()
+
+
+@dataclass
+class EmbeddingReward:
+    """A `--head embedding` reward run: w·embedding(prompt + response) by the base's GGUF, one prefill each."""
+
+    weights: Any
+    encoder: Any
+    fmt: ChatFormat
+    base: str
+
+    def scores(self, prompt: str | list[dict], responses: list[str]) -> list[float]:
+        import numpy as np
+
+        vectors = np.array(self.encoder([reward_text(self.fmt, prompt, r) for r in responses]))
+        return [float(v) for v in vectors @ self.weights]
+
+
+def embedding_reward(settings: Settings, base_model: str, weights: Any, threads: int) -> EmbeddingReward:
+    from sep.llm import GGUFEncoder
+    from sep.models import local_model
+
+    if base_model not in CATALOG:
+        raise BadInput(f"--head embedding reads the base model's GGUF, so it needs a catalog --base-model "
+                       f"({', '.join(CATALOG)}), not {base_model}.")
+    local = local_model(settings.cache_dir, base_model)
+    return EmbeddingReward(weights, GGUFEncoder(local, threads, settings.context), ChatFormat.of(local.chat_template),
+                           base_model)
+
+
+def load_reward(run: Path, settings: Settings, threads: int = 2) -> "RewardModel | EmbeddingReward":
+    """Either kind of reward run, ready to score (prompt, responses) in its base's chat format."""
+    import numpy as np
+
+    head = Path(run) / HEAD_FILE
+    if head.exists():
+        saved = json.loads(head.read_text())
+        return embedding_reward(settings, saved["base_model"], np.array(saved["weights"]), threads)
+    return load_reward_model(run, settings, threads)
+
+
+def train_reward_head(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Database | None, rows: list[dict],
+                      train: list[dict], held_out: list[dict], info: dict) -> dict:
+    """The laptop reward model: embed (prompt, chosen) and (prompt, rejected) once with the base's
+    GGUF, fit a Bradley–Terry head on the differences, and score the held-out (last) pairs."""
+    import time
+
+    import numpy as np
+
+    run = Run(db, cfg, rows, info).start()
+    try:
+        rm = embedding_reward(settings, cfg.base_model, None, cfg.threads)
+        started = time.perf_counter()
+
+        def embed(pairs: list[dict]) -> tuple[Any, Any]:
+            vectors = np.array(rm.encoder([reward_text(rm.fmt, r["prompt"], r[k]) for r in pairs
+                                           for k in ("chosen", "rejected")]))
+            return vectors[0::2], vectors[1::2]
+
+        train_chosen, train_rejected = embed(train)
+        seconds = (time.perf_counter() - started) / (2 * len(train))
+        rm.weights = fit_bradley_terry(train_chosen - train_rejected, cfg.l2)
+        (run.out / HEAD_FILE).write_text(json.dumps({"base_model": cfg.base_model, "pooling": "last",
+                                                     "weights": rm.weights.tolist()}))
+        held_chosen, held_rejected = embed(held_out)
+        margins = (held_chosen - held_rejected) @ rm.weights
+        train_margins = (train_chosen - train_rejected) @ rm.weights
+        return run.finish({"head": "embedding", "train_pairs": len(train), "eval_first_day": held_out[0].get("date"),
+                           "eval_pairs": len(held_out), "pair_accuracy": float(np.mean(margins > 0)),
+                           "margin": float(np.mean(margins)), "train_accuracy": float(np.mean(train_margins > 0)),
+                           "majority_accuracy": majority_pair_accuracy(train, held_out),
+                           "seconds_per_candidate": seconds})
+    except BaseException as exc:
+        run.fail(exc)
+        raise
 
 
 def time_split(rows: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
@@ -585,7 +780,7 @@ def majority_pair_accuracy(train: list[dict], held_out: list[dict]) -> float | N
         return None
     right = 0.0
     for r in held_out:
-        chosen, rejected = label_of_row(r), parse_answer(r["rejected"].replace(TURN_END, "")).label
+        chosen, rejected = label_of_row(r), parse_answer(r["rejected"]).label
         right += 1.0 if chosen == major != rejected else 0.5 if (chosen == major) == (rejected == major) else 0.0
     return right / len(held_out)
 
@@ -595,19 +790,22 @@ def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database |
     policy (adapter off), value model initialised from the reward model. One step = one PPO update."""
     if not cfg.reward:
         raise BadInput("sep train ppo needs --reward DIR (a `sep train reward` run).")
+    if (Path(cfg.reward) / HEAD_FILE).exists():
+        raise BadInput(f"PPO's value model starts from the reward model's weights, and {cfg.reward} is an embedding "
+                       "head: train the reward model with --head model for PPO.")
     rows, info = training_rows(db, cfg, day_rows(db, pairs, cfg.model), balanced=False)  # the reward model needs no labels
     if not rows:
         raise BadInput("No prompts: memory holds no decisions in that range yet (run `sep reflect`), or pass --pairs FILE.jsonl.")
 
-    def body(run: Run, base: Path) -> dict:
+    def body(run: Run, base: Base) -> dict:
         import torch
         from datasets import Dataset
         from peft import PeftModel, get_peft_model
         from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-        tok = turn_tokenizer(base)  # generation stops, the reward is read, and EOS is checked at <end_of_turn>
+        tok = turn_tokenizer(base)  # generation stops, the reward is read, and EOS is checked at the turn end
         tok.padding_side = "left"
-        reward_model, _ = load_reward_model(cfg.reward, base, cfg.threads)
+        reward_model = load_reward_model(cfg.reward, settings, cfg.threads).model
         value_model = copy.deepcopy(reward_model).train()  # starts as the reward model, then learns values
         policy = load_policy(base, cfg.sft)
         resume = run.last_checkpoint()
@@ -618,7 +816,7 @@ def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database |
         else:
             policy = get_peft_model(policy, lora(cfg, "CAUSAL_LM"))
         remaining = max(cfg.max_steps - done, 0)
-        prompts = [r["prompt"] for r in rows]
+        prompts = [base.fmt.prompt(r["prompt"]) for r in rows]
         dataset = Dataset.from_list([{"input_ids": tok(p, truncation=True, max_length=cfg.max_length)["input_ids"]}
                                      for p in prompts])
         args = PPOConfig(output_dir=str(run.out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
@@ -636,16 +834,16 @@ def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database |
                 torch.manual_seed(cfg.seed)
                 trainer.train()
         updates = trainer.state.global_step if remaining else 0
-        save_adapter(run, trainer.model.policy, tok)
+        saved = save_adapter(run, trainer.model.policy, tok, base)
         ckpt = run.out / "checkpoints" / f"checkpoint-{done + updates}"
         trainer.model.policy.save_pretrained(ckpt)  # what a rerun resumes from
         logs = [h for h in trainer.state.log_history if "objective/scores" in h]
         return {"updates": updates, "resumed_from": resume, "total_updates": done + updates,
                 "mean_score": logs[-1]["objective/scores"] if logs else None,
                 "kl": logs[-1].get("objective/kl") if logs else None,
-                "eos_share": logs[-1].get("val/num_eos_tokens", 0) / cfg.batch_size if logs else None}
+                "eos_share": logs[-1].get("val/num_eos_tokens", 0) / cfg.batch_size if logs else None, **saved}
 
-    return _execute(settings, cfg, db, rows, body, info)
+    return _execute(settings, cfg, db, rows, body, info, generated=cfg.response_length)
 
 
 def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
@@ -664,18 +862,18 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
         rows = [{**r, "prompt": with_signal_instruction(r["prompt"])} for r in rows]
     market_scale = sum(abs(float(r["ret"])) for r in rows) / len(rows) if cfg.reward_kind != "model" else 1.0
 
-    def body(run: Run, base: Path) -> dict:
+    def body(run: Run, base: Base) -> dict:
         import statistics
 
         from datasets import Dataset
-        from transformers import AutoTokenizer
         from trl import GRPOConfig, GRPOTrainer
 
-        tok = AutoTokenizer.from_pretrained(base)
-        rm = load_reward_model(cfg.reward, base, cfg.threads) if cfg.reward_kind != "market" else None
+        tok = turn_tokenizer(base)  # completions end at the turn end
+        rm = load_reward(cfg.reward, settings, cfg.threads) if cfg.reward_kind != "market" else None
         seen: list[float] = []  # the reward model's scores so far: their spread is its scale
 
-        def rlmf(prompts: list[str], completions: list[str], ret: list[float] | None = None, **_: Any) -> list[float]:
+        def rlmf(prompts: list[str], completions: list[str], ret: list[float] | None = None,
+                 chat: list[str] | None = None, **_: Any) -> list[float]:
             texts = [_content(c) for c in completions]
             market = [0.0] * len(texts)
             if cfg.reward_kind != "model":
@@ -684,26 +882,27 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
                           for i, t in enumerate(texts)]
             if cfg.reward_kind == "market":
                 return market
-            scores = [reward_scores(rm[0], rm[1], p, [t])[0] for p, t in zip(prompts, texts)]
+            scores = [rm.scores(c, [base.fmt.strip(t)])[0] for c, t in zip(chat, texts)]
             if cfg.reward_kind == "model":
                 return scores
             seen.extend(scores)
             model_scale = statistics.pstdev(seen) if len(seen) > 1 else 0.0
             return [mixed_reward(m, x, market_scale, model_scale or 1.0, cfg.model_weight) for m, x in zip(market, scores)]
 
-        data = [{"prompt": r["prompt"], **({"ret": float(r["ret"])} if "ret" in r else {})} for r in rows]
+        data = [{"prompt": base.fmt.prompt(r["prompt"]), "chat": json.dumps(r["prompt"], ensure_ascii=False),
+                 **({"ret": float(r["ret"])} if "ret" in r else {})} for r in rows]
         args = _trainer_args(cfg, GRPOConfig, num_generations=cfg.num_generations,
                              max_completion_length=cfg.max_completion_length, temperature=0.9)
         trainer = GRPOTrainer(model=load_policy(base, cfg.sft), reward_funcs=rlmf, args=args,
                               train_dataset=Dataset.from_list(data), processing_class=tok,
                               peft_config=lora(cfg, "CAUSAL_LM"))
         metrics = _train_with_resume(run, trainer)
-        save_adapter(run, trainer.model, tok)
+        saved = save_adapter(run, trainer.model, tok, base)
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
         return {**metrics, "mean_reward": sum(rewards) / len(rewards) if rewards else None,
-                "market_scale": market_scale}
+                "market_scale": market_scale, **saved}
 
-    return _execute(settings, cfg, db, rows, body, info)
+    return _execute(settings, cfg, db, rows, body, info, generated=cfg.max_completion_length)
 
 
 # Each trainer by name: its config dataclass (the `sep train NAME` options) and the function that runs it.

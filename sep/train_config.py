@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sep.errors import BadInput
+from sep.models import DEFAULT_MODEL
 from sep.settings import MAX_TOKENS
 
 EXPLAIN_TOKENS = MAX_TOKENS["explain"]
@@ -28,6 +29,9 @@ def option(default: Any, help: str, **cli: Any) -> Any:
 class RunConfig:
     """What every run shares. Stored as config.json and in `runs.config`."""
 
+    base_model: str = option(DEFAULT_MODEL, "The model to train (TRL's model_name_or_path): a catalog name, "
+                             "de-quantized once from its GGUF, or a folder holding a transformers model with a chat "
+                             "template. The default is the model that explains.")
     out: Path | None = option(None, "Run folder (config, metrics, adapter, checkpoints); rerun the same one to "
                               "resume [default: runs/<trainer>].")
     max_steps: int = option(20, "Optimizer steps (PPO: updates).", min=1)
@@ -68,7 +72,16 @@ class RewardRunConfig(RunConfig):
     """Bradley–Terry reward model (TRL RewardTrainer) on wrong→right pairs."""
 
     kind: str = "reward"
+    head: str = option("model", "model: TRL's RewardTrainer, a sequence-classification head on the fp32 base (the GPU "
+                       "path; PPO needs it). embedding: a Bradley-Terry head on the embedded GGUF's pooled embedding "
+                       "of (prompt, response), one prefill per scored answer, trained in seconds on a CPU.")
     eval_fraction: float = option(0.2, "Pairs held out for accuracy and margin (never trained on).", min=0.0, max=0.9)
+    l2: float = 0.01  # the embedding head's ridge penalty (its weights are a 1,536-vector on a few dozen pairs)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.head not in ("model", "embedding"):
+            raise BadInput(f"--head must be model or embedding, not {self.head!r}.")
 
 
 @dataclass

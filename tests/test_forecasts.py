@@ -86,7 +86,7 @@ def test_a_reward_run_scored_on_its_own_days_is_in_sample(coin_job, tmp_path):
     db_path, job, base_url = coin_job
     rm = tmp_path / "rm"
     done = run("train", "reward", "--from-memory", "--end", "2022-04-15", "--max-steps", "1", "--out", str(rm),
-               "--json", db=db_path)
+               "--base-model", "gemma-270m", "--json", db=db_path)  # a server answers: any base scores its text
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert metrics["data_end"] == "2022-04-15" and metrics["stocks"] == ["005930"]
@@ -153,16 +153,18 @@ def test_grpo_learns_from_every_day_not_only_pairs(memory):
 
 
 def test_signal_score_is_asked_for_and_read_only_from_its_line():
+    from sep.llm import ChatFormat
+    from sep.models import GEMMA_TEMPLATE
     from sep.train import parse_signal, with_signal_instruction
-    from sep.train import chat_prompt
 
     assert parse_signal("2022-05-12 실적 발표 이후 외국인 매도") is None   # today's parser read -5 from the date
     assert parse_signal("상승\n3분기 영업이익 10% 증가\n점수: 7") == 7.0
     assert parse_signal("Positive\nrevenue up 12%\nScore: -4") == -4.0
     assert parse_signal("점수: 42") is None
-    prompt = with_signal_instruction(chat_prompt("삼성전자 뉴스 요약"))
-    user_turn = prompt.split("<end_of_turn>")[0]
-    assert "점수: N" in user_turn and prompt.endswith("<start_of_turn>model\n")
+    chat = with_signal_instruction([{"role": "system", "content": "분석가"}, {"role": "user", "content": "삼성전자 뉴스 요약"}])
+    assert chat[0]["content"] == "분석가" and chat[1]["content"].endswith("점수: N' 형식으로 -10(강한 하락)부터 10(강한 상승)까지의 정수 점수 하나만 쓰세요.")
+    prompt = ChatFormat.of(GEMMA_TEMPLATE).prompt(chat)
+    assert "점수: N" in prompt.split("<end_of_turn>")[1] and prompt.endswith("<start_of_turn>model\n")
 
 
 def test_both_rewards_count_in_their_own_scale():

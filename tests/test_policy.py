@@ -1,4 +1,4 @@
-"""The transformers path for trained policies (`--policy DIR`), on the real de-quantized Gemma."""
+"""The de-quantized model folders and the transformers path for policies on a base given as a folder."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langchain_core.prompts import PromptTemplate
 
-from sep.llm import CHAT_TEMPLATE, make_llm, parse_answer, prepare_hf_model, render_chat
+from sep.llm import message_dicts, make_llm, parse_answer, prepare_hf_model, render_messages
+from sep.models import GEMMA_TEMPLATE
 from sep.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -15,21 +16,23 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session")
 def hf_model_dir(test_cache):
     """The session's cache links the user's converted model; without one it converts it (about a minute)."""
-    return prepare_hf_model(test_cache)
+    return prepare_hf_model(test_cache, name="gemma-270m")
 
 
 def test_prepared_folder_carries_the_one_chat_template(hf_model_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(hf_model_dir)
-    assert tok.chat_template == CHAT_TEMPLATE
+    assert tok.chat_template == GEMMA_TEMPLATE
     messages = [{"role": "user", "content": "삼성전자\n내일은?"}]
     rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert rendered == tok.bos_token + render_chat([HumanMessage("삼성전자\n내일은?")])
+    assert rendered == tok.bos_token + render_messages(GEMMA_TEMPLATE, message_dicts([HumanMessage("삼성전자\n내일은?")]))
 
 
 def test_policy_backend_answers_a_label_with_confidence(hf_model_dir):
+    """A model folder as the policy (no sep run, no GGUF) answers through transformers."""
     llm = make_llm(Settings(policy=hf_model_dir, threads=2))
+    assert type(llm.chat).__name__ == "TransformersChatModel"
     template = PromptTemplate.from_template("{question}\n첫 줄에 상승 또는 하락만 쓰고 이유를 쓰세요.")
     message = llm.ask(template, {"question": "삼성전자 주가가 내일 오를까요?"}, label_words=("상승", "하락"),
                       max_tokens=12)

@@ -1,4 +1,5 @@
-"""Training on the real Gemma-3 270M (de-quantized from the packaged GGUF), tiny step counts, CPU.
+"""Training on the real Gemma-3 270M (de-quantized from the packaged GGUF, `--base-model gemma-270m`
+for speed), tiny step counts, CPU. tests/test_adapters.py trains on ChatML (Qwen2) bases.
 
 The toy preference set is separable on purpose: chosen answers name the news, rejected ones
 shrug. Each trainer must change its LoRA parameters (B starts at zero), and the reward model
@@ -53,7 +54,7 @@ def trained(toy) -> dict:
     out = {}
     for kind, args in [("sft", ["--data", str(toy / "sft.jsonl"), "--max-steps", "2"]),
                        ("reward", ["--pairs", str(toy / "pairs.jsonl"), "--max-steps", "12", "--learning-rate", "1e-3"])]:
-        done = run("train", kind, *args, "--out", str(toy / kind), "--json", db=db)
+        done = run("train", kind, *args, "--base-model", "gemma-270m", "--out", str(toy / kind), "--json", db=db)
         assert done.returncode == 0, done.stderr[-3000:]
         out[kind] = json.loads(done.stdout)
     return out
@@ -86,7 +87,8 @@ def test_pairs_from_memory_are_oriented_by_the_market(memory):
     assert len(rows) == 2
     for r in rows:  # whatever was stored, chosen is the answer that matched the fall
         assert r["chosen"].startswith("하락") and r["rejected"].startswith("상승")
-        assert r["prompt"].startswith("<start_of_turn>user\n") and r["chosen"].endswith("<end_of_turn>")
+    assert sorted(r["prompt"][0]["content"] for r in rows) == ["prompt down", "prompt up"]  # chat messages, rendered
+    assert all(r["prompt"][0]["role"] == "user" for r in rows)                           # by the base's own template
 
 
 @pytest.mark.slow
@@ -96,35 +98,43 @@ def test_sft_changes_parameters_and_resumes(trained, toy):
     assert lora_b_norm(toy / "sft" / "adapter") > 0
     assert json.loads((toy / "sft" / "config.json").read_text())["max_steps"] == 2
     assert (toy / "sft" / "data.sha256").read_text().strip()
+    config = json.loads((toy / "sft" / "config.json").read_text())
+    assert config["base_model"] == "gemma-270m" and (toy / "sft" / "adapter" / "adapter.gguf").stat().st_size > 0
     again = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--max-steps", "3", "--out", str(toy / "sft"),
-                "--json", db=toy / "sep.db")
+                "--base-model", "gemma-270m", "--json", db=toy / "sep.db")
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads(again.stdout)
     assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 3
     db = open_memory(toy / "sep.db")
-    runs = db.execute("SELECT kind, status, data_hash, examples FROM runs WHERE kind = 'sft'").fetchall()
+    runs = db.execute("SELECT kind, status, data_hash, examples, base_model FROM runs WHERE kind = 'sft'").fetchall()
     assert [r[1] for r in runs] == ["done", "done"] and runs[0][2] == runs[1][2] and runs[0][3] == len(NEWS)
+    assert {r[4] for r in runs} == {"gemma-270m"}
+    other = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--max-steps", "4", "--out", str(toy / "sft"),
+                db=toy / "sep.db")  # the default base, into a folder that holds a Gemma run
+    assert other.returncode == 2 and "holds a run on gemma-270m, not on qwen2.5-coder-1.5b" in other.stderr
 
 
 @pytest.mark.slow
 def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy):
-    from sep.train import base_model_dir, load_reward_model, reward_scores
+    from sep.train import load_reward_model
 
     rm = trained["reward"]
     assert rm["eval_pairs"] == 2 and rm["train_pairs"] == len(NEWS) - 2 and rm["too_long_dropped"] == 0
     assert rm["pair_accuracy"] == 1.0 and rm["margin"] > 0
     assert lora_b_norm(toy / "reward" / "adapter") > 0
-    model, tok = load_reward_model(toy / "reward", base_model_dir(Settings()))  # reloaded as predict does
+    reward = load_reward_model(toy / "reward", Settings())  # reloaded as predict does, on the base its run names
+    assert reward.base == "gemma-270m" and reward.fmt.turn_end == "<end_of_turn>"
     for line in (toy / "pairs.jsonl").read_text().splitlines():
         pair = json.loads(line)
-        chosen, rejected = reward_scores(model, tok, pair["prompt"], [pair["chosen"], pair["rejected"]])
+        chosen, rejected = reward.scores(pair["prompt"], [pair["chosen"], pair["rejected"]])
         assert chosen > rejected
 
 
 @pytest.mark.slow
 def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy):
     done = run("train", "ppo", "--reward", str(toy / "reward"), "--sft", str(toy / "sft"), "--pairs",
-               str(toy / "pairs.jsonl"), "--max-steps", "2", "--out", str(toy / "ppo"), "--json", db=toy / "sep.db")
+               str(toy / "pairs.jsonl"), "--max-steps", "2", "--base-model", "gemma-270m", "--out", str(toy / "ppo"),
+               "--json", db=toy / "sep.db")
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert metrics["updates"] == 2 and metrics["mean_score"] is not None
@@ -138,28 +148,28 @@ def test_ppo_reads_the_reward_where_the_reward_model_learned_it(trained, toy):
     from trl.experimental.ppo.ppo_trainer import truncate_response
     from trl.experimental.utils import get_reward
 
-    from sep.train import base_model_dir, chat_prompt, load_reward_model, reward_scores, turn_tokenizer
+    from sep.train import Base, load_reward_model, turn_tokenizer
 
-    base = base_model_dir(Settings())
-    model, tok = load_reward_model(toy / "reward", base)
+    base = Base.resolve(Settings(), "gemma-270m")
+    reward = load_reward_model(toy / "reward", Settings())
     ppo_tok = turn_tokenizer(base)
     assert ppo_tok.eos_token_id == ppo_tok.convert_tokens_to_ids("<end_of_turn>")  # stop token == the EOS checked
     pair = json.loads((toy / "pairs.jsonl").read_text().splitlines()[0])
-    query = ppo_tok(chat_prompt(pair["prompt"]), return_tensors="pt").input_ids
+    query = ppo_tok(base.fmt.prompt(pair["prompt"]), return_tensors="pt").input_ids
     generated = ppo_tok(pair["chosen"] + "<end_of_turn>\n<start_of_turn>user\n더 쓰기", add_special_tokens=False,
                         return_tensors="pt").input_ids  # a rollout that runs on past the end of its turn
     response = truncate_response(ppo_tok.eos_token_id, ppo_tok.pad_token_id, generated)
     assert bool((response == ppo_tok.eos_token_id).any())  # so no missing-EOS penalty for a finished answer
     with torch.no_grad():
-        _, score, _ = get_reward(model, torch.cat([query, response], 1), ppo_tok.pad_token_id, query.shape[1])
-    assert float(score[0]) == pytest.approx(reward_scores(model, tok, pair["prompt"], [pair["chosen"]])[0], abs=1e-3)
+        _, score, _ = get_reward(reward.model, torch.cat([query, response], 1), ppo_tok.pad_token_id, query.shape[1])
+    assert float(score[0]) == pytest.approx(reward.scores(pair["prompt"], [pair["chosen"]])[0], abs=1e-3)
 
 
 @pytest.mark.slow
 def test_grpo_with_market_and_model_reward_moves_the_policy(trained, toy):
     done = run("train", "grpo", "--reward", "both", "--reward-model", str(toy / "reward"), "--sft", str(toy / "sft"),
-               "--pairs", str(toy / "pairs.jsonl"), "--max-steps", "2", "--out", str(toy / "grpo"), "--json",
-               db=toy / "sep.db")
+               "--pairs", str(toy / "pairs.jsonl"), "--max-steps", "2", "--base-model", "gemma-270m",
+               "--out", str(toy / "grpo"), "--json", db=toy / "sep.db")
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert metrics["steps"] == 2 and metrics["mean_reward"] is not None
@@ -174,8 +184,11 @@ def test_best_of_n_picks_the_highest_reward(trained, toy, sample_memory, db_path
     label, best, conf = pick([0.0, 0.0], ["up", "down"])
     assert best == 0 and label == "up" and conf == pytest.approx(0.5)
     sample_memory.conn.close()
+    wrong = run("predict", "--stock", "005930", "--date", "2022-06-01", "--best-of", "2", "--reward",
+                str(toy / "reward"), "--model", "qwen2.5-coder-1.5b", db=db_path)
+    assert wrong.returncode == 2 and "trained on gemma-270m, but qwen2.5-coder-1.5b writes the candidates" in wrong.stderr
     done = run("predict", "--stock", "005930", "--date", "2022-06-01", "--best-of", "2", "--reward",
-               str(toy / "reward"), "--json", db=db_path)
+               str(toy / "reward"), "--json", db=db_path)  # the plumbing model answers: gemma-270m
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)
     rewards = [c["reward"] for c in out["candidates"]]

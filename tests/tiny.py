@@ -1,0 +1,63 @@
+"""A tiny randomly initialised Qwen2 (ChatML, the real Qwen2.5 tokenizer) as a transformers folder and
+as an f32 GGUF, so adapter tests run on the default model's architecture in seconds.
+
+The GGUF is written the way llama.cpp's converter writes a Qwen2 (no weight permutation; tied
+embeddings carry no output tensor), with the tokenizer copied from the packaged Qwen GGUF.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 64, 2, 4, 2, 128
+
+
+def tiny_qwen(out: Path, qwen_hf: Path, qwen_gguf: Path, seed: int = 0) -> tuple[Path, Path]:
+    """(transformers folder, GGUF file) of a 2-layer Qwen2 with random weights."""
+    import gguf
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from sep.adapters import gguf_tensor_name
+
+    torch.manual_seed(seed)
+    reader = gguf.GGUFReader(qwen_gguf)
+    vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    config = Qwen2Config(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                         num_key_value_heads=KV_HEADS, intermediate_size=FFN, max_position_embeddings=512,
+                         rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True, initializer_range=0.3,
+                         bos_token_id=151643, eos_token_id=151645)
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():  # biases and norms away from their init, so every tensor's name mapping matters
+        for name, p in model.named_parameters():
+            if name.endswith(".bias") or "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    folder = out / "tiny-qwen2"
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(qwen_hf).save_pretrained(folder)
+
+    path = out / "tiny-qwen2.gguf"
+    writer = gguf.GGUFWriter(str(path), "qwen2")
+    writer.add_block_count(LAYERS)
+    writer.add_context_length(512)
+    writer.add_embedding_length(HIDDEN)
+    writer.add_feed_forward_length(FFN)
+    writer.add_head_count(HEADS)
+    writer.add_head_count_kv(KV_HEADS)
+    writer.add_rope_freq_base(1e6)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for key, field in reader.fields.items():
+        if key.startswith("tokenizer."):
+            kind = field.types[0]
+            sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(key, field.contents(), kind, sub_type=sub)
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":  # tied to the embeddings
+            continue
+        writer.add_tensor(gguf_tensor_name("qwen2", LAYERS, name), tensor.float().numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return folder, path
