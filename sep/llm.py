@@ -132,7 +132,7 @@ class ChatFormat:
 
     def response(self, text: str | list[dict]) -> str:
         """An answer as it ends in training and scoring: closed by the turn end."""
-        text = _content(text).strip()
+        text = content_text(text).strip()
         return text if text.endswith(self.turn_end) else text + self.turn_end
 
     def strip(self, text: str) -> str:
@@ -151,7 +151,7 @@ def as_messages(prompt: str | list[dict]) -> list[dict]:
     return [{"role": "user", "content": prompt}]
 
 
-def _content(value: str | list[dict]) -> str:
+def content_text(value: str | list[dict]) -> str:
     if isinstance(value, list):  # conversational completion: [{"role": "assistant", "content": ...}]
         return "".join(m.get("content", "") for m in value)
     return value
@@ -219,6 +219,21 @@ def label_confidence(logprobs: Any, label: str, lang: str) -> float | None:
 # ---------------------------------------------------------------- embedded model
 
 
+def server_params(model_path: str, threads: int, n_ctx: int) -> Any:
+    """llama.cpp's settings for one in-process model: one slot, quiet, no warm-up."""
+    import xllamacpp as xl
+
+    params = xl.CommonParams()
+    params.model.path = model_path
+    params.n_ctx = n_ctx
+    params.n_parallel = 1
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.warmup = False
+    params.verbosity = -1
+    return params
+
+
 class EmbeddedChatModel(BaseChatModel):
     """A local GGUF in-process through xllamacpp. `label_words=(up, down)` constrains the first line.
 
@@ -246,14 +261,7 @@ class EmbeddedChatModel(BaseChatModel):
         if self._server is None:
             import xllamacpp as xl
 
-            params = xl.CommonParams()
-            params.model.path = self.model_path
-            params.n_ctx = self.n_ctx
-            params.n_parallel = 1
-            params.cpuparams.n_threads = self.threads
-            params.cpuparams_batch.n_threads = self.threads
-            params.warmup = False
-            params.verbosity = -1
+            params = server_params(self.model_path, self.threads, self.n_ctx)
             params.lora_adapters = [xl.CommonAdapterLoraInfo(path, 1.0) for path in self.lora]
             self._server = xl.Server(params)
         return self._server
@@ -305,14 +313,7 @@ class GGUFEncoder:
     def __init__(self, model: LocalModel, threads: int = 2, n_ctx: int = 4096) -> None:
         import xllamacpp as xl
 
-        params = xl.CommonParams()
-        params.model.path = str(model.path)
-        params.n_ctx = n_ctx
-        params.n_parallel = 1
-        params.cpuparams.n_threads = threads
-        params.cpuparams_batch.n_threads = threads
-        params.warmup = False
-        params.verbosity = -1
+        params = server_params(str(model.path), threads, n_ctx)
         params.embedding = True
         params.pooling_type = xl.llama_pooling_type.LLAMA_POOLING_TYPE_LAST  # the turn end, where a reward is read
         self.model = model

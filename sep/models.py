@@ -102,7 +102,7 @@ CATALOG: dict[str, ModelSpec] = {
             instruct=False,
             licence="Gemma Terms of Use",
             note="Fast (37 tok/s) but a BASE model: it cannot follow instructions, copies worked examples and "
-                 "echoes prompts. Use it for plumbing and for the CPU trainers, not for explanations.",
+                 "echoes prompts. Use it for plumbing and quick trainer runs (--base-model gemma-270m), not for explanations.",
             repeat_penalty=1.3,
             stop=("<end_of_turn>", "<start_of_turn>", "\n\n"),
             chat_template=GEMMA_TEMPLATE,
@@ -115,7 +115,6 @@ CATALOG: dict[str, ModelSpec] = {
     )
 }
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
-TRAIN_BASE_MODEL = "gemma-270m"  # the CPU trainers fine-tune this one (see sep.train)
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -34,7 +34,7 @@ import sqlite_utils
 
 from sep.errors import BadInput
 from sep.adapters import read_adapter, run_base, write_gguf_adapter
-from sep.llm import ChatFormat, _content, as_messages, base_model_folder, chat_format, parse_answer
+from sep.llm import ChatFormat, as_messages, base_model_folder, chat_format, content_text, parse_answer
 from sep.memory import now_iso, transaction
 from sep.models import CATALOG
 from sep.settings import Settings
@@ -128,7 +128,7 @@ def sft_rows(db: sqlite_utils.Database | None, data: Path | None, model: str | N
     if data:
         rows = read_jsonl(data, ("prompt", "completion"))
         return [{**{k: r[k] for k in ("stock", "date") if k in r}, "prompt": as_messages(r["prompt"]),
-                 "completion": _content(r["completion"]).strip()} for r in rows]
+                 "completion": content_text(r["completion"]).strip()} for r in rows]
     found = db.execute("SELECT prompt, response, stock, date FROM predictions WHERE method = 'reflect' AND trial = 0 "
                        "AND correct = 1 AND (? IS NULL OR model = ?)", [model, model]).fetchall()
     rows = {(s, d): {"prompt": as_messages(p), "completion": r.strip(), "stock": s, "date": d} for p, r, s, d in found}
@@ -146,8 +146,8 @@ def pair_rows(db: sqlite_utils.Database | None, pairs: Path | None, model: str |
     """
     if pairs:
         rows = read_jsonl(pairs, ("prompt", "chosen", "rejected"))
-        return [{"prompt": as_messages(r["prompt"]), "chosen": _content(r["chosen"]).strip(),
-                 "rejected": _content(r["rejected"]).strip(),
+        return [{"prompt": as_messages(r["prompt"]), "chosen": content_text(r["chosen"]).strip(),
+                 "rejected": content_text(r["rejected"]).strip(),
                  **{k: r[k] for k in ("ret", "stock", "date") if k in r}} for r in rows]
     rows = db.execute(
         "SELECT p.prompt, p.chosen, p.rejected, p.chosen_label, "
@@ -451,7 +451,8 @@ def available_memory() -> int | None:
 
 
 def check_memory(kind: str, base: Base, batch: int, tokens: int) -> int:
-    """Refuse, before loading anything, a CPU run that would not fit in memory; return the estimate."""
+    """Refuse, before loading anything, a CPU run that would not fit in memory; return the estimate.
+    `tokens`: the positions whose logits the trainer holds (the whole example, or GRPO's completion)."""
     need = estimated_peak(kind, base.folder, batch, tokens)
     have = available_memory()
     if have is not None and need > have and _cpu_only():
@@ -589,7 +590,8 @@ def _execute(settings: Settings, cfg: RunConfig, db: sqlite_utils.Database | Non
         if getattr(cfg, flag, None):
             same_base(Path(getattr(cfg, flag)), base, f"--{flag}")
     tokens = min(longest_example(rows, base, turn_tokenizer(base), generated), cfg.max_length + generated)
-    need = check_memory(cfg.kind, base, min(cfg.batch_size, len(rows)), tokens)
+    logit_tokens = generated if cfg.kind == "grpo" else tokens  # GRPO computes logits for the completion only
+    need = check_memory(cfg.kind, base, min(cfg.batch_size, len(rows)), logit_tokens)
     run = Run(db, cfg, rows, {**(data or {}), "longest_tokens": tokens, "estimated_peak_gb": round(need / 1e9, 1)}).start()
     try:
         return run.finish(body(run, base))
@@ -874,7 +876,7 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
 
         def rlmf(prompts: list[str], completions: list[str], ret: list[float] | None = None,
                  chat: list[str] | None = None, **_: Any) -> list[float]:
-            texts = [_content(c) for c in completions]
+            texts = [content_text(c) for c in completions]
             market = [0.0] * len(texts)
             if cfg.reward_kind != "model":
                 market = [signal_reward(parse_signal(t), ret[i], cfg.signal_threshold) if cfg.signal_score

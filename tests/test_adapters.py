@@ -261,3 +261,19 @@ def test_the_default_model_trains_and_answers_through_its_adapter(sample_memory,
     assert answered.returncode == 0, answered.stderr[-3000:]
     trial = json.loads(answered.stdout)["trials"][0]
     assert trial["label"] in ("up", "down") and not trial["flags"] and len(trial["explanation"]) > 20
+
+
+def test_a_trainer_that_would_not_fit_says_so_before_loading(tiny, toy, qwen_files, monkeypatch):
+    """PPO's three fp32 copies of the 1.5B default model exceed a 24 GB laptop; one SFT copy fits
+    (measured: 9.8 GB at 1,143 tokens). Short of memory, a run stops in one sentence, before loading."""
+    import sep.train
+    from sep.train import estimated_peak
+
+    gib = 1 << 30
+    assert estimated_peak("ppo", qwen_files[0], 2, 1200) > 24 * gib
+    assert 6 * gib < estimated_peak("sft", qwen_files[0], 1, 1143) < 16 * gib
+    monkeypatch.setattr(sep.train, "available_memory", lambda: 1 << 20)
+    done = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--base-model", str(tiny[0]), "--out",
+               str(toy / "nofit"), db=toy / "sep.db")
+    assert done.returncode == 2 and "would need about" in done.stderr and "GiB is free" in done.stderr
+    assert not (toy / "nofit" / "config.json").exists()  # nothing written

