@@ -316,12 +316,27 @@ def same_base(run: Path, base: Base, what: str) -> None:
                        f"--base-model {base.name}.")
 
 
-def lora(cfg: RunConfig, task_type: str) -> Any:
-    """LoRA on every linear layer of the architecture (peft's `all-linear`), not a list of one model's names."""
+def lora_targets(model: Any, which: str) -> str | list[str]:
+    """The layers LoRA adapts, read off the architecture: `all-linear` (peft's every linear layer
+    but the output head), or `attention`: the linear layers inside the model's attention blocks
+    (q/k/v/o on Qwen2 and Gemma), found by module class, not by a list of one model's names."""
+    if which == "all-linear":
+        return "all-linear"
+    import torch
+
+    names = {child.rsplit(".", 1)[-1] for parent_name, parent in model.named_modules()
+             if type(parent).__name__.endswith("Attention")
+             for child, module in parent.named_modules(prefix=parent_name) if isinstance(module, torch.nn.Linear)}
+    if not names:
+        raise BadInput(f"{type(model).__name__} has no attention block sep can find; use --lora-targets all-linear.")
+    return sorted(names)
+
+
+def lora(cfg: RunConfig, task_type: str, model: Any) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type=task_type,
-                      target_modules="all-linear")
+                      target_modules=lora_targets(model, cfg.lora_targets))
 
 
 def load_policy(base: Base, sft: Path | None) -> Any:
@@ -419,10 +434,10 @@ def pair_metrics(rm: RewardModel, rows: list[dict]) -> dict:
 
 # ---------------------------------------------------------------- memory: say so before starting
 
-# Measured on 2 cores (README, bench/train_speed.py): Qwen2.5 1.5B fp32 + LoRA SFT, batch 2 at
-# 1,024 tokens, peaked at 17.7 GB: 6.2 GB of weights plus about 9 fp32 copies of the logits
-# (batch x tokens x vocab), which TRL keeps for the loss, its entropy and accuracy metrics.
-LOGIT_COPIES = 9
+# Measured on 2 cores: SFT of Qwen2.5 1.5B (fp32 + LoRA, gradient checkpointing) on one 1,143-token
+# example peaked at 9.8 GB: 6.2 GB of weights plus about 5 fp32 copies of the logits (tokens x
+# vocab), which TRL keeps for the loss and its entropy and accuracy metrics. 6 leaves a margin.
+LOGIT_COPIES = 6
 MODEL_COPIES = {"sft": 1, "reward": 1, "grpo": 1, "ppo": 3}  # PPO: policy (+ reference as adapter-off), value, reward
 
 
@@ -617,8 +632,9 @@ def train_sft(settings: Settings, cfg: SFTRunConfig, db: sqlite_utils.Database |
         tok = turn_tokenizer(base)
         dataset = Dataset.from_list([{"prompt": base.fmt.prompt(r["prompt"]), "completion": base.fmt.response(r["completion"])}
                                      for r in rows])
-        trainer = SFTTrainer(model=load_policy(base, None), processing_class=tok, train_dataset=dataset,
-                             peft_config=lora(cfg, "CAUSAL_LM"),
+        model = load_policy(base, None)
+        trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=dataset,
+                             peft_config=lora(cfg, "CAUSAL_LM", model),
                              args=_trainer_args(cfg, SFTConfig, max_length=cfg.max_length, completion_only_loss=True,
                                                 eos_token=base.fmt.turn_end))
         metrics = _train_with_resume(run, trainer)
@@ -657,7 +673,7 @@ def train_reward(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Data
         data = [{"prompt": base.fmt.prompt(r["prompt"]), "chosen": base.fmt.response(r["chosen"]),
                  "rejected": base.fmt.response(r["rejected"])} for r in train]
         trainer = RewardTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(data),
-                                peft_config=lora(cfg, "SEQ_CLS"),
+                                peft_config=lora(cfg, "SEQ_CLS", model),
                                 args=_trainer_args(cfg, RewardConfig, max_length=cfg.max_length,
                                                    eos_token=base.fmt.turn_end))
         metrics = _train_with_resume(run, trainer)
@@ -816,7 +832,7 @@ def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database |
             policy = PeftModel.from_pretrained(policy, resume, is_trainable=True)
             done = int(Path(resume).name.split("-")[-1])
         else:
-            policy = get_peft_model(policy, lora(cfg, "CAUSAL_LM"))
+            policy = get_peft_model(policy, lora(cfg, "CAUSAL_LM", policy))
         remaining = max(cfg.max_steps - done, 0)
         prompts = [base.fmt.prompt(r["prompt"]) for r in rows]
         dataset = Dataset.from_list([{"input_ids": tok(p, truncation=True, max_length=cfg.max_length)["input_ids"]}
@@ -895,9 +911,10 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
                  **({"ret": float(r["ret"])} if "ret" in r else {})} for r in rows]
         args = _trainer_args(cfg, GRPOConfig, num_generations=cfg.num_generations,
                              max_completion_length=cfg.max_completion_length, temperature=0.9)
-        trainer = GRPOTrainer(model=load_policy(base, cfg.sft), reward_funcs=rlmf, args=args,
+        model = load_policy(base, cfg.sft)
+        trainer = GRPOTrainer(model=model, reward_funcs=rlmf, args=args,
                               train_dataset=Dataset.from_list(data), processing_class=tok,
-                              peft_config=lora(cfg, "CAUSAL_LM"))
+                              peft_config=lora(cfg, "CAUSAL_LM", model))
         metrics = _train_with_resume(run, trainer)
         saved = save_adapter(run, trainer.model, tok, base)
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]

@@ -39,6 +39,9 @@ class RunConfig:
     batch_size: int = option(2, "Examples per step.", min=1)
     lora_r: int = option(8, "LoRA rank.", min=1)
     lora_alpha: int = 16
+    lora_targets: str = option("attention", "Layers LoRA adapts, read off the architecture: attention (the linear "
+                               "layers of its attention blocks; through llama.cpp it decodes at 0.88x the base model "
+                               "here) or all-linear (every linear layer: more capacity, 0.78x).")
     max_length: int = 2048          # tokens of prompt + answer; the chat prompts with a worked turn run ~1-1.5k
     save_steps: int = 10
     seed: int = 0
@@ -53,6 +56,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.out is None:
             self.out = Path("runs") / self.kind
+        if self.lora_targets not in ("attention", "all-linear"):
+            raise BadInput(f"--lora-targets must be attention or all-linear, not {self.lora_targets!r}.")
         if self.start and self.end and self.start > self.end:
             raise BadInput(f"--start {self.start} is after --end {self.end}.")
 

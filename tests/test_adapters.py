@@ -113,12 +113,13 @@ def test_the_gguf_adapter_and_peft_give_the_same_greedy_tokens(tiny, tmp_path):
 
 def test_sft_on_a_chatml_base_folder_records_it_and_writes_both_adapters(tiny, toy):
     """`--base-model DIR` trains that folder as it is: its template renders the prompts, every linear
-    layer gets LoRA, the run records the base, and the adapter comes as PEFT and as llama.cpp GGUF."""
+    layer gets LoRA (`--lora-targets all-linear`), the run records the base, and the adapter comes as
+    PEFT and as llama.cpp GGUF."""
     from safetensors.torch import load_file
 
     db = toy / "sep.db"
     done = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--base-model", str(tiny[0]), "--max-steps", "2",
-               "--learning-rate", "1e-2", "--out", str(toy / "sft"), "--json", db=db)
+               "--learning-rate", "1e-2", "--lora-targets", "all-linear", "--out", str(toy / "sft"), "--json", db=db)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert metrics["steps"] == 2 and metrics["gguf_adapter"].endswith("adapter/adapter.gguf")
@@ -253,6 +254,10 @@ def test_the_default_model_trains_and_answers_through_its_adapter(sample_memory,
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert json.loads((tmp_path / "sft" / "config.json").read_text())["base_model"] == "qwen2.5-coder-1.5b"
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "sft" / "adapter" / "adapter_model.safetensors"))
+    assert {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in weights} == {"q_proj", "k_proj", "v_proj", "o_proj"}
     llm = make_llm(Settings(policy=tmp_path / "sft"))
     assert llm.chat.lora == [metrics["gguf_adapter"]] and llm.chat.model_name == "qwen2.5-coder-1.5b"
     answered = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--policy", str(tmp_path / "sft"),
@@ -271,7 +276,7 @@ def test_a_trainer_that_would_not_fit_says_so_before_loading(tiny, toy, qwen_fil
 
     gib = 1 << 30
     assert estimated_peak("ppo", qwen_files[0], 2, 1200) > 24 * gib
-    assert 6 * gib < estimated_peak("sft", qwen_files[0], 1, 1143) < 16 * gib
+    assert 9.8e9 < estimated_peak("sft", qwen_files[0], 1, 1143) < 12 * gib  # above the measured peak, not far
     monkeypatch.setattr(sep.train, "available_memory", lambda: 1 << 20)
     done = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--base-model", str(tiny[0]), "--out",
                str(toy / "nofit"), db=toy / "sep.db")
