@@ -502,6 +502,9 @@ def render_result(result: Any) -> None:
             f"; after {len(result.trials) - 1} retr{'y' if len(result.trials) == 2 else 'ies'} " + \
             ("found the right side (hindsight)" if final.correct else "still wrong")
         console.print(f"[bold]forecast[/]: {forecast} (actual {w.label_ko}){retried}")
+    if result.as_json()["in_sample"]:
+        console.print(f"[yellow]in-sample[/]: the policy was trained on days up to {result.data_end}; "
+                      "this day says nothing about skill.")
 
 
 @pairs_app.command("export")
