@@ -16,6 +16,7 @@ from pathlib import Path
 from sep.errors import BadInput
 
 GGUF_NAME = "adapter.gguf"
+LEGACY_BASE = "gemma-270m"  # what every run trained before sep recorded `base_model` learned on
 
 # transformers' model_type -> llama.cpp's architecture name, for the architectures whose linear
 # weights llama.cpp stores exactly as transformers does (llama/mistral permute q and k: not here).
@@ -63,7 +64,7 @@ def run_base(path: Path) -> str:
     config = run_config(path)
     if not config and adapter_folder(path) is None:
         raise BadInput(f"{path} is not a `sep train` run folder (no config.json) or LoRA adapter.")
-    return config.get("base_model") or "gemma-270m"
+    return config.get("base_model") or LEGACY_BASE
 
 
 def read_adapter(path: Path) -> Adapter:

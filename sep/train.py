@@ -33,7 +33,7 @@ from typing import Any
 import sqlite_utils
 
 from sep.errors import BadInput
-from sep.adapters import read_adapter, run_base, write_gguf_adapter
+from sep.adapters import LEGACY_BASE, read_adapter, run_base, run_config, write_gguf_adapter
 from sep.llm import ChatFormat, as_messages, base_model_folder, chat_format, content_text, parse_answer
 from sep.memory import now_iso, transaction
 from sep.models import CATALOG
@@ -502,10 +502,10 @@ class Run:
         old = self.out / "data.sha256"
         if old.exists() and old.read_text().strip() != digest and self.last_checkpoint():
             raise BadInput(f"{self.out} holds a run on other data; pick a new --out (or delete it to start over).")
-        before = json.loads((self.out / "config.json").read_text()) if (self.out / "config.json").exists() else {}
-        if self.last_checkpoint() and before.get("base_model", "gemma-270m") != self.cfg.base_model:
-            raise BadInput(f"{self.out} holds a run on {before.get('base_model', 'gemma-270m')}, not on "
-                           f"{self.cfg.base_model}; pick a new --out (or delete it to start over).")
+        before = run_config(self.out).get("base_model") or LEGACY_BASE
+        if self.last_checkpoint() and before != self.cfg.base_model:
+            raise BadInput(f"{self.out} holds a run on {before}, not on {self.cfg.base_model}; pick a new --out "
+                           "(or delete it to start over).")
         old.write_text(digest + "\n")
         span = {k: (self.data or {}).get(k) for k in ("stocks", "data_start", "data_end")}
         config = {**self.cfg.as_json(), **span}
