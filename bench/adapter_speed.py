@@ -15,7 +15,9 @@ from pathlib import Path
 
 from sep.agents import Agents
 from sep.ingest import import_prices, import_texts
-from sep.llm import embedded_chat, make_llm, render_messages
+from sep.backends import make_llm
+from sep.backends.embedded import embedded_chat
+from sep.llm import render_messages
 from sep.memory import open_memory
 from sep.models import local_model
 from sep.sample import sample_files

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from sep.agents import Agents
 from sep.ingest import import_prices, import_texts
-from sep.llm import EmbeddedChatModel, make_llm
+from sep.backends import make_llm
+from sep.backends.embedded import EmbeddedChatModel
 from sep.memory import open_memory
 from sep.sample import sample_files
 from sep.settings import Settings

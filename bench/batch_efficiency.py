@@ -20,9 +20,10 @@ sys.path.insert(0, str(ROOT / "tests"))  # the scripted server the tests use (th
 
 from fake_openai import FakeOpenAI  # noqa: E402
 
-from sep.batch import BatchRunner, load_job  # noqa: E402
+from sep.batch import BatchRunner  # noqa: E402
+from sep.jobs import load_job  # noqa: E402
 from sep.ingest import import_prices, import_texts  # noqa: E402
-from sep.llm import make_llm  # noqa: E402
+from sep.backends import make_llm  # noqa: E402
 from sep.memory import open_memory  # noqa: E402
 from sep.sample import sample_files  # noqa: E402
 from sep.settings import Settings  # noqa: E402

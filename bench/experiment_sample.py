@@ -26,11 +26,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sep.batch import Job
+from sep.jobs import ARMS, ExperimentTable, Job
 from sep.cli import render_experiment, stage_progress
-from sep.experiment import ARMS, Experiment, ExperimentConfig
+from sep.experiment import Experiment
 from sep.ingest import import_prices, import_texts
-from sep.llm import make_llm
+from sep.backends import make_llm
 from sep.memory import open_memory
 from sep.sample import sample_files
 from sep.settings import Settings
@@ -65,17 +65,17 @@ def main() -> None:
 
         Deduplicator(db, DedupConfig.from_settings(cfg), threads=cfg.threads).run("005930")
         err.print(f"dedup: {time.perf_counter() - started:.0f} s")
+    exp = ExperimentTable(train_start="2022-05-02", train_end="2022-05-17", test_start="2022-05-20",
+                          test_end="2022-05-31", arms=args.arms.split(","), steps=args.steps, best_of=args.best_of)
     job = Job(name="bench-sample", stocks=["005930"], start="2022-05-02", end="2022-05-31",
-              trials=args.trials)
-    exp = ExperimentConfig(train_start="2022-05-02", train_end="2022-05-17", test_start="2022-05-20",
-                           test_end="2022-05-31", arms=args.arms.split(","), steps=args.steps, best_of=args.best_of)
+              trials=args.trials, experiment=exp)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err)
     on_progress = stage_progress(progress)
 
     t0 = time.perf_counter()
     with progress:
-        result = Experiment(db, job, exp, cfg, make_llm, on_progress, runs_dir=folder / "runs").run()
+        result = Experiment(db, job, job.settings(cfg), make_llm, on_progress, runs_dir=folder / "runs").run()
     seconds = time.perf_counter() - t0
     if args.json:
         print(json.dumps({**result, "seconds": round(seconds, 1)}, ensure_ascii=False, indent=2))

@@ -39,7 +39,7 @@ if [ ! -d "$SITE"/vllm-0.32.0.dist-info ]; then
 fi
 
 echo "Converting $NAME's GGUF to a transformers folder (one time; transformers' GGUF loading) ..."
-MODEL=$(.venv/bin/python -c "from sep.llm import prepare_hf_model; from sep.settings import Settings; print(prepare_hf_model(Settings().cache_dir, name='$NAME'))")
+MODEL=$(.venv/bin/python -c "from sep.backends.policy import prepare_hf_model; from sep.settings import Settings; print(prepare_hf_model(Settings().cache_dir, name='$NAME'))")
 
 VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} "$VENV/bin/vllm" serve "$MODEL" \
   --served-model-name "$NAME" --port "$PORT" --max-model-len 4096 "${LORA[@]}" > /tmp/sep-vllm.log 2>&1 &

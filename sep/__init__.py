@@ -1,7 +1,8 @@
 """sep: explainable next-day stock prediction with self-reflective LLMs (SEP + market feedback).
 
-Where each stage lives, in the order data flows. A stage writes only the tables of the one
-SQLite memory named beside it (→), and reads what the stages above it wrote:
+Where each stage lives, in the order data flows. Each row is a floor: a module imports only
+modules on its own row or the rows above it (a test holds the code to this map, and finds no
+import cycle). A stage writes only the tables of the one SQLite memory named beside it (→):
 
   settings, errors      configuration (SEP_* variables, flags override), errors a user can fix
   tradingdays, window   calendars and the time rule: what a decision at the end of D may read
@@ -10,16 +11,20 @@ SQLite memory named beside it (→), and reads what the stages above it wrote:
                         crawl_pages
   dedup                 marks each text a copy, off-topic or a representative (BERTopic)
                         → texts' marks, dedup_runs, topics, topic_models
-  models, llm           the packaged GGUF catalog; backends by name (embedded, openai, policy, mock)
-  adapters              trained LoRA adapters: the PEFT folder and its llama.cpp GGUF twin (no table)
+  models, adapters      the packaged GGUF catalog; trained LoRA adapters (PEFT folder, GGUF twin)
+  llm, backends         chat formats, the answer parser, the `LLM` facade; the backends that make
+                        one (embedded, openai, policy, mock, plugins)
   quality               the gate every generated text passes (no table)
-  agents                summarize, explain, reflect (prompts in sep/prompts) → summaries,
+  agents                summarize, explain, reflect (prompts in prompts/) → summaries,
                         predictions, reflections, pairs
-  predict               best-of-n forecasts → predictions (method best-of-n)
   train_config, train   SFT, reward, PPO, GRPO on pairs and predictions → runs/ folders, runs
-  batch, experiment     many stocks and days (jobs/*.toml) → jobs, batch_items; walk-forward arms
-                        → experiments, experiment_forecasts
+  predict               best-of-n forecasts → predictions (method best-of-n)
+  decide                one (stock, day) decided, `concurrency` at a time: the one path under
+                        reflect, forecast, batch and experiment (writes through agents, predict)
+  jobs                  the job file schema (jobs/*.toml), [llm] and [experiment] tables
   evaluate, audit       scores and reports over stored forecasts; read only (audit writes HTML)
+  batch, experiment     many stocks and days → jobs, batch_items; walk-forward arms
+                        → experiments, experiment_forecasts
   api                   one call per stage, re-exported here
   cli                   the `sep` command: parses, calls api, prints
 

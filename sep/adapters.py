@@ -165,3 +165,9 @@ def write_gguf_adapter(adapter: Path, base: Path, out: Path | None = None) -> Pa
     writer.close()
     tmp.rename(out)
     return out
+
+
+def run_data_end(path: Path | None) -> str | None:
+    """The last day a `sep train` run may have seen an outcome of (its `data_end`), if it recorded one."""
+    return run_config(path).get("data_end")
+

@@ -294,7 +294,7 @@ class Agents:
                 f"({MAX_TOKENS[name]} of its {self.llm.context:,}-token context are kept for the answer); its longest "
                 f"part is `{longest}` ({len(str(variables[longest])):,} characters): use fewer --window-days or a larger "
                 f"context ({CONTEXT_HINT}).")
-        return self.llm.ask(prompt.template, variables, max_tokens=MAX_TOKENS[name], **kwargs)
+        return self.llm.ask(prompt.template, variables, max_tokens=MAX_TOKENS[name], agent=name, **kwargs)
 
     def _over_budget(self, name: str, variables: dict) -> tuple[int, int] | None:
         """(tokens, limit) when the prompt and its answer would not fit the model's context, by its tokenizer."""

@@ -158,7 +158,7 @@ def deduplicate(db: sqlite_utils.Database, stock: str, *, start: str | None = No
 def make_llm(settings: Settings | None = None, progress: Progress | None = None) -> Any:
     """The configured model: `backend` by name, else a server (`base_url`), a trained `policy`, or the
     embedded one; its first preparation is reported as the stage "preparing the model"."""
-    from sep.llm import make_llm as _make
+    from sep.backends import make_llm as _make
 
     return _make(_cfg(settings), (lambda done, total: progress("preparing the model", done, total)) if progress else None)
 
@@ -166,7 +166,7 @@ def make_llm(settings: Settings | None = None, progress: Progress | None = None)
 def mock_llm(script: Callable[[str, str], str] | None = None, p_label: float = 0.6) -> Any:
     """A scripted in-process model: `script(agent, prompt) -> reply` (agent: summarize, explain,
     reflect, judge). Runs the agents, batches and the judge with no model and no server."""
-    from sep.llm import mock_llm as _mock
+    from sep.backends.mock import mock_llm as _mock
 
     return _mock(script, p_label)
 
@@ -175,15 +175,16 @@ def register_backend(name: str) -> Callable:
     """Decorator: `@sep.register_backend("mine")` on `factory(settings, progress) -> sep.llm.LLM`;
     `Settings(backend="mine")` or `SEP_BACKEND=mine` then uses it. Plugins use the `sep.backends`
     entry point group instead."""
-    from sep.llm import register_backend as _register
+    from sep.backends import register_backend as _register
 
     return _register(name)
 
 
 def decision_days(db: sqlite_utils.Database, stock: str, *, date: str | None = None, start: str | None = None,
                   end: str | None = None) -> list[str]:
-    """One decision day D, or every trading day of a range."""
-    from sep.window import parse_day, trading_days
+    """One decision day D, or every trading day of a range (the last may have no next close yet)."""
+    from sep.decide import decidable_days
+    from sep.window import parse_day
 
     if date and (start or end):
         raise BadInput("Give either --date or --start/--end, not both.")
@@ -195,7 +196,7 @@ def decision_days(db: sqlite_utils.Database, stock: str, *, date: str | None = N
     if start > end:
         raise BadInput(f"--start {start} is after --end {end}.")
     code = normalise_stock(stock)
-    days = trading_days(db, code).between(start, end)
+    days = decidable_days(db, code, start, end, scored=False)
     if not days:
         raise BadInput(f"No trading days of {code} between {start} and {end}.")
     return days
@@ -218,59 +219,47 @@ class Reflected:
 def reflect(db: sqlite_utils.Database, stock: str, *, date: str | None = None, start: str | None = None,
             end: str | None = None, days: Sequence[str] | None = None, settings: Settings | None = None,
             llm: Any = None, dry_run: bool = False, on_step: Step | None = None,
-            on_day: Callable[[Any], None] | None = None) -> Reflected:
+            on_day: Callable[[Any], None] | None = None, progress: Progress | None = None) -> Reflected:
     """Summarize, explain 상승/하락 and, when wrong, reflect and retry, for D, each trading day of a
     range, or the `days` that `decision_days` returned.
 
-    Each finished day is stored before the next starts (`on_day` sees its result). `dry_run`
-    calls no model: `on_step` receives every prompt that would be sent."""
-    from sep.agents import Agents
-    from sep.window import decision_window, trading_days
+    Each finished day is stored as it ends (`on_day` sees its result). Against a server, days run
+    `concurrency` at a time (`sep.decide.Decider`); a day then recalls the lessons of the days
+    that finished before it. `dry_run` calls no model: `on_step` receives every prompt that would be sent."""
+    from sep.decide import Decider
 
     cfg = _cfg(settings)
     code = normalise_stock(stock)
     days = list(days) if days is not None else decision_days(db, code, date=date, start=start, end=end)
-    tdays = trading_days(db, code)
-    windows = [decision_window(db, code, d, cfg.window_days, days=tdays) for d in days]
+    windows = Decider(db, cfg, None).windows([(code, d) for d in days])  # bad input fails before a model loads
     if llm is None and not dry_run:
-        llm = make_llm(cfg)
-    current = {"date": ""}
-    step = (lambda name, text: on_step(current["date"], name, text)) if on_step else None
-    agents = Agents.for_stock(db, None if dry_run else llm, code, cfg, on_prompt=step)
-    results = []
-    for w in windows:
-        current["date"] = w.date
-        result = agents.run(w, cfg.trials)
-        results.append(result)
-        if on_day:
-            on_day(result)
+        llm = make_llm(cfg, progress)
     used = None if dry_run else llm
+    results = Decider(db, cfg, used, on_step=on_step, progress=progress).reflect_all(windows, on_day=on_day)
     return Reflected(results, used.name if used else "dry-run", *(
         (used.calls, used.prompt_tokens, used.completion_tokens) if used else (0, 0, 0)))
 
 
-def forecast(db: sqlite_utils.Database, stock: str, date: str, *, best_of: int = 4, reward: Path | None = None,
-             temperature: float = 0.8, settings: Settings | None = None, llm: Any = None,
-             scorer: Callable | None = None, progress: Progress | None = None) -> Any:
-    """Best-of-n: sample `best_of` explanations, pick one by the reward run (or the label's
-    probability), store it (method best-of-n) → `sep.predict.Forecast` with a confidence.
+def forecast(db: sqlite_utils.Database, stock: str, date: str, *, best_of: int | None = None,
+             reward: Path | None = None, temperature: float | None = None, settings: Settings | None = None,
+             llm: Any = None, scorer: Callable | None = None, progress: Progress | None = None) -> Any:
+    """Best-of-n: sample `best_of` explanations (default `Settings.best_of`), pick one by the reward
+    run (or the label's probability), store it (method best-of-n) → `sep.predict.Forecast` with a
+    confidence.
 
     `scorer`: the reward run already loaded (`sep.predict.reward_scorer`), for many calls."""
-    from sep.agents import Agents
-    from sep.llm import run_data_end
-    from sep.predict import best_of_n, reward_scorer, store
+    from sep.adapters import run_data_end
+    from sep.decide import Decider
+    from sep.predict import reward_scorer
 
-    cfg = _cfg(settings)
+    cfg = _cfg(settings).with_overrides(best_of=best_of, temperature=temperature)
     code = normalise_stock(stock)
     window = show_window(db, code, date, settings=cfg)
     if reward is not None and scorer is None:
         require_extra("train", "--reward")
         scorer = reward_scorer(Path(reward), cfg)
     llm = llm if llm is not None else make_llm(cfg, progress)  # after the checks: bad input fails first
-    forecast = best_of_n(Agents.for_stock(db, llm, code, cfg), window, best_of, scorer, temperature=temperature,
-                         seed=cfg.seed, data_end=run_data_end(Path(reward) if reward else None))
-    store(db, forecast)
-    return forecast
+    return Decider(db, cfg, llm).forecast(window, cfg.best_of, scorer, data_end=run_data_end(reward))
 
 
 def export_pairs(db: sqlite_utils.Database, out: Path) -> int:
@@ -333,8 +322,9 @@ def run_batch(job_file: Path, *, settings: Settings | None = None, concurrency: 
               restart: bool = False, progress: Progress | None = None,
               llm_factory: Callable[[Settings], Any] | None = None) -> Any:
     """Run every (stock, day) of a job file, resumably → `sep.batch.BatchReport`."""
-    from sep.batch import BatchRunner, load_job
-    from sep.llm import make_llm as _make
+    from sep.backends import make_llm as _make
+    from sep.batch import BatchRunner
+    from sep.jobs import load_job
 
     job = load_job(Path(job_file))
     if concurrency:
@@ -344,7 +334,8 @@ def run_batch(job_file: Path, *, settings: Settings | None = None, concurrency: 
 
 def batch_status(db: sqlite_utils.Database, job_file: Path) -> dict:
     """{job, total, done, failed, pending, errors} of a job, from its own items."""
-    from sep.batch import load_job, status
+    from sep.batch import status
+    from sep.jobs import load_job
 
     return status(db, load_job(Path(job_file)))
 
@@ -362,7 +353,8 @@ class Scope:
 def scope(db: sqlite_utils.Database, *, stock: str | None = None, job: Path | None = None, start: str | None = None,
           end: str | None = None) -> Scope:
     """From one stock or a job file (explicit start/end win over the job's range)."""
-    from sep.batch import job_model, load_job
+    from sep.batch import job_model
+    from sep.jobs import load_job
     from sep.window import parse_day
 
     if bool(stock) == bool(job):
@@ -416,9 +408,9 @@ class ExperimentResult:
 def run_experiment(job_file: Path, *, settings: Settings | None = None, progress: Progress | None = None,
                    llm_factory: Callable[[Settings], Any] | None = None) -> ExperimentResult:
     """Reflect on the train range, train each arm on it, forecast the test range, score every arm."""
-    from sep.batch import load_job
+    from sep.backends import make_llm as _make
     from sep.experiment import Experiment
-    from sep.llm import make_llm as _make
+    from sep.jobs import load_job
 
     job = load_job(Path(job_file))
     if job.experiment is None:
@@ -426,7 +418,7 @@ def run_experiment(job_file: Path, *, settings: Settings | None = None, progress
     cfg = job.settings(_cfg(settings))
     db = open_memory(cfg.db, must_exist=True)
     with _stdout_to_stderr():
-        return ExperimentResult(Experiment(db, job, job.experiment, cfg, llm_factory or _make, progress).run())
+        return ExperimentResult(Experiment(db, job, cfg, llm_factory or _make, progress).run())
 
 
 def show_experiment(db: sqlite_utils.Database, experiment_id: int) -> ExperimentResult:

@@ -157,7 +157,8 @@ def judge(llm, d: Decision, lang: str) -> dict:
     from sep.agents import load_prompt
 
     prompt = load_prompt(lang, "judge")
-    message = llm.ask(prompt.template, {"label": d.label or "?", "explanation": d.explanation}, max_tokens=40)
+    message = llm.ask(prompt.template, {"label": d.label or "?", "explanation": d.explanation}, max_tokens=40,
+                      agent="judge")
     scores = [int(x) for x in re.findall(r"(?<!\d)([1-7])(?!\d)", str(message.content))][:len(JUDGE_ASPECTS)]
     return dict(zip(JUDGE_ASPECTS, scores))
 

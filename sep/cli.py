@@ -23,7 +23,7 @@ from rich.text import Text
 from rich.table import Table
 
 from sep import api
-from sep.batch import Job
+from sep.jobs import Job
 from sep.errors import BadInput, missing_extra
 from sep.settings import Settings
 from sep.window import LABEL_KO

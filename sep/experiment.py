@@ -10,69 +10,24 @@ Every step resumes: reflected days, finished runs and stored forecasts are skipp
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from sep.decide import Decider, decidable_days, fingerprint
 from sep.errors import BadInput, missing_extra
+from sep.evaluate import (Decision, backtest, backtest_summary, baselines, forecast_report, mcnemar_p,
+                          once_per_interval)
+from sep.jobs import NEEDS, ExperimentTable, Job
 from sep.memory import now_iso, transaction
 from sep.models import CATALOG, DEFAULT_MODEL
+from sep.predict import reward_scorer
 from sep.settings import Settings
-from sep.window import DecisionWindow, decision_window, trading_days
-
-ARMS = ("base", "memory", "sft", "best_of_n", "ppo", "grpo")
-# the training runs each arm needs, in the order they are trained
-NEEDS = {"base": [], "memory": [], "sft": ["sft"], "best_of_n": ["reward"], "ppo": ["sft", "reward", "ppo"],
-         "grpo": ["sft", "grpo"]}
-
-
-@dataclass
-class ExperimentConfig:
-    """The `[experiment]` table of a job file."""
-
-    train_start: str
-    train_end: str          # last day whose outcome training may see
-    test_start: str         # first scored day; leave an embargo after train_end
-    test_end: str
-    arms: list[str] = field(default_factory=lambda: list(ARMS))
-    steps: int = 4          # trainer steps per arm: small on CPU, large on GPU
-    best_of: int = 4
-    retrain_every: int = 0  # >0: retrain on everything known every N test days
-
-    def __post_init__(self) -> None:
-        from sep.window import parse_day
-
-        for key in ("train_start", "train_end", "test_start", "test_end"):
-            setattr(self, key, parse_day(str(getattr(self, key))))
-        if not self.train_start <= self.train_end < self.test_start <= self.test_end:
-            raise BadInput("[experiment] needs train_start <= train_end < test_start <= test_end; got "
-                           f"{self.train_start}, {self.train_end}, {self.test_start}, {self.test_end}.")
-        unknown = [a for a in self.arms if a not in ARMS]
-        if unknown or not self.arms:
-            raise BadInput(f"[experiment] arms must be among {', '.join(ARMS)}; got {', '.join(map(str, self.arms)) or 'none'}.")
-        for key, low in (("steps", 1), ("best_of", 1), ("retrain_every", 0)):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise BadInput(f"[experiment] {key} must be a whole number >= {low}, not {value!r}.")
-
-    @classmethod
-    def from_table(cls, table: dict) -> "ExperimentConfig":
-        names = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(table) - names)
-        if unknown:
-            raise BadInput(f"[experiment]: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}.")
-        missing = [k for k in ("train_start", "train_end", "test_start", "test_end") if k not in table]
-        if missing:
-            raise BadInput(f"[experiment] needs {', '.join(missing)}.")
-        return cls(**table)
-
-    def trained_kinds(self) -> list[str]:
-        return list(dict.fromkeys(k for arm in self.arms for k in NEEDS[arm]))
+from sep.window import DecisionWindow, outcome, trading_days
 
 
 @dataclass
@@ -84,21 +39,8 @@ class Block:
     days: list[tuple[str, str]]  # (stock, date)
 
 
-def _decidable(db: sqlite_utils.Database, stock: str, start: str, end: str, *, target_by: str | None = None) -> list[str]:
-    """Trading days in [start, end] with a known next close (on or before `target_by` when given)."""
-    days = trading_days(db, stock)
-    out = []
-    for d in days.between(start, end):
-        target = days.after(d)
-        if target is None or not db.execute("SELECT 1 FROM prices WHERE stock = ? AND date = ?", [stock, target]).fetchone():
-            continue
-        if target_by is None or target <= target_by:
-            out.append(d)
-    return out
-
-
-def blocks(db: sqlite_utils.Database, stocks: list[str], exp: ExperimentConfig) -> list[Block]:
-    test = sorted((d, s) for s in stocks for d in _decidable(db, s, exp.test_start, exp.test_end))
+def blocks(db: sqlite_utils.Database, stocks: list[str], exp: ExperimentTable) -> list[Block]:
+    test = sorted((d, s) for s in stocks for d in decidable_days(db, s, exp.test_start, exp.test_end))
     if not test:
         raise BadInput(f"No trading days with a known next close between {exp.test_start} and {exp.test_end}.")
     dates = sorted({d for d, _ in test})
@@ -112,23 +54,27 @@ def blocks(db: sqlite_utils.Database, stocks: list[str], exp: ExperimentConfig) 
     return out
 
 
-def identity(job: Any, exp: ExperimentConfig, cfg: Settings) -> tuple[dict, str]:
+def identity(job: Job, cfg: Settings) -> tuple[dict, str]:
     """The settings that change results, and their hash: a rerun with the same ones resumes."""
-    config = {"name": job.name, "stocks": job.stocks, **asdict(exp), "trials": cfg.trials,
-              "window_days": cfg.window_days, "base_url": cfg.base_url, "model": cfg.model, "seed": cfg.seed}
-    return config, hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    exp = job.experiment
+    fp, config = fingerprint(cfg, job.stocks, cfg.model, name=job.name, stocks=job.stocks, base_url=cfg.base_url,
+                             seed=cfg.seed, best_of=exp.best_of or cfg.best_of,
+                             **exp.model_dump(exclude={"best_of"}))
+    return config, fp
 
 
 class Experiment:
     """One walk-forward experiment over a job's stocks; `run()` returns the arm table."""
 
-    def __init__(self, db: sqlite_utils.Database, job: Any, exp: ExperimentConfig, cfg: Settings,
-                 llm_factory: Callable[[Settings], Any], on_progress: Callable[[str, int, int], None] | None = None,
-                 runs_dir: Path | None = None) -> None:
-        self.db, self.job, self.exp, self.cfg = db, job, exp, cfg
+    def __init__(self, db: sqlite_utils.Database, job: Job, cfg: Settings, llm_factory: Callable[[Settings], Any],
+                 on_progress: Callable[[str, int, int], None] | None = None, runs_dir: Path | None = None) -> None:
+        if job.experiment is None:
+            raise BadInput(f"The job {job.name!r} has no [experiment] table (train_start, train_end, test_start, "
+                           "test_end, arms).")
+        self.db, self.job, self.exp, self.cfg = db, job, job.experiment, cfg
         self.llm_factory = llm_factory
         self.on_progress = on_progress or (lambda stage, done, total: None)
-        self.config, self.hash = identity(job, exp, cfg)
+        self.config, self.hash = identity(job, cfg)
         row = db.execute("SELECT id FROM experiments WHERE config_hash = ?", [self.hash]).fetchone()
         if row:
             self.id = row[0]
@@ -138,34 +84,22 @@ class Experiment:
                                      "VALUES (?,?,?,?,?)", [job.name, json.dumps(self.config), self.hash, "running",
                                                             now_iso()]).lastrowid
         self.runs_dir = Path(runs_dir or Path(cfg.db).resolve().parent / "experiments") / str(self.id)
-        self.llm = None
+        self.llm: Any = None
+        self.decider: Decider | None = None  # the base model's, made in run()
         self.skipped: dict[str, str] = {}
 
     # ------------------------------------------------------------ steps
-
-    def _agents(self, stock: str, llm: Any):
-        from sep.agents import Agents
-
-        return Agents.for_stock(self.db, llm, stock, self.cfg)
-
-    def _window(self, stock: str, day: str) -> DecisionWindow:
-        return decision_window(self.db, stock, day, self.cfg.window_days)
 
     def reflect(self, train_end: str) -> list[tuple[str, str]]:
         """SEP's loop over every train day not yet reflected on by this model (the training data)."""
         todo, every = [], []
         for stock in self.job.stocks:
-            for day in _decidable(self.db, stock, self.exp.train_start, train_end, target_by=train_end):
+            for day in decidable_days(self.db, stock, self.exp.train_start, train_end, target_by=train_end):
                 every.append((stock, day))
                 if not self.db.execute("SELECT 1 FROM predictions WHERE stock = ? AND date = ? AND method = 'reflect' "
                                        "AND model = ? LIMIT 1", [stock, day, self.llm.name]).fetchone():
                     todo.append((stock, day))
-        self.on_progress(f"reflect (train ≤ {train_end})", 0, len(todo))
-        from sep import api
-
-        for i, (stock, day) in enumerate(todo, 1):
-            api.reflect(self.db, stock, days=[day], settings=self.cfg, llm=self.llm)
-            self.on_progress(f"reflect (train ≤ {train_end})", i, len(todo))
+        self.decider.reflect_all(self.decider.windows(todo), stage=f"reflect (train ≤ {train_end})")
         return every
 
     def train(self, block: Block) -> dict[str, Path]:
@@ -173,7 +107,7 @@ class Experiment:
         kinds = self.exp.trained_kinds()
         if not kinds:
             return {}
-        from sep import train
+        from sep import train  # the train extra: only experiments with trained arms need it
 
         folder = self.runs_dir / f"block-{block.index}"
         made: dict[str, Path] = {}
@@ -212,24 +146,25 @@ class Experiment:
         return {(s, d) for s, d in self.db.execute("SELECT stock, date FROM experiment_forecasts WHERE experiment = ? "
                                                    "AND arm = ?", [self.id, arm]).fetchall()}
 
-    def _store(self, arm: str, w: DecisionWindow, label: str | None, confidence: float | None, explanation: str,
-               response: str, model: str, data_end: str | None) -> None:
-        with transaction(self.db):
-            self.db.execute(
+    def _store(self, db: sqlite_utils.Database, arm: str, w: DecisionWindow, label: str | None,
+               confidence: float | None, explanation: str, response: str, model: str, data_end: str | None) -> None:
+        with transaction(db):
+            db.execute(
                 "INSERT OR REPLACE INTO experiment_forecasts (experiment, arm, stock, date, target_day, actual, label, "
                 "confidence, explanation, response, model, data_end, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [self.id, arm, w.stock, w.date, w.target_day, w.label, label, confidence, explanation, response, model,
                  data_end, now_iso()])
 
-    def _arm_model(self, arm: str, runs: dict[str, Path]) -> tuple[Any, str | None]:
-        """(LLM that answers, run folder behind it) for a policy arm."""
-        kind = {"sft": "sft", "ppo": "ppo", "grpo": "grpo"}[arm]
-        return self.llm_factory(self.cfg.model_copy(update={"policy": runs[kind], "base_url": None})), str(runs[kind])
+    def _arm_model(self, arm: str, runs: dict[str, Path]) -> Any:
+        """The LLM that answers for a policy arm: the run's adapter on the base model."""
+        return self.llm_factory(self.cfg.model_copy(update={"policy": runs[arm], "base_url": None}))
 
     def forecast(self, block: Block, runs: dict[str, Path]) -> None:
-        """Every arm's answer for every test day of the block, made with only what was known at D."""
-        from sep.predict import best_of_n, reward_scorer
+        """Every arm's answer for every test day of the block, made with only what was known at D.
 
+        The base model summarizes (once per text day, before any arm answers); arms differ only in
+        how they answer. Each arm's days run `concurrency` at a time when its model is a server."""
+        todo_by_arm: dict[str, list[tuple[str, str]]] = {}
         for arm in self.exp.arms:
             missing = [k for k in NEEDS[arm] if k not in runs]
             if missing:
@@ -237,43 +172,45 @@ class Experiment:
                                         + "; ".join(self.skipped.get(k, "") for k in missing if k in self.skipped))
                 continue
             stored = self._stored(arm)
-            todo = [(s, d) for s, d in block.days if (s, d) not in stored]
+            todo_by_arm[arm] = [(s, d) for s, d in block.days if (s, d) not in stored]
+        needed = list(dict.fromkeys(x for todo in todo_by_arm.values() for x in todo))
+        windows = dict(zip(needed, self.decider.windows(needed)))
+        self.decider.summarize(list(windows.values()), stage="summaries (test)")
+        for arm, todo in todo_by_arm.items():
             stage = f"forecast: {arm}"
-            self.on_progress(stage, 0, len(todo))
             if not todo:
+                self.on_progress(stage, 0, 0)
                 continue
             data_end = block.train_end if NEEDS[arm] else None
-            llm, scorer = self.llm, None
+            answering = self.decider
             if arm in ("sft", "ppo", "grpo"):
-                llm, _ = self._arm_model(arm, runs)
-            if arm == "best_of_n":
-                scorer = reward_scorer(runs["reward"], self.cfg)
-            for i, (stock, day) in enumerate(todo, 1):
-                w = self._window(stock, day)
-                base_agents = self._agents(stock, self.llm)
-                summaries = base_agents.summaries(w)  # the base model summarizes; arms differ in how they answer
+                answering = Decider(self.db, self.cfg, self._arm_model(arm, runs), progress=self.on_progress)
+            scorer = reward_scorer(runs["reward"], self.cfg) if arm == "best_of_n" else None
+
+            def one(item: tuple[str, str], arm: str = arm, answering: Decider = answering, scorer: Any = scorer,
+                    data_end: str | None = data_end) -> None:
+                w = windows[item]
+                db = answering.db()
                 if arm == "best_of_n":
-                    f = best_of_n(base_agents, w, self.exp.best_of, scorer, seed=self.cfg.seed, data_end=data_end)
-                    chosen = f.candidates[f.best]
-                    self._store(arm, w, f.label, f.confidence, f.explanation, chosen.response, f.model, data_end)
-                else:
-                    lessons = []
-                    if arm == "memory":  # only lessons whose outcome was known by D (recall enforces it)
-                        plain = base_agents.explain_variables(w, summaries, [])
-                        lessons = base_agents.recall(w, plain["summaries"])
-                    variables = base_agents.explain_variables(w, summaries, lessons)
-                    answer = self._agents(stock, llm).explain(variables)
-                    ok = not answer.flags  # a flagged answer (copied, ungrounded, ...) is unparsable
-                    self._store(arm, w, answer.label if ok else None, answer.confidence if ok else None,
-                                answer.explanation, answer.response, llm.name, data_end)
-                self.on_progress(stage, i, len(todo))
+                    f = self.decider.forecast(w, self.exp.best_of, scorer, data_end=data_end, save=False)
+                    self._store(db, arm, w, f.label, f.confidence, f.explanation, f.candidates[f.best].response,
+                                f.model, data_end)
+                    return
+                base = self.decider.agents(w.stock)
+                summaries = base.summaries(w)  # cached: the base model's
+                lessons = []
+                if arm == "memory":  # only lessons whose outcome was known by D (recall enforces it)
+                    lessons = base.recall(w, base.explain_variables(w, summaries, [])["summaries"])
+                answer = answering.agents(w.stock).explain(base.explain_variables(w, summaries, lessons))
+                ok = not answer.flags  # a flagged answer (copied, ungrounded, ...) is unparsable
+                self._store(db, arm, w, answer.label if ok else None, answer.confidence if ok else None,
+                            answer.explanation, answer.response, answering.llm.name, data_end)
+
+            answering.map(todo, one, stage)
 
     # ------------------------------------------------------------ the table
 
-    def decisions(self, arm: str) -> list:
-        from sep.evaluate import Decision
-        from sep.window import outcome
-
+    def decisions(self, arm: str) -> list[Decision]:
         rows = self.db.execute("SELECT stock, date, target_day, actual, label, confidence, explanation, model, data_end "
                                "FROM experiment_forecasts WHERE experiment = ? AND arm = ? ORDER BY date, stock",
                                [self.id, arm]).fetchall()
@@ -286,8 +223,6 @@ class Experiment:
         return out
 
     def table(self, train_days: list[tuple[str, str]], test_days: list[tuple[str, str]]) -> dict:
-        from sep.evaluate import backtest, backtest_summary, baselines, forecast_report, mcnemar_p, once_per_interval
-
         train_end = max(b.train_end for b in blocks(self.db, self.job.stocks, self.exp))
         arms: dict[str, dict] = {}
         scored: dict[str, list] = {}
@@ -329,6 +264,7 @@ class Experiment:
             raise BadInput(f"Arms {', '.join(need)} need the train extra ({module} is missing): "
                            "pip install -e '.[train]', or keep arms = [\"base\", \"memory\"].")
         self.llm = self.llm_factory(self.cfg)
+        self.decider = Decider(self.db, self.cfg, self.llm, progress=self.on_progress)
         try:
             plan = blocks(self.db, self.job.stocks, self.exp)
             train_days: list[tuple[str, str]] = []

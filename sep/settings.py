@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sep.errors import BadInput
@@ -39,14 +39,16 @@ class Settings(BaseSettings):
     values, so a flag set once means the same thing everywhere.
     """
 
-    model_config = SettingsConfigDict(env_prefix="SEP_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SEP_", extra="ignore", populate_by_name=True)
 
     db: Path = Field(Path("memory/sep.db"), description="SQLite long-term memory.")
     backend: str | None = Field(None, description="The LLM backend by name: openai, policy, embedded, mock "
                                 "(scripted, in-process), or one a plugin registers (entry point group "
                                 "`sep.backends`). Unset: openai with a base URL, policy with a policy, else embedded.")
     base_url: str | None = Field(
-        None, description="OpenAI-compatible server (e.g. `vllm serve`), like http://host:8000/v1. Unset: embedded model."
+        None, validation_alias=AliasChoices("base_url", "SEP_BASE_URL", "OPENAI_BASE_URL"),
+        description="OpenAI-compatible server (e.g. `vllm serve`), like http://host:8000/v1; OPENAI_BASE_URL when "
+        "SEP_BASE_URL is unset. Unset: embedded model."
     )
     model: str | None = Field(None, description="The model: with a server, its model id (default: the first it "
                               "lists); without, a catalog name from `sep models list` (default qwen2.5-coder-1.5b).")
@@ -59,7 +61,8 @@ class Settings(BaseSettings):
         "llama.cpp adapter); with --base-url, the name of the LoRA module the server serves it under "
         "(`vllm serve BASE --enable-lora --lora-modules NAME=RUN/adapter`)."
     )
-    api_key: str = Field("EMPTY", description="API key for the server; vLLM accepts any.")
+    api_key: str = Field("EMPTY", validation_alias=AliasChoices("api_key", "SEP_API_KEY", "OPENAI_API_KEY"),
+                         description="API key for the server (OPENAI_API_KEY when SEP_API_KEY is unset); vLLM accepts any.")
     threads: int = Field(2, ge=1, description="CPU threads for the embedded model and torch.")
     context: int = Field(4096, ge=256, description="Context of the embedded model in tokens; a day's texts are cut "
                          "to fit it, measured with the model's own tokenizer.")
@@ -69,6 +72,10 @@ class Settings(BaseSettings):
     retry_temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature of the retries after a "
                                      "reflection (trial 0, the forecast, is greedy): a greedy retry that reads an "
                                      "unhelpful lesson repeats the same answer.")
+    best_of: int = Field(4, ge=1, description="Candidates a best-of-n forecast samples (`sep predict`, the best_of_n arm).")
+    temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature of best-of-n candidates.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight against a server (batch jobs, experiments, "
+                             "a reflected range); the embedded model answers one at a time.")
     timeout: float = Field(120.0, gt=0, description="Seconds before one LLM request gives up.")
     retries: int = Field(3, ge=1, description="Attempts per LLM request (exponential backoff).")
     seed: int = Field(0, description="Seed for sampling and anything random.")

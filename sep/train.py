@@ -34,7 +34,8 @@ import sqlite_utils
 
 from sep.errors import BadInput
 from sep.adapters import LEGACY_BASE, read_adapter, run_base, run_config, write_gguf_adapter
-from sep.llm import ChatFormat, as_messages, base_model_folder, chat_format, content_text, parse_answer
+from sep.backends.policy import base_model_folder, chat_format
+from sep.llm import ChatFormat, as_messages, content_text, parse_answer
 from sep.memory import now_iso, transaction
 from sep.models import CATALOG
 from sep.settings import Settings
@@ -725,7 +726,7 @@ class EmbeddingReward:
 
 
 def embedding_reward(settings: Settings, base_model: str, weights: Any, threads: int) -> EmbeddingReward:
-    from sep.llm import GGUFEncoder
+    from sep.backends.embedded import GGUFEncoder
     from sep.models import local_model
 
     if base_model not in CATALOG:

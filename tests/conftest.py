@@ -22,6 +22,7 @@ SEP = [sys.executable, "-m", "sep.cli"]
 # into each session's own cache (see `test_cache`).
 USER_MODELS = Path(os.environ.get("SEP_CACHE_DIR") or
                    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sep") / "models"
+OURS = ("SEP_", "OPENAI_")  # what Settings reads (OPENAI_API_KEY/OPENAI_BASE_URL when SEP_* is unset)
 KEPT = {"SEP_REQUIRE_CHROMIUM", "SEP_CACHE_DIR"}  # the environment every test sees (set below)
 
 PLUMBING_MODEL = "gemma-270m"  # fast; tests that only check plumbing use it (one test runs the default model)
@@ -39,7 +40,7 @@ def run(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> 
 
     from sep.cli import app
 
-    cleared = {k: None for k in os.environ if k.startswith("SEP_") and k not in KEPT}
+    cleared = {k: None for k in os.environ if k.startswith(OURS) and k not in KEPT}
     full_env = {**cleared, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
     result = CliRunner().invoke(app, list(args), env=full_env)
     stderr = result.stderr
@@ -52,7 +53,7 @@ def run(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> 
 
 def run_process(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """The CLI as a real process (the entry point, a separate interpreter), for what needs one."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SEP_") or k in KEPT}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(OURS) or k in KEPT}
     full_env = {**base, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
     return subprocess.run([*SEP, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
 
@@ -79,7 +80,7 @@ def test_cache(tmp_path_factory) -> Path:
 def no_caller_settings(monkeypatch, test_cache):
     """In-process code reads Settings() too: the caller's SEP_* variables must not reach it, and
     the cache is the session's own (the user's cache directory is never written)."""
-    for key in [k for k in os.environ if k.startswith("SEP_") and k != "SEP_REQUIRE_CHROMIUM"]:
+    for key in [k for k in os.environ if k.startswith(OURS) and k != "SEP_REQUIRE_CHROMIUM"]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("SEP_CACHE_DIR", str(test_cache))
 
@@ -88,7 +89,7 @@ def no_caller_settings(monkeypatch, test_cache):
 def mock_llm():
     """The scripted in-process backend (default script: cite, explain with the summary's words, a
     lesson): runs the agents, batches, best-of-n and the judge with no model and no HTTP."""
-    from sep.llm import mock_llm
+    from sep.backends.mock import mock_llm
 
     return mock_llm()
 

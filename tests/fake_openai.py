@@ -3,6 +3,7 @@ LLM server is outside the project). It records every request so tests can inspec
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -10,11 +11,20 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def kind_of(body: dict) -> str:
-    """Which agent sent a chat request, read from its system message (the same reading as the mock backend)."""
-    from sep.llm import agent_of
+@functools.lru_cache(maxsize=1)
+def _system_openings() -> tuple[tuple[str, str], ...]:
+    """(the fixed opening of its system message, agent) for every packaged prompt."""
+    from sep.agents import load_prompt
 
-    return agent_of(body["messages"])
+    found = ((load_prompt(lang, name).system.strip().split("{")[0], name)  # the text before any variable
+             for lang in ("ko", "en") for name in ("summarize", "explain", "reflect", "judge"))
+    return tuple((opening, name) for opening, name in found if opening)
+
+
+def kind_of(body: dict) -> str:
+    """Which agent sent a chat request, read from its system message, as a server would have to."""
+    system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "").strip()
+    return next((name for opening, name in _system_openings() if system.startswith(opening)), "explain")
 
 
 def cite_all(prompt: str, points: int = 5) -> str:

@@ -27,7 +27,7 @@ NEWS = ["반도체 수출 증가", "외국인 순매수 확대", "파운드리 �
 @pytest.fixture(scope="session")
 def qwen_files(test_cache) -> tuple[Path, Path]:
     """The default model's transformers folder (its tokenizer) and its GGUF (its tokenizer metadata)."""
-    from sep.llm import prepare_hf_model
+    from sep.backends.policy import prepare_hf_model
     from sep.models import DEFAULT_MODEL, local_model
 
     return prepare_hf_model(test_cache, name=DEFAULT_MODEL), local_model(test_cache, DEFAULT_MODEL).path
@@ -56,7 +56,7 @@ def toy(tmp_path_factory) -> Path:
 def test_the_turn_end_comes_from_each_models_own_template(tiny, test_cache):
     """ChatML ends a turn at <|im_end|>, Gemma at <end_of_turn>: read off the tokenizer, and the
     tokenizer every trainer uses stops (EOS) exactly there."""
-    from sep.llm import chat_format, prepare_hf_model
+    from sep.backends.policy import chat_format, prepare_hf_model
     from sep.train import Base, turn_tokenizer
 
     for folder, end in [(tiny[0], "<|im_end|>"), (prepare_hf_model(test_cache, name="gemma-270m"), "<end_of_turn>")]:
@@ -76,7 +76,8 @@ def test_the_gguf_adapter_and_peft_give_the_same_greedy_tokens(tiny, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sep.adapters import read_adapter, write_gguf_adapter
-    from sep.llm import EmbeddedChatModel, chat_format
+    from sep.backends.embedded import EmbeddedChatModel
+    from sep.backends.policy import chat_format
 
     folder, gguf = tiny
     tok = AutoTokenizer.from_pretrained(folder)
@@ -238,7 +239,7 @@ def test_the_default_model_trains_and_answers_through_its_adapter(sample_memory,
     """One SFT step on Qwen2.5-Coder-1.5B itself, then `sep reflect --policy` answers embedded with
     the base GGUF plus the run's llama.cpp adapter, and the answer passes the quality gate."""
     from sep.agents import Agents
-    from sep.llm import make_llm
+    from sep.backends import make_llm
     from sep.window import decision_window
 
     window = decision_window(sample_memory, "005930", "2022-05-31", 2)

@@ -113,7 +113,7 @@ def test_a_batch_stores_what_reflect_and_forecast_store(sample_memory, db_path, 
 def test_an_installed_plugin_adds_a_backend_and_a_format(memory, tmp_path, monkeypatch):
     """A package that declares `sep.backends` / `sep.formats` entry points is picked up by name,
     with no change to sep: here a distribution installed into a folder on sys.path."""
-    from sep import ingest, llm
+    from sep import backends, ingest
     from sep.settings import plugins
 
     site = tmp_path / "site"
@@ -137,11 +137,11 @@ def _read(parsed, text, stock):
 tabbed = ingest.PriceFormat("tabbed", lambda line: line == "day\\tclose", _read)
 ''')
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(llm, "BACKENDS", dict(llm.BACKENDS))
+    monkeypatch.setattr(backends.registry, "BACKENDS", dict(backends.BACKENDS))
     monkeypatch.setattr(ingest, "PRICE_READERS", dict(ingest.PRICE_READERS))
     plugins.cache_clear()
     try:
-        assert "echoes" in llm.backends() and "echoes" not in ingest.price_formats()
+        assert "echoes" in backends.backends() and "echoes" not in ingest.price_formats()
         model = sep.make_llm(sep.Settings(backend="echoes"))
         assert model.name == "mock" and model.chat.script("summarize", "x") == "- 요약 [t1]"
         path = tmp_path / "005930.tsv"

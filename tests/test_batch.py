@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sep.memory import open_memory
+from sep.settings import Settings
 
 from conftest import SEP, run
 from fake_openai import FakeOpenAI
@@ -113,10 +114,15 @@ JOB = 'name = "x"\nstocks = ["005930"]\nstart = "2022-05-02"\nend = "2022-05-31"
     ('name = "x"\n', "needs stocks, start, end"),
     (JOB + "policy = 5\n", "policy must be a quoted path, not 5"),
     (JOB.replace('"2022-05-02"', '"2022-06-02"'), "start 2022-06-02 is after end 2022-05-31"),
-    (JOB + '[experiment]\ntrain_start = "2022-05-02"\n', "[experiment] needs train_end, test_start, test_end"),
+    (JOB + '[experiment]\ntrain_start = "2022-05-02"\n', "needs experiment.train_end, experiment.test_start, "
+     "experiment.test_end"),
+    (JOB + '[experiment]\ntrain_start = "2022-05-02"\ntrain_end = "2022-05-13"\ntest_start = "2022-05-19"\n'
+     'test_end = "2022-05-31"\narms = ["bse"]\n', "[experiment] arms must be among base, memory"),
+    (JOB + '[experiment]\ntrain_start = "2022-05-02"\ntrain_end = "2022-05-13"\ntest_start = "2022-05-19"\n'
+     'test_end = "2022-05-31"\nstep = 2\n', "unknown key experiment.step; allowed: train_start"),
 ])
 def test_job_files_are_validated_strictly(tmp_path, text, says):
-    from sep.batch import load_job
+    from sep.jobs import load_job
     from sep.errors import BadInput
 
     path = tmp_path / "job.toml"
@@ -127,25 +133,26 @@ def test_job_files_are_validated_strictly(tmp_path, text, says):
 
 
 def test_every_job_key_is_documented_in_jobs_readme():
-    """`sep.batch.Job` is the one schema; jobs/README.md's table must name each of its keys."""
+    """`sep.jobs.Job` is the one schema; jobs/README.md's table must name each of its keys."""
     import re
     from pathlib import Path
 
-    from sep.batch import Job, LLMTable
+    from sep.jobs import ExperimentTable, Job, LLMTable
 
     table = (Path(__file__).resolve().parent.parent / "jobs" / "README.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"`([a-z_]+)`", table.split("| key | meaning |")[1].split("\n\n")[0]))
-    assert set(Job.model_fields) | set(LLMTable.model_fields) <= documented | {"llm", "experiment"}
+    assert set(Job.model_fields) | set(LLMTable.model_fields) | set(ExperimentTable.model_fields) <= documented | {"llm", "experiment"}
     assert "[llm]" in table and "[experiment]" in table
 
 
 def test_a_valid_job_file_still_loads(tmp_path):
-    from sep.batch import load_job
+    from sep.jobs import load_job
 
     path = tmp_path / "job.toml"
     path.write_text(JOB.replace('"2022-05-02"', "2022-05-02") + '[llm]\nmodel = "m"\n', encoding="utf-8")  # a TOML date
     job = load_job(path)
-    assert (job.start, job.end, job.model, job.trials, job.stocks) == ("2022-05-02", "2022-05-31", "m", 3, ["005930"])
+    assert (job.start, job.end, job.model, job.stocks) == ("2022-05-02", "2022-05-31", "m", ["005930"])
+    assert job.trials is None and job.settings(Settings()).trials == Settings().trials  # unset: the settings' default
 
 
 def test_a_job_owns_its_results(sample_db, tmp_path):

@@ -281,20 +281,21 @@ def test_experiment_with_base_and_memory_scores_only_days_after_training(tmp_pat
 def test_arms_that_train_say_so_when_the_train_extra_is_missing(sample_memory, monkeypatch):
     import sys
 
-    from sep.batch import Job
     from sep.errors import BadInput
-    from sep.experiment import Experiment, ExperimentConfig
+    from sep.experiment import Experiment
+    from sep.jobs import ExperimentTable, Job
     from sep.settings import Settings
 
     monkeypatch.setitem(sys.modules, "trl", None)  # as if the extra were not installed
-    exp = ExperimentConfig("2022-05-02", "2022-05-13", "2022-05-19", "2022-05-31", arms=["base", "sft"])
-    job = Job(name="x", stocks=["005930"], start="2022-05-02", end="2022-05-31")
+    exp = ExperimentTable(train_start="2022-05-02", train_end="2022-05-13", test_start="2022-05-19",
+                          test_end="2022-05-31", arms=["base", "sft"])
+    job = Job(name="x", stocks=["005930"], start="2022-05-02", end="2022-05-31", experiment=exp)
     with pytest.raises(BadInput, match=r"Arms sft need the train extra .*pip install"):
-        Experiment(sample_memory, job, exp, Settings(), lambda cfg: None).run()
+        Experiment(sample_memory, job, Settings(), lambda cfg: None).run()
 
 
 def test_rolling_experiment_retrains_on_what_each_block_could_know(tmp_path):
-    from sep.batch import load_job
+    from sep.jobs import load_job
     from sep.experiment import blocks
 
     db_path = tmp_path / "sep.db"

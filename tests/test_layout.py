@@ -1,8 +1,9 @@
 """The map in `sep`'s docstring is how a newcomer finds a stage: it must name every module and
-every table each one writes, so it can't go stale."""
+every table each one writes, and its rows are floors the imports respect, so it can't go stale."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -10,6 +11,69 @@ import sep
 
 SEP = Path(sep.__file__).parent
 WRITES = re.compile(r"(?:INSERT (?:OR \w+ )?INTO|(?<!DO )UPDATE|DELETE FROM) \[?(\w+)|\.table\(\"(\w+)\"\)\.(?:insert|upsert)")
+
+
+def _modules() -> dict[str, list[Path]]:
+    """sep's modules (a package such as sep.backends is one module) → their source files."""
+    found = {p.stem: [p] for p in SEP.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    for pkg in SEP.iterdir():
+        if (pkg / "__init__.py").exists() and pkg.name != "sample":  # sample is data with a reader
+            found[pkg.name] = sorted(pkg.rglob("*.py"))
+    return found
+
+
+def _floors() -> dict[str, int]:
+    """module → its row in the map, top row 0."""
+    floors: dict[str, int] = {}
+    for line in sep.__doc__.splitlines():
+        m = re.match(r"  ([a-z_]+(?:, [a-z_]+)*) {2,}", line)
+        if m:
+            row = len(set(floors.values()))
+            for name in m.group(1).split(", "):
+                floors[name] = row
+    return floors
+
+
+def _imports(files: list[Path], modules: set[str]) -> set[str]:
+    """The sep modules these files import, at the top or inside functions alike."""
+    out = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sep":
+                parts = node.module.split(".")[1:]
+                names = [parts[0]] if parts else [a.name for a in node.names]
+                out |= {n for n in names if n in modules}
+            elif isinstance(node, ast.Import):
+                out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("sep.")} & modules
+    return out
+
+
+def test_no_module_imports_a_floor_below_it_and_no_import_cycle():
+    modules = _modules()
+    floors = _floors()
+    graph = {name: _imports(files, set(modules)) - {name} for name, files in modules.items()}
+    upward = [f"sep.{m} imports sep.{d} (row {floors[d]} is below its row {floors[m]})"
+              for m, deps in graph.items() for d in deps if floors[d] > floors[m]]
+    assert not upward, "\n".join(upward)
+    done: set[str] = set()
+
+    def visit(m: str, path: list[str]) -> None:
+        if m in path:
+            raise AssertionError("import cycle: " + " → ".join(path[path.index(m):] + [m]))
+        if m in done:
+            return
+        for d in sorted(graph[m]):
+            visit(d, path + [m])
+        done.add(m)
+
+    for m in graph:
+        visit(m, [])
+
+
+def test_the_import_rule_catches_an_upward_import(tmp_path):
+    """The check above is real: a module that imports the api from below is found."""
+    (tmp_path / "window.py").write_text("def f():\n    from sep import api\n    from sep.batch import Job\n")
+    assert _imports([tmp_path / "window.py"], {"api", "batch", "window"}) == {"api", "batch"}
 
 
 def _rows() -> dict[str, str]:
@@ -32,10 +96,10 @@ def _rows() -> dict[str, str]:
 
 def test_the_package_map_names_every_module_and_the_tables_it_writes():
     rows = _rows()
-    modules = {p.stem for p in SEP.glob("*.py")} - {"__init__", "__main__"}
-    assert modules <= set(rows), f"not in sep's docstring map: {sorted(modules - set(rows))}"
-    for name in modules:
-        written = {a or b for a, b in WRITES.findall((SEP / f"{name}.py").read_text(encoding="utf-8"))}
+    modules = _modules()
+    assert set(modules) <= set(rows), f"not in sep's docstring map: {sorted(set(modules) - set(rows))}"
+    for name, files in modules.items():
+        written = {a or b for path in files for a, b in WRITES.findall(path.read_text(encoding="utf-8"))}
         listed = rows[name].split("→", 1)[1] if "→" in rows[name] else ""
         missing = {t for t in written if not re.search(rf"\b{t}\b", listed)}
         assert not missing, f"sep.{name} writes {sorted(missing)}, which its row in sep's docstring doesn't name"

@@ -6,7 +6,9 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langchain_core.prompts import PromptTemplate
 
-from sep.llm import message_dicts, make_llm, parse_answer, prepare_hf_model, render_messages
+from sep.backends import make_llm
+from sep.backends.policy import prepare_hf_model
+from sep.llm import message_dicts, parse_answer, render_messages
 from sep.models import GEMMA_TEMPLATE
 from sep.settings import Settings
 

@@ -195,7 +195,7 @@ def test_prompts_fit_the_models_context_by_its_own_tokenizer(sample_memory):
     prompt fits, and what cannot fit is refused with a sentence naming the text and the limit."""
     from sep.agents import MAX_TOKENS, day_texts
     from sep.errors import PromptTooLong
-    from sep.llm import make_llm
+    from sep.backends import make_llm
     from sep.settings import Settings
     from sep.window import Text
 

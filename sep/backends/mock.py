@@ -1,0 +1,86 @@
+"""The mock backend: scripted answers in-process, so agents, batches, best-of-n and the judge run
+with no model and no server. The agent that asks is told by `LLM.ask(agent=...)`; the mock
+never reads the prompts to guess it."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
+
+from sep.backends.registry import register_backend
+from sep.llm import LLM, _chat_result, message_dicts
+from sep.settings import Settings
+
+
+Script = Callable[[str, str], str]  # (agent: summarize | explain | reflect | judge, last user message) -> reply
+
+
+AGENTS = ("summarize", "explain", "reflect", "judge")
+
+
+def default_script(agent: str, prompt: str) -> str:
+    """What the mock answers unless told otherwise: cite the first texts, explain with the first
+    summary's words, a short lesson, middling judge scores. Deterministic, so tests can rely on it."""
+    if agent == "summarize":
+        found = re.findall(r"^\[(\d+)\] (.+)$", prompt, flags=re.M)[:3]
+        return "\n".join(f"- {title} [{n}]" for n, title in found) or "- (정보 없음)"
+    if agent == "reflect":
+        return "요약의 가장 큰 소식보다 시장 전체의 흐름을 먼저 봤어야 했다."
+    if agent == "judge":
+        return json.dumps({"relevance": 4, "clarity": 4, "consistency": 4})
+    line = next((ln for ln in prompt.splitlines() if ln.startswith("[20")), "")
+    words = re.sub(r"\s*\[[^\]]*\]", "", re.sub(r"^\[[\d-]+\]\s*-?\s*", "", line)).split()[:6]
+    return f"상승\n{' '.join(words) or '새 소식'} 소식이 주가를 움직일 것이다."
+
+
+class MockChatModel(BaseChatModel):
+    """Scripted answers in-process: agents, batches, best-of-n and the judge run without a model or HTTP.
+
+    `script(agent, prompt)` returns the reply; with `label_words` its first line is forced to one
+    of them (the first when the script names neither), with probability `p_label`.
+    """
+
+    script: Any = None  # Script | None: default_script
+    p_label: float = 0.6
+    calls: list[dict] = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "sep-mock"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        chat = message_dicts(messages)
+        agent = (run_manager.metadata if run_manager else {}).get("sep_agent") or "explain"
+        text = (self.script or default_script)(agent, chat[-1]["content"])
+        self.calls.append({"agent": agent, "messages": chat, **{k: v for k, v in kwargs.items() if k != "label_words"}})
+        logprobs = None
+        words = kwargs.get("label_words")
+        if words:
+            first, _, rest = text.partition("\n")
+            label = first.strip() if first.strip() in words else words[0]
+            text = f"{label}\n{rest if first.strip() in words else text}"
+            other = words[1] if label == words[0] else words[0]
+            logprobs = {"content": [{"token": label, "logprob": math.log(self.p_label), "top_logprobs": [
+                {"token": label, "logprob": math.log(self.p_label)},
+                {"token": other, "logprob": math.log(1 - self.p_label)}]}]}
+        tokens_in = sum(len(m["content"]) for m in chat) // 2
+        return _chat_result(text, logprobs, "mock", tokens_in, len(text) // 2)
+
+
+def mock_llm(script: Script | None = None, p_label: float = 0.6) -> "LLM":
+    """An LLM whose answers come from `script(agent, prompt)` (default: `default_script`)."""
+    chat = MockChatModel(script=script, p_label=p_label, calls=[])
+    return LLM("mock", chat, lambda up, down: {"label_words": (up, down)}, retries=1)
+
+
+@register_backend("mock")
+def _mock_backend(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> "LLM":
+    return mock_llm()
