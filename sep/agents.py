@@ -2,7 +2,7 @@
 
 Every prompt is built from a `DecisionWindow`, which holds only texts dated on or before D.
 Reflections recalled from memory are those whose outcome was known by D (target day <= D).
-Prompts are chat messages from package files (`sep/prompts/<lang>/<agent>.toml`): a system
+Prompts are chat messages from files (`prompts/<lang>/<agent>.toml`, sep/prompts in a wheel): a system
 message with the task and format, then the data. Every generation passes `sep.quality`'s checks
 and is stored with its flags: a flagged summary is replaced by the extractive one, a flagged
 reflection is never recalled, a flagged explanation counts as unparsable.
@@ -10,6 +10,7 @@ reflection is never recalled, a flagged explanation counts as unparsable.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -31,7 +32,9 @@ from sep.settings import MAX_TOKENS, Settings
 from sep.tradingdays import market_of
 from sep.window import DecisionWindow, Text
 
-PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+PROMPTS_DIR = next(p for p in (Path(__file__).resolve().parent / "prompts",  # inside an installed wheel
+                               Path(__file__).resolve().parent.parent / "prompts",  # a checkout: top-level prompts/
+                               ) if p.is_dir())
 MAX_TEXTS_PER_DAY = 40
 MAX_TITLE_CHARS = 300  # one text's share of a prompt: a 100 KB title must not fill the context
 MAX_DAY_CHARS = 5000   # one day's texts in a summary prompt (~2.5k tokens of Korean), well inside 4k-8k contexts
@@ -88,9 +91,19 @@ def load_prompt(lang: str, name: str, prompts_dir: Path | None = None) -> Prompt
     if prompts_dir is not None:  # a user folder overrides file by file; what it lacks stays packaged
         if not Path(prompts_dir).is_dir():
             raise BadInput(f"The prompts folder {prompts_dir} does not exist (it holds <lang>/<agent>.toml files, "
-                           f"like sep/prompts).")
+                           f"like the packaged prompts/).")
         if (Path(prompts_dir) / lang / f"{name}.toml").exists():
             path = Path(prompts_dir) / lang / f"{name}.toml"
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        raise BadInput(f"No prompt file {path}; a prompts folder needs <lang>/{name}.toml.") from None
+    return _read_prompt(name, path, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_prompt(name: str, path: Path, stamp: int) -> Prompt:
+    """A prompt file parsed once per version on disk (`stamp`): every decision builds its agents."""
     try:
         text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text)
@@ -531,15 +544,19 @@ def _bigrams(text: str) -> set[str]:
 
 
 def export_pairs(db: sqlite_utils.Database, out: Path) -> int:
-    """Write TRL's preference format (prompt/chosen/rejected JSON lines); return the count."""
+    """Write TRL's conversational preference format (prompt: the chat messages; chosen, rejected:
+    one assistant message each) as JSON lines; return the count."""
     import json
+
+    from sep.llm import as_messages
 
     rows = db.execute("SELECT prompt, chosen, rejected, stock, date FROM pairs ORDER BY stock, date, id").fetchall()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".partial")
     with tmp.open("w", encoding="utf-8") as f:
         for prompt, chosen, rejected, stock, date in rows:
-            f.write(json.dumps({"prompt": prompt, "chosen": chosen, "rejected": rejected, "stock": stock,
+            f.write(json.dumps({"prompt": as_messages(prompt), "chosen": [{"role": "assistant", "content": chosen}],
+                                "rejected": [{"role": "assistant", "content": rejected}], "stock": stock,
                                 "date": date}, ensure_ascii=False) + "\n")
     tmp.replace(out)
     return len(rows)

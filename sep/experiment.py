@@ -176,37 +176,37 @@ class Experiment:
         needed = list(dict.fromkeys(x for todo in todo_by_arm.values() for x in todo))
         windows = dict(zip(needed, self.decider.windows(needed)))
         self.decider.summarize(list(windows.values()), stage="summaries (test)")
-        for arm, todo in todo_by_arm.items():
-            stage = f"forecast: {arm}"
-            if not todo:
-                self.on_progress(stage, 0, 0)
-                continue
+        answering = {arm: self.decider if arm not in ("sft", "ppo", "grpo") else
+                     Decider(self.db, self.cfg, self._arm_model(arm, runs), progress=self.on_progress)
+                     for arm in todo_by_arm}
+        scorer = reward_scorer(runs["reward"], self.cfg) if "best_of_n" in todo_by_arm else None
+
+        def one(item: tuple[str, str, str]) -> None:
+            arm, stock, day = item
+            w, by = windows[(stock, day)], answering[arm]
             data_end = block.train_end if NEEDS[arm] else None
-            answering = self.decider
-            if arm in ("sft", "ppo", "grpo"):
-                answering = Decider(self.db, self.cfg, self._arm_model(arm, runs), progress=self.on_progress)
-            scorer = reward_scorer(runs["reward"], self.cfg) if arm == "best_of_n" else None
+            if arm == "best_of_n":
+                f = self.decider.forecast(w, self.exp.best_of, scorer, data_end=data_end, save=False)
+                self._store(by.db(), arm, w, f.label, f.confidence, f.explanation, f.candidates[f.best].response,
+                            f.model, data_end)
+                return
+            base = self.decider.agents(w.stock)
+            summaries = base.summaries(w)  # cached: the base model's
+            lessons = []
+            if arm == "memory":  # only lessons whose outcome was known by D (recall enforces it)
+                lessons = base.recall(w, base.explain_variables(w, summaries, [])["summaries"])
+            answer = by.agents(w.stock).explain(base.explain_variables(w, summaries, lessons))
+            ok = not answer.flags  # a flagged answer (copied, ungrounded, ...) is unparsable
+            self._store(by.db(), arm, w, answer.label if ok else None, answer.confidence if ok else None,
+                        answer.explanation, answer.response, by.llm.name, data_end)
 
-            def one(item: tuple[str, str], arm: str = arm, answering: Decider = answering, scorer: Any = scorer,
-                    data_end: str | None = data_end) -> None:
-                w = windows[item]
-                db = answering.db()
-                if arm == "best_of_n":
-                    f = self.decider.forecast(w, self.exp.best_of, scorer, data_end=data_end, save=False)
-                    self._store(db, arm, w, f.label, f.confidence, f.explanation, f.candidates[f.best].response,
-                                f.model, data_end)
-                    return
-                base = self.decider.agents(w.stock)
-                summaries = base.summaries(w)  # cached: the base model's
-                lessons = []
-                if arm == "memory":  # only lessons whose outcome was known by D (recall enforces it)
-                    lessons = base.recall(w, base.explain_variables(w, summaries, [])["summaries"])
-                answer = answering.agents(w.stock).explain(base.explain_variables(w, summaries, lessons))
-                ok = not answer.flags  # a flagged answer (copied, ungrounded, ...) is unparsable
-                self._store(db, arm, w, answer.label if ok else None, answer.confidence if ok else None,
-                            answer.explanation, answer.response, answering.llm.name, data_end)
-
-            answering.map(todo, one, stage)
+        # the arms the base model answers share one pool (no wait between arms); each trained policy
+        # answers in its own, one request at a time when it runs embedded
+        shared = [a for a in todo_by_arm if answering[a] is self.decider]
+        groups = ([(", ".join(shared), self.decider, shared)] if shared else []) + \
+            [(a, answering[a], [a]) for a in todo_by_arm if a not in shared]
+        for name, decider, arms in groups:
+            decider.map([(a, s, d) for a in arms for s, d in todo_by_arm[a]], one, f"forecast: {name}")
 
     # ------------------------------------------------------------ the table
 

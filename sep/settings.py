@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     timeout: float = Field(120.0, gt=0, description="Seconds before one LLM request gives up.")
     retries: int = Field(3, ge=1, description="Attempts per LLM request (exponential backoff).")
     seed: int = Field(0, description="Seed for sampling and anything random.")
-    prompts: Path | None = Field(None, description="A folder of prompt files (<lang>/<agent>.toml, like sep/prompts); "
+    prompts: Path | None = Field(None, description="A folder of prompt files (<lang>/<agent>.toml, like prompts/); "
                                  "each file it holds replaces the packaged one.")
     summarizer: str = Field("model", pattern="^(model|extractive)$", description="`model`: the LLM writes cited "
                             "points (falling back to `extractive` when they fail the quality check); `extractive`: "

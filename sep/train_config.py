@@ -109,8 +109,8 @@ class GRPORunConfig(RunConfig):
     """Market-feedback RL (RLMF) with TRL GRPOTrainer: +|r| for a right direction, -|r| for a wrong one."""
 
     kind: str = "grpo"
-    reward_kind: str = option("market", "market (realized return), model (reward model) or both.", flag="--reward")
-    reward: Path | None = option(None, "A `sep train reward` run, for model/both.", flag="--reward-model")
+    reward_kind: str = option("market", "market (realized return), model (reward model) or both.", flag="--reward-kind")
+    reward: Path | None = option(None, "A `sep train reward` run, for --reward-kind model or both.")
     model_weight: float = 0.5           # `both`: market/market scale + model_weight * model/model scale
     signal_score: bool = option(False, "FinRLlama's variant: read a score in [-10, 10], not a label.")
     signal_threshold: float = option(3.0, "|score| below this takes no position.", min=0.0, max=10.0)
@@ -121,7 +121,7 @@ class GRPORunConfig(RunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.reward_kind not in ("market", "model", "both"):
-            raise BadInput(f"--reward must be market, model or both, not {self.reward_kind!r}.")
+            raise BadInput(f"--reward-kind must be market, model or both, not {self.reward_kind!r}.")
 
 
 # Each trainer's config by name (its `kind`): what `sep train NAME` and `sep.train_model(NAME)` take.

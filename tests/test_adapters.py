@@ -265,7 +265,7 @@ def test_the_default_model_trains_and_answers_through_its_adapter(sample_memory,
                    "--trials", "1", "--window-days", "2", "--summarizer", "extractive", "--json", db=db_path,
                    env={"SEP_MODEL": ""})
     assert answered.returncode == 0, answered.stderr[-3000:]
-    trial = json.loads(answered.stdout)["trials"][0]
+    trial = json.loads(answered.stdout)[0]["trials"][0]
     assert trial["label"] in ("up", "down") and not trial["flags"] and len(trial["explanation"]) > 20
 
 

@@ -38,7 +38,9 @@ def script(explain, reflect="삼성 소식보다 거시 악재를 더 크게 봐
 def reflect_json(server: FakeOpenAI, db: Path, date: str = "2022-06-01", *extra: str) -> dict:
     result = run("reflect", "--stock", "005930", "--date", date, "--json", "--base-url", server.base_url, *extra, db=db)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    days = json.loads(result.stdout)
+    assert isinstance(days, list) and len(days) == 1  # one shape: a list of days, one for --date
+    return days[0]
 
 
 def test_right_answer_is_one_trial_with_confidence(sample_db):
@@ -75,8 +77,12 @@ def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
     assert len(pairs) == 1
     pair = pairs[0]
     assert set(pair) >= {"prompt", "chosen", "rejected"}
-    assert pair["chosen"].startswith("하락") and pair["rejected"].startswith("상승")  # chosen = what the market did
-    assert "과거의 반성" not in pair["prompt"]  # the prompt without reflections
+    # TRL's conversational format: the prompt's chat messages, one assistant message each side
+    assert [m["role"] for m in pair["prompt"]][-1] == "user" and pair["prompt"][0]["role"] == "system"
+    assert [m["role"] for m in pair["chosen"] + pair["rejected"]] == ["assistant", "assistant"]
+    chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
+    assert chosen.startswith("하락") and rejected.startswith("상승")  # chosen = what the market did
+    assert all("과거의 반성" not in m["content"] for m in pair["prompt"])  # the prompt without reflections
 
 
 def test_garbage_is_recorded_as_none_and_never_crashes(sample_db):
@@ -166,7 +172,7 @@ def test_default_model_writes_cited_uncopied_korean(sample_db):
     result = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "2", "--json", "--model",
                  "qwen2.5-coder-1.5b", db=sample_db, env={"SEP_WINDOW_DAYS": "2"}, timeout=900)
     assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+    (out,) = json.loads(result.stdout)
     db = open_memory(sample_db)
     window_ids = {i for (i,) in db.execute("SELECT id FROM texts WHERE stock = '005930' AND date IN "
                                             "('2022-05-31', '2022-06-01')")}

@@ -108,6 +108,20 @@ def test_a_batch_stores_what_reflect_and_forecast_store(sample_memory, db_path, 
     batch, single = sample_memory.execute(rows).fetchall(), other.execute(rows).fetchall()
     assert len(batch) >= 3 + 3 and {r[1] for r in batch} == {"reflect", "best-of-n"}
     assert batch == single
+    # a walk-forward experiment reflects on its train days through the same path
+    from sep.experiment import Experiment
+    from sep.jobs import load_job
+
+    exp_db = sep.open_memory(tmp_path / "experiment.db")
+    sep.import_sample(exp_db)
+    job.write_text('name = "exp"\nstocks = ["005930"]\nstart = "2022-05-27"\nend = "2022-06-03"\ntrials = 2\n'
+                   '[experiment]\ntrain_start = "2022-05-27"\ntrain_end = "2022-05-31"\ntest_start = "2022-06-02"\n'
+                   'test_end = "2022-06-03"\narms = ["base"]\n')
+    spec = load_job(job)
+    Experiment(exp_db, spec, spec.settings(sep.Settings(db=tmp_path / "experiment.db")), lambda cfg: mock_llm).run()
+    reflected = "SELECT date, method, trial, label, explanation FROM predictions WHERE method = 'reflect' " \
+                "AND date < '2022-05-31' ORDER BY date, method, trial"  # 05-31's outcome is after train_end
+    assert exp_db.execute(reflected).fetchall() == other.execute(reflected).fetchall() != []
 
 
 def test_an_installed_plugin_adds_a_backend_and_a_format(memory, tmp_path, monkeypatch):

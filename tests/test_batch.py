@@ -64,6 +64,27 @@ def test_batch_runs_every_day_once_within_the_concurrency(sample_db, tmp_path):
                                                           "errors": []}
 
 
+def test_batch_and_experiment_keep_the_concurrency_in_flight(sample_db, tmp_path):
+    """Both run through `sep.decide`: with concurrency 16 and a server that takes 0.3 s a request,
+    at least 14 requests are in flight at once (the issue's acceptance), never more than 16."""
+    with FakeOpenAI(lambda kind, prompt: WRONG_THEN_REFLECT[kind], latency=0.3) as server:
+        job = write_job(tmp_path / "job.toml", server.base_url, concurrency=16).read_text()
+        (tmp_path / "job.toml").write_text(job.replace('start = "2022-05-23"', 'start = "2022-03-02"'))
+        done = run("batch", "run", str(tmp_path / "job.toml"), "--json", db=sample_db)
+        assert done.returncode == 0, done.stderr
+        batch_peak = server.max_in_flight
+    with FakeOpenAI(lambda kind, prompt: WRONG_THEN_REFLECT[kind], latency=0.3) as server:
+        (tmp_path / "exp.toml").write_text(
+            f'name = "walk"\nstocks = ["005930"]\nstart = "2022-03-02"\nend = "2022-05-31"\ntrials = 2\n'
+            f'concurrency = 16\n[llm]\nbase_url = "{server.base_url}"\nmodel = "other-model"\n'
+            '[experiment]\ntrain_start = "2022-03-02"\ntrain_end = "2022-04-15"\ntest_start = "2022-04-20"\n'
+            'test_end = "2022-05-31"\narms = ["base", "memory"]\n')
+        done = run("experiment", "run", str(tmp_path / "exp.toml"), "--json", db=sample_db)
+        assert done.returncode == 0, done.stderr[-3000:]
+        experiment_peak = server.max_in_flight
+    assert 14 <= batch_peak <= 16 and 14 <= experiment_peak <= 16, (batch_peak, experiment_peak)
+
+
 def test_batch_survives_kill_9_and_resumes_without_duplicates(sample_db, tmp_path):
     with FakeOpenAI(lambda kind, prompt: WRONG_THEN_REFLECT[kind], latency=0.25) as server:
         job = write_job(tmp_path / "job.toml", server.base_url, concurrency=2)

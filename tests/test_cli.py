@@ -129,7 +129,8 @@ def test_setting_flags_take_default_env_and_limits_from_settings(db_path):
 
 
 def test_a_built_wheel_reflects_outside_the_checkout(tmp_path, sample_memory, db_path):
-    """Prompts, migrations and templates are package data: a wheel, not the checkout, must carry them."""
+    """Prompts (top-level prompts/ in the checkout), migrations and templates are package data: a
+    wheel, not the checkout, must carry them."""
     import subprocess
     import sys
     from pathlib import Path
@@ -142,7 +143,9 @@ def test_a_built_wheel_reflects_outside_the_checkout(tmp_path, sample_memory, db
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(root / name, source / name)
-    shutil.copytree(root / "sep", source / "sep", ignore=shutil.ignore_patterns("__pycache__"))
+    assert (root / "prompts" / "ko" / "explain.toml").exists() and not (root / "sep" / "prompts").exists()
+    for name in ("sep", "prompts"):
+        shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                             str(tmp_path / "dist"), str(source)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-2000:]
@@ -151,6 +154,7 @@ def test_a_built_wheel_reflects_outside_the_checkout(tmp_path, sample_memory, db
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
                                 str(wheel)], capture_output=True, text=True)
     assert installed.returncode == 0, installed.stderr[-2000:]
+    assert (target / "sep" / "prompts" / "ko" / "explain.toml").exists()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEP_")}
     env.update(PYTHONPATH=str(target), SEP_DB=str(db_path), COLUMNS="200")
     dry = subprocess.run([sys.executable, "-c", "import sep, sys; from sep.cli import app; print(sep.__file__, "
@@ -188,3 +192,25 @@ def test_the_installed_entry_point_runs(tmp_path):
                           env={**env, "SEP_DB": str(tmp_path / "sep.db"), "COLUMNS": "200"})
     assert done.returncode == 0, done.stderr
     assert "Imported" in done.stdout and "2022-06-02" in done.stdout
+
+
+def test_every_command_has_json_and_sep_has_a_version(db_path):
+    """One flag, one meaning: every command prints machine-readable JSON with --json."""
+    import typer.main
+
+    from sep import __version__
+    from sep.cli import app
+
+    def commands(cmd, path):
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                yield from commands(sub, [*path, name])
+        else:
+            yield " ".join(path), cmd
+
+    found = dict(commands(typer.main.get_command(app), []))
+    assert len(found) >= 20 and "audit" in found and "pairs export" in found
+    missing = [name for name, cmd in found.items() if not any("--json" in getattr(p, "opts", []) for p in cmd.params)]
+    assert not missing, f"no --json: {missing}"
+    shown = run("--version", db=db_path)
+    assert shown.returncode == 0 and shown.stdout.strip() == f"sep {__version__}"

@@ -113,7 +113,7 @@ def test_flagged_generations_are_kept_apart(sample_memory, db_path):
         assert done.returncode == 0, done.stderr
         shown = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "2",
                     "--base-url", server.base_url, db=db_path)
-    out = json.loads(done.stdout)
+    (out,) = json.loads(done.stdout)
     db = open_memory(db_path)
     # summaries: the model's attempt is kept for inspection, the extractive points are used
     rows = db.execute("SELECT method, flags, attempt, summary FROM summaries").fetchall()
@@ -136,7 +136,7 @@ def test_clean_generations_are_trusted(sample_memory, db_path):
     with FakeOpenAI(lambda kind, p: cite_all(p) if kind == "summarize" else echo_reason(p, "하락")) as server:
         done = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--json", "--base-url", server.base_url,
                    db=db_path)
-    out = json.loads(done.stdout)
+    (out,) = json.loads(done.stdout)
     assert all(s["method"] == "model" and s["flags"] == [] for s in out["summaries"])
     assert out["trials"][0]["flags"] == [] and out["trials"][0]["correct"]
 

@@ -167,7 +167,7 @@ def test_ppo_reads_the_reward_where_the_reward_model_learned_it(trained, toy):
 
 @pytest.mark.slow
 def test_grpo_with_market_and_model_reward_moves_the_policy(trained, toy):
-    done = run("train", "grpo", "--reward", "both", "--reward-model", str(toy / "reward"), "--sft", str(toy / "sft"),
+    done = run("train", "grpo", "--reward-kind", "both", "--reward", str(toy / "reward"), "--sft", str(toy / "sft"),
                "--pairs", str(toy / "pairs.jsonl"), "--max-steps", "2", "--base-model", "gemma-270m",
                "--out", str(toy / "grpo"), "--json", db=toy / "sep.db")
     assert done.returncode == 0, done.stderr[-3000:]
