@@ -28,7 +28,7 @@ from sep.errors import BadInput, PromptTooLong, TimeRuleError
 from sep.llm import LABEL_WORDS, LLM, Answer, parse_answer
 from sep.memory import now_iso, transaction
 from sep.quality import Check, stem, join_flags, words
-from sep.settings import MAX_TOKENS, Settings
+from sep.settings import MAX_TOKENS, Settings, default
 from sep.tradingdays import market_of
 from sep.window import DecisionWindow, Text
 
@@ -272,7 +272,8 @@ class Agents:
 
     def __init__(self, db: sqlite_utils.Database, llm: LLM | None, lang: str, recall_k: int = 3,
                  prompts_dir: Path | None = None, on_prompt: Callable[[str, str], None] | None = None,
-                 retry_temperature: float = 0.7, seed: int = 0, summarizer: str = "model", summary_points: int = 5):
+                 retry_temperature: float = default("retry_temperature"), seed: int = default("seed"),
+                 summarizer: str = default("summarizer"), summary_points: int = default("summary_points")):
         self.db, self.llm, self.lang, self.recall_k = db, llm, lang, recall_k
         self.retry_temperature, self.seed = retry_temperature, seed
         self.summarizer, self.summary_points = summarizer, summary_points

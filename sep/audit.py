@@ -23,6 +23,7 @@ import sqlite_utils
 from sep.agents import cited_ids, strip_citations
 from sep.evaluate import Decision, decisions, evaluate, once_per_interval
 from sep.quality import content_words, dates_in
+from sep.settings import default
 from sep.window import decision_window
 
 BULLISH = ["상승", "오를", "오르", "올라", "호재", "개선", "증가", "매수", "반등", "강세", "긍정", "기대", "상향", "회복",
@@ -217,7 +218,7 @@ def charts(audits: list[Audit], ds: list[Decision], report: dict) -> list[dict]:
 
 
 def build(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None, *, window_days: int,
-          llm=None, lang: str = "ko", seed: int = 0, method: str | None = None, model: str | None = None) -> dict:
+          llm=None, lang: str = "ko", seed: int = default("seed"), method: str | None = None, model: str | None = None) -> dict:
     """Audit the forecasts `sep eval` scores (the headline method and model, out of sample)."""
     report = evaluate(db, stocks, start, end, seed=seed, method=method, model=model)
     f = report["forecast"]

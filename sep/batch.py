@@ -81,12 +81,12 @@ class BatchReport:
     job: str
     total: int
     skipped: int
+    concurrency: int  # requests in flight: the job's against a server, 1 embedded
     done: int = 0
     failed: int = 0
     summaries: int = 0
     requests: int = 0
     seconds: float = 0.0
-    concurrency: int = 1
     errors: list[dict] = field(default_factory=list)
 
 

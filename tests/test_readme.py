@@ -1,4 +1,5 @@
-"""The README's examples run as written (against ../shared/data, beside the checkout)."""
+"""The README's and docs/' examples run as written (imports against ../shared/data, beside the
+checkout), and every `sep ...` command line in them names real commands and options."""
 
 from __future__ import annotations
 
@@ -15,11 +16,41 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 
 
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_commands(prefix: str) -> list[str]:
-    """Lines of the README's bash blocks starting with `prefix`, comments dropped."""
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
-    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    """Lines of the README's and docs' bash blocks starting with `prefix`, comments dropped
+    (a line ending in a backslash is joined with the next)."""
+    text = "\n".join(path.read_text(encoding="utf-8") for path in DOCS)
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()]
     return [line for line in lines if line.startswith(prefix)]
+
+
+def test_every_sep_command_in_the_docs_names_real_commands_and_options():
+    """Parse each example as the CLI would (no command runs): a renamed flag or command fails here."""
+    import shlex
+
+    import typer.main
+
+    from sep.cli import app
+
+    root = typer.main.get_command(app)
+    examples = readme_commands("sep ") + [c.removeprefix(".venv/bin/") for c in readme_commands(".venv/bin/sep ")]
+    assert len(examples) >= 30
+    for example in examples:
+        args = shlex.split(example.split(" | ")[0].split(" && ")[0])[1:]
+        cmd, path = root, []
+        while hasattr(cmd, "commands") and args and args[0] in cmd.commands:
+            path.append(args[0])
+            cmd = cmd.commands[args.pop(0)]
+        assert not hasattr(cmd, "commands") or not args or args[0].startswith("-"), f"{example}: no such command"
+        try:
+            cmd.make_context(" ".join(["sep", *path]), list(args), resilient_parsing=False)
+        except Exception as exc:  # click's usage errors, typer's own
+            if type(exc).__name__ not in ("Exit",):
+                raise AssertionError(f"{example}: {exc}") from None
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside this checkout")
@@ -38,8 +69,8 @@ def test_every_data_import_example_runs_against_shared_data(tmp_path):
 
 
 def readme_python(section: str) -> str:
-    """The first python block after a README heading."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """The first python block after a heading of the README or docs/."""
+    text = "\n".join(path.read_text(encoding="utf-8") for path in DOCS)
     return re.search(r"```python\n(.*?)```", text[text.index(f"## {section}"):], re.S)[1]
 
 

@@ -18,7 +18,7 @@ from sep.backends.registry import register_backend
 from sep.errors import BadInput
 from sep.llm import LLM, LLMUnavailable, _chat_result, message_dicts, render_messages
 from sep.models import LocalModel, ModelError, ModelNotFound, local_model
-from sep.settings import Settings
+from sep.settings import Settings, default
 
 
 def server_params(model_path: str, threads: int, n_ctx: int) -> Any:
@@ -45,10 +45,10 @@ class EmbeddedChatModel(BaseChatModel):
     model_name: str
     model_path: str
     chat_template: str
-    threads: int = 2
-    n_ctx: int = 4096
-    seed: int = 0
-    temperature: float = 0.0
+    threads: int = default("threads")
+    n_ctx: int = default("context")
+    seed: int = default("seed")
+    temperature: float = 0.0  # greedy unless a call samples (a retry, best-of-n)
     max_tokens: int = 200
     repeat_penalty: float = 1.0
     stop: list[str] = []
@@ -112,7 +112,7 @@ class GGUFEncoder:
     """Pooled embeddings of whole texts by a GGUF model in-process (llama.cpp, last-token pooling,
     L2-normalised): one prefill per text, what the embedding reward head reads."""
 
-    def __init__(self, model: LocalModel, threads: int = 2, n_ctx: int = 4096) -> None:
+    def __init__(self, model: LocalModel, threads: int = default("threads"), n_ctx: int = default("context")) -> None:
         import xllamacpp as xl
 
         params = server_params(str(model.path), threads, n_ctx)

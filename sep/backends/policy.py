@@ -24,7 +24,7 @@ from sep.backends.registry import register_backend
 from sep.errors import BadInput, require_extra
 from sep.llm import LLM, ChatFormat, LLMUnavailable, _chat_result, message_dicts, render_messages
 from sep.models import CATALOG, DEFAULT_MODEL, ModelError, local_model
-from sep.settings import Settings
+from sep.settings import Settings, default
 
 HF_DIR_NAMES = {"gemma-270m": "gemma-3-270m-hf"}  # folder names caches already hold; others are <name>-hf
 
@@ -147,9 +147,9 @@ class TransformersChatModel(BaseChatModel):
 
     policy: str | None = None
     base: str
-    threads: int = 2
-    seed: int = 0
-    temperature: float = 0.0
+    threads: int = default("threads")
+    seed: int = default("seed")
+    temperature: float = 0.0  # greedy unless a call samples
     max_tokens: int = 200
     repeat_penalty: float = 1.0
     stop: list[str] = []
