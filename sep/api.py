@@ -5,6 +5,10 @@ exactly what `sep reflect` or `sep eval` does. Every call takes an open memory (
 and optional `Settings` (default: the `SEP_*` environment); every result is a dataclass with
 `.as_json()`. Long calls take a `progress(stage, done, total)` callback.
 
+Each call imports its stage module when it runs, so `import sep` and `sep --help` stay quick
+(about 0.5 s; importing every stage up front doubles it). Every one of those imports goes down
+the map in `help(sep)`, which tests/test_layout.py checks.
+
     import sep
     db = sep.open_memory("memory/sep.db")
     sep.import_prices(db, ["005930.csv", "stock_list.csv"])

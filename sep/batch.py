@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlite_utils
 
-from sep.backends.policy import run_data_end
+from sep.adapters import run_data_end
 from sep.decide import Decider, fingerprint, stock_days
 from sep.errors import BadInput
 from sep.jobs import Job

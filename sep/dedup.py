@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 import sqlite_utils
 
 from sep.errors import BadInput
@@ -206,28 +207,37 @@ def load_topic_model(fmt: str, blob: bytes) -> Any:
 # ---------------------------------------------------------------- the orchestrator
 
 
-@dataclass
-class DedupConfig:
-    """Everything that shapes a dedup result; stored with each run (`dedup_runs.params`)."""
+_SETTING_OF = {"top_k": "dedup_top_k", "near_threshold": "dedup_near_threshold", "min_topic_size": "dedup_min_topic_size",
+               "embedder": "embedder", "seed": "seed"}
 
-    # what a user sets has its default, limits and help in `Settings` (SEP_DEDUP_*, SEP_EMBEDDER, ...)
-    top_k: int = default("dedup_top_k")                    # representatives per (stock, day)
-    near_threshold: float = default("dedup_near_threshold")  # cosine similarity for same-story paraphrases
-    min_topic_size: int = default("dedup_min_topic_size")
-    n_neighbors: int = 15
-    n_components: int = 5
-    body_chars: int = 200           # how much of a body joins the title for embedding/topics
-    embedder: str = default("embedder")
-    offtopic: str | None = None     # TOML path; None: the packaged offtopic.toml
-    seed: int = default("seed")
 
-    def __post_init__(self) -> None:
-        """The same limits as SEP_DEDUP_* for a config built in code."""
-        Settings().with_overrides(dedup_top_k=self.top_k, dedup_near_threshold=self.near_threshold,
-                                  dedup_min_topic_size=self.min_topic_size)  # BadInput on a bad value
-        if self.n_neighbors < 2 or self.n_components < 1 or self.body_chars < 0:
-            raise BadInput(f"n_neighbors must be >= 2, n_components >= 1 and body_chars >= 0; got "
-                           f"{self.n_neighbors}, {self.n_components}, {self.body_chars}.")
+class DedupConfig(BaseModel):
+    """Everything that shapes a dedup result; stored with each run (`dedup_runs.params`).
+
+    What a user sets is the `Settings` field itself (SEP_DEDUP_*, SEP_EMBEDDER, SEP_SEED): its
+    default, limits and help are written there once; the rest are BERTopic's knobs."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: int = Settings.model_fields["dedup_top_k"]
+    near_threshold: float = Settings.model_fields["dedup_near_threshold"]
+    min_topic_size: int = Settings.model_fields["dedup_min_topic_size"]
+    n_neighbors: int = Field(15, ge=2, description="UMAP neighbours.")
+    n_components: int = Field(5, ge=1, description="UMAP dimensions.")
+    body_chars: int = Field(200, ge=0, description="How much of a body joins the title for embedding and topics.")
+    embedder: str = Settings.model_fields["embedder"]
+    offtopic: str | None = Field(None, description="TOML of off-topic seeds; None: the packaged offtopic.toml.")
+    seed: int = Settings.model_fields["seed"]
+
+    def __init__(self, **values: Any) -> None:
+        """A bad value is one sentence naming the setting, as `Settings.with_overrides` says it."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = str(err["loc"][0])
+            setting = _SETTING_OF.get(name)
+            where = f"{setting} (its flag or SEP_{setting.upper()})" if setting else name
+            raise BadInput(f"{where}: {err['msg'][0].lower() + err['msg'][1:]}, not {err.get('input')!r}.") from None
 
     @classmethod
     def from_settings(cls, cfg: Settings) -> "DedupConfig":
@@ -556,7 +566,7 @@ class Deduplicator:
         c = self.config
         parts = {k: type(v).__name__ for k, v in (("umap_model", self.umap_model), ("hdbscan_model", self.hdbscan_model),
                                                    ("vectorizer_model", self.vectorizer_model)) if v is not None}
-        params = json.dumps({**asdict(c), **({"parts": parts} if parts else {})}, ensure_ascii=False, sort_keys=True)
+        params = json.dumps({**c.model_dump(), **({"parts": parts} if parts else {})}, ensure_ascii=False, sort_keys=True)
         blob = save_topic_model(model, self.embedder_name()) if model is not None else None
         with transaction(self.db):
             cur = self.db.execute(

@@ -11,7 +11,7 @@ Every step resumes: reflected days, finished runs and stored forecasts are skipp
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,8 +90,9 @@ class Experiment:
 
     # ------------------------------------------------------------ steps
 
-    def reflect(self, train_end: str) -> list[tuple[str, str]]:
-        """SEP's loop over every train day not yet reflected on by this model (the training data)."""
+    def reflect(self, train_end: str, test_days: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+        """SEP's loop over every train day not yet reflected on by this model (the training data).
+        The test days' summaries are asked for in the same pool (they read only texts known by D)."""
         todo, every = [], []
         for stock in self.job.stocks:
             for day in decidable_days(self.db, stock, self.exp.train_start, train_end, target_by=train_end):
@@ -99,7 +100,8 @@ class Experiment:
                 if not self.db.execute("SELECT 1 FROM predictions WHERE stock = ? AND date = ? AND method = 'reflect' "
                                        "AND model = ? LIMIT 1", [stock, day, self.llm.name]).fetchone():
                     todo.append((stock, day))
-        self.decider.reflect_all(self.decider.windows(todo), stage=f"reflect (train ≤ {train_end})")
+        self.decider.reflect_all(self.decider.windows(todo), stage=f"reflect (train ≤ {train_end})",
+                                 also_summarize=self.decider.windows(list(test_days)))
         return every
 
     def train(self, block: Block) -> dict[str, Path]:
@@ -269,7 +271,7 @@ class Experiment:
             plan = blocks(self.db, self.job.stocks, self.exp)
             train_days: list[tuple[str, str]] = []
             for block in plan:
-                train_days = self.reflect(block.train_end)
+                train_days = self.reflect(block.train_end, block.days)
                 runs = self.train(block)
                 self.forecast(block, runs)
             result = self.table(train_days, [x for b in plan for x in b.days])

@@ -16,7 +16,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from sep.errors import BadInput
 from sep.ingest import normalise_stock
-from sep.settings import Settings
+from sep.settings import Settings, default
 from sep.window import parse_day
 
 
@@ -68,7 +68,7 @@ class ExperimentTable(BaseModel):
     arms: Annotated[list[str], AfterValidator(_arms)] = Field(
         default_factory=lambda: list(ARMS), description=f"Among {', '.join(ARMS)}.")
     steps: int = Field(4, ge=1, description="Trainer steps per arm: small on CPU, large on GPU.")
-    best_of: int | None = Field(None, ge=1, description="Candidates of the best_of_n arm (default: SEP_BEST_OF, 4).")
+    best_of: int | None = Field(None, ge=1, description=f"Candidates of the best_of_n arm (default: SEP_BEST_OF, {default('best_of')}).")
     retrain_every: int = Field(0, ge=0, description="More than 0: retrain on everything known every N test days.")
 
     @model_validator(mode="after")
@@ -103,10 +103,10 @@ class Job(BaseModel):
     start: Day = Field(description="First day of the range.")
     end: Day = Field(description="Last day; every trading day in the range with a known next close is decided.")
     trials: int | None = Field(None, ge=1, description="Explain attempts per day, reflecting between them "
-                               "(default: SEP_TRIALS, 3).")
+                               f"(default: SEP_TRIALS, {default('trials')}).")
     concurrency: int | None = Field(None, ge=1, description="Requests in flight against the server (default: "
-                                    "SEP_CONCURRENCY, 8; the embedded model takes 1).")
-    window_days: int | None = Field(None, ge=1, description="Calendar days of text per decision (default: SEP_WINDOW_DAYS, 5).")
+                                    f"SEP_CONCURRENCY, {default('concurrency')}; the embedded model takes 1).")
+    window_days: int | None = Field(None, ge=1, description=f"Calendar days of text per decision (default: SEP_WINDOW_DAYS, {default('window_days')}).")
     dedup: bool = Field(False, description="Run `sep dedup` on each stock first.")
     best_of: int | None = Field(None, ge=1, description="Also store a best-of-n forecast per day (`sep predict`).")
     policy: RunPath = Field(None, description="A trained policy run that answers instead of the model.")

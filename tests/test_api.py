@@ -3,6 +3,7 @@ without a model or HTTP; a failure inside the write transaction leaves memory un
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -164,3 +165,21 @@ tabbed = ingest.PriceFormat("tabbed", lambda line: line == "day\\tclose", _read)
         assert report.format == "tabbed" and report.rows_added == 2
     finally:
         plugins.cache_clear()
+
+
+def test_openai_environment_is_honoured_when_sep_settings_are_unset(sample_memory, db_path, monkeypatch):
+    """OPENAI_BASE_URL / OPENAI_API_KEY, as every OpenAI client reads them; SEP_* wins when both are set."""
+    from conftest import run
+    from fake_openai import FakeOpenAI, echo_reason
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://openai.example/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    assert (sep.Settings().base_url, sep.Settings().api_key) == ("http://openai.example/v1", "sk-openai")
+    monkeypatch.setenv("SEP_API_KEY", "sk-sep")
+    assert sep.Settings().api_key == "sk-sep" and sep.Settings(api_key="flag").api_key == "flag"
+    sample_memory.conn.close()
+    with FakeOpenAI(lambda kind, p: "- 요약" if kind == "summarize" else echo_reason(p, "하락")) as server:
+        done = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "1", "--json", db=db_path,
+                   env={"OPENAI_BASE_URL": server.base_url})
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert server.requests and json.loads(done.stdout)[0]["trials"][0]["label"] == "down"

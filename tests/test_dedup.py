@@ -281,5 +281,5 @@ def test_dedup_config_takes_defaults_and_limits_from_settings():
     assert DedupConfig.from_settings(Settings(dedup_top_k=3)).top_k == 3
     with pytest.raises(BadInput, match="dedup_near_threshold .* greater than 0"):
         DedupConfig(near_threshold=0)
-    with pytest.raises(BadInput, match="n_neighbors must be >= 2"):
+    with pytest.raises(BadInput, match="n_neighbors: input should be greater than or equal to 2"):
         DedupConfig(n_neighbors=1)
