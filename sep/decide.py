@@ -173,13 +173,9 @@ class Decider:
         return forecast
 
     def reflect_all(self, windows: Sequence[DecisionWindow], stage: str = "decisions",
-                    on_day: Callable[[ReflectResult], None] | None = None,
-                    also_summarize: Sequence[DecisionWindow] = ()) -> list[ReflectResult]:
-        """`reflect` for every window: summaries first, then the decisions, `concurrency` at a time.
-
-        `also_summarize`: windows decided later (an experiment's test days), summarised in the same
-        pool so the server never waits between the two."""
-        self.summarize([*windows, *also_summarize])
+                    on_day: Callable[[ReflectResult], None] | None = None) -> list[ReflectResult]:
+        """`reflect` for every window: summaries first, then the decisions, `concurrency` at a time."""
+        self.summarize(windows)
         lock = threading.Lock()
 
         def one(window: DecisionWindow) -> ReflectResult:

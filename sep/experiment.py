@@ -11,7 +11,7 @@ Every step resumes: reflected days, finished runs and stored forecasts are skipp
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,18 +90,31 @@ class Experiment:
 
     # ------------------------------------------------------------ steps
 
-    def reflect(self, train_end: str, test_days: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    def reflect(self, block: Block) -> list[tuple[str, str]]:
         """SEP's loop over every train day not yet reflected on by this model (the training data).
-        The test days' summaries are asked for in the same pool (they read only texts known by D)."""
+
+        In the same pool: the test days' summaries (they read only texts known by D) and the base
+        arm's answers (no lesson, no training), so the server never waits for the slowest retry."""
         todo, every = [], []
         for stock in self.job.stocks:
-            for day in decidable_days(self.db, stock, self.exp.train_start, train_end, target_by=train_end):
+            for day in decidable_days(self.db, stock, self.exp.train_start, block.train_end, target_by=block.train_end):
                 every.append((stock, day))
                 if not self.db.execute("SELECT 1 FROM predictions WHERE stock = ? AND date = ? AND method = 'reflect' "
                                        "AND model = ? LIMIT 1", [stock, day, self.llm.name]).fetchone():
                     todo.append((stock, day))
-        self.decider.reflect_all(self.decider.windows(todo), stage=f"reflect (train ≤ {train_end})",
-                                 also_summarize=self.decider.windows(list(test_days)))
+        train = self.decider.windows(todo)
+        test = dict(zip(block.days, self.decider.windows(block.days)))
+        self.decider.summarize([*train, *test.values()])
+        base = [test[x] for x in block.days if x not in self._stored("base")] if "base" in self.exp.arms else []
+
+        def one(item: tuple[str, DecisionWindow]) -> None:
+            if item[0] == "reflect":
+                self.decider.reflect(item[1])
+            else:
+                self._answer("base", item[1], self.decider, None, None)
+
+        stage = f"reflect (train ≤ {block.train_end})" + (", forecast: base" if base else "")
+        self.decider.map([("reflect", w) for w in train] + [("base", w) for w in base], one, stage)
         return every
 
     def train(self, block: Block) -> dict[str, Path]:
@@ -161,11 +174,30 @@ class Experiment:
         """The LLM that answers for a policy arm: the run's adapter on the base model."""
         return self.llm_factory(self.cfg.model_copy(update={"policy": runs[arm], "base_url": None}))
 
+    def _answer(self, arm: str, w: DecisionWindow, by: Decider, scorer: Any, data_end: str | None) -> None:
+        """One arm's forecast for one test day, stored. The base model's summaries (cached) are
+        what every arm reads; `by` answers."""
+        if arm == "best_of_n":
+            f = self.decider.forecast(w, self.exp.best_of, scorer, data_end=data_end, save=False)
+            self._store(by.db(), arm, w, f.label, f.confidence, f.explanation, f.candidates[f.best].response,
+                        f.model, data_end)
+            return
+        base = self.decider.agents(w.stock)
+        summaries = base.summaries(w)
+        lessons = []
+        if arm == "memory":  # only lessons whose outcome was known by D (recall enforces it)
+            lessons = base.recall(w, base.explain_variables(w, summaries, [])["summaries"])
+        answer = by.agents(w.stock).explain(base.explain_variables(w, summaries, lessons))
+        ok = not answer.flags  # a flagged answer (copied, ungrounded, ...) is unparsable
+        self._store(by.db(), arm, w, answer.label if ok else None, answer.confidence if ok else None,
+                    answer.explanation, answer.response, by.llm.name, data_end)
+
     def forecast(self, block: Block, runs: dict[str, Path]) -> None:
         """Every arm's answer for every test day of the block, made with only what was known at D.
 
-        The base model summarizes (once per text day, before any arm answers); arms differ only in
-        how they answer. Each arm's days run `concurrency` at a time when its model is a server."""
+        The base model's summaries (asked for in `reflect`) are what every arm reads; arms differ
+        only in how they answer. Each arm's days run `concurrency` at a time when its model is a
+        server; the base arm already answered in `reflect`'s pool."""
         todo_by_arm: dict[str, list[tuple[str, str]]] = {}
         for arm in self.exp.arms:
             missing = [k for k in NEEDS[arm] if k not in runs]
@@ -176,8 +208,7 @@ class Experiment:
             stored = self._stored(arm)
             todo_by_arm[arm] = [(s, d) for s, d in block.days if (s, d) not in stored]
         needed = list(dict.fromkeys(x for todo in todo_by_arm.values() for x in todo))
-        windows = dict(zip(needed, self.decider.windows(needed)))
-        self.decider.summarize(list(windows.values()), stage="summaries (test)")
+        windows = dict(zip(needed, self.decider.windows(needed)))  # summarised in `reflect`, with the train days
         answering = {arm: self.decider if arm not in ("sft", "ppo", "grpo") else
                      Decider(self.db, self.cfg, self._arm_model(arm, runs), progress=self.on_progress)
                      for arm in todo_by_arm}
@@ -185,28 +216,13 @@ class Experiment:
 
         def one(item: tuple[str, str, str]) -> None:
             arm, stock, day = item
-            w, by = windows[(stock, day)], answering[arm]
-            data_end = block.train_end if NEEDS[arm] else None
-            if arm == "best_of_n":
-                f = self.decider.forecast(w, self.exp.best_of, scorer, data_end=data_end, save=False)
-                self._store(by.db(), arm, w, f.label, f.confidence, f.explanation, f.candidates[f.best].response,
-                            f.model, data_end)
-                return
-            base = self.decider.agents(w.stock)
-            summaries = base.summaries(w)  # cached: the base model's
-            lessons = []
-            if arm == "memory":  # only lessons whose outcome was known by D (recall enforces it)
-                lessons = base.recall(w, base.explain_variables(w, summaries, [])["summaries"])
-            answer = by.agents(w.stock).explain(base.explain_variables(w, summaries, lessons))
-            ok = not answer.flags  # a flagged answer (copied, ungrounded, ...) is unparsable
-            self._store(by.db(), arm, w, answer.label if ok else None, answer.confidence if ok else None,
-                        answer.explanation, answer.response, by.llm.name, data_end)
+            self._answer(arm, windows[(stock, day)], answering[arm], scorer, block.train_end if NEEDS[arm] else None)
 
         # the arms the base model answers share one pool (no wait between arms); each trained policy
         # answers in its own, one request at a time when it runs embedded
-        shared = [a for a in todo_by_arm if answering[a] is self.decider]
+        shared = [a for a, todo in todo_by_arm.items() if answering[a] is self.decider and todo]
         groups = ([(", ".join(shared), self.decider, shared)] if shared else []) + \
-            [(a, answering[a], [a]) for a in todo_by_arm if a not in shared]
+            [(a, answering[a], [a]) for a, todo in todo_by_arm.items() if a not in shared and todo]
         for name, decider, arms in groups:
             decider.map([(a, s, d) for a in arms for s, d in todo_by_arm[a]], one, f"forecast: {name}")
 
@@ -271,7 +287,7 @@ class Experiment:
             plan = blocks(self.db, self.job.stocks, self.exp)
             train_days: list[tuple[str, str]] = []
             for block in plan:
-                train_days = self.reflect(block.train_end, block.days)
+                train_days = self.reflect(block)
                 runs = self.train(block)
                 self.forecast(block, runs)
             result = self.table(train_days, [x for b in plan for x in b.days])
