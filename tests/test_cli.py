@@ -214,3 +214,20 @@ def test_every_command_has_json_and_sep_has_a_version(db_path):
     assert not missing, f"no --json: {missing}"
     shown = run("--version", db=db_path)
     assert shown.returncode == 0 and shown.stdout.strip() == f"sep {__version__}"
+
+
+def test_progress_off_a_terminal_prints_whole_numbers():
+    """A log line of a model's preparation reads 1,117,320,000/1,117,320,000, not 1.11732e+09."""
+    import io
+
+    from rich.console import Console
+
+    from sep.cli import Bars
+
+    out = io.StringIO()
+    with Bars(console=Console(file=out, force_terminal=False)) as bars:
+        task = bars.add_task("preparing qwen2.5-coder-1.5b", total=1_117_320_000)
+        bars.update(task, completed=1_117_320_000)
+    logged = [line for line in out.getvalue().splitlines() if line.startswith("preparing qwen2.5-coder-1.5b: ")]
+    assert logged[-1].startswith("preparing qwen2.5-coder-1.5b: 1,117,320,000/1,117,320,000 (")
+    assert "e+" not in out.getvalue()
