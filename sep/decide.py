@@ -113,10 +113,10 @@ class Decider:
             self._local.db = open_memory(self.path, must_exist=True)
         return self._local.db
 
-    def agents(self, stock: str, llm: Any = None, day: str = "") -> Agents:
-        """The agents for one stock on this thread's connection (a dry run's steps name their day)."""
+    def agents(self, stock: str, day: str = "") -> Agents:
+        """This model's agents for one stock on this thread's connection (a dry run's steps name their day)."""
         step = (lambda name, text: self.on_step(day, name, text)) if self.on_step else None
-        return Agents.for_stock(self.db(), llm if llm is not None else self.llm, stock, self.cfg, on_prompt=step)
+        return Agents.for_stock(self.db(), self.llm, stock, self.cfg, on_prompt=step)
 
     def map(self, items: Sequence[T], work: Callable[[T], R], stage: str) -> list[R]:
         """`work(item)` for every item, `concurrency` at a time; results in the items' order.

@@ -213,3 +213,12 @@ def test_a_changed_job_file_is_refused_until_renamed_or_restarted(sample_db, tmp
     never.write_text(job.read_text().replace('name = "t"', 'name = "never"'))
     not_run = run("eval", "--job", str(never), db=sample_db)
     assert not_run.returncode == 2 and "has not run" in not_run.stderr
+
+
+def test_every_shipped_job_file_loads():
+    """The job files the docs and --help name are valid, and the experiment one has its table."""
+    from sep.jobs import load_job
+
+    jobs = {p.name: load_job(p) for p in sorted((Path(__file__).resolve().parent.parent / "jobs").glob("*.toml"))}
+    assert {"sample.toml", "sn2.toml", "experiment.toml"} <= set(jobs)
+    assert jobs["experiment.toml"].experiment.train_end < jobs["experiment.toml"].experiment.test_start
