@@ -25,6 +25,7 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from sep.dedup import normalise_title
 from sep.errors import BadInput, PromptTooLong, TimeRuleError
+from sep.guard import clean_for_prompt
 from sep.llm import LABEL_WORDS, LLM, Answer, parse_answer
 from sep.memory import now_iso, transaction
 from sep.quality import Check, stem, join_flags, words
@@ -194,6 +195,7 @@ class ReflectResult:
             "final": {"label": last.label, "correct": last.correct, "trials_used": len(self.trials)} if last else None,
             "forecast": {"label": self.trials[0].label, "correct": self.trials[0].correct} if self.trials else None,
             "in_sample": bool(self.data_end and self.window.date <= self.data_end),
+            "withheld": self.window.as_json()["withheld"],
         }
 
 
@@ -252,7 +254,7 @@ def cited_points(response: str, texts: list[Text], limit: int) -> list[str]:
 
 def extractive_points(texts: list[Text], limit: int) -> list[str]:
     """No model: the day's first representative titles as points, each citing itself."""
-    return [f"- {' '.join(t.title.split())[:MAX_TITLE_CHARS]} [t{t.id}]" for t in texts[:limit]]
+    return [f"- {clean_for_prompt(t.title)[:MAX_TITLE_CHARS]} [t{t.id}]" for t in texts[:limit]]
 
 
 _STORED_CITATION = re.compile(r"\s*\[(t\d+(?:,\s*t\d+)*)\]")  # how a stored point cites: [t54, t56]
@@ -319,7 +321,7 @@ class Agents:
         return (tokens, limit) if tokens is not None and tokens > limit else None
 
     def _summary_variables(self, stock: str, day: str, texts: list[Text]) -> dict:
-        titles = [" ".join(t.title.split())[:MAX_TITLE_CHARS] for t in texts]
+        titles = [clean_for_prompt(t.title)[:MAX_TITLE_CHARS] for t in texts]
         return {"stock": stock, "name": self.stock_name(stock), "company": self.company(stock), "date": day,
                 "max_points": self.summary_points,
                 "texts": "\n".join(f"[{i}] {title}" for i, title in enumerate(titles, 1))}
@@ -379,7 +381,7 @@ class Agents:
         points: list[str] = []
         response = None
         if not extractive:
-            titles = [" ".join(t.title.split())[:MAX_TITLE_CHARS] for t in texts]
+            titles = [clean_for_prompt(t.title)[:MAX_TITLE_CHARS] for t in texts]
             variables = self._summary_variables(stock, day, texts)
             message = self._ask("summarize", variables)
             if message is None:

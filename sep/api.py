@@ -42,7 +42,7 @@ __all__ = [
     "decision_days", "make_llm", "mock_llm", "register_backend", "reflect", "forecast", "train_model", "TRAINERS",
     "run_batch", "batch_status",
     "Scope", "scope", "evaluate_forecasts", "run_experiment", "show_experiment", "audit_explanations",
-    "crawl_naver_board", "export_pairs", "PriceFormat", "TextFormat", "register_format",
+    "crawl_naver_board", "unflag_text", "export_pairs", "PriceFormat", "TextFormat", "register_format",
     "Imported", "Reflected", "Trained", "Evaluation", "ExperimentResult", "Audited",
 ]
 # Names differ from the stage modules (sep.dedup, sep.train, ...): importing a module sets an
@@ -111,6 +111,13 @@ def import_sample(db: sqlite_utils.Database) -> Imported:
 
     prices, texts = sample_files()
     return Imported(import_prices(db, prices).files + import_texts(db, texts).files)
+
+
+def unflag_text(db: sqlite_utils.Database, text_id: int) -> dict:
+    """Clear a text's injection flag for good (a false positive a user disputes) → the text's row."""
+    from sep.ingest import unflag
+
+    return unflag(db, text_id)
 
 
 def crawl_naver_board(db: sqlite_utils.Database, stock: str, *, pages: int = 5, delay: float = 1.0,

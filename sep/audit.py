@@ -62,6 +62,7 @@ class Audit:
     future_dates: list[str]
     judge: dict | None = None
     issues: list[str] = field(default_factory=list)
+    withheld: int = 0  # texts of its window that addressed the model and were kept out of its prompts
 
     def as_json(self) -> dict:
         out = asdict(self)
@@ -98,6 +99,7 @@ class Sources:
     texts: dict[int, tuple[str, set[str]]]             # id -> (title, content words)
     points: list[tuple[set[str], list[int]]]           # (content words, cited window text ids)
     drop: set[str]                                      # the stock's code and name: in every text, proof of nothing
+    withheld: int = 0                                   # texts of the window that address the model (never prompted)
 
 
 def sources(db: sqlite_utils.Database, d: Decision, window_days: int) -> Sources:
@@ -113,7 +115,7 @@ def sources(db: sqlite_utils.Database, d: Decision, window_days: int) -> Sources
             cited = [i for i in cited_ids(line) if i in texts]
             if cited:
                 points.append((content_words(strip_citations(line), drop), cited))
-    return Sources(texts, points, drop)
+    return Sources(texts, points, drop, len(w.withheld))
 
 
 def _share(claim: set[str], source: set[str]) -> float:
@@ -139,7 +141,9 @@ def audit_one(db: sqlite_utils.Database, d: Decision, window_days: int) -> Audit
     st = stance(d.explanation)
     future = sorted({x for x in dates_in(d.explanation, int(d.date[:4])) if x > d.date})
     a = Audit(d.stock, d.date, d.label, d.actual, d.label == d.actual, d.confidence, d.explanation, st,
-              st == "neutral" or st == d.label, claims, future)
+              st == "neutral" or st == d.label, claims, future, withheld=srcs.withheld)
+    if a.withheld:
+        a.issues.append(f"{a.withheld} text(s) of the window addressed the model and were withheld")
     if not a.consistent:
         a.issues.append(f"stance {st} contradicts the label {d.label}")
     unsupported = [c for c in claims if not c.grounded]
@@ -233,7 +237,8 @@ def build(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: 
                "with_unsupported_claims": sum(any(not c.grounded for c in a.claims) for a in audits),
                "claims": sum(len(a.claims) for a in audits),
                "grounded_claims": sum(c.grounded for a in audits for c in a.claims),
-               "mentions_future": sum(bool(a.future_dates) for a in audits)}
+               "mentions_future": sum(bool(a.future_dates) for a in audits),
+               "withheld_injections": sum(a.withheld for a in audits)}
     summary["consistency_rate"] = 1 - summary["inconsistent"] / n
     if llm is not None:
         scored = {k: [a.judge[k] for a in audits if a.judge and k in a.judge] for k in JUDGE_ASPECTS}

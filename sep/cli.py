@@ -191,6 +191,8 @@ def _print_reports(reports: list, as_json: bool) -> None:
         skipped = ", ".join(f"{n} {why}" for why, n in r.skipped.items()) or "-"
         if getattr(r, "conflicts", 0):
             skipped += f"; {r.conflicts} differ from stored rows (stored kept)"
+        if getattr(r, "injections", 0):
+            skipped += f"; {r.injections} address the model: kept, never prompted (sep data show … lists them)"
         stocks = ", ".join(r.stocks[:5]) + (f" +{len(r.stocks) - 5}" if len(r.stocks) > 5 else "")
         days = f"{r.first_date} → {r.last_date}" if r.first_date else "-"
         table.add_row(Path(r.path).name, r.format, stocks, days, str(r.rows_read),
@@ -272,11 +274,44 @@ def show_cmd(
     if as_json:
         print(json.dumps(w.as_json(), ensure_ascii=False, indent=2))
         return
-    render_window(w)
+    render_window(w, verbose=True)
 
 
-def render_window(w: Any, max_titles: int = 5) -> None:
-    """The window as a person reads it: prices, label, and a few texts per day."""
+@data_app.command("unflag")
+def unflag_cmd(
+    text_id: Annotated[int, typer.Argument(help="The text's id (`sep data show` lists withheld texts with theirs).")],
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Clear a text's injection flag: you judged that it talks about the market, not to the model.
+
+    The verdict is kept: no later import or dedup flags the text again, and the next `sep dedup`
+    decides its day anew.
+
+    Example:
+      sep data unflag 1244
+    """
+    with user_errors():
+        text = api.unflag_text(api.open_memory(settings(db=db).db, must_exist=True), text_id)
+    if as_json:
+        print(json.dumps(text, ensure_ascii=False))
+        return
+    console.print(f"Text {text['id']} ({text['date']}, {text['source']}) may enter prompts again: {text['title']}",
+                  highlight=False, markup=False)
+
+
+def render_withheld(w: Any, verbose: bool = False) -> None:
+    """The window's texts that address the model: how many were withheld, and under --verbose which."""
+    if not w.withheld:
+        return
+    console.print(f"[yellow]⚠ {len(w.withheld)} text(s) of this window address the model, not the market, and were "
+                  f"withheld from every prompt[/]" + ("" if verbose else " [dim](--verbose lists them)[/]"))
+    for t in w.withheld if verbose else []:
+        console.print(f"  ⚠ {t.date} text {t.id} [{t.source}] {t.title}  ({t.injection})", highlight=False, markup=False)
+
+
+def render_window(w: Any, max_titles: int = 5, verbose: bool = False) -> None:
+    """The window as a person reads it: prices, label, a few texts per day, and what was withheld."""
     note = " (KRX holiday)" if w.is_holiday else ""
     table = Table(title=f"{w.stock} — decide at the end of {w.date}{note}", show_header=False)
     table.add_column(style="bold")
@@ -294,6 +329,7 @@ def render_window(w: Any, max_titles: int = 5) -> None:
             console.print(f"  · [{t.source}] {t.title}", highlight=False, markup=False)
         if len(texts) > max_titles:
             console.print(f"  … {len(texts) - max_titles} more")
+    render_withheld(w, verbose)
 
 
 @crawl_app.command("naver-board")
@@ -430,6 +466,7 @@ def reflect_cmd(
     trials: TrialsOpt = None,
     window_days: WindowDaysOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every prompt it would send (texts included) and call no model.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Also list the texts withheld because they address the model (sep.guard).")] = False,
     summarizer: SummarizerOpt = None,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
@@ -455,11 +492,11 @@ def reflect_cmd(
                        window_days=window_days, summarizer=summarizer)
         memory = api.open_memory(cfg.db, must_exist=True)
         days = api.decision_days(memory, stock, date=date, start=start, end=end)
-    run_reflect(memory, stock, days, cfg, dry_run=dry_run, as_json=as_json)
+    run_reflect(memory, stock, days, cfg, dry_run=dry_run, as_json=as_json, verbose=verbose)
 
 
 def run_reflect(memory: Any, stock: str, days: list[str], cfg: Settings, *, dry_run: bool = False,
-                as_json: bool = False) -> None:
+                as_json: bool = False, verbose: bool = False) -> None:
     """`sep.reflect` over the days with a bar, each model call shown as a step, each day printed when done."""
     with model_errors():
         llm = None if dry_run else _make_llm(cfg)
@@ -477,8 +514,10 @@ def run_reflect(memory: Any, stock: str, days: list[str], cfg: Settings, *, dry_
             progress.update(task, description=f"{day}: {name} (call {llm.calls + 1 if llm else 0})")
 
     def done(result: Any) -> None:
-        if not as_json and not dry_run:
-            render_result(result)
+        if dry_run:
+            render_withheld(result.window, verbose)
+        elif not as_json:
+            render_result(result, verbose)
         progress.advance(task)
 
     with progress, user_errors(), model_errors(" Finished days are stored; rerun to continue."):
@@ -495,10 +534,10 @@ def _flag_note(flags: list[str], consequence: str = "counted as unparsable") -> 
     return f"  [bold red]⚑ {', '.join(flags)}[/] [red]({consequence})[/]" if flags else ""
 
 
-def render_result(result: Any) -> None:
+def render_result(result: Any, verbose: bool = False) -> None:
     """Window, summaries, each trial with its reflection, and the outcome."""
     w = result.window
-    render_window(w, max_titles=3)
+    render_window(w, max_titles=3, verbose=verbose)
     for day, summary in result.summaries:
         console.print(f"[bold green]요약 {day}[/]\n{escape(summary)}", highlight=False)
     for day, method, flags in result.summary_notes:
@@ -634,7 +673,8 @@ def render_dedup(report: Any, topics: int = 20) -> None:
     else:
         console.print(f"[bold]{code}[/]: {report.input} texts over {report.days} day(s) → "
                       f"{report.exact_duplicates} exact and {report.near_duplicates} near duplicates, "
-                      f"{report.off_topic} off-topic, [bold green]{report.kept} kept[/] as representatives "
+                      f"{report.off_topic} off-topic, {report.injections} addressing the model (withheld), "
+                      f"[bold green]{report.kept} kept[/] as representatives "
                       f"({'refit' if report.refit else 'transformed with the stored topic model'}, {report.seconds:.1f} s: "
                       + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()) + ")", highlight=False)
         _render_kept(report.kept_stories)

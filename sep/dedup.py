@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 import sqlite_utils
 
 from sep.errors import BadInput
+from sep.guard import injection_of
 from sep.memory import now_iso, transaction
 from sep.settings import Settings, default
 
@@ -257,6 +258,7 @@ class Row:
     topic: int = -1
     flag: str | None = None
     is_representative: int = 0
+    injection: str | None = None  # addresses the model (sep.guard): left out of every step, never a copy's weight
 
     @property
     def doc(self) -> str:
@@ -272,6 +274,7 @@ class DedupReport:
     exact_duplicates: int = 0
     near_duplicates: int = 0
     off_topic: int = 0
+    injections: int = 0  # texts addressing the model (sep.guard), withheld from every prompt
     kept: int = 0
     topics: int = 0
     days: int = 0
@@ -325,9 +328,14 @@ class Deduplicator:
         if not refit:
             cond += f" AND date IN (SELECT DISTINCT date FROM texts WHERE {cond} AND is_representative IS NULL)"
             args = args + args
-        rows = self.db.execute(f"SELECT id, date, source, title, body FROM texts WHERE {cond} "
-                               "ORDER BY date, published_at, id", args).fetchall()
-        return [Row(*r) for r in rows]
+        found = self.db.execute(f"SELECT id, date, source, title, body, injection, injection_allowed FROM texts "
+                                f"WHERE {cond} ORDER BY date, published_at, id", args).fetchall()
+        rows = []
+        for *fields, injection, allowed in found:
+            row = Row(*fields)
+            row.injection = None if allowed else (injection or injection_of(row.title, row.body))
+            rows.append(row)
+        return rows
 
     # -- steps
 
@@ -476,6 +484,14 @@ class Deduplicator:
         refit = refit or not models
         rows = self._rows(stock, start, end, refit)
         report = DedupReport(stock, start, end, input=len(rows), refit=refit and bool(rows))
+        injected = [r for r in rows if r.injection]  # they join no story, so their copies weigh nothing
+        rows = [r for r in rows if not r.injection]
+        report.injections = len(injected)
+        if injected:
+            with transaction(self.db):
+                self.db.conn.executemany(
+                    "UPDATE texts SET injection=?, flag='injection', is_representative=0, dup_of=NULL, dup_kind=NULL, "
+                    "topic=NULL WHERE id=?", [(r.injection, r.id) for r in injected])
         if not rows:
             report.topic_table = self._topic_table(stock, models[0][0] if models else None)
             return report

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import sqlite_utils
 
 from sep.errors import BadInput
+from sep.guard import injection_of
 from sep.memory import now_iso, transaction
 from sep.settings import plugins
 from sep.tradingdays import KRX_CODE, market_of, market_tz
@@ -103,6 +104,7 @@ class ImportReport:
     first_date: str | None
     last_date: str | None
     conflicts: int = 0  # price rows already present with a different close (the first kept)
+    injections: int = 0  # texts that address the model, flagged and kept out of every prompt (sep.guard)
 
 
 # ---------------------------------------------------------------- small parsers
@@ -618,17 +620,19 @@ def write_prices(db: sqlite_utils.Database, parsed: ParsedFile) -> ImportReport:
 def write_texts(db: sqlite_utils.Database, parsed: ParsedFile) -> ImportReport:
     rows: list[TextRow] = parsed.rows
     before = db.execute("SELECT count(*) FROM texts").fetchone()[0]
+    flagged_before = db.execute("SELECT count(*) FROM texts WHERE injection IS NOT NULL").fetchone()[0]
     db.conn.executemany(
         "INSERT OR IGNORE INTO texts (stock, source, published_at, date, title, body, url, author, imported_from, "
-        "content_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        "content_key, injection) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         [(r.stock, r.source, r.published_at, r.date, r.title, r.body, r.url, r.author, parsed.path.name,
-          r.content_key()) for r in rows],
+          r.content_key(), injection_of(r.title, r.body)) for r in rows],
     )
     added = db.execute("SELECT count(*) FROM texts").fetchone()[0] - before
+    injections = db.execute("SELECT count(*) FROM texts WHERE injection IS NOT NULL").fetchone()[0] - flagged_before
     _ensure_stocks(db, {r.stock for r in rows})
     dates = sorted(r.date for r in rows)
     return ImportReport(str(parsed.path), parsed.format, sorted({r.stock for r in rows}), len(rows), added,
-                        len(rows) - added, parsed.skipped, dates[0], dates[-1])
+                        len(rows) - added, parsed.skipped, dates[0], dates[-1], injections=injections)
 
 
 def read_all(paths: list[Path], read: Callable[[Path], ParsedFile],
@@ -699,3 +703,17 @@ def import_texts(
 ) -> list[ImportReport]:
     """Import text files (Naver board/news/report, sn2 tweets, generic CSV/JSONL); all or nothing."""
     return write_all(db, "texts", read_all(paths, lambda p: read_texts(p, source, stock), progress), new_stock=new_stock)
+
+
+def unflag(db: sqlite_utils.Database, text_id: int) -> dict:
+    """Clear a text's injection flag for good: no later import or dedup flags it again, and its day
+    is left for the next `sep dedup` to decide anew, with the text among the candidates."""
+    row = db.execute("SELECT id, stock, date, source, title, injection FROM texts WHERE id = ?", [text_id]).fetchone()
+    if row is None:
+        raise BadInput(f"No text {text_id} in memory.")
+    text = dict(zip(("id", "stock", "date", "source", "title", "was"), row))
+    with transaction(db):
+        db.execute("UPDATE texts SET injection = NULL, injection_allowed = 1, "
+                   "flag = CASE WHEN flag = 'injection' THEN NULL ELSE flag END WHERE id = ?", [text_id])
+        db.execute("UPDATE texts SET is_representative = NULL WHERE stock = ? AND date = ?", [text["stock"], text["date"]])
+    return text

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import sqlite_utils
 
 from sep.errors import BadInput
+from sep.guard import injection_of
 from sep.settings import default
 from sep.tradingdays import TradingDays, is_krx_holiday, market_close, market_of, market_tz
 
@@ -50,6 +51,7 @@ class Text:
     body: str | None
     url: str | None
     representative: int | None = None  # None: dedup has not run on this day; 1/0 once it has
+    injection: str | None = None  # why it addresses the model (sep.guard); such a text never enters a prompt
 
 
 @dataclass
@@ -65,6 +67,7 @@ class DecisionWindow:
     window_start: str
     is_holiday: bool
     texts: list[Text] = field(default_factory=list)
+    withheld: list[Text] = field(default_factory=list)  # texts addressing the model: shown to the user, never prompted
 
     @property
     def label_ko(self) -> str:
@@ -93,6 +96,8 @@ class DecisionWindow:
             "return": self.ret,
             "label": self.label,
             "texts": self.text_counts(),
+            "withheld": [{"id": t.id, "date": t.date, "source": t.source, "title": t.title, "why": t.injection}
+                         for t in self.withheld],
         }
 
 
@@ -117,6 +122,7 @@ def decision_window(
     date = parse_day(date)
     last, last_close, target, target_close, ret = outcome(db, stock, date, days=days)
     start = (Date.fromisoformat(date) - timedelta(days=window_days - 1)).isoformat()
+    texts = texts_in_window(db, stock, start, date)
     return DecisionWindow(
         stock=stock,
         date=date,
@@ -128,7 +134,8 @@ def decision_window(
         label=label_of(ret),
         window_start=start,
         is_holiday=market_of(stock) == "XKRX" and is_krx_holiday(date),
-        texts=texts_in_window(db, stock, start, date),
+        texts=[t for t in texts if not t.injection],
+        withheld=[t for t in texts if t.injection],
     )
 
 
@@ -175,13 +182,15 @@ def texts_in_window(db: sqlite_utils.Database, stock: str, start: str, end: str)
     """
     before = (Date.fromisoformat(start) - timedelta(days=1)).isoformat()
     rows = db.execute(
-        "SELECT id, source, date, published_at, title, body, url, is_representative FROM texts "
-        "WHERE stock = ? AND date >= ? AND date <= ? ORDER BY date, published_at, id",
+        "SELECT id, source, date, published_at, title, body, url, is_representative, injection, injection_allowed "
+        "FROM texts WHERE stock = ? AND date >= ? AND date <= ? ORDER BY date, published_at, id",
         [stock, before, end],
     ).fetchall()
     out = []
-    for row in rows:
+    for *row, allowed in rows:
         text = Text(*row)
+        if not allowed and not text.injection:  # imported before the check, or by an older rule file
+            text.injection = injection_of(text.title, text.body)
         text.date = counts_for(stock, text.date, text.published_at)
         if start <= text.date <= end:
             out.append(text)
