@@ -1087,7 +1087,8 @@ def audit_cmd(
         return
     html, twin, s = audited.html, audited.json, audited.data["summary"]
     console.print(f"Audited {s['explanations']} explanations: {s['inconsistent']} inconsistent, "
-                  f"{s['with_unsupported_claims']} with unsupported claims, {s['mentions_future']} mention dates after D. "
+                  f"{s['with_unsupported_claims']} with unsupported claims, {s['mentions_future']} mention dates after D; "
+                  f"{s['withheld_injections']} text(s) of their windows addressed the model and were withheld. "
                   f"Wrote {html} and {twin}.", highlight=False)
 
 
