@@ -12,8 +12,9 @@ def test_holiday_decision_matches_the_real_files(sample_memory):
     assert w.label == "down" and w.label_ko == "하락" and w.is_holiday
     assert w.ret == pytest.approx(66700 / 67400 - 1)
     assert set(w.as_json()) == {"stock", "date", "last_trading_day", "last_close", "target_day",
-                                "target_close", "return", "label", "texts"}
+                                "target_close", "return", "label", "texts", "withheld"}
     assert w.as_json()["texts"] == {"news": 41 + 32 + 38 + 6 + 11}  # 05-28..06-01
+    assert w.as_json()["withheld"] == []  # no sample title addresses the model
 
 
 def test_no_text_after_d_enters_the_window(sample_memory, fixtures):
