@@ -270,7 +270,7 @@ def forecast(db: sqlite_utils.Database, stock: str, date: str, *, best_of: int |
         require_extra("train", "--reward")
         scorer = reward_scorer(Path(reward), cfg)
     llm = llm if llm is not None else make_llm(cfg, progress)  # after the checks: bad input fails first
-    return Decider(db, cfg, llm).forecast(window, cfg.best_of, scorer, data_end=run_data_end(reward))
+    return Decider(db, cfg, llm).forecast(window, scorer=scorer, data_end=run_data_end(reward))
 
 
 def export_pairs(db: sqlite_utils.Database, out: Path) -> int:

@@ -88,16 +88,16 @@ class Decider:
     """Decides (stock, day)s with one model over one memory, `concurrency` at a time.
 
     Each worker thread gets its own connection to the memory's file; the caller's `db` serves
-    the calling thread. `concurrency` defaults to `cfg.concurrency` when the model takes parallel
+    the calling thread. `concurrency` is `cfg.concurrency` when the model takes parallel
     requests (a server) and 1 otherwise (the embedded model, a dry run, an in-memory database).
     """
 
-    def __init__(self, db: sqlite_utils.Database, cfg: Settings, llm: Any, *, concurrency: int | None = None,
-                 progress: Progress | None = None, on_step: Step | None = None) -> None:
+    def __init__(self, db: sqlite_utils.Database, cfg: Settings, llm: Any, *, progress: Progress | None = None,
+                 on_step: Step | None = None) -> None:
         self.cfg, self.llm = cfg, llm
         self.path = database_path(db)
         parallel = llm is not None and getattr(llm, "parallel", False) and self.path is not None and on_step is None
-        self.concurrency = max(1, concurrency or cfg.concurrency) if parallel else 1
+        self.concurrency = cfg.concurrency if parallel else 1
         self.progress = progress or (lambda stage, done, total: None)
         self.on_step = on_step
         self._owner, self._main_db = threading.get_ident(), db

@@ -39,7 +39,7 @@ import sqlite_utils
 from sep.errors import BadInput
 from sep.guard import injection_of
 from sep.memory import now_iso, transaction
-from sep.settings import Settings, default
+from sep.settings import Settings, default, invalid_setting
 
 DEFAULT_OFFTOPIC = Path(__file__).with_name("offtopic.toml")
 USE_NAME = "use-multilingual-v3"  # the packaged embedder, as recorded with each topic model
@@ -234,11 +234,7 @@ class DedupConfig(BaseModel):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            name = str(err["loc"][0])
-            setting = _SETTING_OF.get(name)
-            where = f"{setting} (its flag or SEP_{setting.upper()})" if setting else name
-            raise BadInput(f"{where}: {err['msg'][0].lower() + err['msg'][1:]}, not {err.get('input')!r}.") from None
+            raise invalid_setting(exc, _SETTING_OF.get(str(exc.errors()[0]["loc"][0]))) from None
 
     @classmethod
     def from_settings(cls, cfg: Settings) -> "DedupConfig":

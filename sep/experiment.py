@@ -90,7 +90,7 @@ class Experiment:
 
     # ------------------------------------------------------------ steps
 
-    def reflect(self, block: Block) -> list[tuple[str, str]]:
+    def reflect(self, block: Block, test: dict[tuple[str, str], DecisionWindow]) -> list[tuple[str, str]]:
         """SEP's loop over every train day not yet reflected on by this model (the training data).
 
         In the same pool: the test days' summaries (they read only texts known by D) and the base
@@ -103,7 +103,6 @@ class Experiment:
                                        "AND model = ? LIMIT 1", [stock, day, self.llm.name]).fetchone():
                     todo.append((stock, day))
         train = self.decider.windows(todo)
-        test = dict(zip(block.days, self.decider.windows(block.days)))
         self.decider.summarize([*train, *test.values()])
         base = [test[x] for x in block.days if x not in self._stored("base")] if "base" in self.exp.arms else []
 
@@ -192,7 +191,7 @@ class Experiment:
         self._store(by.db(), arm, w, answer.label if ok else None, answer.confidence if ok else None,
                     answer.explanation, answer.response, by.llm.name, data_end)
 
-    def forecast(self, block: Block, runs: dict[str, Path]) -> None:
+    def forecast(self, block: Block, runs: dict[str, Path], windows: dict[tuple[str, str], DecisionWindow]) -> None:
         """Every arm's answer for every test day of the block, made with only what was known at D.
 
         The base model's summaries (asked for in `reflect`) are what every arm reads; arms differ
@@ -207,8 +206,6 @@ class Experiment:
                 continue
             stored = self._stored(arm)
             todo_by_arm[arm] = [(s, d) for s, d in block.days if (s, d) not in stored]
-        needed = list(dict.fromkeys(x for todo in todo_by_arm.values() for x in todo))
-        windows = dict(zip(needed, self.decider.windows(needed)))  # summarised in `reflect`, with the train days
         answering = {arm: self.decider if arm not in ("sft", "ppo", "grpo") else
                      Decider(self.db, self.cfg, self._arm_model(arm, runs), progress=self.on_progress)
                      for arm in todo_by_arm}
@@ -287,9 +284,10 @@ class Experiment:
             plan = blocks(self.db, self.job.stocks, self.exp)
             train_days: list[tuple[str, str]] = []
             for block in plan:
-                train_days = self.reflect(block)
+                test = dict(zip(block.days, self.decider.windows(block.days)))  # summarised in `reflect`
+                train_days = self.reflect(block, test)
                 runs = self.train(block)
-                self.forecast(block, runs)
+                self.forecast(block, runs, test)
             result = self.table(train_days, [x for b in plan for x in b.days])
         except BaseException as exc:
             with transaction(self.db):

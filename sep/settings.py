@@ -101,10 +101,14 @@ class Settings(BaseSettings):
         try:
             return type(self).model_validate({**self.model_dump(), **given})
         except ValidationError as exc:
-            err = exc.errors()[0]
-            name = str(err["loc"][0])
-            raise BadInput(f"{name} (its flag or SEP_{name.upper()}): {err['msg'][0].lower() + err['msg'][1:]}, "
-                           f"not {err.get('input')!r}.") from None
+            raise invalid_setting(exc, str(exc.errors()[0]["loc"][0])) from None
+
+
+def invalid_setting(exc: ValidationError, setting: str | None) -> BadInput:
+    """The first error as one sentence naming the setting (its flag or SEP_<NAME>), else the field."""
+    err = exc.errors()[0]
+    where = f"{setting} (its flag or SEP_{setting.upper()})" if setting else str(err["loc"][0])
+    return BadInput(f"{where}: {err['msg'][0].lower() + err['msg'][1:]}, not {err.get('input')!r}.")
 
 
 def default(name: str) -> Any:
