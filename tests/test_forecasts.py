@@ -332,3 +332,49 @@ def test_the_forecast_is_greedy_and_a_retry_samples(tmp_path):
     assert [r.get("temperature") for r in explains] == [0.0, 0.7]
     assert "trial 0 (forecast)" in done.stdout and "hindsight" in done.stdout
 
+
+
+def test_a_server_of_known_skill_is_measured_exactly(tmp_path):
+    """A server right with probability 0.7 per (stock, day), decided by a hash of the day: the batch
+    headline (four requests in flight) and an experiment's base arm both report exactly the share of
+    days the hash made right, end to end through real HTTP."""
+    import re
+
+    from sep.window import decision_window
+
+    from sep.decide import decidable_days
+
+    db_path = tmp_path / "sep.db"
+    db = _sample_db(db_path)
+    truth = {d: decision_window(db, "005930", d).label for d in decidable_days(db, "005930", "2022-02-14", "2022-05-31")}
+
+    def skilled(day: str) -> bool:
+        return hashlib.sha256(f"005930 {day}".encode()).digest()[0] < 0.7 * 256
+
+    def script(kind: str, prompt: str) -> str:
+        if kind == "summarize":
+            return "- 삼성전자 관련 보도 [요약]"
+        day = re.search(r"(\d{4}-\d{2}-\d{2}) 장 마감 기준", prompt)[1]
+        right = truth[day] if skilled(day) else {"up": "down", "down": "up"}[truth[day]]
+        return echo_reason(prompt, "상승" if right == "up" else "하락")
+
+    with FakeOpenAI(script) as server:
+        head = (f'stocks = ["005930"]\nstart = "2022-02-14"\nend = "2022-05-31"\ntrials = 1\nconcurrency = 4\n'
+                f'[llm]\nbase_url = "{server.base_url}"\nmodel = "fake-model"\n')
+        (tmp_path / "job.toml").write_text('name = "skill"\n' + head)
+        assert run("batch", "run", str(tmp_path / "job.toml"), db=db_path).returncode == 0
+        (tmp_path / "exp.toml").write_text(
+            'name = "skill-walk"\n' + head.replace('model = "fake-model"', 'model = "other-model"')
+            + '[experiment]\ntrain_start = "2022-02-14"\ntrain_end = "2022-04-15"\ntest_start = "2022-04-20"\n'
+            'test_end = "2022-05-31"\narms = ["base"]\n')
+        done = run("experiment", "run", str(tmp_path / "exp.toml"), "--json", db=db_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    headline = json.loads(run("eval", "--job", str(tmp_path / "job.toml"), "--json", db=db_path).stdout)
+    days = [d for (d,) in db.execute("SELECT date FROM predictions WHERE model LIKE 'fake-model%' AND trial = 0 "
+                                     "AND method = 'reflect' ORDER BY date").fetchall()]
+    assert headline["n"] == len(days) == 74
+    assert headline["accuracy"] == pytest.approx(sum(map(skilled, days)) / len(days), abs=1e-12)
+    base = json.loads(done.stdout)["arms"]["base"]
+    test_days = [d for (d,) in db.execute("SELECT date FROM experiment_forecasts WHERE arm = 'base' ORDER BY date")]
+    assert base["n"] == len(test_days) > 20
+    assert base["accuracy"] == pytest.approx(sum(map(skilled, test_days)) / len(test_days), abs=1e-12)
