@@ -26,12 +26,11 @@ from langchain_core.prompts import ChatPromptTemplate
 from sep.dedup import normalise_title
 from sep.errors import BadInput, PromptTooLong, TimeRuleError
 from sep.guard import clean_for_prompt
-from sep.llm import LABEL_WORDS, LLM, Answer, parse_answer
+from sep.llm import LLM, Answer, parse_answer
 from sep.memory import now_iso, transaction
-from sep.quality import Check, stem, join_flags, words
+from sep.quality import GATE_VERSION, Check, date_numbers, invented_numbers, join_flags, stem, words
 from sep.settings import MAX_TOKENS, Settings, default
-from sep.tradingdays import market_of
-from sep.window import DecisionWindow, Text
+from sep.window import LABEL_WORDS, DecisionWindow, Text, lang_of
 
 PROMPTS_DIR = next(p for p in (Path(__file__).resolve().parent / "prompts",  # inside an installed wheel
                                Path(__file__).resolve().parent.parent / "prompts",  # a checkout: top-level prompts/
@@ -39,12 +38,14 @@ PROMPTS_DIR = next(p for p in (Path(__file__).resolve().parent / "prompts",  # i
 MAX_TEXTS_PER_DAY = 40
 MAX_TITLE_CHARS = 300  # one text's share of a prompt: a 100 KB title must not fill the context
 MAX_DAY_CHARS = 5000   # one day's texts in a summary prompt (~2.5k tokens of Korean), well inside 4k-8k contexts
+MAX_EVIDENCE = 3  # cited items an evidence-first answer may count (the prompt asks for one to three)
 CONTEXT_HINT = "SEP_CONTEXT for the embedded model, --max-model-len for vllm serve"
 
 
-def lang_of(stock: str) -> str:
-    """Korean prompts for KRX codes, English ones (SEP's setup) for other tickers."""
-    return "ko" if market_of(stock) == "XKRX" else "en"
+def prompt_files(explain_format: str) -> dict[str, str]:
+    """Which prompt file each agent reads: the explain format picks explain.toml (evidence first) or explain_label.toml."""
+    return {"summarize": "summarize", "explain": "explain" if explain_format == "evidence" else "explain_label",
+            "reflect": "reflect"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Prompt:
     turns: tuple[tuple[str, str], ...]  # (role, template) after the examples; the last is the user's
     version: str  # hash of the file: part of the summary cache key
     examples: tuple[tuple[str, str], ...] = ()  # (user, assistant) turns, literal text
+    label_after: str = ""  # an evidence-first explain prompt: the label follows this marker (판단:), not line 1
 
     @property
     def template(self) -> ChatPromptTemplate:
@@ -113,12 +115,13 @@ def _read_prompt(name: str, path: Path, stamp: int) -> Prompt:
         if not turns or turns[-1][0] != "user" or any(r not in ("user", "assistant") for r, _ in turns):
             raise KeyError("the last turn must be the user's, and roles are user or assistant")
         examples = tuple((e["user"], e["assistant"]) for e in data.get("examples", []))
+        label_after = str(data.get("label_after", ""))
     except FileNotFoundError:
         raise BadInput(f"No prompt file {path}; a prompts folder needs <lang>/{name}.toml.") from None
     except (tomllib.TOMLDecodeError, KeyError) as exc:
         raise BadInput(f"The prompt file {path} needs a TOML string `system` and a `user` string or "
                        f"[[turns]] ending with the user's ({exc}).") from None
-    return Prompt(name, system, turns, hashlib.sha1(text.encode()).hexdigest()[:12], examples)
+    return Prompt(name, system, turns, hashlib.sha1(text.encode()).hexdigest()[:12], examples, label_after)
 
 
 def _literal(text: str) -> str:
@@ -168,6 +171,7 @@ class Trial:
     reflection: str | None = None
     flags: list[str] = field(default_factory=list)
     reflection_flags: list[str] = field(default_factory=list)
+    evidence: list[dict] = field(default_factory=list)  # cited items: item, direction, note, day, point, texts
 
 
 @dataclass
@@ -190,7 +194,8 @@ class ReflectResult:
                           for (d, s), (_, m, f) in zip(self.summaries, self.summary_notes)] if self.summary_notes
             else [{"date": d, "summary": s} for d, s in self.summaries],
             "trials": [{k: v for k, v in asdict(t).items() if k in
-                        ("label", "explanation", "confidence", "correct", "reflection", "flags", "reflection_flags")}
+                        ("label", "explanation", "confidence", "correct", "reflection", "flags", "reflection_flags",
+                         "evidence")}
                        for t in self.trials],
             "final": {"label": last.label, "correct": last.correct, "trials_used": len(self.trials)} if last else None,
             "forecast": {"label": self.trials[0].label, "correct": self.trials[0].correct} if self.trials else None,
@@ -275,11 +280,13 @@ class Agents:
     def __init__(self, db: sqlite_utils.Database, llm: LLM | None, lang: str, recall_k: int = 3,
                  prompts_dir: Path | None = None, on_prompt: Callable[[str, str], None] | None = None,
                  retry_temperature: float = default("retry_temperature"), seed: int = default("seed"),
-                 summarizer: str = default("summarizer"), summary_points: int = default("summary_points")):
+                 summarizer: str = default("summarizer"), summary_points: int = default("summary_points"),
+                 explain_format: str = default("explain_format")):
         self.db, self.llm, self.lang, self.recall_k = db, llm, lang, recall_k
         self.retry_temperature, self.seed = retry_temperature, seed
         self.summarizer, self.summary_points = summarizer, summary_points
-        self.prompts = {n: load_prompt(lang, n, prompts_dir) for n in ("summarize", "explain", "reflect")}
+        self.prompts = {agent: load_prompt(lang, file, prompts_dir) for agent, file in prompt_files(explain_format).items()}
+        self.evidence_first = bool(self.prompts["explain"].label_after)
         self.words = LABEL_WORDS[lang]
         self.on_prompt = on_prompt  # sees every prompt before it is sent (dry runs print them)
         self.model_name = llm.name if llm else "dry-run"
@@ -292,7 +299,7 @@ class Agents:
         """The agents for one stock with every setting (prompts, summarizer, retries) from `cfg`."""
         return cls(db, llm, lang_of(stock), prompts_dir=cfg.prompts, on_prompt=on_prompt,
                    retry_temperature=cfg.retry_temperature, seed=cfg.seed, summarizer=cfg.summarizer,
-                   summary_points=cfg.summary_points)
+                   summary_points=cfg.summary_points, explain_format=cfg.explain_format)
 
     def _ask(self, name: str, variables: dict, **kwargs) -> AIMessage | None:
         """Send one prompt (None in a dry run, which only shows it)."""
@@ -369,7 +376,9 @@ class Agents:
             texts = self.fit_texts(stock, day, texts)
         # the model's name, not its server's URL: moving a server must not recompute every summary
         model = "extractive" if extractive else self.model_name.split("@", 1)[0]
-        version = f"{'extractive' if extractive else prompt.version}-p{self.summary_points}"
+        # the gate's version too: a summary an older gate passed is checked again by the new one
+        version = f"extractive-p{self.summary_points}" if extractive else \
+            f"{prompt.version}-p{self.summary_points}-g{GATE_VERSION}"
         key = (stock, day, text_hash(texts), model, version)
         row = self.db.execute(
             "SELECT summary, method, flags FROM summaries WHERE stock=? AND date=? AND text_hash=? AND model=? "
@@ -387,7 +396,7 @@ class Agents:
             if message is None:
                 return None
             response = str(message.content).strip()
-            flags = self.check(prompt, variables, "\n".join(titles), day, day).flags(response)
+            flags = self.check(prompt, variables, "\n".join(titles), day, day, kind="summary").flags(response)
             points = cited_points(response, texts, self.summary_points)
             if not points:
                 flags.append("uncited")
@@ -415,10 +424,10 @@ class Agents:
         return out
 
     def check(self, prompt: Prompt, variables: dict, inputs: str, first_day: str, last_day: str,
-              echo_of: str = "") -> Check:
+              echo_of: str = "", kind: str = "") -> Check:
         """The quality gate for one generation: not the prompt's instructions (nor mostly `echo_of`),
         about its inputs, in its window."""
-        return Check(prompt.instructions(**variables), inputs, first_day, last_day, echo_of)
+        return Check(prompt.instructions(**variables), inputs, first_day, last_day, echo_of, kind)
 
     # ------------------------------------------------------------ recall, explain, reflect
 
@@ -443,25 +452,50 @@ class Agents:
 
     def explain_variables(self, window: DecisionWindow, summaries: list[tuple[str, str]],
                           reflections: list[str]) -> dict:
+        """The explain prompt's variables. Evidence first shows every point of the window under its
+        day with the id of the text it rests on ([t57]), so an answer can cite it; `_items` maps
+        each shown id to its day, point and texts (two points of one text share its id)."""
         none = "(정보 없음)" if self.lang == "ko" else "(no information)"
-        summaries_text = "\n".join(f"[{d}] {' '.join(strip_citations(s).split())}" for d, s in summaries) or none
+        items = [{"item": f"t{ids[0]}" if ids else f"p{n}", "day": d, "point": point, "texts": ids}
+                 for n, (d, point, ids) in enumerate(
+                     (d, strip_citations(p).strip().lstrip("-•* ").strip(), cited_ids(p))
+                     for d, s in summaries for p in s.splitlines()) if point]
+        if self.evidence_first:
+            lines, last = [], None
+            for item in items:
+                if item["day"] != last:
+                    lines.append(f"[{item['day']}]")
+                    last = item["day"]
+                lines.append(f"[{item['item']}] {' '.join(item['point'].split())}")
+            summaries_text = "\n".join(lines) or none
+        else:
+            summaries_text = "\n".join(f"[{d}] {' '.join(strip_citations(s).split())}" for d, s in summaries) or none
         if reflections:
             head = "과거의 반성:" if self.lang == "ko" else "Lessons from past mistakes:"
             block = "\n" + head + "\n" + "\n".join(f"- {' '.join(r.split())}" for r in reflections) + "\n"
         else:
             block = ""
         return {"stock": window.stock, "name": self.stock_name(window.stock), "company": self.company(window.stock),
-                "start": window.window_start, "date": window.date, "summaries": summaries_text, "reflections": block}
+                "start": window.window_start, "date": window.date, "summaries": summaries_text, "reflections": block,
+                "_items": items}
 
     def explain(self, variables: dict, **sampling: float | int) -> Answer | None:
         """One answer, checked; `sampling` (temperature, seed) lets best-of-n draw different ones."""
-        message = self._ask("explain", variables, label_words=(self.words["up"], self.words["down"]), **sampling)
+        prompt = self.prompts["explain"]
+        message = self._ask("explain", variables, label_words=(self.words["up"], self.words["down"]),
+                            label_after=prompt.label_after, **sampling)
         if message is None:
             return None
-        answer = parse_answer(message, self.lang)
-        check = self.check(self.prompts["explain"], variables, variables["summaries"] + variables["reflections"],
-                           variables["start"], variables["date"])
+        answer = parse_answer(message, self.lang, prompt.label_after)
+        check = self.check(prompt, variables, variables["summaries"] + variables["reflections"],
+                           variables["start"], variables["date"], kind="explanation")
         answer.flags = check.flags(answer.explanation)
+        if self.evidence_first:
+            answer.evidence, found = resolve_evidence(answer, variables["_items"])
+            notes = "\n".join(e["note"] for e in answer.evidence)  # an item's reason may not invent a number either
+            if invented_numbers(notes, check.inputs, date_numbers(check.first_day, check.last_day)):
+                found.append("invented_numbers")
+            answer.flags += [f for f in found if f not in answer.flags]
         return answer
 
     def reflect(self, variables: dict, answer: Answer, actual: str) -> tuple[str, list[str]] | None:
@@ -474,7 +508,7 @@ class Agents:
         text = str(message.content).strip()
         # a lesson that mostly repeats the wrong answer teaches nothing
         check = self.check(self.prompts["reflect"], values, variables["summaries"] + "\n" + answer.response,
-                           variables["start"], variables["date"], echo_of=answer.response)
+                           variables["start"], variables["date"], echo_of=answer.response, kind="reflection")
         return text, check.flags(text)
 
     # ------------------------------------------------------------ the loop
@@ -497,7 +531,7 @@ class Agents:
                 break
             trial = Trial(n, answer.label, answer.explanation, answer.confidence,
                           answer.label == window.label and not answer.flags, answer.response,
-                          self.prompts["explain"].render(**variables), flags=answer.flags)
+                          self.prompts["explain"].render(**variables), flags=answer.flags, evidence=answer.evidence)
             result.trials.append(trial)
             if trial.correct:
                 break
@@ -523,9 +557,11 @@ class Agents:
             for t in result.trials:
                 self.db.execute(
                     "INSERT INTO predictions (stock, date, trial, target_day, actual, label, explanation, confidence, "
-                    "correct, response, prompt, model, created_at, data_end, flags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "correct, response, prompt, model, created_at, data_end, flags, evidence) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [w.stock, w.date, t.trial, w.target_day, w.label, t.label, t.explanation, t.confidence,
-                     int(t.correct), t.response, t.prompt, self.model_name, now, self.data_end, join_flags(t.flags)])
+                     int(t.correct), t.response, t.prompt, self.model_name, now, self.data_end, join_flags(t.flags),
+                     json.dumps(t.evidence, ensure_ascii=False) if t.evidence else None])
                 if t.reflection:
                     self.db.execute(
                         "INSERT OR REPLACE INTO reflections (stock, date, target_day, trial, reflection, model, "
@@ -539,6 +575,46 @@ class Agents:
                         "rejected_label, model, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
                         [w.stock, w.date, plain_prompt, after.response, before.response, after.label, before.label,
                          self.model_name, now])
+
+
+def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], list[str]]:
+    """An evidence-first answer's cited items joined to the window's points (day, point, text ids),
+    and the flags they earn: `unknown_citation` (an id the window does not show: never trusted),
+    `miscited` (the item's reason quotes another item, not the one its id names: not trusted either),
+    `no_evidence` (nothing valid cited), `stance_mismatch` (the cited directions point the other way).
+    At most MAX_EVIDENCE items count: the prompt asks for one to three."""
+    flags: list[str] = []
+    cited: list[dict] = []
+    for e in answer.evidence:
+        points = [item for item in items if item["item"] == e["item"]]
+        if not points:
+            if "unknown_citation" not in flags:
+                flags.append("unknown_citation")
+            continue
+        if miscited(e["note"], points, items):
+            if "miscited" not in flags:
+                flags.append("miscited")
+            continue
+        if all(c["item"] != e["item"] for c in cited) and len(cited) < MAX_EVIDENCE:
+            cited.append({**e, "day": points[0]["day"], "point": points[0]["point"],
+                          "texts": sorted({t for p in points for t in p["texts"]})})
+    if not cited and items:  # a window with nothing in it leaves nothing to cite
+        flags.append("no_evidence")
+    net = sum(1 if c["direction"] == "+" else -1 if c["direction"] == "-" else 0 for c in cited)
+    if answer.label and ((answer.label == "up" and net < 0) or (answer.label == "down" and net > 0)):
+        flags.append("stance_mismatch")
+    return cited, flags
+
+
+def miscited(note: str, points: list[dict], items: list[dict]) -> bool:
+    """A cited reason that shares almost nothing with the item its id names but most of its
+    characters with another item: the id is wrong (small models renumber what they copy)."""
+    mine = _bigrams(note)
+    if len(mine) < 4:
+        return False
+    named = max(len(mine & _bigrams(p["point"])) for p in points) / len(mine)
+    best = max((len(mine & _bigrams(i["point"])) / len(mine) for i in items if i not in points), default=0.0)
+    return named < 0.2 and best >= 0.5
 
 
 def _bigrams(text: str) -> set[str]:

@@ -455,7 +455,7 @@ def audit_explanations(db: sqlite_utils.Database, out: Path, *, stock: str | Non
                        progress: Progress | None = None) -> Audited:
     """Audit stored explanations (consistency, grounding in the window's texts, no dates after D)
     into an HTML report and its JSON twin; `judge` has the configured LLM score them too."""
-    from sep.agents import lang_of
+    from sep.window import lang_of
     from sep.audit import build, write_report
 
     cfg = _cfg(settings)

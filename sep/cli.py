@@ -26,7 +26,7 @@ from sep import api
 from sep.jobs import Job
 from sep.errors import BadInput, missing_extra
 from sep.settings import Settings
-from sep.window import LABEL_KO
+from sep.window import UI_WORDS, label_word, lang_of
 
 app = typer.Typer(
     help="SEP: explainable next-day stock prediction with self-reflective LLMs.\n\n"
@@ -319,7 +319,7 @@ def render_window(w: Any, max_titles: int = 5, verbose: bool = False) -> None:
     table.add_row("last trading day", f"{w.last_trading_day}  close {w.last_close:,.0f}")
     table.add_row("target day", f"{w.target_day}  close {w.target_close:,.0f}")
     color = "red" if w.label == "up" else "blue"  # Korean convention: red up, blue down
-    table.add_row("return → label", f"{w.ret:+.2%} → [{color}]{w.label} ({w.label_ko})[/]")
+    table.add_row("return → label", f"{w.ret:+.2%} → [{color}]{w.label} ({w.label_word})[/]")
     counts = ", ".join(f"{src} {n}" for src, n in w.text_counts().items()) or "none"
     table.add_row(f"texts {w.window_start}..{w.date}", counts)
     console.print(table)
@@ -384,6 +384,8 @@ def _one_of(value: str | None, flag: str, choices: tuple[str, ...]) -> str | Non
 SummarizerOpt = setting("summarizer", callback=lambda v: _one_of(v, "--summarizer", ("model", "extractive")))
 ThreadsOpt = setting("threads")
 PromptsOpt = setting("prompts")
+ExplainFormatOpt = setting("explain_format", "--explain-format",
+                           callback=lambda v: _one_of(v, "--explain-format", ("evidence", "label")))
 
 
 def _model_bars() -> Bars:
@@ -473,6 +475,7 @@ def reflect_cmd(
     policy: PolicyOpt = None,
     threads: ThreadsOpt = None,
     prompts: PromptsOpt = None,
+    explain_format: ExplainFormatOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -488,8 +491,8 @@ def reflect_cmd(
       sep reflect --stock 005930 --date 2022-06-01 --base-url http://gpu:8000/v1 --model google/gemma-3-1b-it
     """
     with user_errors():
-        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, trials=trials, prompts=prompts,
-                       window_days=window_days, summarizer=summarizer)
+        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, trials=trials,
+                       prompts=prompts, explain_format=explain_format, window_days=window_days, summarizer=summarizer)
         memory = api.open_memory(cfg.db, must_exist=True)
         days = api.decision_days(memory, stock, date=date, start=start, end=end)
     run_reflect(memory, stock, days, cfg, dry_run=dry_run, as_json=as_json, verbose=verbose)
@@ -535,27 +538,29 @@ def _flag_note(flags: list[str], consequence: str = "counted as unparsable") -> 
 
 
 def render_result(result: Any, verbose: bool = False) -> None:
-    """Window, summaries, each trial with its reflection, and the outcome."""
+    """Window, summaries, each trial with its cited evidence and reflection, and the outcome, in the stock's language."""
     w = result.window
+    ui = UI_WORDS[lang_of(w.stock)]
     render_window(w, max_titles=3, verbose=verbose)
     for day, summary in result.summaries:
-        console.print(f"[bold green]요약 {day}[/]\n{escape(summary)}", highlight=False)
+        console.print(f"[bold green]{ui['summary']} {day}[/]\n{escape(summary)}", highlight=False)
     for day, method, flags in result.summary_notes:
         if flags:
-            console.print(f"[dim]요약 {day}: the model's points were flagged ({flags}); showing the extractive "
-                          f"summary (the day's top titles) instead.[/]")
+            console.print(f"[dim]{ui['summary']} {day}: the model's points were flagged ({flags}); showing the "
+                          f"extractive summary (the day's top titles) instead.[/]")
         elif method == "extractive":
-            console.print(f"[dim]요약 {day}: extractive (the day's top titles, no model).[/]")
+            console.print(f"[dim]{ui['summary']} {day}: extractive (the day's top titles, no model).[/]")
     if result.recalled:
-        console.print("[bold magenta]과거의 반성 (recalled)[/]")
+        console.print(f"[bold magenta]{ui['recalled']}[/]")
         for r in result.recalled:
             console.print(f"  · {r}", highlight=False, markup=False)
     for t in result.trials:
         mark = "[green]✓ correct[/]" if t.correct else "[red]✗ wrong[/]"
-        label = LABEL_KO.get(t.label or "", "unparsable")
+        label = label_word(t.label, w.stock)
         conf = f"  confidence {t.confidence:.2f}" if t.confidence is not None else ""
         kind = "forecast" if t.trial == 0 else "retry, told the outcome: hindsight"
         console.print(f"[bold]trial {t.trial}[/] ({kind}): {label}{conf}  {mark}{_flag_note(t.flags)}")
+        render_evidence(t.evidence)
         console.print(t.explanation or "(no explanation)", highlight=False, markup=False)
         if t.reflection:
             console.print(f"[bold yellow]reflection[/]{_flag_note(t.reflection_flags, 'never recalled')}: "
@@ -566,10 +571,19 @@ def render_result(result: Any, verbose: bool = False) -> None:
         retried = "" if len(result.trials) == 1 else \
             f"; after {len(result.trials) - 1} retr{'y' if len(result.trials) == 2 else 'ies'} " + \
             ("found the right side (hindsight)" if final.correct else "still wrong")
-        console.print(f"[bold]forecast[/]: {forecast} (actual {w.label_ko}){retried}")
+        console.print(f"[bold]forecast[/]: {forecast} (actual {w.label_word}){retried}")
     if result.as_json()["in_sample"]:
         console.print(f"[yellow]in-sample[/]: the policy was trained on days up to {result.data_end}; "
                       "this day says nothing about skill.")
+
+
+def render_evidence(evidence: list[dict]) -> None:
+    """The items an evidence-first answer cited: direction, its reason, and the point and texts it names."""
+    for e in evidence:
+        sign = {"+": "[green]+[/]", "-": "[red]−[/]"}.get(e.get("direction") or "", "?")
+        texts = ", ".join(f"t{i}" for i in e.get("texts", []))
+        console.print(f"  {sign} [bold]{escape(e['item'])}[/] {escape(e.get('note') or '')} "
+                      f"[dim]← {e.get('day')}: {escape(e.get('point') or '')} ({texts})[/]", highlight=False)
 
 
 @pairs_app.command("export")
@@ -792,6 +806,7 @@ def predict_cmd(
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
     prompts: PromptsOpt = None,
+    explain_format: ExplainFormatOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -806,7 +821,7 @@ def predict_cmd(
     """
     with user_errors():
         cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, prompts=prompts,
-                       best_of=best_of, temperature=temperature)
+                       explain_format=explain_format, best_of=best_of, temperature=temperature)
         memory = api.open_memory(cfg.db, must_exist=True)
         with model_errors(), _model_bars() as progress:
             forecast = api.forecast(memory, stock, date, reward=reward, settings=cfg, progress=stage_progress(progress))
@@ -818,11 +833,11 @@ def predict_cmd(
     table = Table("#", "label", "reward", "explanation", title=f"{len(forecast.candidates)} candidates, scored by {forecast.scored_by}")
     for i, c in enumerate(forecast.candidates):
         mark = "→ " if i == forecast.best else ""
-        table.add_row(f"{mark}{i}", LABEL_KO.get(c.label or "", "?"), f"{c.reward:.3f}", escape(c.explanation[:120]))
+        table.add_row(f"{mark}{i}", label_word(c.label, window.stock), f"{c.reward:.3f}", escape(c.explanation[:120]))
     console.print(table)
     verdict = "correct" if forecast.label == window.label else "wrong"
-    console.print(f"[bold]prediction[/]: {LABEL_KO.get(forecast.label or '', '?')} (confidence {forecast.confidence:.2f}); "
-                  f"actual {window.label_ko} → {verdict}")
+    console.print(f"[bold]prediction[/]: {label_word(forecast.label, window.stock)} "
+                  f"(confidence {forecast.confidence:.2f}); actual {window.label_word} → {verdict}")
     if forecast.as_json()["in_sample"]:
         console.print(f"[yellow]in-sample[/]: a run used here was trained on days up to {forecast.data_end}; "
                       "this day says nothing about skill.")

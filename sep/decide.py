@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from sep.agents import Agents, ReflectResult, lang_of, load_prompt
+from sep.agents import Agents, ReflectResult, load_prompt, prompt_files
 from sep.errors import BadInput
 from sep.memory import open_memory
 from sep.predict import Forecast, Scorer, best_of_n, store
 from sep.settings import Settings
-from sep.window import DecisionWindow, decision_window, trading_days
+from sep.window import DecisionWindow, decision_window, lang_of, trading_days
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 Step = Callable[[str, str, str], None]  # (decision day, agent, prompt text) before each model call
@@ -71,7 +71,7 @@ def stock_days(db: sqlite_utils.Database, stocks: Sequence[str], start: str, end
 def fingerprint(cfg: Settings, stocks: Sequence[str], model: str | None, /, **extra: Any) -> tuple[str, dict]:
     """(hash, what it covers): everything that changes the answers (not where the server is)."""
     versions = sorted({load_prompt(lang_of(s), n, cfg.prompts).version for s in stocks
-                       for n in ("summarize", "explain", "reflect")})
+                       for n in prompt_files(cfg.explain_format).values()})
     config = {"model": model, "trials": cfg.trials, "window_days": cfg.window_days, "prompts": versions,
               "summarizer": cfg.summarizer, "summary_points": cfg.summary_points,
               **{k: str(v) if isinstance(v, Path) else v for k, v in extra.items()}}

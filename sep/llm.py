@@ -23,9 +23,9 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import BasePromptTemplate
 
 from sep.models import ModelError
+from sep.window import LABEL_WORDS
 from sep.settings import default
 
-LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive", "down": "Negative"}}
 _ALIASES = {"상승": "up", "하락": "down", "positive": "up", "negative": "down", "up": "up", "down": "down",
             "rise": "up", "fall": "down"}
 
@@ -156,6 +156,7 @@ class Answer:
     confidence: float | None
     response: str
     flags: list[str] = field(default_factory=list)  # sep.quality's findings; any flag makes it unparsable
+    evidence: list[dict] = field(default_factory=list)  # evidence-first answers: {"item": "t57", "direction", "note"}
 
 
 def parse_label(line: str) -> str | None:
@@ -165,25 +166,77 @@ def parse_label(line: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def parse_answer(message: AIMessage | str, lang: str = "ko") -> Answer:
-    """First non-empty line holds the label; the rest is the explanation. Never raises."""
+_EVIDENCE = re.compile(r"^[-*•]?\s*\[\s*[tT]?\s*(\d+)\s*\]\s*(\(?[+＋−–-]\)?|상승|하락|긍정|부정|positive|negative)?\s*[:：]?\s*(.*)$",
+                       re.I)
+_DIRECTION = {"+": "+", "＋": "+", "(+)": "+", "상승": "+", "긍정": "+", "positive": "+",
+              "-": "-", "−": "-", "–": "-", "(-)": "-", "(−)": "-", "하락": "-", "부정": "-", "negative": "-"}
+_REASON_HEAD = re.compile(r"^(?:이유|근거|why|reason|reasons|evidence)\s*[:：]\s*", re.I)
+
+
+def _marker_line(line: str, marker: str) -> str | None:
+    """The rest of `line` when it opens with the label marker (판단:, **Decision:**), else None."""
+    bare = line.strip("*# ").replace("：", ":")
+    head = marker.rstrip(":").lower()
+    if bare.lower().startswith(head):
+        rest = bare[len(head):].lstrip(" *")
+        if rest.startswith(":"):
+            return rest[1:].strip(" *")
+    return None
+
+
+def parse_answer(message: AIMessage | str, lang: str = "ko", label_after: str = "") -> Answer:
+    """The label and the explanation, never raising.
+
+    Label first (the default of old): the first non-empty line holds the label. Evidence first
+    (`label_after`, e.g. "판단:"): cited items `[t57] +/- why` come first, then the marker line with
+    the label, then the reasons; an answer that put its label first is still read."""
     text = message if isinstance(message, str) else str(message.content)
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    meta = {} if isinstance(message, str) else message.response_metadata
+    if label_after:
+        at = next((i for i, ln in enumerate(lines) if _marker_line(ln, label_after) is not None), None)
+        if at is not None:
+            rest = _marker_line(lines[at], label_after)
+            label = parse_label(rest) if rest else (parse_label(lines[at + 1]) if at + 1 < len(lines) else None)
+            after = lines[at + 1 + (0 if rest else 1):]
+            explanation = "\n".join(_REASON_HEAD.sub("", ln) for ln in after).strip()
+            evidence = []
+            for ln in lines[:at]:
+                found = _EVIDENCE.match(_REASON_HEAD.sub("", ln))
+                if found:
+                    sign = (found.group(2) or "").lower()
+                    evidence.append({"item": f"t{found.group(1)}", "direction": _DIRECTION.get(sign),
+                                     "note": found.group(3).strip()})
+            confidence = label_confidence(meta.get("logprobs"), label, lang, label_after) if label else None
+            return Answer(label, explanation, confidence, text.strip(), evidence=evidence)
     label = parse_label(lines[0].strip("*#:. ")) if lines else None
     explanation = "\n".join(lines[1:] if label else lines).strip()
-    meta = {} if isinstance(message, str) else message.response_metadata
     confidence = label_confidence(meta.get("logprobs"), label, lang) if label else None
     return Answer(label, explanation, confidence, text.strip())
 
 
-def label_confidence(logprobs: Any, label: str, lang: str) -> float | None:
-    """P(chosen label) against the other, from the first generated token's top log-probs.
+def label_position(content: list[dict], label_after: str = "") -> int:
+    """Which generated token holds the label: the first non-blank one right after `label_after`
+    (the first non-blank token when the label comes first). A backend that returns only the
+    label call's log-probs (embedded, policy, mock) has it at 0."""
+    seen = ""
+    for i, entry in enumerate(content):
+        token = entry.get("token", "")
+        if token.strip() and seen.replace("：", ":").rstrip(" *").endswith(label_after):
+            return i
+        seen += token
+    return 0
+
+
+def label_confidence(logprobs: Any, label: str, lang: str, label_after: str = "") -> float | None:
+    """P(chosen label) against the other, from the label token's top log-probs (see `label_position`).
 
     If the other label's first token is not among the top candidates, its probability is
     taken as the smallest listed one (so the confidence errs low, never high).
     """
     try:
-        first = logprobs["content"][0]
+        content = logprobs["content"]
+        first = content[label_position(content, label_after)]
     except (TypeError, KeyError, IndexError):
         return None
     words = LABEL_WORDS[lang]
@@ -212,7 +265,7 @@ class LLM:
 
     name: str
     chat: BaseChatModel
-    answer_binding: Callable[[str, str], dict]  # (up word, down word) -> kwargs for .bind()
+    answer_binding: Callable[..., dict]  # (up word, down word, after=marker) -> kwargs for .bind()
     retries: int = default("retries")
     data_end: str | None = None  # a trained policy's last training day (see `run_data_end`)
     context: int | None = None  # tokens the model can read and write; None: unknown (no budget check)
@@ -230,7 +283,7 @@ class LLM:
         return self.count_tokens(message_dicts(template.format_messages(**variables)))
 
     def ask(self, template: BasePromptTemplate, variables: dict, *, label_words: tuple[str, str] | None = None,
-            max_tokens: int = 200, temperature: float | None = None, stop: list[str] | None = None,
+            label_after: str = "", max_tokens: int = 200, temperature: float | None = None, stop: list[str] | None = None,
             seed: int | None = None, agent: str | None = None) -> AIMessage:
         """prompt → model; retried with exponential backoff on connection errors and timeouts.
 
@@ -245,8 +298,8 @@ class LLM:
             kwargs["temperature"] = temperature
         if seed is not None:
             kwargs["seed"] = seed
-        if label_words:
-            kwargs.update(self.answer_binding(*label_words))
+        if label_words:  # the label constrained: on the first line, or right after `label_after` (판단:)
+            kwargs.update(self.answer_binding(*label_words, after=label_after))
         chain = template | self.chat.bind(**kwargs)
 
         @retry(stop=stop_after_attempt(self.retries), wait=wait_exponential(multiplier=0.5, max=20),
@@ -267,6 +320,11 @@ class LLM:
             self.prompt_tokens += usage.get("input_tokens", 0)
             self.completion_tokens += usage.get("output_tokens", 0)
         return message
+
+
+def constrained_label(up: str, down: str, after: str = "") -> dict:
+    """The `.bind()` arguments of a backend that constrains the label itself (embedded, policy, mock)."""
+    return {"label_words": (up, down), "label_after": after}
 
 
 def _is_transient(exc: BaseException) -> bool:

@@ -32,6 +32,7 @@ class Candidate:
     reward: float
     response: str
     flags: list[str] = field(default_factory=list)
+    evidence: list[dict] = field(default_factory=list)  # the items an evidence-first answer cited
 
 
 @dataclass
@@ -132,7 +133,8 @@ def best_of_n(agents: Agents, window: DecisionWindow, n: int, scorer: Scorer | N
             pick(rewards, labels)[0]
         best = max((i for i, x in enumerate(labels) if x == label), key=lambda i: (rewards[i], -i)) if label else 0
         confidence = 0.5 if label is None else mean_up if label == "up" else 1.0 - mean_up
-    candidates = [Candidate(x, a.explanation, float(r), a.response, a.flags) for a, x, r in zip(answers, labels, rewards)]
+    candidates = [Candidate(x, a.explanation, float(r), a.response, a.flags, a.evidence)
+                  for a, x, r in zip(answers, labels, rewards)]
     ends = [d for d in (agents.data_end, data_end) if d]
     return Forecast(window, label, answers[best].explanation, float(confidence), candidates, best, prompt,
                     agents.model_name, scored_by, max(ends) if ends else None)
@@ -141,15 +143,15 @@ def best_of_n(agents: Agents, window: DecisionWindow, n: int, scorer: Scorer | N
 def store(db, forecast: Forecast) -> None:
     """One `predictions` row (method best-of-n, trial 0) per (stock, date, model); a rerun replaces it."""
     w, chosen = forecast.window, forecast.candidates[forecast.best]
-    candidates = json.dumps([{"label": c.label, "explanation": c.explanation, "reward": c.reward, "flags": c.flags}
-                             for c in forecast.candidates], ensure_ascii=False)
+    candidates = json.dumps([{"label": c.label, "explanation": c.explanation, "reward": c.reward, "flags": c.flags,
+                              "evidence": c.evidence} for c in forecast.candidates], ensure_ascii=False)
     with transaction(db):
         db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND method = 'best-of-n' AND model = ?",
                    [w.stock, w.date, forecast.model])
         db.execute(
             "INSERT INTO predictions (stock, date, trial, target_day, actual, label, explanation, confidence, correct, "
-            "response, prompt, model, created_at, method, candidates, data_end) "
-            "VALUES (?,?,0,?,?,?,?,?,?,?,?,?,?,'best-of-n',?,?)",
+            "response, prompt, model, created_at, method, candidates, data_end, evidence) "
+            "VALUES (?,?,0,?,?,?,?,?,?,?,?,?,?,'best-of-n',?,?,?)",
             [w.stock, w.date, w.target_day, w.label, forecast.label, forecast.explanation, forecast.confidence,
              int(forecast.label == w.label), chosen.response, forecast.prompt, forecast.model, now_iso(), candidates,
-             forecast.data_end])
+             forecast.data_end, json.dumps(chosen.evidence, ensure_ascii=False) if chosen.evidence else None])

@@ -14,8 +14,11 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import date as Date
 
-FLAGS = ("copied", "ungrounded", "invented_dates", "degenerate")
+FLAGS = ("copied", "ungrounded", "invented_dates", "invented_numbers", "degenerate", "pasted", "fused",
+         "stance_mismatch", "unknown_citation", "miscited", "no_evidence")
+GATE_VERSION = 2  # bump when a check changes what passes: cached summaries are then made and checked again
 COPY_RUN = 8  # a run of this many words shared with the instructions is a copy
+PASTE_RUN, PASTE_SHARE = 5, 0.5  # an explanation half made of 5-word runs of its inputs restates, it does not reason
 
 _WORD = re.compile(r"[가-힣]+|[A-Za-z]+|\d+(?:[.,]\d+)*")
 # Words any stock text may use without reading its inputs: they never prove grounding.
@@ -124,6 +127,127 @@ def degenerate(text: str) -> bool:
     return len(ws) >= 12 and len(set(ws)) / len(ws) < 0.35
 
 
+# ---------------------------------------------------------------- numbers
+
+_KO_UNIT = {"조": 1e12, "억": 1e8, "만": 1e4}
+_KO_SMALL = {"천": 1e3, "백": 1e2}
+_EN_SCALE = {"trillion": 1e12, "billion": 1e9, "bn": 1e9, "million": 1e6, "mn": 1e6, "thousand": 1e3}
+_NUMBER = re.compile(r"\d+(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
+_AFTER = re.compile(r"\s?(천|백)?\s?(조|억|만)?|", re.I)
+_AFTER_EN = re.compile(r"\s?(trillion|billion|bn|million|mn|thousand)\b|\s?(%|퍼센트|percent)", re.I)
+# what is not a stated number: citations [1, 3] / [t123], list markers, an evidence item's [n]
+_NOT_NUMBERS = (re.compile(r"\[\s*t?\d+(?:\s*[,，]\s*t?\d+)*\s*\]"), re.compile(r"(?m)^\s*\d+[.)]\s"),
+                re.compile(r"\bt\d+\b"))
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number as written, normalised: 14조1000억 → 1.41e13, 1.1조원 → 1.1e12, 6만원 → 6e4, 13% → 13."""
+
+    text: str
+    value: float
+    scaled: bool  # an amount with a unit or a percentage: may be rounded (14조 for 14조1000억), a bare number may not
+
+    @property
+    def significant(self) -> int:
+        digits = f"{self.value:.15g}".split("e")[0].replace(".", "").lstrip("0").rstrip("0")
+        return max(1, len(digits))
+
+
+def numbers_in(text: str) -> list[Number]:
+    """Every number a text states, Korean and English amounts and percentages normalised."""
+    text = text or ""
+    for pattern in _NOT_NUMBERS:
+        text = pattern.sub(" ", text)
+    out: list[Number] = []
+    end_of_amount = -2  # where the last 조/억/만 amount ended: 14조 1000억 is one amount
+    for m in _NUMBER.finditer(text):
+        value = float(m.group().replace(",", ""))
+        ko = _AFTER.match(text, m.end())
+        small, unit = (ko.group(1), ko.group(2)) if ko else (None, None)
+        end = ko.end() if ko else m.end()
+        if small:
+            value *= _KO_SMALL[small]
+        if unit:
+            value *= _KO_UNIT[unit]
+        scaled = bool(small or unit)
+        en = _AFTER_EN.match(text, end)
+        if en and not scaled:
+            value *= _EN_SCALE.get((en.group(1) or "").lower(), 1.0)
+            scaled, end = True, en.end()
+        if out and out[-1].scaled and m.start() - end_of_amount <= 1 and out[-1].value > value:
+            prev = out.pop()  # the rest of a compound amount: 14조 + 1000억
+            value, scaled = prev.value + value, True
+            start = text.rfind(prev.text, 0, m.start())
+            out.append(Number(text[start:end].strip(), value, scaled))
+        else:
+            out.append(Number(text[m.start():end].strip(), value, scaled))
+        end_of_amount = end if unit else -2
+    return out
+
+
+def _rounded(value: float, digits: int) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+def invented_numbers(text: str, inputs: str, known: set[float] = frozenset()) -> list[str]:
+    """Numbers in `text` that none of its inputs holds (nor `known`, e.g. the window's dates);
+    an amount or percentage may round one (14조 for 14조1000억), a bare number must match."""
+    have = numbers_in(inputs)
+    values = {n.value for n in have} | set(known)
+    out = []
+    for n in numbers_in(text):
+        if n.value in values:
+            continue
+        if n.scaled and any(h.scaled and _rounded(h.value, n.significant) == n.value for h in have):
+            continue
+        out.append(n.text)
+    return out
+
+
+def date_numbers(*days: str) -> set[float]:
+    """The year, month and day of each ISO day: an output may name its own window."""
+    return {float(part) for day in days if day for part in day.split("-")}
+
+
+# ---------------------------------------------------------------- pasted and fused
+
+def pasted(text: str, inputs: str) -> bool:
+    """Mostly its inputs verbatim: half its words lie in runs of PASTE_RUN words the inputs hold."""
+    return copied_share(text, inputs, PASTE_RUN) >= PASTE_SHARE
+
+
+_MIXED = re.compile(r"[가-힣][A-Za-z]+|[A-Za-z]+[가-힣]")
+_TAG = re.compile(r"[\[【]([^\]】\n]*)(?:[\]】]|$)", re.M)  # [강경주의 IT세상], or one cut short: [비즈3...
+# a point that talks about the text instead of stating its fact
+_META = re.compile(r"에 대해 (?:설명|다루|이야기|소개)|(?:설명|소개|이야기)합니다|다룹니다|다루고 있습니다|기사입니다"
+                   r"|\b(?:this|the) (?:article|headline|text|post)s?\b", re.I)
+
+
+def fused(point: str, sources: str) -> str | None:
+    """Why a summary point is neither a faithful shortening of its texts nor its own sentence, or None.
+
+    - a corrupted word: letters of two scripts joined in a way no source writes (삼성·인TEL for 인텔);
+    - a byline or series tag woven into the sentence (강경주의 from a title's "[강경주의...");
+    - talk about the text instead of its fact ("…에 대해 설명합니다").
+    """
+    low = sources.lower()
+    for chunk in _MIXED.findall(point):
+        if chunk.lower() not in low:
+            return f"corrupted word {chunk!r}"
+    outside = _TAG.sub(" ", sources)
+    tag_words = {stem(w) for seg in _TAG.findall(sources) for w in words(seg) if len(w) >= 2 and not w.isdigit()}
+    tag_words -= {stem(w) for w in words(outside)}
+    for w in words(_TAG.sub(" ", point)):  # a tag the point keeps in brackets is quoted, not woven
+        if len(w) >= 2 and stem(w) in tag_words:
+            return f"tag word {w!r}"
+    found = _META.search(point)
+    return f"talks about the text ({found.group()!r})" if found else None
+
+
+_POINT_LINE = re.compile(r"^\s*(?:[-*•·]|\d+[.)])\s*(.+)$", re.M)
+
+
 @dataclass(frozen=True)
 class Check:
     """What a generated text is checked against: the prompt's instructions (and example), its inputs, its window."""
@@ -133,6 +257,7 @@ class Check:
     first_day: str
     last_day: str
     echo_of: str = ""  # e.g. the answer a reflection is about: quoting it is fine, repeating it is not
+    kind: str = ""  # "summary": each point is checked for fusion; "explanation": for pasting
 
     def flags(self, text: str) -> list[str]:
         out = []
@@ -145,8 +270,26 @@ class Check:
         known = set(dates_in(self.inputs))  # a date its inputs name (a scheduled event, say) is not invented
         if [d for d in invented_dates(text, self.first_day, self.last_day) if d not in known]:
             out.append("invented_dates")
+        if invented_numbers(text, self.inputs, date_numbers(self.first_day, self.last_day)):
+            out.append("invented_numbers")
         if degenerate(text):
             out.append("degenerate")
+        if self.kind == "explanation" and pasted(text, self.inputs):
+            out.append("pasted")
+        if self.kind == "summary" and any(fused(p, self.inputs) for p in _POINT_LINE.findall(text)):
+            out.append("fused")
+        return out
+
+    def why(self, text: str) -> dict[str, str]:
+        """What each content flag found, for people: the invented numbers, the fused point."""
+        out = {}
+        numbers = invented_numbers(text, self.inputs, date_numbers(self.first_day, self.last_day))
+        if numbers:
+            out["invented_numbers"] = ", ".join(numbers)
+        if self.kind == "summary":
+            reasons = [r for r in (fused(p, self.inputs) for p in _POINT_LINE.findall(text)) if r]
+            if reasons:
+                out["fused"] = reasons[0]
         return out
 
 

@@ -15,7 +15,8 @@ from sep.errors import BadInput
 
 # Tokens each agent may answer with: the answer's share of the context (the prompt gets the rest)
 # and, for explanations, the length the RL trainers generate.
-MAX_TOKENS = {"summarize": 200, "explain": 160, "reflect": 120}
+MAX_TOKENS = {"summarize": 200, "explain": 256, "reflect": 120}
+EVIDENCE_TOKENS = 128  # of an evidence-first explanation's tokens, the most its cited items (before the label) may take
 
 
 @cache
@@ -81,6 +82,10 @@ class Settings(BaseSettings):
     seed: int = Field(0, description="Seed for sampling and anything random.")
     prompts: Path | None = Field(None, description="A folder of prompt files (<lang>/<agent>.toml, like prompts/); "
                                  "each file it holds replaces the packaged one.")
+    explain_format: str = Field("evidence", pattern="^(evidence|label)$", description="How an explanation answers: "
+                                "`evidence`: the 1-3 items that matter most, each cited by number with a direction "
+                                "(+/-), then the label, then two sentences why (prompts/<lang>/explain.toml); `label`: "
+                                "the label on the first line, then the reasons (explain_label.toml).")
     summarizer: str = Field("model", pattern="^(model|extractive)$", description="`model`: the LLM writes cited "
                             "points (falling back to `extractive` when they fail the quality check); `extractive`: "
                             "the day's top representative titles, no model call.")

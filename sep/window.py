@@ -22,7 +22,21 @@ from sep.guard import injection_of
 from sep.settings import default
 from sep.tradingdays import TradingDays, is_krx_holiday, market_close, market_of, market_tz
 
-LABEL_KO = {"up": "상승", "down": "하락"}
+LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive", "down": "Negative"}}
+# What the interface says around them, in the stock's language (Korean stocks in Korean, as in SEP's English set)
+UI_WORDS = {"ko": {"summary": "요약", "recalled": "과거의 반성 (recalled)", "unparsable": "판단 불가"},
+            "en": {"summary": "Summary", "recalled": "Lessons recalled", "unparsable": "unparsable"}}
+
+
+def lang_of(stock: str) -> str:
+    """Korean for KRX codes, English (SEP's setup) for other tickers: the prompts' language and the interface's."""
+    return "ko" if market_of(stock) == "XKRX" else "en"
+
+
+def label_word(label: str | None, stock: str) -> str:
+    """up/down as the stock's language says it: 상승/하락, Positive/Negative; None is unparsable."""
+    lang = lang_of(stock)
+    return LABEL_WORDS[lang].get(label or "", UI_WORDS[lang]["unparsable"])
 
 
 def parse_day(value: str) -> str:
@@ -70,8 +84,9 @@ class DecisionWindow:
     withheld: list[Text] = field(default_factory=list)  # texts addressing the model: shown to the user, never prompted
 
     @property
-    def label_ko(self) -> str:
-        return LABEL_KO[self.label]
+    def label_word(self) -> str:
+        """The actual label in the stock's language (상승/하락, Positive/Negative)."""
+        return label_word(self.label, self.stock)
 
     def text_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

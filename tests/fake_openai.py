@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -36,9 +37,19 @@ def cite_all(prompt: str, points: int = 5) -> str:
 
 
 def echo_reason(prompt: str, label_line: str) -> str:
-    """An answer whose reason repeats words of the first summary line, as a grounded model would."""
+    """An answer whose reason repeats words of the first summary item, as a grounded model would,
+    in the prompt's format: evidence first (the first item cited, pointing the label's way) when
+    the prompt shows items with text ids, else the label on the first line."""
     import re
 
+    item = re.search(r"^\[(t\d+)\] (.+)$", prompt, flags=re.M)
+    if item:
+        words = " ".join(item.group(2).split()[:3])  # a short quote in a reason of its own, not a paste
+        english = label_line.strip() in ("Positive", "Negative")
+        sign = "+" if label_line.strip() in ("상승", "Positive") else "-"
+        heads = ("Evidence:", "Decision:", "Why:") if english else ("근거:", "판단:", "이유:")
+        return (f"{heads[0]}\n[{item.group(1)}] {sign} {words}\n{heads[1]} {label_line}\n"
+                f"{heads[2]} {words} 소식이 투자 심리를 바꿔 다음 거래일 주가를 움직일 것으로 본다.")
     line = next((ln for ln in prompt.splitlines() if ln.startswith("[20")), "")
     words = re.sub(r"^\[[\d-]+\]\s*-?\s*", "", line).split()[:6]
     return f"{label_line}\n{' '.join(words) or '정보'} 소식을 반영했다."
@@ -107,11 +118,16 @@ class FakeOpenAI:
                 fake.requests.append(body)
                 prompt = body["messages"][-1]["content"]
                 text = fake.script(kind_of(body), prompt)
-                first = text.strip().split("\n")[0][:1] or "?"
-                other = "하" if first == "상" else "상"
-                logprobs = {"content": [{"token": first, "logprob": -0.2, "bytes": None, "top_logprobs": [
-                    {"token": first, "logprob": -0.2, "bytes": None},
-                    {"token": other, "logprob": -1.8, "bytes": None}]}]}
+                # the label's token: the first character, or the one after an evidence-first answer's marker
+                marked = re.search(r"^(?:판단|Decision):\s*", text, flags=re.M)
+                head = text[:marked.end()] if marked else ""
+                first = text[len(head):].strip()[:1] or "?"
+                other = {"상": "하", "하": "상", "P": "N", "N": "P"}.get(first, "상")
+                logprobs = {"content": ([{"token": head, "logprob": -0.1, "bytes": None, "top_logprobs": []}]
+                                        if head else []) + [
+                    {"token": first, "logprob": -0.2, "bytes": None, "top_logprobs": [
+                        {"token": first, "logprob": -0.2, "bytes": None},
+                        {"token": other, "logprob": -1.8, "bytes": None}]}]}
                 self._send({
                     "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": fake.model,
                     "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,

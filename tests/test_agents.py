@@ -4,6 +4,7 @@ on the real default embedded model, Qwen2.5-Coder-1.5B."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -65,9 +66,10 @@ def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
         explain_requests = [r for r in server.requests if kind_of(r) == "explain"]
     assert [t["correct"] for t in out["trials"]] == [False, True]
     assert out["trials"][0]["reflection"] and out["trials"][1]["reflection"] is None
-    # vLLM gets the label line constrained; the regex allows exactly the two words.
+    # vLLM gets the label constrained after the evidence; the regex allows exactly the two words.
     regex = explain_requests[0]["structured_outputs"]["regex"]
-    assert regex.startswith("(상승|하락)\\n")
+    assert re.fullmatch(regex, "근거:\n[t1] + 수주\n판단: 하락\n이유: 수주가 늘었다.")
+    assert not re.fullmatch(regex, "근거:\n[t1] + 수주\n판단: 보합\n이유: 수주가 늘었다.")
     db = open_memory(sample_db)
     assert db.execute("SELECT trial, correct FROM predictions ORDER BY trial").fetchall() == [(0, 0), (1, 1)]
     assert db.execute("SELECT count(*) FROM reflections").fetchone()[0] == 1
@@ -81,7 +83,7 @@ def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
     assert [m["role"] for m in pair["prompt"]][-1] == "user" and pair["prompt"][0]["role"] == "system"
     assert [m["role"] for m in pair["chosen"] + pair["rejected"]] == ["assistant", "assistant"]
     chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
-    assert chosen.startswith("하락") and rejected.startswith("상승")  # chosen = what the market did
+    assert "판단: 하락" in chosen and "판단: 상승" in rejected  # chosen = what the market did
     assert all("과거의 반성" not in m["content"] for m in pair["prompt"])  # the prompt without reflections
 
 
@@ -124,15 +126,15 @@ def test_reflections_are_recalled_only_once_their_outcome_is_known(sample_db):
     def explain(prompt: str) -> str:
         return WRONG
 
-    with FakeOpenAI(script(explain, reflect="LESSON-0531 삼성 소식보다 거시 변수를 먼저 보라"), owned_by="other") as server:
+    with FakeOpenAI(script(explain, reflect="LESSON-MAYEND 삼성 소식보다 거시 변수를 먼저 보라"), owned_by="other") as server:
         reflect_json(server, sample_db, "2022-05-31", "--trials", "2")  # target 06-02; 05-31 → 06-02 fell
         server.requests.clear()
         reflect_json(server, sample_db, "2022-06-01", "--trials", "1")  # holiday: 06-02 not yet known
-        assert not any("LESSON-0531" in r["messages"][-1]["content"] for r in server.requests)
+        assert not any("LESSON-MAYEND" in r["messages"][-1]["content"] for r in server.requests)
         assert server.kinds().count("summarize") == 1  # only 06-01 is new; 05-28..05-31 are cached
         server.requests.clear()
         reflect_json(server, sample_db, "2022-06-02", "--trials", "1")
-        assert any("LESSON-0531" in r["messages"][-1]["content"] for r in server.requests)
+        assert any("LESSON-MAYEND" in r["messages"][-1]["content"] for r in server.requests)
 
 
 def test_summaries_are_cached_across_runs_and_ranges(sample_db):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from conftest import run
 from fake_openai import FakeOpenAI
 
 SUMMARY = "- 외국인 순매도 확대와 금리 인상 우려 보도"
-EXPLAIN = ("하락\n외국인 순매도 확대와 금리 인상 우려가 이어진다. 실적 개선과 매수 기대, 반등, 상승 호재가 크다. "
+EXPLAIN = ("근거:\n[{item}] - 외국인 순매도 확대\n판단: 하락\n이유: 외국인 순매도 확대와 금리 인상 우려가 이어진다. 실적 개선과 매수 기대, 반등, 상승 호재가 크다. "
            "6월 15일 FOMC 결과가 나왔다. 게시판의 <script>alert('x')</script> 삼성 가즈아 글도 있다.")
 # grounded and ungrounded claims, bullish words under a 하락 label, a date after D, and markup quoted from a post
 
@@ -53,7 +54,11 @@ def scored(tmp_path_factory) -> tuple[Path, Path]:
                                               "title": "<script>alert('x')</script> 삼성 가즈아"}, ensure_ascii=False) + "\n")
     import_texts(db, [d / "evil.jsonl"])
     db.conn.close()
-    with FakeOpenAI(lambda kind, prompt: {"summarize": SUMMARY, "reflect": "금리를 봤어야 했다."}.get(kind, EXPLAIN)) as server:
+    def reply(kind: str, prompt: str) -> str:
+        first = re.search(r"^\[(t\d+)\]", prompt, flags=re.M)  # cite the window's first item
+        return {"summarize": SUMMARY, "reflect": "금리를 봤어야 했다."}.get(kind, EXPLAIN.format(item=first and first[1]))
+
+    with FakeOpenAI(reply) as server:
         job = d / "job.toml"
         job.write_text(f'name = "e"\nstocks = ["005930"]\nstart = "2022-05-16"\nend = "2022-05-31"\ntrials = 2\n'
                        f'concurrency = 4\n[llm]\nbase_url = "{server.base_url}"\nmodel = "fake-model"\n')
@@ -68,15 +73,17 @@ def test_eval_scores_match_the_stored_predictions(scored):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     db = open_memory(db_path)
-    forecasts = db.execute("SELECT label, actual FROM predictions WHERE method = 'reflect' AND trial = 0").fetchall()
+    forecasts = db.execute("SELECT label, actual, flags FROM predictions WHERE method = 'reflect' AND trial = 0").fetchall()
     assert report["n"] == len(forecasts) == 12 and report["forecast"]["method"] == "reflect"
-    assert report["accuracy"] == pytest.approx(sum(a == b for a, b in forecasts) / len(forecasts))
+    # a flagged answer (here: the 6월 15일 no summary holds) counts as unparsable, so wrong
+    assert report["accuracy"] == pytest.approx(sum(a == b and not f for a, b, f in forecasts) / len(forecasts))
+    assert report["unparsable"] == sum(bool(f) for _, _, f in forecasts)
     lo, hi = report["accuracy_ci95"]
     assert lo <= report["accuracy"] <= hi
     assert set(report["baselines"]) == {"majority", "momentum", "random"}
     assert "hindsight" in report and "trial_0_only" not in report  # retries are reported apart, as hindsight
     c = report["confusion"]
-    assert c["up"]["down"] + c["down"]["down"] == len(forecasts)  # the script always says 하락
+    assert c["up"]["down"] + c["down"]["down"] == len(forecasts) - report["unparsable"]  # the script always says 하락
     assert len(report["backtest"]["net"]["curve"]) == len(forecasts)
     assert 0 <= report["brier"] <= 1 and len(report["reliability"]) == 10
     again = json.loads(run("eval", "--job", str(job), "--json", db=db_path).stdout)

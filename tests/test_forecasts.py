@@ -24,13 +24,17 @@ COIN_SEED = "7"  # a fair coin's 95% interval misses 0.5 for about 1 seed in 20;
 _asked: dict[str, int] = {}
 
 
+DIGITS_AS_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+
+
 def coin(kind: str, prompt: str) -> str:
     """No skill at all: the label is a seeded hash of the prompt (a retry's prompt differs: a new flip)."""
     if kind == "summarize":
         return "- 삼성전자 관련 보도 [요약]"
     if kind == "reflect":  # a new lesson every time (one day's retries are sequential), so each retry flips anew
         _asked[prompt] = _asked.get(prompt, 0) + 1
-        return f"그 소식보다 반대 방향을 봤어야 했다 ({hashlib.sha256(f'{_asked[prompt]}{prompt}'.encode()).hexdigest()[:6]})."
+        tag = hashlib.sha256(f"{_asked[prompt]}{prompt}".encode()).hexdigest()[:6].translate(DIGITS_AS_LETTERS)
+        return f"그 소식보다 반대 방향을 봤어야 했다 ({tag})."  # no digits: a number no input holds is flagged
     heads = hashlib.sha256((COIN_SEED + prompt).encode()).digest()[0] % 2
     return echo_reason(prompt, "상승" if heads else "하락")  # a grounded-looking reason: only the label is a coin
 

@@ -5,6 +5,7 @@ is unparsable, a flagged reflection is never recalled."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -102,7 +103,8 @@ def flagged_script(kind: str, prompt: str) -> str:
         return GEMMA_SUMMARY
     if kind == "reflect":  # a lesson that only repeats the instructions' example cannot be learnt from
         return "}}{{ <<<"
-    return "상승\n" + GEMMA_EXPLANATION
+    item = re.search(r"^\[(t\d+)\] (.+)$", prompt, flags=re.M)  # cites a real item, then reasons about nothing in it
+    return f"근거:\n[{item[1]}] + {' '.join(item[2].split()[:3])}\n판단: 상승\n이유: {GEMMA_EXPLANATION}"
 
 
 def test_flagged_generations_are_kept_apart(sample_memory, db_path):

@@ -9,7 +9,7 @@ def test_holiday_decision_matches_the_real_files(sample_memory):
     w = decision_window(sample_memory, "005930", "2022-06-01")
     assert (w.last_trading_day, w.last_close) == ("2022-05-31", 67400)
     assert (w.target_day, w.target_close) == ("2022-06-02", 66700)
-    assert w.label == "down" and w.label_ko == "하락" and w.is_holiday
+    assert w.label == "down" and w.label_word == "하락" and w.is_holiday
     assert w.ret == pytest.approx(66700 / 67400 - 1)
     assert set(w.as_json()) == {"stock", "date", "last_trading_day", "last_close", "target_day",
                                 "target_close", "return", "label", "texts", "withheld"}

@@ -16,9 +16,9 @@ from pydantic import PrivateAttr
 
 from sep.backends.registry import register_backend
 from sep.errors import BadInput
-from sep.llm import LLM, LLMUnavailable, _chat_result, message_dicts, render_messages
+from sep.llm import LLM, LLMUnavailable, constrained_label, _chat_result, message_dicts, render_messages
 from sep.models import LocalModel, ModelError, ModelNotFound, local_model
-from sep.settings import Settings, default
+from sep.settings import EVIDENCE_TOKENS, Settings, default
 
 
 def server_params(model_path: str, threads: int, n_ctx: int) -> Any:
@@ -37,7 +37,8 @@ def server_params(model_path: str, threads: int, n_ctx: int) -> Any:
 
 
 class EmbeddedChatModel(BaseChatModel):
-    """A local GGUF in-process through xllamacpp. `label_words=(up, down)` constrains the first line.
+    """A local GGUF in-process through xllamacpp. `label_words=(up, down)` constrains the label: the
+    first line, or the word after `label_after` (판단:) once the model has written its evidence.
 
     Sampling settings (repetition penalty, stop strings) come from the model's catalog entry.
     """
@@ -93,11 +94,19 @@ class EmbeddedChatModel(BaseChatModel):
         sampling = {"temperature": temperature, "repeat_penalty": self.repeat_penalty, "seed": seed,
                     "stop": [*self.stop, *(stop or [])]}
         head, logprobs, usage_in, usage_out = "", None, 0, 0
-        label_words = kwargs.get("label_words")
+        label_words, after = kwargs.get("label_words"), kwargs.get("label_after") or ""
+        if label_words and after:  # evidence first: the items, up to the label marker (written if the model didn't)
+            cited = self._complete(prompt, max_tokens=min(EVIDENCE_TOKENS, max_tokens),
+                                   **{**sampling, "stop": [*sampling["stop"], after]})
+            head = cited["choices"][0]["text"].rstrip() + "\n" + after + " "
+            usage_in += cited["usage"]["prompt_tokens"]
+            usage_out += cited["usage"]["completion_tokens"]
+            max_tokens = max(16, max_tokens - cited["usage"]["completion_tokens"])
         if label_words:
             grammar = "root ::= " + " | ".join(f'"{w}"' for w in label_words)
-            first = self._complete(prompt, max_tokens=8, grammar=grammar, n_probs=50, temperature=temperature, seed=seed)
-            head = first["choices"][0]["text"].strip() + "\n"
+            first = self._complete(prompt + head, max_tokens=8, grammar=grammar, n_probs=50, temperature=temperature,
+                                   seed=seed)
+            head = head + first["choices"][0]["text"].strip() + "\n"
             logprobs = first["choices"][0].get("logprobs")
             usage_in += first["usage"]["prompt_tokens"]
             usage_out += first["usage"]["completion_tokens"]
@@ -150,5 +159,5 @@ def _embedded_backend(cfg: Settings, progress: Callable[[int, int], None] | None
     except ModelError as exc:
         raise LLMUnavailable(str(exc)) from None
     chat = embedded_chat(model, cfg)
-    return LLM(model.name, chat, lambda up, down: {"label_words": (up, down)}, retries=1, context=chat.n_ctx,
+    return LLM(model.name, chat, constrained_label, retries=1, context=chat.n_ctx,
                count_tokens=chat.count_tokens)

@@ -15,7 +15,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from sep.backends.registry import register_backend
-from sep.llm import LLM, _chat_result, message_dicts
+from sep.llm import LLM, constrained_label, _chat_result, message_dicts
 from sep.settings import Settings
 
 
@@ -35,6 +35,11 @@ def default_script(agent: str, prompt: str) -> str:
         return "요약의 가장 큰 소식보다 시장 전체의 흐름을 먼저 봤어야 했다."
     if agent == "judge":
         return json.dumps({"relevance": 4, "clarity": 4, "consistency": 4})
+    items = re.findall(r"^\[(t\d+)\] (.+)$", prompt, flags=re.M)
+    if items:  # an evidence-first prompt shows its items with text ids: cite the first
+        n, item = items[0]
+        words = " ".join(item.split()[:3])
+        return f"근거:\n[{n}] + {words}\n판단: 상승\n이유: {words} 소식이 투자 심리를 바꿔 다음 거래일 주가를 움직일 것이다."
     line = next((ln for ln in prompt.splitlines() if ln.startswith("[20")), "")
     words = re.sub(r"\s*\[[^\]]*\]", "", re.sub(r"^\[[\d-]+\]\s*-?\s*", "", line)).split()[:6]
     return f"상승\n{' '.join(words) or '새 소식'} 소식이 주가를 움직일 것이다."
@@ -60,13 +65,25 @@ class MockChatModel(BaseChatModel):
         chat = message_dicts(messages)
         agent = (run_manager.metadata if run_manager else {}).get("sep_agent") or "explain"
         text = (self.script or default_script)(agent, chat[-1]["content"])
-        self.calls.append({"agent": agent, "messages": chat, **{k: v for k, v in kwargs.items() if k != "label_words"}})
+        self.calls.append({"agent": agent, "messages": chat,
+                           **{k: v for k, v in kwargs.items() if k not in ("label_words", "label_after")}})
         logprobs = None
-        words = kwargs.get("label_words")
-        if words:
+        words, after = kwargs.get("label_words"), kwargs.get("label_after") or ""
+        if words and after:  # evidence first: the label after the marker line, written if the script didn't
+            lines = text.split("\n")
+            at = next((i for i, ln in enumerate(lines) if ln.startswith(after)), None)
+            said = lines[at][len(after):].strip() if at is not None else ""
+            label = said if said in words else words[0]
+            if at is None:
+                lines.append(f"{after} {label}")
+            else:
+                lines[at] = f"{after} {label}"
+            text = "\n".join(lines)
+        elif words:
             first, _, rest = text.partition("\n")
             label = first.strip() if first.strip() in words else words[0]
             text = f"{label}\n{rest if first.strip() in words else text}"
+        if words:
             other = words[1] if label == words[0] else words[0]
             logprobs = {"content": [{"token": label, "logprob": math.log(self.p_label), "top_logprobs": [
                 {"token": label, "logprob": math.log(self.p_label)},
@@ -78,7 +95,7 @@ class MockChatModel(BaseChatModel):
 def mock_llm(script: Script | None = None, p_label: float = 0.6) -> "LLM":
     """An LLM whose answers come from `script(agent, prompt)` (default: `default_script`)."""
     chat = MockChatModel(script=script, p_label=p_label, calls=[])
-    return LLM("mock", chat, lambda up, down: {"label_words": (up, down)}, retries=1)
+    return LLM("mock", chat, constrained_label, retries=1)
 
 
 @register_backend("mock")

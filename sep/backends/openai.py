@@ -7,6 +7,7 @@ reads (label on the first line). A trained policy is sent as the LoRA module the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from sep.backends.registry import register_backend
 from sep.errors import BadInput
 from sep.llm import LLM, LLMUnavailable
 from sep.settings import Settings
+
+EVIDENCE_LINES = 6  # lines a vLLM answer may write before its label marker (a heading and 1-3 items, with slack)
 
 
 def probe_server(base_url: str, api_key: str, timeout: float) -> tuple[list[str], bool]:
@@ -86,10 +89,12 @@ def _openai_backend(cfg: Settings, progress: Callable[[int, int], None] | None =
                       max_retries=0, temperature=0.0, seed=cfg.seed, logprobs=True, top_logprobs=5,
                       extra_body=vllm_body or None)
 
-    def binding(up: str, down: str) -> dict:
+    def binding(up: str, down: str, after: str = "") -> dict:
         if not is_vllm:
             return {}
-        return {"extra_body": {**vllm_body, "structured_outputs": {"regex": f"({up}|{down})\\n[\\s\\S]*"}}}
+        # evidence first: at most EVIDENCE_LINES lines of items, then "판단: 상승"; else the label on the first line
+        head = f"(?:[^\\n]*\\n){{0,{EVIDENCE_LINES}}}{re.escape(after)} " if after else ""
+        return {"extra_body": {**vllm_body, "structured_outputs": {"regex": f"{head}({up}|{down})\\n[\\s\\S]*"}}}
 
     context, counter = server_tokenizer(cfg.base_url, model, cfg.api_key, cfg.timeout) if is_vllm else (None, None)
     return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries, context=context, count_tokens=counter,

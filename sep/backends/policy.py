@@ -22,9 +22,9 @@ from sep.adapters import adapter_folder, read_adapter, run_config, run_data_end
 from sep.backends.embedded import embedded_chat
 from sep.backends.registry import register_backend
 from sep.errors import BadInput, require_extra
-from sep.llm import LLM, ChatFormat, LLMUnavailable, _chat_result, message_dicts, render_messages
+from sep.llm import LLM, ChatFormat, constrained_label, LLMUnavailable, _chat_result, message_dicts, render_messages
 from sep.models import CATALOG, DEFAULT_MODEL, ModelError, local_model
-from sep.settings import Settings, default
+from sep.settings import EVIDENCE_TOKENS, Settings, default
 
 HF_DIR_NAMES = {"gemma-270m": "gemma-3-270m-hf"}  # folder names caches already hold; others are <name>-hf
 
@@ -193,18 +193,31 @@ class TransformersChatModel(BaseChatModel):
         stop = [s for s in self.stop if not s.startswith("<")] + list(stop or [])  # the catalog's plain-text stops
         generator = torch.Generator().manual_seed(seed)
         head, logprobs = "", None
-        label_words = kwargs.get("label_words")
+        label_words, after = kwargs.get("label_words"), kwargs.get("label_after") or ""
+        if label_words and after:  # evidence first: generate the items up to the label marker, then choose the label
+            head = self._generate_text(model, tok, fmt, prompt, EVIDENCE_TOKENS, temperature, seed, [*stop, after])
+            head = head.rstrip() + "\n" + after + " "
         if label_words:
-            scores = self._score_words(prompt, tuple(label_words))
+            scores = self._score_words(prompt + head, tuple(label_words))
             if temperature and temperature > 0:
                 probs = torch.softmax(torch.tensor(scores) / temperature, dim=0)
                 pick = int(torch.multinomial(probs, 1, generator=generator))
             else:
                 pick = max(range(len(scores)), key=scores.__getitem__)
-            head = label_words[pick] + "\n"
+            head += label_words[pick] + "\n"
             logprobs = {"content": [{"token": label_words[pick], "logprob": scores[pick],
                                      "top_logprobs": [{"token": w, "logprob": s} for w, s in zip(label_words, scores)]}]}
-        ids = tok(prompt + head, return_tensors="pt").input_ids
+        text = self._generate_text(model, tok, fmt, prompt + head, max_tokens, temperature, seed, stop)
+        tokens_in = len(tok(prompt, add_special_tokens=False).input_ids)
+        return _chat_result(head + text, logprobs, self.policy or self.base, tokens_in,
+                            len(tok(head + text, add_special_tokens=False).input_ids))
+
+    def _generate_text(self, model: Any, tok: Any, fmt: ChatFormat, prompt: str, max_tokens: int,
+                       temperature: float | None, seed: int, stop: list[str]) -> str:
+        """Sampled (or greedy) text after `prompt`, cut at the turn end and the first stop string."""
+        import torch
+
+        ids = tok(prompt, return_tensors="pt").input_ids
         torch.manual_seed(seed)
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
@@ -213,12 +226,10 @@ class TransformersChatModel(BaseChatModel):
                                  repetition_penalty=self.repeat_penalty, pad_token_id=tok.pad_token_id or tok.eos_token_id,
                                  eos_token_id=[tok.eos_token_id, tok.convert_tokens_to_ids(fmt.turn_end)],
                                  **({"stop_strings": stop, "tokenizer": tok} if stop else {}))
-        new = out[0, ids.shape[1]:]
-        text = fmt.strip(tok.decode(new, skip_special_tokens=False))
+        text = fmt.strip(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=False))
         for s in stop:
             text = text.split(s)[0]
-        text = tok.decode(tok(text, add_special_tokens=False).input_ids, skip_special_tokens=True)
-        return _chat_result(head + text, logprobs, self.policy or self.base, int(ids.shape[1]), int(new.shape[0]))
+        return tok.decode(tok(text, add_special_tokens=False).input_ids, skip_special_tokens=True)
 
 
 @register_backend("policy")
@@ -245,7 +256,7 @@ def _policy_backend(cfg: Settings, progress: Callable[[int, int], None] | None =
         except ModelError as exc:
             raise LLMUnavailable(str(exc)) from None
         chat = embedded_chat(model, cfg, lora=[str(a.gguf) for a in adapters])
-        return LLM(f"policy:{cfg.policy}", chat, lambda up, down: {"label_words": (up, down)}, retries=1,
+        return LLM(f"policy:{cfg.policy}", chat, constrained_label, retries=1,
                    context=chat.n_ctx, count_tokens=chat.count_tokens, data_end=run_data_end(cfg.policy))
     return _transformers_policy(cfg, base, base_model_folder(cfg.cache_dir, base or _peft_base(adapters[-1].folder),
                                                             progress))
@@ -260,7 +271,7 @@ def _transformers_policy(cfg: Settings, base: str | None, folder: Path) -> LLM:
                                  repeat_penalty=cfg.repeat_penalty or (spec.repeat_penalty if spec else 1.0),
                                  stop=list(spec.stop) if spec else [])
     chat._ensure()  # fail now, with a clear message, rather than at the first prompt
-    return LLM(f"policy:{cfg.policy}", chat, lambda up, down: {"label_words": (up, down)}, retries=1,
+    return LLM(f"policy:{cfg.policy}", chat, constrained_label, retries=1,
                data_end=run_data_end(cfg.policy))
 
 
