@@ -24,7 +24,8 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
   decide                one (stock, day) decided, `concurrency` at a time: the one path under
                         reflect, forecast, batch and experiment (writes through agents, predict)
   jobs                  the job file schema (jobs/*.toml), [llm] and [experiment] tables
-  evaluate, audit       scores and reports over stored forecasts; read only (audit writes HTML)
+  evaluate, audit       scores and reports over stored forecasts; read only, but the audit's
+                        faithfulness test asks the model again → faithfulness (and writes HTML)
   batch, experiment     many stocks and days → jobs, batch_items; walk-forward arms
                         → experiments, experiment_forecasts
   api                   one call per stage, re-exported here

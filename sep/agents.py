@@ -30,7 +30,7 @@ from sep.llm import LLM, Answer, parse_answer
 from sep.memory import now_iso, transaction
 from sep.quality import GATE_VERSION, Check, date_numbers, invented_numbers, join_flags, stem, words
 from sep.settings import MAX_TOKENS, Settings, default
-from sep.window import LABEL_WORDS, DecisionWindow, Text, lang_of
+from sep.window import LABEL_WORDS, DecisionWindow, Text, label_word, lang_of
 
 PROMPTS_DIR = next(p for p in (Path(__file__).resolve().parent / "prompts",  # inside an installed wheel
                                Path(__file__).resolve().parent.parent / "prompts",  # a checkout: top-level prompts/
@@ -193,9 +193,10 @@ class ReflectResult:
             "summaries": [{"date": d, "summary": s, "method": m, "flags": f.split(",") if f else []}
                           for (d, s), (_, m, f) in zip(self.summaries, self.summary_notes)] if self.summary_notes
             else [{"date": d, "summary": s} for d, s in self.summaries],
-            "trials": [{k: v for k, v in asdict(t).items() if k in
-                        ("label", "explanation", "confidence", "correct", "reflection", "flags", "reflection_flags",
-                         "evidence")}
+            "actual_word": self.window.label_word,
+            "trials": [{**{k: v for k, v in asdict(t).items() if k in
+                           ("label", "explanation", "confidence", "correct", "reflection", "flags", "reflection_flags",
+                            "evidence")}, "label_word": label_word(t.label, self.window.stock)}
                        for t in self.trials],
             "final": {"label": last.label, "correct": last.correct, "trials_used": len(self.trials)} if last else None,
             "forecast": {"label": self.trials[0].label, "correct": self.trials[0].correct} if self.trials else None,

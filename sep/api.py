@@ -450,19 +450,27 @@ class Audited:
 
 
 def audit_explanations(db: sqlite_utils.Database, out: Path, *, stock: str | None = None, job: Path | None = None,
-                       start: str | None = None, end: str | None = None, judge: bool = False,
+                       start: str | None = None, end: str | None = None, judge: bool = False, faithfulness: int = 0,
                        answered_by: str | None = None, settings: Settings | None = None, llm: Any = None,
                        progress: Progress | None = None) -> Audited:
     """Audit stored explanations (consistency, grounding in the window's texts, no dates after D)
-    into an HTML report and its JSON twin; `judge` has the configured LLM score them too."""
-    from sep.window import lang_of
+    into an HTML report and its JSON twin; `judge` has the configured LLM score them too, and
+    `faithfulness=N` has it answer N evidence-first forecasts again without, and with only, the
+    items they cited (2 model calls each, cached in `faithfulness`)."""
+    from sep.agents import load_prompt, prompt_files
     from sep.audit import build, write_report
+    from sep.window import lang_of
 
     cfg = _cfg(settings)
+    if faithfulness < 0:
+        raise BadInput(f"--faithfulness takes how many forecasts to test (0: none), not {faithfulness}.")
     s = scope(db, stock=stock, job=job, start=start, end=end)
-    if judge and llm is None:
+    lang = lang_of(s.stocks[0])
+    if (judge or faithfulness) and llm is None:
         llm = make_llm(cfg, progress)
-    data = build(db, s.stocks, s.start, s.end, window_days=cfg.window_days, llm=llm if judge else None,
-                 lang=lang_of(s.stocks[0]), seed=cfg.seed, model=answered_by or s.model)
+    markers = {x: load_prompt(x, prompt_files("evidence")["explain"], cfg.prompts).label_after for x in ("ko", "en")}
+    data = build(db, s.stocks, s.start, s.end, window_days=cfg.window_days, llm=llm, judged=judge,
+                 faithful=faithfulness, markers=markers, lang=lang, seed=cfg.seed,
+                 model=answered_by or s.model, progress=progress)
     html, twin = write_report(data, Path(out))
     return Audited(html, twin, data)

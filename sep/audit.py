@@ -5,7 +5,12 @@
    enough content words with one of them, or with a summary point whose cited texts support that
    point. The model's own summary alone grounds nothing. Each claim lists the titles it rests on;
 3. time: no date after D is mentioned (YYYY-MM-DD, YYYY.MM.DD, YYYY년 M월 D일, M월 D일, M/D);
-4. judge (optional): the configured LLM scores relevance, clarity and consistency on 1-7.
+4. judge (optional): the configured LLM scores relevance, clarity and consistency on 1-7;
+5. faithfulness (optional, `faithfulness=N`): for N evidence-first forecasts, the model that answered
+   is asked again, once with the items it cited removed from its prompt and once with only them.
+   Removing the evidence *moves* the forecast when the label flips or P(up) shifts by at least
+   FAITHFUL_SHIFT; an explanation whose evidence moves nothing is *decorative*. Answers are cached
+   in `faithfulness`, so a rerun (or a run stopped by a dead server) asks only what is missing.
 
 The HTML report is rendered by jinja2 with autoescape (board titles are untrusted input), with
 inline SVG charts (no scripts), and has a JSON twin for machines.
@@ -13,6 +18,7 @@ inline SVG charts (no scripts), and has a JSON twin for machines.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -22,15 +28,16 @@ import sqlite_utils
 
 from sep.agents import cited_ids, strip_citations
 from sep.evaluate import Decision, decisions, evaluate, once_per_interval
-from sep.quality import content_words, dates_in
+from sep.quality import FLAGS, content_words, dates_in
 from sep.settings import default
-from sep.window import decision_window
+from sep.window import decision_window, label_word, lang_of
 
 BULLISH = ["상승", "오를", "오르", "올라", "호재", "개선", "증가", "매수", "반등", "강세", "긍정", "기대", "상향", "회복",
            "positive", "rise", "gain", "bullish", "growth", "up"]
 BEARISH = ["하락", "내릴", "내리", "떨어", "악재", "부진", "감소", "매도", "약세", "부정", "우려", "하향", "둔화", "위축",
            "negative", "fall", "drop", "bearish", "decline", "down"]
 GROUNDED = 0.3  # share of a claim's content words found in one source
+FAITHFUL_SHIFT = 0.10  # |ΔP(up)| that counts as the evidence moving the forecast (a flipped label always does)
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 _WORD = re.compile(r"[가-힣]{2,}|[A-Za-z]{3,}|\d+(?:\.\d+)?")
 
@@ -67,6 +74,7 @@ class Audit:
     def as_json(self) -> dict:
         out = asdict(self)
         out["claims"] = [{**asdict(c), "grounded": c.grounded} for c in self.claims]
+        out["label_word"], out["actual_word"] = label_word(self.label, self.stock), label_word(self.actual, self.stock)
         return out
 
 
@@ -168,6 +176,122 @@ def judge(llm, d: Decision, lang: str) -> dict:
     return dict(zip(JUDGE_ASPECTS, scores))
 
 
+# ---------------------------------------------------------------- faithfulness: does the cited evidence matter?
+
+_ITEM_LINE = re.compile(r"^\[(t\d+)\] ")
+_DAY_LINE = re.compile(r"^\[\d{4}-\d{2}-\d{2}\]$")
+
+
+def without_items(messages: list[dict], keep) -> list[dict]:
+    """The chat with the item lines ([t57] ...) of its last user turn kept only where `keep(id)`;
+    a day left with no item loses its heading. The worked example and the lessons are untouched."""
+    lines = [ln for ln in messages[-1]["content"].split("\n")
+             if not (_ITEM_LINE.match(ln) and not keep(_ITEM_LINE.match(ln).group(1)))]
+    lines = [ln for i, ln in enumerate(lines)
+             if not (_DAY_LINE.match(ln) and not (i + 1 < len(lines) and _ITEM_LINE.match(lines[i + 1])))]
+    return [*messages[:-1], {**messages[-1], "content": "\n".join(lines)}]
+
+
+def _p_up(label: str | None, confidence: float | None) -> float | None:
+    if label is None or confidence is None:
+        return None
+    return confidence if label == "up" else 1.0 - confidence
+
+
+def faithfulness_targets(db: sqlite_utils.Database, ds: list[Decision]) -> list[dict]:
+    """The audited forecasts that cited evidence, with what the test needs: the prompt, the cited
+    items (ids) and the kinds (sources) of their texts."""
+    out = []
+    for d in ds:
+        row = db.execute("SELECT label, confidence, prompt, evidence FROM predictions WHERE stock = ? AND date = ? "
+                         "AND model = ? AND method = ? AND trial = 0", [d.stock, d.date, d.model, d.method]).fetchone()
+        if not row or not row[3]:
+            continue
+        evidence = json.loads(row[3])
+        texts = sorted({t for e in evidence for t in e.get("texts", [])})
+        kinds = sorted({k for (k,) in db.execute(f"SELECT DISTINCT source FROM texts WHERE id IN ({','.join('?' * len(texts))})",
+                                                 texts)}) if texts else []
+        out.append({"decision": d, "label": row[0], "p_up": _p_up(row[0], row[1]), "prompt": row[2],
+                    "items": [e["item"] for e in evidence], "kinds": kinds,
+                    "key": hashlib.sha1(f"{row[2]}|{','.join(e['item'] for e in evidence)}".encode()).hexdigest()[:16]})
+    return out
+
+
+def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, label_after: str) -> dict:
+    """One variant's answer ('without' the cited items, or 'only' them), from the cache or the model."""
+    from langchain_core.prompts import ChatPromptTemplate
+
+    from sep.llm import as_messages, parse_answer
+    from sep.memory import now_iso, transaction
+    from sep.settings import MAX_TOKENS
+    from sep.window import LABEL_WORDS
+
+    d = target["decision"]
+    cached = db.execute("SELECT label, p_up FROM faithfulness WHERE stock = ? AND date = ? AND model = ? AND key = ? "
+                        "AND variant = ?", [d.stock, d.date, d.model, target["key"], variant]).fetchone()
+    if cached:
+        return {"label": cached[0], "p_up": cached[1]}
+    cited = set(target["items"])
+    keep = (lambda i: i not in cited) if variant == "without" else (lambda i: i in cited)
+    messages = without_items(as_messages(target["prompt"]), keep)
+    roles = {"system": "system", "user": "human", "assistant": "ai"}
+    template = ChatPromptTemplate.from_messages(
+        [(roles[m["role"]], m["content"].replace("{", "{{").replace("}", "}}")) for m in messages])
+    lang = lang_of(d.stock)
+    words = LABEL_WORDS[lang]
+    message = llm.ask(template, {}, label_words=(words["up"], words["down"]), label_after=label_after,
+                      max_tokens=MAX_TOKENS["explain"], agent="explain")
+    answer = parse_answer(message, lang, label_after)
+    p_up = _p_up(answer.label, answer.confidence)
+    with transaction(db):
+        db.execute("INSERT OR REPLACE INTO faithfulness (stock, date, model, key, variant, label, p_up, response, "
+                   "created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                   [d.stock, d.date, d.model, target["key"], variant, answer.label, p_up, answer.response, now_iso()])
+    return {"label": answer.label, "p_up": p_up}
+
+
+def faithfulness(db: sqlite_utils.Database, ds: list[Decision], llm, limit: int, markers: dict[str, str],
+                 progress=None) -> dict:
+    """Ask again without, and with only, the cited evidence of up to `limit` forecasts; the rate
+    at which removing it moves the forecast, overall, per model and per kind of cited text."""
+    targets = faithfulness_targets(db, ds)
+    model_of = (llm.name or "").split("@", 1)[0]
+    asked = [t for t in targets if t["decision"].model.split("@", 1)[0] == model_of][:limit]
+    rows = []
+    for i, t in enumerate(asked):
+        if progress:
+            progress("faithfulness", i, len(asked))
+        marker = markers.get(lang_of(t["decision"].stock), "")  # the label follows it (판단:, Decision:)
+        without = ask_variant(db, llm, t, "without", marker)
+        only = ask_variant(db, llm, t, "only", marker)
+        shift = abs(without["p_up"] - t["p_up"]) if without["p_up"] is not None and t["p_up"] is not None else None
+        moved_label = without["label"] != t["label"]
+        d = t["decision"]
+        rows.append({"stock": d.stock, "date": d.date, "model": d.model, "label": t["label"], "p_up": t["p_up"],
+                     "cited": t["items"], "kinds": t["kinds"], "without": without, "only": only,
+                     "moved_label": moved_label, "shift": shift,
+                     "faithful": moved_label or (shift is not None and shift >= FAITHFUL_SHIFT),
+                     "sufficient": only["label"] == t["label"]})
+    if progress and asked:
+        progress("faithfulness", len(asked), len(asked))
+
+    def rate(rs: list[dict]) -> dict:
+        shifts = [r["shift"] for r in rs if r["shift"] is not None]
+        return {"n": len(rs), "faithful": sum(r["faithful"] for r in rs),
+                "rate": sum(r["faithful"] for r in rs) / len(rs) if rs else None,
+                "label_moved": sum(r["moved_label"] for r in rs),
+                "mean_shift": sum(shifts) / len(shifts) if shifts else None,
+                "sufficient": sum(r["sufficient"] for r in rs)}
+
+    kinds = sorted({k for r in rows for k in r["kinds"]})
+    return {**rate(rows), "threshold": FAITHFUL_SHIFT, "asked_model": model_of,
+            "by_model": {m: rate([r for r in rows if r["model"] == m]) for m in sorted({r["model"] for r in rows})},
+            "by_kind": {k: rate([r for r in rows if k in r["kinds"]]) for k in kinds},
+            "no_evidence": len(ds) - len(targets),
+            "other_model": sum(t["decision"].model.split("@", 1)[0] != model_of for t in targets),
+            "forecasts": rows}
+
+
 # ---------------------------------------------------------------- charts (inline SVG, no scripts)
 
 
@@ -222,14 +346,16 @@ def charts(audits: list[Audit], ds: list[Decision], report: dict) -> list[dict]:
 
 
 def build(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None, *, window_days: int,
-          llm=None, lang: str = "ko", seed: int = default("seed"), method: str | None = None, model: str | None = None) -> dict:
-    """Audit the forecasts `sep eval` scores (the headline method and model, out of sample)."""
+          llm=None, lang: str = "ko", seed: int = default("seed"), method: str | None = None, model: str | None = None,
+          judged: bool = False, faithful: int = 0, markers: dict[str, str] | None = None, progress=None) -> dict:
+    """Audit the forecasts `sep eval` scores (the headline method and model, out of sample); with
+    `judged` the `llm` scores them, with `faithful=N` it answers N of them again without their evidence."""
     report = evaluate(db, stocks, start, end, seed=seed, method=method, model=model)
     f = report["forecast"]
     forecasts = [d for d in once_per_interval(decisions(db, stocks, start, end, "forecast", method=f["method"],
                                                         model=f["model"])) if not d.in_sample]
     audits = [audit_one(db, d, window_days) for d in forecasts]
-    if llm is not None:
+    if judged and llm is not None:
         for a, d in zip(audits, forecasts):
             a.judge = judge(llm, d, lang)
     n = len(audits) or 1
@@ -240,18 +366,21 @@ def build(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: 
                "mentions_future": sum(bool(a.future_dates) for a in audits),
                "withheld_injections": sum(a.withheld for a in audits)}
     summary["consistency_rate"] = 1 - summary["inconsistent"] / n
-    if llm is not None:
+    faith = faithfulness(db, forecasts, llm, faithful, markers or {}, progress) if faithful and llm is not None else None
+    if faith is not None:
+        summary["faithfulness_rate"] = faith["rate"]
+        summary["decorative"] = faith["n"] - faith["faithful"]
+    if judged and llm is not None:
         scored = {k: [a.judge[k] for a in audits if a.judge and k in a.judge] for k in JUDGE_ASPECTS}
         summary["judge_mean"] = {k: sum(v) / len(v) if v else None for k, v in scored.items()}  # a missing score is not 0
         summary["judge_missing"] = {k: len(audits) - len(v) for k, v in scored.items()}
     return {"summary": summary, "evaluation": report, "audits": [a.as_json() for a in audits],
-            "quality": quality_counts(db, stocks, start, end), "charts": charts(audits, forecasts, report)}
+            "quality": quality_counts(db, stocks, start, end), "charts": charts(audits, forecasts, report),
+            "faithfulness": faith, "quality_flags": [*FLAGS, "uncited"]}
 
 
 def quality_counts(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None) -> list[dict]:
     """Per model and kind of text (summary, forecast, retry, reflection): how many, and how many carry each flag."""
-    from sep.quality import FLAGS
-
     marks = ",".join("?" * len(stocks))
     span, args = "", []
     if start:

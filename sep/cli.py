@@ -1079,6 +1079,7 @@ def audit_cmd(
     end: EndOpt = None,
     answered_by: AnsweredByOpt = None,
     judge: Annotated[bool, typer.Option("--judge", help="Also have the configured LLM (--model, --base-url) score relevance, clarity, consistency (1-7).")] = False,
+    faithfulness: Annotated[int, typer.Option("--faithfulness", min=0, metavar="N", help="Test N evidence-first forecasts: the model that answered them (--model, --base-url) answers again without the items it cited, and with only them; removing evidence that changes nothing marks the explanation decorative. 2 model calls per forecast, cached.")] = 0,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     prompts: PromptsOpt = None,
@@ -1090,13 +1091,18 @@ def audit_cmd(
     Examples:
       sep audit --stock 005930 --out report.html
       sep audit --job jobs/sample.toml --out reports/sample.html --judge --base-url http://gpu:8000/v1
+      sep audit --stock 005930 --out report.html --faithfulness 10
     """
     with user_errors():
         cfg = settings(db=db, base_url=base_url, model=model, prompts=prompts)
         memory = api.open_memory(cfg.db, must_exist=True)
         with model_errors(), _model_bars() as progress:
+            if faithfulness:
+                err_console.print(f"[dim]Faithfulness: up to {faithfulness} forecasts × 2 model calls (cached ones "
+                                  "are not asked again).[/]")
             audited = api.audit_explanations(memory, out, stock=stock, job=job, start=start, end=end, judge=judge,
-                                             answered_by=answered_by, settings=cfg, progress=stage_progress(progress))
+                                             faithfulness=faithfulness, answered_by=answered_by, settings=cfg,
+                                             progress=stage_progress(progress))
     if as_json:
         print(json.dumps(audited.as_json(), ensure_ascii=False, indent=2))
         return
@@ -1105,6 +1111,18 @@ def audit_cmd(
                   f"{s['with_unsupported_claims']} with unsupported claims, {s['mentions_future']} mention dates after D; "
                   f"{s['withheld_injections']} text(s) of their windows addressed the model and were withheld. "
                   f"Wrote {html} and {twin}.", highlight=False)
+    faith = audited.data.get("faithfulness")
+    if faith is not None:
+        if faith["n"]:
+            shift = f", mean |ΔP(up)| {faith['mean_shift']:.2f}" if faith["mean_shift"] is not None else ""
+            console.print(f"Faithfulness: removing the cited evidence moved {faith['faithful']} of {faith['n']} "
+                          f"forecasts ({faith['rate']:.0%}; the label flipped on {faith['label_moved']}{shift}); "
+                          f"{faith['n'] - faith['faithful']} explanation(s) decorative. The evidence alone gave the "
+                          f"same label on {faith['sufficient']} of {faith['n']}.", highlight=False)
+        else:
+            console.print(f"Faithfulness: nothing to test ({faith['no_evidence']} forecasts cite no evidence; "
+                          f"{faith['other_model']} were answered by another model than {faith['asked_model']}).",
+                          highlight=False)
 
 
 @app.command("demo")

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from sep.agents import Agents
 from sep.memory import now_iso, transaction
 from sep.settings import Settings, default
-from sep.window import DecisionWindow
+from sep.window import DecisionWindow, label_word
 
 Scorer = Callable[[str, list[str]], list[float]]  # (prompt, responses) -> rewards
 
@@ -51,7 +51,8 @@ class Forecast:
     def as_json(self) -> dict:
         w = self.window
         return {"stock": w.stock, "date": w.date, "target_day": w.target_day, "actual": w.label,
-                "label": self.label, "explanation": self.explanation, "confidence": self.confidence,
+                "label": self.label, "label_word": label_word(self.label, w.stock), "actual_word": w.label_word,
+                "explanation": self.explanation, "confidence": self.confidence,
                 "correct": self.label == w.label, "best": self.best, "scored_by": self.scored_by,
                 "in_sample": bool(self.data_end and w.date <= self.data_end),
                 "candidates": [{k: v for k, v in asdict(c).items() if k != "response"} for c in self.candidates]}

@@ -48,8 +48,9 @@ def echo_reason(prompt: str, label_line: str) -> str:
         english = label_line.strip() in ("Positive", "Negative")
         sign = "+" if label_line.strip() in ("상승", "Positive") else "-"
         heads = ("Evidence:", "Decision:", "Why:") if english else ("근거:", "판단:", "이유:")
-        return (f"{heads[0]}\n[{item.group(1)}] {sign} {words}\n{heads[1]} {label_line}\n"
-                f"{heads[2]} {words} 소식이 투자 심리를 바꿔 다음 거래일 주가를 움직일 것으로 본다.")
+        reason = "news should shift sentiment and move the next close." if english else \
+            "소식이 투자 심리를 바꿔 다음 거래일 주가를 움직일 것으로 본다."
+        return f"{heads[0]}\n[{item.group(1)}] {sign} {words}\n{heads[1]} {label_line}\n{heads[2]} {words} {reason}"
     line = next((ln for ln in prompt.splitlines() if ln.startswith("[20")), "")
     words = re.sub(r"^\[[\d-]+\]\s*-?\s*", "", line).split()[:6]
     return f"{label_line}\n{' '.join(words) or '정보'} 소식을 반영했다."

@@ -234,3 +234,32 @@ def test_a_prompts_folder_replaces_only_the_files_it_holds(sample_memory, db_pat
     missing = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", "--prompts", str(tmp_path / "nope"),
                   db=db_path)
     assert missing.returncode == 2 and "The prompts folder" in missing.stderr and missing.stderr.count("\n") == 1
+
+
+def test_an_english_stock_is_shown_in_english(db_path, fixtures):
+    """SEP's English setup (sn2 tweets, Yahoo prices): the prompts, the CLI and the JSON say
+    Positive/Negative and Summary, never 상승/하락 or 요약."""
+    db = open_memory(db_path)
+    sep_import = __import__("sep")
+    sep_import.import_prices(db, [fixtures / "ABBV.csv"])
+    sep_import.import_texts(db, [fixtures / "tweets" / "ABBV"])
+    db.conn.close()
+
+    def reply(kind: str, prompt: str) -> str:
+        return cite_all(prompt) if kind == "summarize" else \
+            "Next time weigh the sector news first." if kind == "reflect" else echo_reason(prompt, "Positive")
+
+    with FakeOpenAI(reply) as server:
+        shown = run("reflect", "--stock", "ABBV", "--date", "2020-01-07", "--trials", "2", "--base-url", server.base_url,
+                    db=db_path)
+        as_json = run("reflect", "--stock", "ABBV", "--date", "2020-01-07", "--trials", "1", "--json",
+                      "--base-url", server.base_url, db=db_path)
+        explain = [r for r in server.requests if kind_of(r) == "explain"][0]
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "Summary 2020-01-06" in text and "trial 0 (forecast): Positive" in text
+    assert not re.search(r"[가-힣]", shown.stdout), shown.stdout  # not one Korean word in the interface
+    assert "Decision:" in explain["messages"][0]["content"]  # the English evidence-first prompt
+    (day,) = json.loads(as_json.stdout)
+    assert day["trials"][0]["label_word"] == "Positive" and day["actual_word"] in ("Positive", "Negative")
+    assert day["trials"][0]["evidence"] and day["trials"][0]["evidence"][0]["direction"] == "+"

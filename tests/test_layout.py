@@ -106,7 +106,7 @@ def test_the_package_map_names_every_module_and_the_tables_it_writes():
 
 
 SETTINGS_DEFAULTS = {"trials", "window_days", "best_of", "temperature", "threads", "concurrency", "retry_temperature",
-                     "summary_points", "summarizer", "timeout", "retries", "context", "n_ctx", "seed"}
+                     "summary_points", "summarizer", "explain_format", "timeout", "retries", "context", "n_ctx", "seed"}
 
 
 def _literal_defaults(path: Path) -> list[str]:

@@ -221,3 +221,100 @@ def test_one_date_reader_for_gate_and_audit():
     text = "2022년 6월 2일 실적, 6월 15일 FOMC, 6/3 공시, 2022.05.31 종가, 13월 40일"
     assert dates_in(text) == ["2022-05-31", "2022-06-02"]  # full dates only without a year to read month-days in
     assert sorted(dates_in(text, 2022)) == ["2022-05-31", "2022-06-02", "2022-06-03", "2022-06-15"]
+
+
+# ---------------------------------------------------------------- issue 22: numbers, pastes, fusions, evidence
+
+# What the default model (Qwen2.5-Coder-1.5B) wrote, as issue 22 measured it. LLY's tweets of 2020-09 are not in
+# ../shared/data (sn2 holds LLY's prices only), so its inputs here are stand-ins that hold none of the numbers.
+LLY_SUMMARY = "- LLY's dividend history spans over 100 years, with the first dividend in 1816 [2]"
+LLY_POINTS = ["Eli Lilly raises its quarterly dividend and keeps its outlook",
+              "Lilly's Verzenio trial meets its primary endpoint in early breast cancer",
+              "Analysts see Mounjaro sales lifting revenue next year",
+              "Lilly shares hit a record high after the trial news"]
+LLY_EXPLANATION = (" ".join(p + "." for p in LLY_POINTS) + " The company's stock price is expected to rise as a result "
+                   "of its strong financial performance and positive news.")
+# The sample's titles behind two points the default model fused (summaries of 05-28 and 05-31, measured)
+T98 = "'바이든 삼성 방문'에 떠들썩…조용히 '반도체 칼' 가는 日 [강경주의..."
+T99 = "“대만 반도체 사업 게섯거라” 삼성 파운드리 생태계 강화 나서나[비즈3..."
+T25 = "(영상)협력 강화하는 삼성·인텔, 적과의 동침 '윈윈' 할까"
+FUSED_0528 = ("- 삼성전자의 반도체 칼을 가는 바이든 방문에 대해 조용히 반도체 사업 게섯거라며 강경주의 반도체 사업 강화 나서나에 대해 "
+              "비즈365에 대해 설명합니다 [2]")
+FUSED_0531 = "- (영상)협력 강화하는 삼성·인TEL, 적과의 동침 '윈윈' 할까 [1]"
+# Points the same model wrote faithfully on 05-29, 05-30 and 06-01, with the titles they cite
+GOOD_POINTS = [
+    ("삼성전자, 세계 스마트폰 점유율 2017년 이후 ‘최고’…중 봉쇄 효과", "삼성전자, 세계 스마트폰 점유율 2017년 이후 ‘최고’…중 봉쇄 효과"),
+    ("삼성전자, 7400W 고화력 비스포크 인피니트 인덕션 출시", "삼성전자, 7400W 고화력 '비스포크 인피니트 라인' 인덕션 출시"),
+    ("삼성전자 부회장과 팻 겔싱어 인텔 CEO 만나 상호협력 약속", "이재용 삼성전자 부회장, 팻 겔싱어 인텔 CEO 만나 상호협력 약속(상..."),
+    ("삼성 MX사업부 1년만에 경영진단", "[단독] 삼성 MX사업부 1년만에 경영진단"),
+    ("삼성전자 부회장 주식평가액 1.1조원 줄었다", "올들어 이재용 삼성전자 부회장 주식평가액 1.1조원 줄었다"),
+    ("삼성 세탁기·건조기 신제품 동시구매시 최대 20만원 할인", "삼성 세탁기·건조기 신제품 동시구매시 최대 20만원 할인"),
+]
+
+
+def test_numbers_are_read_as_amounts():
+    from sep.quality import invented_numbers, numbers_in
+
+    assert [n.value for n in numbers_in("영업이익 14조1000억원, 순이익 1.1조원, 목표가 6만원, 3.5% 하락")] == \
+        [14.1e12, 1.1e12, 6e4, 3.5]
+    assert [n.value for n in numbers_in("revenue of $1.2 billion, up 13%")] == [1.2e9, 13.0]
+    assert numbers_in("- 삼성 MX사업부 경영진단 [1, 3] [t57]") == []  # citations are not numbers
+    titles = "삼성전자 2분기 영업이익 14조1000억원…주가 6만원대"
+    assert invented_numbers("영업이익 14.1조원", titles) == []            # the same amount, written differently
+    assert invented_numbers("영업이익 14조원으로", titles) == []           # rounded
+    assert invented_numbers("영업이익 15조원", titles) == ["15조"]        # not in any input
+    assert invented_numbers("주가 60,000원", titles) == []
+    assert invented_numbers("2017년 이후 최고", "점유율 2017년 이후 ‘최고’") == []
+    assert invented_numbers("2018년 이후 최고", "점유율 2017년 이후 ‘최고’") == ["2018"]  # a year is never rounded
+
+
+def test_the_measured_inventions_pastes_and_fusions_are_flagged():
+    summary = Check("", "\n".join(LLY_POINTS), "2020-09-15", "2020-09-15", kind="summary")
+    assert "invented_numbers" in summary.flags(LLY_SUMMARY)
+    assert summary.why(LLY_SUMMARY)["invented_numbers"] == "100, 1816"
+    explanation = Check("", "\n".join(f"- {p}" for p in LLY_POINTS), "2020-09-11", "2020-09-15", kind="explanation")
+    assert "pasted" in explanation.flags(LLY_EXPLANATION)
+    assert "pasted" not in explanation.flags("Lilly's trial success and a higher dividend point to more buying "
+                                             "tomorrow, since the market tends to reward new drug approvals.")
+    day = Check("", "\n".join([T98, T99]), "2022-05-28", "2022-05-28", kind="summary")
+    assert {"fused", "invented_numbers"} <= set(day.flags(FUSED_0528))  # bylines woven in; 365 from "[비즈3..."
+    assert "tag word" in day.why(FUSED_0528)["fused"]
+    assert "fused" in Check("", T25, "2022-05-31", "2022-05-31", kind="summary").flags(FUSED_0531)
+
+
+def test_faithful_points_are_not_flagged():
+    from sep.quality import fused, invented_numbers
+
+    for point, title in GOOD_POINTS:  # a day of good points: no false positive
+        assert fused(point, title) is None, point
+        assert invented_numbers(point, title) == [], point
+    assert fused("[단독] 삼성 MX사업부 1년만에 경영진단", "[단독] 삼성 MX사업부 1년만에 경영진단") is None  # a tag kept as a tag
+
+
+def test_the_default_models_evidence_is_checked():
+    """Its evidence-first answer on 2022-06-01 (measured): it cited t12 with another item's words, pointed
+    its evidence down and answered 상승, and its reason is the items pasted."""
+    from sep.agents import resolve_evidence
+    from sep.llm import parse_answer
+
+    response = ("근거:\n[t11] - 머나먼 탈출 목표가 낮아지는 목표가\n"
+                "[t12] - 주가 대체 어디로 \"경영진도 근심 가득\"…6만원까지 또 미끄러…\n"
+                "[t7] + 주가 대체 어디로 \"경영진도 근심 가득\"…6만원까지 또 미끄러…\n"
+                "[t6] - 삼성 세탁기·건조기 신제품 동시구매시 최대 20만원 할인\n[t3] - 부회장 주식평가\n판단: 상승\n"
+                "이유: 머나먼 탈출 목표가 낮아지는 목표가 있고, 주가 대체 어디로 \"경영진도 근심 가득\"…6만원까지 또 미끄러운 "
+                "정보가 있습니다.")
+    items = [{"item": f"t{i}", "day": d, "point": p, "texts": [i]} for i, d, p in [
+        (12, "2022-05-31", "삼성전자 인수합병 진행 중"),
+        (7, "2022-06-01", "삼성전자 주가 대체 어디로 \"경영진도 근심 가득\"…6만원까지 또 미끄러…"),
+        (3, "2022-06-01", "삼성전자 부회장 주식평가액 1.1조원 줄었다"),
+        (6, "2022-06-01", "삼성 세탁기·건조기 신제품 동시구매시 최대 20만원 할인"),
+        (11, "2022-06-01", "삼성전자 머나먼 '6만전자' 탈출의 길…낮아지는 목표가")]]
+    answer = parse_answer(response, "ko", "판단:")
+    assert answer.label == "up" and [e["item"] for e in answer.evidence] == ["t11", "t12", "t7", "t6", "t3"]
+    cited, flags = resolve_evidence(answer, items)
+    assert [c["item"] for c in cited] == ["t11", "t7", "t6"]  # t12 miscited (not trusted); three count
+    assert set(flags) == {"miscited", "stance_mismatch"}
+    inputs = "\n".join(f"[{i['item']}] {i['point']}" for i in items)
+    assert "pasted" in Check("", inputs, "2022-05-28", "2022-06-01", kind="explanation").flags(answer.explanation)
+    answer.evidence.append({"item": "t999", "direction": "+", "note": "없는 글"})
+    assert "unknown_citation" in resolve_evidence(answer, items)[1]  # an id the window never showed

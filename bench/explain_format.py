@@ -1,0 +1,115 @@
+"""Evidence first or label first: which explain format should be the default?
+
+Decides the same days twice with the default model (greedy trial 0, the forecast, no lessons):
+once with `explain_label.toml` (the label on the first line, then the reasons: sep's format until
+issue 22) and once with `explain.toml` (the 1-3 items that matter, each cited by text id with a
+direction, then the label after "판단:", then two sentences). Both read the same cached summaries,
+so only the explain prompt differs. For each format it prints:
+
+* raw accuracy (the label against the next close, flags ignored) and gated accuracy (a flagged
+  answer counts as wrong, as `sep eval` counts it), with the share of days each flag fired;
+* mean confidence (P of the answered label, read at the label's position);
+* for evidence first: the accuracy of the *evidence vote* (the sign of the cited items' net
+  direction, where it is not a tie): do small models label items better than they reason?
+
+It also prints every summary point the gate flagged on these days (fused, invented_numbers), so
+false positives can be read by eye, and writes every answer to --out (JSON lines).
+
+Every dataset here is from 2022, older than the model's training data: the model may remember
+what happened. Read the formats' difference and the flag rates, not the accuracy as skill; with
+~20 days a 10-point accuracy gap is noise (a 95% interval is about ±20 points).
+Run: .venv/bin/python bench/explain_format.py [--days 20] [--out bench-explain.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import sep
+from sep.agents import Agents
+from sep.decide import decidable_days
+from sep.window import decision_window
+
+
+def evidence_vote(evidence: list[dict]) -> str | None:
+    net = sum(1 if e.get("direction") == "+" else -1 if e.get("direction") == "-" else 0 for e in evidence)
+    return "up" if net > 0 else "down" if net < 0 else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, default=20, help="the last N decidable days of the sample")
+    parser.add_argument("--stock", default="005930")
+    parser.add_argument("--db", type=Path, help="a memory to use (copied); default: a fresh import of the sample")
+    parser.add_argument("--out", type=Path, default=Path("bench-explain.jsonl"))
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="sep-bench-"))
+    path = work / "sep.db"
+    if args.db:
+        shutil.copy(args.db, path)
+    db = sep.open_memory(path)
+    if not args.db:
+        sep.import_sample(db)
+    cfg = sep.Settings(db=path, trials=1)
+    llm = sep.make_llm(cfg)
+    last_text = db.execute("SELECT max(date) FROM texts WHERE stock = ?", [args.stock]).fetchone()[0]
+    days = decidable_days(db, args.stock, "1900-01-01", last_text)[-args.days:]  # days whose windows hold texts
+    rows, started = [], time.time()
+    with args.out.open("w", encoding="utf-8") as out:
+        for i, day in enumerate(days, 1):
+            window = decision_window(db, args.stock, day, cfg.window_days)
+            for fmt in ("label", "evidence"):
+                agents = Agents.for_stock(db, llm, args.stock, cfg.with_overrides(explain_format=fmt))
+                summaries = agents.summaries(window)
+                answer = agents.explain(agents.explain_variables(window, summaries, []))
+                row = {"day": day, "format": fmt, "actual": window.label, "label": answer.label,
+                       "confidence": answer.confidence, "flags": answer.flags, "evidence": answer.evidence,
+                       "vote": evidence_vote(answer.evidence) if fmt == "evidence" else None,
+                       "response": answer.response,
+                       "summary_flags": {d: agents.summary_info.get((args.stock, d), ("", None))[1]
+                                         for d, _ in summaries}}
+                rows.append(row)
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.flush()
+            print(f"{i}/{len(days)} {day} ({time.time() - started:.0f} s)", flush=True)
+
+    print(f"\n{len(days)} days of {args.stock}, {days[0]}..{days[-1]}, model {llm.name}; "
+          "2022 data predates the model: not evidence of skill.\n")
+    print("| format | n | raw accuracy | gated accuracy | flagged | mean confidence | flags (share of days) |")
+    print("|---|---|---|---|---|---|---|")
+    for fmt in ("label", "evidence"):
+        mine = [r for r in rows if r["format"] == fmt]
+        n = len(mine)
+        raw = sum(r["label"] == r["actual"] for r in mine) / n
+        gated = sum(r["label"] == r["actual"] and not r["flags"] for r in mine) / n
+        flagged = sum(bool(r["flags"]) for r in mine) / n
+        confs = [r["confidence"] for r in mine if r["confidence"] is not None]
+        counts = Counter(f for r in mine for f in r["flags"])
+        shares = ", ".join(f"{f} {c / n:.0%}" for f, c in counts.most_common()) or "none"
+        mean_conf = f"{sum(confs) / len(confs):.2f}" if confs else "n/a"
+        print(f"| {fmt} | {n} | {raw:.2f} | {gated:.2f} | {flagged:.0%} | {mean_conf} | {shares} |")
+    voted = [r for r in rows if r["format"] == "evidence" and r["vote"]]
+    if voted:
+        agree = sum(r["vote"] == r["label"] for r in voted)
+        print(f"\nevidence vote (net direction of the cited items, {len(voted)} of {len(days)} days not a tie): "
+              f"accuracy {sum(r['vote'] == r['actual'] for r in voted) / len(voted):.2f}; the label agrees with "
+              f"it on {agree}/{len(voted)}; the label's accuracy on those days "
+              f"{sum(r['label'] == r['actual'] for r in voted) / len(voted):.2f}")
+    flagged_days = {(r["day"], d, f) for r in rows for d, f in r["summary_flags"].items() if f}
+    print(f"\nsummary days the gate sent to the extractive fallback: {len(flagged_days)}")
+    for day, d, f in sorted(flagged_days):
+        row = db.execute("SELECT attempt FROM summaries WHERE stock = ? AND date = ? AND flags = ? LIMIT 1",
+                         [args.stock, d, f]).fetchone()
+        print(f"  {d} ({f}): {' / '.join((row[0] or '').splitlines())[:200] if row else ''}")
+    print(f"\nanswers: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
