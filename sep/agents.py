@@ -26,7 +26,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from sep.dedup import normalise_title
 from sep.errors import BadInput, PromptTooLong, TimeRuleError
 from sep.guard import clean_for_prompt
-from sep.llm import LLM, Answer, parse_answer
+from sep.llm import LLM, Answer, AnswerShape, parse_answer
 from sep.memory import now_iso, transaction
 from sep.quality import GATE_VERSION, Check, date_numbers, invented_numbers, join_flags, stem, words
 from sep.settings import MAX_TOKENS, Settings, default
@@ -59,6 +59,7 @@ class Prompt:
     version: str  # hash of the file: part of the summary cache key
     examples: tuple[tuple[str, str], ...] = ()  # (user, assistant) turns, literal text
     label_after: str = ""  # an evidence-first explain prompt: the label follows this marker (판단:), not line 1
+    evidence_head: str = ""  # and its evidence opens with this line (근거:)
 
     @property
     def template(self) -> ChatPromptTemplate:
@@ -115,13 +116,14 @@ def _read_prompt(name: str, path: Path, stamp: int) -> Prompt:
         if not turns or turns[-1][0] != "user" or any(r not in ("user", "assistant") for r, _ in turns):
             raise KeyError("the last turn must be the user's, and roles are user or assistant")
         examples = tuple((e["user"], e["assistant"]) for e in data.get("examples", []))
-        label_after = str(data.get("label_after", ""))
+        label_after, evidence_head = str(data.get("label_after", "")), str(data.get("evidence_head", ""))
     except FileNotFoundError:
         raise BadInput(f"No prompt file {path}; a prompts folder needs <lang>/{name}.toml.") from None
     except (tomllib.TOMLDecodeError, KeyError) as exc:
         raise BadInput(f"The prompt file {path} needs a TOML string `system` and a `user` string or "
                        f"[[turns]] ending with the user's ({exc}).") from None
-    return Prompt(name, system, turns, hashlib.sha1(text.encode()).hexdigest()[:12], examples, label_after)
+    return Prompt(name, system, turns, hashlib.sha1(text.encode()).hexdigest()[:12], examples, label_after,
+                  evidence_head)
 
 
 def _literal(text: str) -> str:
@@ -483,8 +485,9 @@ class Agents:
     def explain(self, variables: dict, **sampling: float | int) -> Answer | None:
         """One answer, checked; `sampling` (temperature, seed) lets best-of-n draw different ones."""
         prompt = self.prompts["explain"]
-        message = self._ask("explain", variables, label_words=(self.words["up"], self.words["down"]),
-                            label_after=prompt.label_after, **sampling)
+        shape = AnswerShape(self.words["up"], self.words["down"], prompt.label_after, prompt.evidence_head,
+                            tuple(dict.fromkeys(item["item"] for item in variables["_items"])), MAX_EVIDENCE)
+        message = self._ask("explain", variables, shape=shape, **sampling)
         if message is None:
             return None
         answer = parse_answer(message, self.lang, prompt.label_after)
@@ -608,14 +611,14 @@ def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], lis
 
 
 def miscited(note: str, points: list[dict], items: list[dict]) -> bool:
-    """A cited reason that shares almost nothing with the item its id names but most of its
-    characters with another item: the id is wrong (small models renumber what they copy)."""
+    """A cited reason that shares most of its characters with another item, and at most half as many
+    with the item its id names: the id is wrong (small models renumber what they copy)."""
     mine = _bigrams(note)
     if len(mine) < 4:
         return False
     named = max(len(mine & _bigrams(p["point"])) for p in points) / len(mine)
     best = max((len(mine & _bigrams(i["point"])) / len(mine) for i in items if i not in points), default=0.0)
-    return named < 0.2 and best >= 0.5
+    return best >= 0.5 and named <= best / 2
 
 
 def _bigrams(text: str) -> set[str]:

@@ -221,7 +221,8 @@ def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, labe
     """One variant's answer ('without' the cited items, or 'only' them), from the cache or the model."""
     from langchain_core.prompts import ChatPromptTemplate
 
-    from sep.llm import as_messages, parse_answer
+    from sep.agents import load_prompt
+    from sep.llm import AnswerShape, as_messages, parse_answer
     from sep.memory import now_iso, transaction
     from sep.settings import MAX_TOKENS
     from sep.window import LABEL_WORDS
@@ -239,7 +240,9 @@ def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, labe
         [(roles[m["role"]], m["content"].replace("{", "{{").replace("}", "}}")) for m in messages])
     lang = lang_of(d.stock)
     words = LABEL_WORDS[lang]
-    message = llm.ask(template, {}, label_words=(words["up"], words["down"]), label_after=label_after,
+    head = load_prompt(lang, "explain").evidence_head if label_after else ""
+    ids = tuple(dict.fromkeys(re.findall(r"^\[(t\d+)\] ", messages[-1]["content"], flags=re.M)))
+    message = llm.ask(template, {}, shape=AnswerShape(words["up"], words["down"], label_after, head, ids),
                       max_tokens=MAX_TOKENS["explain"], agent="explain")
     answer = parse_answer(message, lang, label_after)
     p_up = _p_up(answer.label, answer.confidence)

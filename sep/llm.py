@@ -265,7 +265,7 @@ class LLM:
 
     name: str
     chat: BaseChatModel
-    answer_binding: Callable[..., dict]  # (up word, down word, after=marker) -> kwargs for .bind()
+    answer_binding: Callable[["AnswerShape"], dict]  # the answer's shape -> kwargs for .bind()
     retries: int = default("retries")
     data_end: str | None = None  # a trained policy's last training day (see `run_data_end`)
     context: int | None = None  # tokens the model can read and write; None: unknown (no budget check)
@@ -282,8 +282,8 @@ class LLM:
             return None
         return self.count_tokens(message_dicts(template.format_messages(**variables)))
 
-    def ask(self, template: BasePromptTemplate, variables: dict, *, label_words: tuple[str, str] | None = None,
-            label_after: str = "", max_tokens: int = 200, temperature: float | None = None, stop: list[str] | None = None,
+    def ask(self, template: BasePromptTemplate, variables: dict, *, shape: AnswerShape | None = None,
+            max_tokens: int = 200, temperature: float | None = None, stop: list[str] | None = None,
             seed: int | None = None, agent: str | None = None) -> AIMessage:
         """prompt → model; retried with exponential backoff on connection errors and timeouts.
 
@@ -298,8 +298,8 @@ class LLM:
             kwargs["temperature"] = temperature
         if seed is not None:
             kwargs["seed"] = seed
-        if label_words:  # the label constrained: on the first line, or right after `label_after` (판단:)
-            kwargs.update(self.answer_binding(*label_words, after=label_after))
+        if shape:  # the label constrained: on the first line, or after the cited evidence and 판단:
+            kwargs.update(self.answer_binding(shape))
         chain = template | self.chat.bind(**kwargs)
 
         @retry(stop=stop_after_attempt(self.retries), wait=wait_exponential(multiplier=0.5, max=20),
@@ -322,9 +322,58 @@ class LLM:
         return message
 
 
-def constrained_label(up: str, down: str, after: str = "") -> dict:
-    """The `.bind()` arguments of a backend that constrains the label itself (embedded, policy, mock)."""
-    return {"label_words": (up, down), "label_after": after}
+@dataclass(frozen=True)
+class AnswerShape:
+    """What an explanation must look like, for a backend to constrain: the two label words, and for
+    an evidence-first answer the heading, 1 to `max_items` lines `[id] +|- reason` citing only the
+    window's `ids`, then the marker the label follows (`after`, 판단:)."""
+
+    up: str
+    down: str
+    after: str = ""
+    head: str = ""
+    ids: tuple[str, ...] = ()
+    max_items: int = 3
+
+    @property
+    def words(self) -> tuple[str, str]:
+        return self.up, self.down
+
+    def _item_ids(self) -> list[str]:
+        return list(self.ids) or ["t0"]  # a window without items: nothing real to cite (the model writes t0)
+
+    def gbnf(self) -> str:
+        """A llama.cpp grammar for the evidence and the label (the reasons after it stay free)."""
+        def lit(text: str) -> str:
+            return json.dumps(text, ensure_ascii=False)
+
+        if not self.after:
+            return "root ::= " + " | ".join(lit(w) for w in self.words)
+        items = " ".join(["item"] + ["item?"] * (self.max_items - 1))
+        head = lit(self.head + "\n") + " " if self.head else ""
+        return "\n".join([
+            f"root ::= {head}{items} {lit(self.after + ' ')} label",
+            'item ::= "[" id "] " dir " " note "\\n"',
+            "id ::= " + " | ".join(lit(i) for i in self._item_ids()),
+            'dir ::= "+" | "-"',
+            "note ::= [^\\n\\[]{1,80}",
+            "label ::= " + " | ".join(lit(w) for w in self.words)])
+
+    def regex(self) -> str:
+        """The same shape as one regular expression (vLLM's structured outputs), reasons included."""
+        label = f"({re.escape(self.up)}|{re.escape(self.down)})"
+        if not self.after:
+            return label + r"\n[\s\S]*"
+        ids = "|".join(re.escape(i) for i in self._item_ids())
+        head = re.escape(self.head) + r"\n" if self.head else ""
+        item = r"\[(" + ids + r")\] [+-] [^\n\[]{1,80}\n"
+        return f"{head}({item}){{1,{self.max_items}}}{re.escape(self.after)} {label}" + r"\n[\s\S]*"
+
+
+
+def constrained_label(shape: AnswerShape) -> dict:
+    """The `.bind()` arguments of a backend that constrains the answer itself (embedded, policy, mock)."""
+    return {"answer_shape": shape}
 
 
 def _is_transient(exc: BaseException) -> bool:

@@ -68,8 +68,10 @@ def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
     assert out["trials"][0]["reflection"] and out["trials"][1]["reflection"] is None
     # vLLM gets the label constrained after the evidence; the regex allows exactly the two words.
     regex = explain_requests[0]["structured_outputs"]["regex"]
-    assert re.fullmatch(regex, "근거:\n[t1] + 수주\n판단: 하락\n이유: 수주가 늘었다.")
-    assert not re.fullmatch(regex, "근거:\n[t1] + 수주\n판단: 보합\n이유: 수주가 늘었다.")
+    shown = re.search(r"^\[(t\d+)\] ", explain_requests[0]["messages"][-1]["content"], flags=re.M)[1]
+    assert re.fullmatch(regex, f"근거:\n[{shown}] + 수주\n판단: 하락\n이유: 수주가 늘었다.")
+    assert not re.fullmatch(regex, f"근거:\n[{shown}] + 수주\n판단: 보합\n이유: 수주가 늘었다.")
+    assert not re.fullmatch(regex, "근거:\n[t999999] + 수주\n판단: 하락\n이유: 수주가 늘었다.")  # only the window's ids
     db = open_memory(sample_db)
     assert db.execute("SELECT trial, correct FROM predictions ORDER BY trial").fetchall() == [(0, 0), (1, 1)]
     assert db.execute("SELECT count(*) FROM reflections").fetchone()[0] == 1

@@ -16,7 +16,7 @@ from pydantic import PrivateAttr
 
 from sep.backends.registry import register_backend
 from sep.errors import BadInput
-from sep.llm import LLM, LLMUnavailable, constrained_label, _chat_result, message_dicts, render_messages
+from sep.llm import LLM, AnswerShape, LLMUnavailable, constrained_label, _chat_result, message_dicts, render_messages
 from sep.models import LocalModel, ModelError, ModelNotFound, local_model
 from sep.settings import EVIDENCE_TOKENS, Settings, default
 
@@ -37,8 +37,9 @@ def server_params(model_path: str, threads: int, n_ctx: int) -> Any:
 
 
 class EmbeddedChatModel(BaseChatModel):
-    """A local GGUF in-process through xllamacpp. `label_words=(up, down)` constrains the label: the
-    first line, or the word after `label_after` (판단:) once the model has written its evidence.
+    """A local GGUF in-process through xllamacpp. An `answer_shape` (sep.llm.AnswerShape) constrains
+    the answer by grammar: the label on the first line, or 1-3 evidence lines citing the window's
+    ids, 판단: and the label; the reasons after it are free.
 
     Sampling settings (repetition penalty, stop strings) come from the model's catalog entry.
     """
@@ -94,18 +95,21 @@ class EmbeddedChatModel(BaseChatModel):
         sampling = {"temperature": temperature, "repeat_penalty": self.repeat_penalty, "seed": seed,
                     "stop": [*self.stop, *(stop or [])]}
         head, logprobs, usage_in, usage_out = "", None, 0, 0
-        label_words, after = kwargs.get("label_words"), kwargs.get("label_after") or ""
-        if label_words and after:  # evidence first: the items, up to the label marker (written if the model didn't)
-            cited = self._complete(prompt, max_tokens=min(EVIDENCE_TOKENS, max_tokens),
-                                   **{**sampling, "stop": [*sampling["stop"], after]})
-            head = cited["choices"][0]["text"].rstrip() + "\n" + after + " "
+        shape = kwargs.get("answer_shape")
+        if shape and shape.after:  # evidence first: 1-3 items citing the window's ids, then 판단: and the label, by grammar
+            cited = self._complete(prompt, max_tokens=EVIDENCE_TOKENS + 8, grammar=shape.gbnf(), n_probs=50,
+                                   temperature=temperature, seed=seed)
+            text = cited["choices"][0]["text"]
             usage_in += cited["usage"]["prompt_tokens"]
             usage_out += cited["usage"]["completion_tokens"]
             max_tokens = max(16, max_tokens - cited["usage"]["completion_tokens"])
-        if label_words:
-            grammar = "root ::= " + " | ".join(f'"{w}"' for w in label_words)
-            first = self._complete(prompt + head, max_tokens=8, grammar=grammar, n_probs=50, temperature=temperature,
-                                   seed=seed)
+            if shape.after in text:  # the label was reached: its log-probs are in this call's (see label_position)
+                head, logprobs = text.rstrip() + "\n", cited["choices"][0].get("logprobs")
+            else:  # cut off in its evidence: close it and constrain the label alone
+                head = text.rstrip() + "\n" + shape.after + " "
+        if shape and logprobs is None:
+            first = self._complete(prompt + head, max_tokens=8, grammar=AnswerShape(shape.up, shape.down).gbnf(),
+                                   n_probs=50, temperature=temperature, seed=seed)
             head = head + first["choices"][0]["text"].strip() + "\n"
             logprobs = first["choices"][0].get("logprobs")
             usage_in += first["usage"]["prompt_tokens"]

@@ -48,7 +48,7 @@ def default_script(agent: str, prompt: str) -> str:
 class MockChatModel(BaseChatModel):
     """Scripted answers in-process: agents, batches, best-of-n and the judge run without a model or HTTP.
 
-    `script(agent, prompt)` returns the reply; with `label_words` its first line is forced to one
+    `script(agent, prompt)` returns the reply; with an `answer_shape` its label is forced to one
     of them (the first when the script names neither), with probability `p_label`.
     """
 
@@ -66,9 +66,10 @@ class MockChatModel(BaseChatModel):
         agent = (run_manager.metadata if run_manager else {}).get("sep_agent") or "explain"
         text = (self.script or default_script)(agent, chat[-1]["content"])
         self.calls.append({"agent": agent, "messages": chat,
-                           **{k: v for k, v in kwargs.items() if k not in ("label_words", "label_after")}})
+                           **{k: v for k, v in kwargs.items() if k != "answer_shape"}})
         logprobs = None
-        words, after = kwargs.get("label_words"), kwargs.get("label_after") or ""
+        shape = kwargs.get("answer_shape")
+        words, after = (shape.words, shape.after) if shape else (None, "")
         if words and after:  # evidence first: the label after the marker line, written if the script didn't
             lines = text.split("\n")
             at = next((i for i, ln in enumerate(lines) if ln.startswith(after)), None)

@@ -7,17 +7,14 @@ reads (label on the first line). A trained policy is sent as the LoRA module the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 from sep.adapters import run_data_end
 from sep.backends.registry import register_backend
 from sep.errors import BadInput
-from sep.llm import LLM, LLMUnavailable
+from sep.llm import LLM, AnswerShape, LLMUnavailable
 from sep.settings import Settings
-
-EVIDENCE_LINES = 6  # lines a vLLM answer may write before its label marker (a heading and 1-3 items, with slack)
 
 
 def probe_server(base_url: str, api_key: str, timeout: float) -> tuple[list[str], bool]:
@@ -89,12 +86,10 @@ def _openai_backend(cfg: Settings, progress: Callable[[int, int], None] | None =
                       max_retries=0, temperature=0.0, seed=cfg.seed, logprobs=True, top_logprobs=5,
                       extra_body=vllm_body or None)
 
-    def binding(up: str, down: str, after: str = "") -> dict:
+    def binding(shape: AnswerShape) -> dict:
         if not is_vllm:
             return {}
-        # evidence first: at most EVIDENCE_LINES lines of items, then "판단: 상승"; else the label on the first line
-        head = f"(?:[^\\n]*\\n){{0,{EVIDENCE_LINES}}}{re.escape(after)} " if after else ""
-        return {"extra_body": {**vllm_body, "structured_outputs": {"regex": f"{head}({up}|{down})\\n[\\s\\S]*"}}}
+        return {"extra_body": {**vllm_body, "structured_outputs": {"regex": shape.regex()}}}
 
     context, counter = server_tokenizer(cfg.base_url, model, cfg.api_key, cfg.timeout) if is_vllm else (None, None)
     return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries, context=context, count_tokens=counter,

@@ -193,7 +193,8 @@ class TransformersChatModel(BaseChatModel):
         stop = [s for s in self.stop if not s.startswith("<")] + list(stop or [])  # the catalog's plain-text stops
         generator = torch.Generator().manual_seed(seed)
         head, logprobs = "", None
-        label_words, after = kwargs.get("label_words"), kwargs.get("label_after") or ""
+        shape = kwargs.get("answer_shape")
+        label_words, after = (shape.words, shape.after) if shape else (None, "")
         if label_words and after:  # evidence first: generate the items up to the label marker, then choose the label
             head = self._generate_text(model, tok, fmt, prompt, EVIDENCE_TOKENS, temperature, seed, [*stop, after])
             head = head.rstrip() + "\n" + after + " "
