@@ -37,6 +37,28 @@ from sep.decide import decidable_days
 from sep.window import decision_window
 
 
+def recheck(row: dict) -> dict:
+    """A stored answer parsed and flagged again with the current parser and gate (no model call)."""
+    from sep.agents import load_prompt, prompt_files, resolve_evidence
+    from sep.llm import parse_answer
+    from sep.quality import Check, date_numbers, invented_numbers
+
+    if "items" not in row:
+        return row
+    prompt = load_prompt("ko", prompt_files(row["format"])["explain"])
+    answer = parse_answer(row["response"], "ko", prompt.label_after)
+    check = Check("", row["inputs"], row["start"], row["day"], kind="explanation")
+    flags = [f for f in row["flags"] if f == "copied"] + [f for f in check.flags(answer.explanation) if f != "copied"]
+    if prompt.label_after:
+        answer.evidence, found = resolve_evidence(answer, row["items"])
+        notes = "\n".join(e["note"] for e in answer.evidence)
+        if invented_numbers(notes, check.inputs, date_numbers(check.first_day, check.last_day)):
+            found.append("invented_numbers")
+        flags += [f for f in found if f not in flags]
+    return {**row, "label": answer.label, "flags": flags, "evidence": answer.evidence,
+            "vote": evidence_vote(answer.evidence) if prompt.label_after else None}
+
+
 def evidence_vote(evidence: list[dict]) -> str | None:
     net = sum(1 if e.get("direction") == "+" else -1 if e.get("direction") == "-" else 0 for e in evidence)
     return "up" if net > 0 else "down" if net < 0 else None
@@ -48,7 +70,12 @@ def main() -> None:
     parser.add_argument("--stock", default="005930")
     parser.add_argument("--db", type=Path, help="a memory to use (copied); default: a fresh import of the sample")
     parser.add_argument("--out", type=Path, default=Path("bench-explain.jsonl"))
+    parser.add_argument("--report", type=Path, help="print the tables of an earlier run's answers (its --out); run no model")
     args = parser.parse_args()
+    if args.report:  # the stored answers checked again by today's gate (no model runs)
+        rows = [recheck(json.loads(line)) for line in args.report.read_text(encoding="utf-8").splitlines()]
+        report(rows, args.stock, "(from " + str(args.report) + ")")
+        return
 
     work = Path(tempfile.mkdtemp(prefix="sep-bench-"))
     path = work / "sep.db"
@@ -68,11 +95,13 @@ def main() -> None:
             for fmt in ("label", "evidence"):
                 agents = Agents.for_stock(db, llm, args.stock, cfg.with_overrides(explain_format=fmt))
                 summaries = agents.summaries(window)
-                answer = agents.explain(agents.explain_variables(window, summaries, []))
+                variables = agents.explain_variables(window, summaries, [])
+                answer = agents.explain(variables)
                 row = {"day": day, "format": fmt, "actual": window.label, "label": answer.label,
                        "confidence": answer.confidence, "flags": answer.flags, "evidence": answer.evidence,
                        "vote": evidence_vote(answer.evidence) if fmt == "evidence" else None,
-                       "response": answer.response,
+                       "response": answer.response, "items": variables["_items"],
+                       "inputs": variables["summaries"], "start": window.window_start,
                        "summary_flags": {d: agents.summary_info.get((args.stock, d), ("", None))[1]
                                          for d, _ in summaries}}
                 rows.append(row)
@@ -80,10 +109,23 @@ def main() -> None:
                 out.flush()
             print(f"{i}/{len(days)} {day} ({time.time() - started:.0f} s)", flush=True)
 
-    print(f"\n{len(days)} days of {args.stock}, {days[0]}..{days[-1]}, model {llm.name}; "
-          "2022 data predates the model: not evidence of skill.\n")
-    print("| format | n | raw accuracy | gated accuracy | flagged | mean confidence | flags (share of days) |")
-    print("|---|---|---|---|---|---|---|")
+    report(rows, args.stock, f"model {llm.name}")
+    flagged_days = {(d, f) for r in rows for d, f in r["summary_flags"].items() if f}
+    print(f"\nsummary days the gate sent to the extractive fallback: {len(flagged_days)}")
+    for d, f in sorted(flagged_days):
+        row = db.execute("SELECT attempt FROM summaries WHERE stock = ? AND date = ? AND flags = ? LIMIT 1",
+                         [args.stock, d, f]).fetchone()
+        print(f"  {d} ({f}): {' / '.join((row[0] or '').splitlines())[:200] if row else ''}")
+    print(f"\nanswers: {args.out}")
+
+
+def report(rows: list[dict], stock: str, source: str) -> None:
+    days = sorted({r["day"] for r in rows})
+    ups = sum(r["actual"] == "up" for r in rows if r["format"] == "label")
+    print(f"\n{len(days)} days of {stock}, {days[0]}..{days[-1]}, {source}; {ups} closed up, {len(days) - ups} down "
+          "(always answering the majority side scores the larger share). 2022 data predates the model: not skill.\n")
+    print("| format | n | raw accuracy | gated accuracy | flagged | answered 상승 | mean confidence | flags (share of days) |")
+    print("|---|---|---|---|---|---|---|---|")
     for fmt in ("label", "evidence"):
         mine = [r for r in rows if r["format"] == fmt]
         n = len(mine)
@@ -94,21 +136,16 @@ def main() -> None:
         counts = Counter(f for r in mine for f in r["flags"])
         shares = ", ".join(f"{f} {c / n:.0%}" for f, c in counts.most_common()) or "none"
         mean_conf = f"{sum(confs) / len(confs):.2f}" if confs else "n/a"
-        print(f"| {fmt} | {n} | {raw:.2f} | {gated:.2f} | {flagged:.0%} | {mean_conf} | {shares} |")
+        said_up = sum(r["label"] == "up" for r in mine)
+        print(f"| {fmt} | {n} | {raw:.2f} | {gated:.2f} | {flagged:.0%} | {said_up}/{n} | {mean_conf} | {shares} |")
     voted = [r for r in rows if r["format"] == "evidence" and r["vote"]]
     if voted:
         agree = sum(r["vote"] == r["label"] for r in voted)
-        print(f"\nevidence vote (net direction of the cited items, {len(voted)} of {len(days)} days not a tie): "
-              f"accuracy {sum(r['vote'] == r['actual'] for r in voted) / len(voted):.2f}; the label agrees with "
-              f"it on {agree}/{len(voted)}; the label's accuracy on those days "
+        down = sum(r["vote"] == "down" for r in voted)
+        print(f"\nevidence vote (net direction of the cited items; {len(voted)} of {len(days)} days not a tie, "
+              f"{down} of them down): accuracy {sum(r['vote'] == r['actual'] for r in voted) / len(voted):.2f}; the "
+              f"label agrees with it on {agree}/{len(voted)}; the label's accuracy on those days "
               f"{sum(r['label'] == r['actual'] for r in voted) / len(voted):.2f}")
-    flagged_days = {(r["day"], d, f) for r in rows for d, f in r["summary_flags"].items() if f}
-    print(f"\nsummary days the gate sent to the extractive fallback: {len(flagged_days)}")
-    for day, d, f in sorted(flagged_days):
-        row = db.execute("SELECT attempt FROM summaries WHERE stock = ? AND date = ? AND flags = ? LIMIT 1",
-                         [args.stock, d, f]).fetchone()
-        print(f"  {d} ({f}): {' / '.join((row[0] or '').splitlines())[:200] if row else ''}")
-    print(f"\nanswers: {args.out}")
 
 
 if __name__ == "__main__":

@@ -584,7 +584,8 @@ class Agents:
 def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], list[str]]:
     """An evidence-first answer's cited items joined to the window's points (day, point, text ids),
     and the flags they earn: `unknown_citation` (an id the window does not show: never trusted),
-    `miscited` (the item's reason quotes another item, not the one its id names: not trusted either),
+    An item whose reason quotes another item, not the one its id names, is read as the item it
+    quotes (`cited_as` keeps the id it wrote), as a summary point's citations are.
     `no_evidence` (nothing valid cited), `stance_mismatch` (the cited directions point the other way).
     At most MAX_EVIDENCE items count: the prompt asks for one to three."""
     flags: list[str] = []
@@ -595,10 +596,10 @@ def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], lis
             if "unknown_citation" not in flags:
                 flags.append("unknown_citation")
             continue
-        if miscited(e["note"], points, items):
-            if "miscited" not in flags:
-                flags.append("miscited")
-            continue
+        quoted = misquoted(e["note"], points, items)
+        if quoted is not None:  # its words are another item's: read as that item, as a summary's citations are
+            e = {**e, "item": quoted["item"], "cited_as": e["item"]}
+            points = [item for item in items if item["item"] == quoted["item"]]
         if all(c["item"] != e["item"] for c in cited) and len(cited) < MAX_EVIDENCE:
             cited.append({**e, "day": points[0]["day"], "point": points[0]["point"],
                           "texts": sorted({t for p in points for t in p["texts"]})})
@@ -610,15 +611,19 @@ def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], lis
     return cited, flags
 
 
-def miscited(note: str, points: list[dict], items: list[dict]) -> bool:
-    """A cited reason that shares most of its characters with another item, and at most half as many
-    with the item its id names: the id is wrong (small models renumber what they copy)."""
+def misquoted(note: str, points: list[dict], items: list[dict]) -> dict | None:
+    """The item a cited reason quotes when it is not the one its id names: it shares most of its
+    characters with that item and at most half as many with the named one (small models renumber
+    what they copy). None when the id fits its words."""
     mine = _bigrams(note)
     if len(mine) < 4:
-        return False
+        return None
     named = max(len(mine & _bigrams(p["point"])) for p in points) / len(mine)
-    best = max((len(mine & _bigrams(i["point"])) / len(mine) for i in items if i not in points), default=0.0)
-    return best >= 0.5 and named <= best / 2
+    others = [(len(mine & _bigrams(i["point"])) / len(mine), n, i) for n, i in enumerate(items) if i not in points]
+    if not others:
+        return None
+    best, _, item = max(others, key=lambda o: (o[0], -o[1]))
+    return item if best >= 0.5 and named < best / 2 else None
 
 
 def _bigrams(text: str) -> set[str]:

@@ -379,7 +379,7 @@ def build(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: 
         summary["judge_missing"] = {k: len(audits) - len(v) for k, v in scored.items()}
     return {"summary": summary, "evaluation": report, "audits": [a.as_json() for a in audits],
             "quality": quality_counts(db, stocks, start, end), "charts": charts(audits, forecasts, report),
-            "faithfulness": faith, "quality_flags": [*FLAGS, "uncited"]}
+            "faithfulness": faith, "quality_flags": [*FLAGS, "uncited"], "lang": lang}
 
 
 def quality_counts(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None) -> list[dict]:

@@ -23,7 +23,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import BasePromptTemplate
 
 from sep.models import ModelError
-from sep.window import LABEL_WORDS
+from sep.window import LABEL_MARKERS, LABEL_WORDS
 from sep.settings import default
 
 _ALIASES = {"상승": "up", "하락": "down", "positive": "up", "negative": "down", "up": "up", "down": "down",
@@ -193,6 +193,9 @@ def parse_answer(message: AIMessage | str, lang: str = "ko", label_after: str = 
     text = message if isinstance(message, str) else str(message.content)
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     meta = {} if isinstance(message, str) else message.response_metadata
+    if not label_after and not (lines and parse_label(lines[0].strip("*#:. "))):
+        # a stored answer read without its prompt (training pairs): the packaged prompts' markers
+        label_after = next((m for m in LABEL_MARKERS.values() if any(_marker_line(ln, m) is not None for ln in lines)), "")
     if label_after:
         at = next((i for i, ln in enumerate(lines) if _marker_line(ln, label_after) is not None), None)
         if at is not None:

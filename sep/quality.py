@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date as Date
 
 FLAGS = ("copied", "ungrounded", "invented_dates", "invented_numbers", "degenerate", "pasted", "fused",
-         "stance_mismatch", "unknown_citation", "miscited", "no_evidence")
+         "stance_mismatch", "unknown_citation", "no_evidence")
 GATE_VERSION = 2  # bump when a check changes what passes: cached summaries are then made and checked again
 COPY_RUN = 8  # a run of this many words shared with the instructions is a copy
 PASTE_RUN, PASTE_SHARE = 5, 0.5  # an explanation half made of 5-word runs of its inputs restates, it does not reason
@@ -218,6 +218,7 @@ def pasted(text: str, inputs: str) -> bool:
 
 
 _MIXED = re.compile(r"[가-힣][A-Za-z]+|[A-Za-z]+[가-힣]")
+_PARTICLE = set("의이가은는을를와과도에로만")  # LG의, AI가: a particle after a Latin word joins nothing
 _TAG = re.compile(r"[\[【]([^\]】\n]*)(?:[\]】]|$)", re.M)  # [강경주의 IT세상], or one cut short: [비즈3...
 # a point that talks about the text instead of stating its fact
 _META = re.compile(r"에 대해 (?:설명|다루|이야기|소개)|(?:설명|소개|이야기)합니다|다룹니다|다루고 있습니다|기사입니다"
@@ -233,6 +234,8 @@ def fused(point: str, sources: str) -> str | None:
     """
     low = sources.lower()
     for chunk in _MIXED.findall(point):
+        if chunk[-1] in _PARTICLE and chunk[0].isascii():
+            continue
         if chunk.lower() not in low:
             return f"corrupted word {chunk!r}"
     outside = _TAG.sub(" ", sources)

@@ -23,6 +23,7 @@ from sep.settings import default
 from sep.tradingdays import TradingDays, is_krx_holiday, market_close, market_of, market_tz
 
 LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive", "down": "Negative"}}
+LABEL_MARKERS = {"ko": "판단:", "en": "Decision:"}  # what an evidence-first answer writes before its label
 # What the interface says around them, in the stock's language (Korean stocks in Korean, as in SEP's English set)
 UI_WORDS = {"ko": {"summary": "요약", "recalled": "과거의 반성 (recalled)", "unparsable": "판단 불가"},
             "en": {"summary": "Summary", "recalled": "Lessons recalled", "unparsable": "unparsable"}}

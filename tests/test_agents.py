@@ -265,3 +265,16 @@ def test_an_english_stock_is_shown_in_english(db_path, fixtures):
     (day,) = json.loads(as_json.stdout)
     assert day["trials"][0]["label_word"] == "Positive" and day["actual_word"] in ("Positive", "Negative")
     assert day["trials"][0]["evidence"] and day["trials"][0]["evidence"][0]["direction"] == "+"
+
+
+def test_the_packaged_markers_are_the_ones_stored_answers_are_read_with():
+    """Training reads stored answers without their prompt: the markers it falls back on are the prompts'."""
+    from sep.agents import load_prompt
+    from sep.llm import parse_answer
+    from sep.window import LABEL_MARKERS
+
+    for lang, marker in LABEL_MARKERS.items():
+        prompt = load_prompt(lang, "explain")
+        assert prompt.label_after == marker and prompt.evidence_head
+        word = "하락" if lang == "ko" else "Negative"
+        assert parse_answer(f"{prompt.evidence_head}\n[t1] - x\n{marker} {word}\ny").label == "down"
