@@ -359,7 +359,7 @@ class AnswerShape:
             'item ::= "[" id "] " dir " " note "\\n"',
             "id ::= " + " | ".join(lit(i) for i in self._item_ids()),
             'dir ::= "+" | "-"',
-            "note ::= [^\\n\\[]{1,80}",
+            "note ::= [^\\n\\[]{1,60}",
             "label ::= " + " | ".join(lit(w) for w in self.words)])
 
     def regex(self) -> str:
@@ -369,7 +369,7 @@ class AnswerShape:
             return label + r"\n[\s\S]*"
         ids = "|".join(re.escape(i) for i in self._item_ids())
         head = re.escape(self.head) + r"\n" if self.head else ""
-        item = r"\[(" + ids + r")\] [+-] [^\n\[]{1,80}\n"
+        item = r"\[(" + ids + r")\] [+-] [^\n\[]{1,60}\n"
         return f"{head}({item}){{1,{self.max_items}}}{re.escape(self.after)} {label}" + r"\n[\s\S]*"
 
 

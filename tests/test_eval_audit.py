@@ -116,21 +116,26 @@ def test_audit_flags_escapes_and_writes_a_json_twin(scored, tmp_path):
 
 
 @pytest.mark.slow
-def test_audit_report_screenshots_in_headless_chromium(scored, tmp_path):
+def screenshot(page: Path, tmp_path: Path) -> bytes:
+    """A PNG of `page` rendered by headless Chromium (skipped where there is none, failed in CI)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         if os.environ.get("SEP_REQUIRE_CHROMIUM"):
             pytest.fail("chromium is required here (.ci/run installs Debian's chromium)")
         pytest.skip("no chromium on this machine (apt-get install chromium); .ci/run installs it")
-    db_path, job = scored
-    out = tmp_path / "report.html"
-    assert run("audit", "--job", str(job), "--out", str(out), db=db_path).returncode == 0
-    shot = tmp_path / "shot.png"
+    shot = tmp_path / f"{page.stem}.png"
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--no-first-run",
                     f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000", f"--screenshot={shot}",
-                    out.as_uri()], capture_output=True, timeout=120)
-    data = shot.read_bytes()
+                    page.as_uri()], capture_output=True, timeout=120)
+    return shot.read_bytes()
+
+
+def test_audit_report_screenshots_in_headless_chromium(scored, tmp_path):
+    db_path, job = scored
+    out = tmp_path / "report.html"
+    assert run("audit", "--job", str(job), "--out", str(out), db=db_path).returncode == 0
+    data = screenshot(out, tmp_path)
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a real page, not a blank frame
 
 

@@ -84,7 +84,12 @@ def test_evidence_that_drives_the_answer_is_faithful(decided, tmp_path):
     assert all(r["moved_label"] == r["faithful"] for r in faith["forecasts"])
     assert faith["sufficient"] == len(DAYS) and faith["by_kind"]["news"]["n"] == len(DAYS)
     html = (tmp_path / "r.html").read_text()
-    assert "Faithfulness" in html and ("decorative" in html or "faithful" in html)
+    assert "<h2>Faithfulness</h2>" in html and html.count('"ok">faithful<') == sum(expected.values())
+    assert html.count('"bad">decorative<') == len(DAYS) - sum(expected.values())
+    from test_eval_audit import screenshot
+
+    data = screenshot(tmp_path / "r.html", tmp_path)  # the page with its faithfulness tables renders
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
 
 
 def test_evidence_the_answer_ignores_is_decorative(decided, tmp_path):

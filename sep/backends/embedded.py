@@ -103,10 +103,10 @@ class EmbeddedChatModel(BaseChatModel):
             usage_in += cited["usage"]["prompt_tokens"]
             usage_out += cited["usage"]["completion_tokens"]
             max_tokens = max(16, max_tokens - cited["usage"]["completion_tokens"])
-            if shape.after in text:  # the label was reached: its log-probs are in this call's (see label_position)
+            if text.rstrip().endswith(shape.words):  # the label was reached: its log-probs are in this call's
                 head, logprobs = text.rstrip() + "\n", cited["choices"][0].get("logprobs")
-            else:  # cut off in its evidence: close it and constrain the label alone
-                head = text.rstrip() + "\n" + shape.after + " "
+            else:  # cut off in its evidence or its label: close the evidence and constrain the label alone
+                head = text.split(shape.after)[0].rstrip() + "\n" + shape.after + " "
         if shape and logprobs is None:
             first = self._complete(prompt + head, max_tokens=8, grammar=AnswerShape(shape.up, shape.down).gbnf(),
                                    n_probs=50, temperature=temperature, seed=seed)
