@@ -45,7 +45,7 @@ def main() -> None:
         original = llm.ask
 
         def counting_ask(template, variables, **kw):
-            kind = "explain" if "label_words" in kw and kw["label_words"] else (
+            kind = "explain" if kw.get("shape") else (
                 "summarize" if "texts" in variables else "reflect")
             calls_by_kind[kind] = calls_by_kind.get(kind, 0) + 1
             return original(template, variables, **kw)

@@ -247,7 +247,9 @@ def test_the_default_model_trains_and_answers_through_its_adapter(sample_memory,
     variables = agents.explain_variables(window, agents.summaries(window), [])
     prompt = json.loads(agents.prompts["explain"].render(**variables))  # the real explain chat of 05-31
     with (tmp_path / "sft.jsonl").open("w") as f:
-        f.write(json.dumps({"prompt": prompt, "completion": "하락\n외국인 매도와 금리 부담이 반도체 기대를 눌렀다."},
+        first = variables["_items"][0]["item"]  # an evidence-first answer, as the prompt asks
+        f.write(json.dumps({"prompt": prompt, "completion": f"근거:\n[{first}] - 반도체 기대 약화\n판단: 하락\n"
+                                                            "이유: 외국인 매도와 금리 부담이 반도체 기대를 눌렀다."},
                            ensure_ascii=False) + "\n")
     sample_memory.conn.close()
     done = run("train", "sft", "--data", str(tmp_path / "sft.jsonl"), "--max-steps", "1", "--batch-size", "1",
@@ -266,7 +268,10 @@ def test_the_default_model_trains_and_answers_through_its_adapter(sample_memory,
                    env={"SEP_MODEL": ""})
     assert answered.returncode == 0, answered.stderr[-3000:]
     trial = json.loads(answered.stdout)[0]["trials"][0]
-    assert trial["label"] in ("up", "down") and not trial["flags"] and len(trial["explanation"]) > 20
+    # grounded, cited, in the format; whether its label agrees with its own evidence is the model's judgement
+    # (it disagrees on most days: stance_mismatch, README), not the adapter's
+    assert trial["label"] in ("up", "down") and trial["evidence"] and len(trial["explanation"]) > 20
+    assert set(trial["flags"]) <= {"stance_mismatch"}, trial
 
 
 def test_a_trainer_that_would_not_fit_says_so_before_loading(tiny, toy, qwen_files, monkeypatch):

@@ -8,7 +8,7 @@ from langchain_core.prompts import PromptTemplate
 
 from sep.backends import make_llm
 from sep.backends.policy import prepare_hf_model
-from sep.llm import message_dicts, parse_answer, render_messages
+from sep.llm import AnswerShape, message_dicts, parse_answer, render_messages
 from sep.models import GEMMA_TEMPLATE
 from sep.settings import Settings
 
@@ -36,9 +36,15 @@ def test_policy_backend_answers_a_label_with_confidence(hf_model_dir):
     llm = make_llm(Settings(policy=hf_model_dir, threads=2))
     assert type(llm.chat).__name__ == "TransformersChatModel"
     template = PromptTemplate.from_template("{question}\n첫 줄에 상승 또는 하락만 쓰고 이유를 쓰세요.")
-    message = llm.ask(template, {"question": "삼성전자 주가가 내일 오를까요?"}, label_words=("상승", "하락"),
+    message = llm.ask(template, {"question": "삼성전자 주가가 내일 오를까요?"}, shape=AnswerShape("상승", "하락"),
                       max_tokens=12)
     answer = parse_answer(message, "ko")
     assert answer.label in ("up", "down")  # scored between the two words, so always one of them
     assert 0.5 <= answer.confidence <= 1.0  # the chosen word is the likelier one
     assert llm.calls == 1 and llm.completion_tokens > 0
+    # evidence first: it writes its evidence, then the label is scored after the marker
+    shape = AnswerShape("상승", "하락", "판단:", "근거:", ("t1",))
+    message = llm.ask(template, {"question": "삼성전자 주가가 내일 오를까요?"}, shape=shape, max_tokens=12)
+    answer = parse_answer(message, "ko", "판단:")
+    assert answer.label in ("up", "down") and "판단: " in str(message.content)
+    assert 0.5 <= answer.confidence <= 1.0

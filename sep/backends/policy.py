@@ -139,7 +139,7 @@ def load_causal_lm(policy: Path | None, base: Path, threads: int) -> tuple[Any, 
 class TransformersChatModel(BaseChatModel):
     """A transformers causal LM (a trained policy on a base given as a folder) behind the chat interface.
 
-    With `label_words=(up, down)` the label is chosen by scoring both words after the prompt (so it
+    With an `answer_shape` the label is chosen by scoring both words after the prompt (so it
     is always one of them) and the two log-probabilities are returned OpenAI-style, which gives the
     same confidence as the other backends; the explanation is then generated after it. Chats are
     rendered with the tokenizer's own template and generation stops at its turn end.
