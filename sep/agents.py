@@ -584,10 +584,10 @@ class Agents:
 def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], list[str]]:
     """An evidence-first answer's cited items joined to the window's points (day, point, text ids),
     and the flags they earn: `unknown_citation` (an id the window does not show: never trusted),
-    An item whose reason quotes another item, not the one its id names, is read as the item it
-    quotes (`cited_as` keeps the id it wrote), as a summary point's citations are.
     `no_evidence` (nothing valid cited), `stance_mismatch` (the cited directions point the other way).
-    At most MAX_EVIDENCE items count: the prompt asks for one to three."""
+    An item whose reason quotes another item, not the one its id names, is read as the item it
+    quotes (`cited_as` keeps the id it wrote), as a summary point's citations are. At most
+    MAX_EVIDENCE items count: the prompt asks for one to three."""
     flags: list[str] = []
     cited: list[dict] = []
     for e in answer.evidence:
@@ -613,7 +613,7 @@ def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], lis
 
 def misquoted(note: str, points: list[dict], items: list[dict]) -> dict | None:
     """The item a cited reason quotes when it is not the one its id names: it shares most of its
-    characters with that item and at most half as many with the named one (small models renumber
+    characters with that item and less than half as many with the named one (small models renumber
     what they copy). None when the id fits its words."""
     mine = _bigrams(note)
     if len(mine) < 4:
