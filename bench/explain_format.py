@@ -39,9 +39,9 @@ from sep.window import decision_window
 
 def recheck(row: dict) -> dict:
     """A stored answer parsed and flagged again with the current parser and gate (no model call)."""
-    from sep.agents import load_prompt, prompt_files, resolve_evidence
+    from sep.agents import check_evidence, load_prompt, prompt_files
     from sep.llm import parse_answer
-    from sep.quality import Check, date_numbers, invented_numbers
+    from sep.quality import Check
 
     if "items" not in row:
         return row
@@ -50,11 +50,7 @@ def recheck(row: dict) -> dict:
     check = Check("", row["inputs"], row["start"], row["day"], kind="explanation")
     flags = [f for f in row["flags"] if f == "copied"] + [f for f in check.flags(answer.explanation) if f != "copied"]
     if prompt.label_after:
-        answer.evidence, found = resolve_evidence(answer, row["items"])
-        notes = "\n".join(e["note"] for e in answer.evidence)
-        if invented_numbers(notes, check.inputs, date_numbers(check.first_day, check.last_day)):
-            found.append("invented_numbers")
-        flags += [f for f in found if f not in flags]
+        flags += [f for f in check_evidence(answer, row["items"], check) if f not in flags]
     return {**row, "label": answer.label, "flags": flags, "evidence": answer.evidence,
             "vote": evidence_vote(answer.evidence) if prompt.label_after else None}
 

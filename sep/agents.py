@@ -28,7 +28,7 @@ from sep.errors import BadInput, PromptTooLong, TimeRuleError
 from sep.guard import clean_for_prompt
 from sep.llm import LLM, Answer, AnswerShape, parse_answer
 from sep.memory import now_iso, transaction
-from sep.quality import GATE_VERSION, Check, date_numbers, invented_numbers, join_flags, stem, words
+from sep.quality import GATE_VERSION, Check, join_flags, stem, words
 from sep.settings import MAX_TOKENS, Settings, default
 from sep.window import LABEL_WORDS, DecisionWindow, Text, label_word, lang_of
 
@@ -128,6 +128,12 @@ def _read_prompt(name: str, path: Path, stamp: int) -> Prompt:
 
 def _literal(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
+
+
+def literal_template(messages: list[dict]) -> ChatPromptTemplate:
+    """Role dicts (a stored chat) as a template that takes no variables: its braces stay literal."""
+    roles = {"system": "system", "user": "human", "assistant": "ai"}
+    return ChatPromptTemplate.from_messages([(roles[m["role"]], _literal(m["content"])) for m in messages])
 
 
 def prompt_text(stored: str) -> str:
@@ -495,11 +501,7 @@ class Agents:
                            variables["start"], variables["date"], kind="explanation")
         answer.flags = check.flags(answer.explanation)
         if self.evidence_first:
-            answer.evidence, found = resolve_evidence(answer, variables["_items"])
-            notes = "\n".join(e["note"] for e in answer.evidence)  # an item's reason may not invent a number either
-            if invented_numbers(notes, check.inputs, date_numbers(check.first_day, check.last_day)):
-                found.append("invented_numbers")
-            answer.flags += [f for f in found if f not in answer.flags]
+            answer.flags += [f for f in check_evidence(answer, variables["_items"], check) if f not in answer.flags]
         return answer
 
     def reflect(self, variables: dict, answer: Answer, actual: str) -> tuple[str, list[str]] | None:
@@ -579,6 +581,16 @@ class Agents:
                         "rejected_label, model, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
                         [w.stock, w.date, plain_prompt, after.response, before.response, after.label, before.label,
                          self.model_name, now])
+
+
+def check_evidence(answer: Answer, items: list[dict], check: Check) -> list[str]:
+    """Join an evidence-first answer's cited items to the window's (`answer.evidence` becomes them)
+    and return the flags they earn, an item's reason that invents a number included."""
+    answer.evidence, found = resolve_evidence(answer, items)
+    notes = "\n".join(e["note"] for e in answer.evidence)
+    if "invented_numbers" in check.why(notes):
+        found.append("invented_numbers")
+    return found
 
 
 def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], list[str]]:

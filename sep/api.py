@@ -468,9 +468,9 @@ def audit_explanations(db: sqlite_utils.Database, out: Path, *, stock: str | Non
     lang = lang_of(s.stocks[0])
     if (judge or faithfulness) and llm is None:
         llm = make_llm(cfg, progress)
-    markers = {x: load_prompt(x, prompt_files("evidence")["explain"], cfg.prompts).label_after for x in ("ko", "en")}
+    explain = {x: load_prompt(x, prompt_files("evidence")["explain"], cfg.prompts) for x in ("ko", "en")}
     data = build(db, s.stocks, s.start, s.end, window_days=cfg.window_days, llm=llm, judged=judge,
-                 faithful=faithfulness, markers=markers, lang=lang, seed=cfg.seed,
+                 faithful=faithfulness, explain=explain, lang=lang, seed=cfg.seed,
                  model=answered_by or s.model, progress=progress)
     html, twin = write_report(data, Path(out))
     return Audited(html, twin, data)

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import sqlite_utils
 
-from sep.agents import cited_ids, strip_citations
+from sep.agents import Prompt, cited_ids, literal_template, strip_citations
 from sep.evaluate import Decision, decisions, evaluate, once_per_interval
 from sep.quality import FLAGS, content_words, dates_in
 from sep.settings import default
-from sep.window import decision_window, label_word, lang_of
+from sep.window import decision_window, label_word, lang_of, up_probability
 
 BULLISH = ["상승", "오를", "오르", "올라", "호재", "개선", "증가", "매수", "반등", "강세", "긍정", "기대", "상향", "회복",
            "positive", "rise", "gain", "bullish", "growth", "up"]
@@ -192,12 +192,6 @@ def without_items(messages: list[dict], keep) -> list[dict]:
     return [*messages[:-1], {**messages[-1], "content": "\n".join(lines)}]
 
 
-def _p_up(label: str | None, confidence: float | None) -> float | None:
-    if label is None or confidence is None:
-        return None
-    return confidence if label == "up" else 1.0 - confidence
-
-
 def faithfulness_targets(db: sqlite_utils.Database, ds: list[Decision]) -> list[dict]:
     """The audited forecasts that cited evidence, with what the test needs: the prompt, the cited
     items (ids) and the kinds (sources) of their texts."""
@@ -211,17 +205,15 @@ def faithfulness_targets(db: sqlite_utils.Database, ds: list[Decision]) -> list[
         texts = sorted({t for e in evidence for t in e.get("texts", [])})
         kinds = sorted({k for (k,) in db.execute(f"SELECT DISTINCT source FROM texts WHERE id IN ({','.join('?' * len(texts))})",
                                                  texts)}) if texts else []
-        out.append({"decision": d, "label": row[0], "p_up": _p_up(row[0], row[1]), "prompt": row[2],
+        out.append({"decision": d, "label": row[0], "p_up": up_probability(row[0], row[1]), "prompt": row[2],
                     "items": [e["item"] for e in evidence], "kinds": kinds,
                     "key": hashlib.sha1(f"{row[2]}|{','.join(e['item'] for e in evidence)}".encode()).hexdigest()[:16]})
     return out
 
 
-def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, label_after: str) -> dict:
-    """One variant's answer ('without' the cited items, or 'only' them), from the cache or the model."""
-    from langchain_core.prompts import ChatPromptTemplate
-
-    from sep.agents import load_prompt
+def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, explain: Prompt) -> dict:
+    """One variant's answer ('without' the cited items, or 'only' them), from the cache or the model;
+    `explain` is the stock's explain prompt, whose marker and evidence heading shape the answer."""
     from sep.llm import AnswerShape, as_messages, parse_answer
     from sep.memory import now_iso, transaction
     from sep.settings import MAX_TOKENS
@@ -235,17 +227,13 @@ def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, labe
     cited = set(target["items"])
     keep = (lambda i: i not in cited) if variant == "without" else (lambda i: i in cited)
     messages = without_items(as_messages(target["prompt"]), keep)
-    roles = {"system": "system", "user": "human", "assistant": "ai"}
-    template = ChatPromptTemplate.from_messages(
-        [(roles[m["role"]], m["content"].replace("{", "{{").replace("}", "}}")) for m in messages])
     lang = lang_of(d.stock)
     words = LABEL_WORDS[lang]
-    head = load_prompt(lang, "explain").evidence_head if label_after else ""
     ids = tuple(dict.fromkeys(re.findall(r"^\[(t\d+)\] ", messages[-1]["content"], flags=re.M)))
-    message = llm.ask(template, {}, shape=AnswerShape(words["up"], words["down"], label_after, head, ids),
-                      max_tokens=MAX_TOKENS["explain"], agent="explain")
-    answer = parse_answer(message, lang, label_after)
-    p_up = _p_up(answer.label, answer.confidence)
+    shape = AnswerShape(words["up"], words["down"], explain.label_after, explain.evidence_head, ids)
+    message = llm.ask(literal_template(messages), {}, shape=shape, max_tokens=MAX_TOKENS["explain"], agent="explain")
+    answer = parse_answer(message, lang, explain.label_after)
+    p_up = up_probability(answer.label, answer.confidence)
     with transaction(db):
         db.execute("INSERT OR REPLACE INTO faithfulness (stock, date, model, key, variant, label, p_up, response, "
                    "created_at) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -253,7 +241,7 @@ def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, labe
     return {"label": answer.label, "p_up": p_up}
 
 
-def faithfulness(db: sqlite_utils.Database, ds: list[Decision], llm, limit: int, markers: dict[str, str],
+def faithfulness(db: sqlite_utils.Database, ds: list[Decision], llm, limit: int, explain: dict[str, Prompt],
                  progress=None) -> dict:
     """Ask again without, and with only, the cited evidence of up to `limit` forecasts; the rate
     at which removing it moves the forecast, overall, per model and per kind of cited text."""
@@ -264,9 +252,9 @@ def faithfulness(db: sqlite_utils.Database, ds: list[Decision], llm, limit: int,
     for i, t in enumerate(asked):
         if progress:
             progress("faithfulness", i, len(asked))
-        marker = markers.get(lang_of(t["decision"].stock), "")  # the label follows it (판단:, Decision:)
-        without = ask_variant(db, llm, t, "without", marker)
-        only = ask_variant(db, llm, t, "only", marker)
+        prompt = explain[lang_of(t["decision"].stock)]  # its marker (판단:) and evidence heading shape the answer
+        without = ask_variant(db, llm, t, "without", prompt)
+        only = ask_variant(db, llm, t, "only", prompt)
         shift = abs(without["p_up"] - t["p_up"]) if without["p_up"] is not None and t["p_up"] is not None else None
         moved_label = without["label"] != t["label"]
         d = t["decision"]
@@ -350,7 +338,7 @@ def charts(audits: list[Audit], ds: list[Decision], report: dict) -> list[dict]:
 
 def build(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None, *, window_days: int,
           llm=None, lang: str = "ko", seed: int = default("seed"), method: str | None = None, model: str | None = None,
-          judged: bool = False, faithful: int = 0, markers: dict[str, str] | None = None, progress=None) -> dict:
+          judged: bool = False, faithful: int = 0, explain: dict[str, Prompt] | None = None, progress=None) -> dict:
     """Audit the forecasts `sep eval` scores (the headline method and model, out of sample); with
     `judged` the `llm` scores them, with `faithful=N` it answers N of them again without their evidence."""
     report = evaluate(db, stocks, start, end, seed=seed, method=method, model=model)
@@ -369,7 +357,7 @@ def build(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: 
                "mentions_future": sum(bool(a.future_dates) for a in audits),
                "withheld_injections": sum(a.withheld for a in audits)}
     summary["consistency_rate"] = 1 - summary["inconsistent"] / n
-    faith = faithfulness(db, forecasts, llm, faithful, markers or {}, progress) if faithful and llm is not None else None
+    faith = faithfulness(db, forecasts, llm, faithful, explain or {}, progress) if faithful and llm is not None else None
     if faith is not None:
         summary["faithfulness_rate"] = faith["rate"]
         summary["decorative"] = faith["n"] - faith["faithful"]

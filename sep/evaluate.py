@@ -27,7 +27,7 @@ import sqlite_utils
 from sep.errors import BadInput
 from sep.settings import default
 from sep.tradingdays import market_of
-from sep.window import label_of, outcome, trading_days
+from sep.window import label_of, outcome, trading_days, up_probability
 
 BOOTSTRAP = 1000
 TRAIN_DAYS = 60  # trading days before the range that fix the majority-class baseline
@@ -214,9 +214,7 @@ def score(hits: Sequence[Hit], seed: int = default("seed")) -> dict:
 
 def p_up(d: Decision) -> float:
     """The forecast's probability that the close goes up (0.5 when it gave none)."""
-    if d.label is None or d.confidence is None:
-        return 0.5
-    return d.confidence if d.label == "up" else 1.0 - d.confidence
+    return up_probability(d.label, d.confidence, 0.5)
 
 
 def calibration(ds: Sequence[Decision], bins: int = 10) -> dict:

@@ -373,7 +373,6 @@ class AnswerShape:
         return f"{head}({item}){{1,{self.max_items}}}{re.escape(self.after)} {label}" + r"\n[\s\S]*"
 
 
-
 def constrained_label(shape: AnswerShape) -> dict:
     """The `.bind()` arguments of a backend that constrains the answer itself (embedded, policy, mock)."""
     return {"answer_shape": shape}

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from sep.agents import Agents
 from sep.memory import now_iso, transaction
 from sep.settings import Settings, default
-from sep.window import DecisionWindow, label_word
+from sep.window import DecisionWindow, label_word, up_probability
 
 Scorer = Callable[[str, list[str]], list[float]]  # (prompt, responses) -> rewards
 
@@ -91,12 +91,6 @@ def reward_scorer(reward: Path, cfg: Settings) -> Scorer:
     return score
 
 
-def _p_up(label: str | None, confidence: float | None) -> float:
-    if label is None or confidence is None:
-        return 0.5
-    return confidence if label == "up" else 1.0 - confidence
-
-
 def pick(rewards: list[float], labels: list[str | None]) -> tuple[str | None, int, float]:
     """(answered label, index of its best candidate, probability of that label).
 
@@ -129,7 +123,7 @@ def best_of_n(agents: Agents, window: DecisionWindow, n: int, scorer: Scorer | N
     else:  # the policy's own probability of the label it wrote, averaged as P(up)
         rewards = [a.confidence if (x and a.confidence is not None) else 0.0 for a, x in zip(answers, labels)]
         scored_by = "label probability"
-        mean_up = sum(_p_up(x, a.confidence) for a, x in zip(answers, labels)) / len(answers)
+        mean_up = sum(up_probability(x, a.confidence, 0.5) for a, x in zip(answers, labels)) / len(answers)
         label = None if not any(labels) else "up" if mean_up > 0.5 else "down" if mean_up < 0.5 else \
             pick(rewards, labels)[0]
         best = max((i for i, x in enumerate(labels) if x == label), key=lambda i: (rewards[i], -i)) if label else 0

@@ -133,7 +133,7 @@ _KO_UNIT = {"조": 1e12, "억": 1e8, "만": 1e4}
 _KO_SMALL = {"천": 1e3, "백": 1e2}
 _EN_SCALE = {"trillion": 1e12, "billion": 1e9, "bn": 1e9, "million": 1e6, "mn": 1e6, "thousand": 1e3}
 _NUMBER = re.compile(r"\d+(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
-_AFTER = re.compile(r"\s?(천|백)?\s?(조|억|만)?|", re.I)
+_AFTER = re.compile(r"\s?(천|백)?\s?(조|억|만)?")  # matches always (every part optional)
 _AFTER_EN = re.compile(r"\s?(trillion|billion|bn|million|mn|thousand)\b|\s?(%|퍼센트|percent)", re.I)
 # what is not a stated number: citations [1, 3] / [t123], list markers, an evidence item's [n]
 _NOT_NUMBERS = (re.compile(r"\[\s*t?\d+(?:\s*[,，]\s*t?\d+)*\s*\]"), re.compile(r"(?m)^\s*\d+[.)]\s"),
@@ -164,8 +164,7 @@ def numbers_in(text: str) -> list[Number]:
     for m in _NUMBER.finditer(text):
         value = float(m.group().replace(",", ""))
         ko = _AFTER.match(text, m.end())
-        small, unit = (ko.group(1), ko.group(2)) if ko else (None, None)
-        end = ko.end() if ko else m.end()
+        small, unit, end = ko.group(1), ko.group(2), ko.end()
         if small:
             value *= _KO_SMALL[small]
         if unit:
@@ -263,6 +262,7 @@ class Check:
     kind: str = ""  # "summary": each point is checked for fusion; "explanation": for pasting
 
     def flags(self, text: str) -> list[str]:
+        found = self.why(text)
         out = []
         if copied(text, self.instructions) or (self.echo_of and copied_share(text, self.echo_of) >= 0.5):
             out.append("copied")
@@ -273,13 +273,13 @@ class Check:
         known = set(dates_in(self.inputs))  # a date its inputs name (a scheduled event, say) is not invented
         if [d for d in invented_dates(text, self.first_day, self.last_day) if d not in known]:
             out.append("invented_dates")
-        if invented_numbers(text, self.inputs, date_numbers(self.first_day, self.last_day)):
+        if "invented_numbers" in found:
             out.append("invented_numbers")
         if degenerate(text):
             out.append("degenerate")
         if self.kind == "explanation" and pasted(text, self.inputs):
             out.append("pasted")
-        if self.kind == "summary" and any(fused(p, self.inputs) for p in _POINT_LINE.findall(text)):
+        if "fused" in found:
             out.append("fused")
         return out
 

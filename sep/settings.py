@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     prompts: Path | None = Field(None, description="A folder of prompt files (<lang>/<agent>.toml, like prompts/); "
                                  "each file it holds replaces the packaged one.")
     explain_format: str = Field("evidence", pattern="^(evidence|label)$", description="How an explanation answers: "
-                                "`evidence`: the 1-3 items that matter most, each cited by number with a direction "
+                                "`evidence`: the 1-3 items that matter most, each cited by its text id with a direction "
                                 "(+/-), then the label, then two sentences why (prompts/<lang>/explain.toml); `label`: "
                                 "the label on the first line, then the reasons (explain_label.toml).")
     summarizer: str = Field("model", pattern="^(model|extractive)$", description="`model`: the LLM writes cited "

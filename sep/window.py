@@ -40,6 +40,13 @@ def label_word(label: str | None, stock: str) -> str:
     return LABEL_WORDS[lang].get(label or "", UI_WORDS[lang]["unparsable"])
 
 
+def up_probability(label: str | None, confidence: float | None, unknown: float | None = None) -> float | None:
+    """P(the close goes up) from an answered label and the confidence in it; `unknown` when either is missing."""
+    if label is None or confidence is None:
+        return unknown
+    return confidence if label == "up" else 1.0 - confidence
+
+
 def parse_day(value: str) -> str:
     """Accept YYYY-MM-DD (or YYYYMMDD) and return ISO; anything else is bad input."""
     text = value.strip()
