@@ -160,7 +160,7 @@ def numbers_in(text: str) -> list[Number]:
     for pattern in _NOT_NUMBERS:
         text = pattern.sub(" ", text)
     out: list[Number] = []
-    end_of_amount = -2  # where the last 조/억/만 amount ended: 14조 1000억 is one amount
+    end_of_amount, last_unit = -2, 0.0  # where the last 조/억/만 part ended, and its unit: 14조 1000억 is one amount
     for m in _NUMBER.finditer(text):
         value = float(m.group().replace(",", ""))
         ko = _AFTER.match(text, m.end())
@@ -174,14 +174,18 @@ def numbers_in(text: str) -> list[Number]:
         if en and not scaled:
             value *= _EN_SCALE.get((en.group(1) or "").lower(), 1.0)
             scaled, end = True, en.end()
-        if out and out[-1].scaled and m.start() - end_of_amount <= 1 and out[-1].value > value:
-            prev = out.pop()  # the rest of a compound amount: 14조 + 1000억
+        # the rest of a compound amount: a smaller unit (14조 1000억), or a bare remainder below the last unit
+        # that ends the amount (6만 5000원, 6만5000); a year after an amount (1000억 2017년) stays its own number
+        rest = (unit and _KO_UNIT[unit] < last_unit) or (
+            not unit and value < last_unit and (m.start() == end_of_amount or text.startswith("원", end)))
+        if out and m.start() - end_of_amount <= 1 and rest:
+            prev = out.pop()
             value, scaled = prev.value + value, True
             start = text.rfind(prev.text, 0, m.start())
             out.append(Number(text[start:end].strip(), value, scaled))
         else:
             out.append(Number(text[m.start():end].strip(), value, scaled))
-        end_of_amount = end if unit else -2
+        end_of_amount, last_unit = (end, _KO_UNIT[unit]) if unit else (-2, 0.0)
     return out
 
 

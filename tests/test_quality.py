@@ -259,6 +259,11 @@ def test_numbers_are_read_as_amounts():
         [14.1e12, 1.1e12, 6e4, 3.5]
     assert [n.value for n in numbers_in("revenue of $1.2 billion, up 13%")] == [1.2e9, 13.0]
     assert numbers_in("- 삼성 MX사업부 경영진단 [1, 3] [t57]") == []  # citations are not numbers
+    assert [n.value for n in numbers_in("14조 1000억, 6만 5000원, 6만5000, 6만 5천원")] == [14.1e12, 65e3, 65e3, 65e3]
+    # an amount's neighbours are not its remainder: a year after it, the same unit again
+    assert [n.value for n in numbers_in("투자 1000억 2017년 이후")] == [1e11, 2017.0]
+    assert [n.value for n in numbers_in("3천억 2천억")] == [3e11, 2e11]
+    assert invented_numbers("14조1000억원 2017년", "2017년 영업이익 14조 1000억 2017 기록") == []
     titles = "삼성전자 2분기 영업이익 14조1000억원…주가 6만원대"
     assert invented_numbers("영업이익 14.1조원", titles) == []            # the same amount, written differently
     assert invented_numbers("영업이익 14조원으로", titles) == []           # rounded
