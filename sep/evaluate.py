@@ -7,8 +7,12 @@ A retry after a miss was told D's outcome, so the share of days the retries got 
 An answer made with a trained run on or before that run's `data_end` is in-sample and is
 reported apart, never in the headline.
 
-An unparsable answer counts as wrong everywhere (in MCC it is scored as the wrong side), and so
-does an answer the quality gate flagged (copied, ungrounded, invented dates, degenerate). A
+An unparsable answer counts as wrong in `accuracy`, and so does an answer the quality gate flagged
+(copied, ungrounded, invented dates, degenerate): neither is *answered*. `coverage` is the share
+of days answered; MCC, the exact tests and `min_detectable_accuracy` are over answered days
+only, so an arm that answered nothing has none of them (it is silent, not worse than a coin).
+The statistics are written here without scipy; tests/test_stats.py holds each to scipy,
+statsmodels or scikit-learn on random data. A
 non-trading D that shares its (last close, target close) interval with the trading day before
 it is scored once. Baselines are computed on the same days; the majority class comes from the
 trading days *before* the evaluated range. Intervals resample whole dates, because the stocks
@@ -21,6 +25,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import sqlite_utils
 
@@ -133,23 +138,41 @@ def accuracy(pairs: Sequence[tuple[str, str | None]]) -> float | None:
     return sum(a == p for a, p in pairs) / len(pairs) if pairs else None
 
 
+def answered(pairs: Sequence[tuple[str, str | None]]) -> list[tuple[str, str]]:
+    return [(a, p) for a, p in pairs if p is not None]
+
+
+def accuracy_answered(pairs: Sequence[tuple[str, str | None]]) -> float | None:
+    return accuracy(answered(pairs))
+
+
 def mcc(pairs: Sequence[tuple[str, str | None]]) -> float | None:
-    """Matthews correlation with up as positive; an unparsable answer is scored as the wrong side."""
+    """Matthews correlation with up as positive, over answered days; None when none was answered
+    (0.0 when one side is empty, as scikit-learn's matthews_corrcoef)."""
+    pairs = answered(pairs)
     if not pairs:
         return None
-    tp = fp = tn = fn = 0
-    for actual, pred in pairs:
-        pred = pred or ("down" if actual == "up" else "up")
-        if pred == "up":
-            tp, fp = tp + (actual == "up"), fp + (actual != "up")
-        else:
-            tn, fn = tn + (actual == "down"), fn + (actual != "down")
+    tp = sum(a == p == "up" for a, p in pairs)
+    tn = sum(a == p == "down" for a, p in pairs)
+    fp = sum(a == "down" and p == "up" for a, p in pairs)
+    fn = sum(a == "up" and p == "down" for a, p in pairs)
     denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     return (tp * tn - fp * fn) / denom if denom else 0.0
 
 
+def min_detectable_accuracy(n: int, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest accuracy a two-sided test against a coin detects with this power at n days
+    (normal approximation on Cohen's h, as statsmodels' NormalIndPower with ratio 0)."""
+    if n < 1:
+        return None
+    z = NormalDist()
+    h = (z.inv_cdf(1 - alpha / 2) + z.inv_cdf(power)) / math.sqrt(n)
+    return min(1.0, math.sin(math.asin(math.sqrt(0.5)) + h / 2) ** 2) if h / 2 < math.pi / 4 else 1.0
+
+
 def bootstrap_ci(hits: Sequence[Hit], stat: Callable, seed: int = default("seed")) -> list[float] | None:
-    """95% percentile interval of `stat`, resampling whole dates (the stocks of a day move together)."""
+    """95% percentile interval of `stat`, resampling whole dates (the stocks of a day move together);
+    None with fewer than two dates or when `stat` has no value on a resample."""
     by_date: dict[str, list[tuple[str, str | None]]] = {}
     for date, actual, pred in hits:
         by_date.setdefault(date, []).append((actual, pred))
@@ -161,8 +184,13 @@ def bootstrap_ci(hits: Sequence[Hit], stat: Callable, seed: int = default("seed"
     for _ in range(BOOTSTRAP):
         sample = [pair for _ in dates for pair in by_date[rng.choice(dates)]]
         values.append(stat(sample))
+    if any(v is None for v in values):
+        values = [v for v in values if v is not None]
+        if len(values) < BOOTSTRAP * 0.9:
+            return None
     values.sort()
-    return [values[int(0.025 * BOOTSTRAP)], values[int(0.975 * BOOTSTRAP) - 1]]
+    k = len(values)
+    return [values[int(0.025 * k)], values[int(0.975 * k) - 1]]
 
 
 def binomial_p(hits: int, n: int, p: float = 0.5) -> float | None:
@@ -202,14 +230,48 @@ def majority_rate(pairs: Sequence[tuple[str, str | None]]) -> float | None:
 
 
 def score(hits: Sequence[Hit], seed: int = default("seed")) -> dict:
-    """Accuracy and MCC with date-resampled 95% intervals, exact tests against a coin and the majority rate."""
+    """Accuracy (unanswered = wrong) and coverage over every day; accuracy, MCC and exact tests
+    against a coin and the majority rate over answered days, with date-resampled 95% intervals."""
     pairs = [(a, p) for _, a, p in hits]
-    right = sum(a == p for a, p in pairs)
-    rate = majority_rate(pairs)
-    return {"n": len(pairs), "accuracy": accuracy(pairs), "accuracy_ci95": bootstrap_ci(hits, accuracy, seed),
-            "mcc": mcc(pairs), "mcc_ci95": bootstrap_ci(hits, mcc, seed), "p_vs_coin": binomial_p(right, len(pairs)),
-            "majority_rate": rate, "p_vs_majority": binomial_p(right, len(pairs), rate) if rate is not None else None,
-            "unparsable": sum(p is None for p in (p for _, p in pairs))}
+    said = answered(pairs)
+    right = sum(a == p for a, p in said)
+    rate = majority_rate(said)
+    answered_hits = [h for h in hits if h[2] is not None]
+    return {"n": len(pairs), "answered": len(said), "coverage": len(said) / len(pairs) if pairs else None,
+            "accuracy": accuracy(pairs), "accuracy_ci95": bootstrap_ci(hits, accuracy, seed),
+            "accuracy_answered": accuracy(said), "accuracy_answered_ci95": bootstrap_ci(answered_hits, accuracy, seed),
+            "mcc": mcc(said), "mcc_ci95": bootstrap_ci(answered_hits, mcc, seed),
+            "p_vs_coin": binomial_p(right, len(said)), "majority_rate": rate,
+            "p_vs_majority": binomial_p(right, len(said), rate) if rate is not None else None,
+            "min_detectable_accuracy": min_detectable_accuracy(len(said)),
+            "unparsable": len(pairs) - len(said)}
+
+
+def paired_gap(a: Sequence[Decision], b: Sequence[Decision], seed: int = default("seed")) -> dict:
+    """Accuracy of `a` minus `b` on the days both answered for, with a date-resampled 95% interval
+    and McNemar's exact p: how two arms differ on the same days (e.g. masked minus base)."""
+    other = {(d.stock, d.date): d for d in b}
+    common = [(d, other[(d.stock, d.date)]) for d in a if (d.stock, d.date) in other]
+    if not common:
+        return {"n": 0, "gap": None, "gap_ci95": None, "mcnemar_p": None}
+    # a pair of hits per day: (date, "a right", "b right") resampled together
+    rows = [(x.date, x.label == x.actual, y.label == y.actual) for x, y in common]
+
+    def gap(sample: Sequence[tuple[bool, bool]]) -> float:
+        return sum(p - q for p, q in sample) / len(sample)
+
+    by_date: dict[str, list[tuple[bool, bool]]] = {}
+    for date, p, q in rows:
+        by_date.setdefault(date, []).append((p, q))
+    ci = None
+    if len(by_date) >= 2:
+        rng, dates, values = random.Random(seed), sorted(by_date), []
+        for _ in range(BOOTSTRAP):
+            values.append(gap([r for _ in dates for r in by_date[rng.choice(dates)]]))
+        values.sort()
+        ci = [values[int(0.025 * BOOTSTRAP)], values[int(0.975 * BOOTSTRAP) - 1]]
+    return {"n": len(rows), "gap": gap([(p, q) for _, p, q in rows]), "gap_ci95": ci,
+            "mcnemar_p": mcnemar_p([p for _, p, _ in rows], [q for _, _, q in rows])}
 
 
 def p_up(d: Decision) -> float:
@@ -238,6 +300,19 @@ def calibration(ds: Sequence[Decision], bins: int = 10) -> dict:
 
 def hits_of(ds: Sequence[Decision]) -> list[Hit]:
     return [(d.date, d.actual, d.label) for d in ds]
+
+
+SELECTIVE_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+
+
+def coverage_accuracy(ds: Sequence[Decision]) -> list[dict]:
+    """Abstain below a confidence: for each threshold, the share of days still answered and their accuracy."""
+    out = []
+    for t in SELECTIVE_THRESHOLDS:
+        kept = [d for d in ds if d.label is not None and d.confidence is not None and d.confidence >= t]
+        out.append({"threshold": t, "coverage": len(kept) / len(ds) if ds else None,
+                    "n": len(kept), "accuracy": accuracy([(d.actual, d.label) for d in kept])})
+    return out
 
 
 # ---------------------------------------------------------------- baselines and backtest
@@ -269,17 +344,18 @@ def baselines(db: sqlite_utils.Database, ds: list[Decision], seed: int = default
 
 
 def _curve_stats(returns: list[float]) -> dict:
-    equity, peak, worst, curve = 1.0, 1.0, 0.0, []
+    equity, peak, worst, curve, drawdown = 1.0, 1.0, 0.0, [], []
     for r in returns:
         equity *= 1 + r
         peak = max(peak, equity)
         worst = min(worst, equity / peak - 1)
         curve.append(equity - 1)
+        drawdown.append(equity / peak - 1)
     n = len(returns)
     mean = sum(returns) / n if n else 0.0
     sd = math.sqrt(sum((r - mean) ** 2 for r in returns) / (n - 1)) if n > 1 else 0.0
     return {"cumulative_return": equity - 1, "sharpe": mean / sd * math.sqrt(252) if sd else None,
-            "max_drawdown": worst, "curve": curve}
+            "max_drawdown": worst, "curve": curve, "drawdown": drawdown}
 
 
 def backtest(ds: list[Decision], threshold: float | None = None, *, cost_bps: float | None = None,
@@ -315,8 +391,9 @@ def backtest_summary(bt: dict) -> dict:
 
 
 def forecast_report(ds: list[Decision], seed: int = default("seed")) -> dict:
-    """Everything a set of forecasts is scored by: score, calibration (Brier, ECE, reliability)."""
-    return {**score(hits_of(ds), seed), **calibration(ds)}
+    """Everything a set of forecasts is scored by: score, calibration (Brier, ECE, reliability) and
+    the coverage-accuracy curve."""
+    return {**score(hits_of(ds), seed), **calibration(ds), "coverage_accuracy": coverage_accuracy(ds)}
 
 
 # ---------------------------------------------------------------- the report

@@ -27,7 +27,8 @@ EXPLAIN = ("근거:\n[{item}] - 외국인 순매도 확대\n판단: 하락\n이�
 def test_metrics_on_known_cases():
     assert mcc([("up", "up"), ("down", "down")]) == pytest.approx(1.0)
     assert mcc([("up", "down"), ("down", "up")]) == pytest.approx(-1.0)
-    assert mcc([("up", None), ("down", "down")]) == pytest.approx(0.0)  # None scored as the wrong side
+    assert mcc([("up", None), ("down", "down")]) == pytest.approx(0.0)  # over answered days: one side only
+    assert mcc([("up", None)]) is None
     assert binomial_p(5, 10) == pytest.approx(1.0) and binomial_p(10, 10) == pytest.approx(2 / 1024)
     days = [Decision("A", "2022-05-02", "2022-05-03", "down", "down", 0.9, -0.02),
             Decision("A", "2022-05-03", "2022-05-04", "up", "down", 0.55, 0.01)]
