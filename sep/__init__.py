@@ -16,7 +16,8 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
   models, adapters      the packaged GGUF catalog; trained LoRA adapters (PEFT folder, GGUF twin)
   llm, backends         chat formats, the answer parser, the `LLM` facade; the backends that make
                         one (embedded, openai, policy, mock, plugins)
-  quality               the gate every generated text passes (no table)
+  quality, mask         the gate every generated text passes; the company and dates hidden for
+                        the memorization probe (no table)
   agents                summarize, explain, reflect (prompts in prompts/) → summaries,
                         predictions, reflections, pairs
   train_config, train   SFT, reward, PPO, GRPO on pairs and predictions → runs/ folders, runs
@@ -24,8 +25,9 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
   decide                one (stock, day) decided, `concurrency` at a time: the one path under
                         reflect, forecast, batch and experiment (writes through agents, predict)
   jobs                  the job file schema (jobs/*.toml), [llm] and [experiment] tables
-  evaluate, audit       scores and reports over stored forecasts; read only, but the audit's
-                        faithfulness test asks the model again → faithfulness (and writes HTML)
+  evaluate, audit, report  scores and reports over stored forecasts; read only, but the audit's
+                        faithfulness test asks the model again → faithfulness; `report` draws an
+                        eval's or an experiment's HTML report (matplotlib SVG plots)
   batch, experiment     many stocks and days → jobs, batch_items; walk-forward arms
                         → experiments, experiment_forecasts
   api                   one call per stage, re-exported here

@@ -27,6 +27,7 @@ from sep.dedup import normalise_title
 from sep.errors import BadInput, PromptTooLong, TimeRuleError
 from sep.guard import clean_for_prompt
 from sep.llm import LLM, Answer, AnswerShape, parse_answer
+from sep.mask import Masker
 from sep.memory import now_iso, transaction
 from sep.quality import GATE_VERSION, Check, join_flags, stem, words
 from sep.settings import MAX_TOKENS, Settings, default
@@ -290,7 +291,7 @@ class Agents:
                  prompts_dir: Path | None = None, on_prompt: Callable[[str, str], None] | None = None,
                  retry_temperature: float = default("retry_temperature"), seed: int = default("seed"),
                  summarizer: str = default("summarizer"), summary_points: int = default("summary_points"),
-                 explain_format: str = default("explain_format")):
+                 explain_format: str = default("explain_format"), mask: bool = False):
         self.db, self.llm, self.lang, self.recall_k = db, llm, lang, recall_k
         self.retry_temperature, self.seed = retry_temperature, seed
         self.summarizer, self.summary_points = summarizer, summary_points
@@ -301,20 +302,28 @@ class Agents:
         self.model_name = llm.name if llm else "dry-run"
         self.summary_info: dict[tuple[str, str], tuple[str, str | None]] = {}  # (stock, day) -> (method, flags)
         self.data_end = llm.data_end if llm else None  # a trained policy's last training day: in-sample on or before it
+        self.mask = mask  # the memorization probe: every prompt sent with the company and dates hidden (sep.mask)
 
     @classmethod
     def for_stock(cls, db: sqlite_utils.Database, llm: LLM | None, stock: str, cfg: Settings,
-                  on_prompt: Callable[[str, str], None] | None = None) -> "Agents":
+                  on_prompt: Callable[[str, str], None] | None = None, mask: bool = False) -> "Agents":
         """The agents for one stock with every setting (prompts, summarizer, retries) from `cfg`."""
         return cls(db, llm, lang_of(stock), prompts_dir=cfg.prompts, on_prompt=on_prompt,
                    retry_temperature=cfg.retry_temperature, seed=cfg.seed, summarizer=cfg.summarizer,
-                   summary_points=cfg.summary_points, explain_format=cfg.explain_format)
+                   summary_points=cfg.summary_points, explain_format=cfg.explain_format, mask=mask)
 
-    def _ask(self, name: str, variables: dict, **kwargs) -> AIMessage | None:
-        """Send one prompt (None in a dry run, which only shows it)."""
+    def masker(self, stock: str) -> Masker | None:
+        """How this stock's prompts are masked; None when they are not."""
+        return Masker.for_company(self.lang, stock, self.stock_name(stock)) if self.mask else None
+
+    def _ask(self, name: str, variables: dict, masker: Masker | None = None, **kwargs) -> AIMessage | None:
+        """Send one prompt (None in a dry run, which only shows it); with a masker, the rendered chat
+        (worked examples included) is masked before it is sent."""
         prompt = self.prompts[name]
+        messages = masker.messages(prompt.messages(**variables)) if masker else None
         if self.on_prompt:
-            self.on_prompt(name, prompt_text(prompt.render(**variables)))
+            self.on_prompt(name, prompt_text(json.dumps(messages, ensure_ascii=False) if masker
+                                             else prompt.render(**variables)))
         if self.llm is None:
             return None
         over = self._over_budget(name, variables)
@@ -326,6 +335,8 @@ class Agents:
                 f"({MAX_TOKENS[name]} of its {self.llm.context:,}-token context are kept for the answer); its longest "
                 f"part is `{longest}` ({len(str(variables[longest])):,} characters): use fewer --window-days or a larger "
                 f"context ({CONTEXT_HINT}).")
+        if masker:
+            return self.llm.ask(literal_template(messages), {}, max_tokens=MAX_TOKENS[name], agent=name, **kwargs)
         return self.llm.ask(prompt.template, variables, max_tokens=MAX_TOKENS[name], agent=name, **kwargs)
 
     def _over_budget(self, name: str, variables: dict) -> tuple[int, int] | None:
@@ -387,7 +398,7 @@ class Agents:
         model = "extractive" if extractive else self.model_name.split("@", 1)[0]
         # the gate's version too: a summary an older gate passed is checked again by the new one
         version = f"extractive-p{self.summary_points}" if extractive else \
-            f"{prompt.version}-p{self.summary_points}-g{GATE_VERSION}"
+            f"{prompt.version}-p{self.summary_points}-g{GATE_VERSION}" + ("-masked" if self.mask else "")
         key = (stock, day, text_hash(texts), model, version)
         row = self.db.execute(
             "SELECT summary, method, flags FROM summaries WHERE stock=? AND date=? AND text_hash=? AND model=? "
@@ -401,11 +412,13 @@ class Agents:
         if not extractive:
             titles = [clean_for_prompt(t.title)[:MAX_TITLE_CHARS] for t in texts]
             variables = self._summary_variables(stock, day, texts)
-            message = self._ask("summarize", variables)
+            masker = (m := self.masker(stock)) and m.for_day(day)
+            message = self._ask("summarize", variables, masker)
             if message is None:
                 return None
             response = str(message.content).strip()
-            flags = self.check(prompt, variables, "\n".join(titles), day, day, kind="summary").flags(response)
+            inputs = masker.text("\n".join(titles)) if masker else "\n".join(titles)  # what the model was shown
+            flags = self.check(prompt, variables, inputs, day, day, kind="summary").flags(response)
             points = cited_points(response, texts, self.summary_points)
             if not points:
                 flags.append("uncited")
@@ -493,11 +506,14 @@ class Agents:
         prompt = self.prompts["explain"]
         shape = AnswerShape(self.words["up"], self.words["down"], prompt.label_after, prompt.evidence_head,
                             tuple(dict.fromkeys(item["item"] for item in variables["_items"])), MAX_EVIDENCE)
-        message = self._ask("explain", variables, shape=shape, **sampling)
+        masker = (m := self.masker(variables["stock"])) and \
+            m.for_window([variables["start"], *(i["day"] for i in variables["_items"])], variables["date"])
+        message = self._ask("explain", variables, masker, shape=shape, **sampling)
         if message is None:
             return None
         answer = parse_answer(message, self.lang, prompt.label_after)
-        check = self.check(prompt, variables, variables["summaries"] + variables["reflections"],
+        inputs = variables["summaries"] + variables["reflections"]
+        check = self.check(prompt, variables, masker.text(inputs) if masker else inputs,
                            variables["start"], variables["date"], kind="explanation")
         answer.flags = check.flags(answer.explanation)
         if self.evidence_first:

@@ -41,7 +41,8 @@ __all__ = [
     "Settings", "open_memory", "import_prices", "import_texts", "import_sample", "show_window", "deduplicate",
     "decision_days", "make_llm", "mock_llm", "register_backend", "reflect", "forecast", "train_model", "TRAINERS",
     "run_batch", "batch_status",
-    "Scope", "scope", "evaluate_forecasts", "run_experiment", "show_experiment", "audit_explanations",
+    "Scope", "scope", "evaluate_forecasts", "eval_report", "run_experiment", "show_experiment", "list_experiments",
+    "experiment_report", "Reported", "audit_explanations",
     "crawl_naver_board", "unflag_text", "export_pairs", "PriceFormat", "TextFormat", "register_format",
     "Imported", "Reflected", "Trained", "Evaluation", "ExperimentResult", "Audited",
 ]
@@ -437,6 +438,38 @@ def show_experiment(db: sqlite_utils.Database, experiment_id: int) -> Experiment
     from sep.experiment import show
 
     return ExperimentResult(show(db, experiment_id))
+
+
+def list_experiments(db: sqlite_utils.Database) -> list[dict]:
+    """Every experiment in the memory, newest first: id, name, status, model, arms, test range, base accuracy."""
+    from sep.experiment import listing
+
+    return listing(db)
+
+
+@dataclass
+class Reported:
+    html: Path
+    json: Path
+
+    def as_json(self) -> dict:
+        return {"html": str(self.html), "json": str(self.json)}
+
+
+def experiment_report(db: sqlite_utils.Database, experiment_id: int, out: Path) -> Reported:
+    """A finished experiment as an HTML page with its plots (matplotlib SVG inline), and its JSON twin."""
+    from sep import report
+    from sep.experiment import show
+
+    result = show(db, experiment_id)
+    return Reported(*report.write(out, report.experiment_page(result), result))
+
+
+def eval_report(evaluation: Evaluation, out: Path) -> Reported:
+    """`evaluate_forecasts`' result as an HTML page with its plots, and its JSON twin."""
+    from sep import report
+
+    return Reported(*report.write(out, report.eval_page(evaluation.report), evaluation.report))
 
 
 @dataclass

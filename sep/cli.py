@@ -418,12 +418,14 @@ def models_list(as_json: JsonOpt = False) -> None:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     table = Table(title="Embedded models (* runs now: SEP_MODEL, else the default qwen2.5-coder-1.5b)")
-    for col in ("name", "what it is", "size", "chat template", "follows instructions", "licence", "state"):
-        table.add_column(col, no_wrap=col in ("name", "size"))
+    for col in ("name", "what it is", "size", "chat template", "follows instructions", "knowledge cutoff", "licence",
+                "state"):
+        table.add_column(col, no_wrap=col in ("name", "size", "knowledge cutoff"))
     for r in rows:
         state = "prepared" if r["prepared"] else "installed" if r["installed"] else "[dim]not installed[/]"
         table.add_row(("* " if r["selected"] else "") + r["name"], r["family"], f"{r['size'] / 1e6:,.0f} MB",
-                      r["chat_template"], "yes" if r["instruct"] else "[red]no: base model[/]", r["licence"], state)
+                      r["chat_template"], "yes" if r["instruct"] else "[red]no: base model[/]", r["cutoff"] or "unknown",
+                      r["licence"], state)
     console.print(table)
     for r in rows:
         console.print(f"[bold]{r['name']}[/]: {escape(r['note'])}" +
@@ -922,6 +924,8 @@ def eval_cmd(
     cost_bps: Annotated[Optional[float], typer.Option("--cost-bps", min=0.0, help="Backtest round-trip cost in bps \\[KRX 23: sell-side tax + commission; US 2: commission].")] = None,
     long_only: Annotated[bool, typer.Option("--long-only", help="Backtest: 하락 means flat, not short.")] = False,
     seed: setting("seed", help="Seed for the bootstrap and the random baseline.") = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write this HTML report with plots (forest, "
+                                                 "equity and drawdown, reliability, coverage-accuracy) and its .json twin.")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -939,12 +943,17 @@ def eval_cmd(
     Examples:
       sep eval --stock 005930 --start 2022-05-02 --end 2022-05-31
       sep eval --job jobs/sample.toml --threshold 0.6 --long-only --json
+      sep eval --job jobs/sample.toml --html reports/eval.html
     """
     with user_errors():
         cfg = settings(db=db, seed=seed)
-        report = api.evaluate_forecasts(api.open_memory(cfg.db, must_exist=True), stock=stock, job=job, start=start,
-                                        end=end, method=method, answered_by=answered_by, threshold=threshold, cost_bps=cost_bps,
-                                        long_only=long_only, settings=cfg).report
+        evaluation = api.evaluate_forecasts(api.open_memory(cfg.db, must_exist=True), stock=stock, job=job, start=start,
+                                            end=end, method=method, answered_by=answered_by, threshold=threshold,
+                                            cost_bps=cost_bps, long_only=long_only, settings=cfg)
+        written = api.eval_report(evaluation, html) if html else None
+    report = evaluation.report
+    if written:
+        err_console.print(f"Wrote {written.html} and {written.json}.", highlight=False)
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return
@@ -959,20 +968,25 @@ def _ci(ci: list[float] | None) -> str:
     return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "–"
 
 
+def _score_cells(s: dict) -> list[str]:
+    """n, coverage, accuracy, its CI, accuracy answered, MCC, p vs coin and majority, min detectable accuracy."""
+    mcc = "[red]no answers[/]" if s["answered"] == 0 else _fmt(s["mcc"])
+    return [str(s["n"]), _fmt(s["coverage"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["accuracy_answered"]),
+            mcc, _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), _fmt(s["min_detectable_accuracy"])]
+
+
 def render_eval(report: dict) -> None:
     f = report["forecast"]
-    table = Table("forecast", "n", "accuracy", "95% CI", "MCC", "p vs coin", "p vs majority", "Brier",
+    table = Table("forecast", "n", "coverage", "accuracy", "95% CI", "acc. answered", "MCC", "p vs coin",
+                  "p vs majority", "min detectable", "Brier",
                   title=f"{', '.join(report['stocks'])} {report['start']}..{report['end']}: {f['method']} · {escape(f['model'])}")
-    table.add_row("[bold]sep (headline)[/]", str(report["n"]), _fmt(report["accuracy"]), _ci(report["accuracy_ci95"]),
-                  _fmt(report["mcc"]), _fmt(report["p_vs_coin"]), _fmt(report["p_vs_majority"]), _fmt(report["brier"]))
+    table.add_row("[bold]sep (headline)[/]", *_score_cells(report), _fmt(report["brier"]))
     for name, s in report["forecasts"].items():
         if name == f"{f['method']} · {f['model']}":
             continue  # the headline itself
-        table.add_row(escape(name), str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]),
-                      _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), _fmt(s["brier"]))
+        table.add_row(escape(name), *_score_cells(s), _fmt(s["brier"]))
     for name, s in report["baselines"].items():
-        table.add_row(f"baseline: {name}", str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]),
-                      _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), "–")
+        table.add_row(f"baseline: {name}", *_score_cells(s), "–")
     console.print(table)
     c = report["confusion"]
     console.print(f"confusion (actual → predicted up/down/none): up {c['up']['up']}/{c['up']['down']}/{c['up']['none']}, "
@@ -1007,6 +1021,9 @@ app.add_typer(experiment_app, name="experiment")
 @experiment_app.command("run")
 def experiment_run_cmd(
     job_file: Annotated[Path, typer.Argument(help="A job file with an \\[experiment] table (see jobs/README.md).")],
+    cutoff: Annotated[Optional[str], typer.Option("--cutoff", help="The model's training-data cutoff, YYYY-MM-DD: days "
+                                                  "after it are scored apart \\[the catalog's for an embedded model; "
+                                                  "`[llm] cutoff` in the job].")] = None,
     prompts: PromptsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -1014,19 +1031,27 @@ def experiment_run_cmd(
     """Reflect over the train range, train each arm on it, forecast every test day with each arm, score them.
 
     Training sees only days whose target day is on or before train_end; every scored day comes
-    after it. Baselines are scored on the same test days. A rerun of the same file resumes.
+    after it (and after the embargo). With folds, each fold is trained again on everything known
+    before it. Baselines are scored on the same test days. A rerun of the same file resumes.
+
+    Arms: base, memory (recalls lessons), masked (company and dates hidden: the memorization
+    probe), sft, best_of_n, ppo, grpo. Each arm reports coverage, accuracy (unanswered = wrong),
+    accuracy over answered days, MCC with its CI, and the accuracy this n could detect; days after
+    the model's knowledge cutoff are scored apart.
 
     Examples:
       sep experiment run jobs/experiment.toml
-      sep experiment run jobs/experiment.toml --json
+      sep experiment run jobs/experiment.toml --cutoff 2024-01-31 --json
+      sep experiment report 1 --out reports/experiment-1.html
     """
     from rich.progress import TimeRemainingColumn
 
     with user_errors():
+        cfg = settings(db=db, prompts=prompts, cutoff=cutoff)
         progress = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
         with model_errors(" Finished steps are stored; rerun to continue."), progress:
-            result = api.run_experiment(job_file, settings=settings(db=db, prompts=prompts), progress=stage_progress(progress)).report
+            result = api.run_experiment(job_file, settings=cfg, progress=stage_progress(progress)).report
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return
@@ -1048,26 +1073,84 @@ def experiment_show_cmd(
     render_experiment(result)
 
 
+@experiment_app.command("list")
+def experiment_list_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Every experiment in the memory, newest first, with its status and base accuracy."""
+    with user_errors():
+        rows = api.list_experiments(api.open_memory(settings(db=db).db, must_exist=True))
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        console.print("No experiment has run yet: sep experiment run JOB_FILE.")
+        return
+    table = Table("id", "name", "status", "model", "arms", "stocks", "test days", "base accuracy", "finished")
+    for r in rows:
+        status = r["status"] if r["status"] != "failed" else f"[red]failed[/]: {escape((r['error'] or '')[:60])}"
+        table.add_row(str(r["id"]), escape(r["name"]), status, escape(str(r["model"] or "")), ", ".join(r["arms"] or []),
+                      ", ".join(r["stocks"] or []), f"{r['test']} ({_fmt(r['test_days'])})", _fmt(r["base_accuracy"]),
+                      r["finished_at"] or "–")
+    console.print(table)
+
+
+@experiment_app.command("report")
+def experiment_report_cmd(
+    experiment_id: Annotated[int, typer.Argument(help="The experiment id (`sep experiment list`).")],
+    out: Annotated[Path, typer.Option("--out", help="HTML report to write; its JSON twin goes beside it (.json).")],
+    db: DbOpt = None,
+) -> None:
+    """Write a finished experiment as one HTML page with plots, and its JSON twin.
+
+    The page works offline (SVG plots inline, no JavaScript): a forest plot of accuracy and MCC
+    with 95% CIs for every arm and baseline, equity net of costs against buy-and-hold with the
+    drawdown, a reliability diagram, coverage against accuracy, and per-fold, per-stock and
+    cutoff tables.
+
+    Example:
+      sep experiment report 1 --out reports/experiment-1.html
+    """
+    with user_errors():
+        written = api.experiment_report(api.open_memory(settings(db=db).db, must_exist=True), experiment_id, out)
+    console.print(f"Wrote {written.html} and {written.json}.", highlight=False)
+
+
 def render_experiment(r: dict) -> None:
     t, x = r["train"], r["test"]
-    table = Table("arm", "n", "accuracy", "95% CI", "MCC", "MCC 95% CI", "p vs coin", "p vs majority", "Brier", "ECE",
-                  "net return", "Sharpe", "McNemar p vs base",
+    table = Table("arm", "n", "coverage", "accuracy", "95% CI", "acc. answered", "MCC", "p vs coin", "p vs majority",
+                  "min detectable", "MCC 95% CI", "Brier", "net return", "max DD", "McNemar p vs base",
                   title=f"experiment {r['id']} ({escape(r['name'])}, {escape(r['model'])}): trained on {t['start']}..{t['end']} "
                         f"({t['days']} days, {t['pairs']} pairs, {t['sft_rows']} SFT rows), tested on "
-                        f"{x['start']}..{x['end']} ({x['days']} stock-days)")
+                        f"{x['start']}..{x['end']} ({x['days']} stock-days, {len(r['folds'])} fold(s))")
     for name, s in r["arms"].items():
         if s.get("skipped"):
-            table.add_row(name, "0", f"[dim]skipped: {escape(s['skipped'][:80])}[/]", *[""] * 10)
+            table.add_row(name, "0", f"[dim]skipped: {escape(s['skipped'][:80])}[/]", *[""] * 12)
             continue
-        table.add_row(name, str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]), _ci(s["mcc_ci95"]),
-                      _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), _fmt(s["brier"]), _fmt(s["ece"]),
-                      f"{s['backtest']['net']:+.2%}", _fmt(s["backtest"]["sharpe"]),
-                      _fmt(s.get("vs_base", {}).get("mcnemar_p")))
+        table.add_row(name, *_score_cells(s), _ci(s["mcc_ci95"]), _fmt(s["brier"]), f"{s['backtest']['net']:+.2%}",
+                      f"{s['backtest']['max_drawdown']:.2%}", _fmt(s.get("vs_base", {}).get("mcnemar_p")))
     for name, s in r["baselines"].items():
-        table.add_row(f"baseline: {name}", str(s["n"]), _fmt(s["accuracy"]), _ci(s["accuracy_ci95"]), _fmt(s["mcc"]),
-                      _ci(s["mcc_ci95"]), _fmt(s["p_vs_coin"]), _fmt(s["p_vs_majority"]), "", "", "", "", "")
+        table.add_row(f"baseline: {name}", *_score_cells(s), _ci(s["mcc_ci95"]), "", "", "", "")
     console.print(table)
-    console.print("[dim]Every test day lies after the training range; forecasts only (no retry told the outcome).[/]")
+    c = r["cutoff"]
+    if c["date"]:
+        parts = [f"{name} {s['pre_cutoff']['n']} before / {s['post_cutoff']['n']} after"
+                 + (f" (accuracy after {_fmt(s['post_cutoff']['accuracy'])})" if s["post_cutoff"]["n"] else "")
+                 for name, s in r["arms"].items() if "pre_cutoff" in s]
+        console.print(f"knowledge cutoff {c['date']} ({escape(c['source'])}): " + "; ".join(parts), highlight=False)
+        if all(s["post_cutoff"]["n"] == 0 for s in r["arms"].values() if "post_cutoff" in s):
+            console.print("[yellow]Every test day is before the model's knowledge cutoff: it may remember them; no "
+                          "figure here is evidence of skill.[/]")
+    else:
+        console.print(f"[yellow]knowledge cutoff unknown[/] ({escape(c['source'])})", highlight=False)
+    m = r.get("memorization")
+    if m and m["n"]:
+        console.print(f"memorization (base − masked accuracy, {m['n']} days): {m['gap']:+.3f}, 95% CI {_ci(m['gap_ci95'])}, "
+                      f"McNemar p {_fmt(m['mcnemar_p'])}", highlight=False)
+    if len(r["folds"]) > 1:
+        console.print("per fold: " + "; ".join(
+            f"{f['fold']} (≤ {f['train_end']}, {f['start']}..{f['end']}, {f['days']}): "
+            + ", ".join(f"{a} {_fmt(v['accuracy'])}" for a, v in f["arms"].items()) for f in r["folds"]), highlight=False)
+    console.print("[dim]Every test day lies after the training range and its embargo; forecasts only (no retry told "
+                  "the outcome). `sep experiment report ID --out FILE` draws the plots.[/]")
 
 
 @app.command("audit")

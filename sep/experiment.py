@@ -2,14 +2,22 @@
 
 Reflect over the train range, train each arm from that range only (days whose target day is on
 or before `train_end`), then forecast every test day after it with each arm and score them all,
-with the baselines, on the same days. With `retrain_every = N`, everything known by the start
-of each block of N test days is reflected on and trained on again (rolling, RLMF-style).
+with the baselines, on the same days. With `folds = N` (or `fold_days = N`) the test days are
+split into walk-forward folds with an expanding window: everything known `embargo` trading days
+before a fold's first day is reflected on and trained on again (RLMF-style), and the table is
+shown per fold and pooled.
+
+The `masked` arm is the base forecast with the company and every date hidden in every prompt it
+sends (sep.mask); its gap to `base` estimates how much of the base arm's accuracy is memory.
+Days whose outcome lies after the answering model's training-data cutoff are scored apart
+(`post_cutoff`): there, memory cannot help.
 
 Every step resumes: reflected days, finished runs and stored forecasts are skipped on a rerun.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +28,8 @@ import sqlite_utils
 
 from sep.decide import Decider, decidable_days, fingerprint
 from sep.errors import BadInput, missing_extra
-from sep.evaluate import (Decision, backtest, backtest_summary, baselines, forecast_report, mcnemar_p,
-                          once_per_interval)
+from sep.evaluate import (Decision, backtest, backtest_summary, baselines, forecast_report, hits_of, mcnemar_p,
+                          once_per_interval, paired_gap, score)
 from sep.jobs import NEEDS, ExperimentTable, Job
 from sep.memory import now_iso, transaction
 from sep.models import CATALOG, DEFAULT_MODEL
@@ -40,16 +48,35 @@ class Block:
 
 
 def blocks(db: sqlite_utils.Database, stocks: list[str], exp: ExperimentTable) -> list[Block]:
+    """The walk-forward folds: the test days split in time, each trained on what was known
+    `embargo` trading days before its first day (the first fold: on `train_end`)."""
     test = sorted((d, s) for s in stocks for d in decidable_days(db, s, exp.test_start, exp.test_end))
     if not test:
         raise BadInput(f"No trading days with a known next close between {exp.test_start} and {exp.test_end}.")
     dates = sorted({d for d, _ in test})
-    size = exp.retrain_every or len(dates)
+    calendar = sorted({d for s in stocks for d in trading_days(db, s).days})
+
+    def between(after: str, day: str) -> int:  # trading days strictly between
+        return max(0, bisect.bisect_left(calendar, day) - bisect.bisect_right(calendar, after))
+
+    gap = between(exp.train_end, dates[0])
+    if gap < exp.embargo:
+        raise BadInput(f"[experiment] embargo = {exp.embargo} needs {exp.embargo} trading day(s) between train_end "
+                       f"{exp.train_end} and the first test day {dates[0]}, which has {gap}: move test_start later "
+                       "or train_end earlier.")
+    if exp.folds > len(dates):
+        raise BadInput(f"[experiment] folds = {exp.folds} but {exp.test_start}..{exp.test_end} has {len(dates)} test "
+                       f"day(s): use at most {len(dates)} folds.")
+    if exp.fold_days:
+        cuts = list(range(0, len(dates), exp.fold_days)) + [len(dates)]
+    else:
+        cuts = [round(k * len(dates) / exp.folds) for k in range(exp.folds + 1)]
     out = []
-    for i in range(0, len(dates), size):
-        chunk = set(dates[i:i + size])
-        # block 0 trains up to train_end; later blocks on everything whose outcome was known before them
-        train_end = exp.train_end if i == 0 else dates[i - 1]
+    for lo, hi in zip(cuts, cuts[1:]):
+        chunk = set(dates[lo:hi])
+        # later folds learn from everything whose outcome was known `embargo` trading days before them
+        at = bisect.bisect_left(calendar, dates[lo]) - exp.embargo - 1
+        train_end = exp.train_end if lo == 0 else max(exp.train_end, calendar[at] if at >= 0 else exp.train_end)
         out.append(Block(len(out), train_end, [(s, d) for d, s in test if d in chunk]))
     return out
 
@@ -74,6 +101,7 @@ class Experiment:
         self.db, self.job, self.exp, self.cfg = db, job, job.experiment, cfg
         self.llm_factory = llm_factory
         self.on_progress = on_progress or (lambda stage, done, total: None)
+        self.plan = blocks(db, job.stocks, job.experiment)  # bad folds or embargo: refused before anything is written
         self.config, self.hash = identity(job, cfg)
         row = db.execute("SELECT id FROM experiments WHERE config_hash = ?", [self.hash]).fetchone()
         if row:
@@ -86,6 +114,7 @@ class Experiment:
         self.runs_dir = Path(runs_dir or Path(cfg.db).resolve().parent / "experiments") / str(self.id)
         self.llm: Any = None
         self.decider: Decider | None = None  # the base model's, made in run()
+        self.masked: Decider | None = None  # the same model, every prompt masked (the `masked` arm)
         self.skipped: dict[str, str] = {}
 
     # ------------------------------------------------------------ steps
@@ -181,7 +210,7 @@ class Experiment:
             self._store(by.db(), arm, w, f.label, f.confidence, f.explanation, f.candidates[f.best].response,
                         f.model, data_end)
             return
-        base = self.decider.agents(w.stock)
+        base = (by if arm == "masked" else self.decider).agents(w.stock)  # masked reads its own masked summaries
         summaries = base.summaries(w)
         lessons = []
         if arm == "memory":  # only lessons whose outcome was known by D (recall enforces it)
@@ -206,7 +235,9 @@ class Experiment:
                 continue
             stored = self._stored(arm)
             todo_by_arm[arm] = [(s, d) for s, d in block.days if (s, d) not in stored]
-        answering = {arm: self.decider if arm not in ("sft", "ppo", "grpo") else
+        if "masked" in todo_by_arm and self.masked is None:
+            self.masked = Decider(self.db, self.cfg, self.llm, progress=self.on_progress, mask=True)
+        answering = {arm: self.masked if arm == "masked" else self.decider if arm not in ("sft", "ppo", "grpo") else
                      Decider(self.db, self.cfg, self._arm_model(arm, runs), progress=self.on_progress)
                      for arm in todo_by_arm}
         scorer = reward_scorer(runs["reward"], self.cfg) if "best_of_n" in todo_by_arm else None
@@ -221,6 +252,8 @@ class Experiment:
         groups = ([(", ".join(shared), self.decider, shared)] if shared else []) + \
             [(a, answering[a], [a]) for a, todo in todo_by_arm.items() if a not in shared and todo]
         for name, decider, arms in groups:
+            if decider is self.masked:  # its own summaries, of masked texts, before its answers
+                decider.summarize([windows[x] for x in todo_by_arm["masked"]], "summaries: masked")
             decider.map([(a, s, d) for a in arms for s, d in todo_by_arm[a]], one, f"forecast: {name}")
 
     # ------------------------------------------------------------ the table
@@ -237,8 +270,18 @@ class Experiment:
                                 bool(data_end and date <= data_end)))
         return out
 
+    def cutoff(self) -> dict:
+        """The answering model's training-data cutoff: set (`--cutoff`, `[llm] cutoff`), else the catalog's."""
+        if self.cfg.cutoff:
+            return {"date": self.cfg.cutoff, "source": "set (--cutoff, [llm] cutoff or SEP_CUTOFF)"}
+        spec = CATALOG.get(self.llm.name)
+        if spec and spec.cutoff:
+            return {"date": spec.cutoff, "source": spec.cutoff_source}
+        return {"date": None, "source": "unknown: set [llm] cutoff or --cutoff to split the days at it"}
+
     def table(self, train_days: list[tuple[str, str]], test_days: list[tuple[str, str]]) -> dict:
-        train_end = max(b.train_end for b in blocks(self.db, self.job.stocks, self.exp))
+        plan = self.plan
+        cutoff = self.cutoff()
         arms: dict[str, dict] = {}
         scored: dict[str, list] = {}
         for arm in self.exp.arms:
@@ -250,8 +293,15 @@ class Experiment:
             if leaked:  # cannot happen by construction; refuse to print a number if it ever does
                 raise RuntimeError(f"arm {arm}: {len(leaked)} test days on or before its training data_end")
             scored[arm] = ds
-            arms[arm] = {**{k: v for k, v in forecast_report(ds, self.cfg.seed).items() if k != "reliability"},
-                         "backtest": backtest_summary(backtest(ds))}
+            bt = backtest(ds)
+            arms[arm] = {**forecast_report(ds, self.cfg.seed), "backtest": backtest_summary(bt),
+                         "curves": {"days": bt["days"], "gross": bt["gross"]["curve"], "net": bt["net"]["curve"],
+                                    "drawdown": bt["net"]["drawdown"], "buy_and_hold": bt["buy_and_hold"]["curve"],
+                                    "cost_bps": bt["cost_bps"]},
+                         "by_stock": {s: _brief(score(hits_of([d for d in ds if d.stock == s]), self.cfg.seed))
+                                      for s in self.job.stocks if any(d.stock == s for d in ds)},
+                         **{name: score(hits_of(part), self.cfg.seed) for name, part in
+                            _cutoff_slices(ds, cutoff["date"]).items()}}
         base = {(d.stock, d.date): d for d in scored.get("base", [])}
         for arm, ds in scored.items():
             if arm != "base" and base:
@@ -260,6 +310,18 @@ class Experiment:
                                                                [base[(d.stock, d.date)].label == d.actual for d in common]),
                                         "n": len(common)}
         reference = next(iter(scored.values()), [])
+        memorization = None
+        if "base" in scored and "masked" in scored:
+            memorization = {**paired_gap(scored["base"], scored["masked"], self.cfg.seed),
+                            "what": "base accuracy minus masked accuracy on the same days (company and dates hidden); "
+                                    "a lower bound on what memory adds, see docs/agents.md"}
+        folds = []
+        for b in plan:
+            days = set(b.days)
+            folds.append({"fold": b.index, "train_end": b.train_end, "start": min(d for _, d in b.days),
+                          "end": max(d for _, d in b.days), "days": len(b.days),
+                          "arms": {arm: _brief(score(hits_of([d for d in ds if (d.stock, d.date) in days]), self.cfg.seed))
+                                   for arm, ds in scored.items()}})
         pairs = self.db.execute("SELECT COUNT(*) FROM pairs WHERE model = ? AND date >= ? AND date <= ?",
                                 [self.llm.name, self.exp.train_start, self.exp.train_end]).fetchone()[0]
         sft_rows = self.db.execute("SELECT COUNT(*) FROM predictions WHERE model = ? AND method = 'reflect' AND trial = 0 "
@@ -267,11 +329,12 @@ class Experiment:
                                    [self.llm.name, self.exp.train_start, self.exp.train_end]).fetchone()[0]
         return {"id": self.id, "name": self.job.name, "model": self.llm.name,
                 "train": {"start": self.exp.train_start, "end": self.exp.train_end, "days": len(train_days),
-                          "pairs": pairs, "sft_rows": sft_rows, "last_retrain_end": train_end},
+                          "pairs": pairs, "sft_rows": sft_rows, "last_retrain_end": max(b.train_end for b in plan)},
                 "test": {"start": min(d for _, d in test_days), "end": max(d for _, d in test_days),
                          "days": len(test_days), "stocks": self.job.stocks},
+                "cutoff": cutoff, "memorization": memorization, "folds": folds, "embargo": self.exp.embargo,
                 "arms": arms, "baselines": baselines(self.db, reference, self.cfg.seed) if reference else {},
-                "steps": self.exp.steps, "retrain_every": self.exp.retrain_every}
+                "steps": self.exp.steps}
 
     def run(self) -> dict:
         if self.exp.trained_kinds() and (module := missing_extra("train")):
@@ -281,7 +344,7 @@ class Experiment:
         self.llm = self.llm_factory(self.cfg)
         self.decider = Decider(self.db, self.cfg, self.llm, progress=self.on_progress)
         try:
-            plan = blocks(self.db, self.job.stocks, self.exp)
+            plan = self.plan
             train_days: list[tuple[str, str]] = []
             for block in plan:
                 test = dict(zip(block.days, self.decider.windows(block.days)))  # summarised in `reflect`
@@ -298,6 +361,37 @@ class Experiment:
             self.db.execute("UPDATE experiments SET status = 'done', result = ?, finished_at = ? WHERE id = ?",
                             [json.dumps(result, ensure_ascii=False), now_iso(), self.id])
         return result
+
+
+BRIEF = ("n", "answered", "coverage", "accuracy", "accuracy_answered", "mcc")
+
+
+def _brief(s: dict) -> dict:
+    """The figures a per-stock or per-fold row shows."""
+    return {k: s[k] for k in BRIEF}
+
+
+def _cutoff_slices(ds: list[Decision], cutoff: str | None) -> dict[str, list[Decision]]:
+    """Days whose outcome (the target day's close) the model could have read in training, and the rest."""
+    if cutoff is None:
+        return {}
+    return {"pre_cutoff": [d for d in ds if d.target_day <= cutoff],
+            "post_cutoff": [d for d in ds if d.target_day > cutoff]}
+
+
+def listing(db: sqlite_utils.Database) -> list[dict]:
+    """Every experiment in the memory, newest first: what `sep experiment list` prints."""
+    out = []
+    for id_, name, config, status, started, finished, result in db.execute(
+            "SELECT id, name, config, status, started_at, finished_at, result FROM experiments ORDER BY id DESC"):
+        cfg, res = json.loads(config or "{}"), json.loads(result or "{}")
+        base = res.get("arms", {}).get("base", {})
+        out.append({"id": id_, "name": name, "status": status, "started_at": started, "finished_at": finished,
+                    "model": res.get("model") or cfg.get("model"), "arms": cfg.get("arms"),
+                    "test": f"{cfg.get('test_start')}..{cfg.get('test_end')}", "stocks": cfg.get("stocks"),
+                    "test_days": res.get("test", {}).get("days"), "base_accuracy": base.get("accuracy"),
+                    "error": res.get("error")})
+    return out
 
 
 def show(db: sqlite_utils.Database, experiment_id: int) -> dict:

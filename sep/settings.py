@@ -7,7 +7,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError
+import datetime as dt
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sep.errors import BadInput
@@ -64,6 +66,9 @@ class Settings(BaseSettings):
     )
     api_key: str = Field("EMPTY", validation_alias=AliasChoices("api_key", "SEP_API_KEY", "OPENAI_API_KEY"),
                          description="API key for the server (OPENAI_API_KEY when SEP_API_KEY is unset); vLLM accepts any.")
+    cutoff: str | None = Field(None, description="The answering model's training-data cutoff (YYYY-MM-DD): an "
+                               "experiment scores the days before and after it apart. Unset: the catalog's, from the "
+                               "model card, for an embedded model; unknown for a served one (set it, e.g. `[llm] cutoff`).")
     threads: int = Field(2, ge=1, description="CPU threads for the embedded model and torch.")
     context: int = Field(4096, ge=256, description="Context of the embedded model in tokens; a day's texts are cut "
                          "to fit it, measured with the model's own tokenizer.")
@@ -96,6 +101,16 @@ class Settings(BaseSettings):
     dedup_top_k: int = Field(10, ge=1, description="Representative texts kept per (stock, day).")
     dedup_near_threshold: float = Field(0.85, gt=0, le=1, description="Cosine similarity that makes two texts one story.")
     dedup_min_topic_size: int = Field(5, ge=2, description="Smallest BERTopic cluster.")
+
+    @field_validator("cutoff")
+    @classmethod
+    def _cutoff_is_a_day(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return dt.date.fromisoformat(value.strip()).isoformat()
+        except ValueError:
+            raise ValueError("a knowledge cutoff is a date, YYYY-MM-DD") from None
 
     def with_overrides(self, **flags: object) -> "Settings":
         """Return a copy where every flag that was given (not None) wins over env/defaults, checked

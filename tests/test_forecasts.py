@@ -298,7 +298,7 @@ def test_arms_that_train_say_so_when_the_train_extra_is_missing(sample_memory, m
         Experiment(sample_memory, job, Settings(), lambda cfg: None).run()
 
 
-def test_rolling_experiment_retrains_on_what_each_block_could_know(tmp_path):
+def test_walk_forward_folds_retrain_on_what_each_fold_could_know_less_the_embargo(tmp_path):
     from sep.jobs import load_job
     from sep.experiment import blocks
 
@@ -309,19 +309,21 @@ def test_rolling_experiment_retrains_on_what_each_block_could_know(tmp_path):
         job.write_text(f'name = "roll"\nstocks = ["005930"]\nstart = "2022-05-02"\nend = "2022-05-31"\ntrials = 2\n'
                        f'[llm]\nbase_url = "{server.base_url}"\nmodel = "fake-model"\n'
                        '[experiment]\ntrain_start = "2022-05-02"\ntrain_end = "2022-05-16"\n'
-                       'test_start = "2022-05-19"\ntest_end = "2022-05-31"\narms = ["memory"]\nretrain_every = 4\n')
+                       'test_start = "2022-05-19"\ntest_end = "2022-05-31"\narms = ["memory"]\nfold_days = 4\n')
         done = run("experiment", "run", str(job), "--json", db=db_path)
         assert done.returncode == 0, done.stderr[-3000:]
     db = open_memory(db_path)
     plan = blocks(db, ["005930"], load_job(job).experiment)
-    assert [b.train_end for b in plan] == ["2022-05-16", "2022-05-24", "2022-05-30"]
+    # embargo 1: one trading day between each fold's training data and its first test day
+    assert [b.train_end for b in plan] == ["2022-05-16", "2022-05-23", "2022-05-27"]
+    assert [sorted(d for _, d in b.days)[0] for b in plan] == ["2022-05-19", "2022-05-25", "2022-05-31"]
     assert [len(b.days) for b in plan] == [4, 4, 1]
-    for b in plan[1:]:  # each block's training data ends before its first forecast
-        assert b.train_end < min(d for _, d in b.days)
+    r = json.loads(done.stdout)
+    assert [f["days"] for f in r["folds"]] == [4, 4, 1] and sum(f["arms"]["memory"]["n"] for f in r["folds"]) == 9
     reflected = {d for (d,) in db.execute("SELECT DISTINCT date FROM predictions WHERE method = 'reflect'").fetchall()}
     # test days of earlier blocks became training data once known; the last block's day never did
     assert "2022-05-19" in reflected and "2022-05-31" not in reflected
-    assert json.loads(done.stdout)["arms"]["memory"]["n"] == 9
+    assert r["arms"]["memory"]["n"] == 9
 
 
 def test_the_forecast_is_greedy_and_a_retry_samples(tmp_path):

@@ -1,0 +1,176 @@
+"""HTML reports people look at: `sep experiment report ID --out FILE` and `sep eval --html FILE`.
+
+One page per result, self-contained: the plots are matplotlib SVG written inline (no JavaScript,
+no CDN, works offline), the tables are plain HTML, and a JSON twin beside it holds the numbers.
+Plots: a forest plot of accuracy and MCC with their 95% intervals for every arm and baseline;
+equity curves net of costs against buy-and-hold, with the drawdown; a reliability diagram; the
+coverage-accuracy curve of abstaining below a confidence.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
+
+MEMORY_NOTE = ("The data here is older than the packaged models' training data: a model may remember what "
+               "happened, so no figure on days before its knowledge cutoff is evidence of skill.")
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # inline: drop the XML prolog and doctype
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
+                                "axes.spines.right": False})
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def forest(rows: dict[str, dict]) -> str:
+    """Accuracy and MCC with 95% intervals, one line per arm or baseline; a silent arm is marked."""
+    plt = _plt()
+    names = list(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.42 * len(names) + 1.2), sharey=True)
+    for ax, key, ci, ref, title in ((axes[0], "accuracy", "accuracy_ci95", 0.5, "accuracy (unanswered = wrong)"),
+                                    (axes[1], "mcc", "mcc_ci95", 0.0, "MCC over answered days")):
+        for y, name in enumerate(names):
+            s = rows[name]
+            value, interval = s.get(key), s.get(ci)
+            colour = "#888888" if name.startswith("baseline") else "#1f5fa8"
+            if value is None:
+                ax.text(ref, y, "no answers", va="center", ha="center", color="#b00020", fontsize=8)
+                continue
+            if interval:
+                ax.plot(interval, [y, y], color=colour, lw=2)
+            ax.plot([value], [y], "o", color=colour)
+        ax.axvline(ref, color="#444444", ls="--", lw=0.8)
+        ax.set_title(title)
+        ax.set_yticks(range(len(names)), names)
+        ax.invert_yaxis()
+    axes[0].set_xlim(0, 1)
+    axes[1].set_xlim(-1, 1)
+    return _svg(fig)
+
+
+def equity(curves: dict[str, dict]) -> str:
+    """Cumulative return net of costs per arm against buy-and-hold, and each arm's drawdown."""
+    plt = _plt()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    hold = None
+    for name, c in curves.items():
+        x = list(range(len(c["days"])))
+        top.plot(x, [v * 100 for v in c["net"]], label=f"{name} (net)")
+        bottom.plot(x, [v * 100 for v in c["drawdown"]], label=name)
+        hold = hold or c
+    if hold:
+        top.plot(range(len(hold["days"])), [v * 100 for v in hold["buy_and_hold"]], color="black", ls="--",
+                 label="buy and hold")
+        ticks = list(range(0, len(hold["days"]), max(1, len(hold["days"]) // 6)))
+        bottom.set_xticks(ticks, [hold["days"][i] for i in ticks], rotation=20)
+    top.axhline(0, color="#444444", lw=0.6)
+    top.set_ylabel("cumulative return, %")
+    bottom.set_ylabel("drawdown, %")
+    top.legend(fontsize=8, loc="best")
+    top.set_title("equity net of costs (long on up, short on down)")
+    return _svg(fig)
+
+
+def reliability(tables: dict[str, list[dict]]) -> str:
+    """Mean forecast P(up) against how often the close went up, per bin; the diagonal is calibrated."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="#444444", ls="--", lw=0.8)
+    for name, bins in tables.items():
+        used = [b for b in bins if b["n"]]
+        if used:
+            ax.plot([b["mean_p_up"] for b in used], [b["freq_up"] for b in used], "o-", label=name, markersize=4)
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1)
+    ax.set_xlabel("forecast P(up)"), ax.set_ylabel("share of days up")
+    ax.set_title("reliability")
+    ax.legend(fontsize=8)
+    return _svg(fig)
+
+
+def coverage_accuracy(curves: dict[str, list[dict]]) -> str:
+    """Abstain below a confidence: the share of days still answered against their accuracy."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for name, points in curves.items():
+        used = [p for p in points if p["n"]]
+        if used:
+            ax.plot([p["coverage"] for p in used], [p["accuracy"] for p in used], "o-", label=name, markersize=3)
+    ax.axhline(0.5, color="#444444", ls="--", lw=0.8)
+    ax.set_xlim(0, 1.02), ax.set_ylim(0, 1)
+    ax.set_xlabel("coverage (share of days answered)"), ax.set_ylabel("accuracy of the answered days")
+    ax.set_title("coverage-accuracy")
+    ax.legend(fontsize=8)
+    return _svg(fig)
+
+
+def _env() -> Environment:
+    env = Environment(loader=PackageLoader("sep", "templates"), autoescape=select_autoescape(["html", "j2"]))
+
+    def num(x, fmt: str = "%.3f") -> str:  # a figure a row lacks (a baseline's Brier) shows as –
+        return "–" if x is None or isinstance(x, Undefined) else fmt % x
+
+    def ci(x) -> str:
+        return "–" if not x or isinstance(x, Undefined) else f"{x[0]:.3f}–{x[1]:.3f}"
+
+    env.filters.update(num=num, ci=ci, pct=lambda x: "–" if x is None else f"{x:+.2%}")
+    return env
+
+
+def experiment_page(result: dict) -> str:
+    """The HTML of a stored experiment (what `sep experiment run` returned)."""
+    scored = {name: s for name, s in result["arms"].items() if not s.get("skipped")}
+    rows = {**scored, **{f"baseline: {n}": s for n, s in result["baselines"].items()}}
+    plots = {"forest": forest(rows),
+             "equity": equity({n: s["curves"] for n, s in scored.items() if s.get("curves")}),
+             "reliability": reliability({n: s["reliability"] for n, s in scored.items() if s.get("reliability")}),
+             "coverage": coverage_accuracy({n: s["coverage_accuracy"] for n, s in scored.items()
+                                            if s.get("coverage_accuracy")})}
+    return _env().get_template("report.html.j2").render(
+        kind="experiment", title=f"experiment {result['id']}: {result['name']}", r=result, rows=rows, plots=plots,
+        memory_note=MEMORY_NOTE)
+
+
+def eval_page(report: dict) -> str:
+    """The HTML of `sep eval`'s report."""
+    f = report["forecast"]
+    head = f"{f['method']} · {f['model']}"
+    rows = {head: report, **{n: s for n, s in report["forecasts"].items() if n != head},
+            **{f"baseline: {n}": s for n, s in report["baselines"].items()}}
+    bt = report["backtest"]
+    curve = {"days": bt["days"], "net": bt["net"]["curve"], "drawdown": bt["net"]["drawdown"],
+             "buy_and_hold": bt["buy_and_hold"]["curve"]}
+    plots = {"forest": forest(rows), "equity": equity({head: curve}),
+             "reliability": reliability({head: report["reliability"]}),
+             "coverage": coverage_accuracy({head: report["coverage_accuracy"]})}
+    return _env().get_template("report.html.j2").render(
+        kind="eval", title=f"{', '.join(report['stocks'])} {report['start']}..{report['end']}: {head}", r=report,
+        rows=rows, plots=plots, memory_note=MEMORY_NOTE)
+
+
+def write(out: Path, page: str, data: dict) -> tuple[Path, Path]:
+    """The page and its JSON twin (same name, .json), folders made as needed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    twin = out.with_suffix(".json")
+    twin.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    return out, twin
