@@ -1023,7 +1023,7 @@ def experiment_run_cmd(
     job_file: Annotated[Path, typer.Argument(help="A job file with an \\[experiment] table (see jobs/README.md).")],
     cutoff: Annotated[Optional[str], typer.Option("--cutoff", help="The model's training-data cutoff, YYYY-MM-DD: days "
                                                   "after it are scored apart \\[the catalog's for an embedded model; "
-                                                  "`[llm] cutoff` in the job].")] = None,
+                                                  "`\\[llm] cutoff` in the job].")] = None,
     prompts: PromptsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -1098,6 +1098,7 @@ def experiment_report_cmd(
     experiment_id: Annotated[int, typer.Argument(help="The experiment id (`sep experiment list`).")],
     out: Annotated[Path, typer.Option("--out", help="HTML report to write; its JSON twin goes beside it (.json).")],
     db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write a finished experiment as one HTML page with plots, and its JSON twin.
 
@@ -1111,6 +1112,9 @@ def experiment_report_cmd(
     """
     with user_errors():
         written = api.experiment_report(api.open_memory(settings(db=db).db, must_exist=True), experiment_id, out)
+    if as_json:
+        print(json.dumps(written.as_json(), ensure_ascii=False, indent=2))
+        return
     console.print(f"Wrote {written.html} and {written.json}.", highlight=False)
 
 

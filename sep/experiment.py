@@ -49,21 +49,23 @@ class Block:
 
 def blocks(db: sqlite_utils.Database, stocks: list[str], exp: ExperimentTable) -> list[Block]:
     """The walk-forward folds: the test days split in time, each trained on what was known
-    `embargo` trading days before its first day (the first fold: on `train_end`)."""
+    `embargo` trading days before its first day (the first fold: on `train_end`). One day is the
+    label horizon: the last outcome training saw is the close of train_end, the first test
+    outcome starts from the close of the first test day."""
     test = sorted((d, s) for s in stocks for d in decidable_days(db, s, exp.test_start, exp.test_end))
     if not test:
         raise BadInput(f"No trading days with a known next close between {exp.test_start} and {exp.test_end}.")
     dates = sorted({d for d, _ in test})
     calendar = sorted({d for s in stocks for d in trading_days(db, s).days})
 
-    def between(after: str, day: str) -> int:  # trading days strictly between
-        return max(0, bisect.bisect_left(calendar, day) - bisect.bisect_right(calendar, after))
+    def sessions(after: str, day: str) -> int:  # trading days after `after`, up to and including `day`
+        return max(0, bisect.bisect_right(calendar, day) - bisect.bisect_right(calendar, after))
 
-    gap = between(exp.train_end, dates[0])
+    gap = sessions(exp.train_end, dates[0])
     if gap < exp.embargo:
-        raise BadInput(f"[experiment] embargo = {exp.embargo} needs {exp.embargo} trading day(s) between train_end "
-                       f"{exp.train_end} and the first test day {dates[0]}, which has {gap}: move test_start later "
-                       "or train_end earlier.")
+        raise BadInput(f"[experiment] embargo = {exp.embargo} needs the first test day {dates[0]} to be {exp.embargo} "
+                       f"trading day(s) after train_end {exp.train_end}, not {gap}: move test_start later or "
+                       "train_end earlier.")
     if exp.folds > len(dates):
         raise BadInput(f"[experiment] folds = {exp.folds} but {exp.test_start}..{exp.test_end} has {len(dates)} test "
                        f"day(s): use at most {len(dates)} folds.")
@@ -75,7 +77,7 @@ def blocks(db: sqlite_utils.Database, stocks: list[str], exp: ExperimentTable) -
     for lo, hi in zip(cuts, cuts[1:]):
         chunk = set(dates[lo:hi])
         # later folds learn from everything whose outcome was known `embargo` trading days before them
-        at = bisect.bisect_left(calendar, dates[lo]) - exp.embargo - 1
+        at = bisect.bisect_right(calendar, dates[lo]) - exp.embargo - 1
         train_end = exp.train_end if lo == 0 else max(exp.train_end, calendar[at] if at >= 0 else exp.train_end)
         out.append(Block(len(out), train_end, [(s, d) for d, s in test if d in chunk]))
     return out

@@ -75,8 +75,8 @@ class ExperimentTable(BaseModel):
     folds: int = Field(1, ge=1, description="Walk-forward folds over the test days, expanding window: each "
                        "fold is reflected on and trained on everything known before it (less the embargo).")
     fold_days: int | None = Field(None, ge=1, description="Instead of `folds`: a new fold every N test days.")
-    embargo: int = Field(1, ge=1, description="Trading days between a fold's training data and its first test "
-                         "day; at least the label horizon (1).")
+    embargo: int = Field(1, ge=1, description="Trading days from a fold's training end to its first test day; at "
+                         "least the label horizon (1).")
 
     @model_validator(mode="after")
     def _order(self) -> "ExperimentTable":

@@ -223,7 +223,7 @@ def test_the_report_draws_every_plot_and_renders_in_chromium(known, tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     (("folds = 3", "folds = 80"), "use at most"),
-    (('test_start = "2022-03-18"', 'test_start = "2022-03-16"'), "embargo = 1 needs"),
+    (("folds = 3", "folds = 3\nembargo = 9"), "embargo = 9 needs"),
     (('cutoff = "2022-04-29"', 'cutoff = "2022-13-01"'), "not a date"),
     (('"masked"]', '"unmasked"]'), "unknown arm unmasked"),
 ])

@@ -314,8 +314,8 @@ def test_walk_forward_folds_retrain_on_what_each_fold_could_know_less_the_embarg
         assert done.returncode == 0, done.stderr[-3000:]
     db = open_memory(db_path)
     plan = blocks(db, ["005930"], load_job(job).experiment)
-    # embargo 1: one trading day between each fold's training data and its first test day
-    assert [b.train_end for b in plan] == ["2022-05-16", "2022-05-23", "2022-05-27"]
+    # embargo 1: each later fold learns from outcomes known by the trading day before its first test day
+    assert [b.train_end for b in plan] == ["2022-05-16", "2022-05-24", "2022-05-30"]
     assert [sorted(d for _, d in b.days)[0] for b in plan] == ["2022-05-19", "2022-05-25", "2022-05-31"]
     assert [len(b.days) for b in plan] == [4, 4, 1]
     r = json.loads(done.stdout)
