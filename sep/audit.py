@@ -38,7 +38,6 @@ BEARISH = ["하락", "내릴", "내리", "떨어", "악재", "부진", "감소",
            "negative", "fall", "drop", "bearish", "decline", "down"]
 GROUNDED = 0.3  # share of a claim's content words found in one source
 FAITHFUL_SHIFT = 0.10  # |ΔP(up)| that counts as the evidence moving the forecast (a flipped label always does)
-TEMPLATE_DIR = Path(__file__).with_name("templates")
 _WORD = re.compile(r"[가-힣]{2,}|[A-Za-z]{3,}|\d+(?:\.\d+)?")
 
 
@@ -283,39 +282,14 @@ def faithfulness(db: sqlite_utils.Database, ds: list[Decision], llm, limit: int,
             "forecasts": rows}
 
 
-# ---------------------------------------------------------------- charts (inline SVG, no scripts)
-
-
-def _polyline(points: list[tuple[float, float]], width: int, height: int, lo: float, hi: float) -> str:
-    if not points:
-        return ""
-    n = max(len(points) - 1, 1)
-    span = (hi - lo) or 1.0
-    return " ".join(f"{i / n * (width - 40) + 30:.1f},{height - 20 - (y - lo) / span * (height - 40):.1f}"
-                    for i, (_, y) in enumerate(points))
-
-
-def line_chart(series: dict[str, list[float]], title: str, width: int = 560, height: int = 220) -> dict:
-    values = [v for ys in series.values() for v in ys] or [0.0]
-    lo, hi = min(values + [0.0]), max(values + [0.0])
-    colors = ["#1f77b4", "#ff7f0e", "#2ca02c"]
-    lines = [{"name": name, "color": colors[i % 3],
-              "points": _polyline(list(enumerate(ys)), width, height, lo, hi)} for i, (name, ys) in enumerate(series.items())]
-    return {"kind": "line", "title": title, "width": width, "height": height, "lines": lines, "lo": lo, "hi": hi}
-
-
-def bar_chart(labels: list[str], values: list[float], title: str, width: int = 560, height: int = 220,
-              diagonal: bool = False) -> dict:
-    top = max(values + [1e-9]) if not diagonal else 1.0
-    n = max(len(values), 1)
-    bw = (width - 40) / n
-    bars = [{"x": 30 + i * bw + 2, "w": bw - 4, "h": v / top * (height - 40), "y": height - 20 - v / top * (height - 40),
-             "label": lab, "value": v} for i, (lab, v) in enumerate(zip(labels, values))]
-    return {"kind": "bar", "title": title, "width": width, "height": height, "bars": bars, "diagonal": diagonal}
+# ---------------------------------------------------------------- charts (matplotlib SVG inline, no scripts)
 
 
 def charts(audits: list[Audit], ds: list[Decision], report: dict) -> list[dict]:
-    """Charts of forecasts only: running accuracy, reliability of P(up) over [0, 1], its histogram, returns."""
+    """Charts of forecasts only: running accuracy, reliability of P(up), the coverage-accuracy
+    curve, cumulative return net of costs against buy-and-hold (sep.report draws them)."""
+    from sep import report as plots
+
     days = sorted({a.date for a in audits})
     by_day = {d: [a.correct for a in audits if a.date == d] for d in days}
     running, hits, n = [], 0, 0
@@ -323,16 +297,14 @@ def charts(audits: list[Audit], ds: list[Decision], report: dict) -> list[dict]:
         hits += sum(by_day[d])
         n += len(by_day[d])
         running.append(hits / n)
-    table = report["reliability"]
-    labels = [f"{b['lo']:.1f}" for b in table]
     bt = report["backtest"]
+    curve = {"days": bt["days"], "net": bt["net"]["curve"], "drawdown": bt["net"]["drawdown"],
+             "buy_and_hold": bt["buy_and_hold"]["curve"]}
     return [
-        line_chart({"accuracy (running)": running}, "Accuracy over time (forecasts)"),
-        bar_chart(labels, [b["freq_up"] or 0.0 for b in table], "Reliability: share of up closes per P(up) bin",
-                  diagonal=True),
-        bar_chart(labels, [float(b["n"]) for b in table], "Forecast P(up) histogram"),
-        line_chart({"net": bt["net"]["curve"], "gross": bt["gross"]["curve"], "buy and hold": bt["buy_and_hold"]["curve"]},
-                   "Cumulative return"),
+        {"title": "Accuracy over time (forecasts)", "svg": plots.running(days, running, "running accuracy")},
+        {"title": "Reliability: share of up closes per P(up) bin", "svg": plots.reliability({"forecasts": report["reliability"]})},
+        {"title": "Coverage against accuracy", "svg": plots.coverage_accuracy({"forecasts": report["coverage_accuracy"]})},
+        {"title": "Cumulative return", "svg": plots.equity({"forecasts": curve})},
     ]
 
 
@@ -399,17 +371,8 @@ def quality_counts(db: sqlite_utils.Database, stocks: list[str], start: str | No
 
 
 def write_report(data: dict, out: Path) -> tuple[Path, Path]:
-    """report.html (jinja2, autoescaped) and its JSON twin report.json, each written atomically."""
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    """report.html and its JSON twin report.json (the charts are only in the page)."""
+    from sep import report
 
-    env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=select_autoescape(["html", "j2"]))
-    html = env.get_template("audit.html.j2").render(**data)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    twin = out.with_suffix(".json")
-    for path, text in ((out, html), (twin, json.dumps({k: v for k, v in data.items() if k != "charts"},
-                                                        ensure_ascii=False, indent=2))):
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    return out, twin
+    page = report.environment().get_template("audit.html.j2").render(**data)
+    return report.write(out, page, {k: v for k, v in data.items() if k != "charts"})

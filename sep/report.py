@@ -14,7 +14,9 @@ import json
 import math
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
+
+TEMPLATE_DIR = Path(__file__).with_name("templates")
 
 MEMORY_NOTE = ("The data here is older than the packaged models' training data: a model may remember what "
                "happened, so no figure on days before its knowledge cutoff is evidence of skill.")
@@ -90,6 +92,19 @@ def equity(curves: dict[str, dict]) -> str:
     return _svg(fig)
 
 
+def running(days: list[str], values: list[float], label: str) -> str:
+    """One series over the days (the audit's running accuracy), against a coin's 0.5."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    ax.plot(range(len(values)), values, label=label)
+    ax.axhline(0.5, color="#444444", ls="--", lw=0.8)
+    ax.set_ylim(0, 1)
+    ticks = list(range(0, len(days), max(1, len(days) // 5)))
+    ax.set_xticks(ticks, [days[i] for i in ticks], rotation=20)
+    ax.legend(fontsize=8)
+    return _svg(fig)
+
+
 def reliability(tables: dict[str, list[dict]]) -> str:
     """Mean forecast P(up) against how often the close went up, per bin; the diagonal is calibrated."""
     plt = _plt()
@@ -122,8 +137,10 @@ def coverage_accuracy(curves: dict[str, list[dict]]) -> str:
     return _svg(fig)
 
 
-def _env() -> Environment:
-    env = Environment(loader=PackageLoader("sep", "templates"), autoescape=select_autoescape(["html", "j2"]))
+def environment() -> Environment:
+    """The templates of every HTML report (this module's and the audit's), autoescaped, with the
+    number filters: `num` and `ci` show a missing figure (no answers, a baseline's Brier) as –."""
+    env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=select_autoescape(["html", "j2"]))
 
     def num(x, fmt: str = "%.3f") -> str:  # a figure a row lacks (a baseline's Brier) shows as –
         return "–" if x is None or isinstance(x, Undefined) else fmt % x
@@ -131,7 +148,7 @@ def _env() -> Environment:
     def ci(x) -> str:
         return "–" if not x or isinstance(x, Undefined) else f"{x[0]:.3f}–{x[1]:.3f}"
 
-    env.filters.update(num=num, ci=ci, pct=lambda x: "–" if x is None else f"{x:+.2%}")
+    env.filters.update(num=num, ci=ci)
     return env
 
 
@@ -144,7 +161,7 @@ def experiment_page(result: dict) -> str:
              "reliability": reliability({n: s["reliability"] for n, s in scored.items() if s.get("reliability")}),
              "coverage": coverage_accuracy({n: s["coverage_accuracy"] for n, s in scored.items()
                                             if s.get("coverage_accuracy")})}
-    return _env().get_template("report.html.j2").render(
+    return environment().get_template("report.html.j2").render(
         kind="experiment", title=f"experiment {result['id']}: {result['name']}", r=result, rows=rows, plots=plots,
         memory_note=MEMORY_NOTE)
 
@@ -161,16 +178,19 @@ def eval_page(report: dict) -> str:
     plots = {"forest": forest(rows), "equity": equity({head: curve}),
              "reliability": reliability({head: report["reliability"]}),
              "coverage": coverage_accuracy({head: report["coverage_accuracy"]})}
-    return _env().get_template("report.html.j2").render(
+    return environment().get_template("report.html.j2").render(
         kind="eval", title=f"{', '.join(report['stocks'])} {report['start']}..{report['end']}: {head}", r=report,
         rows=rows, plots=plots, memory_note=MEMORY_NOTE)
 
 
 def write(out: Path, page: str, data: dict) -> tuple[Path, Path]:
-    """The page and its JSON twin (same name, .json), folders made as needed."""
+    """The page and its JSON twin (same name, .json), folders made as needed, each written
+    atomically (a reader never sees half a report)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
     twin = out.with_suffix(".json")
-    twin.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    for path, text in ((out, page), (twin, json.dumps(data, ensure_ascii=False, indent=2))):
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
     return out, twin
