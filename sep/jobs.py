@@ -96,11 +96,11 @@ class LLMTable(BaseModel):
     """The `[llm]` table of a job file."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    cutoff: Day | None = Field(None, description="The model's training-data cutoff (YYYY-MM-DD); unset: the "
-                               "catalog's for an embedded model, unknown for a served one.")
     base_url: str | None = Field(None, description="An OpenAI-compatible server (vLLM), like http://gpu:8000/v1.")
     model: str | None = Field(None, description="Its model id; without `base_url`, the embedded catalog model "
                               "(`sep models list`; default qwen2.5-coder-1.5b).")
+    cutoff: Day | None = Field(None, description="The model's training-data cutoff (YYYY-MM-DD); unset: the "
+                               "catalog's for an embedded model, unknown for a served one.")
 
 
 class Job(BaseModel):

@@ -138,7 +138,7 @@ JOB = 'name = "x"\nstocks = ["005930"]\nstart = "2022-05-02"\nend = "2022-05-31"
     (JOB + '[experiment]\ntrain_start = "2022-05-02"\n', "needs experiment.train_end, experiment.test_start, "
      "experiment.test_end"),
     (JOB + '[experiment]\ntrain_start = "2022-05-02"\ntrain_end = "2022-05-13"\ntest_start = "2022-05-19"\n'
-     'test_end = "2022-05-31"\narms = ["bse"]\n', "[experiment] arms must be among base, memory"),
+     'test_end = "2022-05-31"\narms = ["bse"]\n', "[experiment] arms: unknown arm bse; choose among base, memory"),
     (JOB + '[experiment]\ntrain_start = "2022-05-02"\ntrain_end = "2022-05-13"\ntest_start = "2022-05-19"\n'
      'test_end = "2022-05-31"\nstep = 2\n', "unknown key experiment.step; allowed: train_start"),
 ])
