@@ -43,6 +43,14 @@ def _plt():
     return plt
 
 
+def _legend_or_empty(ax) -> None:
+    """A legend, or a plain statement that there is nothing to draw (an arm that never answered)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no answered days", ha="center", va="center", color="#b00020", transform=ax.transAxes)
+
+
 def forest(rows: dict[str, dict]) -> str:
     """Accuracy and MCC with 95% intervals, one line per arm or baseline; a silent arm is marked."""
     plt = _plt()
@@ -117,7 +125,7 @@ def reliability(tables: dict[str, list[dict]]) -> str:
     ax.set_xlim(0, 1), ax.set_ylim(0, 1)
     ax.set_xlabel("forecast P(up)"), ax.set_ylabel("share of days up")
     ax.set_title("reliability")
-    ax.legend(fontsize=8)
+    _legend_or_empty(ax)
     return _svg(fig)
 
 
@@ -133,7 +141,7 @@ def coverage_accuracy(curves: dict[str, list[dict]]) -> str:
     ax.set_xlim(0, 1.02), ax.set_ylim(0, 1)
     ax.set_xlabel("coverage (share of days answered)"), ax.set_ylabel("accuracy of the answered days")
     ax.set_title("coverage-accuracy")
-    ax.legend(fontsize=8)
+    _legend_or_empty(ax)
     return _svg(fig)
 
 
