@@ -22,7 +22,6 @@ DECISION_DAY = {"ko": "기준일", "en": "decision day"}
 DAY_OF_TEXTS = {"ko": "당일", "en": "that day"}  # a summary's own day: summaries are shared by every window
 ORDER = {"ko": "가나다라마바사아자차카타파하", "en": "ABCDEFGHIJKLMN"}
 SUFFIXES = re.compile(r"\s*(?:\(주\)|주식회사|㈜|,?\s*(?:Inc|Corp|Corporation|Co|Ltd|Company|plc|PLC|Holdings)\.?)+\s*$")
-PARTICLE = r"(?:[은는이가을를의에도와과만로]|으로|에서|까지)?"
 _MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|December|"
            "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec")
 DATE_PATTERNS = [
@@ -51,7 +50,7 @@ class Masker:
     @classmethod
     def for_company(cls, lang: str, code: str, name: str | None) -> "Masker":
         """The code, the name, the name without its corporate suffix and, for a Korean name of four
-        or more syllables, its first two (삼성전자 → 삼성) when they stand as a word."""
+        or more syllables, its first two (삼성전자 → 삼성: the group, also in 삼성폰 or 삼성물산)."""
         names = {code, code.lstrip("0") if code.isdigit() else code}
         if name and name != code:
             short = SUFFIXES.sub("", name).strip()
@@ -79,9 +78,7 @@ class Masker:
         for alias in self.aliases:
             if alias.isdigit() or re.fullmatch(r"[A-Z.]{1,6}", alias):  # a code or ticker, also as $ABBV
                 text = re.sub(rf"\$?{edge}{re.escape(alias)}(?![A-Za-z0-9])", company, text)
-            elif re.fullmatch(r"[가-힣]{2}", alias):  # a short Korean name only as a word (삼성 in 삼성SDI stays)
-                text = re.sub(rf"{edge}{alias}(?={PARTICLE}(?![가-힣A-Za-z0-9]))", company, text)
-            else:
+            else:  # also where it begins a word: 삼성폰, 삼성물산 and 삼성SDI name the group
                 text = re.sub(rf"{edge}{re.escape(alias)}", company, text, flags=re.IGNORECASE)
         if self.lang == "ko":
             text = _PARTICLE_FIX.sub(lambda m: company + _AFTER_VOWEL[m[1]], text)

@@ -240,3 +240,21 @@ def test_bad_experiments_are_refused_in_one_sentence_and_write_nothing(known, tm
     assert db.execute("SELECT COUNT(*) FROM experiments").fetchone()[0] == before
     wrong = run("experiment", "run", str(path), "--cutoff", "soon", db=db_path)
     assert wrong.returncode == 2 and "cutoff" in wrong.stderr
+
+
+def test_masking_hides_the_company_and_dates_in_every_real_title(memory):
+    """Every title of the bundled sample, and the ABBV tweets, masked: no name, group name,
+    code, ticker or date is left, and a particle written for the name reads right after 해당사."""
+    from sep.mask import Masker
+
+    db = open_memory(memory[0])
+    ko = Masker.for_company("ko", "005930", "삼성전자").for_window(["2022-05-24", "2022-05-26"], "2022-05-26")
+    titles = [t for (t,) in db.execute("SELECT title FROM texts WHERE stock = '005930'")]
+    assert len(titles) > 1000
+    for title in titles:
+        masked = ko.text(title)
+        assert not re.search(r"(?<![가-힣A-Za-z0-9])삼성|005930|20\d\d[-.]\d\d?[-.]\d\d?|\d+월 ?\d+일", masked), (title, masked)
+    assert ko.text("[2022-05-24] 삼성은 5월 26일 발표") == "[날짜 가] 해당사는 [날짜] 발표"
+    en = Masker.for_company("en", "ABBV", "AbbVie Inc.")
+    for (tweet,) in db.execute("SELECT title FROM texts WHERE stock = 'ABBV'"):
+        assert not re.search(r"ABBV|AbbVie|Jan|2020", en.text(tweet), flags=re.I), tweet
