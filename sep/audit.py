@@ -27,7 +27,7 @@ from pathlib import Path
 import sqlite_utils
 
 from sep.agents import Prompt, cited_ids, literal_template, strip_citations
-from sep.evaluate import Decision, decisions, evaluate, once_per_interval
+from sep.evaluate import Decision, decisions, equity_curves, evaluate, once_per_interval
 from sep.quality import FLAGS, content_words, dates_in
 from sep.settings import default
 from sep.window import decision_window, label_word, lang_of, up_probability
@@ -297,14 +297,11 @@ def charts(audits: list[Audit], ds: list[Decision], report: dict) -> list[dict]:
         hits += sum(by_day[d])
         n += len(by_day[d])
         running.append(hits / n)
-    bt = report["backtest"]
-    curve = {"days": bt["days"], "net": bt["net"]["curve"], "drawdown": bt["net"]["drawdown"],
-             "buy_and_hold": bt["buy_and_hold"]["curve"]}
     return [
         {"title": "Accuracy over time (forecasts)", "svg": plots.running(days, running, "running accuracy")},
         {"title": "Reliability: share of up closes per P(up) bin", "svg": plots.reliability({"forecasts": report["reliability"]})},
         {"title": "Coverage against accuracy", "svg": plots.coverage_accuracy({"forecasts": report["coverage_accuracy"]})},
-        {"title": "Cumulative return", "svg": plots.equity({"forecasts": curve})},
+        {"title": "Cumulative return", "svg": plots.equity({"forecasts": equity_curves(report["backtest"])})},
     ]
 
 

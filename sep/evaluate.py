@@ -142,10 +142,6 @@ def answered(pairs: Sequence[tuple[str, str | None]]) -> list[tuple[str, str]]:
     return [(a, p) for a, p in pairs if p is not None]
 
 
-def accuracy_answered(pairs: Sequence[tuple[str, str | None]]) -> float | None:
-    return accuracy(answered(pairs))
-
-
 def mcc(pairs: Sequence[tuple[str, str | None]]) -> float | None:
     """Matthews correlation with up as positive, over answered days; None when none was answered
     (0.0 when one side is empty, as scikit-learn's matthews_corrcoef)."""
@@ -167,7 +163,7 @@ def min_detectable_accuracy(n: int, alpha: float = 0.05, power: float = 0.8) -> 
         return None
     z = NormalDist()
     h = (z.inv_cdf(1 - alpha / 2) + z.inv_cdf(power)) / math.sqrt(n)
-    return min(1.0, math.sin(math.asin(math.sqrt(0.5)) + h / 2) ** 2) if h / 2 < math.pi / 4 else 1.0
+    return math.sin(math.asin(math.sqrt(0.5)) + h / 2) ** 2 if h / 2 < math.pi / 4 else 1.0
 
 
 def bootstrap_ci(hits: Sequence[Hit], stat: Callable, seed: int = default("seed")) -> list[float] | None:
@@ -254,23 +250,13 @@ def paired_gap(a: Sequence[Decision], b: Sequence[Decision], seed: int = default
     common = [(d, other[(d.stock, d.date)]) for d in a if (d.stock, d.date) in other]
     if not common:
         return {"n": 0, "gap": None, "gap_ci95": None, "mcnemar_p": None}
-    # a pair of hits per day: (date, "a right", "b right") resampled together
+    # one row per day, (date, a right, b right): bootstrap_ci resamples whole dates of these pairs
     rows = [(x.date, x.label == x.actual, y.label == y.actual) for x, y in common]
 
     def gap(sample: Sequence[tuple[bool, bool]]) -> float:
         return sum(p - q for p, q in sample) / len(sample)
 
-    by_date: dict[str, list[tuple[bool, bool]]] = {}
-    for date, p, q in rows:
-        by_date.setdefault(date, []).append((p, q))
-    ci = None
-    if len(by_date) >= 2:
-        rng, dates, values = random.Random(seed), sorted(by_date), []
-        for _ in range(BOOTSTRAP):
-            values.append(gap([r for _ in dates for r in by_date[rng.choice(dates)]]))
-        values.sort()
-        ci = [values[int(0.025 * BOOTSTRAP)], values[int(0.975 * BOOTSTRAP) - 1]]
-    return {"n": len(rows), "gap": gap([(p, q) for _, p, q in rows]), "gap_ci95": ci,
+    return {"n": len(rows), "gap": gap([(p, q) for _, p, q in rows]), "gap_ci95": bootstrap_ci(rows, gap, seed),
             "mcnemar_p": mcnemar_p([p for _, p, _ in rows], [q for _, _, q in rows])}
 
 
@@ -382,6 +368,13 @@ def backtest(ds: list[Decision], threshold: float | None = None, *, cost_bps: fl
     return {"days": days, "threshold": threshold, "long_only": long_only, "cost_bps": costs[0] if len(costs) == 1 else costs,
             "positions": len(taken), "hit_rate": sum(p * r > 0 for p, r in taken) / len(taken) if taken else None,
             "gross": _curve_stats(gross), "net": _curve_stats(net), "buy_and_hold": _curve_stats(hold)}
+
+
+def equity_curves(bt: dict) -> dict:
+    """A backtest's daily series, what an equity plot draws: net and gross equity, the net
+    drawdown, buy-and-hold."""
+    return {"days": bt["days"], "gross": bt["gross"]["curve"], "net": bt["net"]["curve"],
+            "drawdown": bt["net"]["drawdown"], "buy_and_hold": bt["buy_and_hold"]["curve"], "cost_bps": bt["cost_bps"]}
 
 
 def backtest_summary(bt: dict) -> dict:

@@ -28,8 +28,8 @@ import sqlite_utils
 
 from sep.decide import Decider, decidable_days, fingerprint
 from sep.errors import BadInput, missing_extra
-from sep.evaluate import (Decision, backtest, backtest_summary, baselines, forecast_report, hits_of, mcnemar_p,
-                          once_per_interval, paired_gap, score)
+from sep.evaluate import (Decision, backtest, backtest_summary, baselines, equity_curves, forecast_report,
+                          hits_of, mcnemar_p, once_per_interval, paired_gap, score)
 from sep.jobs import NEEDS, ExperimentTable, Job
 from sep.memory import now_iso, transaction
 from sep.models import CATALOG, DEFAULT_MODEL
@@ -297,9 +297,7 @@ class Experiment:
             scored[arm] = ds
             bt = backtest(ds)
             arms[arm] = {**forecast_report(ds, self.cfg.seed), "backtest": backtest_summary(bt),
-                         "curves": {"days": bt["days"], "gross": bt["gross"]["curve"], "net": bt["net"]["curve"],
-                                    "drawdown": bt["net"]["drawdown"], "buy_and_hold": bt["buy_and_hold"]["curve"],
-                                    "cost_bps": bt["cost_bps"]},
+                         "curves": equity_curves(bt),
                          "by_stock": {s: _brief(score(hits_of([d for d in ds if d.stock == s]), self.cfg.seed))
                                       for s in self.job.stocks if any(d.stock == s for d in ds)},
                          **{name: score(hits_of(part), self.cfg.seed) for name, part in

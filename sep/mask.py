@@ -36,7 +36,7 @@ DATE_PATTERNS = [
 _DATE = re.compile("|".join(f"(?:{p})" for p in DATE_PATTERNS))
 # the particle written for the name replaced, made right for 해당사 (삼성은 → 해당사는)
 _AFTER_VOWEL = {"은": "는", "이": "가", "을": "를", "과": "와", "으로": "로"}
-_PARTICLE_FIX = re.compile(r"해당사(으로|은|이|을|과)(?![가-힣])")
+_PARTICLE_FIX = re.compile(re.escape(COMPANY["ko"]) + r"(으로|은|이|을|과)(?![가-힣])")
 
 
 @dataclass(frozen=True)

@@ -76,19 +76,21 @@ def _parts(prefix: str, count: int, inner: Callable[[int], str]) -> tuple[tuple[
     return tuple((f"{prefix}{i}", inner(i)) for i in range(1, count + 1))
 
 
+# The Qwen2.5-Coder report (arXiv 2409.12186, §3.1) collects GitHub repositories created before
+# February 2024 and names no later source; Gemma 3's cutoff is in its entry below.
+QWEN_CODER_CUTOFF = "2024-01-31"
+QWEN_CODER_CUTOFF_SOURCE = "Qwen2.5-Coder Technical Report (arXiv 2409.12186), §3.1: code created before February 2024"
+
+
 def _qwen_coder(size: str, sha256: str, nbytes: int, parts: tuple[tuple[str, str], ...], install: str,
                 note: str) -> ModelSpec:
     """A Qwen2.5-Coder-Instruct Q4_K_M entry: ChatML from the GGUF, repeat penalty 1.0 (1.3 makes it copy)."""
     return ModelSpec(name=f"qwen2.5-coder-{size.lower()}", family=f"Qwen2.5-Coder-{size}-Instruct Q4_K_M",
                      file_name=f"qwen2.5-coder-{size.lower()}-instruct-q4_k_m.gguf", sha256=sha256, size=nbytes,
                      parts=parts, install=install, instruct=True, licence="Apache-2.0 (Qwen)", note=note,
-                     cutoff=QWEN_CODER_CUTOFF, cutoff_source=QWEN_CODER_CUTOFF_SOURCE, repeat_penalty=1.0, stop=("<|im_end|>", "<|im_start|>"))
+                     cutoff=QWEN_CODER_CUTOFF, cutoff_source=QWEN_CODER_CUTOFF_SOURCE, repeat_penalty=1.0,
+                     stop=("<|im_end|>", "<|im_start|>"))
 
-
-# The Qwen2.5-Coder report (arXiv 2409.12186, §3.1) collects GitHub repositories created before
-# February 2024 and names no later source; Gemma 3's model card gives August 2024 as the cutoff.
-QWEN_CODER_CUTOFF = "2024-01-31"
-QWEN_CODER_CUTOFF_SOURCE = "Qwen2.5-Coder Technical Report (arXiv 2409.12186), §3.1: code created before February 2024"
 
 CATALOG: dict[str, ModelSpec] = {
     spec.name: spec

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
+
+from sep.evaluate import equity_curves
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 
@@ -180,10 +181,7 @@ def eval_page(report: dict) -> str:
     head = f"{f['method']} · {f['model']}"
     rows = {head: report, **{n: s for n, s in report["forecasts"].items() if n != head},
             **{f"baseline: {n}": s for n, s in report["baselines"].items()}}
-    bt = report["backtest"]
-    curve = {"days": bt["days"], "net": bt["net"]["curve"], "drawdown": bt["net"]["drawdown"],
-             "buy_and_hold": bt["buy_and_hold"]["curve"]}
-    plots = {"forest": forest(rows), "equity": equity({head: curve}),
+    plots = {"forest": forest(rows), "equity": equity({head: equity_curves(report["backtest"])}),
              "reliability": reliability({head: report["reliability"]}),
              "coverage": coverage_accuracy({head: report["coverage_accuracy"]})}
     return environment().get_template("report.html.j2").render(
