@@ -8,8 +8,11 @@
 # serves the run's PEFT adapter as it is (--enable-lora --lora-modules NAME=RUN/adapter), and (3)
 # sep answers through it with `--policy NAME --base-url`.
 # It prints (1) whether vLLM's chat rendering gives the same tokens as sep's (the GGUF's template
-# rendered by sep.llm.render_messages), for every agent prompt of the demo day, and (2) the
-# reflect JSON through --base-url, whose label line vLLM constrains with structured outputs.
+# rendered by sep.llm.render_messages), for every agent prompt of the demo day, (2) the
+# reflect JSON through --base-url, whose label line vLLM constrains with structured outputs, and
+# (4) one offline stage: `sep batch export` of a one-day job, `vllm run-batch` on the file, and
+# `sep batch ingest` of its results (the summaries, then the forecast).
+# VLLM_ONLY_BATCH=1 skips (1)-(3).
 # Needs ~12 GB of disk and the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +44,10 @@ fi
 echo "Converting $NAME's GGUF to a transformers folder (one time; transformers' GGUF loading) ..."
 MODEL=$(.venv/bin/python -c "from sep.backends.policy import prepare_hf_model; from sep.settings import Settings; print(prepare_hf_model(Settings().cache_dir, name='$NAME'))")
 
+DB=$(mktemp -d)/sep.db
+.venv/bin/sep demo --db "$DB" --import-only >/dev/null
+
+if [ -z "${VLLM_ONLY_BATCH:-}" ]; then
 VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} "$VENV/bin/vllm" serve "$MODEL" \
   --served-model-name "$NAME" --port "$PORT" --max-model-len 4096 "${LORA[@]}" > /tmp/sep-vllm.log 2>&1 &
 SERVER=$!
@@ -51,8 +58,6 @@ for _ in $(seq 1 180); do
   sleep 2
 done
 
-DB=$(mktemp -d)/sep.db
-.venv/bin/sep demo --db "$DB" --import-only >/dev/null
 # (1) the same chats, rendered by sep and by vLLM, must tokenize identically
 .venv/bin/python - "$DB" "$NAME" "http://127.0.0.1:$PORT" <<'PY'
 import sys, httpx
@@ -97,3 +102,28 @@ if [ -n "$RUN" ]; then
     --base-url "http://127.0.0.1:$PORT/v1" --policy "$(basename "$RUN")"
   echo "vLLM-CPU reflect through the LoRA module $(basename "$RUN"): $(( $(date +%s) - start )) s"
 fi
+kill $SERVER 2>/dev/null || true
+wait $SERVER 2>/dev/null || true
+fi
+
+# (4) offline: each stage exported, run by `vllm run-batch` (its own engine, no server), ingested
+JOB=$(dirname "$DB")/offline.toml
+printf 'name = "offline"\nstocks = ["005930"]\nstart = "2022-06-01"\nend = "2022-06-01"\ntrials = 1\nwindow_days = 2\n' > "$JOB"
+for stage in 1 2 3; do
+  .venv/bin/sep batch export "$JOB" --db "$DB" --model "$NAME" --out "$(dirname "$DB")/requests$stage.jsonl" || exit 1
+  [ -f "$(dirname "$DB")/requests$stage.jsonl" ] || break
+  start=$(date +%s)
+  VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} "$VENV/bin/vllm" run-batch \
+    -i "$(dirname "$DB")/requests$stage.jsonl" -o "$(dirname "$DB")/results$stage.jsonl" \
+    --model "$MODEL" --served-model-name "$NAME" --max-model-len 4096 > /tmp/sep-vllm-batch.log 2>&1 \
+    || { echo "vllm run-batch failed; see /tmp/sep-vllm-batch.log"; tail -20 /tmp/sep-vllm-batch.log; exit 1; }
+  echo "vllm run-batch, stage $stage: $(wc -l < "$(dirname "$DB")/requests$stage.jsonl") requests in $(( $(date +%s) - start )) s (engine start included)"
+  .venv/bin/sep batch ingest "$JOB" "$(dirname "$DB")/results$stage.jsonl" --db "$DB" || exit 1
+done
+.venv/bin/sep batch status "$JOB" --db "$DB"
+.venv/bin/python - "$DB" <<'PY'
+import sys
+from sep.memory import open_memory
+for row in open_memory(sys.argv[1]).execute("SELECT date, label, confidence, flags, response FROM predictions"):
+    print(row)
+PY

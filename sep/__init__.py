@@ -28,7 +28,8 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
   evaluate, audit, report  scores and reports over stored forecasts; read only, but the audit's
                         faithfulness test asks the model again → faithfulness; `report` draws an
                         eval's or an experiment's HTML report (matplotlib SVG plots)
-  batch, experiment     many stocks and days → jobs, batch_items; walk-forward arms
+  batch, experiment     many stocks and days → jobs, batch_items; offline stages as OpenAI
+                        Batch API files → batch_requests, batch_results; walk-forward arms
                         → experiments, experiment_forecasts
   api                   one call per stage, re-exported here
   cli                   the `sep` command: parses, calls api, prints

@@ -291,7 +291,8 @@ class Agents:
                  prompts_dir: Path | None = None, on_prompt: Callable[[str, str], None] | None = None,
                  retry_temperature: float = default("retry_temperature"), seed: int = default("seed"),
                  summarizer: str = default("summarizer"), summary_points: int = default("summary_points"),
-                 explain_format: str = default("explain_format"), mask: bool = False):
+                 explain_format: str = default("explain_format"), mask: bool = False,
+                 lessons_before: str | None = None):
         self.db, self.llm, self.lang, self.recall_k = db, llm, lang, recall_k
         self.retry_temperature, self.seed = retry_temperature, seed
         self.summarizer, self.summary_points = summarizer, summary_points
@@ -303,14 +304,19 @@ class Agents:
         self.summary_info: dict[tuple[str, str], tuple[str, str | None]] = {}  # (stock, day) -> (method, flags)
         self.data_end = llm.data_end if llm else None  # a trained policy's last training day: in-sample on or before it
         self.mask = mask  # the memorization probe: every prompt sent with the company and dates hidden (sep.mask)
+        # a batch job recalls only lessons stored before it began: its days are decided in parallel (or in
+        # offline stages), so a lesson written during the job would reach some days and not others
+        self.lessons_before = lessons_before
 
     @classmethod
     def for_stock(cls, db: sqlite_utils.Database, llm: LLM | None, stock: str, cfg: Settings,
-                  on_prompt: Callable[[str, str], None] | None = None, mask: bool = False) -> "Agents":
+                  on_prompt: Callable[[str, str], None] | None = None, mask: bool = False,
+                  lessons_before: str | None = None) -> "Agents":
         """The agents for one stock with every setting (prompts, summarizer, retries) from `cfg`."""
         return cls(db, llm, lang_of(stock), prompts_dir=cfg.prompts, on_prompt=on_prompt,
                    retry_temperature=cfg.retry_temperature, seed=cfg.seed, summarizer=cfg.summarizer,
-                   summary_points=cfg.summary_points, explain_format=cfg.explain_format, mask=mask)
+                   summary_points=cfg.summary_points, explain_format=cfg.explain_format, mask=mask,
+                   lessons_before=lessons_before)
 
     def masker(self, stock: str) -> Masker | None:
         """How this stock's prompts are masked; None when they are not."""
@@ -455,9 +461,11 @@ class Agents:
 
     def recall(self, window: DecisionWindow, summaries_text: str) -> list[str]:
         """The K past clean reflections for this stock most like today's information (outcome known by D)."""
+        before = "AND created_at < ? " if self.lessons_before else ""
         rows = self.db.execute(
             "SELECT reflection, date FROM reflections WHERE stock = ? AND target_day <= ? AND date < ? "
-            "AND flags IS NULL ORDER BY date DESC LIMIT 200", [window.stock, window.date, window.date]).fetchall()
+            f"AND flags IS NULL {before}ORDER BY date DESC LIMIT 200",
+            [window.stock, window.date, window.date, *([self.lessons_before] if before else [])]).fetchall()
         today = _bigrams(summaries_text)
 
         def relevance(row: tuple[str, str]) -> tuple[float, str]:

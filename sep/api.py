@@ -40,7 +40,7 @@ Step = Callable[[str, str, str], None]  # (decision day, agent, prompt text) bef
 __all__ = [
     "Settings", "open_memory", "import_prices", "import_texts", "import_sample", "show_window", "deduplicate",
     "decision_days", "make_llm", "mock_llm", "register_backend", "reflect", "forecast", "train_model", "TRAINERS",
-    "run_batch", "batch_status",
+    "run_batch", "batch_status", "export_batch", "ingest_batch", "execute_batch",
     "Scope", "scope", "evaluate_forecasts", "eval_report", "run_experiment", "show_experiment", "list_experiments",
     "experiment_report", "Reported", "audit_explanations",
     "crawl_naver_board", "unflag_text", "export_pairs", "PriceFormat", "TextFormat", "register_format",
@@ -342,6 +342,36 @@ def run_batch(job_file: Path, *, settings: Settings | None = None, concurrency: 
     if concurrency:
         job.concurrency = concurrency
     return BatchRunner(job, _cfg(settings), llm_factory or _make, progress, restart=restart).run()
+
+
+def export_batch(job_file: Path, out: Path, *, settings: Settings | None = None, model: str | None = None,
+                 engine: str | None = None, again: bool = False, progress: Progress | None = None) -> Any:
+    """Write a job's next stage of requests (OpenAI Batch API JSONL) → `sep.batch.Advanced`."""
+    from sep.batch import OfflineBatch
+    from sep.jobs import load_job
+
+    cfg = _cfg(settings)
+    batch = OfflineBatch(load_job(Path(job_file)), cfg, model=model, engine=engine, on_progress=progress)
+    return batch.export(open_memory(cfg.db, must_exist=True), Path(out), again=again)
+
+
+def ingest_batch(job_file: Path, results: Path, *, settings: Settings | None = None, model: str | None = None,
+                 engine: str | None = None, progress: Progress | None = None) -> Any:
+    """Check and store a results file of a job's export, and decide what it completes → `sep.batch.Ingested`."""
+    from sep.batch import OfflineBatch
+    from sep.jobs import load_job
+
+    cfg = _cfg(settings)
+    batch = OfflineBatch(load_job(Path(job_file)), cfg, model=model, engine=engine, on_progress=progress)
+    return batch.ingest(open_memory(cfg.db, must_exist=True), Path(results))
+
+
+def execute_batch(requests: Path, out: Path, *, settings: Settings | None = None,
+                  progress: Progress | None = None) -> dict:
+    """Answer a requests file with the embedded model, writing a results file (the offline path without a GPU)."""
+    from sep.batch import execute
+
+    return execute(Path(requests), Path(out), _cfg(settings), progress)
 
 
 def batch_status(db: sqlite_utils.Database, job_file: Path) -> dict:

@@ -14,18 +14,25 @@ file under the same name is refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
 
 from sep.adapters import run_data_end
 from sep.decide import Decider, fingerprint, stock_days
 from sep.errors import BadInput
 from sep.jobs import Job
+from sep.llm import LLM, _chat_result
 from sep.memory import now_iso, open_memory, transaction
 from sep.predict import reward_scorer
 from sep.settings import Settings
@@ -53,8 +60,16 @@ def claim_job(db: sqlite_utils.Database, job: Job, fp: str, model: str, config: 
     with transaction(db):
         if restart:
             db.execute("DELETE FROM batch_items WHERE job = ?", [job.name])
-        db.execute("INSERT OR REPLACE INTO jobs (name, fingerprint, model, config, created_at) VALUES (?,?,?,?,?)",
+        # created_at is when the job began (kept across resumes): its days recall only lessons stored before it
+        db.execute("INSERT INTO jobs (name, fingerprint, model, config, created_at) VALUES (?,?,?,?,?) "
+                   "ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint, model = excluded.model, "
+                   "config = excluded.config" + (", created_at = excluded.created_at" if restart else ""),
                    [job.name, fp, model, json.dumps(config, ensure_ascii=False), now_iso()])
+
+
+def job_began(db: sqlite_utils.Database, job: Job) -> str:
+    """When the job began: its days recall the lessons stored before then, however many run at once."""
+    return db.execute("SELECT created_at FROM jobs WHERE name = ?", [job.name]).fetchone()[0]
 
 
 def job_model(db: sqlite_utils.Database, job: Job) -> str | None:
@@ -73,7 +88,8 @@ def status(db: sqlite_utils.Database, job: Job) -> dict:
     n_failed = sum(1 for i in items if i in failed and i not in done)
     return {"job": job.name, "total": len(items), "done": n_done, "failed": n_failed,
             "pending": len(items) - n_done - n_failed,
-            "errors": [{"stock": s, "date": d, "error": failed[(s, d)]} for s, d in items if (s, d) in failed and (s, d) not in done][:20]}
+            "errors": [{"stock": s, "date": d, "error": failed[(s, d)]} for s, d in items if (s, d) in failed and (s, d) not in done][:20],
+            "complete": n_done == len(items), "offline": offline_status(db, job)}
 
 
 @dataclass
@@ -120,10 +136,10 @@ class BatchRunner:
 
     def run(self) -> BatchReport:
         db = open_memory(self.cfg.db, must_exist=True)
-        decider = Decider(db, self.cfg, self.llm, progress=self.on_progress)
         fp, config = fingerprint(self.cfg, self.job.stocks, self.llm.name.split("@", 1)[0], policy=self.job.policy,
                                  reward=self.job.reward, best_of=self.job.best_of)
         claim_job(db, self.job, fp, self.llm.name, config, self.restart)
+        decider = Decider(db, self.cfg, self.llm, progress=self.on_progress, lessons_before=job_began(db, self.job))
         if self.job.dedup:
             from sep.dedup import DedupConfig, Deduplicator
 
@@ -148,3 +164,419 @@ class BatchRunner:
         report.failed = sum(1 for _, e in decisions if e is not None)
         report.errors = [{"stock": s, "date": d, "error": e} for (s, d), e in decisions if e][:20]
         return report
+
+
+# ---------------------------------------------------------------- offline: export, run elsewhere, ingest
+#
+# A job's requests go out in stages as OpenAI Batch API files (`vllm run-batch`, OpenAI's Batch API
+# and Ray Data LLM read and write them). Nothing of a stage is decided here: each (stock, day) is
+# replayed through the same Decider as a live run, every model call answered from the ingested
+# results; the first call without a result stops that day and becomes a line of the next export.
+# So what is stored (summaries, predictions, lessons, pairs, best-of-n) is what a live run stores,
+# through the same quality gate, and a stage's requests are exactly the bodies a live run sends.
+
+STAGES = ("summary", "forecast", "reflect", "retry", "best_of")
+ENGINES = ("vllm", "openai")  # vllm: the label constrained by structured outputs; openai: plain chat requests
+URL = "/v1/chat/completions"
+
+
+class Pending(Exception):
+    """A model call the job has no result for yet: it goes into the next export."""
+
+    def __init__(self, request: "Request") -> None:
+        super().__init__(request.custom_id)
+        self.request = request
+
+
+@dataclass(frozen=True)
+class Request:
+    custom_id: str
+    stage: str
+    stock: str
+    date: str
+    trial: int
+    body: dict
+
+    @property
+    def sha(self) -> str:
+        return body_sha(self.body)
+
+    def line(self) -> dict:
+        return {"custom_id": self.custom_id, "method": "POST", "url": URL, "body": self.body}
+
+
+def body_sha(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def custom_id(job: str, stock: str, day: str, stage: str, trial: int) -> str:
+    return f"{job}/{stock}/{day}/{stage}/{trial}"
+
+
+@dataclass
+class Site:
+    """Where the replay is: one summary (stock, text day) or one decision (stock, day) and its calls so far."""
+
+    stock: str
+    day: str
+    phase: str  # summary | decision | best_of
+    calls: dict[str, int] = field(default_factory=dict)
+    collected: list[Request] = field(default_factory=list)  # best-of-n samples are independent: all at once
+
+
+class OfflineChat(BaseChatModel):
+    """Answers a job's calls from its ingested results; a call without one is a `Pending` request.
+
+    The request body is built by the same ChatOpenAI client and answer binding a live run sends
+    through, so the file holds the live requests byte for byte (extra_body merged into the body,
+    as the OpenAI client sends it)."""
+
+    job: str
+    client: Any
+    answers: dict  # custom_id -> (body sha, response body | None when failed)
+    site: Any = None
+
+    @property
+    def _llm_type(self) -> str:
+        return "sep-offline-batch"
+
+    def request(self, messages: list[BaseMessage], stop: list[str] | None, agent: str, **kwargs: Any) -> Request:
+        payload = self.client._get_request_payload(messages, stop=stop, **kwargs)
+        body = {**{k: v for k, v in payload.items() if k != "extra_body"}, **(payload.get("extra_body") or {})}
+        site: Site = self.site
+        n = site.calls.get(agent, 0)
+        site.calls[agent] = n + 1
+        stage = "summary" if agent == "summarize" else "reflect" if agent == "reflect" else \
+            "best_of" if site.phase == "best_of" else "forecast" if n == 0 else "retry"
+        return Request(custom_id(self.job, site.stock, site.day, stage, n), stage, site.stock, site.day, n, body)
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        agent = (run_manager.metadata if run_manager else {}).get("sep_agent") or "explain"
+        request = self.request(messages, stop, agent, **kwargs)
+        sha, response = self.answers.get(request.custom_id, (None, None))
+        if sha == request.sha and response is not None:
+            return self.client._create_chat_result(response)
+        if self.site.phase == "best_of":  # the other samples don't depend on this one: collect them all
+            self.site.collected.append(request)
+            return _chat_result("", None, self.client.model_name, 0, 0)
+        raise Pending(request)
+
+
+@dataclass
+class Advanced:
+    """What one replay of a job found: the requests still to run, and what is stored."""
+
+    pending: list[Request]
+    done: int
+    total: int
+
+    @property
+    def stage(self) -> str | None:
+        return self.pending[0].stage if self.pending else None
+
+
+@dataclass
+class Ingested:
+    job: str
+    lines: int = 0
+    stored: int = 0
+    already: int = 0  # the same result ingested before: nothing added
+    failed: int = 0  # the runner's error for the request: exported again next time
+    missing: int = 0  # exported requests still without a result
+    refused: dict[str, int] = field(default_factory=dict)  # reason -> lines, never stored
+    examples: list[str] = field(default_factory=list)
+    done: int = 0
+    total: int = 0
+    next_stage: str | None = None
+    next_requests: int = 0
+
+
+class OfflineBatch:
+    """One job's offline batch: `export` the next stage's requests, `ingest` their results, until done."""
+
+    def __init__(self, job: Job, cfg: Settings, model: str | None = None, engine: str | None = None,
+                 on_progress: Callable[[str, int, int], None] | None = None) -> None:
+        if engine is not None and engine not in ENGINES:
+            raise BadInput(f"--engine {engine!r}: choose {' or '.join(ENGINES)}.")
+        self.job, self.cfg = job, job.settings(cfg)
+        self.model_arg, self.engine_arg = model, engine
+        self.model, self.engine = "", "vllm"
+        self.on_progress = on_progress or (lambda stage, done, total: None)
+
+    def _resolve(self, db: sqlite_utils.Database) -> None:
+        """The model and engine: given, else what the job's first export used, else the job's model
+        (the embedded default when it names none) and vLLM."""
+        from sep.models import DEFAULT_MODEL
+
+        row = db.execute("SELECT model, config FROM jobs WHERE name = ?", [self.job.name]).fetchone()
+        before = json.loads(row[1]) if row and row[0].endswith("@offline") else {}
+        self.model = self.model_arg or before.get("model") or self.cfg.model or DEFAULT_MODEL
+        self.engine = self.engine_arg or before.get("engine") or "vllm"
+
+    # ------------------------------------------------------------ the replay
+
+    def _answers(self, db: sqlite_utils.Database) -> dict:
+        return {cid: (sha, json.loads(resp) if status == "ok" else None) for cid, sha, status, resp in db.execute(
+            "SELECT custom_id, body_sha, status, response FROM batch_results WHERE job = ?", [self.job.name])}
+
+    def _claim(self, db: sqlite_utils.Database, chat: "OfflineChat") -> tuple[LLM, str]:
+        llm = LLM(f"{self.model}@offline", chat, self._binding, retries=1)
+        fp, config = fingerprint(self.cfg, self.job.stocks, self.model, policy=self.job.policy,
+                                 reward=self.job.reward, best_of=self.job.best_of, engine=self.engine)
+        claim_job(db, self.job, fp, llm.name, config)
+        return llm, job_began(db, self.job)
+
+    def advance(self, db: sqlite_utils.Database) -> Advanced:
+        """Replay every unfinished (stock, day); store what completes; return the requests still to run."""
+        from sep.backends.openai import chat_client
+
+        self._resolve(db)
+        client, self._binding = chat_client(self.cfg.with_overrides(base_url=None), self.model, self.engine == "vllm")
+        chat = OfflineChat(job=self.job.name, client=client, answers=self._answers(db))
+        llm, began = self._claim(db, chat)
+        decider = Decider(db, self.cfg, llm, lessons_before=began)
+        items = stock_days(db, self.job.stocks, self.job.start, self.job.end)
+        finished = done_days(db, self.job)
+        windows = decider.windows([i for i in items if i not in finished])
+        pending: list[Request] = []
+        needed = list(dict.fromkeys((w.stock, day) for w in windows for day in w.texts_by_day()))
+        texts = {(w.stock, day): t for w in windows for day, t in w.texts_by_day().items()}
+        for i, (stock, day) in enumerate(needed, 1):  # stage 1: every summary the windows read
+            chat.site = Site(stock, day, "summary")
+            try:
+                decider.agents(stock).summarize_day(stock, day, texts[(stock, day)])
+            except Pending as p:
+                pending.append(p.request)
+            self.on_progress("summaries", i, len(needed))
+        done = len(finished & set(items))
+        if pending:
+            return Advanced(pending, done, len(items))
+        scorer = reward_scorer(self.job.reward, self.cfg) if self.job.best_of and self.job.reward else None
+        for i, window in enumerate(windows, 1):  # then each decision, as far as its results go
+            chat.site = Site(window.stock, window.date, "decision")
+            try:
+                decider.reflect(window)
+                if self.job.best_of:
+                    chat.site.phase = "best_of"
+                    forecast = decider.forecast(window, self.job.best_of, scorer,
+                                                data_end=run_data_end(self.job.reward), save=False)
+                    if chat.site.collected:
+                        pending += chat.site.collected
+                        continue
+                    from sep.predict import store
+
+                    store(db, forecast)
+            except Pending as p:
+                pending.append(p.request)
+                continue
+            finally:
+                self.on_progress("decisions", i, len(windows))
+            with transaction(db):
+                db.execute("INSERT OR REPLACE INTO batch_items (job, stock, date, status, error, seconds, updated_at) "
+                           "VALUES (?,?,?,?,?,?,?)", [self.job.name, window.stock, window.date, "done", None, 0.0,
+                                                     now_iso()])
+            done += 1
+        return Advanced(pending, done, len(items))
+
+    # ------------------------------------------------------------ export
+
+    def outstanding(self, db: sqlite_utils.Database) -> dict[str, int]:
+        """Exported requests with no result yet, per stage."""
+        return dict(db.execute(
+            "SELECT r.stage, COUNT(*) FROM batch_requests r LEFT JOIN batch_results x ON x.job = r.job AND "
+            "x.custom_id = r.custom_id AND x.body_sha = r.body_sha WHERE r.job = ? AND x.custom_id IS NULL "
+            "GROUP BY r.stage", [self.job.name]).fetchall())
+
+    def export(self, db: sqlite_utils.Database, out: Path, again: bool = False) -> Advanced:
+        """Write the next stage's requests to `out` (JSONL); refused while an exported stage lacks results."""
+        waiting = self.outstanding(db)
+        if waiting and not again:
+            stages = ", ".join(f"{n} {stage}" for stage, n in waiting.items())
+            raise BadInput(f"The job {self.job.name!r} has exported requests without results ({stages}): ingest "
+                           f"their results first (sep batch ingest JOB RESULTS.jsonl), or pass --again to export "
+                           f"them again.")
+        first = not db.execute("SELECT 1 FROM batch_requests WHERE job = ? LIMIT 1", [self.job.name]).fetchone()
+        if self.job.dedup and first:
+            from sep.dedup import DedupConfig, Deduplicator
+
+            for stock in self.job.stocks:
+                Deduplicator(db, DedupConfig.from_settings(self.cfg), threads=self.cfg.threads).run(stock)
+        advanced = self.advance(db)
+        if not advanced.pending:
+            return advanced
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        with tmp.open("w", encoding="utf-8") as f:
+            for r in advanced.pending:
+                f.write(json.dumps(r.line(), ensure_ascii=False) + "\n")
+        now = now_iso()
+        with transaction(db):
+            for r in advanced.pending:  # a request asked again replaces its old one, and a failed result of it
+                db.execute("DELETE FROM batch_results WHERE job = ? AND custom_id = ?", [self.job.name, r.custom_id])
+                db.execute("INSERT OR REPLACE INTO batch_requests (job, custom_id, stage, stock, date, trial, body_sha, "
+                           "body, exported_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                           [self.job.name, r.custom_id, r.stage, r.stock, r.date, r.trial, r.sha,
+                            json.dumps(r.body, ensure_ascii=False), now])
+        tmp.replace(out)
+        return advanced
+
+    # ------------------------------------------------------------ ingest
+
+    def _model_ok(self, got: str | None) -> bool:
+        """The model that answered is the job's (a dated snapshot name of it too, as OpenAI reports)."""
+        return got == self.model or bool(got and re.fullmatch(re.escape(self.model) + r"-\d{4}-\d{2}-\d{2}", got))
+
+    def ingest(self, db: sqlite_utils.Database, results: Path) -> Ingested:
+        """Check and store a results file, then replay the job as far as the results go."""
+        self._resolve(db)
+        report = Ingested(self.job.name)
+        requests = {cid: sha for cid, sha in db.execute(
+            "SELECT custom_id, body_sha FROM batch_requests WHERE job = ?", [self.job.name])}
+        have = self._answers(db)
+        rows: list[list] = []
+
+        def refuse(reason: str, n: int, detail: str) -> None:
+            report.refused[reason] = report.refused.get(reason, 0) + 1
+            if len(report.examples) < 5:
+                report.examples.append(f"line {n}: {detail}")
+
+        try:
+            handle = results.open(encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"Can't read the results file {results}: {exc.strerror}.") from None
+        seen: set[str] = set()
+        with handle:
+            for n, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                report.lines += 1
+                try:
+                    row = json.loads(line)
+                    cid = row["custom_id"]
+                except (ValueError, KeyError, TypeError):
+                    refuse("unreadable", n, "not a complete JSON result line (truncated?)")
+                    continue
+                if not isinstance(cid, str) or not cid.startswith(self.job.name + "/"):
+                    refuse("another job", n, f"custom_id {str(cid)[:60]!r} is not of the job {self.job.name!r}")
+                    continue
+                if cid not in requests:
+                    refuse("unknown custom_id", n, f"{cid} was never exported by this job")
+                    continue
+                if cid in seen:
+                    refuse("repeated", n, f"{cid} appears twice in the file")
+                    continue
+                seen.add(cid)
+                response, error = row.get("response") or {}, row.get("error")
+                body = response.get("body") if isinstance(response, dict) else None
+                if error or response.get("status_code", 200) != 200 or not isinstance(body, dict) or \
+                        not body.get("choices"):
+                    report.failed += 1
+                    message = (error or {}).get("message") if isinstance(error, dict) else error
+                    rows.append([cid, requests[cid], "failed", None, str(message or body or "no response")[:500]])
+                    continue
+                if not self._model_ok(body.get("model")):
+                    refuse("another model", n, f"{cid} was answered by {body.get('model')!r}, not {self.model!r}")
+                    continue
+                if have.get(cid, (None, None)) == (requests[cid], body):
+                    report.already += 1
+                    continue
+                rows.append([cid, requests[cid], "ok", json.dumps(body, ensure_ascii=False), None])
+        now = now_iso()
+        with transaction(db):
+            for cid, sha, state, response, error in rows:
+                if state == "failed" and have.get(cid, (None, None))[1] is not None:
+                    continue  # a good result already stored is not undone by a later failure
+                db.execute("INSERT OR REPLACE INTO batch_results (job, custom_id, body_sha, status, response, error, "
+                           "ingested_at) VALUES (?,?,?,?,?,?,?)", [self.job.name, cid, sha, state, response, error, now])
+        report.stored = sum(1 for r in rows if r[2] == "ok")
+        report.missing = sum(self.outstanding(db).values())
+        advanced = self.advance(db)
+        report.done, report.total = advanced.done, advanced.total
+        report.next_stage, report.next_requests = advanced.stage, len(advanced.pending)
+        return report
+
+
+def offline_status(db: sqlite_utils.Database, job: Job) -> dict:
+    """Exported requests and results of a job, per stage (empty when it never exported)."""
+    rows = db.execute(
+        "SELECT r.stage, COUNT(*), SUM(x.status = 'ok'), SUM(x.status = 'failed') FROM batch_requests r "
+        "LEFT JOIN batch_results x ON x.job = r.job AND x.custom_id = r.custom_id AND x.body_sha = r.body_sha "
+        "WHERE r.job = ? GROUP BY r.stage", [job.name]).fetchall()
+    return {stage: {"exported": n, "answered": ok or 0, "failed": bad or 0, "waiting": n - (ok or 0) - (bad or 0)}
+            for stage, n, ok, bad in sorted(rows, key=lambda r: STAGES.index(r[0]))}
+
+
+def execute(requests: Path, out: Path, cfg: Settings,
+            on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Run a requests file on the embedded model and write an OpenAI Batch API results file: the
+    offline path without a GPU. The label is held to the body's structured output by llama.cpp's
+    grammar; lines already in `out` are kept (a killed run resumes)."""
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    from sep.backends.embedded import embedded_chat
+    from sep.llm import AnswerShape
+    from sep.models import ModelNotFound, local_model
+
+    try:
+        lines = [json.loads(line) for line in requests.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise BadInput(f"Can't read the requests file {requests}: {exc.strerror}.") from None
+    except ValueError:
+        raise BadInput(f"{requests} is not a JSONL requests file (one JSON request per line).") from None
+    if not all(isinstance(r, dict) and "custom_id" in r and isinstance(r.get("body"), dict) for r in lines):
+        raise BadInput(f"{requests}: every line needs custom_id and body (the OpenAI Batch API format).")
+    done = set()
+    if out.exists():
+        for line in out.read_text(encoding="utf-8").splitlines():
+            try:
+                done.add(json.loads(line)["custom_id"])
+            except (ValueError, KeyError, TypeError):
+                pass  # a line cut by a kill: asked again
+    name, model_file = cfg.model, cfg.model_file
+    if name and (name.endswith(".gguf") or Path(name).is_file()):  # --model-file PATH arrives as --model
+        name, model_file = None, Path(name)
+    try:
+        model = local_model(cfg.cache_dir, name, model_file)
+    except ModelNotFound as exc:
+        raise BadInput(str(exc)) from None
+    chat = embedded_chat(model, cfg)
+    roles = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+    todo = [r for r in lines if r["custom_id"] not in done]
+    report = {"requests": len(lines), "already": len(lines) - len(todo), "answered": 0, "failed": 0,
+              "model": model.name}
+    progress = on_progress or (lambda stage, i, n: None)
+    progress("requests", 0, len(todo))
+    with out.open("a", encoding="utf-8") as f:
+        for i, r in enumerate(todo, 1):
+            body = r["body"]
+            regex = (body.get("structured_outputs") or {}).get("regex")
+            shape = AnswerShape.from_regex(regex) if regex else None
+            kwargs = {k: body[k] for k in ("temperature", "seed") if body.get(k) is not None}
+            if body.get("max_completion_tokens", body.get("max_tokens")) is not None:  # langchain sends the first
+                kwargs["max_tokens"] = body.get("max_completion_tokens", body.get("max_tokens"))
+            try:
+                if regex and shape is None:
+                    raise ValueError("its structured output is not one sep wrote")
+                messages = [roles[m["role"]](m["content"]) for m in body["messages"]]
+                result = chat._generate(messages, stop=body.get("stop"), answer_shape=shape, **kwargs)
+                message = result.generations[0].message
+                usage = message.usage_metadata or {}
+                line = {"id": f"batch-{i}", "custom_id": r["custom_id"], "error": None, "response": {
+                    "status_code": 200, "request_id": f"sep-{i}", "body": {
+                        "id": f"chatcmpl-sep-{i}", "object": "chat.completion", "created": int(time.time()),
+                        "model": model.name, "choices": [{
+                            "index": 0, "finish_reason": "stop", "logprobs": message.response_metadata.get("logprobs"),
+                            "message": {"role": "assistant", "content": message.content}}],
+                        "usage": {"prompt_tokens": usage.get("input_tokens", 0),
+                                  "completion_tokens": usage.get("output_tokens", 0),
+                                  "total_tokens": usage.get("total_tokens", 0)}}}}
+                report["answered"] += 1
+            except (KeyError, ValueError, TypeError) as exc:
+                line = {"id": f"batch-{i}", "custom_id": r["custom_id"], "response": None,
+                        "error": {"code": "bad_request", "message": f"{type(exc).__name__}: {exc}"}}
+                report["failed"] += 1
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+            f.flush()
+            progress("requests", i, len(todo))
+    return report

@@ -93,8 +93,8 @@ class Decider:
     """
 
     def __init__(self, db: sqlite_utils.Database, cfg: Settings, llm: Any, *, progress: Progress | None = None,
-                 on_step: Step | None = None, mask: bool = False) -> None:
-        self.cfg, self.llm, self.mask = cfg, llm, mask
+                 on_step: Step | None = None, mask: bool = False, lessons_before: str | None = None) -> None:
+        self.cfg, self.llm, self.mask, self.lessons_before = cfg, llm, mask, lessons_before
         self.path = database_path(db)
         parallel = llm is not None and getattr(llm, "parallel", False) and self.path is not None and on_step is None
         self.concurrency = cfg.concurrency if parallel else 1
@@ -116,7 +116,8 @@ class Decider:
     def agents(self, stock: str, day: str = "") -> Agents:
         """This model's agents for one stock on this thread's connection (a dry run's steps name their day)."""
         step = (lambda name, text: self.on_step(day, name, text)) if self.on_step else None
-        return Agents.for_stock(self.db(), self.llm, stock, self.cfg, on_prompt=step, mask=self.mask)
+        return Agents.for_stock(self.db(), self.llm, stock, self.cfg, on_prompt=step, mask=self.mask,
+                                 lessons_before=self.lessons_before)
 
     def map(self, items: Sequence[T], work: Callable[[T], R], stage: str) -> list[R]:
         """`work(item)` for every item, `concurrency` at a time; results in the items' order.

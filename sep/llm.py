@@ -372,6 +372,26 @@ class AnswerShape:
         item = r"\[(" + ids + r")\] [+-] [^\n\[]{1,60}\n"
         return f"{head}({item}){{1,{self.max_items}}}{re.escape(self.after)} {label}" + r"\n[\s\S]*"
 
+    @classmethod
+    def from_regex(cls, regex: str) -> "AnswerShape | None":
+        """The shape `regex()` wrote (a request file's structured output), so the embedded model can
+        answer it under its grammar; None for a regex sep did not write."""
+        def plain(text: str) -> str:
+            return re.sub(r"\\(.)", r"\1", text)
+
+        label = r"\((?P<up>(?:\\.|[^|\\()])+)\|(?P<down>(?:\\.|[^|\\()])+)\)\\n\[\\s\\S\]\*"
+        found = re.fullmatch(label, regex)
+        if found:
+            return cls(plain(found["up"]), plain(found["down"]))
+        found = re.fullmatch(r"(?P<head>.*?)\(\\\[\((?P<ids>[^()]*)\)\\\] \[\+-\] \[\^\\n\\\[\]\{1,60\}\\n\)"
+                             r"\{1,(?P<n>\d+)\}(?P<after>.+?) " + label, regex, flags=re.S)
+        if not found:
+            return None
+        ids = tuple(plain(i) for i in found["ids"].split("|"))
+        head = found["head"].removesuffix(r"\n")
+        return cls(plain(found["up"]), plain(found["down"]), plain(found["after"]), plain(head),
+                   () if ids == ("t0",) else ids, int(found["n"]))
+
 
 def constrained_label(shape: AnswerShape) -> dict:
     """The `.bind()` arguments of a backend that constrains the answer itself (embedded, policy, mock)."""

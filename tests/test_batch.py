@@ -14,7 +14,7 @@ import pytest
 from sep.memory import open_memory
 from sep.settings import Settings
 
-from conftest import SEP, run
+from conftest import PLUMBING_MODEL, SEP, run
 from fake_openai import FakeOpenAI
 
 WRONG_THEN_REFLECT = {"summarize": "- 요약", "reflect": "금리 부담을 더 크게 봤어야 했다.", "explain": "상승\n기대감."}
@@ -61,7 +61,7 @@ def test_batch_runs_every_day_once_within_the_concurrency(sample_db, tmp_path):
     assert_each_day_complete(db)
     status = run("batch", "status", str(job), "--json", db=sample_db)
     assert json.loads(status.stdout) | {"errors": []} == {"job": "t", "total": 7, "done": 7, "failed": 0, "pending": 0,
-                                                          "errors": []}
+                                                          "errors": [], "complete": True, "offline": {}}
 
 
 def test_batch_and_experiment_keep_the_concurrency_in_flight(sample_db, tmp_path):
@@ -222,3 +222,173 @@ def test_every_shipped_job_file_loads():
     jobs = {p.name: load_job(p) for p in sorted((Path(__file__).resolve().parent.parent / "jobs").glob("*.toml"))}
     assert {"sample.toml", "sn2.toml", "experiment.toml"} <= set(jobs)
     assert jobs["experiment.toml"].experiment.train_end < jobs["experiment.toml"].experiment.test_start
+
+
+# ---------------------------------------------------------------- offline: export → runner → ingest
+
+
+def hashed_script(kind: str, prompt: str) -> str:
+    """Answers that differ by request (so a mix-up between requests shows): a summary citing the
+    day's titles, and a label picked by a hash of the prompt, in the prompt's format."""
+    import hashlib
+
+    from fake_openai import cite_all, echo_reason
+
+    if kind == "summarize":
+        return cite_all(prompt, 3)
+    if kind == "reflect":
+        return "삼성 관련 소식의 부담을 가볍게 봤다. 다음에는 삼성 소식이 주는 부담을 더 크게 보겠다."
+    items = "\n".join(line for line in prompt.splitlines() if line.startswith("[t"))
+    up = (hashlib.sha256(items.encode()).digest()[0] % 2 == 0) != ("과거의 반성:" in prompt)  # a lesson flips it
+    return echo_reason(prompt, "상승" if up else "하락")
+
+
+def run_requests(server: FakeOpenAI, requests: Path, results: Path) -> list[dict]:
+    """An independent runner: each line's body POSTed as it is, each answer written as OpenAI's batch
+    output line (what vllm run-batch does)."""
+    import httpx
+
+    bodies = [json.loads(line) for line in requests.read_text().splitlines()]
+    with results.open("w") as f:
+        for n, r in enumerate(bodies):
+            reply = httpx.post(server.base_url + "/chat/completions", json=r["body"], timeout=30)
+            f.write(json.dumps({"id": f"b{n}", "custom_id": r["custom_id"], "error": None, "response": {
+                "status_code": reply.status_code, "request_id": f"r{n}", "body": reply.json()}}) + "\n")
+    return bodies
+
+
+def stored(db_file: Path) -> dict:
+    db = open_memory(db_file)
+    return {
+        "predictions": db.execute("SELECT stock, date, trial, method, label, explanation, confidence, correct, flags, "
+                                  "prompt, evidence, candidates FROM predictions ORDER BY stock, date, method, trial"
+                                  ).fetchall(),
+        "reflections": db.execute("SELECT stock, date, trial, reflection, flags FROM reflections ORDER BY date, trial"
+                                  ).fetchall(),
+        "summaries": db.execute("SELECT stock, date, text_hash, summary, method, flags FROM summaries ORDER BY date"
+                                ).fetchall(),
+        "pairs": db.execute("SELECT date, prompt, chosen, rejected FROM pairs ORDER BY date").fetchall(),
+    }
+
+
+def test_offline_export_run_ingest_equals_a_live_batch_run(sample_db, tmp_path):
+    """The same job, live (`sep batch run` against the server) and offline (export → the server as an
+    independent runner → ingest, stage by stage): the same summaries, predictions, lessons, pairs and
+    best-of-n forecasts; the exported bodies are the live requests; ingesting twice adds nothing."""
+    import shutil
+
+    offline_db = tmp_path / "offline.db"
+    shutil.copy(sample_db, offline_db)
+    with FakeOpenAI(hashed_script) as server:
+        job = write_job(tmp_path / "t.toml", server.base_url, concurrency=4, best_of="2")
+        live = run("batch", "run", str(job), "--json", db=sample_db)
+        assert live.returncode == 0, live.stderr
+        live_bodies = sorted(json.dumps(b, sort_keys=True) for b in server.requests)
+        server.requests.clear()
+
+        exported, stages = [], []
+        for round_ in range(1, 10):
+            requests, results = tmp_path / f"req{round_}.jsonl", tmp_path / f"res{round_}.jsonl"
+            out = run("batch", "export", str(job), "--out", str(requests), "--json", db=offline_db)
+            assert out.returncode == 0, out.stderr
+            if json.loads(out.stdout)["requests"] == 0:
+                break
+            stages.append(sorted(json.loads(out.stdout)["stages"]))
+            lines = run_requests(server, requests, results)
+            last = results
+            exported += [json.dumps(r["body"], sort_keys=True) for r in lines]
+            assert all(r["method"] == "POST" and r["url"] == "/v1/chat/completions" for r in lines)
+            assert all(r["custom_id"].startswith("t/005930/2022-05-") for r in lines)
+            ingested = run("batch", "ingest", str(job), str(results), "--json", db=offline_db)
+            assert ingested.returncode == 0, ingested.stderr
+            assert json.loads(ingested.stdout)["stored"] == len(lines)
+        status = json.loads(run("batch", "status", str(job), "--json", db=offline_db).stdout)
+
+    assert status["complete"] and status["done"] == 7
+    assert stages[0] == ["summary"] and stages[1] == ["forecast"] and "reflect" in stages[2]
+    assert sorted(exported) == live_bodies  # every body a live run sent, and nothing else
+    assert any('"structured_outputs"' in b and '"logprobs": true' in b for b in exported)
+    live_rows, offline_rows = stored(sample_db), stored(offline_db)
+    for table in live_rows:
+        assert offline_rows[table] == live_rows[table], table
+    assert len(live_rows["predictions"]) > 7 and live_rows["reflections"] and live_rows["pairs"]
+
+    again = run("batch", "ingest", str(job), str(last), "--json", db=offline_db)
+    assert again.returncode == 0 and json.loads(again.stdout)["stored"] == 0
+    assert stored(offline_db) == offline_rows
+
+
+def test_offline_ingest_refuses_what_is_not_the_jobs_and_export_waits_for_results(sample_db, tmp_path):
+    """Lines of another job, a truncated line, an unknown custom_id and another model's answer are
+    counted and never stored (exit 1); a failed line is exported again; exporting before the
+    previous stage is ingested is one sentence naming it (exit 2)."""
+    with FakeOpenAI(hashed_script) as server:
+        job = write_job(tmp_path / "t.toml", server.base_url)
+        requests, results = tmp_path / "req.jsonl", tmp_path / "res.jsonl"
+        assert run("batch", "export", str(job), "--out", str(requests), db=sample_db).returncode == 0
+        early = run("batch", "export", str(job), "--out", str(tmp_path / "next.jsonl"), db=sample_db)
+        assert early.returncode == 2 and "summary" in early.stderr and "ingest" in early.stderr
+        assert len(early.stderr.strip().splitlines()) == 1 and not (tmp_path / "next.jsonl").exists()
+        run_requests(server, requests, results)
+    good = results.read_text().splitlines()
+    first, second, third = (json.loads(line) for line in good[:3])
+    other_model = json.loads(good[3])
+    other_model["response"]["body"]["model"] = "another-model"
+    foreign = {**first, "custom_id": first["custom_id"].replace("t/", "other-job/", 1)}
+    unknown = {**second, "custom_id": "t/005930/2022-05-24/summary/7"}
+    failed = {"id": "x", "custom_id": third["custom_id"], "response": None,
+              "error": {"code": "server_error", "message": "CUDA out of memory"}}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([json.dumps(foreign), json.dumps(unknown), good[4][:40], json.dumps(other_model),
+                              json.dumps(failed), *good[5:]]) + "\n")
+    out = run("batch", "ingest", str(job), str(bad), "--json", db=sample_db)
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert report["refused"] == {"another job": 1, "unknown custom_id": 1, "unreadable": 1, "another model": 1}
+    assert report["failed"] == 1 and report["stored"] == len(good) - 5
+    assert report["missing"] == 4  # lines 0, 1, 3 and 4 of the export have no result (the failed one is re-exported)
+    db = open_memory(sample_db)
+    assert db.execute("SELECT COUNT(*) FROM batch_results WHERE status = 'ok'").fetchone()[0] == len(good) - 5
+    assert not db.execute("SELECT 1 FROM batch_results WHERE custom_id LIKE 'other-job/%' OR custom_id LIKE '%/7'"
+                          ).fetchone()
+    text = run("batch", "ingest", str(job), str(bad), db=sample_db)
+    assert text.returncode == 1 and "another model" in text.stdout and "refused" in text.stdout
+
+    again = run("batch", "export", str(job), "--out", str(tmp_path / "again.jsonl"), "--again", "--json", db=sample_db)
+    assert again.returncode == 0, again.stderr
+    ids = [json.loads(line)["custom_id"] for line in (tmp_path / "again.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(json.loads(good[i])["custom_id"] for i in (0, 1, 2, 3, 4))
+    other = tmp_path / "other.toml"
+    other.write_text(job.read_text().replace('name = "t"', 'name = "other-job"'))
+    assert run("batch", "ingest", str(other), str(results), db=sample_db).returncode == 1  # all its lines foreign
+
+
+def test_the_embedded_model_executes_a_requests_file_as_a_live_run_answers(sample_db, tmp_path):
+    """The offline path without a GPU, on the real default model: export → `sep batch execute` →
+    ingest, stage by stage, stores the same summary and forecast as `sep batch run` on the embedded
+    model (one day, a one-day window, to stay quick)."""
+    import shutil
+
+    job = tmp_path / "e.toml"
+    job.write_text('name = "e"\nstocks = ["005930"]\nstart = "2022-05-31"\nend = "2022-05-31"\ntrials = 1\n'
+                   'window_days = 1\n')
+    offline_db = tmp_path / "offline.db"
+    shutil.copy(sample_db, offline_db)
+    live = run("batch", "run", str(job), "--json", db=sample_db)
+    assert live.returncode == 0, live.stderr
+    stages = []
+    for n in range(4):
+        requests, results = tmp_path / f"r{n}.jsonl", tmp_path / f"a{n}.jsonl"
+        out = json.loads(run("batch", "export", str(job), "--out", str(requests), "--json", db=offline_db).stdout)
+        if not out["requests"]:
+            break
+        stages.append(sorted(out["stages"]))
+        done = run("batch", "execute", str(requests), "--out", str(results), db=offline_db)
+        assert done.returncode == 0, done.stderr
+        assert f"model {PLUMBING_MODEL}" in done.stdout  # the suite's embedded model; the job names none
+        assert run("batch", "ingest", str(job), str(results), db=offline_db).returncode == 0
+    assert stages == [["summary"], ["forecast"]]
+    live_rows, offline_rows = stored(sample_db), stored(offline_db)
+    assert offline_rows == live_rows
+    (prediction,) = offline_rows["predictions"]
+    assert prediction[4] in ("up", "down") and prediction[6] is not None  # the label's log-probs came through

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sep.adapters import run_data_end
 from sep.backends.registry import register_backend
@@ -69,28 +70,35 @@ def served_policy(policy: Path | str, served: list[str], base_url: str) -> str:
                            f"{Path(policy).name}=runs/{Path(policy).name}/adapter`.")
 
 
-@register_backend("openai")
-def _openai_backend(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> LLM:
-    """An OpenAI-compatible server (vLLM constrains the label with structured outputs)."""
-    if not cfg.base_url:
-        raise BadInput("The openai backend needs a server: pass --base-url (or SEP_BASE_URL).")
+def chat_client(cfg: Settings, model: str, is_vllm: bool) -> tuple[Any, Callable[[AnswerShape], dict]]:
+    """(the ChatOpenAI client, the answer binding) every request to a server is made with: a live run
+    sends through them, `sep batch export` writes the same bodies to a file."""
     from langchain_openai import ChatOpenAI
 
-    ids, is_vllm = probe_server(cfg.base_url, cfg.api_key, cfg.timeout)
-    model = served_policy(cfg.policy, ids, cfg.base_url) if cfg.policy else cfg.model or (ids[0] if ids else None)
-    if not model:
-        raise LLMUnavailable(f"The server at {cfg.base_url} lists no models; pass --model NAME.")
     # vLLM takes llama.cpp's repetition penalty too; unset, the server's default (1.0) applies.
     vllm_body = {"repetition_penalty": cfg.repeat_penalty} if is_vllm and cfg.repeat_penalty else {}
-    chat = ChatOpenAI(base_url=cfg.base_url, api_key=cfg.api_key, model=model, timeout=cfg.timeout,
-                      max_retries=0, temperature=0.0, seed=cfg.seed, logprobs=True, top_logprobs=5,
-                      extra_body=vllm_body or None)
+    chat = ChatOpenAI(base_url=cfg.base_url or "http://127.0.0.1/v1", api_key=cfg.api_key, model=model,
+                      timeout=cfg.timeout, max_retries=0, temperature=0.0, seed=cfg.seed, logprobs=True,
+                      top_logprobs=5, extra_body=vllm_body or None)
 
     def binding(shape: AnswerShape) -> dict:
         if not is_vllm:
             return {}
         return {"extra_body": {**vllm_body, "structured_outputs": {"regex": shape.regex()}}}
 
+    return chat, binding
+
+
+@register_backend("openai")
+def _openai_backend(cfg: Settings, progress: Callable[[int, int], None] | None = None) -> LLM:
+    """An OpenAI-compatible server (vLLM constrains the label with structured outputs)."""
+    if not cfg.base_url:
+        raise BadInput("The openai backend needs a server: pass --base-url (or SEP_BASE_URL).")
+    ids, is_vllm = probe_server(cfg.base_url, cfg.api_key, cfg.timeout)
+    model = served_policy(cfg.policy, ids, cfg.base_url) if cfg.policy else cfg.model or (ids[0] if ids else None)
+    if not model:
+        raise LLMUnavailable(f"The server at {cfg.base_url} lists no models; pass --model NAME.")
+    chat, binding = chat_client(cfg, model, is_vllm)
     context, counter = server_tokenizer(cfg.base_url, model, cfg.api_key, cfg.timeout) if is_vllm else (None, None)
     return LLM(f"{model}@{cfg.base_url}", chat, binding, retries=cfg.retries, context=context, count_tokens=counter,
                parallel=True,
