@@ -25,10 +25,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--agreement", action="store_true",
+                        help="also dedup the news with UMAP's approximate neighbours (pynndescent, sep's default "
+                             "before exact ones) and compare the stories each keeps")
     args = parser.parse_args()
     t = time.perf_counter()
     import bertopic  # noqa: F401  (numba compiles on the first import in a fresh environment)
-    import umap  # noqa: F401
+    import umap  # noqa: F401  (numba compiles its functions on their first call, cached on disk after it)
 
     from sep.dedup import DedupConfig, Deduplicator
 
@@ -50,7 +53,38 @@ def main() -> None:
             print(f"  peak RSS of the process so far: {peak:,.0f} MB")
             for topic in report.topic_table[:5]:
                 print(f"    topic {topic['topic']:>3} ({topic['size']:>4}) {topic['words'][:50]} | {topic['flag'] or ''}")
+            if args.agreement and path.suffix == ".xlsx":
+                agreement(db, args)
             db.conn.close()
+
+
+def agreement(db, args: argparse.Namespace) -> None:
+    """How many of the stories the default dedup keeps (exact neighbours) UMAP's approximate
+    neighbour search (pynndescent) keeps too, over all days and per day."""
+    from umap import UMAP
+
+    from sep.dedup import DedupConfig, Deduplicator
+
+    def kept() -> dict[str, set[int]]:
+        out: dict[str, set[int]] = {}
+        for day, text_id in db.execute("SELECT date, id FROM texts WHERE is_representative = 1"):
+            out.setdefault(day, set()).add(text_id)
+        return out
+
+    first = kept()
+    c = DedupConfig()
+    approximate = UMAP(n_neighbors=c.n_neighbors, n_components=c.n_components, min_dist=0.0, metric="cosine",
+                       random_state=c.seed, n_jobs=1)
+    report = Deduplicator(db, c, umap_model=approximate, threads=args.threads).run("005930", refit=True)
+    second = kept()
+    days = set(first) | set(second)
+    both = sum(len(first.get(d, set()) & second.get(d, set())) for d in days)
+    n1, n2 = sum(map(len, first.values())), sum(map(len, second.values()))
+    same_days = sum(first.get(d) == second.get(d) for d in days)
+    print(f"  approximate neighbours (pynndescent): {report.seconds:.1f} s (" +
+          ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()) + f"), topics {report.topics}")
+    print(f"  kept stories: exact {n1:,}, approximate {n2:,}, both {both:,} = {both / max(n2, 1):.1%} of the "
+          f"approximate choice; the same set on {same_days} of {len(days)} days")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from sep.errors import BadInput
 from sep.jobs import Job
 from sep.llm import LLM, _chat_result
 from sep.memory import now_iso, open_memory, transaction
-from sep.predict import reward_scorer
+from sep.predict import reward_scorer, store
 from sep.settings import Settings
 from sep.window import DecisionWindow
 
@@ -321,7 +321,9 @@ class OfflineBatch:
             "SELECT custom_id, body_sha, status, response FROM batch_results WHERE job = ?", [self.job.name])}
 
     def _claim(self, db: sqlite_utils.Database, chat: "OfflineChat") -> tuple[LLM, str]:
-        llm = LLM(f"{self.model}@offline", chat, self._binding, retries=1)
+        # a trained policy's last training day travels with its answers, as on a live run (in-sample labels)
+        llm = LLM(f"{self.model}@offline", chat, self._binding, retries=1,
+                  data_end=run_data_end(self.cfg.policy) if self.cfg.policy else None)
         fp, config = fingerprint(self.cfg, self.job.stocks, self.model, policy=self.job.policy,
                                  reward=self.job.reward, best_of=self.job.best_of, engine=self.engine)
         claim_job(db, self.job, fp, llm.name, config)
@@ -364,19 +366,21 @@ class OfflineBatch:
                     if chat.site.collected:
                         pending += chat.site.collected
                         continue
-                    from sep.predict import store
-
                     store(db, forecast)
             except Pending as p:
                 pending.append(p.request)
                 continue
+            except Exception as exc:  # one bad day must not stop the job: recorded, as `sep batch run` does
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                error = None
+                done += 1
             finally:
                 self.on_progress("decisions", i, len(windows))
             with transaction(db):
                 db.execute("INSERT OR REPLACE INTO batch_items (job, stock, date, status, error, seconds, updated_at) "
-                           "VALUES (?,?,?,?,?,?,?)", [self.job.name, window.stock, window.date, "done", None, 0.0,
-                                                     now_iso()])
-            done += 1
+                           "VALUES (?,?,?,?,?,?,?)", [self.job.name, window.stock, window.date,
+                                                     "failed" if error else "done", error, 0.0, now_iso()])
         return Advanced(pending, done, len(items))
 
     # ------------------------------------------------------------ export
@@ -570,7 +574,9 @@ def execute(requests: Path, out: Path, cfg: Settings,
                             "message": {"role": "assistant", "content": message.content}}],
                         "usage": {"prompt_tokens": usage.get("input_tokens", 0),
                                   "completion_tokens": usage.get("output_tokens", 0),
-                                  "total_tokens": usage.get("total_tokens", 0)}}}}
+                                  "total_tokens": usage.get("total_tokens", 0),
+                                  "prompt_tokens_details": {"cached_tokens": (usage.get("input_token_details") or {})
+                                                            .get("cache_read", 0)}}}}}
                 report["answered"] += 1
             except (KeyError, ValueError, TypeError) as exc:
                 line = {"id": f"batch-{i}", "custom_id": r["custom_id"], "response": None,

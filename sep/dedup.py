@@ -122,11 +122,32 @@ class KoreanNouns:
 _TIMINGS: dict[str, float] = defaultdict(float)  # filled by the timed models below, read per run
 
 
+EXACT_NEIGHBOURS_UP_TO = 40_000  # stories; beyond, UMAP's own approximate search (pynndescent)
+
+
+def exact_neighbours(emb: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit vector's k nearest by cosine (itself first), as UMAP's `precomputed_knn` takes them."""
+    idx = np.empty((len(emb), k), dtype=np.int32)
+    dist = np.empty((len(emb), k), dtype=np.float32)
+    for s in range(0, len(emb), chunk):
+        sims = emb[s:s + chunk] @ emb.T
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(sims, part, 1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        idx[s:s + chunk] = np.take_along_axis(part, order, 1)
+        dist[s:s + chunk] = np.maximum(0.0, 1.0 - np.take_along_axis(top, order, 1))
+    return idx, dist
+
+
 def _timed_classes() -> tuple[type, type]:
     """UMAP and HDBSCAN subclasses that add their fit/transform seconds to `_TIMINGS`.
 
     Built on first use (importing umap compiles numba for a while) and published as module
-    attributes, so a pickled topic model finds them again in a new process.
+    attributes, so a pickled topic model finds them again in a new process. The UMAP finds a
+    day-range's neighbours exactly (one matrix product) up to `EXACT_NEIGHBOURS_UP_TO` stories:
+    UMAP's approximate search (pynndescent) spent most of a dedup recompiling numba in every
+    process and can't beat brute force at this size. A stored topic model keeps no UMAP (BERTopic's
+    safetensors format), so no later transform needs pynndescent's search index.
     """
     if "TimedUMAP" not in globals():
         from hdbscan import HDBSCAN
@@ -141,7 +162,13 @@ def _timed_classes() -> tuple[type, type]:
                     _TIMINGS[name] += time.perf_counter() - t
             return wrapper
 
-        umap_cls = type("TimedUMAP", (UMAP,), {"fit": timed("umap", UMAP.fit), "transform": timed("umap", UMAP.transform),
+        def fit(self: Any, X: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.metric == "cosine" and self.precomputed_knn[0] is None and \
+                    self.n_neighbors < len(X) <= EXACT_NEIGHBOURS_UP_TO:
+                self.precomputed_knn = (*exact_neighbours(np.asarray(X, dtype=np.float32), self.n_neighbors), None)
+            return UMAP.fit(self, X, *args, **kwargs)
+
+        umap_cls = type("TimedUMAP", (UMAP,), {"fit": timed("reducer", fit), "transform": timed("reducer", UMAP.transform),
                                                "__module__": __name__})
         hdb_cls = type("TimedHDBSCAN", (HDBSCAN,), {"fit": timed("hdbscan", HDBSCAN.fit), "__module__": __name__})
         globals().update(TimedUMAP=umap_cls, TimedHDBSCAN=hdb_cls)
@@ -404,10 +431,11 @@ class Deduplicator:
         c = self.config
         if self.umap_model is None or self.hdbscan_model is None:
             umap_cls, hdbscan_cls = _timed_classes()
+        reducer = clone(self.umap_model) if self.umap_model is not None else umap_cls(
+            n_neighbors=min(c.n_neighbors, n_docs - 1), n_components=c.n_components, min_dist=0.0,
+            metric="cosine", random_state=c.seed, n_jobs=1)
         return BERTopic(
-            umap_model=clone(self.umap_model) if self.umap_model is not None else umap_cls(
-                n_neighbors=min(c.n_neighbors, n_docs - 1), n_components=c.n_components, min_dist=0.0,
-                metric="cosine", random_state=c.seed, n_jobs=1),
+            umap_model=reducer,
             hdbscan_model=clone(self.hdbscan_model) if self.hdbscan_model is not None else hdbscan_cls(
                 min_cluster_size=c.min_topic_size, metric="euclidean", cluster_selection_method="eom",
                 prediction_data=True),
@@ -540,7 +568,7 @@ class Deduplicator:
         ]
         report.days = len({r.date for r in rows})
         report.seconds = round(time.perf_counter() - t0, 3)
-        timings = {k: round(_TIMINGS.get(k, 0.0), 3) for k in ("embedding", "umap", "hdbscan")}
+        timings = {k: round(_TIMINGS.get(k, 0.0), 3) for k in ("embedding", "reducer", "hdbscan")}
         timings["rest"] = round(report.seconds - sum(timings.values()), 3)
         report.timings = timings
         report.run, model_run = self._store(stock, report, rows, model if refit else None, topic_words, refit, model_run)

@@ -71,12 +71,14 @@ def render_messages(template: str, messages: list[dict], add_generation_prompt: 
 
 
 def _chat_result(text: str, logprobs: Any, model_name: str, tokens_in: int, tokens_out: int,
-                 timings: dict | None = None) -> ChatResult:
-    """What the local backends return: OpenAI-shaped logprobs and usage, like a server's answer."""
+                 timings: dict | None = None, cached: int = 0) -> ChatResult:
+    """What the local backends return: OpenAI-shaped logprobs and usage, like a server's answer
+    (`cached`: prompt tokens served from the prompt cache, LangChain's `cache_read`)."""
     message = AIMessage(
         content=text.strip(),
         response_metadata={"logprobs": logprobs, "model_name": model_name, "timings": timings},
-        usage_metadata={"input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
+        usage_metadata={"input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out,
+                        "input_token_details": {"cache_read": cached}},
     )
     return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -276,6 +278,7 @@ class LLM:
     parallel: bool = False  # takes many requests at once (a server): decisions run `concurrency` at a time
     calls: int = 0
     prompt_tokens: int = 0
+    prompt_cached: int = 0  # of prompt_tokens, served from a prompt cache (llama.cpp's, vLLM's prefix cache)
     completion_tokens: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # batch jobs ask from many threads
 
@@ -321,6 +324,7 @@ class LLM:
         with self._lock:
             self.calls += 1
             self.prompt_tokens += usage.get("input_tokens", 0)
+            self.prompt_cached += (usage.get("input_token_details") or {}).get("cache_read", 0) or 0
             self.completion_tokens += usage.get("output_tokens", 0)
         return message
 

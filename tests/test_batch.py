@@ -362,6 +362,13 @@ def test_offline_ingest_refuses_what_is_not_the_jobs_and_export_waits_for_result
     other.write_text(job.read_text().replace('name = "t"', 'name = "other-job"'))
     assert run("batch", "ingest", str(other), str(results), db=sample_db).returncode == 1  # all its lines foreign
 
+    for args, says in [(("export", str(job), "--out", str(tmp_path / "x.jsonl"), "--engine", "tgi"), "--engine"),
+                       (("ingest", str(job), str(tmp_path / "nowhere.jsonl")), "Can't read"),
+                       (("execute", str(job), "--out", str(tmp_path / "x.jsonl")), "JSONL")]:
+        refused = run("batch", *args, db=sample_db)
+        assert refused.returncode == 2 and says in refused.stderr, (args, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1
+
 
 def test_the_embedded_model_executes_a_requests_file_as_a_live_run_answers(sample_db, tmp_path):
     """The offline path without a GPU, on the real default model: export → `sep batch execute` →
@@ -392,3 +399,15 @@ def test_the_embedded_model_executes_a_requests_file_as_a_live_run_answers(sampl
     assert offline_rows == live_rows
     (prediction,) = offline_rows["predictions"]
     assert prediction[4] in ("up", "down") and prediction[6] is not None  # the label's log-probs came through
+
+
+@pytest.mark.parametrize("shape", [
+    ("상승", "하락"), ("Positive", "Negative"), ("상승", "하락", "판단:", "근거:", ("t1", "t57", "p3"), 3),
+    ("Positive", "Negative", "Decision:", "Evidence:", (), 3), ("상승", "하락", "판단:", "", ("t1",), 2)])
+def test_a_requests_files_regex_gives_back_the_answer_shape(shape):
+    """`sep batch execute` constrains the embedded model with the shape the body's regex was written from."""
+    from sep.llm import AnswerShape
+
+    original = AnswerShape(*shape)
+    assert AnswerShape.from_regex(original.regex()) == original
+    assert AnswerShape.from_regex("[0-9]+") is None

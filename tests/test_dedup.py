@@ -57,7 +57,7 @@ def test_report_counts_add_up(deduped):
     assert report["input"] == len(all_rows) >= 75  # the import already merged rows repeated byte for byte
     assert report["exact_duplicates"] >= 5 and report["near_duplicates"] >= 1
     assert report["kept"] == sum(r["is_representative"] for r in all_rows)
-    assert set(report["timings"]) == {"embedding", "umap", "hdbscan", "rest"}
+    assert set(report["timings"]) == {"embedding", "reducer", "hdbscan", "rest"}
     assert report["topics"] == len(report["topic_table"]) >= 2
     assert all(r["is_representative"] in (0, 1) for r in all_rows)  # every row was decided
 

@@ -94,13 +94,15 @@ class EmbeddedChatModel(BaseChatModel):
         seed = kwargs.get("seed", self.seed)  # best-of-n varies it per sample
         sampling = {"temperature": temperature, "repeat_penalty": self.repeat_penalty, "seed": seed,
                     "stop": [*self.stop, *(stop or [])]}
-        head, logprobs, usage_in, usage_out = "", None, 0, 0
+        # usage as a server reports one request: its prompt's tokens, and how many of them llama.cpp's
+        # prompt cache served (the continuation calls below re-read the same prompt from the cache)
+        head, logprobs, usage_in, usage_out, evaluated = "", None, None, 0, 0
         shape = kwargs.get("answer_shape")
         if shape and shape.after:  # evidence first: 1-3 items citing the window's ids, then 판단: and the label, by grammar
             cited = self._complete(prompt, max_tokens=EVIDENCE_TOKENS + 8, grammar=shape.gbnf(), n_probs=50,
                                    temperature=temperature, seed=seed)
             text = cited["choices"][0]["text"]
-            usage_in += cited["usage"]["prompt_tokens"]
+            usage_in, evaluated = cited["usage"]["prompt_tokens"], evaluated + _evaluated(cited)
             usage_out += cited["usage"]["completion_tokens"]
             max_tokens = max(16, max_tokens - cited["usage"]["completion_tokens"])
             if text.rstrip().endswith(shape.words):  # the label was reached: its log-probs are in this call's
@@ -112,13 +114,21 @@ class EmbeddedChatModel(BaseChatModel):
                                    n_probs=50, temperature=temperature, seed=seed)
             head = head + first["choices"][0]["text"].strip() + "\n"
             logprobs = first["choices"][0].get("logprobs")
-            usage_in += first["usage"]["prompt_tokens"]
+            usage_in = first["usage"]["prompt_tokens"] if usage_in is None else usage_in
+            evaluated += _evaluated(first)
             usage_out += first["usage"]["completion_tokens"]
         rest = self._complete(prompt + head, max_tokens=max_tokens, **sampling)
-        usage_in += rest["usage"]["prompt_tokens"]
+        usage_in = rest["usage"]["prompt_tokens"] if usage_in is None else usage_in
+        evaluated += _evaluated(rest)
         usage_out += rest["usage"]["completion_tokens"]
         return _chat_result(head + rest["choices"][0]["text"], logprobs, self.model_name, usage_in, usage_out,
-                            rest.get("timings"))
+                            rest.get("timings"), cached=max(0, usage_in - evaluated))
+
+
+def _evaluated(result: dict) -> int:
+    """Prompt tokens llama.cpp computed for one call (the rest came from its prompt cache)."""
+    timings = result.get("timings") or {}
+    return int(timings.get("prompt_n", result["usage"]["prompt_tokens"]))
 
 
 class GGUFEncoder:
