@@ -108,7 +108,7 @@ fi
 
 # (4) offline: each stage exported, run by `vllm run-batch` (its own engine, no server), ingested
 JOB=$(dirname "$DB")/offline.toml
-printf 'name = "offline"\nstocks = ["005930"]\nstart = "2022-06-01"\nend = "2022-06-01"\ntrials = 1\nwindow_days = 2\n' > "$JOB"
+printf 'name = "offline"\nstocks = ["005930"]\nstart = "2022-05-31"\nend = "2022-05-31"\ntrials = 1\nwindow_days = 2\n' > "$JOB"
 for stage in 1 2 3; do
   .venv/bin/sep batch export "$JOB" --db "$DB" --model "$NAME" --out "$(dirname "$DB")/requests$stage.jsonl" || exit 1
   [ -f "$(dirname "$DB")/requests$stage.jsonl" ] || break

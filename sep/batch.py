@@ -407,6 +407,9 @@ class OfflineBatch:
             for stock in self.job.stocks:
                 Deduplicator(db, DedupConfig.from_settings(self.cfg), threads=self.cfg.threads).run(stock)
         advanced = self.advance(db)
+        if not advanced.total:
+            raise BadInput(f"The job {self.job.name!r} has no trading day of {', '.join(self.job.stocks)} with a known "
+                           f"next close in {self.job.start}..{self.job.end}: nothing to decide.")
         if not advanced.pending:
             return advanced
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -910,6 +910,12 @@ def batch_status_cmd(job_file: JobArg, db: DbOpt = None, as_json: JsonOpt = Fals
                       f"{n['waiting']} waiting for results", highlight=False)
 
 
+def stage_bars() -> "Bars":
+    """A bar per stage of an offline batch step (summaries, decisions, requests), on stderr."""
+    return Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=err_console)
+
+
 ModelIdOpt = Annotated[Optional[str], typer.Option(
     "--model", help="The model id the runner serves (vLLM's --served-model-name); default: the job's \\[llm] model, "
     "else the embedded default.")]
@@ -943,8 +949,7 @@ def batch_export_cmd(
       sep batch ingest jobs/sample.toml results.jsonl
     """
     with user_errors():
-        with Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console) as progress:
+        with stage_bars() as progress:
             advanced = api.export_batch(job_file, out, settings=settings(db=db, prompts=prompts), model=model,
                                         engine=engine, again=again, progress=stage_progress(progress))
     stages: dict[str, int] = {}
@@ -980,8 +985,7 @@ def batch_ingest_cmd(
     from dataclasses import asdict
 
     with user_errors():
-        with Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console) as progress:
+        with stage_bars() as progress:
             report = api.ingest_batch(job_file, results, settings=settings(db=db, prompts=prompts), model=model,
                                       progress=stage_progress(progress))
     if as_json:
@@ -1014,8 +1018,7 @@ def batch_execute_cmd(
     The offline path without a server: sep batch export → sep batch execute → sep batch ingest.
     """
     with user_errors():
-        with Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console) as progress, model_errors(" Answered lines are kept; rerun to continue."):
+        with stage_bars() as progress, model_errors(" Answered lines are kept; rerun to continue."):
             report = api.execute_batch(requests, out, settings=settings(model=model, threads=threads),
                                        progress=stage_progress(progress))
     if as_json:
