@@ -122,7 +122,9 @@ class KoreanNouns:
 _TIMINGS: dict[str, float] = defaultdict(float)  # filled by the timed models below, read per run
 
 
-EXACT_NEIGHBOURS_UP_TO = 40_000  # stories; beyond, UMAP's own approximate search (pynndescent)
+# stories whose UMAP gets exact cosine neighbours from one matrix product; below, UMAP's own small-data
+# path (unchanged results on small sets); above, its approximate search (pynndescent)
+EXACT_NEIGHBOURS = (1_000, 40_000)
 
 
 def exact_neighbours(emb: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
@@ -143,11 +145,11 @@ def _timed_classes() -> tuple[type, type]:
     """UMAP and HDBSCAN subclasses that add their fit/transform seconds to `_TIMINGS`.
 
     Built on first use (importing umap compiles numba for a while) and published as module
-    attributes, so a pickled topic model finds them again in a new process. The UMAP finds a
-    day-range's neighbours exactly (one matrix product) up to `EXACT_NEIGHBOURS_UP_TO` stories:
-    UMAP's approximate search (pynndescent) spent most of a dedup recompiling numba in every
-    process and can't beat brute force at this size. A stored topic model keeps no UMAP (BERTopic's
-    safetensors format), so no later transform needs pynndescent's search index.
+    attributes, so a pickled topic model finds them again in a new process. Between the bounds of
+    `EXACT_NEIGHBOURS` stories the UMAP is given exact neighbours (one matrix product): its own
+    neighbour search spent most of a dedup (numba recompiled in every process) and can't beat brute
+    force at this size. A stored topic model keeps no UMAP (BERTopic's safetensors format), so no
+    later transform needs UMAP's search index.
     """
     if "TimedUMAP" not in globals():
         from hdbscan import HDBSCAN
@@ -164,7 +166,7 @@ def _timed_classes() -> tuple[type, type]:
 
         def fit(self: Any, X: Any, *args: Any, **kwargs: Any) -> Any:
             if self.metric == "cosine" and self.precomputed_knn[0] is None and \
-                    self.n_neighbors < len(X) <= EXACT_NEIGHBOURS_UP_TO:
+                    EXACT_NEIGHBOURS[0] <= len(X) <= EXACT_NEIGHBOURS[1]:
                 self.precomputed_knn = (*exact_neighbours(np.asarray(X, dtype=np.float32), self.n_neighbors), None)
             return UMAP.fit(self, X, *args, **kwargs)
 
