@@ -371,9 +371,10 @@ def test_offline_ingest_refuses_what_is_not_the_jobs_and_export_waits_for_result
 
 
 def test_the_embedded_model_executes_a_requests_file_as_a_live_run_answers(sample_db, tmp_path):
-    """The offline path without a GPU, on the real default model: export → `sep batch execute` →
-    ingest, stage by stage, stores the same summary and forecast as `sep batch run` on the embedded
-    model (one day, a one-day window, to stay quick)."""
+    """The offline path without a GPU, on the real embedded model: export → `sep batch execute` →
+    ingest stores the same forecast (label, reasons, confidence from the label's log-probs under the
+    grammar rebuilt from the body's regex) as `sep batch run` on the embedded model. One day, a
+    one-day window and extractive summaries, to stay quick (the summary stage runs in the test above)."""
     import shutil
 
     job = tmp_path / "e.toml"
@@ -381,20 +382,22 @@ def test_the_embedded_model_executes_a_requests_file_as_a_live_run_answers(sampl
                    'window_days = 1\n')
     offline_db = tmp_path / "offline.db"
     shutil.copy(sample_db, offline_db)
-    live = run("batch", "run", str(job), "--json", db=sample_db)
+    extractive = {"SEP_SUMMARIZER": "extractive"}
+    live = run("batch", "run", str(job), "--json", db=sample_db, env=extractive)
     assert live.returncode == 0, live.stderr
     stages = []
     for n in range(4):
         requests, results = tmp_path / f"r{n}.jsonl", tmp_path / f"a{n}.jsonl"
-        out = json.loads(run("batch", "export", str(job), "--out", str(requests), "--json", db=offline_db).stdout)
+        out = json.loads(run("batch", "export", str(job), "--out", str(requests), "--json", db=offline_db,
+                             env=extractive).stdout)
         if not out["requests"]:
             break
         stages.append(sorted(out["stages"]))
         done = run("batch", "execute", str(requests), "--out", str(results), db=offline_db)
         assert done.returncode == 0, done.stderr
         assert f"model {PLUMBING_MODEL}" in done.stdout  # the suite's embedded model; the job names none
-        assert run("batch", "ingest", str(job), str(results), db=offline_db).returncode == 0
-    assert stages == [["summary"], ["forecast"]]
+        assert run("batch", "ingest", str(job), str(results), db=offline_db, env=extractive).returncode == 0
+    assert stages == [["forecast"]]
     live_rows, offline_rows = stored(sample_db), stored(offline_db)
     assert offline_rows == live_rows
     (prediction,) = offline_rows["predictions"]
