@@ -92,6 +92,23 @@ def status(db: sqlite_utils.Database, job: Job) -> dict:
             "complete": n_done == len(items), "offline": offline_status(db, job)}
 
 
+def record_item(db: sqlite_utils.Database, job: Job, window: DecisionWindow, error: str | None,
+                seconds: float) -> None:
+    """The last outcome of one (stock, day) of a job: done, or failed with its error (retried next run)."""
+    with transaction(db):
+        db.execute("INSERT OR REPLACE INTO batch_items (job, stock, date, status, error, seconds, updated_at) "
+                   "VALUES (?,?,?,?,?,?,?)", [job.name, window.stock, window.date, "failed" if error else "done",
+                                             error, seconds, now_iso()])
+
+
+def dedup_job(db: sqlite_utils.Database, job: Job, cfg: Settings) -> None:
+    """`sep dedup` on each of the job's stocks (its `dedup = true`)."""
+    from sep.dedup import DedupConfig, Deduplicator
+
+    for stock in job.stocks:
+        Deduplicator(db, DedupConfig.from_settings(cfg), threads=cfg.threads).run(stock)
+
+
 @dataclass
 class BatchReport:
     job: str
@@ -126,12 +143,7 @@ class BatchRunner:
             error = None
         except Exception as exc:  # one bad day must not stop the batch; it is recorded and retried next run
             error = f"{type(exc).__name__}: {exc}"
-        db = decider.db()
-        with transaction(db):
-            db.execute("INSERT OR REPLACE INTO batch_items (job, stock, date, status, error, seconds, updated_at) "
-                       "VALUES (?,?,?,?,?,?,?)", [self.job.name, window.stock, window.date,
-                                                 "failed" if error else "done", error,
-                                                 time.perf_counter() - started, now_iso()])
+        record_item(decider.db(), self.job, window, error, time.perf_counter() - started)
         return (window.stock, window.date), error
 
     def run(self) -> BatchReport:
@@ -141,10 +153,7 @@ class BatchRunner:
         claim_job(db, self.job, fp, self.llm.name, config, self.restart)
         decider = Decider(db, self.cfg, self.llm, progress=self.on_progress, lessons_before=job_began(db, self.job))
         if self.job.dedup:
-            from sep.dedup import DedupConfig, Deduplicator
-
-            for stock in self.job.stocks:
-                Deduplicator(db, DedupConfig.from_settings(self.cfg), threads=self.cfg.threads).run(stock)
+            dedup_job(db, self.job, self.cfg)
         if self.job.best_of and self.job.reward:
             self.scorer = reward_scorer(self.job.reward, self.cfg)
         items = stock_days(db, self.job.stocks, self.job.start, self.job.end)
@@ -342,9 +351,12 @@ class OfflineBatch:
         finished = done_days(db, self.job)
         windows = decider.windows([i for i in items if i not in finished])
         pending: list[Request] = []
-        needed = list(dict.fromkeys((w.stock, day) for w in windows for day in w.texts_by_day()))
-        texts = {(w.stock, day): t for w in windows for day, t in w.texts_by_day().items()}
-        for i, (stock, day) in enumerate(needed, 1):  # stage 1: every summary the windows read
+        texts: dict[tuple[str, str], list] = {}
+        for w in windows:  # stage 1: every summary the windows read, each once
+            for day, day_texts in w.texts_by_day().items():
+                texts.setdefault((w.stock, day), day_texts)
+        needed = list(texts)
+        for i, (stock, day) in enumerate(needed, 1):
             chat.site = Site(stock, day, "summary")
             try:
                 decider.agents(stock).summarize_day(stock, day, texts[(stock, day)])
@@ -377,10 +389,7 @@ class OfflineBatch:
                 done += 1
             finally:
                 self.on_progress("decisions", i, len(windows))
-            with transaction(db):
-                db.execute("INSERT OR REPLACE INTO batch_items (job, stock, date, status, error, seconds, updated_at) "
-                           "VALUES (?,?,?,?,?,?,?)", [self.job.name, window.stock, window.date,
-                                                     "failed" if error else "done", error, 0.0, now_iso()])
+            record_item(db, self.job, window, error, 0.0)
         return Advanced(pending, done, len(items))
 
     # ------------------------------------------------------------ export
@@ -402,10 +411,7 @@ class OfflineBatch:
                            f"them again.")
         first = not db.execute("SELECT 1 FROM batch_requests WHERE job = ? LIMIT 1", [self.job.name]).fetchone()
         if self.job.dedup and first:
-            from sep.dedup import DedupConfig, Deduplicator
-
-            for stock in self.job.stocks:
-                Deduplicator(db, DedupConfig.from_settings(self.cfg), threads=self.cfg.threads).run(stock)
+            dedup_job(db, self.job, self.cfg)
         advanced = self.advance(db)
         if not advanced.total:
             raise BadInput(f"The job {self.job.name!r} has no trading day of {', '.join(self.job.stocks)} with a known "
