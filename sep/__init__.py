@@ -8,16 +8,19 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
   guard                 texts that address the model, not the market (sep/injection.toml): flagged
                         at import and dedup, withheld from every prompt (no table of its own)
   tradingdays, window   calendars and the time rule: what a decision at the end of D may read
-  memory                the SQLite file and its numbered migrations (sep/migrations) → _migrations
+  memory                the SQLite file and its numbered migrations (sep/migrations), and the
+                        stance cache's statements → _migrations, stances
   ingest, crawl         price/text files and the Naver board → prices, stocks, texts, imports,
                         crawl_pages
   dedup                 marks each text a copy, off-topic or a representative (BERTopic)
                         → texts' marks, dedup_runs, topics, topic_models
   models, adapters      the packaged GGUF catalog; trained LoRA adapters (PEFT folder, GGUF twin)
-  llm, backends         chat formats, the answer parser, the `LLM` facade; the backends that make
-                        one (embedded, openai, policy, mock, plugins)
+  llm, backends, prompting  chat formats, the answer parser, the `LLM` facade; the backends that
+                        make one (embedded, openai, policy, mock, plugins); prompt files (prompts/)
   quality, mask         the gate every generated text passes; the company and dates hidden for
                         the memorization probe (no table)
+  stances               the stance step: P(positive/neutral/negative) of one text, read from the
+                        label words' log-probs (`sep stance`), cached through memory
   agents                summarize, explain, reflect (prompts in prompts/) → summaries,
                         predictions, reflections, pairs
   train_config, train   SFT, reward, PPO, GRPO on pairs and predictions → runs/ folders, runs

@@ -39,7 +39,8 @@ Step = Callable[[str, str, str], None]  # (decision day, agent, prompt text) bef
 
 __all__ = [
     "Settings", "open_memory", "import_prices", "import_texts", "import_sample", "show_window", "deduplicate",
-    "decision_days", "make_llm", "mock_llm", "register_backend", "reflect", "forecast", "train_model", "TRAINERS",
+    "decision_days", "make_llm", "mock_llm", "register_backend", "reflect", "forecast", "stance", "Stanced",
+    "train_model", "TRAINERS",
     "run_batch", "batch_status", "export_batch", "ingest_batch", "execute_batch",
     "Scope", "scope", "evaluate_forecasts", "eval_report", "run_experiment", "show_experiment", "list_experiments",
     "experiment_report", "Reported", "audit_explanations",
@@ -274,6 +275,57 @@ def forecast(db: sqlite_utils.Database, stock: str, date: str, *, best_of: int |
     return Decider(db, cfg, llm).forecast(window, scorer=scorer, data_end=run_data_end(reward))
 
 
+@dataclass
+class Stanced:
+    """`stance`'s result: each text's stance and probabilities, and with gold labels the scores."""
+
+    model: str
+    judged: list[Any]  # sep.stances.Judged
+    labels: list[str] | None = None
+    scores: dict | None = None  # n, accuracy, accuracy_ci95, accuracy_posneg, macro_f1, confusion
+    out: Path | None = None
+
+    def as_json(self) -> dict:
+        if self.scores is not None:
+            return {"model": self.model, **self.scores, "out": str(self.out) if self.out else None}
+        return {"model": self.model, "n": len(self.judged), "rows": [j.as_json() for j in self.judged],
+                "out": str(self.out) if self.out else None}
+
+
+def stance(source: Path | str | Sequence[str], *, text_column: str = "text", label_column: str | None = None,
+           lang: str | None = None, out: Path | None = None, settings: Settings | None = None,
+           db: sqlite_utils.Database | None = None, llm: Any = None,
+           progress: Callable[[int, int], None] | None = None) -> Stanced:
+    """The model's stance (positive, neutral, negative, with probabilities) of each text: a list of
+    texts, or a CSV/xlsx/JSONL file's `text_column` (comma-separated for several). With
+    `label_column` the judgements are scored against it. `out` writes one row per text (.csv or
+    .jsonl). Judgements are cached in memory (`db`, default the settings' file): a rerun resumes.
+    A `--policy` that `sep train stance` made asks with the prompt it learned on (RUN/prompts)."""
+    from sep.stances import StanceJudge, read_table, stance_scores, write_judged
+
+    cfg = _cfg(settings)
+    if lang not in (None, "ko", "en"):
+        raise BadInput(f"--lang must be ko or en, not {lang!r}.")
+    if isinstance(source, (str, Path)):
+        table = read_table(Path(source), [c.strip() for c in text_column.split(",") if c.strip()], label_column)
+        texts, labels = table.texts, table.labels
+    else:
+        texts, labels = [" ".join(str(t).split()) for t in source], None
+        if not texts:
+            raise BadInput("No texts to judge.")
+    prompts_dir = cfg.prompts
+    if cfg.policy and (Path(cfg.policy) / "prompts").is_dir():
+        prompts_dir = Path(cfg.policy) / "prompts"
+    llm = llm if llm is not None else make_llm(cfg)
+    memory = db if db is not None else open_memory(cfg.db)
+    judge = StanceJudge(llm, prompts_dir=prompts_dir, db=memory, concurrency=cfg.concurrency)
+    judged = judge.judge(texts, lang, progress)
+    if out is not None:
+        write_judged(judged, Path(out), labels)
+    return Stanced(judge.model, judged, labels, stance_scores(judged, labels) if labels else None,
+                   Path(out) if out else None)
+
+
 def export_pairs(db: sqlite_utils.Database, out: Path) -> int:
     """Write the stored wrong→right pairs as TRL preference JSONL (prompt, chosen, rejected); the count."""
     from sep.agents import export_pairs as _export
@@ -284,7 +336,7 @@ def export_pairs(db: sqlite_utils.Database, out: Path) -> int:
 # ---------------------------------------------------------------- training
 
 
-TRAINERS = tuple(CONFIGS)  # sft, reward, ppo, grpo
+TRAINERS = tuple(CONFIGS)  # sft, stance, reward, ppo, grpo
 
 
 @dataclass

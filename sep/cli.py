@@ -385,7 +385,7 @@ SummarizerOpt = setting("summarizer", callback=lambda v: _one_of(v, "--summarize
 ThreadsOpt = setting("threads")
 PromptsOpt = setting("prompts")
 ExplainFormatOpt = setting("explain_format", "--explain-format",
-                           callback=lambda v: _one_of(v, "--explain-format", ("evidence", "label")))
+                           callback=lambda v: _one_of(v, "--explain-format", ("derived", "evidence", "label")))
 
 
 def _model_bars() -> Bars:
@@ -780,9 +780,13 @@ def _register_trainers() -> None:
     from sep.train_config import CONFIGS  # pure data: the trainers' own imports wait until one runs
 
     pairs = "TRL preference JSONL (prompt/chosen/rejected[, ret]) instead of memory."
-    data = {"sft": ("--data", "TRL prompt/completion JSONL instead of memory.")}
+    data = {"sft": ("--data", "TRL prompt/completion JSONL instead of memory."),
+            "stance": ("--data", "A labelled file (CSV, xlsx or JSONL) of texts and positive/neutral/negative labels.")}
     examples = {
         "sft": "  sep train sft --from-memory --out runs/sft\n  sep train sft --data completions.jsonl --max-steps 100",
+        "stance": "  sep train stance --data phrasebank_train.csv --text-column sentence,kor_sentence --per-label 130 "
+                  "--max-steps 100 --out runs/stance\n  sep stance test.csv --text-column kor_sentence --label-column label "
+                  "--policy runs/stance",
         "reward": "  sep train reward --from-memory --out runs/rm\n"
                   "  sep train reward --pairs pairs.jsonl --max-steps 200 --out runs/rm --json",
         "ppo": "  sep train ppo --reward runs/rm --sft runs/sft --from-memory --out runs/ppo",
@@ -794,6 +798,82 @@ def _register_trainers() -> None:
 
 
 _register_trainers()
+
+
+@app.command("stance")
+def stance_cmd(
+    file: Annotated[Path, typer.Argument(help="A CSV, TSV, xlsx or JSONL file with a column of texts.")],
+    text_column: Annotated[str, typer.Option("--text-column", help="The column of texts (comma-separated for several, "
+                                             "e.g. sentence,kor_sentence).")] = "text",
+    label_column: Annotated[Optional[str], typer.Option("--label-column", help="A column of gold labels (positive, "
+                            "neutral, negative): score the judgements against it instead of listing them.")] = None,
+    lang: Annotated[Optional[str], typer.Option("--lang", help="ko or en for every text (default: each text's own, "
+                    "Hangul → ko).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write one row per text (text, stance, p_positive, "
+                   "p_neutral, p_negative[, label]) as .csv or .jsonl.")] = None,
+    policy: PolicyOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    threads: ThreadsOpt = None,
+    concurrency: setting("concurrency") = None,
+    prompts: PromptsOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Judge each text: is it good (positive), bad (negative) or neither (neutral) news for the stock?
+
+    The three probabilities are read from the model's log-probs of the label words
+    (prompts/<lang>/stance.toml), not from a sampled word. With --label-column it prints n,
+    accuracy with a 95% CI, accuracy on the positive and negative rows alone (the larger of the two
+    probabilities), macro-F1 and the confusion matrix. Judgements are cached in memory, so a killed
+    run resumes.
+
+    Examples:
+      sep stance headlines.csv --text-column title --out stances.csv
+      sep stance phrasebank.csv --text-column kor_sentence --label-column label --json
+      sep stance phrasebank.csv --text-column kor_sentence --label-column label --policy runs/stance
+    """
+    with user_errors():
+        if lang is not None and lang not in ("ko", "en"):
+            raise BadInput(f"--lang must be ko or en, not {lang!r}.")
+        cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, prompts=prompts,
+                       concurrency=concurrency)
+        llm = None
+        with model_errors():
+            progress = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=err_console, transient=True)
+            from sep.stances import read_table
+
+            read_table(file, [c.strip() for c in text_column.split(",") if c.strip()], label_column)  # bad input first
+            llm = _make_llm(cfg)
+            with progress:
+                task = progress.add_task("judging", total=None)
+                result = api.stance(file, text_column=text_column, label_column=label_column, lang=lang, out=out,
+                                    settings=cfg, llm=llm,
+                                    progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if as_json:
+        print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
+        return
+    if result.scores is None:
+        table = Table("stance", "positive", "neutral", "negative", "text", title=f"stance by {result.model}")
+        for j in result.judged[:50]:
+            table.add_row(j.stance, *(f"{j.probs[s]:.2f}" for s in ("positive", "neutral", "negative")),
+                          escape(j.text[:80]))
+        console.print(table)
+        if len(result.judged) > 50:
+            console.print(f"… {len(result.judged) - 50} more" + (f" in {out}" if out else " (use --out FILE)"))
+        return
+    s = result.scores
+    ci = s["accuracy_ci95"]
+    console.print(f"[bold]{s['n']}[/] texts judged by {result.model}: accuracy [bold]{s['accuracy']:.3f}[/] "
+                  f"(95% CI {ci[0]:.3f}-{ci[1]:.3f}), positive vs negative {s['accuracy_posneg']:.3f} "
+                  f"on {s['n_posneg']}, macro-F1 {s['macro_f1']:.3f}")
+    table = Table("gold \\ judged", "positive", "neutral", "negative", title="confusion")
+    for gold, row in s["confusion"].items():
+        table.add_row(gold, *(str(row[p]) for p in ("positive", "neutral", "negative")))
+    console.print(table)
+    if out:
+        console.print(f"wrote {out}")
 
 
 @app.command("predict")
@@ -1244,19 +1324,32 @@ def experiment_report_cmd(
 def render_experiment(r: dict) -> None:
     t, x = r["train"], r["test"]
     table = Table("arm", "n", "coverage", "accuracy", "95% CI", "acc. answered", "MCC", "p vs coin", "p vs majority",
-                  "min detectable", "MCC 95% CI", "Brier", "net return", "max DD", "McNemar p vs base",
+                  "min detectable", "MCC 95% CI", "Brier", "ECE", "Brier cal.", "ECE cal.", "net return", "max DD",
+                  "McNemar p vs base",
                   title=f"experiment {r['id']} ({escape(r['name'])}, {escape(r['model'])}): trained on {t['start']}..{t['end']} "
                         f"({t['days']} days, {t['pairs']} pairs, {t['sft_rows']} SFT rows), tested on "
                         f"{x['start']}..{x['end']} ({x['days']} stock-days, {len(r['folds'])} fold(s))")
     for name, s in r["arms"].items():
         if s.get("skipped"):
-            table.add_row(name, "0", f"[dim]skipped: {escape(s['skipped'][:80])}[/]", *[""] * 12)
+            table.add_row(name, "0", f"[dim]skipped: {escape(s['skipped'][:80])}[/]", *[""] * 15)
             continue
-        table.add_row(name, *_score_cells(s), _ci(s["mcc_ci95"]), _fmt(s["brier"]), f"{s['backtest']['net']:+.2%}",
+        cal = s.get("calibrated") or {}
+        table.add_row(name, *_score_cells(s), _ci(s["mcc_ci95"]), _fmt(s["brier"]), _fmt(s.get("ece")),
+                      _fmt(cal.get("brier")), _fmt(cal.get("ece")), f"{s['backtest']['net']:+.2%}",
                       f"{s['backtest']['max_drawdown']:.2%}", _fmt(s.get("vs_base", {}).get("mcnemar_p")))
     for name, s in r["baselines"].items():
-        table.add_row(f"baseline: {name}", *_score_cells(s), _ci(s["mcc_ci95"]), "", "", "", "")
+        table.add_row(f"baseline: {name}", *_score_cells(s), _ci(s["mcc_ci95"]), _fmt(s.get("brier")), "", "", "", "",
+                      "", "")
     console.print(table)
+    lessons, took = r.get("lessons"), r.get("uptake")
+    if lessons and lessons["n"]:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(lessons["flags"].items(), key=lambda kv: -kv[1]))
+        console.print(f"lessons on the training days: {lessons['passed']} of {lessons['n']} pass the gate "
+                      f"({lessons['pass_rate']:.0%})" + (f"; flagged: {why}" if why else ""), highlight=False)
+    if took:
+        console.print(f"lesson uptake (memory vs base, {took['n']} days): {took['moved']} moved "
+                      f"({took['rate']:.0%}: the label flipped on {took['flipped']}, or P(up) moved ≥ {took['shift']:.2f})",
+                      highlight=False)
     c = r["cutoff"]
     if c["date"]:
         parts = [f"{name} {s['pre_cutoff']['n']} before / {s['post_cutoff']['n']} after"

@@ -86,10 +86,13 @@ class Settings(BaseSettings):
     seed: int = Field(0, description="Seed for sampling and anything random.")
     prompts: Path | None = Field(None, description="A folder of prompt files (<lang>/<agent>.toml, like prompts/); "
                                  "each file it holds replaces the packaged one.")
-    explain_format: str = Field("evidence", pattern="^(evidence|label)$", description="How an explanation answers: "
-                                "`evidence`: the 1-3 items that matter most, each cited by its text id with a direction "
-                                "(+/-), then the label, then two sentences why (prompts/<lang>/explain.toml); `label`: "
-                                "the label on the first line, then the reasons (explain_label.toml).")
+    explain_format: str = Field("derived", pattern="^(derived|evidence|label)$", description="How an explanation "
+                                "answers: `derived`: every item's direction is judged first (the stance step), the "
+                                "answer cites the 1-3 items that matter with those directions, and the label follows "
+                                "from them (more + than -: up; more -: down; a tie: the model's call), then two "
+                                "sentences why (prompts/<lang>/explain_derived.toml); `evidence`: the same items with "
+                                "the model's own directions and label (explain.toml); `label`: the label on the first "
+                                "line, then the reasons (explain_label.toml).")
     summarizer: str = Field("model", pattern="^(model|extractive)$", description="`model`: the LLM writes cited "
                             "points (falling back to `extractive` when they fail the quality check); `extractive`: "
                             "the day's top representative titles, no model call.")

@@ -40,7 +40,7 @@ from sep.memory import now_iso, transaction
 from sep.models import CATALOG
 from sep.settings import Settings, default
 from sep.train_config import (CONFIGS, EXPLAIN_TOKENS, GRPORunConfig, PPORunConfig, RewardRunConfig,  # noqa: F401
-                              RunConfig, SFTRunConfig)  # the configs, importable from here as before
+                              RunConfig, SFTRunConfig, StanceRunConfig)  # the configs, importable from here as before
 
 # ---------------------------------------------------------------- rewards from the market
 
@@ -336,8 +336,19 @@ def lora_targets(model: Any, which: str) -> str | list[str]:
 def lora(cfg: RunConfig, task_type: str, model: Any) -> Any:
     from peft import LoraConfig
 
+    targets = lora_targets(model, cfg.lora_targets)
+    blocks = getattr(model.config, "num_hidden_layers", None)
+    last = {}
+    if cfg.lora_layers and blocks:  # peft picks blocks by number only from a list of module names
+        import torch
+
+        if targets == "all-linear":
+            head = model.get_output_embeddings()
+            targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                              if isinstance(module, torch.nn.Linear) and module is not head})
+        last = {"layers_to_transform": list(range(max(0, blocks - cfg.lora_layers), blocks))}
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type=task_type,
-                      target_modules=lora_targets(model, cfg.lora_targets))
+                      target_modules=targets, **last)
 
 
 def load_policy(base: Base, sft: Path | None) -> Any:
@@ -439,7 +450,7 @@ def pair_metrics(rm: RewardModel, rows: list[dict]) -> dict:
 # example peaked at 9.8 GB: 6.2 GB of weights plus about 5 fp32 copies of the logits (tokens x
 # vocab), which TRL keeps for the loss and its entropy and accuracy metrics. 6 leaves a margin.
 LOGIT_COPIES = 6
-MODEL_COPIES = {"sft": 1, "reward": 1, "grpo": 1, "ppo": 3}  # PPO: policy (+ reference as adapter-off), value, reward
+MODEL_COPIES = {"sft": 1, "stance": 1, "reward": 1, "grpo": 1, "ppo": 3}  # PPO: policy (+ reference as adapter-off), value, reward
 
 
 def weight_bytes(folder: Path) -> int:
@@ -556,6 +567,8 @@ def _precision() -> dict:
 
 
 def _trainer_args(cfg: RunConfig, cls: type, **extra: Any) -> Any:
+    if cfg.lora_layers:  # recomputing activations would also send gradients through the frozen blocks below
+        extra.setdefault("gradient_checkpointing", False)
     return cls(output_dir=str(Path(cfg.out) / "checkpoints"), max_steps=cfg.max_steps,
                per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2, report_to=[], seed=cfg.seed,
@@ -626,6 +639,11 @@ def train_sft(settings: Settings, cfg: SFTRunConfig, db: sqlite_utils.Database |
         raise BadInput("No SFT examples: memory holds no correct trial-0 answers in that range yet (run `sep reflect`), "
                        "or pass --data.")
 
+    return _execute(settings, cfg, db, rows, sft_body(rows, cfg), info)
+
+
+def sft_body(rows: list[dict], cfg: RunConfig) -> Callable[[Run, Base], dict]:
+    """TRL's SFTTrainer with a LoRA on prompt/completion rows (the loss on the completion only)."""
     def body(run: Run, base: Base) -> dict:
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
@@ -640,6 +658,52 @@ def train_sft(settings: Settings, cfg: SFTRunConfig, db: sqlite_utils.Database |
                                                 eos_token=base.fmt.turn_end))
         metrics = _train_with_resume(run, trainer)
         return {**metrics, **save_adapter(run, trainer.model, tok, base)}
+
+    return body
+
+
+def stance_rows(cfg: StanceRunConfig, data: Path, prompts_dir: Path | None = None) -> tuple[list[dict], dict]:
+    """prompt/completion rows of a labelled file: the stance prompt of each text's language without its
+    worked examples, and the label's answer word; `per_label` texts per label and language at most."""
+    import dataclasses
+    import random
+
+    from sep.stances import STANCES, detect_lang, read_table, stance_prompt
+
+    columns = [c.strip() for c in cfg.text_column.split(",") if c.strip()]
+    table = read_table(data, columns, cfg.label_column)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for text, label in zip(table.texts, table.labels or []):
+        groups.setdefault((detect_lang(text), label), []).append(text)
+    rows, counts = [], {}
+    for (lang, label), texts in sorted(groups.items()):
+        if cfg.per_label and len(texts) > cfg.per_label:
+            texts = random.Random(cfg.seed).sample(texts, cfg.per_label)
+        prompt = dataclasses.replace(stance_prompt(lang, prompts_dir), examples=())
+        answer = prompt.labels[STANCES.index(label)]
+        rows += [{"prompt": prompt.messages(text=t), "completion": answer, "lang": lang} for t in texts]
+        counts[f"{lang}_{label}"] = len(texts)
+    random.Random(cfg.seed).shuffle(rows)
+    return rows, {"labels": counts}
+
+
+def train_stance(settings: Settings, cfg: StanceRunConfig, db: sqlite_utils.Database | None, data: Path | None) -> dict:
+    """LoRA SFT of the stance step on a labelled file; the run keeps the prompt it learned on."""
+    if data is None:
+        raise BadInput("sep train stance learns from a labelled file: pass --data FILE (CSV, xlsx or JSONL with "
+                       "--text-column and --label-column).")
+    from sep.prompting import write_prompt
+    from sep.stances import stance_prompt
+
+    rows, info = stance_rows(cfg, data, settings.prompts)
+
+    def body(run: Run, base: Base) -> dict:
+        import dataclasses
+
+        for lang in sorted({r["lang"] for r in rows}):  # what `sep stance --policy RUN` will ask
+            write_prompt(dataclasses.replace(stance_prompt(lang, settings.prompts), examples=()),
+                         run.out / "prompts" / lang / "stance.toml")
+        return sft_body([{k: r[k] for k in ("prompt", "completion")} for r in rows], cfg)(run, base)
 
     return _execute(settings, cfg, db, rows, body, info)
 
@@ -928,5 +992,5 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
 # Each trainer by name: its config dataclass (the `sep train NAME` options) and the function that runs it.
 TRAINERS: dict[str, tuple[type[RunConfig], Callable[..., dict]]] = {
     kind: (CONFIGS[kind], trainer) for kind, trainer in
-    (("sft", train_sft), ("reward", train_reward), ("ppo", train_ppo), ("grpo", train_grpo))
+    (("sft", train_sft), ("stance", train_stance), ("reward", train_reward), ("ppo", train_ppo), ("grpo", train_grpo))
 }

@@ -18,7 +18,7 @@ def _system_openings() -> tuple[tuple[str, str], ...]:
     from sep.agents import load_prompt
 
     found = ((load_prompt(lang, name).system.strip().split("{")[0], name)  # the text before any variable
-             for lang in ("ko", "en") for name in ("summarize", "explain", "reflect", "judge"))
+             for lang in ("ko", "en") for name in ("summarize", "explain", "reflect", "judge", "stance"))
     return tuple((opening, name) for opening, name in found if opening)
 
 
@@ -42,7 +42,7 @@ def echo_reason(prompt: str, label_line: str) -> str:
     the prompt shows items with text ids, else the label on the first line."""
     import re
 
-    item = re.search(r"^\[(t\d+)\] (.+)$", prompt, flags=re.M)
+    item = re.search(r"^\[(t\d+)\] (?:\([+0-]\) )?(.+)$", prompt, flags=re.M)  # a derived prompt marks directions
     if item:
         words = " ".join(item.group(2).split()[:3])  # a short quote in a reason of its own, not a paste
         english = label_line.strip() in ("Positive", "Negative")
@@ -56,12 +56,22 @@ def echo_reason(prompt: str, label_line: str) -> str:
     return f"{label_line}\n{' '.join(words) or '정보'} 소식을 반영했다."
 
 
+def choice_words(body: dict) -> list[str]:
+    """The words a request's structured output allows when it is a choice of a few ((a|b|c)), else []."""
+    regex = ((body.get("structured_outputs") or {}).get("regex")) or ""
+    found = re.fullmatch(r"\(([^()\\]+(?:\|[^()\\|]+)+)\)", regex)
+    return found.group(1).split("|") if found else []
+
+
 class FakeOpenAI:
-    """`script(kind, prompt) -> reply text`. `owned_by="vllm"` makes it look like vLLM."""
+    """`script(kind, prompt) -> reply text`. `owned_by="vllm"` makes it look like vLLM. The stance
+    step's requests go to `stance(text) -> positive|neutral|negative` (default: every text neutral,
+    so a derived answer's label is the script's own on every day)."""
 
     def __init__(self, script: Callable[[str, str], str], owned_by: str = "vllm", model: str = "fake-model",
-                 latency: float = 0.0, max_model_len: int = 32768):
+                 latency: float = 0.0, max_model_len: int = 32768, stance: Callable[[str], str] | None = None):
         self.script, self.owned_by, self.model, self.latency = script, owned_by, model, latency
+        self.stance = stance or (lambda text: "neutral")
         self.max_model_len = max_model_len  # what vLLM's /tokenize reports; tokens are counted as characters / 2
         self.requests: list[dict] = []
         self.spans: list[tuple[float, float]] = []  # (arrived, replied) per chat request, time.monotonic()
@@ -118,7 +128,14 @@ class FakeOpenAI:
                     time.sleep(fake.latency)
                 fake.requests.append(body)
                 prompt = body["messages"][-1]["content"]
-                text = fake.script(kind_of(body), prompt)
+                kind = kind_of(body)
+                text = fake.stance(prompt) if kind == "stance" else fake.script(kind, prompt)
+                choices = choice_words(body)
+                if choices and text.strip() in choices:  # one word of a few (a stance): a token per word
+                    logprobs = {"content": [{"token": text.strip(), "logprob": -0.2, "bytes": None, "top_logprobs": [
+                        {"token": w, "logprob": -0.2 if w == text.strip() else -2.5, "bytes": None} for w in choices]}]}
+                    self._reply(text.strip(), logprobs, prompt)
+                    return
                 # the label's token: the first character, or the one after an evidence-first answer's marker
                 marked = re.search(r"^(?:판단|Decision):\s*", text, flags=re.M)
                 head = text[:marked.end()] if marked else ""
@@ -129,6 +146,9 @@ class FakeOpenAI:
                     {"token": first, "logprob": -0.2, "bytes": None, "top_logprobs": [
                         {"token": first, "logprob": -0.2, "bytes": None},
                         {"token": other, "logprob": -1.8, "bytes": None}]}]}
+                self._reply(text, logprobs, prompt)
+
+            def _reply(self, text: str, logprobs: dict, prompt: str) -> None:
                 self._send({
                     "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": fake.model,
                     "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,

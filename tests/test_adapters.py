@@ -135,7 +135,6 @@ def test_sft_on_a_chatml_base_folder_records_it_and_writes_both_adapters(tiny, t
 def test_ppo_on_chatml_stops_at_im_end_and_penalises_only_a_missing_one(tiny, toy):
     """PPO on a Qwen2 base: the rollouts' stop token and the missing-EOS check are <|im_end|>; a
     rollout that ends its turn is not penalised, one that never does is (TRL's own functions)."""
-    import torch
     from trl.experimental.ppo.ppo_trainer import truncate_response
 
     from sep.train import Base, turn_tokenizer

@@ -115,6 +115,36 @@ def test_sft_changes_parameters_and_resumes(trained, toy):
 
 
 @pytest.mark.slow
+def test_a_stance_run_learns_the_label_words_on_its_last_blocks_and_keeps_its_prompt(toy):
+    """`sep train stance` on a labelled file (both languages, balanced per label): only the last
+    --lora-layers blocks get adapters, they move, and the run keeps the prompt it learned on
+    (no worked examples), which `sep stance --policy RUN` then asks with."""
+    from safetensors.torch import load_file
+
+    from conftest import FIXTURES
+    from sep.prompting import load_prompt
+
+    done = run("train", "stance", "--data", str(FIXTURES / "phrasebank_excerpt.csv"), "--text-column",
+               "sentence,kor_sentence", "--per-label", "2", "--lora-layers", "2", "--max-steps", "2", "--batch-size", "4",
+               "--base-model", "gemma-270m", "--out", str(toy / "stance"), "--json", db=toy / "sep.db")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout)
+    assert metrics["steps"] == 2 and metrics["examples"] == 12  # 2 per label, 3 labels, 2 languages
+    assert metrics["labels"] == {f"{lang}_{s}": 2 for lang in ("en", "ko") for s in ("negative", "neutral", "positive")}
+    assert lora_b_norm(toy / "stance" / "adapter") > 0
+    blocks = {int(k.split(".layers.")[1].split(".")[0]) for k in load_file(str(toy / "stance" / "adapter" /
+                                                                          "adapter_model.safetensors")) if ".layers." in k}
+    assert blocks == {16, 17}  # Gemma-3 270M has 18 blocks: the last two
+    for lang in ("ko", "en"):
+        learned = load_prompt(lang, "stance", toy / "stance" / "prompts")
+        assert learned.examples == () and learned.labels == ("positive", "neutral", "negative")
+        assert learned.system == load_prompt(lang, "stance").system
+    bad = run("train", "stance", "--data", str(FIXTURES / "phrasebank_excerpt.csv"), "--label-column", "gold",
+              "--base-model", "gemma-270m", "--out", str(toy / "stance-bad"), db=toy / "sep.db")
+    assert bad.returncode == 2 and "no column 'gold'" in bad.stderr
+
+
+@pytest.mark.slow
 def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy):
     from sep.train import load_reward_model
 

@@ -4,6 +4,7 @@ Chats are rendered with the model's own chat template, as vLLM and transformers 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from pydantic import PrivateAttr
 
 from sep.backends.registry import register_backend
 from sep.errors import BadInput
-from sep.llm import LLM, AnswerShape, LLMUnavailable, constrained_label, _chat_result, message_dicts, render_messages
+from sep.llm import LLM, AnswerShape, LessonShape, LLMUnavailable, constrained_label, _chat_result, message_dicts, render_messages
 from sep.models import LocalModel, ModelError, ModelNotFound, local_model
 from sep.settings import EVIDENCE_TOKENS, Settings, default
 
@@ -98,6 +99,17 @@ class EmbeddedChatModel(BaseChatModel):
         # prompt cache served (the continuation calls below re-read the same prompt from the cache)
         head, logprobs, usage_in, usage_out, evaluated = "", None, None, 0, 0
         shape = kwargs.get("answer_shape")
+        if isinstance(shape, LessonShape):  # a reflection's three lines, by grammar; no label to read
+            one = self._complete(prompt, max_tokens=max_tokens, grammar=shape.gbnf(), **sampling)
+            return _chat_result(one["choices"][0]["text"], None, self.model_name, one["usage"]["prompt_tokens"],
+                                one["usage"]["completion_tokens"], one.get("timings"),
+                                cached=max(0, one["usage"]["prompt_tokens"] - _evaluated(one)))
+        if shape and shape.choices:  # one word of a few (a stance): its log-probs are the answer
+            one = self._complete(prompt, max_tokens=8, grammar=shape.gbnf(), n_probs=50, temperature=temperature,
+                                 seed=seed)
+            return _chat_result(one["choices"][0]["text"], one["choices"][0].get("logprobs"), self.model_name,
+                                one["usage"]["prompt_tokens"], one["usage"]["completion_tokens"], one.get("timings"),
+                                cached=max(0, one["usage"]["prompt_tokens"] - _evaluated(one)))
         if shape and shape.after:  # evidence first: 1-3 items citing the window's ids, then 판단: and the label, by grammar
             cited = self._complete(prompt, max_tokens=EVIDENCE_TOKENS + 8, grammar=shape.gbnf(), n_probs=50,
                                    temperature=temperature, seed=seed)
@@ -110,8 +122,10 @@ class EmbeddedChatModel(BaseChatModel):
             else:  # cut off in its evidence or its label: close the evidence and constrain the label alone
                 head = text.split(shape.after)[0].rstrip() + "\n" + shape.after + " "
         if shape and logprobs is None:
-            first = self._complete(prompt + head, max_tokens=8, grammar=AnswerShape(shape.up, shape.down).gbnf(),
-                                   n_probs=50, temperature=temperature, seed=seed)
+            fixed = shape.fixed_label(head)  # a derived answer's evidence may already fix its label
+            grammar = f"root ::= {json.dumps(fixed, ensure_ascii=False)}" if fixed else AnswerShape(shape.up, shape.down).gbnf()
+            first = self._complete(prompt + head, max_tokens=8, grammar=grammar, n_probs=50, temperature=temperature,
+                                   seed=seed)
             head = head + first["choices"][0]["text"].strip() + "\n"
             logprobs = first["choices"][0].get("logprobs")
             usage_in = first["usage"]["prompt_tokens"] if usage_in is None else usage_in

@@ -15,14 +15,14 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from sep.backends.registry import register_backend
-from sep.llm import LLM, constrained_label, _chat_result, message_dicts
+from sep.llm import LLM, LessonShape, constrained_label, _chat_result, message_dicts
 from sep.settings import Settings
 
 
 Script = Callable[[str, str], str]  # (agent: summarize | explain | reflect | judge, last user message) -> reply
 
 
-AGENTS = ("summarize", "explain", "reflect", "judge")
+AGENTS = ("summarize", "explain", "reflect", "judge", "stance")
 
 
 def default_script(agent: str, prompt: str) -> str:
@@ -35,7 +35,12 @@ def default_script(agent: str, prompt: str) -> str:
         return "요약의 가장 큰 소식보다 시장 전체의 흐름을 먼저 봤어야 했다."
     if agent == "judge":
         return json.dumps({"relevance": 4, "clarity": 4, "consistency": 4})
-    items = re.findall(r"^\[(t\d+)\] (.+)$", prompt, flags=re.M)
+    if agent == "stance":  # a word-list judge: enough to run the stance step without a model
+        low = prompt.lower()
+        good = ("상승", "증가", "호재", "수주", "rise", "gain", "growth", "record", "beat")
+        bad = ("하락", "감소", "악재", "손실", "적자", "fall", "loss", "cut", "decline", "낮아")
+        return "positive" if any(w in low for w in good) else "negative" if any(w in low for w in bad) else "neutral"
+    items = re.findall(r"^\[(t\d+)\] (?:\([+0-]\) )?(.+)$", prompt, flags=re.M)
     if items:  # an evidence-first prompt shows its items with text ids: cite the first
         n, item = items[0]
         words = " ".join(item.split()[:3])
@@ -69,12 +74,29 @@ class MockChatModel(BaseChatModel):
                            **{k: v for k, v in kwargs.items() if k != "answer_shape"}})
         logprobs = None
         shape = kwargs.get("answer_shape")
+        if isinstance(shape, LessonShape):  # the script's lesson in the reflection's three lines
+            parsed = shape.parse(text)
+            if parsed["misled"] is None:
+                misled = (shape.cited or ("t0",))[0]
+                text = (f"{shape.markers[0]} [{misled}] {shape.reasons[0]}\n{shape.markers[1]} {shape.none}\n"
+                        f"{shape.markers[2]} {' '.join(text.split())}")
+            return _chat_result(text, None, "mock", sum(len(m["content"]) for m in chat) // 2, len(text) // 2)
         words, after = (shape.words, shape.after) if shape else (None, "")
+        if shape and shape.choices:  # one word of a few (a stance): the script's, or the first
+            label = text.strip() if text.strip() in words else words[0]
+            rest = (1 - self.p_label) / (len(words) - 1)
+            logprobs = {"content": [{"token": label, "logprob": math.log(self.p_label), "top_logprobs": [
+                {"token": w, "logprob": math.log(self.p_label if w == label else rest)} for w in words]}]}
+            return _chat_result(label, logprobs, "mock", sum(len(m["content"]) for m in chat) // 2, 1)
         if words and after:  # evidence first: the label after the marker line, written if the script didn't
             lines = text.split("\n")
+            if shape.signs:  # derived, as a grammar holds it: each cited id with its judged direction
+                signs = dict(shape.signs)
+                lines = [re.sub(r"^\[(t\d+)\] [+0-] ", lambda m: f"[{m.group(1)}] {signs.get(m.group(1), '0')} ", ln)
+                         for ln in lines]
             at = next((i for i, ln in enumerate(lines) if ln.startswith(after)), None)
             said = lines[at][len(after):].strip() if at is not None else ""
-            label = said if said in words else words[0]
+            label = shape.fixed_label("\n".join(lines[:at])) or (said if said in words else words[0])
             if at is None:
                 lines.append(f"{after} {label}")
             else:

@@ -22,7 +22,8 @@ from sep.adapters import adapter_folder, read_adapter, run_config, run_data_end
 from sep.backends.embedded import embedded_chat
 from sep.backends.registry import register_backend
 from sep.errors import BadInput, require_extra
-from sep.llm import LLM, ChatFormat, constrained_label, LLMUnavailable, _chat_result, message_dicts, render_messages
+from sep.llm import (LLM, ChatFormat, LessonShape, LLMUnavailable, _chat_result, constrained_label, message_dicts,
+                     render_messages)
 from sep.models import CATALOG, DEFAULT_MODEL, ModelError, local_model
 from sep.settings import EVIDENCE_TOKENS, Settings, default
 
@@ -194,10 +195,14 @@ class TransformersChatModel(BaseChatModel):
         generator = torch.Generator().manual_seed(seed)
         head, logprobs = "", None
         shape = kwargs.get("answer_shape")
+        if isinstance(shape, LessonShape):  # not held here (no grammar): the parser reads what it can
+            shape = None
         label_words, after = (shape.words, shape.after) if shape else (None, "")
         if label_words and after:  # evidence first: generate the items up to the label marker, then choose the label
             head = self._generate_text(model, tok, fmt, prompt, EVIDENCE_TOKENS, temperature, seed, [*stop, after])
             head = head.rstrip() + "\n" + after + " "
+            fixed = shape.fixed_label(head)  # derived: the evidence written fixes the label
+            label_words = (fixed,) if fixed else label_words
         if label_words:
             scores = self._score_words(prompt + head, tuple(label_words))
             if temperature and temperature > 0:
