@@ -1,10 +1,12 @@
-"""Evidence first or label first: which explain format should be the default?
+"""Derived, evidence first or label first: which explain format should be the default?
 
-Decides the same days twice with the default model (greedy trial 0, the forecast, no lessons):
-once with `explain_label.toml` (the label on the first line, then the reasons: sep's format until
-issue 22) and once with `explain.toml` (the 1-3 items that matter, each cited by text id with a
-direction, then the label after "판단:", then two sentences). Both read the same cached summaries,
-so only the explain prompt differs. For each format it prints:
+Decides the same days three times with the default model (greedy trial 0, the forecast, no
+lessons): with `explain_label.toml` (the label on the first line, then the reasons: sep's format
+until issue 22), with `explain.toml` (the 1-3 items that matter, each cited by text id with the
+model's own direction, then the label after "판단:", then two sentences), and with
+`explain_derived.toml` (every item judged first by the stance step; the cited items carry those
+directions and the label follows from them, ties left to the model). All read the same cached
+summaries, so only the explain prompt differs. For each format it prints:
 
 * raw accuracy (the label against the next close, flags ignored) and gated accuracy (a flagged
   answer counts as wrong, as `sep eval` counts it), with the share of days each flag fired;
@@ -32,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 import sep
-from sep.agents import Agents
+from sep.agents import Agents, window_stance
 from sep.decide import decidable_days
 from sep.window import decision_window
 
@@ -50,9 +52,13 @@ def recheck(row: dict) -> dict:
     check = Check("", row["inputs"], row["start"], row["day"], kind="explanation")
     flags = [f for f in row["flags"] if f == "copied"] + [f for f in check.flags(answer.explanation) if f != "copied"]
     if prompt.label_after:
-        flags += [f for f in check_evidence(answer, row["items"], check) if f not in flags]
+        flags += [f for f in check_evidence(answer, row["items"], check, remap=row["format"] != "derived")
+                  if f not in flags]
     return {**row, "label": answer.label, "flags": flags, "evidence": answer.evidence,
             "vote": evidence_vote(answer.evidence) if prompt.label_after else None}
+
+
+FORMATS = ("label", "evidence", "derived")
 
 
 def evidence_vote(evidence: list[dict]) -> str | None:
@@ -88,14 +94,15 @@ def main() -> None:
     with args.out.open("w", encoding="utf-8") as out:
         for i, day in enumerate(days, 1):
             window = decision_window(db, args.stock, day, cfg.window_days)
-            for fmt in ("label", "evidence"):
+            for fmt in FORMATS:
                 agents = Agents.for_stock(db, llm, args.stock, cfg.with_overrides(explain_format=fmt))
                 summaries = agents.summaries(window)
                 variables = agents.explain_variables(window, summaries, [])
                 answer = agents.explain(variables)
                 row = {"day": day, "format": fmt, "actual": window.label, "label": answer.label,
                        "confidence": answer.confidence, "flags": answer.flags, "evidence": answer.evidence,
-                       "vote": evidence_vote(answer.evidence) if fmt == "evidence" else None,
+                       "vote": evidence_vote(answer.evidence) if fmt != "label" else None,
+                       "window_stance": window_stance(variables["_items"]),
                        "response": answer.response, "items": variables["_items"],
                        "inputs": variables["summaries"], "start": window.window_start,
                        "summary_flags": {d: agents.summary_info.get((args.stock, d), ("", None))[1]
@@ -122,7 +129,7 @@ def report(rows: list[dict], stock: str, source: str) -> None:
           "(always answering the majority side scores the larger share). 2022 data predates the model: not skill.\n")
     print("| format | n | raw accuracy | gated accuracy | flagged | answered 상승 | mean confidence | flags (share of days) |")
     print("|---|---|---|---|---|---|---|---|")
-    for fmt in ("label", "evidence"):
+    for fmt in [f for f in FORMATS if any(r["format"] == f for r in rows)]:
         mine = [r for r in rows if r["format"] == fmt]
         n = len(mine)
         raw = sum(r["label"] == r["actual"] for r in mine) / n
@@ -142,6 +149,12 @@ def report(rows: list[dict], stock: str, source: str) -> None:
               f"{down} of them down): accuracy {sum(r['vote'] == r['actual'] for r in voted) / len(voted):.2f}; the "
               f"label agrees with it on {agree}/{len(voted)}; the label's accuracy on those days "
               f"{sum(r['label'] == r['actual'] for r in voted) / len(voted):.2f}")
+    stanced = [r for r in rows if r["format"] == "derived" and r.get("window_stance")]
+    if stanced:
+        right = sum(("up" if r["window_stance"] > 0 else "down") == r["actual"] for r in stanced)
+        print(f"stance-only baseline (the sign of the window's mean P(positive) - P(negative), no explanation): "
+              f"{right}/{len(stanced)} = {right / len(stanced):.2f}; "
+              f"{sum(r['window_stance'] < 0 for r in stanced)} of {len(stanced)} days lean down")
 
 
 if __name__ == "__main__":

@@ -10,140 +10,33 @@ reflection is never recalled, a flagged explanation counts as unparsable.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import sqlite_utils
 from langchain_core.messages import AIMessage
-from langchain_core.prompts import ChatPromptTemplate
 
 from sep.dedup import normalise_title
-from sep.errors import BadInput, PromptTooLong, TimeRuleError
+from sep.errors import PromptTooLong, TimeRuleError
 from sep.guard import clean_for_prompt
-from sep.llm import LLM, Answer, AnswerShape, parse_answer
+from sep.llm import LLM, Answer, AnswerShape, LessonShape, parse_answer
 from sep.mask import Masker
 from sep.memory import now_iso, transaction
+from sep.prompting import PROMPTS_DIR, Prompt, literal_template, load_prompt, prompt_files, prompt_text  # noqa: F401
 from sep.quality import GATE_VERSION, Check, join_flags, stem, words
 from sep.settings import MAX_TOKENS, Settings, default
+from sep.stances import SIGN, STANCES, Judged, StanceJudge
 from sep.window import LABEL_WORDS, DecisionWindow, Text, label_word, lang_of
 
-PROMPTS_DIR = next(p for p in (Path(__file__).resolve().parent / "prompts",  # inside an installed wheel
-                               Path(__file__).resolve().parent.parent / "prompts",  # a checkout: top-level prompts/
-                               ) if p.is_dir())
 MAX_TEXTS_PER_DAY = 40
 MAX_TITLE_CHARS = 300  # one text's share of a prompt: a 100 KB title must not fill the context
 MAX_DAY_CHARS = 5000   # one day's texts in a summary prompt (~2.5k tokens of Korean), well inside 4k-8k contexts
 MAX_EVIDENCE = 3  # cited items an evidence-first answer may count (the prompt asks for one to three)
 CONTEXT_HINT = "SEP_CONTEXT for the embedded model, --max-model-len for vllm serve"
-
-
-def prompt_files(explain_format: str) -> dict[str, str]:
-    """Which prompt file each agent reads: the explain format picks explain.toml (evidence first) or explain_label.toml."""
-    return {"summarize": "summarize", "explain": "explain" if explain_format == "evidence" else "explain_label",
-            "reflect": "reflect"}
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One agent's chat prompt: a system message (task and format), optional worked examples as
-    their own user/assistant turns (never inline, where a small model copies them), then the data."""
-
-    name: str
-    system: str
-    turns: tuple[tuple[str, str], ...]  # (role, template) after the examples; the last is the user's
-    version: str  # hash of the file: part of the summary cache key
-    examples: tuple[tuple[str, str], ...] = ()  # (user, assistant) turns, literal text
-    label_after: str = ""  # an evidence-first explain prompt: the label follows this marker (판단:), not line 1
-    evidence_head: str = ""  # and its evidence opens with this line (근거:)
-
-    @property
-    def template(self) -> ChatPromptTemplate:
-        turns = [("system", self.system)]
-        for user, assistant in self.examples:  # literal: no variables in examples
-            turns += [("human", _literal(user)), ("ai", _literal(assistant))]
-        turns += [("ai" if role == "assistant" else "human", text) for role, text in self.turns]
-        return ChatPromptTemplate.from_messages(turns)
-
-    def messages(self, **variables: object) -> list[dict]:
-        """The chat as role dicts (what is stored with a prediction and what the trainers read)."""
-        out = [{"role": "system", "content": self.system.format(**variables)}]
-        for user, assistant in self.examples:
-            out += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-        return out + [{"role": role, "content": text.format(**variables)} for role, text in self.turns]
-
-    def render(self, **variables: object) -> str:
-        """The chat as JSON, the form a prediction's `prompt` column keeps."""
-        return json.dumps(self.messages(**variables), ensure_ascii=False)
-
-    def instructions(self, **variables: object) -> str:
-        """What a generated text must not copy: the system message, the worked examples, and the
-        fixed wording of the turns (their data, the variables, may be quoted)."""
-        fixed = [part for _, text in self.turns for part in re.split(r"\{[a-z_]+\}", text) if part.strip()]
-        return "\n".join([self.system.format(**variables), *(t for pair in self.examples for t in pair), *fixed])
-
-
-def load_prompt(lang: str, name: str, prompts_dir: Path | None = None) -> Prompt:
-    """`<prompts_dir>/<lang>/<name>.toml` if the folder has it, else the packaged file: a `system`
-    string, then either a `user` string or `[[turns]]` of {role, content} (a conversation that ends
-    with the user), and optional `[[examples]]` of {user, assistant}."""
-    path = PROMPTS_DIR / lang / f"{name}.toml"
-    if prompts_dir is not None:  # a user folder overrides file by file; what it lacks stays packaged
-        if not Path(prompts_dir).is_dir():
-            raise BadInput(f"The prompts folder {prompts_dir} does not exist (it holds <lang>/<agent>.toml files, "
-                           f"like the packaged prompts/).")
-        if (Path(prompts_dir) / lang / f"{name}.toml").exists():
-            path = Path(prompts_dir) / lang / f"{name}.toml"
-    try:
-        stamp = path.stat().st_mtime_ns
-    except FileNotFoundError:
-        raise BadInput(f"No prompt file {path}; a prompts folder needs <lang>/{name}.toml.") from None
-    return _read_prompt(name, path, stamp)
-
-
-@functools.lru_cache(maxsize=64)
-def _read_prompt(name: str, path: Path, stamp: int) -> Prompt:
-    """A prompt file parsed once per version on disk (`stamp`): every decision builds its agents."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-        system = data["system"]
-        turns = (("user", data["user"]),) if "user" in data else tuple((t["role"], t["content"]) for t in data["turns"])
-        if not turns or turns[-1][0] != "user" or any(r not in ("user", "assistant") for r, _ in turns):
-            raise KeyError("the last turn must be the user's, and roles are user or assistant")
-        examples = tuple((e["user"], e["assistant"]) for e in data.get("examples", []))
-        label_after, evidence_head = str(data.get("label_after", "")), str(data.get("evidence_head", ""))
-    except FileNotFoundError:
-        raise BadInput(f"No prompt file {path}; a prompts folder needs <lang>/{name}.toml.") from None
-    except (tomllib.TOMLDecodeError, KeyError) as exc:
-        raise BadInput(f"The prompt file {path} needs a TOML string `system` and a `user` string or "
-                       f"[[turns]] ending with the user's ({exc}).") from None
-    return Prompt(name, system, turns, hashlib.sha1(text.encode()).hexdigest()[:12], examples, label_after,
-                  evidence_head)
-
-
-def _literal(text: str) -> str:
-    return text.replace("{", "{{").replace("}", "}}")
-
-
-def literal_template(messages: list[dict]) -> ChatPromptTemplate:
-    """Role dicts (a stored chat) as a template that takes no variables: its braces stay literal."""
-    roles = {"system": "system", "user": "human", "assistant": "ai"}
-    return ChatPromptTemplate.from_messages([(roles[m["role"]], _literal(m["content"])) for m in messages])
-
-
-def prompt_text(stored: str) -> str:
-    """A stored prompt (JSON chat, or plain text from before migration 0007) for people to read."""
-    try:
-        messages = json.loads(stored)
-        return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
-    except (ValueError, TypeError, KeyError):
-        return stored
 
 
 def day_texts(texts: list[Text]) -> list[Text]:
@@ -180,6 +73,7 @@ class Trial:
     reflection: str | None = None
     flags: list[str] = field(default_factory=list)
     reflection_flags: list[str] = field(default_factory=list)
+    reflection_detail: dict = field(default_factory=dict)  # misled (id), why, overlooked (id), the text as written
     evidence: list[dict] = field(default_factory=list)  # cited items: item, direction, note, day, point, texts
 
 
@@ -191,6 +85,7 @@ class ReflectResult:
     trials: list[Trial] = field(default_factory=list)
     data_end: str | None = None  # the policy's last training day: on or before it the answer is in-sample
     summary_notes: list[tuple[str, str, str | None]] = field(default_factory=list)  # (day, method, flags)
+    window_stance: float | None = None  # derived: mean P(positive) - P(negative) of every item shown (no explanation)
 
     def as_json(self) -> dict:
         last = self.trials[-1] if self.trials else None
@@ -205,11 +100,12 @@ class ReflectResult:
             "actual_word": self.window.label_word,
             "trials": [{**{k: v for k, v in asdict(t).items() if k in
                            ("label", "explanation", "confidence", "correct", "reflection", "flags", "reflection_flags",
-                            "evidence")}, "label_word": label_word(t.label, self.window.stock)}
+                            "reflection_detail", "evidence")}, "label_word": label_word(t.label, self.window.stock)}
                        for t in self.trials],
             "final": {"label": last.label, "correct": last.correct, "trials_used": len(self.trials)} if last else None,
             "forecast": {"label": self.trials[0].label, "correct": self.trials[0].correct} if self.trials else None,
             "in_sample": bool(self.data_end and self.window.date <= self.data_end),
+            "window_stance": self.window_stance,
             "withheld": self.window.as_json()["withheld"],
         }
 
@@ -298,6 +194,11 @@ class Agents:
         self.summarizer, self.summary_points = summarizer, summary_points
         self.prompts = {agent: load_prompt(lang, file, prompts_dir) for agent, file in prompt_files(explain_format).items()}
         self.evidence_first = bool(self.prompts["explain"].label_after)
+        # derived: each item's direction is judged first (the stance step), the label follows from the cited ones
+        self.derived = explain_format == "derived"
+        # one text at a time inside a decision: a Decider's pool judges a run's texts in parallel beforehand
+        self.stances = StanceJudge(llm, prompts_dir=prompts_dir, db=db, concurrency=1) \
+            if self.derived and llm is not None else None
         self.words = LABEL_WORDS[lang]
         self.on_prompt = on_prompt  # sees every prompt before it is sent (dry runs print them)
         self.model_name = llm.name if llm else "dry-run"
@@ -486,17 +387,17 @@ class Agents:
         day with the id of the text it rests on ([t57]), so an answer can cite it; `_items` maps
         each shown id to its day, point and texts (two points of one text share its id)."""
         none = "(정보 없음)" if self.lang == "ko" else "(no information)"
-        items = [{"item": f"t{ids[0]}" if ids else f"p{n}", "day": d, "point": point, "texts": ids}
-                 for n, (d, point, ids) in enumerate(
-                     (d, strip_citations(p).strip().lstrip("-•* ").strip(), cited_ids(p))
-                     for d, s in summaries for p in s.splitlines()) if point]
+        items = window_items(summaries)
+        if self.derived:
+            judge_items(self.stances, items, self.lang)
         if self.evidence_first:
             lines, last = [], None
             for item in items:
                 if item["day"] != last:
                     lines.append(f"[{item['day']}]")
                     last = item["day"]
-                lines.append(f"[{item['item']}] {' '.join(item['point'].split())}")
+                mark = f"({item['sign']}) " if "sign" in item else ""
+                lines.append(f"[{item['item']}] {mark}{' '.join(item['point'].split())}")
             summaries_text = "\n".join(lines) or none
         else:
             summaries_text = "\n".join(f"[{d}] {' '.join(strip_citations(s).split())}" for d, s in summaries) or none
@@ -512,8 +413,9 @@ class Agents:
     def explain(self, variables: dict, **sampling: float | int) -> Answer | None:
         """One answer, checked; `sampling` (temperature, seed) lets best-of-n draw different ones."""
         prompt = self.prompts["explain"]
+        signs = tuple(dict.fromkeys((i["item"], i["sign"]) for i in variables["_items"] if "sign" in i))
         shape = AnswerShape(self.words["up"], self.words["down"], prompt.label_after, prompt.evidence_head,
-                            tuple(dict.fromkeys(item["item"] for item in variables["_items"])), MAX_EVIDENCE)
+                            tuple(dict.fromkeys(item["item"] for item in variables["_items"])), MAX_EVIDENCE, signs)
         masker = (m := self.masker(variables["stock"])) and \
             m.for_window([variables["start"], *(i["day"] for i in variables["_items"])], variables["date"])
         message = self._ask("explain", variables, masker, shape=shape, **sampling)
@@ -525,21 +427,43 @@ class Agents:
                            variables["start"], variables["date"], kind="explanation")
         answer.flags = check.flags(answer.explanation)
         if self.evidence_first:
-            answer.flags += [f for f in check_evidence(answer, variables["_items"], check) if f not in answer.flags]
+            answer.flags += [f for f in check_evidence(answer, variables["_items"], check, remap=not self.derived)
+                             if f not in answer.flags]
+        if self.derived and answer.label:  # the confidence is the cited evidence's, not the label token's
+            p_up = evidence_up_probability(answer.evidence)
+            answer.confidence = None if p_up is None else p_up if answer.label == "up" else 1 - p_up
         return answer
 
-    def reflect(self, variables: dict, answer: Answer, actual: str) -> tuple[str, list[str]] | None:
-        """A lesson from a wrong answer and its quality flags (a flagged lesson is kept but never used)."""
+    def reflect(self, variables: dict, answer: Answer, actual: str) -> tuple[str, list[str], dict] | None:
+        """A lesson from a wrong answer, its quality flags (a flagged lesson is kept but never used) and
+        its detail. An answer that cited evidence gets three lines, held by the backend: the cited item
+        that misled and why (direction or weight), the item overlooked, and one general lesson, the
+        only part recalled later; the gate flags a lesson that names an id, a date, the company or a
+        label word (`specific`) or answers again (`reanswer`)."""
         empty = "(빈 답)" if self.lang == "ko" else "(empty answer)"
         values = {**variables, "response": answer.response or empty, "actual": self.words[actual]}
-        message = self._ask("reflect", values)
+        prompt = self.prompts["reflect"]
+        shape = None
+        if prompt.lesson:
+            cited = tuple(dict.fromkeys(e["item"] for e in answer.evidence))
+            ids = tuple(dict.fromkeys(i["item"] for i in variables["_items"]))
+            shape = LessonShape(tuple(prompt.lesson["markers"]), tuple(prompt.lesson["reasons"]),
+                                str(prompt.lesson["none"]), cited, ids)
+        message = self._ask("reflect", values, shape=shape) if shape else self._ask("reflect", values)
         if message is None:
             return None
         text = str(message.content).strip()
+        detail = shape.parse(text) if shape else {"lesson": text}
+        lesson = detail.pop("lesson")
+        explain = self.prompts["explain"]
         # a lesson that mostly repeats the wrong answer teaches nothing
-        check = self.check(self.prompts["reflect"], values, variables["summaries"] + "\n" + answer.response,
-                           variables["start"], variables["date"], echo_of=answer.response, kind="reflection")
-        return text, check.flags(text)
+        check = Check(prompt.instructions(**values), variables["summaries"] + "\n" + answer.response,
+                      variables["start"], variables["date"], echo_of=answer.response,
+                      kind="lesson" if shape else "reflection",
+                      names=Masker.for_company(self.lang, variables["stock"], variables["name"]).aliases,
+                      labels=tuple(self.words.values()),
+                      markers=tuple(m for m in (explain.label_after, explain.evidence_head) if m))
+        return lesson, check.flags(lesson), {**detail, "response": text} if shape else {}
 
     # ------------------------------------------------------------ the loop
 
@@ -550,7 +474,7 @@ class Agents:
         recalled = self.recall(window, base["summaries"])
         result = ReflectResult(window, summaries, recalled, data_end=self.data_end,
                                summary_notes=[(d, *self.summary_info.get((window.stock, d), ("model", None)))
-                                              for d, _ in summaries])
+                                              for d, _ in summaries], window_stance=window_stance(base["_items"]))
         lessons = list(recalled)
         for n in range(trials):
             variables = self.explain_variables(window, summaries, lessons)
@@ -568,7 +492,7 @@ class Agents:
             if n + 1 < trials:
                 reflected = self.reflect(variables, answer, window.label)
                 if reflected:
-                    trial.reflection, trial.reflection_flags = reflected
+                    trial.reflection, trial.reflection_flags, trial.reflection_detail = reflected
                     if trial.reflection and not trial.reflection_flags and trial.reflection not in lessons:
                         lessons.append(trial.reflection)
         if self.llm is not None:
@@ -587,17 +511,18 @@ class Agents:
             for t in result.trials:
                 self.db.execute(
                     "INSERT INTO predictions (stock, date, trial, target_day, actual, label, explanation, confidence, "
-                    "correct, response, prompt, model, created_at, data_end, flags, evidence) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "correct, response, prompt, model, created_at, data_end, flags, evidence, window_stance) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [w.stock, w.date, t.trial, w.target_day, w.label, t.label, t.explanation, t.confidence,
                      int(t.correct), t.response, t.prompt, self.model_name, now, self.data_end, join_flags(t.flags),
-                     json.dumps(t.evidence, ensure_ascii=False) if t.evidence else None])
+                     json.dumps(t.evidence, ensure_ascii=False) if t.evidence else None, result.window_stance])
                 if t.reflection:
                     self.db.execute(
                         "INSERT OR REPLACE INTO reflections (stock, date, target_day, trial, reflection, model, "
-                        "created_at, flags) VALUES (?,?,?,?,?,?,?,?)",
+                        "created_at, flags, detail) VALUES (?,?,?,?,?,?,?,?,?)",
                         [w.stock, w.date, w.target_day, t.trial, t.reflection, self.model_name, now,
-                         join_flags(t.reflection_flags)])
+                         join_flags(t.reflection_flags),
+                         json.dumps(t.reflection_detail, ensure_ascii=False) if t.reflection_detail else None])
             for before, after in zip(result.trials, result.trials[1:]):
                 if after.correct and not before.correct:
                     self.db.execute(
@@ -607,17 +532,65 @@ class Agents:
                          self.model_name, now])
 
 
-def check_evidence(answer: Answer, items: list[dict], check: Check) -> list[str]:
+def window_items(summaries: list[tuple[str, str]]) -> list[dict]:
+    """The points of a window's summaries as citable items: id (the first text a point cites), day,
+    point, texts."""
+    return [{"item": f"t{ids[0]}" if ids else f"p{n}", "day": d, "point": point, "texts": ids}
+            for n, (d, point, ids) in enumerate(
+                (d, strip_citations(p).strip().lstrip("-•* ").strip(), cited_ids(p))
+                for d, s in summaries for p in s.splitlines()) if point]
+
+
+def judge_items(judge: "StanceJudge | None", items: list[dict], lang: str) -> None:
+    """Each item's judged stance (its probabilities) and sign (+, -, 0), in place. Two points of one
+    text share its id, so an id's stance is the mean of its points'. No model (a dry run): 0."""
+    if judge is None:
+        for item in items:
+            item["sign"] = "0"
+        return
+    judged = judge.judge([" ".join(i["point"].split()) for i in items], lang)
+    by_id: dict[str, list[dict]] = {}
+    for item, j in zip(items, judged):
+        by_id.setdefault(item["item"], []).append(j.probs)
+    for item in items:
+        probs = by_id[item["item"]]
+        mean = {s: sum(p[s] for p in probs) / len(probs) for s in STANCES}
+        item["stance"] = {s: round(v, 4) for s, v in mean.items()}
+        item["sign"] = SIGN[Judged("", lang, mean).stance]
+
+
+def window_stance(items: list[dict]) -> float | None:
+    """The stance-only baseline's score: the mean P(positive) - P(negative) over the window's items
+    (each id once), with no explanation; None when nothing was judged."""
+    seen = {i["item"]: i["stance"] for i in items if i.get("stance")}
+    if not seen:
+        return None
+    return sum(s["positive"] - s["negative"] for s in seen.values()) / len(seen)
+
+
+def evidence_up_probability(evidence: list[dict]) -> float | None:
+    """P(up) from the cited items' judged stances: 1/2 + 1/2 · mean(P(positive) - P(negative)).
+    Uncalibrated (a news item says little about tomorrow's close): an experiment calibrates it on
+    past days (`sep.evaluate.platt`). None when no cited item carries a stance."""
+    scores = [e["stance"]["positive"] - e["stance"]["negative"] for e in evidence if e.get("stance")]
+    if not scores:
+        return None
+    return min(0.99, max(0.01, 0.5 + 0.5 * sum(scores) / len(scores)))
+
+
+def check_evidence(answer: Answer, items: list[dict], check: Check, remap: bool = True) -> list[str]:
     """Join an evidence-first answer's cited items to the window's (`answer.evidence` becomes them)
-    and return the flags they earn, an item's reason that invents a number included."""
-    answer.evidence, found = resolve_evidence(answer, items)
+    and return the flags they earn, an item's reason that invents a number included. `remap`: read an
+    item whose reason quotes another as that other (not for derived answers, whose ids carry their
+    judged direction)."""
+    answer.evidence, found = resolve_evidence(answer, items, remap)
     notes = "\n".join(e["note"] for e in answer.evidence)
     if "invented_numbers" in check.why(notes):
         found.append("invented_numbers")
     return found
 
 
-def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], list[str]]:
+def resolve_evidence(answer: Answer, items: list[dict], remap: bool = True) -> tuple[list[dict], list[str]]:
     """An evidence-first answer's cited items joined to the window's points (day, point, text ids),
     and the flags they earn: `unknown_citation` (an id the window does not show: never trusted),
     `no_evidence` (nothing valid cited), `stance_mismatch` (the cited directions point the other way).
@@ -632,13 +605,14 @@ def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], lis
             if "unknown_citation" not in flags:
                 flags.append("unknown_citation")
             continue
-        quoted = misquoted(e["note"], points, items)
+        quoted = misquoted(e["note"], points, items) if remap else None
         if quoted is not None:  # its words are another item's: read as that item, as a summary's citations are
             e = {**e, "item": quoted["item"], "cited_as": e["item"]}
             points = [item for item in items if item["item"] == quoted["item"]]
         if all(c["item"] != e["item"] for c in cited) and len(cited) < MAX_EVIDENCE:
             cited.append({**e, "day": points[0]["day"], "point": points[0]["point"],
-                          "texts": sorted({t for p in points for t in p["texts"]})})
+                          "texts": sorted({t for p in points for t in p["texts"]}),
+                          **({"stance": points[0]["stance"]} if "stance" in points[0] else {})})
     if not cited and items:  # a window with nothing in it leaves nothing to cite
         flags.append("no_evidence")
     net = sum(1 if c["direction"] == "+" else -1 if c["direction"] == "-" else 0 for c in cited)

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import sqlite_utils
 
-from sep.agents import Prompt, cited_ids, literal_template, strip_citations
+from sep.agents import (Prompt, cited_ids, evidence_up_probability, judge_items, literal_template,
+                        resolve_evidence, strip_citations)
+from sep.stances import StanceJudge
 from sep.evaluate import Decision, decisions, equity_curves, evaluate, once_per_interval
 from sep.quality import FLAGS, content_words, dates_in
 from sep.settings import default
@@ -210,9 +212,12 @@ def faithfulness_targets(db: sqlite_utils.Database, ds: list[Decision]) -> list[
     return out
 
 
-def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, explain: Prompt) -> dict:
+def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, explain: Prompt,
+                stance_prompts: Path | None = None) -> dict:
     """One variant's answer ('without' the cited items, or 'only' them), from the cache or the model;
-    `explain` is the stock's explain prompt, whose marker and evidence heading shape the answer."""
+    `explain` is the stock's explain prompt, whose marker and evidence heading shape the answer. A
+    derived forecast's variant is held to the items' judged directions and scored as the forecast was
+    (P(up) from the cited items' stances, read from the stance cache)."""
     from sep.llm import AnswerShape, as_messages, parse_answer
     from sep.memory import now_iso, transaction
     from sep.settings import MAX_TOKENS
@@ -228,11 +233,18 @@ def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, expl
     messages = without_items(as_messages(target["prompt"]), keep)
     lang = lang_of(d.stock)
     words = LABEL_WORDS[lang]
-    ids = tuple(dict.fromkeys(re.findall(r"^\[(t\d+)\] ", messages[-1]["content"], flags=re.M)))
-    shape = AnswerShape(words["up"], words["down"], explain.label_after, explain.evidence_head, ids)
+    shown = re.findall(r"^\[(t\d+)\] (?:\(([+0-])\) )?(.+)$", messages[-1]["content"], flags=re.M)
+    ids = tuple(dict.fromkeys(i for i, _, _ in shown))
+    signs = tuple(dict.fromkeys((i, s) for i, s, _ in shown if s))  # a derived forecast shows judged directions
+    shape = AnswerShape(words["up"], words["down"], explain.label_after, explain.evidence_head, ids, signs=signs)
     message = llm.ask(literal_template(messages), {}, shape=shape, max_tokens=MAX_TOKENS["explain"], agent="explain")
     answer = parse_answer(message, lang, explain.label_after)
     p_up = up_probability(answer.label, answer.confidence)
+    if signs and answer.label:  # as the forecast was scored: P(up) from the cited items' judged stances
+        items = [{"item": i, "point": point, "day": "", "texts": []} for i, _, point in shown]
+        judge_items(StanceJudge(llm, prompts_dir=stance_prompts, db=db), items, lang)
+        answer.evidence, _ = resolve_evidence(answer, items, remap=False)
+        p_up = evidence_up_probability(answer.evidence)
     with transaction(db):
         db.execute("INSERT OR REPLACE INTO faithfulness (stock, date, model, key, variant, label, p_up, response, "
                    "created_at) VALUES (?,?,?,?,?,?,?,?,?)",

@@ -29,6 +29,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from sep.adapters import run_data_end
+from sep.agents import window_items
 from sep.decide import Decider, fingerprint, stock_days
 from sep.errors import BadInput
 from sep.jobs import Job
@@ -184,7 +185,7 @@ class BatchRunner:
 # So what is stored (summaries, predictions, lessons, pairs, best-of-n) is what a live run stores,
 # through the same quality gate, and a stage's requests are exactly the bodies a live run sends.
 
-STAGES = ("summary", "forecast", "reflect", "retry", "best_of")
+STAGES = ("summary", "stance", "forecast", "reflect", "retry", "best_of")
 ENGINES = ("vllm", "openai")  # vllm: the label constrained by structured outputs; openai: plain chat requests
 URL = "/v1/chat/completions"
 
@@ -256,7 +257,7 @@ class OfflineChat(BaseChatModel):
         n = site.calls.get(agent, 0)
         site.calls[agent] = n + 1
         stage = "summary" if agent == "summarize" else "reflect" if agent == "reflect" else \
-            "best_of" if site.phase == "best_of" else "forecast" if n == 0 else "retry"
+            "stance" if agent == "stance" else "best_of" if site.phase == "best_of" else "forecast" if n == 0 else "retry"
         return Request(custom_id(self.job, site.stock, site.day, stage, n), stage, site.stock, site.day, n, body)
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
@@ -366,6 +367,9 @@ class OfflineBatch:
         done = len(finished & set(items))
         if pending:
             return Advanced(pending, done, len(items))
+        pending = self._judge(decider, chat, windows)  # stage 2 (derived): every point the windows show, judged once
+        if pending:
+            return Advanced(pending, done, len(items))
         scorer = reward_scorer(self.job.reward, self.cfg) if self.job.best_of and self.job.reward else None
         for i, window in enumerate(windows, 1):  # then each decision, as far as its results go
             chat.site = Site(window.stock, window.date, "decision")
@@ -391,6 +395,27 @@ class OfflineBatch:
                 self.on_progress("decisions", i, len(windows))
             record_item(db, self.job, window, error, 0.0)
         return Advanced(pending, done, len(items))
+
+    def _judge(self, decider: Decider, chat: "OfflineChat", windows: list[DecisionWindow]) -> list[Request]:
+        """The stance stage: each point of the windows' summaries judged once (the first (stock, day,
+        index) that shows its text names the request); what memory lacks is pending."""
+        if self.cfg.explain_format != "derived":
+            return []
+        pending, seen = [], set()
+        for w in windows:
+            agents = decider.agents(w.stock)
+            for day, summary in agents.summaries(w):
+                for index, item in enumerate(window_items([(day, summary)])):
+                    text = " ".join(item["point"].split())
+                    if (agents.lang, text) in seen:
+                        continue
+                    seen.add((agents.lang, text))
+                    chat.site = Site(w.stock, day, "stance", calls={"stance": index})
+                    try:
+                        agents.stances.judge([text], agents.lang)
+                    except Pending as p:
+                        pending.append(p.request)
+        return pending
 
     # ------------------------------------------------------------ export
 
@@ -528,7 +553,7 @@ def execute(requests: Path, out: Path, cfg: Settings,
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
     from sep.backends.embedded import embedded_chat
-    from sep.llm import AnswerShape
+    from sep.llm import shape_from_regex
     from sep.models import ModelNotFound, local_model
 
     try:
@@ -564,7 +589,7 @@ def execute(requests: Path, out: Path, cfg: Settings,
         for i, r in enumerate(todo, 1):
             body = r["body"]
             regex = (body.get("structured_outputs") or {}).get("regex")
-            shape = AnswerShape.from_regex(regex) if regex else None
+            shape = shape_from_regex(regex) if regex else None
             kwargs = {k: body[k] for k in ("temperature", "seed") if body.get(k) is not None}
             if body.get("max_completion_tokens", body.get("max_tokens")) is not None:  # langchain sends the first
                 kwargs["max_tokens"] = body.get("max_completion_tokens", body.get("max_tokens"))

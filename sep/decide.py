@@ -26,11 +26,12 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from sep.agents import Agents, ReflectResult, load_prompt, prompt_files
+from sep.agents import Agents, ReflectResult, load_prompt, prompt_files, window_items
 from sep.errors import BadInput
 from sep.memory import open_memory
 from sep.predict import Forecast, Scorer, best_of_n, store
 from sep.settings import Settings
+from sep.stances import StanceJudge
 from sep.window import DecisionWindow, decision_window, lang_of, trading_days
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -159,6 +160,23 @@ class Decider:
             for day, texts in w.texts_by_day().items():
                 needed.setdefault((w.stock, day), texts)
         self.map(list(needed.items()), lambda item: self.agents(item[0][0]).summarize_day(*item[0], item[1]), stage)
+        self.judge(windows)
+
+    def judge(self, windows: Sequence[DecisionWindow], stage: str = "stances") -> None:
+        """Every point the windows will show, judged once by the stance step (the derived format),
+        `concurrency` at a time, before any decision asks (the cache then serves them all)."""
+        if self.concurrency == 1 or self.llm is None or self.cfg.explain_format != "derived":
+            return
+        points: dict[tuple[str, str], None] = {}
+        for w in windows:
+            agents = self.agents(w.stock)
+            for item in window_items(agents.summaries(w)):
+                points.setdefault((agents.lang, " ".join(item["point"].split())), None)
+
+        def one(point: tuple[str, str]) -> None:
+            StanceJudge(self.llm, prompts_dir=self.cfg.prompts, db=self.db(), concurrency=1).judge([point[1]], point[0])
+
+        self.map(list(points), one, stage)
 
     def reflect(self, window: DecisionWindow) -> ReflectResult:
         """SEP's loop for one day: explain; while wrong, reflect and retry; stored in one transaction."""

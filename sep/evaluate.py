@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
 import sqlite_utils
@@ -284,6 +284,59 @@ def calibration(ds: Sequence[Decision], bins: int = 10) -> dict:
     return {"brier": brier, "ece": ece, "reliability": table}
 
 
+def platt(points: Sequence[tuple[float, float]], l2: float = 1.0) -> tuple[float, float] | None:
+    """Platt scaling: (a, b) of P(up) = 1 / (1 + exp(-(a·logit(p) + b))) fitted by Newton's method on
+    (p, outcome) pairs of past days, with a ridge pull toward the identity (a = 1, b = 0), so a handful
+    of days moves it little. None with fewer than 10 pairs or only one outcome."""
+    pairs = [(min(max(p, 1e-4), 1 - 1e-4), y) for p, y in points if p is not None]
+    if len(pairs) < 10 or len({y for _, y in pairs}) < 2:
+        return None
+    xs = [math.log(p / (1 - p)) for p, _ in pairs]
+    ys = [y for _, y in pairs]
+    a, b = 1.0, 0.0
+    for _ in range(50):
+        g_a = l2 * (a - 1.0)
+        g_b = l2 * b
+        h_aa, h_ab, h_bb = l2, 0.0, l2
+        for x, y in zip(xs, ys):
+            q = 1 / (1 + math.exp(-(a * x + b)))
+            g_a += (q - y) * x
+            g_b += q - y
+            w = q * (1 - q)
+            h_aa += w * x * x
+            h_ab += w * x
+            h_bb += w
+        det = h_aa * h_bb - h_ab * h_ab
+        if det <= 1e-12:
+            break
+        step_a = (h_bb * g_a - h_ab * g_b) / det
+        step_b = (h_aa * g_b - h_ab * g_a) / det
+        a, b = a - step_a, b - step_b
+        if abs(step_a) + abs(step_b) < 1e-9:
+            break
+    return a, b
+
+
+def platt_apply(p: float, ab: tuple[float, float]) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return 1 / (1 + math.exp(-(ab[0] * math.log(p / (1 - p)) + ab[1])))
+
+
+def calibrated(ds: Sequence[Decision], ab: tuple[float, float] | None) -> list[Decision]:
+    """The decisions with P(up) passed through a Platt calibrator (the label stays: it is what was
+    answered; its confidence becomes the calibrated probability of that label)."""
+    if ab is None:
+        return list(ds)
+    out = []
+    for d in ds:
+        if d.label is None or d.confidence is None:
+            out.append(d)
+            continue
+        q = platt_apply(p_up(d), ab)
+        out.append(replace(d, confidence=q if d.label == "up" else 1 - q))
+    return out
+
+
 def hits_of(ds: Sequence[Decision]) -> list[Hit]:
     return [(d.date, d.actual, d.label) for d in ds]
 
@@ -310,8 +363,10 @@ def _close_before(db: sqlite_utils.Database, stock: str, day: str) -> tuple[floa
     return (rows[1][0], rows[0][0]) if len(rows) == 2 else None
 
 
-def baselines(db: sqlite_utils.Database, ds: list[Decision], seed: int = default("seed")) -> dict:
-    """Majority class of the TRAIN_DAYS trading days before the range, previous-day momentum, a seeded coin."""
+def baselines(db: sqlite_utils.Database, ds: list[Decision], seed: int = default("seed"),
+              stances: dict[tuple[str, str], float | None] | None = None) -> dict:
+    """Majority class of the TRAIN_DAYS trading days before the range, previous-day momentum, a seeded
+    coin, and with `stances` (each day's window stance) the stance-only baseline; each with its Brier."""
     majority_of = {}
     for stock in {d.stock for d in ds}:
         first = min(d.date for d in ds if d.stock == stock)
@@ -324,9 +379,37 @@ def baselines(db: sqlite_utils.Database, ds: list[Decision], seed: int = default
     for d in ds:
         closes = _close_before(db, d.stock, d.date)
         momentum.append((d.date, d.actual, label_of(closes[1] / closes[0] - 1) if closes else None))
-    return {"majority": score([(d.date, d.actual, majority_of[d.stock]) for d in ds], seed),
-            "momentum": score(momentum, seed),
-            "random": score([(d.date, d.actual, rng.choice(["up", "down"])) for d in ds], seed)}
+    majority = [(d.date, d.actual, majority_of[d.stock]) for d in ds]
+    coin = [(d.date, d.actual, rng.choice(["up", "down"])) for d in ds]
+    out = {"majority": {**score(majority, seed), "brier": hard_brier(majority)},
+           "momentum": {**score(momentum, seed), "brier": hard_brier(momentum)},
+           "random": {**score(coin, seed), "brier": 0.25}}  # a coin's P(up) is 1/2 every day
+    if stances:
+        out["stance_only"] = stance_baseline(ds, stances, seed)
+    return out
+
+
+def hard_brier(hits: Sequence[Hit]) -> float | None:
+    """The Brier score of answers given with certainty (P(up) 1 or 0; none given: 1/2)."""
+    if not hits:
+        return None
+    return sum(0.25 if p is None else float(p != a) for _, a, p in hits) / len(hits)
+
+
+def stance_baseline(ds: Sequence[Decision], stances: dict[tuple[str, str], float | None],
+                    seed: int = default("seed")) -> dict:
+    """The stance-only baseline: each day's net stance of the window's items, with no explanation
+    (`window_stance`, the mean P(positive) - P(negative)): up above 0, down below, no answer at 0;
+    P(up) = 1/2 + 1/2 · window_stance."""
+    hits, probs = [], []
+    for d in ds:
+        s = stances.get((d.stock, d.date))
+        label = None if s is None or s == 0 else "up" if s > 0 else "down"
+        hits.append((d.date, d.actual, label))
+        p = 0.5 if s is None else 0.5 + 0.5 * s
+        probs.append((p - (1.0 if d.actual == "up" else 0.0)) ** 2)
+    return {**score(hits, seed), "brier": sum(probs) / len(probs) if probs else None,
+            "what": "net stance of the window's items (mean P(positive) - P(negative)), no explanation"}
 
 
 def _curve_stats(returns: list[float]) -> dict:

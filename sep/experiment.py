@@ -26,16 +26,17 @@ from typing import Any
 
 import sqlite_utils
 
+from sep.agents import window_stance
 from sep.decide import Decider, decidable_days, fingerprint
 from sep.errors import BadInput, missing_extra
-from sep.evaluate import (Decision, backtest, backtest_summary, baselines, equity_curves, forecast_report,
-                          hits_of, mcnemar_p, once_per_interval, paired_gap, score)
+from sep.evaluate import (Decision, backtest, backtest_summary, baselines, calibrated, calibration, equity_curves,
+                          forecast_report, hits_of, mcnemar_p, once_per_interval, p_up, paired_gap, platt, score)
 from sep.jobs import NEEDS, ExperimentTable, Job
 from sep.memory import now_iso, transaction
 from sep.models import CATALOG, DEFAULT_MODEL
 from sep.predict import reward_scorer
 from sep.settings import Settings
-from sep.window import DecisionWindow, outcome, trading_days
+from sep.window import DecisionWindow, outcome, trading_days, up_probability
 
 
 @dataclass
@@ -192,13 +193,15 @@ class Experiment:
                                                    "AND arm = ?", [self.id, arm]).fetchall()}
 
     def _store(self, db: sqlite_utils.Database, arm: str, w: DecisionWindow, label: str | None,
-               confidence: float | None, explanation: str, response: str, model: str, data_end: str | None) -> None:
+               confidence: float | None, explanation: str, response: str, model: str, data_end: str | None,
+               stance: float | None = None) -> None:
         with transaction(db):
             db.execute(
                 "INSERT OR REPLACE INTO experiment_forecasts (experiment, arm, stock, date, target_day, actual, label, "
-                "confidence, explanation, response, model, data_end, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "confidence, explanation, response, model, data_end, created_at, window_stance) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [self.id, arm, w.stock, w.date, w.target_day, w.label, label, confidence, explanation, response, model,
-                 data_end, now_iso()])
+                 data_end, now_iso(), stance])
 
     def _arm_model(self, arm: str, runs: dict[str, Path]) -> Any:
         """The LLM that answers for a policy arm: the run's adapter on the base model."""
@@ -217,10 +220,11 @@ class Experiment:
         lessons = []
         if arm == "memory":  # only lessons whose outcome was known by D (recall enforces it)
             lessons = base.recall(w, base.explain_variables(w, summaries, [])["summaries"])
-        answer = by.agents(w.stock).explain(base.explain_variables(w, summaries, lessons))
+        variables = base.explain_variables(w, summaries, lessons)
+        answer = by.agents(w.stock).explain(variables)
         ok = not answer.flags  # a flagged answer (copied, ungrounded, ...) is unparsable
         self._store(by.db(), arm, w, answer.label if ok else None, answer.confidence if ok else None,
-                    answer.explanation, answer.response, by.llm.name, data_end)
+                    answer.explanation, answer.response, by.llm.name, data_end, window_stance(variables["_items"]))
 
     def forecast(self, block: Block, runs: dict[str, Path], windows: dict[tuple[str, str], DecisionWindow]) -> None:
         """Every arm's answer for every test day of the block, made with only what was known at D.
@@ -309,6 +313,11 @@ class Experiment:
                 arms[arm]["vs_base"] = {"mcnemar_p": mcnemar_p([d.label == d.actual for d in common],
                                                                [base[(d.stock, d.date)].label == d.actual for d in common]),
                                         "n": len(common)}
+        calibrators = self.calibrators()
+        for arm, ds in scored.items():  # each test day's P(up) through its fold's calibrator (fitted on train days)
+            cal = [d for b in plan for d in calibrated([d for d in ds if (d.stock, d.date) in set(b.days)],
+                                                       calibrators.get(b.index))]
+            arms[arm]["calibrated"] = {**calibration(cal), "folds_fitted": sum(v is not None for v in calibrators.values())}
         reference = next(iter(scored.values()), [])
         memorization = None
         if "base" in scored and "masked" in scored:
@@ -333,8 +342,43 @@ class Experiment:
                 "test": {"start": min(d for _, d in test_days), "end": max(d for _, d in test_days),
                          "days": len(test_days), "stocks": self.job.stocks},
                 "cutoff": cutoff, "memorization": memorization, "folds": folds, "embargo": self.exp.embargo,
-                "arms": arms, "baselines": baselines(self.db, reference, self.cfg.seed) if reference else {},
-                "steps": self.exp.steps}
+                "arms": arms, "baselines": baselines(self.db, reference, self.cfg.seed, self.window_stances())
+                if reference else {}, "steps": self.exp.steps,
+                "calibration": {"method": "Platt scaling of P(up), fitted per fold on the base model's forecasts of "
+                                "the fold's training days (sep.evaluate.platt)",
+                                "folds": {b.index: calibrators.get(b.index) for b in plan}},
+                "lessons": self.lessons(), "uptake": uptake(scored.get("base", []), scored.get("memory", []))}
+
+    def window_stances(self) -> dict[tuple[str, str], float | None]:
+        """Each test day's window stance (the stance-only baseline), as the base arm read it."""
+        return {(s, d): v for s, d, v in self.db.execute(
+            "SELECT stock, date, window_stance FROM experiment_forecasts WHERE experiment = ? AND arm = 'base'",
+            [self.id]).fetchall()}
+
+    def calibrators(self) -> dict[int, tuple[float, float] | None]:
+        """Per fold, Platt's (a, b) fitted on the base model's forecasts (trial 0) of the training days
+        whose outcome was known by the fold's train_end: past days only."""
+        out = {}
+        for b in self.plan:
+            rows = self.db.execute(
+                "SELECT label, confidence, actual FROM predictions WHERE model = ? AND method = 'reflect' AND trial = 0 "
+                "AND date >= ? AND target_day <= ? AND label IS NOT NULL AND confidence IS NOT NULL AND flags IS NULL",
+                [self.llm.name, self.exp.train_start, b.train_end]).fetchall()
+            out[b.index] = platt([(up_probability(label, conf), 1.0 if actual == "up" else 0.0)
+                                  for label, conf, actual in rows])
+        return out
+
+    def lessons(self) -> dict:
+        """The lessons reflection wrote on the training days: how many pass the gate, and why the rest don't."""
+        rows = self.db.execute("SELECT flags FROM reflections WHERE model = ? AND date >= ? AND date <= ?",
+                               [self.llm.name, self.exp.train_start, self.exp.train_end]).fetchall()
+        flags: dict[str, int] = {}
+        for (f,) in rows:
+            for name in (f or "").split(","):
+                if name:
+                    flags[name] = flags.get(name, 0) + 1
+        passed = sum(1 for (f,) in rows if not f)
+        return {"n": len(rows), "passed": passed, "pass_rate": passed / len(rows) if rows else None, "flags": flags}
 
     def run(self) -> dict:
         if self.exp.trained_kinds() and (module := missing_extra("train")):
@@ -364,6 +408,23 @@ class Experiment:
 
 
 BRIEF = ("n", "answered", "coverage", "accuracy", "accuracy_answered", "mcc")
+
+
+UPTAKE_SHIFT = 0.10  # a recalled lesson "took" when the label flips or P(up) moves at least this much
+
+
+def uptake(base: list[Decision], memory: list[Decision]) -> dict | None:
+    """Lesson uptake: on the days both arms answered, the share where recalling lessons (memory)
+    flipped the label or moved P(up) by at least UPTAKE_SHIFT against the same model without them."""
+    if not base or not memory:
+        return None
+    other = {(d.stock, d.date): d for d in base}
+    pairs = [(d, other[(d.stock, d.date)]) for d in memory if (d.stock, d.date) in other]
+    if not pairs:
+        return None
+    flipped = sum(m.label != b.label for m, b in pairs)
+    moved = sum(m.label != b.label or abs(p_up(m) - p_up(b)) >= UPTAKE_SHIFT for m, b in pairs)
+    return {"n": len(pairs), "flipped": flipped, "moved": moved, "rate": moved / len(pairs), "shift": UPTAKE_SHIFT}
 
 
 def _brief(s: dict) -> dict:

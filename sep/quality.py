@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date as Date
 
 FLAGS = ("copied", "ungrounded", "invented_dates", "invented_numbers", "degenerate", "pasted", "fused",
-         "stance_mismatch", "unknown_citation", "no_evidence")
+         "stance_mismatch", "unknown_citation", "no_evidence", "specific", "reanswer")
 GATE_VERSION = 2  # bump when a check changes what passes: cached summaries are then made and checked again
 COPY_RUN = 8  # a run of this many words shared with the instructions is a copy
 PASTE_RUN, PASTE_SHARE = 5, 0.5  # an explanation half made of 5-word runs of its inputs restates, it does not reason
@@ -254,6 +254,36 @@ def fused(point: str, sources: str) -> str | None:
 _POINT_LINE = re.compile(r"^\s*(?:[-*•·]|\d+[.)])\s*(.+)$", re.M)
 
 
+# ---------------------------------------------------------------- lessons
+
+_ID = re.compile(r"\[\s*t?\d+\s*\]|\bt\d+\b|#\d+")
+_YEAR = re.compile(r"(?<!\d)(?:19|20)\d{2}(?:년|\b)")
+
+
+def specific(lesson: str, names: tuple[str, ...] = (), labels: tuple[str, ...] = ()) -> str | None:
+    """Why a lesson is about one case rather than a kind of news, or None: it names a text id, a
+    date or year, the company (any of `names`), or a label word (Korean ones anywhere, Latin ones
+    as capitalised words, since "negative news" is a fine lesson and "Negative" is an answer)."""
+    if _ID.search(lesson):
+        return "a text id"
+    if dates_in(lesson, year=2000) or _YEAR.search(lesson):
+        return "a date"
+    low = lesson.lower()
+    for name in names:
+        if name and name.lower() in low:
+            return f"the company ({name})"
+    for word in labels:
+        if (re.search(rf"\b{re.escape(word)}\b", lesson) if word.isascii() else word in lesson):
+            return f"a label word ({word})"
+    return None
+
+
+def reanswer(lesson: str, markers: tuple[str, ...] = ()) -> bool:
+    """A lesson that answers the question again: an explain marker (근거:, 판단:, Decision:) or an
+    evidence line ([t12] + ...)."""
+    return any(m and m in lesson for m in markers) or bool(re.search(r"\[\s*t?\d+\s*\]\s*[+0−-]", lesson))
+
+
 @dataclass(frozen=True)
 class Check:
     """What a generated text is checked against: the prompt's instructions (and example), its inputs, its window."""
@@ -263,7 +293,10 @@ class Check:
     first_day: str
     last_day: str
     echo_of: str = ""  # e.g. the answer a reflection is about: quoting it is fine, repeating it is not
-    kind: str = ""  # "summary": each point is checked for fusion; "explanation": for pasting
+    kind: str = ""  # "summary": each point is checked for fusion; "explanation": for pasting; "lesson": below
+    names: tuple[str, ...] = ()  # a lesson: the company's names, which a general lesson does not use
+    labels: tuple[str, ...] = ()  # a lesson: the label words, and the explain markers a re-answer writes
+    markers: tuple[str, ...] = ()
 
     def flags(self, text: str) -> list[str]:
         found = self.why(text)
@@ -285,6 +318,11 @@ class Check:
             out.append("pasted")
         if "fused" in found:
             out.append("fused")
+        if self.kind == "lesson":
+            if "specific" in found:
+                out.append("specific")
+            if reanswer(text, self.markers):
+                out.append("reanswer")
         return out
 
     def why(self, text: str) -> dict[str, str]:
@@ -297,6 +335,10 @@ class Check:
             reasons = [r for r in (fused(p, self.inputs) for p in _POINT_LINE.findall(text)) if r]
             if reasons:
                 out["fused"] = reasons[0]
+        if self.kind == "lesson":
+            why = specific(text, self.names, self.labels)
+            if why:
+                out["specific"] = why
         return out
 
 

@@ -167,7 +167,10 @@ def experiment_page(result: dict) -> str:
     rows = {**scored, **{f"baseline: {n}": s for n, s in result["baselines"].items()}}
     plots = {"forest": forest(rows),
              "equity": equity({n: s["curves"] for n, s in scored.items() if s.get("curves")}),
-             "reliability": reliability({n: s["reliability"] for n, s in scored.items() if s.get("reliability")}),
+             "reliability": reliability({**{n: s["reliability"] for n, s in scored.items() if s.get("reliability")},
+                                         **{f"{n} (calibrated)": s["calibrated"]["reliability"] for n, s in scored.items()
+                                            if (s.get("calibrated") or {}).get("reliability")
+                                            and s["calibrated"].get("folds_fitted")}}),
              "coverage": coverage_accuracy({n: s["coverage_accuracy"] for n, s in scored.items()
                                             if s.get("coverage_accuracy")})}
     return environment().get_template("report.html.j2").render(

@@ -4,6 +4,7 @@ on the real default embedded model, Qwen2.5-Coder-1.5B."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def sample_db(sample_memory, db_path) -> Path:
     return db_path
 
 
-def script(explain, reflect="삼성 소식보다 거시 악재를 더 크게 봐야 했다."):
+def script(explain, reflect="개별 종목 소식보다 거시 악재를 더 크게 봐야 했다."):
     """Summaries cite every text; explanations are `explain(prompt)`'s label with a grounded reason."""
     def reply(kind: str, prompt: str) -> str:
         if kind == "summarize":
@@ -45,16 +46,37 @@ def reflect_json(server: FakeOpenAI, db: Path, date: str = "2022-06-01", *extra:
 
 
 def test_right_answer_is_one_trial_with_confidence(sample_db):
-    with FakeOpenAI(script(lambda p: RIGHT)) as server:
+    """The default (derived) path: every item is judged first, then the answer; its confidence is
+    the cited items' stance (here every item negative: P(negative) = 1 / (1 + 2e^-2.3), so
+    P(down) = 1/2 + 1/2 (P(negative) - P(positive)))."""
+    with FakeOpenAI(script(lambda p: RIGHT), stance=lambda text: "negative") as server:
         out = reflect_json(server, sample_db)
+        items = re.findall(r"^\[t\d+\] \(-\) (.+)$", next(r for r in server.requests if kind_of(r) == "explain")
+                           ["messages"][-1]["content"], flags=re.M)
+        judged = server.kinds().count("stance")
     assert out["actual"] == "down" and out["target_day"] == "2022-06-02"
     assert len(out["trials"]) == 1 and out["trials"][0]["correct"] and out["trials"][0]["label"] == "down"
-    assert out["trials"][0]["confidence"] == pytest.approx(1 / (1 + pow(2.718281828, -1.6)), rel=1e-3)
+    neg, pos = 1 / (1 + 2 * math.exp(-2.3)), math.exp(-2.3) / (1 + 2 * math.exp(-2.3))
+    assert out["trials"][0]["confidence"] == pytest.approx(0.5 + 0.5 * (neg - pos), rel=1e-3)
+    assert out["trials"][0]["evidence"][0]["stance"]["negative"] == pytest.approx(neg, abs=1e-4)
+    assert out["window_stance"] == pytest.approx(pos - neg, abs=1e-3)
     assert out["final"] == {"label": "down", "correct": True, "trials_used": 1}
     assert server.kinds().count("summarize") == 5  # one per day with texts, 05-28..06-01
+    assert items and judged == len(set(items))  # each item judged once, every one shown with its direction
     db = open_memory(sample_db)
     assert db.execute("SELECT count(*) FROM predictions").fetchone()[0] == 1
     assert db.execute("SELECT count(*) FROM summaries").fetchone()[0] == 5
+    assert db.execute("SELECT count(*) FROM stances").fetchone()[0] == judged
+
+
+def test_the_evidence_format_reads_its_confidence_at_the_label(sample_db):
+    """`--explain-format evidence` keeps the model's own directions and label; its confidence is the
+    label token's probability (-0.2 against -1.8), and no item is judged first."""
+    with FakeOpenAI(script(lambda p: RIGHT)) as server:
+        out = reflect_json(server, sample_db, "2022-06-01", "--explain-format", "evidence")
+        assert "stance" not in server.kinds()
+    assert out["trials"][0]["correct"] and out["trials"][0]["label"] == "down"
+    assert out["trials"][0]["confidence"] == pytest.approx(1 / (1 + pow(2.718281828, -1.6)), rel=1e-3)
 
 
 def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
@@ -64,14 +86,22 @@ def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
     with FakeOpenAI(script(explain), owned_by="vllm") as server:
         out = reflect_json(server, sample_db, "2022-06-01", "--trials", "3")
         explain_requests = [r for r in server.requests if kind_of(r) == "explain"]
+        reflect_requests = [r for r in server.requests if kind_of(r) == "reflect"]
     assert [t["correct"] for t in out["trials"]] == [False, True]
     assert out["trials"][0]["reflection"] and out["trials"][1]["reflection"] is None
-    # vLLM gets the label constrained after the evidence; the regex allows exactly the two words.
+    # vLLM gets the derived shape as one regex: the window's ids, each with its judged direction (the
+    # fake judges every item neutral), so the label is the model's own call (a tie), one of two words
     regex = explain_requests[0]["structured_outputs"]["regex"]
-    shown = re.search(r"^\[(t\d+)\] ", explain_requests[0]["messages"][-1]["content"], flags=re.M)[1]
-    assert re.fullmatch(regex, f"근거:\n[{shown}] + 수주\n판단: 하락\n이유: 수주가 늘었다.")
-    assert not re.fullmatch(regex, f"근거:\n[{shown}] + 수주\n판단: 보합\n이유: 수주가 늘었다.")
-    assert not re.fullmatch(regex, "근거:\n[t999999] + 수주\n판단: 하락\n이유: 수주가 늘었다.")  # only the window's ids
+    shown = re.search(r"^\[(t\d+)\] \(0\) ", explain_requests[0]["messages"][-1]["content"], flags=re.M)[1]
+    assert re.fullmatch(regex, f"근거:\n[{shown}] 0 수주\n판단: 하락\n이유: 수주가 늘었다.")
+    assert not re.fullmatch(regex, f"근거:\n[{shown}] + 수주\n판단: 하락\n이유: 수주가 늘었다.")  # not its direction
+    assert not re.fullmatch(regex, f"근거:\n[{shown}] 0 수주\n판단: 보합\n이유: 수주가 늘었다.")
+    assert not re.fullmatch(regex, "근거:\n[t999999] 0 수주\n판단: 하락\n이유: 수주가 늘었다.")  # only the window's ids
+    # the lesson's three lines are held the same way: a cited id and why, an overlooked id or none, the lesson
+    lesson = reflect_requests[0]["structured_outputs"]["regex"]
+    cited = out["trials"][0]["evidence"][0]["item"]
+    assert re.fullmatch(lesson, f"오판: [{cited}] 비중\n놓침: 없음\n교훈: 하루 치 수급보다 실적 전망을 무겁게 본다.")
+    assert not re.fullmatch(lesson, "오판: [t999999] 비중\n놓침: 없음\n교훈: 하루 치 수급보다 실적 전망을 무겁게 본다.")
     db = open_memory(sample_db)
     assert db.execute("SELECT trial, correct FROM predictions ORDER BY trial").fetchall() == [(0, 0), (1, 1)]
     assert db.execute("SELECT count(*) FROM reflections").fetchone()[0] == 1
@@ -128,7 +158,7 @@ def test_reflections_are_recalled_only_once_their_outcome_is_known(sample_db):
     def explain(prompt: str) -> str:
         return WRONG
 
-    with FakeOpenAI(script(explain, reflect="LESSON-MAYEND 삼성 소식보다 거시 변수를 먼저 보라"), owned_by="other") as server:
+    with FakeOpenAI(script(explain, reflect="LESSON-MAYEND 개별 종목 소식보다 거시 변수를 먼저 보라"), owned_by="other") as server:
         reflect_json(server, sample_db, "2022-05-31", "--trials", "2")  # target 06-02; 05-31 → 06-02 fell
         server.requests.clear()
         reflect_json(server, sample_db, "2022-06-01", "--trials", "1")  # holiday: 06-02 not yet known
@@ -216,17 +246,17 @@ def test_dry_run_prints_untrusted_titles_verbatim(sample_memory, db_path, tmp_pa
 
 
 def test_a_prompts_folder_replaces_only_the_files_it_holds(sample_memory, db_path, tmp_path):
-    """`--prompts DIR` with just ko/explain.toml: the explain prompt is the user's, the summarize
+    """`--prompts DIR` with just ko/explain_derived.toml: the explain prompt is the user's, the summarize
     prompt stays packaged; a folder that doesn't exist is one sentence and exit 2."""
     from sep.agents import PROMPTS_DIR
 
     sample_memory.conn.close()
     mine = tmp_path / "prompts" / "ko"
     mine.mkdir(parents=True)
-    packaged = (PROMPTS_DIR / "ko" / "explain.toml").read_text(encoding="utf-8")
-    mine.joinpath("explain.toml").write_text(packaged.replace('system = """', 'system = """[내 프롬프트] ', 1),
-                                             encoding="utf-8")
-    assert "[내 프롬프트]" in mine.joinpath("explain.toml").read_text(encoding="utf-8")
+    packaged = (PROMPTS_DIR / "ko" / "explain_derived.toml").read_text(encoding="utf-8")
+    mine.joinpath("explain_derived.toml").write_text(packaged.replace('system = """', 'system = """[내 프롬프트] ', 1),
+                                                     encoding="utf-8")
+    assert "[내 프롬프트]" in mine.joinpath("explain_derived.toml").read_text(encoding="utf-8")
     dry = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", "--prompts", str(tmp_path / "prompts"),
               db=db_path)
     assert dry.returncode == 0, dry.stderr

@@ -227,6 +227,13 @@ def test_every_shipped_job_file_loads():
 # ---------------------------------------------------------------- offline: export → runner → ingest
 
 
+def hashed_stance(text: str) -> str:
+    """A stance by a hash of the text, so the stance stage's answers differ by request too."""
+    import hashlib
+
+    return ("positive", "neutral", "negative")[hashlib.sha256(text.encode()).digest()[0] % 3]
+
+
 def hashed_script(kind: str, prompt: str) -> str:
     """Answers that differ by request (so a mix-up between requests shows): a summary citing the
     day's titles, and a label picked by a hash of the prompt, in the prompt's format."""
@@ -237,7 +244,7 @@ def hashed_script(kind: str, prompt: str) -> str:
     if kind == "summarize":
         return cite_all(prompt, 3)
     if kind == "reflect":
-        return "삼성 관련 소식의 부담을 가볍게 봤다. 다음에는 삼성 소식이 주는 부담을 더 크게 보겠다."
+        return "개별 소식의 부담을 가볍게 봤다. 다음에는 악재가 주는 부담을 더 크게 보겠다."
     items = "\n".join(line for line in prompt.splitlines() if line.startswith("[t"))
     up = (hashlib.sha256(items.encode()).digest()[0] % 2 == 0) != ("과거의 반성:" in prompt)  # a lesson flips it
     return echo_reason(prompt, "상승" if up else "하락")
@@ -268,6 +275,8 @@ def stored(db_file: Path) -> dict:
         "summaries": db.execute("SELECT stock, date, text_hash, summary, method, flags FROM summaries ORDER BY date"
                                 ).fetchall(),
         "pairs": db.execute("SELECT date, prompt, chosen, rejected FROM pairs ORDER BY date").fetchall(),
+        "stances": db.execute("SELECT text_key, model, prompt_version, p_positive, p_neutral, p_negative FROM stances "
+                              "ORDER BY text_key").fetchall(),
     }
 
 
@@ -279,7 +288,7 @@ def test_offline_export_run_ingest_equals_a_live_batch_run(sample_db, tmp_path):
 
     offline_db = tmp_path / "offline.db"
     shutil.copy(sample_db, offline_db)
-    with FakeOpenAI(hashed_script) as server:
+    with FakeOpenAI(hashed_script, stance=hashed_stance) as server:
         job = write_job(tmp_path / "t.toml", server.base_url, concurrency=4, best_of="2")
         live = run("batch", "run", str(job), "--json", db=sample_db)
         assert live.returncode == 0, live.stderr
@@ -305,7 +314,7 @@ def test_offline_export_run_ingest_equals_a_live_batch_run(sample_db, tmp_path):
         status = json.loads(run("batch", "status", str(job), "--json", db=offline_db).stdout)
 
     assert status["complete"] and status["done"] == 7
-    assert stages[0] == ["summary"] and stages[1] == ["forecast"] and "reflect" in stages[2]
+    assert stages[0] == ["summary"] and stages[1] == ["stance"] and stages[2] == ["forecast"] and "reflect" in stages[3]
     assert sorted(exported) == live_bodies  # every body a live run sent, and nothing else
     assert any('"structured_outputs"' in b and '"logprobs": true' in b for b in exported)
     live_rows, offline_rows = stored(sample_db), stored(offline_db)
@@ -372,9 +381,10 @@ def test_offline_ingest_refuses_what_is_not_the_jobs_and_export_waits_for_result
 
 def test_the_embedded_model_executes_a_requests_file_as_a_live_run_answers(sample_db, tmp_path):
     """The offline path without a GPU, on the real embedded model: export → `sep batch execute` →
-    ingest stores the same forecast (label, reasons, confidence from the label's log-probs under the
-    grammar rebuilt from the body's regex) as `sep batch run` on the embedded model. One day, a
-    one-day window and extractive summaries, to stay quick (the summary stage runs in the test above)."""
+    ingest stores the same stances and forecast (label, reasons, confidence from the judged evidence,
+    under the grammars rebuilt from the bodies' regexes) as `sep batch run` on the embedded model. One
+    day, a one-day window and extractive summaries, to stay quick (the summary stage runs in the test
+    above)."""
     import shutil
 
     job = tmp_path / "e.toml"
@@ -397,11 +407,12 @@ def test_the_embedded_model_executes_a_requests_file_as_a_live_run_answers(sampl
         assert done.returncode == 0, done.stderr
         assert f"model {PLUMBING_MODEL}" in done.stdout  # the suite's embedded model; the job names none
         assert run("batch", "ingest", str(job), str(results), db=offline_db, env=extractive).returncode == 0
-    assert stages == [["forecast"]]
+    assert stages == [["stance"], ["forecast"]]
     live_rows, offline_rows = stored(sample_db), stored(offline_db)
+    assert len(offline_rows["stances"]) == 5  # the day's five extractive points, each judged once
     assert offline_rows == live_rows
     (prediction,) = offline_rows["predictions"]
-    assert prediction[4] in ("up", "down") and prediction[6] is not None  # the label's log-probs came through
+    assert prediction[4] in ("up", "down") and prediction[6] is not None  # the stances' log-probs came through
 
 
 @pytest.mark.parametrize("shape", [

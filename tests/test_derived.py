@@ -1,0 +1,139 @@
+"""Explanations that hold together: the label derived from the judged directions of the cited items
+(the grammar and regex hold it), the gate still withholding an answer that contradicts its own
+evidence, and lessons in their fixed shape, checked for being general."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from sep.agents import evidence_up_probability, resolve_evidence, window_stance
+from sep.llm import AnswerShape, LessonShape, derived_label, parse_answer, shape_from_regex
+from sep.quality import Check, reanswer, specific
+
+from conftest import run
+from fake_openai import FakeOpenAI, cite_all
+
+SIGNS = (("t1", "+"), ("t2", "-"), ("t3", "0"), ("t4", "+"))
+SHAPE = AnswerShape("상승", "하락", "판단:", "근거:", (), 3, SIGNS)
+
+
+def test_the_label_follows_the_net_direction_of_the_cited_items():
+    assert [derived_label(n) for n in (2, 1, 0, -1, -3)] == ["up", "up", None, "down", "down"]
+    for seq, fixed in SHAPE.sequences():
+        assert fixed == derived_label(seq.count("+") - seq.count("-"), "상승", "하락")
+    assert len(SHAPE.sequences()) == 3 + 9 + 27  # every sequence of 1-3 directions over +, -, 0
+    assert SHAPE.fixed_label("근거:\n[t1] + 수주\n[t3] 0 일정\n") == "상승"
+    assert SHAPE.fixed_label("근거:\n[t1] + 수주\n[t2] - 감원\n") is None  # a tie: the model's call
+    assert SHAPE.fixed_label("근거:\n[t2] - 감원\n[t2] - 감원\n[t4] + 증설\n") == "하락"
+
+
+@pytest.mark.parametrize("answer, allowed", [
+    ("[t1] + 수주 확대\n판단: 상승", True),
+    ("[t1] + 수주 확대\n판단: 하락", False),          # against its evidence
+    ("[t1] - 수주 확대\n판단: 하락", False),          # not the item's judged direction
+    ("[t2] - 감원\n[t3] 0 일정\n판단: 하락", True),
+    ("[t1] + 수주\n[t2] - 감원\n판단: 하락", True),     # a tie: either label
+    ("[t1] + 수주\n[t2] - 감원\n판단: 상승", True),
+    ("[t3] 0 일정\n판단: 상승", True),
+    ("[t4] + 증설\n[t1] + 수주\n[t2] - 감원\n판단: 하락", False),
+    ("[t9] + 없는 항목\n판단: 상승", False),          # not a window id
+])
+def test_the_regex_holds_the_derived_shape(answer, allowed):
+    text = f"근거:\n{answer}\n이유: 두 문장의 이유."
+    assert bool(re.fullmatch(SHAPE.regex(), text)) == allowed
+    assert shape_from_regex(SHAPE.regex()) == SHAPE
+
+
+def test_the_grammar_names_every_direction_class():
+    grammar = SHAPE.gbnf()
+    assert 'itemp ::= "[" ( "t1" | "t4" ) "] + " note "\\n"' in grammar
+    assert 'itemn ::= "[" ( "t2" ) "] - " note "\\n"' in grammar
+    assert 'itemz ::= "[" ( "t3" ) "] 0 " note "\\n"' in grammar
+    assert 'itemp itemp itemn "판단: " "상승"' in grammar and 'itemp itemn "판단: " label' in grammar
+
+
+def test_the_confidence_is_the_cited_items_stance():
+    items = [{"item": "t1", "day": "d", "point": "수주", "texts": [1], "stance": {"positive": 0.8, "neutral": 0.1, "negative": 0.1}},
+             {"item": "t2", "day": "d", "point": "감원", "texts": [2], "stance": {"positive": 0.1, "neutral": 0.2, "negative": 0.7}},
+             {"item": "t3", "day": "d", "point": "일정", "texts": [3], "stance": {"positive": 0.1, "neutral": 0.8, "negative": 0.1}}]
+    answer = parse_answer("근거:\n[t1] + 수주\n[t3] 0 일정\n판단: 상승\n이유: 수주가 늘었다.", "ko", "판단:")
+    cited, flags = resolve_evidence(answer, items, remap=False)
+    assert flags == [] and [c["item"] for c in cited] == ["t1", "t3"]
+    assert evidence_up_probability(cited) == pytest.approx(0.5 + 0.5 * (0.7 + 0.0) / 2)
+    assert window_stance(items) == pytest.approx((0.7 - 0.6 + 0.0) / 3)
+
+
+def test_an_answer_that_contradicts_its_cited_evidence_is_withheld(sample_memory, db_path):
+    """A server that ignores the regex: every item judged positive, the answer cites one with + and
+    says 하락. The gate flags stance_mismatch and the forecast counts as unanswered."""
+    sample_memory.conn.close()
+
+    def contrary(kind: str, prompt: str) -> str:
+        if kind == "summarize":
+            return cite_all(prompt)
+        item = re.search(r"^\[(t\d+)\] \(\+\) (.+)$", prompt, flags=re.M)
+        return f"근거:\n[{item[1]}] + {' '.join(item[2].split()[:3])}\n판단: 하락\n이유: {' '.join(item[2].split()[:3])} 소식에도 약세가 이어질 것이다."
+
+    with FakeOpenAI(contrary, owned_by="other", stance=lambda text: "positive") as server:
+        done = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "1", "--json",
+                   "--base-url", server.base_url, db=db_path)
+    assert done.returncode == 0, done.stderr
+    (day,) = json.loads(done.stdout)
+    trial = day["trials"][0]
+    assert trial["label"] == "down" and "stance_mismatch" in trial["flags"] and not trial["correct"]
+    assert trial["evidence"][0]["direction"] == "+" and trial["evidence"][0]["stance"]["positive"] > 0.5
+
+
+def test_the_mock_backend_holds_the_shape_as_a_grammar_would():
+    """The scripted backend writes each cited id with its judged direction and the derived label."""
+    from langchain_core.prompts import ChatPromptTemplate
+
+    from sep.backends.mock import mock_llm
+
+    llm = mock_llm(lambda agent, prompt: "근거:\n[t2] + 감원 발표\n판단: 상승\n이유: 감원이 비용을 줄인다.")
+    message = llm.ask(ChatPromptTemplate.from_messages([("human", "q")]), {}, shape=SHAPE, agent="explain")
+    assert str(message.content).startswith("근거:\n[t2] - 감원 발표\n판단: 하락")
+
+
+LESSON = LessonShape(("오판:", "놓침:", "교훈:"), ("방향", "비중"), "없음", ("t1", "t2"), ("t1", "t2", "t3"))
+
+
+def test_a_lesson_has_three_lines_held_by_its_regex():
+    assert shape_from_regex(LESSON.regex()) == LESSON
+    good = "오판: [t2] 비중\n놓침: [t3]\n교훈: 하루 치 수급 소식보다 실적 전망을 더 무겁게 봐야 한다."
+    assert re.fullmatch(LESSON.regex(), good)
+    assert not re.fullmatch(LESSON.regex(), good.replace("[t2]", "[t3]"))  # misled must be a cited item
+    assert not re.fullmatch(LESSON.regex(), good.replace("비중", "운"))
+    assert not re.fullmatch(LESSON.regex(), good.replace("[t3]", "[t1]"))  # overlooked: another item
+    assert LESSON.parse(good) == {"misled": "t2", "why": "비중", "overlooked": "t3",
+                                  "lesson": "하루 치 수급 소식보다 실적 전망을 더 무겁게 봐야 한다."}
+
+
+@pytest.mark.parametrize("lesson, why", [
+    ("하루 치 수급 소식보다 실적 전망을 더 무겁게 봐야 한다.", None),
+    ("[t12] 소식을 너무 무겁게 봤다.", "a text id"),
+    ("5월 27일의 외국인 매도를 놓쳤다.", "a date"),
+    ("2022년 반도체 업황을 먼저 보라.", "a date"),
+    ("삼성전자 소식은 외국인 수급이 더 중요하다.", "the company (삼성전자)"),
+    ("삼성 계열 소식은 가볍게 본다.", "the company (삼성)"),
+    ("악재가 겹치면 하락으로 봐야 한다.", "a label word (하락)"),
+    ("Weigh negative guidance above one day's flows.", None),  # an adjective, not the answer word
+    ("Next time say Negative when guidance is cut.", "a label word (Negative)"),
+])
+def test_a_general_lesson_names_no_case(lesson, why):
+    names = ("삼성전자(005930)", "삼성전자", "005930", "5930", "삼성")
+    got = specific(lesson, names, ("상승", "하락", "Positive", "Negative"))
+    assert (got or None) == why
+
+
+def test_the_gate_flags_a_lesson_that_answers_again():
+    check = Check("", "요약: 외국인 순매도, 실적 전망 하향", "2022-05-27", "2022-06-01", kind="lesson",
+                  names=("삼성전자",), labels=("상승", "하락"), markers=("판단:", "근거:"))
+    assert check.flags("실적 전망이 나쁜 소식은 외국인 수급보다 무겁게 봐야 한다.") == []
+    assert "reanswer" in check.flags("근거: 실적 전망 하향 판단: 매도")
+    assert "reanswer" in check.flags("[t5] - 실적 전망 하향이 더 중요했다")
+    assert reanswer("실적 전망을 본다", ("판단:",)) is False
+    assert "specific" in check.flags("삼성전자 실적 전망이 나쁜 소식은 무겁게 봐야 한다.")
