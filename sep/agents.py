@@ -443,18 +443,23 @@ class Agents:
         empty = "(빈 답)" if self.lang == "ko" else "(empty answer)"
         values = {**variables, "response": answer.response or empty, "actual": self.words[actual]}
         prompt = self.prompts["reflect"]
-        shape = None
+        shape, templates = None, None
         if prompt.lesson:
             cited = tuple(dict.fromkeys(e["item"] for e in answer.evidence))
             ids = tuple(dict.fromkeys(i["item"] for i in variables["_items"]))
+            templates = prompt.lesson.get("templates")  # the model picks the kind of news; the rule is fixed
             shape = LessonShape(tuple(prompt.lesson["markers"]), tuple(prompt.lesson["reasons"]),
-                                str(prompt.lesson["none"]), cited, ids)
+                                str(prompt.lesson["none"]), cited, ids,
+                                kinds=tuple(prompt.lesson.get("kinds", ())) if templates else ())
         message = self._ask("reflect", values, shape=shape) if shape else self._ask("reflect", values)
         if message is None:
             return None
         text = str(message.content).strip()
         detail = shape.parse(text) if shape else {"lesson": text}
         lesson = detail.pop("lesson")
+        if shape and templates and detail.get("why") in shape.reasons:
+            detail["kind"] = lesson.strip()
+            lesson = templates[shape.reasons.index(detail["why"])].format(kind=detail["kind"])
         explain = self.prompts["explain"]
         # a lesson that mostly repeats the wrong answer teaches nothing
         check = Check(prompt.instructions(**values), variables["summaries"] + "\n" + answer.response,

@@ -518,7 +518,9 @@ class LessonShape:
     """What a reflection after a miss must look like: three lines, each after its marker (오판:, 놓침:,
     교훈:): the cited item that misled (one of the answer's `cited` ids) and why (`reasons`: direction
     or weight), the item overlooked (another of the window's `ids`, or `none`), and one general
-    lesson. A backend holds it as it holds an answer's shape (llama.cpp grammar, vLLM regex)."""
+    lesson (no digits, no brackets: no dates, ids or figures). With `kinds` the last line is one of
+    them, the kind of news that misled, which the prompt's template for `why` turns into the lesson.
+    A backend holds it as it holds an answer's shape (llama.cpp grammar, vLLM regex)."""
 
     markers: tuple[str, str, str]
     reasons: tuple[str, str]
@@ -526,6 +528,7 @@ class LessonShape:
     cited: tuple[str, ...]
     ids: tuple[str, ...]
     lesson_chars: int = 240
+    kinds: tuple[str, ...] = ()
 
     def _options(self) -> tuple[list[str], list[str]]:
         cited = list(self.cited) or ["t0"]
@@ -544,14 +547,16 @@ class LessonShape:
             "misled ::= " + " | ".join(lit(i) for i in cited),
             "why ::= " + " | ".join(lit(r) for r in self.reasons),
             f"over ::= {over}",
-            f"lesson ::= [^\\n\\[]{{8,{self.lesson_chars}}}"])
+            "lesson ::= " + (" | ".join(lit(k) for k in self.kinds) if self.kinds else
+                             f"[^\\n\\[0-9]{{8,{self.lesson_chars}}}")])
 
     def regex(self) -> str:
         cited, others = self._options()
         over = "|".join([*(re.escape(f"[{i}]") for i in others), re.escape(self.none)])
         return (f"{re.escape(self.markers[0])} \\[({'|'.join(re.escape(i) for i in cited)})\\] "
                 f"({'|'.join(re.escape(r) for r in self.reasons)})\\n{re.escape(self.markers[1])} ({over})\\n"
-                f"{re.escape(self.markers[2])} [^\\n\\[]{{8,{self.lesson_chars}}}")
+                f"{re.escape(self.markers[2])} " + (f"({'|'.join(re.escape(k) for k in self.kinds)})" if self.kinds
+                                                     else f"[^\\n\\[0-9]{{8,{self.lesson_chars}}}"))
 
     @classmethod
     def from_regex(cls, regex: str) -> "LessonShape | None":
@@ -559,7 +564,7 @@ class LessonShape:
             return re.sub(r"\\(.)", r"\1", text)
 
         found = re.fullmatch(r"(?P<m0>.+?) \\\[\((?P<cited>[^()]*)\)\\\] \((?P<reasons>[^()]*)\)\\n(?P<m1>.+?) "
-                             r"\((?P<over>[^()]*)\)\\n(?P<m2>.+?) \[\^\\n\\\[\]\{8,(?P<n>\d+)\}", regex, flags=re.S)
+                             r"\((?P<over>[^()]*)\)\\n(?P<m2>.+?) (?:\[\^\\n\\\[0-9\]\{8,(?P<n>\d+)\}|\((?P<kinds>[^()]*)\))", regex, flags=re.S)
         if not found:
             return None
         over = [plain(o) for o in re.split(r"(?<!\\)\|", found["over"])]
@@ -570,7 +575,7 @@ class LessonShape:
         others = tuple(o[1:-1] for o in over[:-1])
         return cls((plain(found["m0"]), plain(found["m1"]), plain(found["m2"])), reasons, over[-1],
                    () if cited == ("t0",) else cited, (*cited, *others) if cited != ("t0",) else others,
-                   int(found["n"]))
+                   int(found["n"] or 240), tuple(plain(k) for k in found["kinds"].split("|")) if found["kinds"] else ())
 
     def parse(self, text: str) -> dict:
         """{misled, why, overlooked, lesson} of a reflection; a text without the markers (a server that

@@ -51,7 +51,7 @@ class Prompt:
     evidence_head: str = ""  # and its evidence opens with this line (근거:)
     labels: tuple[str, ...] = ()  # a stance prompt: its answer words for positive, neutral, negative
     calibration: dict = field(default_factory=dict, compare=False)  # model name -> log-space bias per label
-    lesson: dict = field(default_factory=dict, compare=False)  # a reflect prompt's shape: markers, reasons, none
+    lesson: dict = field(default_factory=dict, compare=False)  # a reflect prompt's shape: markers, reasons, none, kinds, templates
 
     @property
     def template(self) -> ChatPromptTemplate:
@@ -114,6 +114,9 @@ def _read_prompt(name: str, path: Path, stamp: int) -> Prompt:
         lesson = dict(data.get("lesson", {}))
         if lesson and (len(lesson.get("markers", ())) != 3 or len(lesson.get("reasons", ())) != 2 or "none" not in lesson):
             raise KeyError("[lesson] needs markers (3), reasons (2) and none")
+        if lesson.get("templates") and (len(lesson["templates"]) != 2 or not all("{kind}" in t for t in lesson["templates"])
+                                        or not lesson.get("kinds")):
+            raise KeyError("[lesson] templates are two strings (one per reason), each with {kind}, beside a list of kinds")
     except FileNotFoundError:
         raise BadInput(f"No prompt file {path}; a prompts folder needs <lang>/{name}.toml.") from None
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:

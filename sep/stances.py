@@ -9,7 +9,7 @@ summary points are cached in memory (`stances`), keyed by text, model and prompt
 point shared by many windows is judged once.
 
 A prompt may carry a per-model `[calibration]` bias (log-space, one number per label), fitted by
-`bench/stance.py --fit` on labelled sentences it is then never scored on ("calibrate before use":
+`bench/stance.py` on a tune split of labelled sentences it is then never scored on ("calibrate before use":
 a small model's label words have priors of their own).
 """
 

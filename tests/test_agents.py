@@ -100,8 +100,9 @@ def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
     # the lesson's three lines are held the same way: a cited id and why, an overlooked id or none, the lesson
     lesson = reflect_requests[0]["structured_outputs"]["regex"]
     cited = out["trials"][0]["evidence"][0]["item"]
-    assert re.fullmatch(lesson, f"오판: [{cited}] 비중\n놓침: 없음\n교훈: 하루 치 수급보다 실적 전망을 무겁게 본다.")
-    assert not re.fullmatch(lesson, "오판: [t999999] 비중\n놓침: 없음\n교훈: 하루 치 수급보다 실적 전망을 무겁게 본다.")
+    assert re.fullmatch(lesson, f"오판: [{cited}] 비중\n놓침: 없음\n교훈: 수급")
+    assert not re.fullmatch(lesson, "오판: [t999999] 비중\n놓침: 없음\n교훈: 수급")
+    assert not re.fullmatch(lesson, f"오판: [{cited}] 비중\n놓침: 없음\n교훈: 하루 치 수급보다 실적 전망을 무겁게 본다.")
     db = open_memory(sample_db)
     assert db.execute("SELECT trial, correct FROM predictions ORDER BY trial").fetchall() == [(0, 0), (1, 1)]
     assert db.execute("SELECT count(*) FROM reflections").fetchone()[0] == 1

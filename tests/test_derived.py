@@ -4,6 +4,7 @@ evidence, and lessons in their fixed shape, checked for being general."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -11,6 +12,7 @@ import pytest
 
 from sep.agents import evidence_up_probability, resolve_evidence, window_stance
 from sep.llm import AnswerShape, LessonShape, derived_label, parse_answer, shape_from_regex
+from sep.prompting import load_prompt
 from sep.quality import Check, reanswer, specific
 
 from conftest import run
@@ -137,3 +139,23 @@ def test_the_gate_flags_a_lesson_that_answers_again():
     assert "reanswer" in check.flags("[t5] - 실적 전망 하향이 더 중요했다")
     assert reanswer("실적 전망을 본다", ("판단:",)) is False
     assert "specific" in check.flags("삼성전자 실적 전망이 나쁜 소식은 무겁게 봐야 한다.")
+
+
+def test_a_lesson_of_kinds_is_one_kind_and_its_reason_makes_the_rule():
+    """With kinds, the last line is one kind of news (the grammar and the regex allow nothing else), and the
+    prompt's template for the reason turns it into the lesson that is recalled."""
+    shape = dataclasses.replace(LESSON, kinds=("실적", "수급", "주가 흐름"))
+    assert shape_from_regex(shape.regex()) == shape
+    assert re.fullmatch(shape.regex(), "오판: [t1] 방향\n놓침: 없음\n교훈: 주가 흐름")
+    assert not re.fullmatch(shape.regex(), "오판: [t1] 방향\n놓침: 없음\n교훈: 삼성전자 점유율이 높아졌다")
+    assert 'lesson ::= "실적" | "수급" | "주가 흐름"' in shape.gbnf()
+    prompt = load_prompt("ko", "reflect")
+    kinds, templates = prompt.lesson["kinds"], prompt.lesson["templates"]
+    assert len(kinds) >= 5 and all("{kind}" in t for t in templates)
+    lesson = templates[prompt.lesson["reasons"].index("비중")].format(kind="수급")
+    assert lesson.startswith("수급 소식은") and lesson not in prompt.instructions(
+        company="", start="", date="", summaries="", response="", actual="")  # never shown: not copyable
+    check = Check(prompt.instructions(company="삼성전자", start="", date="", summaries="", response="", actual=""),
+                  "[t1] + 외국인 순매수", "2022-05-27", "2022-06-01", kind="lesson", names=("삼성전자",),
+                  labels=("상승", "하락"), markers=("판단:", "근거:"))
+    assert check.flags(lesson) == []

@@ -78,8 +78,10 @@ class MockChatModel(BaseChatModel):
             parsed = shape.parse(text)
             if parsed["misled"] is None:
                 misled = (shape.cited or ("t0",))[0]
-                text = (f"{shape.markers[0]} [{misled}] {shape.reasons[0]}\n{shape.markers[1]} {shape.none}\n"
-                        f"{shape.markers[2]} {' '.join(text.split())}")
+                lesson = " ".join(text.split())
+                if shape.kinds and lesson not in shape.kinds:  # a kind of news: the script's, or the first
+                    lesson = shape.kinds[0]
+                text = f"{shape.markers[0]} [{misled}] {shape.reasons[0]}\n{shape.markers[1]} {shape.none}\n{shape.markers[2]} {lesson}"
             return _chat_result(text, None, "mock", sum(len(m["content"]) for m in chat) // 2, len(text) // 2)
         words, after = (shape.words, shape.after) if shape else (None, "")
         if shape and shape.choices:  # one word of a few (a stance): the script's, or the first
