@@ -1341,6 +1341,9 @@ def render_experiment(r: dict) -> None:
         table.add_row(f"baseline: {name}", *_score_cells(s), _ci(s["mcc_ci95"]), _fmt(s.get("brier")), "", "", "", "",
                       "", "")
     console.print(table)
+    silent = [name for name, s in r["arms"].items() if s["answered"] == 0]
+    if silent:  # the table is wide: say it where no column can cut it
+        console.print(f"[red]no answers[/] from {', '.join(silent)}: every answer was withheld or unparsable.")
     lessons, took = r.get("lessons"), r.get("uptake")
     if lessons and lessons["n"]:
         why = ", ".join(f"{k} {v}" for k, v in sorted(lessons["flags"].items(), key=lambda kv: -kv[1]))

@@ -265,7 +265,7 @@ def test_experiment_with_base_and_memory_scores_only_days_after_training(tmp_pat
         again = run("experiment", "run", str(job), "--json", db=db_path)
         assert again.returncode == 0 and json.loads(again.stdout)["arms"] == r["arms"]
         assert len(server.requests) == requests  # resumed: nothing asked twice
-    assert set(r["arms"]) == {"base", "memory"} and set(r["baselines"]) == {"majority", "momentum", "random"}
+    assert set(r["arms"]) == {"base", "memory"} and set(r["baselines"]) == {"majority", "momentum", "random", "stance_only"}
     assert r["train"]["end"] == "2022-05-16" and r["test"]["start"] == "2022-05-19" and r["test"]["days"] == 9
     for arm in r["arms"].values():
         assert arm["n"] == 9 and {"accuracy_ci95", "p_vs_coin", "p_vs_majority", "brier", "ece", "backtest"} <= set(arm)
