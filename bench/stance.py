@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sep.backends.registry import make_llm  # noqa: E402
 from sep.memory import open_memory  # noqa: E402
 from sep.settings import Settings  # noqa: E402
-from sep.stances import STANCES, Judged, StanceJudge, stance_scores  # noqa: E402
+from sep.stances import STANCES, Judged, StanceJudge, calibrated, stance_scores  # noqa: E402
 
 DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "phrasebank" / "dev.csv"
 COLUMNS = {"ko": "kor_sentence", "en": "sentence"}
@@ -77,7 +77,8 @@ def fit_bias(judged: list[Judged], gold: list[str]) -> list[float]:
 
 
 def biased(judged: list[Judged], bias: list[float]) -> list[Judged]:
-    return shifted(judged, [math.exp(-b) for b in bias])
+    """The shipped calibration (`sep.stances.calibrated`), so the bench scores what `sep stance` applies."""
+    return [Judged(j.text, j.lang, dict(zip(STANCES, calibrated([j.probs[s] for s in STANCES], bias)))) for j in judged]
 
 
 def row(name: str, s: dict, seconds: float | None = None) -> str:
