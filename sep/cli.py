@@ -1323,24 +1323,28 @@ def experiment_report_cmd(
 
 def render_experiment(r: dict) -> None:
     t, x = r["train"], r["test"]
-    table = Table("arm", "n", "coverage", "accuracy", "95% CI", "acc. answered", "MCC", "p vs coin", "p vs majority",
-                  "min detectable", "MCC 95% CI", "Brier", "ECE", "Brier cal.", "ECE cal.", "net return", "max DD",
-                  "McNemar p vs base",
-                  title=f"experiment {r['id']} ({escape(r['name'])}, {escape(r['model'])}): trained on {t['start']}..{t['end']} "
-                        f"({t['days']} days, {t['pairs']} pairs, {t['sft_rows']} SFT rows), tested on "
-                        f"{x['start']}..{x['end']} ({x['days']} stock-days, {len(r['folds'])} fold(s))")
+    # Two tables: one of 18 columns cut every cell to nothing in an 80-column terminal.
+    scores = Table("arm", "n", "coverage", "accuracy", "95% CI", "acc. answered", "MCC", "p vs coin", "p vs majority",
+                   "min detectable",
+                   title=f"experiment {r['id']} ({escape(r['name'])}, {escape(r['model'])}): trained on {t['start']}..{t['end']} "
+                         f"({t['days']} days, {t['pairs']} pairs, {t['sft_rows']} SFT rows), tested on "
+                         f"{x['start']}..{x['end']} ({x['days']} stock-days, {len(r['folds'])} fold(s))")
+    more = Table("arm", "MCC 95% CI", "Brier", "ECE", "Brier cal.", "ECE cal.", "net return", "max DD", "McNemar p vs base",
+                 title="strength, probabilities (cal.: Platt-calibrated per fold) and a long/short backtest")
     for name, s in r["arms"].items():
         if s.get("skipped"):
-            table.add_row(name, "0", f"[dim]skipped: {escape(s['skipped'][:80])}[/]", *[""] * 15)
+            scores.add_row(name, "0", f"[dim]skipped: {escape(s['skipped'][:80])}[/]", *[""] * 7)
             continue
         cal = s.get("calibrated") or {}
-        table.add_row(name, *_score_cells(s), _ci(s["mcc_ci95"]), _fmt(s["brier"]), _fmt(s.get("ece")),
-                      _fmt(cal.get("brier")), _fmt(cal.get("ece")), f"{s['backtest']['net']:+.2%}",
-                      f"{s['backtest']['max_drawdown']:.2%}", _fmt(s.get("vs_base", {}).get("mcnemar_p")))
+        scores.add_row(name, *_score_cells(s))
+        more.add_row(name, _ci(s["mcc_ci95"]), _fmt(s["brier"]), _fmt(s.get("ece")), _fmt(cal.get("brier")),
+                     _fmt(cal.get("ece")), f"{s['backtest']['net']:+.2%}", f"{s['backtest']['max_drawdown']:.2%}",
+                     _fmt(s.get("vs_base", {}).get("mcnemar_p")))
     for name, s in r["baselines"].items():
-        table.add_row(f"baseline: {name}", *_score_cells(s), _ci(s["mcc_ci95"]), _fmt(s.get("brier")), "", "", "", "",
-                      "", "")
-    console.print(table)
+        scores.add_row(f"baseline: {name}", *_score_cells(s))
+        more.add_row(f"baseline: {name}", _ci(s["mcc_ci95"]), _fmt(s.get("brier")), *[""] * 6)
+    console.print(scores)
+    console.print(more)
     silent = [name for name, s in r["arms"].items() if s["answered"] == 0]
     if silent:  # the table is wide: say it where no column can cut it
         console.print(f"[red]no answers[/] from {', '.join(silent)}: every answer was withheld or unparsable.")

@@ -139,7 +139,7 @@ def test_a_stance_run_learns_the_label_words_on_its_last_blocks_and_keeps_its_pr
         learned = load_prompt(lang, "stance", toy / "stance" / "prompts")
         assert learned.examples == () and learned.labels == ("positive", "neutral", "negative")
         assert learned.system == load_prompt(lang, "stance").system
-    bad = run("train", "stance", "--data", str(FIXTURES / "phrasebank_excerpt.csv"), "--label-column", "gold",
+    bad = run("train", "stance", "--data", str(FIXTURES / "phrasebank_excerpt.csv"), "--text-column", "sentence", "--label-column", "gold",
               "--base-model", "gemma-270m", "--out", str(toy / "stance-bad"), db=toy / "sep.db")
     assert bad.returncode == 2 and "no column 'gold'" in bad.stderr
 
