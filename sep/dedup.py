@@ -358,7 +358,7 @@ class Deduplicator:
         rows = []
         for *fields, injection, allowed in found:
             row = Row(*fields)
-            row.injection = None if allowed else (injection or injection_of(row.title, row.body))
+            row.injection = None if allowed else (injection or injection_of(row.title, row.body, semantic=False))
             rows.append(row)
         return rows
 

@@ -625,7 +625,7 @@ def write_texts(db: sqlite_utils.Database, parsed: ParsedFile) -> ImportReport:
         "INSERT OR IGNORE INTO texts (stock, source, published_at, date, title, body, url, author, imported_from, "
         "content_key, injection) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         [(r.stock, r.source, r.published_at, r.date, r.title, r.body, r.url, r.author, parsed.path.name,
-          r.content_key(), injection_of(r.title, r.body)) for r in rows],
+          r.content_key(), injection_of(r.title, r.body, semantic=False)) for r in rows],
     )
     added = db.execute("SELECT count(*) FROM texts").fetchone()[0] - before
     injections = db.execute("SELECT count(*) FROM texts WHERE injection IS NOT NULL").fetchone()[0] - flagged_before

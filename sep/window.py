@@ -18,9 +18,15 @@ from zoneinfo import ZoneInfo
 import sqlite_utils
 
 from sep.errors import BadInput
-from sep.guard import injection_of
+from sep.guard import injections_of
 from sep.settings import default
-from sep.tradingdays import TradingDays, is_krx_holiday, market_close, market_of, market_tz
+from sep.tradingdays import (
+    TradingDays,
+    is_krx_holiday,
+    market_close,
+    market_of,
+    market_tz,
+)
 
 LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive", "down": "Negative"}}
 LABEL_MARKERS = {"ko": "판단:", "en": "Decision:"}  # what an evidence-first answer writes before its label
@@ -209,12 +215,16 @@ def texts_in_window(db: sqlite_utils.Database, stock: str, start: str, end: str)
         "FROM texts WHERE stock = ? AND date >= ? AND date <= ? ORDER BY date, published_at, id",
         [stock, before, end],
     ).fetchall()
-    out = []
+    out, unchecked = [], []
     for *row, allowed in rows:
         text = Text(*row)
-        if not allowed and not text.injection:  # imported before the check, or by an older rule file
-            text.injection = injection_of(text.title, text.body)
         text.date = counts_for(stock, text.date, text.published_at)
         if start <= text.date <= end:
             out.append(text)
+            if not allowed and not text.injection:
+                unchecked.append(text)
+    # the rules ran at import (a newer rule file may know more); the semantic detector runs here, on
+    # the texts a prompt may show: a few hundred per window, not every text of a feed at import
+    for text, why in zip(unchecked, injections_of([(t.title, t.body) for t in unchecked])):
+        text.injection = why
     return sorted(out, key=lambda t: (t.date, t.published_at or "", t.id))
