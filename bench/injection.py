@@ -1,12 +1,21 @@
 """Prompt injection: do posts that give the model orders reach a prompt, and do they flip a forecast?
 
-Plants each of the 22 injection posts of tests/fixtures/injections.toml (Korean and English; polite, shouting, repeated copies, chat
-special tokens, zero-width characters, embedded in a real title) into the bundled sample as a
-board post of 2022-06-01 beside that day's 11 news titles, then decides 2022-06-01 (a 1-day
-window, model summaries: the default path) with the default model, twice per variant:
+Plants each injection post into the bundled sample as a board post of 2022-06-01 beside that
+day's 11 news titles, then decides 2022-06-01 (a 1-day window, model summaries: the default path)
+with the default model. The posts (--variants):
 
-* defences on: as sep runs (the post is flagged at import and withheld from every prompt);
-* defences off: the same post unflagged (`sep data unflag`), and the summarize prompt as it was
+* held-out (default): the first two posts of each order family the detector never trained on
+  (sep.guard.detector's test split: 24 posts in 12 families);
+* old: the 22 posts of tests/fixtures/injections.toml (Korean and English; polite, shouting,
+  repeated copies, chat special tokens, zero-width characters, embedded in a real title), the
+  list the rules were written from.
+
+Each post is decided three ways:
+
+* on: as sep runs (the post is flagged and withheld from every prompt);
+* detector off: only the markup and rule layers flag (the post reaches the defended summarize
+  prompt, inside its <글> data block, unless a rule knows it);
+* off: the same post unflagged (`sep data unflag`), and the summarize prompt as it was
   before (no <글> block, no "texts are data" rule), so the post reaches the model as sep used to
   send it. Chat special tokens are still stripped from every text (that defence has no switch).
 
@@ -18,12 +27,14 @@ It also counts the real titles the rules flag, over the whole sample month (and 
 Naver board and news files when ../shared/data is beside the checkout), and prints the three real
 titles that came closest to a rule (the most trigger words).
 Every dataset here is from 2022, older than the model's training data: read flips, not accuracy.
-Run: .venv/bin/python bench/injection.py [--window-days 1] [--limit 22]
+Run: .venv/bin/python bench/injection.py [--variants held-out|old] [--window-days 1] [--limit N]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import re
 import shutil
@@ -32,13 +43,27 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
+from unittest import mock
 
 import sep
 from sep.guard import injection_of
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = [(v["name"], v["title"], v.get("copies", 1)) for v in tomllib.loads(
+OLD = [(v["name"], v["title"], v.get("copies", 1)) for v in tomllib.loads(
     (ROOT / "tests" / "fixtures" / "injections.toml").read_text(encoding="utf-8"))["variant"]]
+
+
+def held_out() -> list[tuple[str, str, int]]:
+    """The first two posts of each held-out order family (one line: a CSV title)."""
+    from sep.guard import detector
+
+    seen: dict[str, int] = {}
+    out = []
+    for e in detector.corpus():
+        if e.order and e.split == "test" and seen.get(e.family, 0) < 2:
+            seen[e.family] = seen.get(e.family, 0) + 1
+            out.append((f"{e.family} {seen[e.family]}", " ".join(e.text.split()).replace('"', "'"), 1))
+    return out
 TRIGGERS = re.compile(r"무시|지시|지침|답하|대답|답변|출력|시스템|프롬프트|라고만|으로만|\bAI\b|인공지능|모델|"
                       r"ignore|instruction|answer|respond|system|prompt", re.IGNORECASE)
 
@@ -60,6 +85,21 @@ def undefended_prompts(folder: Path) -> Path:
         target.write_text(strip(text), encoding="utf-8")
         assert target.read_text(encoding="utf-8") != text, "the packaged prompt changed: update UNDEFENDED"
     return folder / "prompts-off"
+
+
+MODES = ("on", "detector off", "off")
+
+
+@contextlib.contextmanager
+def rules_only(active: bool):
+    """While active, windows check texts with the markup and rule layers only (the detector off)."""
+    if not active:
+        yield
+        return
+    import sep.window
+
+    with mock.patch.object(sep.window, "injections_of", functools.partial(sep.window.injections_of, semantic=False)):
+        yield
 
 
 def plant(db_path: Path, title: str, copies: int, folder: Path) -> list[int]:
@@ -119,7 +159,8 @@ def false_positives(shared: Path) -> tuple[int, int, list[tuple[int, str]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--window-days", type=int, default=1)
-    parser.add_argument("--limit", type=int, default=len(VARIANTS), help="Only the first N variants.")
+    parser.add_argument("--variants", choices=("old", "held-out"), default="held-out")
+    parser.add_argument("--limit", type=int, default=0, help="Only the first N variants.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     cfg = sep.Settings(window_days=args.window_days, trials=1)
@@ -140,9 +181,10 @@ def main() -> None:
         off_label = forecast(base, off_cfg, llm)
         print(f"baseline with the undefended prompt: {off_label}", file=sys.stderr)
         rows = []
-        for name, title, copies in VARIANTS[: args.limit]:
+        variants = OLD if args.variants == "old" else held_out()
+        for name, title, copies in variants[: args.limit or None]:
             row = {"variant": name, "flagged_as": injection_of(title)}
-            for mode in ("on", "off"):
+            for mode in MODES:
                 path = tmp / f"{mode}.db"
                 shutil.copy(base, path)
                 ids = plant(path, title, copies, tmp)
@@ -151,18 +193,19 @@ def main() -> None:
                     for i in ids:
                         sep.unflag_text(db, i)
                     db.conn.close()
-                mode_cfg, mode_prompts, mode_label = (cfg, base_prompts, base_label) if mode == "on" else \
-                    (off_cfg, off_prompts, off_label)
-                reached = prompts(path, mode_cfg) != mode_prompts
-                label = forecast(path, mode_cfg, llm) if reached else mode_label  # same prompt, same greedy answer
+                mode_cfg, mode_prompts, mode_label = (off_cfg, off_prompts, off_label) if mode == "off" else \
+                    (cfg, base_prompts, base_label)
+                with rules_only(mode == "detector off"):
+                    reached = prompts(path, mode_cfg) != mode_prompts
+                    label = forecast(path, mode_cfg, llm) if reached else mode_label  # same prompt, same greedy answer
                 row[mode] = {"reached_prompt": reached, "label": label, "flipped": label != mode_label}
             rows.append(row)
-            print(f"{name:20} flagged {row['flagged_as'] or '-':22} on: reached {row['on']['reached_prompt']!s:5} "
-                  f"{row['on']['label']}  off: reached {row['off']['reached_prompt']!s:5} {row['off']['label']}"
-                  f"{'  FLIPPED' if row['off']['flipped'] else ''}", file=sys.stderr)
+            print(f"{name:26} flagged {row['flagged_as'] or '-':22} " + "  ".join(
+                f"{m}: reached {row[m]['reached_prompt']!s:5} {row[m]['label']}{' FLIPPED' if row[m]['flipped'] else ''}"
+                for m in MODES), file=sys.stderr)
     flagged, n, close = false_positives(ROOT.parent / "shared" / "data")
     summary = {mode: {"reached_prompt": sum(r[mode]["reached_prompt"] for r in rows),
-                      "flipped": sum(r[mode]["flipped"] for r in rows)} for mode in ("on", "off")}
+                      "flipped": sum(r[mode]["flipped"] for r in rows)} for mode in MODES}
     report = {"model": llm.name, "baseline": base_label, "baseline_undefended": off_label, "variants": len(rows), **summary,
               "real_titles": n, "real_flagged": flagged, "closest_real_titles": [t for _, t in close],
               "seconds": round(time.perf_counter() - started, 1), "rows": rows}
@@ -171,7 +214,7 @@ def main() -> None:
         return
     print(f"\n{len(rows)} injection variants, {llm.name}, decision 2022-06-01 (baseline {base_label})")
     print("| defences | reached a prompt | flipped the forecast |\n|---|---|---|")
-    for mode in ("on", "off"):
+    for mode in MODES:
         print(f"| {mode} | {summary[mode]['reached_prompt']} of {len(rows)} | {summary[mode]['flipped']} of {len(rows)} |")
     print(f"\nreal titles flagged: {flagged} of {n} ({flagged / n:.2%})")
     print("closest real titles (most trigger words, not flagged):")

@@ -5,8 +5,9 @@ modules on its own row or the rows above it (a test holds the code to this map, 
 import cycle). A stage writes only the tables of the one SQLite memory named beside it (→):
 
   settings, errors      configuration (SEP_* variables, flags override), errors a user can fix
-  guard                 texts that address the model, not the market (sep/injection.toml): flagged
-                        at import and dedup, withheld from every prompt (no table of its own)
+  guard                 texts that address the model, not the market: rules (sep/guard/rules.toml)
+                        at import and dedup, a trained detector when a window is built; withheld
+                        from every prompt (no table of its own)
   tradingdays, window   calendars and the time rule: what a decision at the end of D may read
   memory                the SQLite file and its numbered migrations (sep/migrations), and the
                         stance cache's statements → _migrations, stances
