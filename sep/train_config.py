@@ -139,7 +139,8 @@ class GRPORunConfig(RunConfig):
     signal_score: bool = option(False, "FinRLlama's variant: read a score in [-10, 10], not a label.")
     signal_threshold: float = option(3.0, "|score| below this takes no position.", min=0.0, max=10.0)
     num_generations: int = option(2, "Completions per prompt (the group).", min=2)
-    max_completion_length: int = EXPLAIN_TOKENS
+    max_completion_length: int = option(EXPLAIN_TOKENS, "Tokens generated per completion (an explanation's length "
+                                        "at inference).", min=4)
     sft: Path | None = option(None, "A `sep train sft` run to start the policy from.")
 
     def __post_init__(self) -> None:

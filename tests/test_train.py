@@ -163,8 +163,8 @@ def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy)
 @pytest.mark.slow
 def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy):
     done = run("train", "ppo", "--reward", str(toy / "reward"), "--sft", str(toy / "sft"), "--pairs",
-               str(toy / "pairs.jsonl"), "--max-steps", "2", "--base-model", "gemma-270m", "--out", str(toy / "ppo"),
-               "--json", db=toy / "sep.db")
+               str(toy / "pairs.jsonl"), "--max-steps", "2", "--response-length", "24", "--base-model", "gemma-270m",
+               "--out", str(toy / "ppo"), "--json", db=toy / "sep.db")  # short rollouts: the loop, not the prose
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert metrics["updates"] == 2 and metrics["mean_score"] is not None
@@ -198,8 +198,8 @@ def test_ppo_reads_the_reward_where_the_reward_model_learned_it(trained, toy):
 @pytest.mark.slow
 def test_grpo_with_market_and_model_reward_moves_the_policy(trained, toy):
     done = run("train", "grpo", "--reward-kind", "both", "--reward", str(toy / "reward"), "--sft", str(toy / "sft"),
-               "--pairs", str(toy / "pairs.jsonl"), "--max-steps", "2", "--base-model", "gemma-270m",
-               "--out", str(toy / "grpo"), "--json", db=toy / "sep.db")
+               "--pairs", str(toy / "pairs.jsonl"), "--max-steps", "2", "--max-completion-length", "24",
+               "--base-model", "gemma-270m", "--out", str(toy / "grpo"), "--json", db=toy / "sep.db")
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert metrics["steps"] == 2 and metrics["mean_reward"] is not None
