@@ -141,3 +141,14 @@ def test_each_default_is_written_once_in_settings(tmp_path):
     sample.write_text("def f(trials: int = 3, threads=default('threads'), best_of=None):\n    pass\n"
                       "class C:\n    window_days: int = Field(5, ge=1)\n")
     assert _literal_defaults(sample) == ["x.py:1 trials = 3", "x.py:4 window_days = Field(5, ge=1)"]
+
+
+def test_the_wheel_lists_every_package_and_its_data():
+    """setuptools is given the packages by name: a package missing from that list is missing from
+    every non-editable install (sep.guard's detector once was)."""
+    import tomllib
+
+    project = tomllib.loads((SEP.parent / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    packages = {f"sep.{p.name}" for p in SEP.iterdir() if (p / "__init__.py").exists()} | {"sep"}
+    assert packages <= set(project["packages"])
+    assert "head.npz" in project["package-data"]["sep.guard"]
