@@ -708,10 +708,12 @@ def import_texts(
 def unflag(db: sqlite_utils.Database, text_id: int) -> dict:
     """Clear a text's injection flag for good: no later import or dedup flags it again, and its day
     is left for the next `sep dedup` to decide anew, with the text among the candidates."""
-    row = db.execute("SELECT id, stock, date, source, title, injection FROM texts WHERE id = ?", [text_id]).fetchone()
+    row = db.execute("SELECT id, stock, date, source, title, injection, body FROM texts WHERE id = ?",
+                     [text_id]).fetchone()
     if row is None:
         raise BadInput(f"No text {text_id} in memory.")
-    text = dict(zip(("id", "stock", "date", "source", "title", "was"), row))
+    text = dict(zip(("id", "stock", "date", "source", "title", "was"), row[:6]))
+    text["was"] = text["was"] or injection_of(row[4], row[6])  # the detector's verdict is not stored
     with transaction(db):
         db.execute("UPDATE texts SET injection = NULL, injection_allowed = 1, "
                    "flag = CASE WHEN flag = 'injection' THEN NULL ELSE flag END WHERE id = ?", [text_id])

@@ -192,6 +192,10 @@ def test_a_held_out_family_no_rule_knows_is_withheld_from_every_prompt(sample_me
     assert "삼성전자" in prompts and not any(t.split("(")[-1][:12] in prompts for t in family)
     flat = " ".join(dry.stdout.split())
     assert "10 text(s) of this window address the model" in flat, flat[flat.find("⚠") - 200:]
+    db = sep.open_memory(db_path)  # a user who disputes a detector flag clears it like any other
+    disputed = next(t for t in w.withheld if t.injection.startswith("detector:"))
+    assert sep.unflag_text(db, disputed.id)["was"] == disputed.injection
+    assert disputed.id in {t.id for t in sep.show_window(db, "005930", "2022-06-01").texts}
 
 
 def test_the_rephrased_order_of_issue_32_is_flagged_and_real_titles_are_not():

@@ -11,7 +11,7 @@ Anyone can post to a stock's board, so a post may try to give the answering mode
   (`bench/injection_detector.py`). A list only catches what it lists; this layer reaches beyond it.
 
 The first two layers run at import and dedup (`texts.injection`), on every text of a feed; the
-detector (about 4 s per 1,000 texts on 2 cores) runs on the texts a decision window may show
+detector (about 2 s per 1,000 texts on 2 cores) runs on the texts a decision window may show
 (`sep.window`), so a flagged text never enters a prompt, is listed as withheld, and a user can
 clear it (`sep data unflag ID`). `injections_of` says why each text is flagged (None: clean).
 `clean_for_prompt` strips special tokens and control characters from any text before it is
