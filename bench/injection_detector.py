@@ -51,10 +51,10 @@ def design(texts: list[str]) -> sparse.csr_matrix:
     rows, cols, vals = [], [], []
     for r, (idx, v) in enumerate(map(D.ngrams, texts)):
         rows += [r] * len(idx)
-        cols += list(idx + D.EMBED_DIM)
+        cols += list(idx)
         vals += list(v)
-    grams = sparse.csr_matrix((vals, (rows, cols)), shape=(len(texts), D.EMBED_DIM + (1 << D.HASH_BITS)))
-    return sparse.hstack([sparse.csr_matrix(emb), grams[:, D.EMBED_DIM:]]).tocsr()
+    grams = sparse.csr_matrix((vals, (rows, cols)), shape=(len(texts), 1 << D.HASH_BITS))
+    return sparse.hstack([sparse.csr_matrix(emb), grams]).tocsr()
 
 
 def fit(examples: list[D.Example]) -> D.Head:
