@@ -884,6 +884,8 @@ def predict_cmd(
     policy: PolicyOpt = None,
     reward: Annotated[Optional[Path], typer.Option("--reward", help="A `sep train reward` run that picks the best candidate; unset: the policy's label probability.")] = None,
     temperature: setting("temperature") = None,
+    window_days: WindowDaysOpt = None,
+    summarizer: SummarizerOpt = None,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
@@ -903,7 +905,8 @@ def predict_cmd(
     """
     with user_errors():
         cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, prompts=prompts,
-                       explain_format=explain_format, best_of=best_of, temperature=temperature)
+                       explain_format=explain_format, best_of=best_of, temperature=temperature,
+                       window_days=window_days, summarizer=summarizer)
         memory = api.open_memory(cfg.db, must_exist=True)
         with model_errors(), _model_bars() as progress:
             forecast = api.forecast(memory, stock, date, reward=reward, settings=cfg, progress=stage_progress(progress))

@@ -297,11 +297,15 @@ class Base:
     folder: Path
     fmt: ChatFormat
 
+    @staticmethod
+    def name_of(base_model: str | Path) -> str:
+        """What a run records as its base, known without preparing it: a catalog name or a folder's path."""
+        return str(base_model) if str(base_model) in CATALOG else str(Path(base_model).resolve())
+
     @classmethod
     def resolve(cls, settings: Settings, base_model: str | Path) -> "Base":
         folder = base_model_folder(settings.cache_dir, base_model)
-        name = str(base_model) if str(base_model) in CATALOG else str(folder.resolve())
-        return cls(name, folder, chat_format(folder))
+        return cls(cls.name_of(base_model), folder, chat_format(folder))
 
     @classmethod
     def of_run(cls, settings: Settings, run: Path) -> "Base":
@@ -309,12 +313,12 @@ class Base:
         return cls.resolve(settings, run_base(run))
 
 
-def same_base(run: Path, base: Base, what: str) -> None:
+def same_base(run: Path, base: str, what: str) -> None:
     """Refuse, in one sentence, a run (an --sft or --reward) that was trained on another base."""
     other = run_base(run)
-    if other != base.name:
-        raise BadInput(f"{what} {run} was trained on {other}, not on {base.name}; train it again with "
-                       f"--base-model {base.name}.")
+    if other != base:
+        raise BadInput(f"{what} {run} was trained on {other}, not on {base}; train it again with "
+                       f"--base-model {base}.")
 
 
 def lora_targets(model: Any, which: str) -> str | list[str]:
@@ -514,10 +518,6 @@ class Run:
         old = self.out / "data.sha256"
         if old.exists() and old.read_text().strip() != digest and self.last_checkpoint():
             raise BadInput(f"{self.out} holds a run on other data; pick a new --out (or delete it to start over).")
-        before = run_config(self.out).get("base_model") or LEGACY_BASE
-        if self.last_checkpoint() and before != self.cfg.base_model:
-            raise BadInput(f"{self.out} holds a run on {before}, not on {self.cfg.base_model}; pick a new --out "
-                           "(or delete it to start over).")
         old.write_text(digest + "\n")
         span = {k: (self.data or {}).get(k) for k in ("stocks", "data_start", "data_end")}
         config = {**self.cfg.as_json(), **span}
@@ -534,8 +534,7 @@ class Run:
         return self
 
     def last_checkpoint(self) -> str | None:
-        ckpts = sorted((self.out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-        return str(ckpts[-1]) if ckpts else None
+        return last_checkpoint(self.out)
 
     def finish(self, metrics: dict) -> dict:
         metrics = {"kind": self.cfg.kind, "examples": len(self.rows), **(self.data or {}), **metrics}
@@ -608,16 +607,30 @@ def longest_example(rows: list[dict], base: Base, tok: Any, generated: int = 0) 
     return max(lengths, default=0)
 
 
+def last_checkpoint(out: Path) -> str | None:
+    ckpts = sorted((Path(out) / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def refuse_other_base(out: Path, base: str) -> None:
+    """A run folder resumes only on the base it was started on."""
+    before = run_config(Path(out)).get("base_model") or LEGACY_BASE
+    if last_checkpoint(out) and before != base:
+        raise BadInput(f"{out} holds a run on {before}, not on {base}; pick a new --out (or delete it to start over).")
+
+
 def _execute(settings: Settings, cfg: RunConfig, db: sqlite_utils.Database | None, rows: list[dict],
              body: Callable[[Run, Base], dict], data: dict | None = None, generated: int = 0) -> dict:
     """What every trainer shares: torch threads, the base model (and the same base for its --sft and
     --reward runs), a memory check before anything loads, and a run recorded even when it fails."""
     _torch_threads(cfg.threads)
-    base = Base.resolve(settings, cfg.base_model)
-    cfg.base_model = base.name
+    name = Base.name_of(cfg.base_model)  # refusals that need no model first: preparing one can take minutes
     for flag in ("sft", "reward"):
         if getattr(cfg, flag, None):
-            same_base(Path(getattr(cfg, flag)), base, f"--{flag}")
+            same_base(Path(getattr(cfg, flag)), name, f"--{flag}")
+    refuse_other_base(Path(cfg.out), name)
+    base = Base.resolve(settings, cfg.base_model)
+    cfg.base_model = base.name
     tokens = min(longest_example(rows, base, turn_tokenizer(base), generated), cfg.max_length + generated)
     logit_tokens = generated if cfg.kind == "grpo" else tokens  # GRPO computes logits for the completion only
     need = check_memory(cfg.kind, base, min(cfg.batch_size, len(rows)), logit_tokens)

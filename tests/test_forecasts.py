@@ -104,7 +104,7 @@ def test_a_reward_run_scored_on_its_own_days_is_in_sample(coin_job, tmp_path):
     assert db.execute("SELECT data_end FROM runs WHERE out = ?", [str(rm.resolve())]).fetchone()[0] == "2022-04-15"
     for day, inside in (("2022-04-01", True), ("2022-05-02", False)):
         p = run("predict", "--stock", "005930", "--date", day, "--best-of", "2", "--reward", str(rm), "--base-url",
-                base_url, "--json", db=db_path)
+                base_url, "--window-days", "2", "--json", db=db_path)  # short prompts: the reward model reads them on CPU
         assert p.returncode == 0, p.stderr[-3000:]
         assert json.loads(p.stdout)["in_sample"] is inside
     r = json.loads(run("eval", "--stock", "005930", "--method", "best-of-n", "--json", db=db_path).stdout)

@@ -218,7 +218,8 @@ def test_best_of_n_picks_the_highest_reward(trained, toy, sample_memory, db_path
                 str(toy / "reward"), "--model", "qwen2.5-coder-1.5b", db=db_path)
     assert wrong.returncode == 2 and "trained on gemma-270m, but qwen2.5-coder-1.5b writes the candidates" in wrong.stderr
     done = run("predict", "--stock", "005930", "--date", "2022-06-01", "--best-of", "2", "--reward",
-               str(toy / "reward"), "--json", db=db_path)  # the plumbing model answers: gemma-270m
+               str(toy / "reward"), "--window-days", "2", "--summarizer", "extractive", "--json",
+               db=db_path)  # the plumbing model answers (gemma-270m) two candidates; the titles are the summaries
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)
     rewards = [c["reward"] for c in out["candidates"]]

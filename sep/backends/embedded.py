@@ -111,7 +111,8 @@ class EmbeddedChatModel(BaseChatModel):
                                 one["usage"]["prompt_tokens"], one["usage"]["completion_tokens"], one.get("timings"),
                                 cached=max(0, one["usage"]["prompt_tokens"] - _evaluated(one)))
         if shape and shape.after:  # evidence first: 1-3 items citing the window's ids, then 판단: and the label, by grammar
-            cited = self._complete(prompt, max_tokens=EVIDENCE_TOKENS + 8, grammar=shape.gbnf(), n_probs=50,
+            # the evidence is part of the answer's budget (+8: room for the marker and the label)
+            cited = self._complete(prompt, max_tokens=min(EVIDENCE_TOKENS, max_tokens) + 8, grammar=shape.gbnf(), n_probs=50,
                                    temperature=temperature, seed=seed)
             text = cited["choices"][0]["text"]
             usage_in, evaluated = cited["usage"]["prompt_tokens"], evaluated + _evaluated(cited)

@@ -199,7 +199,8 @@ class TransformersChatModel(BaseChatModel):
             shape = None
         label_words, after = (shape.words, shape.after) if shape else (None, "")
         if label_words and after:  # evidence first: generate the items up to the label marker, then choose the label
-            head = self._generate_text(model, tok, fmt, prompt, EVIDENCE_TOKENS, temperature, seed, [*stop, after])
+            evidence_tokens = min(EVIDENCE_TOKENS, max_tokens)  # the evidence is part of the answer's budget
+            head = self._generate_text(model, tok, fmt, prompt, evidence_tokens, temperature, seed, [*stop, after])
             head = head.rstrip() + "\n" + after + " "
             fixed = shape.fixed_label(head)  # derived: the evidence written fixes the label
             label_words = (fixed,) if fixed else label_words
