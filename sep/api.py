@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlite_utils
 
-from sep.errors import BadInput, require_extra
+from sep.errors import BadInput, ordered, require_extra
 from sep.ingest import PriceFormat, TextFormat, normalise_stock, register_format
 from sep.settings import Settings
 from sep.train_config import CONFIGS
@@ -157,8 +157,7 @@ def deduplicate(db: sqlite_utils.Database, stock: str, *, start: str | None = No
     cfg = _cfg(settings)
     code = normalise_stock(stock)
     start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
-    if start and end and start > end:
-        raise BadInput(f"--start {start} is after --end {end}.")
+    ordered(start, end)
     if not db.execute("SELECT 1 FROM texts WHERE stock = ? LIMIT 1", [code]).fetchone():
         raise BadInput(f"No texts of {code} in memory; import some with `sep data import texts`.")
     dedup = Deduplicator(db, DedupConfig.from_settings(cfg), threads=cfg.threads, cache_dir=cfg.cache_dir,
@@ -207,8 +206,7 @@ def decision_days(db: sqlite_utils.Database, stock: str, *, date: str | None = N
     if not (start and end):
         raise BadInput("Give --date D, or a range with --start D1 --end D2.")
     start, end = parse_day(start), parse_day(end)
-    if start > end:
-        raise BadInput(f"--start {start} is after --end {end}.")
+    ordered(start, end)
     code = normalise_stock(stock)
     days = decidable_days(db, code, start, end, scored=False)
     if not days:
@@ -464,8 +462,7 @@ def scope(db: sqlite_utils.Database, *, stock: str | None = None, job: Path | No
     else:
         stocks = [normalise_stock(stock)]
     start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
-    if start and end and start > end:
-        raise BadInput(f"--start {start} is after --end {end}.")
+    ordered(start, end)
     return Scope(stocks, start, end, model)
 
 

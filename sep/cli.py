@@ -791,7 +791,7 @@ def _register_trainers() -> None:
                   "  sep train reward --pairs pairs.jsonl --max-steps 200 --out runs/rm --json",
         "ppo": "  sep train ppo --reward runs/rm --sft runs/sft --from-memory --out runs/ppo",
         "grpo": "  sep train grpo --from-memory --sft runs/sft --out runs/grpo\n"
-                "  sep train grpo --reward both --reward-model runs/rm --pairs pairs.jsonl --out runs/grpo",
+                "  sep train grpo --reward-kind both --reward runs/rm --pairs pairs.jsonl --out runs/grpo",
     }
     for kind, config_cls in CONFIGS.items():
         _trainer_command(kind, config_cls, *data.get(kind, ("--pairs", pairs)), examples[kind])

@@ -40,3 +40,9 @@ def require_extra(extra: str, what: str) -> None:
     module = missing_extra(extra)
     if module is not None:
         raise BadInput(f"{what} needs the {extra} extra ({module} is missing): pip install -e '.[{extra}]'")
+
+
+def ordered(start: str | None, end: str | None, names: tuple[str, str] = ("--start", "--end")) -> None:
+    """Refuse, in one sentence, a range whose start (an ISO day) is after its end; open ends pass."""
+    if start and end and start > end:
+        raise BadInput(f"{names[0]} {start} is after {names[1]} {end}.")

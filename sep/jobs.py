@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
                       model_validator)
 
-from sep.errors import BadInput
+from sep.errors import BadInput, ordered
 from sep.ingest import normalise_stock
 from sep.settings import Settings, default
 from sep.window import parse_day
@@ -129,8 +129,7 @@ class Job(BaseModel):
 
     @model_validator(mode="after")
     def _range(self) -> "Job":
-        if self.start > self.end:
-            raise BadInput(f"start {self.start} is after end {self.end}.")
+        ordered(self.start, self.end, ("start", "end"))
         return self
 
     @property

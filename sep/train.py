@@ -87,7 +87,7 @@ def with_signal_instruction(messages: list[dict]) -> list[dict]:
 
 
 def mixed_reward(market: float, model: float, market_scale: float, model_scale: float, model_weight: float) -> float:
-    """`--reward both`: each part in its own typical size, so a 1% return and a reward-model logit of 5 both count.
+    """`--reward-kind both`: each part in its own typical size, so a 1% return and a reward-model logit of 5 both count.
 
     market_scale is the mean |return| of the training days; model_scale the spread of the reward
     model's scores on the training responses.
@@ -948,7 +948,7 @@ def train_grpo(settings: Settings, cfg: GRPORunConfig, db: sqlite_utils.Database
     if cfg.batch_size % cfg.num_generations:
         raise BadInput(f"--batch-size {cfg.batch_size} must be a multiple of --num-generations {cfg.num_generations}.")
     if cfg.reward_kind != "market" and not cfg.reward:
-        raise BadInput("--reward model|both needs --reward-model DIR (a `sep train reward` run).")
+        raise BadInput(f"--reward-kind {cfg.reward_kind} needs --reward DIR (a `sep train reward` run).")
     rows, info = training_rows(db, cfg, day_rows(db, pairs, cfg.model), balanced=False)  # the market gives the reward
     if not rows:
         raise BadInput("No prompts: memory holds no decisions in that range yet (run `sep reflect`), or pass --pairs FILE.jsonl.")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sep.errors import BadInput
+from sep.errors import BadInput, ordered
 from sep.models import DEFAULT_MODEL
 from sep.settings import MAX_TOKENS, default
 
@@ -61,8 +61,7 @@ class RunConfig:
             self.out = Path("runs") / self.kind
         if self.lora_targets not in ("attention", "all-linear"):
             raise BadInput(f"--lora-targets must be attention or all-linear, not {self.lora_targets!r}.")
-        if self.start and self.end and self.start > self.end:
-            raise BadInput(f"--start {self.start} is after --end {self.end}.")
+        ordered(self.start, self.end)
 
     def as_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

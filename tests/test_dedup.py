@@ -16,6 +16,7 @@ from sep.agents import day_texts
 from sep.dedup import normalise_title
 from sep.ingest import import_texts
 from sep.memory import open_memory
+from sep.sample import sample_files
 from sep.window import Text, texts_in_window
 
 from conftest import FIXTURES, run, run_process
@@ -300,3 +301,21 @@ def test_dedup_config_takes_defaults_and_limits_from_settings():
         DedupConfig(near_threshold=0)
     with pytest.raises(BadInput, match="n_neighbors: input should be greater than or equal to 2"):
         DedupConfig(n_neighbors=1)
+
+
+@pytest.mark.slow
+def test_a_long_topic_document_is_read_in_pieces_with_the_same_nouns():
+    """BERTopic hands the tokenizer each topic's documents joined into one text, and Kiwi slows down
+    on long texts; the pieces it is cut into rejoin to the text and give the nouns of the whole."""
+    from collections import Counter
+
+    from sep.dedup import KoreanNouns
+
+    import pandas as pd
+
+    text = " ".join(pd.read_excel(sample_files()[1][0])["title"].astype(str)[:120])  # the bundled sample's news
+    nouns = KoreanNouns(piece_chars=400)
+    pieces = nouns._pieces(text)
+    assert len(pieces) > 5 and "".join(pieces) == text and max(map(len, pieces)) <= 400
+    whole, cut = Counter(KoreanNouns(piece_chars=len(text))(text)), Counter(nouns(text))
+    assert sum((whole & cut).values()) / sum(whole.values()) > 0.98

@@ -30,8 +30,9 @@ from sep.settings import EVIDENCE_TOKENS, Settings, default
 HF_DIR_NAMES = {"gemma-270m": "gemma-3-270m-hf"}  # folder names caches already hold; others are <name>-hf
 
 
-def _need_train_extra(exc: ImportError) -> LLMUnavailable:
-    return LLMUnavailable(f"This needs the training extra ({exc.name} is missing): pip install -e '.[train]'")
+def _need_train_extra(exc: ImportError) -> BadInput:
+    """A missing extra is bad input (exit 2), worded as `sep.errors.require_extra` words it."""
+    return BadInput(f"This needs the train extra ({exc.name} is missing): pip install -e '.[train]'")
 
 
 def hf_dir(cache_dir: Path, name: str) -> Path:
