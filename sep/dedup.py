@@ -202,13 +202,13 @@ def keep_compiled(directory: Path) -> None:
 
     umap-learn compiles without numba's `cache=True`; this turns the on-disk cache on for each of its
     functions, in `directory` (sep's cache). A user's NUMBA_CACHE_DIR wins. Once per process."""
+    if globals().get("_KEPT_COMPILED"):
+        return
     import numba
     import umap  # noqa: F401  (loads every umap module below)
     from numba.core.caching import NullCache
     from numba.core.registry import CPUDispatcher
 
-    if globals().get("_KEPT_COMPILED"):
-        return
     before = numba.config.CACHE_DIR
     numba.config.CACHE_DIR = before or str(directory)  # read when each function's cache is made, just below
     try:

@@ -35,11 +35,16 @@ def missing_extra(extra: str) -> str | None:
     return None
 
 
+def extra_error(extra: str, what: str, module: str | None) -> BadInput:
+    """BadInput (one sentence, exit 2) naming the missing extra and its install command."""
+    return BadInput(f"{what} needs the {extra} extra ({module} is missing): pip install -e '.[{extra}]'")
+
+
 def require_extra(extra: str, what: str) -> None:
-    """BadInput (one sentence, exit 2) naming the extra and its install command when it is missing."""
+    """Raise `extra_error` when a module of `extra` is not installed."""
     module = missing_extra(extra)
     if module is not None:
-        raise BadInput(f"{what} needs the {extra} extra ({module} is missing): pip install -e '.[{extra}]'")
+        raise extra_error(extra, what, module)
 
 
 def ordered(start: str | None, end: str | None, names: tuple[str, str] = ("--start", "--end")) -> None:

@@ -20,6 +20,12 @@ MAX_TOKENS = {"summarize": 200, "explain": 240, "reflect": 120}
 EVIDENCE_TOKENS = 200  # of an evidence-first explanation's tokens, the most its cited items (before the label) may take
 
 
+def evidence_tokens(max_tokens: int) -> int:
+    """The tokens an evidence-first answer's cited items may take: part of the call's own budget (+8 by
+    a grammar for the marker and the label)."""
+    return min(EVIDENCE_TOKENS, max_tokens)
+
+
 @cache
 def plugins(group: str) -> dict[str, Any]:
     """What installed packages register under an entry point group (`sep.backends`,

@@ -516,7 +516,7 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         digest = data_hash(self.rows)
         old = self.out / "data.sha256"
-        if old.exists() and old.read_text().strip() != digest and self.last_checkpoint():
+        if old.exists() and old.read_text().strip() != digest and last_checkpoint(self.out):
             raise BadInput(f"{self.out} holds a run on other data; pick a new --out (or delete it to start over).")
         old.write_text(digest + "\n")
         span = {k: (self.data or {}).get(k) for k in ("stocks", "data_start", "data_end")}
@@ -532,9 +532,6 @@ class Run:
                      span["data_start"], span["data_end"], self.cfg.base_model])
                 self.id = cur.lastrowid
         return self
-
-    def last_checkpoint(self) -> str | None:
-        return last_checkpoint(self.out)
 
     def finish(self, metrics: dict) -> dict:
         metrics = {"kind": self.cfg.kind, "examples": len(self.rows), **(self.data or {}), **metrics}
@@ -590,7 +587,7 @@ def save_adapter(run: Run, model: Any, tok: Any, base: Base) -> dict:
 
 
 def _train_with_resume(run: Run, trainer: Any) -> dict:
-    resume = run.last_checkpoint()
+    resume = last_checkpoint(run.out)
     result = trainer.train(resume_from_checkpoint=resume)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"steps": trainer.state.global_step, "resumed_from": resume, "train_loss": result.training_loss,
@@ -904,7 +901,7 @@ def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database |
         reward_model = load_reward_model(cfg.reward, settings, cfg.threads).model
         value_model = copy.deepcopy(reward_model).train()  # starts as the reward model, then learns values
         policy = load_policy(base, cfg.sft)
-        resume = run.last_checkpoint()
+        resume = last_checkpoint(run.out)
         done = 0
         if resume and (Path(resume) / "adapter_config.json").exists():  # PPO has no trainer resume: reload the adapter
             policy = PeftModel.from_pretrained(policy, resume, is_trainable=True)

@@ -19,7 +19,7 @@ from sep.backends.registry import register_backend
 from sep.errors import BadInput
 from sep.llm import LLM, AnswerShape, LessonShape, LLMUnavailable, constrained_label, _chat_result, message_dicts, render_messages
 from sep.models import LocalModel, ModelError, ModelNotFound, local_model
-from sep.settings import EVIDENCE_TOKENS, Settings, default
+from sep.settings import Settings, default, evidence_tokens
 
 
 def server_params(model_path: str, threads: int, n_ctx: int) -> Any:
@@ -111,8 +111,7 @@ class EmbeddedChatModel(BaseChatModel):
                                 one["usage"]["prompt_tokens"], one["usage"]["completion_tokens"], one.get("timings"),
                                 cached=max(0, one["usage"]["prompt_tokens"] - _evaluated(one)))
         if shape and shape.after:  # evidence first: 1-3 items citing the window's ids, then 판단: and the label, by grammar
-            # the evidence is part of the answer's budget (+8: room for the marker and the label)
-            cited = self._complete(prompt, max_tokens=min(EVIDENCE_TOKENS, max_tokens) + 8, grammar=shape.gbnf(), n_probs=50,
+            cited = self._complete(prompt, max_tokens=evidence_tokens(max_tokens) + 8, grammar=shape.gbnf(), n_probs=50,
                                    temperature=temperature, seed=seed)
             text = cited["choices"][0]["text"]
             usage_in, evaluated = cited["usage"]["prompt_tokens"], evaluated + _evaluated(cited)

@@ -21,18 +21,17 @@ from pydantic import PrivateAttr
 from sep.adapters import adapter_folder, read_adapter, run_config, run_data_end
 from sep.backends.embedded import embedded_chat
 from sep.backends.registry import register_backend
-from sep.errors import BadInput, require_extra
+from sep.errors import BadInput, extra_error, require_extra
 from sep.llm import (LLM, ChatFormat, LessonShape, LLMUnavailable, _chat_result, constrained_label, message_dicts,
                      render_messages)
 from sep.models import CATALOG, DEFAULT_MODEL, ModelError, local_model
-from sep.settings import EVIDENCE_TOKENS, Settings, default
+from sep.settings import Settings, default, evidence_tokens
 
 HF_DIR_NAMES = {"gemma-270m": "gemma-3-270m-hf"}  # folder names caches already hold; others are <name>-hf
 
 
 def _need_train_extra(exc: ImportError) -> BadInput:
-    """A missing extra is bad input (exit 2), worded as `sep.errors.require_extra` words it."""
-    return BadInput(f"This needs the train extra ({exc.name} is missing): pip install -e '.[train]'")
+    return extra_error("train", "This", exc.name)
 
 
 def hf_dir(cache_dir: Path, name: str) -> Path:
@@ -200,8 +199,8 @@ class TransformersChatModel(BaseChatModel):
             shape = None
         label_words, after = (shape.words, shape.after) if shape else (None, "")
         if label_words and after:  # evidence first: generate the items up to the label marker, then choose the label
-            evidence_tokens = min(EVIDENCE_TOKENS, max_tokens)  # the evidence is part of the answer's budget
-            head = self._generate_text(model, tok, fmt, prompt, evidence_tokens, temperature, seed, [*stop, after])
+            head = self._generate_text(model, tok, fmt, prompt, evidence_tokens(max_tokens), temperature, seed,
+                                       [*stop, after])
             head = head.rstrip() + "\n" + after + " "
             fixed = shape.fixed_label(head)  # derived: the evidence written fixes the label
             label_words = (fixed,) if fixed else label_words
