@@ -9,8 +9,9 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
                         at import and dedup, a trained detector when a window is built; withheld
                         from every prompt (no table of its own)
   tradingdays, window   calendars and the time rule: what a decision at the end of D may read
-  memory                the SQLite file and its numbered migrations (sep/migrations), and the
-                        stance cache's statements → _migrations, stances
+  memory                the SQLite file and its numbered migrations (sep/migrations), the stance
+                        cache's and the ledger's statements → _migrations, stances, ledger,
+                        ledger_outcomes
   ingest, crawl         price/text files and the Naver board → prices, stocks, texts, imports,
                         crawl_pages
   dedup                 marks each text a copy, off-topic or a representative (BERTopic)
@@ -35,6 +36,8 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
   batch, experiment     many stocks and days → jobs, batch_items; offline stages as OpenAI
                         Batch API files → batch_requests, batch_results; walk-forward arms
                         → experiments, experiment_forecasts
+  ledger                pre-registered forecasts: decided before the target close exists, appended
+                        to a hash chain, scored later, verified (its SQL is memory's LedgerStore)
   api                   one call per stage, re-exported here
   cli                   the `sep` command: parses, calls api, prints
 

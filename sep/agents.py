@@ -472,8 +472,9 @@ class Agents:
 
     # ------------------------------------------------------------ the loop
 
-    def run(self, window: DecisionWindow, trials: int) -> ReflectResult:
-        """Explain; while wrong and trials remain, reflect and retry. Stores every step."""
+    def run(self, window: DecisionWindow, trials: int, *, save: bool = True) -> ReflectResult:
+        """Explain; while wrong and trials remain, reflect and retry. Stores every step (`save`; a
+        pre-registered forecast is stored by the ledger instead)."""
         summaries = self.summaries(window)
         base = self.explain_variables(window, summaries, [])
         recalled = self.recall(window, base["summaries"])
@@ -500,7 +501,7 @@ class Agents:
                     trial.reflection, trial.reflection_flags, trial.reflection_detail = reflected
                     if trial.reflection and not trial.reflection_flags and trial.reflection not in lessons:
                         lessons.append(trial.reflection)
-        if self.llm is not None:
+        if self.llm is not None and save:
             self.store(result, self.prompts["explain"].render(**base))
         return result
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from sep.ingest import ParsedFile, TextRow, write_texts, local_timestamp
+from sep.ingest import ParsedFile, PriceRow, TextRow, local_timestamp, write_day, write_texts
 from sep.memory import now_iso, transaction
 
 BOARD_URL = "https://finance.naver.com/item/board.naver?code={code}&page={page}"
@@ -131,3 +131,90 @@ def _http_fetch(url: str) -> str:
         return resp.content.decode(charset, errors="replace")
 
     return get()
+
+
+# ---------------------------------------------------------------- a day's data, fetched all or nothing
+
+NEWS_URL = "https://finance.naver.com/item/news_news.naver?code={code}&page={page}&sm=title_entity_id.basic"
+_NEWS_ROW = re.compile(r'<td class="title">\s*<a href="([^"]*news_read[^"]*)"[^>]*>(.*?)</a>.*?'
+                       r'<td class="info">(.*?)</td>\s*<td class="date">\s*(\d{4}\.\d{2}\.\d{2} \d{2}:\d{2})\s*</td>',
+                       re.S | re.I)
+
+
+class PageLayoutChanged(RuntimeError):
+    """A page no longer has the markup sep reads: nothing of that day is stored."""
+
+
+def parse_news_list(page_html: str, stock: str) -> list[TextRow]:
+    """News titles on one Naver Finance news-list page (table.type5: title, press, date and time, KST)."""
+    if 'class="type5"' not in page_html:
+        raise PageLayoutChanged("no news table (table.type5)")
+    rows = []
+    for href, title, press, when in _NEWS_ROW.findall(page_html):
+        title = html.unescape(_TAGS.sub("", title)).strip()
+        if not title:
+            continue
+        published, day = local_timestamp(when.replace(" ", "T"), stock)
+        url = html.unescape(href)
+        rows.append(TextRow(stock, "naver-news", day, title, published, None,
+                            "https://finance.naver.com" + url if url.startswith("/") else url,
+                            html.unescape(_TAGS.sub("", press)).strip() or None))
+    return rows
+
+
+def fetch_pages(kind: str, url: str, stock: str, since: str, max_pages: int, *, delay: float,
+                fetch: Callable[[str], str]) -> list[TextRow]:
+    """Pages 1.. of a board or news list until the oldest row is older than `since` (a day), at most
+    `max_pages`. A first page without the expected markup is a changed layout, named in one sentence."""
+    out: list[TextRow] = []
+    for page in range(1, max_pages + 1):
+        page_url = url.format(code=stock, page=page)
+        text = fetch(page_url)
+        try:
+            if kind == "board":
+                if 'class="type2"' not in text:
+                    raise PageLayoutChanged("no post table (table.type2)")
+                rows = [p.as_text_row() for p in parse_board_list(text, stock)]
+            else:
+                rows = parse_news_list(text, stock)
+        except PageLayoutChanged as exc:
+            raise PageLayoutChanged(f"The {kind} page {page_url} no longer has the layout sep reads ({exc}); "
+                                    f"nothing of {stock}'s day was stored.") from None
+        if page == 1 and not rows and kind == "board":
+            raise PageLayoutChanged(f"The board page {page_url} lists no posts (its rows changed shape); "
+                                    f"nothing of {stock}'s day was stored.")
+        out += rows
+        if not rows or min(r.date for r in rows) < since:
+            break
+        if page < max_pages:
+            time.sleep(delay)
+    return [r for r in out if r.date >= since]
+
+
+def fetch_prices(stock: str, start: str, end: str) -> list[PriceRow]:
+    """Daily prices of a KRX stock from FinanceDataReader (Naver's chart feed; the live extra)."""
+    from sep.errors import require_extra
+
+    require_extra("live", "sep ledger run --live")
+    import FinanceDataReader as fdr
+
+    frame = fdr.DataReader(stock, start, end)
+    if frame is None or frame.empty or "Close" not in frame:
+        raise PageLayoutChanged(f"FinanceDataReader returned no prices of {stock} for {start}..{end} (the price "
+                                "feed changed or the code is unknown); nothing of its day was stored.")
+    rows = []
+    for day, r in frame.iterrows():
+        if float(r["Close"]) > 0 and float(r.get("Volume", 1) or 0) > 0:
+            rows.append(PriceRow(stock, day.strftime("%Y-%m-%d"), float(r["Open"]), float(r["High"]), float(r["Low"]),
+                                 float(r["Close"]), float(r["Volume"])))
+    return rows
+
+
+def store_day(db: sqlite_utils.Database, stock: str, prices: list[PriceRow], texts: list[TextRow], day: str) -> dict:
+    """A fetched day's prices and texts written in one transaction: all of it or none."""
+    reports = write_day(db, ParsedFile(Path(f"live:{stock}:{day}:prices"), "financedatareader", prices),
+                        ParsedFile(Path(f"live:{stock}:{day}:texts"), "naver-live", texts))
+    by_format = {r.format: r for r in reports}
+    p, t = by_format.get("financedatareader"), by_format.get("naver-live")
+    return {"prices_added": p.rows_added if p else 0, "texts_added": t.rows_added if t else 0,
+            "injections": t.injections if t else 0}

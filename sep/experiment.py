@@ -33,7 +33,7 @@ from sep.evaluate import (Decision, backtest, backtest_summary, baselines, calib
                           forecast_report, hits_of, mcnemar_p, once_per_interval, p_up, paired_gap, platt, score)
 from sep.jobs import NEEDS, ExperimentTable, Job
 from sep.memory import now_iso, transaction
-from sep.models import CATALOG, DEFAULT_MODEL
+from sep.models import CATALOG, DEFAULT_MODEL, model_cutoff
 from sep.predict import reward_scorer
 from sep.settings import Settings
 from sep.window import DecisionWindow, outcome, trading_days, up_probability
@@ -278,12 +278,7 @@ class Experiment:
 
     def cutoff(self) -> dict:
         """The answering model's training-data cutoff: set (`--cutoff`, `[llm] cutoff`), else the catalog's."""
-        if self.cfg.cutoff:
-            return {"date": self.cfg.cutoff, "source": "set (--cutoff, [llm] cutoff or SEP_CUTOFF)"}
-        spec = CATALOG.get(self.llm.name)
-        if spec and spec.cutoff:
-            return {"date": spec.cutoff, "source": spec.cutoff_source}
-        return {"date": None, "source": "unknown: set [llm] cutoff or --cutoff to split the days at it"}
+        return model_cutoff(self.llm.name, self.cfg.cutoff)
 
     def table(self, train_days: list[tuple[str, str]], test_days: list[tuple[str, str]]) -> dict:
         plan = self.plan

@@ -689,6 +689,17 @@ def write_all(db: sqlite_utils.Database, kind: str, parsed: list[ParsedFile], *,
     return reports
 
 
+def write_day(db: sqlite_utils.Database, prices: ParsedFile, texts: ParsedFile) -> list[ImportReport]:
+    """A fetched day's prices and texts in one transaction, each logged in `imports`: all or nothing."""
+    reports = []
+    with transaction(db):
+        for kind, parsed, write in (("prices", prices, write_prices), ("texts", texts, write_texts)):
+            if parsed.rows:
+                reports.append(write(db, parsed))
+                _log_import(db, kind, reports[-1])
+    return reports
+
+
 def import_prices(
     db: sqlite_utils.Database, paths: list[Path], *, fmt: str | None = None, stock: str | None = None,
     new_stock: bool = False, progress: Callable[[Path], None] | None = None,

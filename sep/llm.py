@@ -304,6 +304,7 @@ class LLM:
     data_end: str | None = None  # a trained policy's last training day (see `run_data_end`)
     context: int | None = None  # tokens the model can read and write; None: unknown (no budget check)
     count_tokens: Callable[[list[dict]], int] | None = None  # chat messages -> tokens, by the model's tokenizer
+    weights: tuple[str, ...] = ()  # the files that make this model (GGUF, adapters): a ledger entry hashes them
     parallel: bool = False  # takes many requests at once (a server): decisions run `concurrency` at a time
     calls: int = 0
     prompt_tokens: int = 0

@@ -136,6 +136,17 @@ def get_spec(name: str) -> ModelSpec:
                          f"({', '.join(CATALOG)}), or pass --model-file PATH for any local GGUF.") from None
 
 
+def model_cutoff(model: str, cutoff: str | None = None) -> dict:
+    """The answering model's training-data cutoff: `cutoff` when set (--cutoff, [llm] cutoff,
+    SEP_CUTOFF), else the catalog's; days after it are the ones memory cannot help with."""
+    if cutoff:
+        return {"date": cutoff, "source": "set (--cutoff, [llm] cutoff or SEP_CUTOFF)"}
+    spec = CATALOG.get(model.split("@", 1)[0])
+    if spec and spec.cutoff:
+        return {"date": spec.cutoff, "source": spec.cutoff_source}
+    return {"date": None, "source": "unknown: set [llm] cutoff or --cutoff to split the days at it"}
+
+
 def file_sha256(path: Path, progress: Callable[[int, int], None] | None = None) -> str:
     digest, done, total = hashlib.sha256(), 0, path.stat().st_size
     with path.open("rb") as f:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import re
 from datetime import date as Date
+from datetime import timedelta
 from functools import lru_cache
 
 KRX_CODE = re.compile(r"^\d{6}$")
@@ -66,6 +67,20 @@ class TradingDays:
     def between(self, start: str, end: str) -> list[str]:
         """Trading days d with start <= d <= end."""
         return self.days[bisect.bisect_left(self.days, start) : bisect.bisect_right(self.days, end)]
+
+
+def next_session(stock: str, day: str) -> str:
+    """The first session after `day` by the calendar alone (no price rows): KRX's for a Korean stock,
+    the next weekday otherwise. What a forecast made before its target close exists aims at."""
+    if market_of(stock) == "XKRX":
+        sessions = krx_sessions()
+        i = bisect.bisect_right(sessions, day)
+        if i < len(sessions):
+            return sessions[i]
+    d = Date.fromisoformat(day) + timedelta(days=1)
+    while d.weekday() >= 5:
+        d += timedelta(days=1)
+    return d.isoformat()
 
 
 @lru_cache(maxsize=1)

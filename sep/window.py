@@ -26,6 +26,7 @@ from sep.tradingdays import (
     market_close,
     market_of,
     market_tz,
+    next_session,
 )
 
 LABEL_WORDS = {"ko": {"up": "상승", "down": "하락"}, "en": {"up": "Positive", "down": "Negative"}}
@@ -89,9 +90,9 @@ class DecisionWindow:
     last_trading_day: str
     last_close: float
     target_day: str
-    target_close: float
-    ret: float
-    label: str
+    target_close: float | None  # None in a pending window: the outcome does not exist yet (a pre-registration)
+    ret: float | None
+    label: str | None
     window_start: str
     is_holiday: bool
     texts: list[Text] = field(default_factory=list)
@@ -146,10 +147,18 @@ def decision_window(
     window_days: int = default("window_days"),
     *,
     days: TradingDays | None = None,
+    pending: bool = False,
 ) -> DecisionWindow:
-    """Build the window for deciding at the end of `date`; raises BadInput outside the data."""
+    """Build the window for deciding at the end of `date`; raises BadInput outside the data.
+
+    `pending`: the outcome is not known yet (a pre-registered forecast): the target is the next
+    session of the market's calendar, and its close, return and label are None."""
     date = parse_day(date)
-    last, last_close, target, target_close, ret = outcome(db, stock, date, days=days)
+    if pending:
+        last, last_close, target = pending_outcome(db, stock, date, days=days)
+        target_close = ret = None
+    else:
+        last, last_close, target, target_close, ret = outcome(db, stock, date, days=days)
     start = (Date.fromisoformat(date) - timedelta(days=window_days - 1)).isoformat()
     texts = texts_in_window(db, stock, start, date)
     return DecisionWindow(
@@ -160,7 +169,7 @@ def decision_window(
         target_day=target,
         target_close=target_close,
         ret=ret,
-        label=label_of(ret),
+        label=None if ret is None else label_of(ret),
         window_start=start,
         is_holiday=market_of(stock) == "XKRX" and is_krx_holiday(date),
         texts=[t for t in texts if not t.injection],
@@ -186,6 +195,21 @@ def outcome(db: sqlite_utils.Database, stock: str, date: str, *, days: TradingDa
         db.execute("SELECT date, close FROM prices WHERE stock = ? AND date IN (?, ?)", [stock, last, target]).fetchall()
     )
     return last, close[last], target, close[target], close[target] / close[last] - 1.0
+
+
+def pending_outcome(db: sqlite_utils.Database, stock: str, date: str, *, days: TradingDays | None = None
+                    ) -> tuple[str, float, str]:
+    """(last trading day, its close, target day) of a decision at the end of `date` whose target close
+    is not in memory yet. The target day is the next KRX session for a Korean stock, else the next
+    weekday (a US holiday then names the day before the real session; the outcome is scored by the
+    first close after D all the same)."""
+    days = days or trading_days(db, stock)
+    last = days.on_or_before(date)
+    if last is None:
+        raise BadInput(f"No close of {stock} on or before {date} in memory ({days.days[0]} is the first): "
+                       "a decision needs the last close before it.")
+    close = db.execute("SELECT close FROM prices WHERE stock = ? AND date = ?", [stock, last]).fetchone()[0]
+    return last, close, next_session(stock, date)
 
 
 def counts_for(stock: str, day: str, published_at: str | None) -> str:

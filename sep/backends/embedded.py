@@ -188,4 +188,4 @@ def _embedded_backend(cfg: Settings, progress: Callable[[int, int], None] | None
         raise LLMUnavailable(str(exc)) from None
     chat = embedded_chat(model, cfg)
     return LLM(model.name, chat, constrained_label, retries=1, context=chat.n_ctx,
-               count_tokens=chat.count_tokens)
+               count_tokens=chat.count_tokens, weights=(str(model.path),))

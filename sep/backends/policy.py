@@ -264,7 +264,8 @@ def _policy_backend(cfg: Settings, progress: Callable[[int, int], None] | None =
             raise LLMUnavailable(str(exc)) from None
         chat = embedded_chat(model, cfg, lora=[str(a.gguf) for a in adapters])
         return LLM(f"policy:{cfg.policy}", chat, constrained_label, retries=1,
-                   context=chat.n_ctx, count_tokens=chat.count_tokens, data_end=run_data_end(cfg.policy))
+                   context=chat.n_ctx, count_tokens=chat.count_tokens, data_end=run_data_end(cfg.policy),
+                   weights=(str(model.path), *(str(a.gguf) for a in adapters)))
     return _transformers_policy(cfg, base, base_model_folder(cfg.cache_dir, base or _peft_base(adapters[-1].folder),
                                                             progress))
 
