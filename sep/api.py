@@ -31,10 +31,9 @@ import sqlite_utils
 
 from sep.errors import BadInput, ordered, require_extra
 from sep.ingest import PriceFormat, TextFormat, normalise_stock, register_format
-from sep.settings import Settings
+from sep.settings import Progress, Settings
 from sep.train_config import CONFIGS
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 Step = Callable[[str, str, str], None]  # (decision day, agent, prompt text) before each model call
 
 __all__ = [
@@ -177,12 +176,13 @@ def make_llm(settings: Settings | None = None, progress: Progress | None = None)
     return _make(_cfg(settings), (lambda done, total: progress("preparing the model", done, total)) if progress else None)
 
 
-def mock_llm(script: Callable[[str, str], str] | None = None, p_label: float = 0.6) -> Any:
+def mock_llm(script: Callable[[str, str], str] | None = None, p_label: float | None = None) -> Any:
     """A scripted in-process model: `script(agent, prompt) -> reply` (agent: summarize, explain,
     reflect, judge). Runs the agents, batches and the judge with no model and no server."""
+    from sep.backends.mock import P_LABEL
     from sep.backends.mock import mock_llm as _mock
 
-    return _mock(script, p_label)
+    return _mock(script, P_LABEL if p_label is None else p_label)
 
 
 def register_backend(name: str) -> Callable:

@@ -19,7 +19,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,10 @@ from sep.agents import window_items
 from sep.decide import Decider, fingerprint, stock_days
 from sep.errors import BadInput
 from sep.jobs import Job
-from sep.llm import LLM, _chat_result
+from sep.llm import LLM, chat_result
 from sep.memory import now_iso, open_memory, transaction
 from sep.predict import reward_scorer, store
-from sep.settings import Settings
+from sep.settings import Progress, Settings
 from sep.window import DecisionWindow
 
 
@@ -123,12 +123,15 @@ class BatchReport:
     seconds: float = 0.0
     errors: list[dict] = field(default_factory=list)
 
+    def as_json(self) -> dict:
+        return asdict(self)
+
 
 class BatchRunner:
     """Runs a job through one `Decider`: `concurrency` decisions in flight, each stored as it ends."""
 
     def __init__(self, job: Job, cfg: Settings, llm_factory: Callable[[Settings], Any],
-                 on_progress: Callable[[str, int, int], None] | None = None, restart: bool = False) -> None:
+                 on_progress: Progress | None = None, restart: bool = False) -> None:
         self.job, self.cfg, self.restart = job, job.settings(cfg), restart
         self.llm = llm_factory(self.cfg)
         self.on_progress = on_progress
@@ -269,7 +272,7 @@ class OfflineChat(BaseChatModel):
             return self.client._create_chat_result(response)
         if self.site.phase == "best_of":  # the other samples don't depend on this one: collect them all
             self.site.collected.append(request)
-            return _chat_result("", None, self.client.model_name, 0, 0)
+            return chat_result("", None, self.client.model_name, 0, 0)
         raise Pending(request)
 
 
@@ -284,6 +287,17 @@ class Advanced:
     @property
     def stage(self) -> str | None:
         return self.pending[0].stage if self.pending else None
+
+    def stages(self) -> dict[str, int]:
+        """Pending requests per stage, in export order."""
+        out: dict[str, int] = {}
+        for r in self.pending:
+            out[r.stage] = out.get(r.stage, 0) + 1
+        return out
+
+    def as_json(self, out: Path | str | None = None) -> dict:
+        return {"out": str(out) if out and self.pending else None, "requests": len(self.pending),
+                "stages": self.stages(), "done": self.done, "total": self.total}
 
 
 @dataclass
@@ -301,12 +315,15 @@ class Ingested:
     next_stage: str | None = None
     next_requests: int = 0
 
+    def as_json(self) -> dict:
+        return asdict(self)
+
 
 class OfflineBatch:
     """One job's offline batch: `export` the next stage's requests, `ingest` their results, until done."""
 
     def __init__(self, job: Job, cfg: Settings, model: str | None = None, engine: str | None = None,
-                 on_progress: Callable[[str, int, int], None] | None = None) -> None:
+                 on_progress: Progress | None = None) -> None:
         if engine is not None and engine not in ENGINES:
             raise BadInput(f"--engine {engine!r}: choose {' or '.join(ENGINES)}.")
         self.job, self.cfg = job, job.settings(cfg)
@@ -546,7 +563,7 @@ def offline_status(db: sqlite_utils.Database, job: Job) -> dict:
 
 
 def execute(requests: Path, out: Path, cfg: Settings,
-            on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+            on_progress: Progress | None = None) -> dict:
     """Run a requests file on the embedded model and write an OpenAI Batch API results file: the
     offline path without a GPU. The label is held to the body's structured output by llama.cpp's
     grammar; lines already in `out` are kept (a killed run resumes)."""

@@ -955,8 +955,6 @@ def batch_run_cmd(
       sep batch run jobs/sample.toml
       sep batch run jobs/sn2.toml --concurrency 32
     """
-    from dataclasses import asdict
-
     from rich.progress import TimeRemainingColumn
 
     with user_errors():
@@ -966,7 +964,7 @@ def batch_run_cmd(
             report = api.run_batch(job_file, settings=settings(db=db, prompts=prompts), concurrency=concurrency, restart=restart,
                                    progress=stage_progress(progress))
     if as_json:
-        print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
     else:
         console.print(f"[bold]{report.job}[/]: {report.total} stock-days, {report.skipped} already done, "
                       f"{report.done} done now, {report.failed} failed; {report.summaries} summary and "
@@ -1035,12 +1033,9 @@ def batch_export_cmd(
         with stage_bars() as progress:
             advanced = api.export_batch(job_file, out, settings=settings(db=db, prompts=prompts), model=model,
                                         engine=engine, again=again, progress=stage_progress(progress))
-    stages: dict[str, int] = {}
-    for r in advanced.pending:
-        stages[r.stage] = stages.get(r.stage, 0) + 1
+    stages = advanced.stages()
     if as_json:
-        print(json.dumps({"out": str(out) if advanced.pending else None, "requests": len(advanced.pending),
-                          "stages": stages, "done": advanced.done, "total": advanced.total}, indent=2))
+        print(json.dumps(advanced.as_json(out), indent=2))
     elif not advanced.pending:
         console.print(f"Nothing to export: all {advanced.total} stock-days of the job are done.", highlight=False)
     else:
@@ -1065,14 +1060,12 @@ def batch_ingest_cmd(
     counted and never stored (exit 1); failed requests are exported again next time. Ingesting the
     same file twice adds nothing.
     """
-    from dataclasses import asdict
-
     with user_errors():
         with stage_bars() as progress:
             report = api.ingest_batch(job_file, results, settings=settings(db=db, prompts=prompts), model=model,
                                       progress=stage_progress(progress))
     if as_json:
-        print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
+        print(json.dumps(report.as_json(), ensure_ascii=False, indent=2))
     else:
         refused = sum(report.refused.values())
         console.print(f"[bold]{report.job}[/]: {report.lines} lines, {report.stored} stored, {report.already} already "

@@ -30,11 +30,10 @@ from sep.agents import Agents, ReflectResult, load_prompt, prompt_files, window_
 from sep.errors import BadInput
 from sep.memory import open_memory
 from sep.predict import Forecast, Scorer, best_of_n, store
-from sep.settings import Settings
+from sep.settings import Progress, Settings
 from sep.stances import StanceJudge
 from sep.window import DecisionWindow, decision_window, lang_of, trading_days
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 Step = Callable[[str, str, str], None]  # (decision day, agent, prompt text) before each model call
 T = TypeVar("T")
 R = TypeVar("R")

@@ -42,11 +42,10 @@ import sqlite_utils
 from sep.errors import BadInput
 from sep.guard import injection_of
 from sep.memory import now_iso, transaction
-from sep.settings import Settings, default, invalid_setting
+from sep.settings import Progress, Settings, default, invalid_setting
 
 DEFAULT_OFFTOPIC = Path(__file__).with_name("offtopic.toml")
 USE_NAME = "use-multilingual-v3"  # the packaged embedder, as recorded with each topic model
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def normalise_title(title: str) -> str:

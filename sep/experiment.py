@@ -35,7 +35,7 @@ from sep.jobs import NEEDS, ExperimentTable, Job
 from sep.memory import now_iso, transaction
 from sep.models import CATALOG, DEFAULT_MODEL, model_cutoff
 from sep.predict import reward_scorer
-from sep.settings import Settings
+from sep.settings import Progress, Settings
 from sep.window import DecisionWindow, outcome, trading_days, up_probability
 
 
@@ -97,7 +97,7 @@ class Experiment:
     """One walk-forward experiment over a job's stocks; `run()` returns the arm table."""
 
     def __init__(self, db: sqlite_utils.Database, job: Job, cfg: Settings, llm_factory: Callable[[Settings], Any],
-                 on_progress: Callable[[str, int, int], None] | None = None, runs_dir: Path | None = None) -> None:
+                 on_progress: Progress | None = None, runs_dir: Path | None = None) -> None:
         if job.experiment is None:
             raise BadInput(f"The job {job.name!r} has no [experiment] table (train_start, train_end, test_start, "
                            "test_end, arms).")

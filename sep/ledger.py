@@ -307,7 +307,9 @@ def run(db: sqlite_utils.Database, cfg: Settings, make_llm, stocks: list[str], *
         day = days[stock]
         since = (Date.fromisoformat(day) - timedelta(days=cfg.window_days - 1)).isoformat()
         report: dict = {}
-        if live:
+        if live and LedgerStore(db).exists(stock, day):  # a rerun after a crash: this stock's day is in already
+            report["fetched"] = "skipped: the ledger has this day"
+        elif live:
             try:
                 prices = fetch_prices(stock, (Date.fromisoformat(day) - timedelta(days=40)).isoformat(), day)
                 texts = fetch_pages("board", BOARD_URL, stock, since, board_pages, delay=delay, fetch=fetch or _http_fetch)

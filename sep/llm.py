@@ -70,7 +70,7 @@ def render_messages(template: str, messages: list[dict], add_generation_prompt: 
                                       bos_token=bos_token, eos_token=eos_token)
 
 
-def _chat_result(text: str, logprobs: Any, model_name: str, tokens_in: int, tokens_out: int,
+def chat_result(text: str, logprobs: Any, model_name: str, tokens_in: int, tokens_out: int,
                  timings: dict | None = None, cached: int = 0) -> ChatResult:
     """What the local backends return: OpenAI-shaped logprobs and usage, like a server's answer
     (`cached`: prompt tokens served from the prompt cache, LangChain's `cache_read`)."""

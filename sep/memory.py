@@ -174,7 +174,11 @@ class LedgerStore:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
 
-    def exists(self, stock: str, date: str, model: str) -> bool:
+    def exists(self, stock: str, date: str, model: str | None = None) -> bool:
+        """Whether (stock, D) has an entry: by `model`, or by any model when None."""
+        if model is None:
+            return self.db.execute("SELECT 1 FROM ledger WHERE stock = ? AND date = ?", [stock, date]).fetchone() \
+                is not None
         return self.db.execute("SELECT 1 FROM ledger WHERE stock = ? AND date = ? AND model = ?",
                                [stock, date, model]).fetchone() is not None
 

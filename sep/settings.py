@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from sep.errors import BadInput
 MAX_TOKENS = {"summarize": 200, "explain": 240, "reflect": 120}
 EVIDENCE_TOKENS = 200  # of an evidence-first explanation's tokens, the most its cited items (before the label) may take
 
+
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total): every long call reports through one
 
 def evidence_tokens(max_tokens: int) -> int:
     """The tokens an evidence-first answer's cited items may take: part of the call's own budget (+8 by

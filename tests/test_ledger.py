@@ -276,7 +276,7 @@ def test_the_live_daily_run_fetches_scores_and_pre_registers(recorded, tmp_path)
         # the same day again: refused, and nothing fetched twice
         again = sep.ledger_run(db, ["005930"], live=True, delay=0, settings=cfg, now=after_close("2022-06-02", 90))
         assert again.stocks["005930"]["status"] == "refused" and "already has" in again.stocks["005930"]["error"]
-        assert again.stocks["005930"]["texts_added"] == 0
+        assert again.stocks["005930"]["fetched"].startswith("skipped") and recorded["news"].call_count == 2
     shown = sep.ledger_show(db).as_json()
     assert [(e["date"], e["outcome"] and e["outcome"]["actual"]) for e in shown] == [("2022-05-31", "down"),
                                                                                      ("2022-06-02", None)]

@@ -17,7 +17,7 @@ from pydantic import PrivateAttr
 
 from sep.backends.registry import register_backend
 from sep.errors import BadInput
-from sep.llm import LLM, AnswerShape, LessonShape, LLMUnavailable, constrained_label, _chat_result, message_dicts, render_messages
+from sep.llm import LLM, AnswerShape, LessonShape, LLMUnavailable, constrained_label, chat_result, message_dicts, render_messages
 from sep.models import LocalModel, ModelError, ModelNotFound, local_model
 from sep.settings import Settings, default, evidence_tokens
 
@@ -101,13 +101,13 @@ class EmbeddedChatModel(BaseChatModel):
         shape = kwargs.get("answer_shape")
         if isinstance(shape, LessonShape):  # a reflection's three lines, by grammar; no label to read
             one = self._complete(prompt, max_tokens=max_tokens, grammar=shape.gbnf(), **sampling)
-            return _chat_result(one["choices"][0]["text"], None, self.model_name, one["usage"]["prompt_tokens"],
+            return chat_result(one["choices"][0]["text"], None, self.model_name, one["usage"]["prompt_tokens"],
                                 one["usage"]["completion_tokens"], one.get("timings"),
                                 cached=max(0, one["usage"]["prompt_tokens"] - _evaluated(one)))
         if shape and shape.choices:  # one word of a few (a stance): its log-probs are the answer
             one = self._complete(prompt, max_tokens=8, grammar=shape.gbnf(), n_probs=50, temperature=temperature,
                                  seed=seed)
-            return _chat_result(one["choices"][0]["text"], one["choices"][0].get("logprobs"), self.model_name,
+            return chat_result(one["choices"][0]["text"], one["choices"][0].get("logprobs"), self.model_name,
                                 one["usage"]["prompt_tokens"], one["usage"]["completion_tokens"], one.get("timings"),
                                 cached=max(0, one["usage"]["prompt_tokens"] - _evaluated(one)))
         if shape and shape.after:  # evidence first: 1-3 items citing the window's ids, then 판단: and the label, by grammar
@@ -135,7 +135,7 @@ class EmbeddedChatModel(BaseChatModel):
         usage_in = rest["usage"]["prompt_tokens"] if usage_in is None else usage_in
         evaluated += _evaluated(rest)
         usage_out += rest["usage"]["completion_tokens"]
-        return _chat_result(head + rest["choices"][0]["text"], logprobs, self.model_name, usage_in, usage_out,
+        return chat_result(head + rest["choices"][0]["text"], logprobs, self.model_name, usage_in, usage_out,
                             rest.get("timings"), cached=max(0, usage_in - evaluated))
 
 

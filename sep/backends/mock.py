@@ -15,7 +15,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from sep.backends.registry import register_backend
-from sep.llm import LLM, LessonShape, constrained_label, _chat_result, message_dicts
+from sep.llm import LLM, LessonShape, constrained_label, chat_result, message_dicts
 from sep.settings import Settings
 
 
@@ -50,6 +50,9 @@ def default_script(agent: str, prompt: str) -> str:
     return f"상승\n{' '.join(words) or '새 소식'} 소식이 주가를 움직일 것이다."
 
 
+P_LABEL = 0.6  # the probability a scripted answer gives its label (what the confidence then reads)
+
+
 class MockChatModel(BaseChatModel):
     """Scripted answers in-process: agents, batches, best-of-n and the judge run without a model or HTTP.
 
@@ -58,7 +61,7 @@ class MockChatModel(BaseChatModel):
     """
 
     script: Any = None  # Script | None: default_script
-    p_label: float = 0.6
+    p_label: float = P_LABEL
     calls: list[dict] = []
 
     @property
@@ -82,14 +85,14 @@ class MockChatModel(BaseChatModel):
                 if shape.kinds and lesson not in shape.kinds:  # a kind of news: the script's, or the first
                     lesson = shape.kinds[0]
                 text = f"{shape.markers[0]} [{misled}] {shape.reasons[0]}\n{shape.markers[1]} {shape.none}\n{shape.markers[2]} {lesson}"
-            return _chat_result(text, None, "mock", sum(len(m["content"]) for m in chat) // 2, len(text) // 2)
+            return chat_result(text, None, "mock", sum(len(m["content"]) for m in chat) // 2, len(text) // 2)
         words, after = (shape.words, shape.after) if shape else (None, "")
         if shape and shape.choices:  # one word of a few (a stance): the script's, or the first
             label = text.strip() if text.strip() in words else words[0]
             rest = (1 - self.p_label) / (len(words) - 1)
             logprobs = {"content": [{"token": label, "logprob": math.log(self.p_label), "top_logprobs": [
                 {"token": w, "logprob": math.log(self.p_label if w == label else rest)} for w in words]}]}
-            return _chat_result(label, logprobs, "mock", sum(len(m["content"]) for m in chat) // 2, 1)
+            return chat_result(label, logprobs, "mock", sum(len(m["content"]) for m in chat) // 2, 1)
         if words and after:  # evidence first: the label after the marker line, written if the script didn't
             lines = text.split("\n")
             if shape.signs:  # derived, as a grammar holds it: each cited id with its judged direction
@@ -114,10 +117,10 @@ class MockChatModel(BaseChatModel):
                 {"token": label, "logprob": math.log(self.p_label)},
                 {"token": other, "logprob": math.log(1 - self.p_label)}]}]}
         tokens_in = sum(len(m["content"]) for m in chat) // 2
-        return _chat_result(text, logprobs, "mock", tokens_in, len(text) // 2)
+        return chat_result(text, logprobs, "mock", tokens_in, len(text) // 2)
 
 
-def mock_llm(script: Script | None = None, p_label: float = 0.6) -> "LLM":
+def mock_llm(script: Script | None = None, p_label: float = P_LABEL) -> "LLM":
     """An LLM whose answers come from `script(agent, prompt)` (default: `default_script`)."""
     chat = MockChatModel(script=script, p_label=p_label, calls=[])
     return LLM("mock", chat, constrained_label, retries=1)

@@ -22,7 +22,7 @@ from sep.adapters import adapter_folder, read_adapter, run_config, run_data_end
 from sep.backends.embedded import embedded_chat
 from sep.backends.registry import register_backend
 from sep.errors import BadInput, extra_error, require_extra
-from sep.llm import (LLM, ChatFormat, LessonShape, LLMUnavailable, _chat_result, constrained_label, message_dicts,
+from sep.llm import (LLM, ChatFormat, LessonShape, LLMUnavailable, chat_result, constrained_label, message_dicts,
                      render_messages)
 from sep.models import CATALOG, DEFAULT_MODEL, ModelError, local_model
 from sep.settings import Settings, default, evidence_tokens
@@ -216,7 +216,7 @@ class TransformersChatModel(BaseChatModel):
                                      "top_logprobs": [{"token": w, "logprob": s} for w, s in zip(label_words, scores)]}]}
         text = self._generate_text(model, tok, fmt, prompt + head, max_tokens, temperature, seed, stop)
         tokens_in = len(tok(prompt, add_special_tokens=False).input_ids)
-        return _chat_result(head + text, logprobs, self.policy or self.base, tokens_in,
+        return chat_result(head + text, logprobs, self.policy or self.base, tokens_in,
                             len(tok(head + text, add_special_tokens=False).input_ids))
 
     def _generate_text(self, model: Any, tok: Any, fmt: ChatFormat, prompt: str, max_tokens: int,
