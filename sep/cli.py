@@ -1517,7 +1517,7 @@ def render_entry(e: dict) -> None:
     console.print(f"[bold]{e['stock']} {e['date']} → {e['target_day']}[/]: {word} ({p}) by {escape(e['model'])}",
                   highlight=False)
     if e.get("evidence"):
-        console.print("  evidence: " + " ".join(f"{x.get('direction') or '?'}{x['item']}" for x in e["evidence"]),
+        console.print("  evidence: " + ", ".join(f"{x['item']} ({x.get('direction') or '?'})" for x in e["evidence"]),
                       highlight=False)
     if e.get("explanation"):
         console.print(f"  {escape(e['explanation'][:200])}", highlight=False)
@@ -1655,8 +1655,9 @@ def ledger_verify_cmd(
     elif checked.ok:
         console.print(f"ok: {checked.entries} entries, head {checked.head}", highlight=False)
     else:
-        console.print(f"[red]broken[/]: {escape(checked.why)} ({checked.entries} entries hold before it, their head "
-                      f"{checked.head})", highlight=False)
+        held = f"{checked.entries} entr{'y holds' if checked.entries == 1 else 'ies hold'}"
+        console.print(f"[red]broken[/]: {escape(checked.why)} ({held} before it, their head {checked.head})",
+                      highlight=False)
     if not checked.ok:
         raise typer.Exit(1)
 
@@ -1696,6 +1697,9 @@ def ledger_show_cmd(
         shown = api.ledger_show(api.open_memory(settings(db=db).db, must_exist=True), cutoff=cutoff)
     if as_json:
         print(json.dumps(shown.as_json(), ensure_ascii=False, indent=2))
+        return
+    if not shown.rows:
+        console.print("The ledger is empty: `sep ledger add --stock S --date D` writes its first entry.", highlight=False)
         return
     table = Table("id", "stock", "D", "target", "label", "P(up)", "actual", "kind", "hash")
     for r in shown.rows:

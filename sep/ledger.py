@@ -200,11 +200,15 @@ def export(db: sqlite_utils.Database, out: Path) -> dict:
     """One JSON line per entry: id, `entry` as the exact string hashed, prev_hash, hash."""
     rows = LedgerStore(db).rows()
     tmp = out.with_name(out.name + ".part")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps({"id": r.id, "entry": r.entry_json, "prev_hash": r.prev_hash, "hash": r.hash},
-                               ensure_ascii=False) + "\n")
-    tmp.replace(out)  # a reader never sees half a file
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps({"id": r.id, "entry": r.entry_json, "prev_hash": r.prev_hash, "hash": r.hash},
+                                   ensure_ascii=False) + "\n")
+        tmp.replace(out)  # a reader never sees half a file
+    except OSError as exc:
+        raise BadInput(f"Can't write {out}: {exc.strerror or exc}.") from None
     return {"out": str(out), "entries": len(rows), "head": rows[-1].hash if rows else GENESIS}
 
 
