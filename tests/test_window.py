@@ -22,10 +22,10 @@ def test_no_text_after_d_enters_the_window(sample_memory, fixtures):
     w = decision_window(sample_memory, "005930", "2022-06-01")
     assert all(t.date <= "2022-06-01" for t in w.texts)
     titles = {t.title for t in w.texts}
-    assert "A June-2 title (D+1 for a June-1 decision)" not in titles
+    assert "Samsung news dated June 2, the day after D" not in titles
     assert "UTC 15:00 is 00:00 KST on June 1" in titles
     later = decision_window(sample_memory, "005930", "2022-06-02")
-    assert "A June-2 title (D+1 for a June-1 decision)" in {t.title for t in later.texts}
+    assert "Samsung news dated June 2, the day after D" in {t.title for t in later.texts}
 
 
 def test_trading_day_decision_targets_the_next_session(sample_memory):

@@ -14,8 +14,10 @@ found by scoring each clause as well as the whole text and keeping the highest s
 dotted letters ("하.락.이.라.고") are joined before scoring.
 
 The head (`head.npz`) is trained by `bench/injection_detector.py --write` on the train families
-of the corpus beside this file (`corpus_orders.toml`, `corpus_ordinary.toml`) and never on the
-families it is measured on (`split_of`).
+of the corpus beside this file and never on the families it is measured on. Round 1
+(`corpus_orders.toml`, `corpus_ordinary.toml`) held out 3 families in 10 by a hash of their names
+(`split_of`); once its held-out results were read, round 2 (`corpus_*_r2.toml`, new kinds of
+order and post, written before retraining) became the held-out set and all of round 1 is trained on.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ from sep.settings import default
 
 HERE = Path(__file__).resolve().parent
 HEAD = HERE / "head.npz"
-CORPUS = {HERE / "corpus_orders.toml": True, HERE / "corpus_ordinary.toml": False, HERE / "corpus_real.toml": False}
+CORPUS = {HERE / "corpus_orders.toml": True, HERE / "corpus_ordinary.toml": False, HERE / "corpus_real.toml": False,
+          HERE / "corpus_orders_r2.toml": True, HERE / "corpus_ordinary_r2.toml": False}
 HASH_BITS = 16  # 65,536 n-gram buckets
 NGRAMS = (2, 3, 4)
 MAX_CHARS = 300  # a post's first 300 characters: an order needs no more, and long bodies cost time
 MAX_CLAUSES = 4
 EMBED_DIM = 512
-TEST_SHARE = 3  # of 10: the share of families held out (by a hash of the family's name)
+TEST_SHARE = 3  # of 10: the share of round 1's families it held out (by a hash of the family's name)
 
 # spaced or dotted single characters ("이 전 지 시", "s.a.y d.o.w.n") joined into a word
 _SPACED = re.compile(r"(?<!\S)((?:\w[ ._/\-]{1,3}){2,}\w)(?![^\s.,!?])")
@@ -152,12 +155,13 @@ def split_of(family: str) -> str:
 
 
 def corpus(paths: dict[Path, bool] | None = None) -> list[Example]:
-    """Every text of the corpus files ({path: holds orders}), with its family and split (a family
-    may set `split = "train"`: the real excerpts are trained on and never measured on)."""
+    """Every text of the corpus files ({path: holds orders}), with its family and split: the held-out
+    families say `split = "test"` (round 2's); every other family is trained on (round 1's, whose
+    held-out results were read, and the real excerpts)."""
     examples = []
     for path, orders in (paths or CORPUS).items():
         for family in tomllib.loads(path.read_text(encoding="utf-8"))["family"]:
-            split = family.get("split") or split_of(family["name"])
+            split = family.get("split", "train")
             examples += [Example(t, orders, family["name"], split) for t in family["texts"]]
     return examples
 
