@@ -25,7 +25,7 @@ from sep.errors import PromptTooLong, TimeRuleError
 from sep.guard import clean_for_prompt
 from sep.llm import LLM, Answer, AnswerShape, LessonShape, parse_answer
 from sep.mask import Masker
-from sep.memory import now_iso, transaction
+from sep.memory import PairRow, PredictionRow, PredictionStore, ReflectionRow, now_iso, transaction
 from sep.prompting import PROMPTS_DIR, Prompt, literal_template, load_prompt, prompt_files, prompt_text  # noqa: F401
 from sep.quality import GATE_VERSION, Check, join_flags, stem, words
 from sep.settings import MAX_TOKENS, Settings, default
@@ -511,32 +511,19 @@ class Agents:
         Trial 0 is the forecast; later trials were told the outcome (hindsight) and only teach.
         """
         w, now = result.window, now_iso()
-        with transaction(self.db):
-            self.db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND method = 'reflect' AND model = ?",
-                            [w.stock, w.date, self.model_name])
-            for t in result.trials:
-                self.db.execute(
-                    "INSERT INTO predictions (stock, date, trial, target_day, actual, label, explanation, confidence, "
-                    "correct, response, prompt, model, created_at, data_end, flags, evidence, window_stance) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [w.stock, w.date, t.trial, w.target_day, w.label, t.label, t.explanation, t.confidence,
-                     int(t.correct), t.response, t.prompt, self.model_name, now, self.data_end, join_flags(t.flags),
-                     json.dumps(t.evidence, ensure_ascii=False) if t.evidence else None, result.window_stance])
-                if t.reflection:
-                    self.db.execute(
-                        "INSERT OR REPLACE INTO reflections (stock, date, target_day, trial, reflection, model, "
-                        "created_at, flags, detail) VALUES (?,?,?,?,?,?,?,?,?)",
-                        [w.stock, w.date, w.target_day, t.trial, t.reflection, self.model_name, now,
-                         join_flags(t.reflection_flags),
-                         json.dumps(t.reflection_detail, ensure_ascii=False) if t.reflection_detail else None])
-            for before, after in zip(result.trials, result.trials[1:]):
-                if after.correct and not before.correct:
-                    self.db.execute(
-                        "INSERT OR IGNORE INTO pairs (stock, date, prompt, chosen, rejected, chosen_label, "
-                        "rejected_label, model, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                        [w.stock, w.date, plain_prompt, after.response, before.response, after.label, before.label,
-                         self.model_name, now])
-
+        predictions = [PredictionRow(
+            w.stock, w.date, t.trial, w.target_day, w.label, t.label, t.explanation, t.confidence, t.correct, t.response,
+            t.prompt, self.model_name, now, flags=join_flags(t.flags),
+            evidence=json.dumps(t.evidence, ensure_ascii=False) if t.evidence else None, data_end=self.data_end,
+            window_stance=result.window_stance) for t in result.trials]
+        reflections = [ReflectionRow(
+            w.stock, w.date, w.target_day, t.trial, t.reflection, self.model_name, now, join_flags(t.reflection_flags),
+            json.dumps(t.reflection_detail, ensure_ascii=False) if t.reflection_detail else None)
+            for t in result.trials if t.reflection]
+        pairs = [PairRow(w.stock, w.date, plain_prompt, after.response, before.response, after.label, before.label,
+                         self.model_name, now)
+                 for before, after in zip(result.trials, result.trials[1:]) if after.correct and not before.correct]
+        PredictionStore(self.db).save(predictions, reflections, pairs)
 
 def window_items(summaries: list[tuple[str, str]]) -> list[dict]:
     """The points of a window's summaries as citable items: id (the first text a point cites), day,

@@ -219,3 +219,93 @@ class LedgerStore:
         """The first day after `date` with a close of `stock` in memory, if any (then it is too late)."""
         row = self.db.execute("SELECT MIN(date) FROM prices WHERE stock = ? AND date > ?", [stock, date]).fetchone()
         return row[0] if row else None
+
+
+# ---------------------------------------------------------------- predictions, reflections, pairs (sep.agents, sep.predict)
+
+
+@dataclass
+class PredictionRow:
+    """One row of `predictions`: a trial of the reflect loop (trial 0 is the forecast) or a best-of-n answer."""
+
+    stock: str
+    date: str
+    trial: int
+    target_day: str
+    actual: str | None
+    label: str | None
+    explanation: str
+    confidence: float | None
+    correct: bool
+    response: str
+    prompt: str
+    model: str
+    created_at: str
+    method: str = "reflect"
+    flags: str | None = None  # comma-joined quality flags
+    evidence: str | None = None  # JSON of the cited items
+    candidates: str | None = None  # best-of-n: JSON of every candidate
+    data_end: str | None = None
+    window_stance: float | None = None
+
+
+@dataclass
+class ReflectionRow:
+    """A lesson written after a miss (only an unflagged one is ever recalled)."""
+
+    stock: str
+    date: str
+    target_day: str
+    trial: int
+    reflection: str
+    model: str
+    created_at: str
+    flags: str | None = None
+    detail: str | None = None  # JSON: the misled item and why, the overlooked one, the text as written
+
+
+@dataclass
+class PairRow:
+    """A wrong→right retry: training data for the reward model and the policies."""
+
+    stock: str
+    date: str
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_label: str | None
+    rejected_label: str | None
+    model: str
+    created_at: str
+
+
+def _insert(db: sqlite_utils.Database, verb: str, table: str, row: object) -> None:
+    from dataclasses import asdict
+
+    values = asdict(row)
+    db.execute(f"{verb} INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+               list(values.values()))
+
+
+class PredictionStore:
+    """Every write of `predictions`, `reflections` and `pairs`: a decision is stored in one transaction,
+    and a rerun of the same (stock, D, method, model) replaces its predictions."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def save(self, predictions: list[PredictionRow], reflections: list[ReflectionRow] = (),
+             pairs: list[PairRow] = ()) -> None:
+        """One decision's rows (all of one stock, D, method and model), replacing an earlier run's."""
+        if not predictions:
+            return
+        first = predictions[0]
+        with transaction(self.db):
+            self.db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND method = ? AND model = ?",
+                            [first.stock, first.date, first.method, first.model])
+            for row in predictions:
+                _insert(self.db, "INSERT", "predictions", row)
+            for row in reflections:
+                _insert(self.db, "INSERT OR REPLACE", "reflections", row)
+            for row in pairs:
+                _insert(self.db, "INSERT OR IGNORE", "pairs", row)

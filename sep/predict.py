@@ -18,7 +18,7 @@ from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
 from sep.agents import Agents
-from sep.memory import now_iso, transaction
+from sep.memory import PredictionRow, PredictionStore, now_iso
 from sep.settings import Settings, default
 from sep.window import DecisionWindow, label_word, up_probability
 
@@ -140,13 +140,8 @@ def store(db, forecast: Forecast) -> None:
     w, chosen = forecast.window, forecast.candidates[forecast.best]
     candidates = json.dumps([{"label": c.label, "explanation": c.explanation, "reward": c.reward, "flags": c.flags,
                               "evidence": c.evidence} for c in forecast.candidates], ensure_ascii=False)
-    with transaction(db):
-        db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND method = 'best-of-n' AND model = ?",
-                   [w.stock, w.date, forecast.model])
-        db.execute(
-            "INSERT INTO predictions (stock, date, trial, target_day, actual, label, explanation, confidence, correct, "
-            "response, prompt, model, created_at, method, candidates, data_end, evidence) "
-            "VALUES (?,?,0,?,?,?,?,?,?,?,?,?,?,'best-of-n',?,?,?)",
-            [w.stock, w.date, w.target_day, w.label, forecast.label, forecast.explanation, forecast.confidence,
-             int(forecast.label == w.label), chosen.response, forecast.prompt, forecast.model, now_iso(), candidates,
-             forecast.data_end, json.dumps(chosen.evidence, ensure_ascii=False) if chosen.evidence else None])
+    PredictionStore(db).save([PredictionRow(
+        w.stock, w.date, 0, w.target_day, w.label, forecast.label, forecast.explanation, forecast.confidence,
+        forecast.label == w.label, chosen.response, forecast.prompt, forecast.model, now_iso(), method="best-of-n",
+        candidates=candidates, data_end=forecast.data_end,
+        evidence=json.dumps(chosen.evidence, ensure_ascii=False) if chosen.evidence else None)])

@@ -105,6 +105,17 @@ def test_the_package_map_names_every_module_and_the_tables_it_writes():
         assert not missing, f"sep.{name} writes {sorted(missing)}, which its row in sep's docstring doesn't name"
 
 
+def test_the_stores_tables_are_written_only_in_the_memory_layer():
+    """Issue 33's first stores: predictions, reflections, pairs, the ledger and the stance cache are
+    written by sep/memory's stores alone (the stages build typed rows and hand them over)."""
+    stored = {"predictions", "reflections", "pairs", "ledger", "ledger_outcomes", "stances"}
+    for name, files in _modules().items():
+        if name == "memory":
+            continue
+        written = {a or b for path in files for a, b in WRITES.findall(path.read_text(encoding="utf-8"))}
+        assert not written & stored, f"sep.{name} writes {sorted(written & stored)} itself; use sep.memory's store"
+
+
 SETTINGS_DEFAULTS = {"trials", "window_days", "best_of", "temperature", "threads", "concurrency", "retry_temperature",
                      "summary_points", "summarizer", "explain_format", "timeout", "retries", "context", "n_ctx", "seed"}
 
