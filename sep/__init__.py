@@ -11,8 +11,8 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
   tradingdays, window   calendars and the time rule: what a decision at the end of D may read
   memory                the SQLite file and its numbered migrations (sep/migrations), and the typed
                         stores that hold their tables' statements: the stance cache, the ledger,
-                        predictions/reflections/pairs → _migrations, stances, ledger,
-                        ledger_outcomes, predictions, reflections, pairs
+                        predictions/reflections/pairs, summaries → _migrations, stances, ledger,
+                        ledger_outcomes, predictions, reflections, pairs, summaries
   ingest, crawl         price/text files and the Naver board → prices, stocks, texts, imports,
                         crawl_pages
   dedup                 marks each text a copy, off-topic or a representative (BERTopic)

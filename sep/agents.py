@@ -25,7 +25,8 @@ from sep.errors import PromptTooLong, TimeRuleError
 from sep.guard import clean_for_prompt
 from sep.llm import LLM, Answer, AnswerShape, LessonShape, parse_answer
 from sep.mask import Masker
-from sep.memory import PairRow, PredictionRow, PredictionStore, ReflectionRow, now_iso, transaction
+from sep.memory import (PairRow, PredictionRow, PredictionStore, ReflectionRow, SummaryRow, SummaryStore,
+                        now_iso)
 from sep.prompting import PROMPTS_DIR, Prompt, literal_template, load_prompt, prompt_files, prompt_text  # noqa: F401
 from sep.quality import GATE_VERSION, Check, join_flags, stem, words
 from sep.settings import MAX_TOKENS, Settings, default
@@ -307,12 +308,10 @@ class Agents:
         version = f"extractive-p{self.summary_points}" if extractive else \
             f"{prompt.version}-p{self.summary_points}-g{GATE_VERSION}" + ("-masked" if self.mask else "")
         key = (stock, day, text_hash(texts), model, version)
-        row = self.db.execute(
-            "SELECT summary, method, flags FROM summaries WHERE stock=? AND date=? AND text_hash=? AND model=? "
-            "AND prompt_version=?", list(key)).fetchone()
-        if row:
-            self.summary_info[(stock, day)] = (row[1], row[2])
-            return row[0]
+        cached = SummaryStore(self.db).get(*key)
+        if cached:
+            self.summary_info[(stock, day)] = (cached.method, cached.flags)
+            return cached.summary
         flags: list[str] = []
         points: list[str] = []
         response = None
@@ -334,11 +333,8 @@ class Agents:
             method, attempt, points = "extractive", response, extractive_points(texts, self.summary_points)
         summary = "\n".join(points)
         self.summary_info[(stock, day)] = (method, join_flags(flags))
-        with transaction(self.db):
-            self.db.execute(
-                "INSERT OR IGNORE INTO summaries (stock, date, text_hash, n_texts, model, prompt_version, summary, "
-                "created_at, method, flags, attempt) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [*key[:3], len(texts), *key[3:], summary, now_iso(), method, join_flags(flags), attempt])
+        SummaryStore(self.db).put(SummaryRow(*key[:3], len(texts), *key[3:], summary, now_iso(), method,
+                                             join_flags(flags), attempt))
         return summary
 
     def summaries(self, window: DecisionWindow) -> list[tuple[str, str]]:

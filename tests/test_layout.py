@@ -106,9 +106,9 @@ def test_the_package_map_names_every_module_and_the_tables_it_writes():
 
 
 def test_the_stores_tables_are_written_only_in_the_memory_layer():
-    """Issue 33's first stores: predictions, reflections, pairs, the ledger and the stance cache are
+    """Issue 33's first stores: predictions, reflections, pairs, summaries, the ledger and the stance cache are
     written by sep/memory's stores alone (the stages build typed rows and hand them over)."""
-    stored = {"predictions", "reflections", "pairs", "ledger", "ledger_outcomes", "stances"}
+    stored = {"predictions", "reflections", "pairs", "summaries", "ledger", "ledger_outcomes", "stances"}
     for name, files in _modules().items():
         if name == "memory":
             continue
