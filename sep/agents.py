@@ -26,7 +26,7 @@ from sep.guard import clean_for_prompt
 from sep.llm import LLM, Answer, AnswerShape, LessonShape, parse_answer
 from sep.mask import Masker
 from sep.memory import (PairRow, PredictionRow, PredictionStore, ReflectionRow, SummaryRow, SummaryStore,
-                        now_iso)
+                        now_iso, stock_name)
 from sep.prompting import PROMPTS_DIR, Prompt, literal_template, load_prompt, prompt_files, prompt_text  # noqa: F401
 from sep.quality import GATE_VERSION, Check, join_flags, stem, words
 from sep.settings import MAX_TOKENS, Settings, default
@@ -279,8 +279,7 @@ class Agents:
         return texts
 
     def stock_name(self, stock: str) -> str:
-        row = self.db.execute("SELECT name FROM stocks WHERE stock = ?", [stock]).fetchone()
-        return row[0] if row and row[0] else stock
+        return stock_name(self.db, stock)
 
     def company(self, stock: str) -> str:
         """'삼성전자(005930)' when the name is known, else the code."""
@@ -358,11 +357,7 @@ class Agents:
 
     def recall(self, window: DecisionWindow, summaries_text: str) -> list[str]:
         """The K past clean reflections for this stock most like today's information (outcome known by D)."""
-        before = "AND created_at < ? " if self.lessons_before else ""
-        rows = self.db.execute(
-            "SELECT reflection, date FROM reflections WHERE stock = ? AND target_day <= ? AND date < ? "
-            f"AND flags IS NULL {before}ORDER BY date DESC LIMIT 200",
-            [window.stock, window.date, window.date, *([self.lessons_before] if before else [])]).fetchall()
+        rows = PredictionStore(self.db).lessons(window.stock, window.date, self.lessons_before)
         today = _bigrams(summaries_text)
 
         def relevance(row: tuple[str, str]) -> tuple[float, str]:
@@ -637,7 +632,7 @@ def export_pairs(db: sqlite_utils.Database, out: Path) -> int:
 
     from sep.llm import as_messages
 
-    rows = db.execute("SELECT prompt, chosen, rejected, stock, date FROM pairs ORDER BY stock, date, id").fetchall()
+    rows = PredictionStore(db).pairs()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".partial")
     with tmp.open("w", encoding="utf-8") as f:

@@ -294,6 +294,20 @@ class PredictionStore:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
 
+    def lessons(self, stock: str, date: str, before: str | None = None, limit: int = 200) -> list[tuple[str, str]]:
+        """(lesson, day) of the unflagged reflections a decision at the end of `date` may recall: the outcome
+        was known by D (target day <= D), newest first; `before`: only those stored before that moment."""
+        since = "AND created_at < ? " if before else ""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT reflection, date FROM reflections WHERE stock = ? AND target_day <= ? AND date < ? "
+            f"AND flags IS NULL {since}ORDER BY date DESC LIMIT ?",
+            [stock, date, date, *([before] if before else []), limit]).fetchall()]
+
+    def pairs(self) -> list[tuple[str, str, str, str, str]]:
+        """(prompt, chosen, rejected, stock, date) of every pair, in stock and day order."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT prompt, chosen, rejected, stock, date FROM pairs ORDER BY stock, date, id").fetchall()]
+
     def save(self, predictions: list[PredictionRow], reflections: list[ReflectionRow] = (),
              pairs: list[PairRow] = ()) -> None:
         """One decision's rows (all of one stock, D, method and model), replacing an earlier run's."""
@@ -348,3 +362,9 @@ class SummaryStore:
         """Stored once (a concurrent writer of the same key wins; both wrote the same answer)."""
         with transaction(self.db):
             _insert(self.db, "INSERT OR IGNORE", "summaries", row)
+
+
+def stock_name(db: sqlite_utils.Database, stock: str) -> str:
+    """The name prompts call a stock by (the stock list's), else its code."""
+    row = db.execute("SELECT name FROM stocks WHERE stock = ?", [stock]).fetchone()
+    return row[0] if row and row[0] else stock

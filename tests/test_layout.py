@@ -116,6 +116,19 @@ def test_the_stores_tables_are_written_only_in_the_memory_layer():
         assert not written & stored, f"sep.{name} writes {sorted(written & stored)} itself; use sep.memory's store"
 
 
+SQL = re.compile(r"\.execute(?:many)?\(|\.query\(|\b(?:SELECT|INSERT|UPDATE|DELETE)\b [\w*(]")
+# the modules already free of SQL (issue 33 moves the rest into sep/memory's stores, one table at a time)
+NO_SQL = {"agents", "predict", "ledger", "stances", "backends", "guard", "adapters", "llm", "models", "report", "cli"}
+
+
+def test_modules_that_hold_no_sql_stay_that_way():
+    modules = _modules()
+    found = {name: [f"{path.name}:{n}" for path in modules[name] for n, line in
+                    enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if SQL.search(line)]
+             for name in NO_SQL}
+    assert not any(found.values()), {k: v for k, v in found.items() if v}
+
+
 SETTINGS_DEFAULTS = {"trials", "window_days", "best_of", "temperature", "threads", "concurrency", "retry_temperature",
                      "summary_points", "summarizer", "explain_format", "timeout", "retries", "context", "n_ctx", "seed"}
 
