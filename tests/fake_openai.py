@@ -56,6 +56,20 @@ def echo_reason(prompt: str, label_line: str) -> str:
     return f"{label_line}\n{' '.join(words) or '정보'} 소식을 반영했다."
 
 
+def known_skill(truth: dict[str, str], skilled: Callable[[str], bool]) -> Callable[[str, str], str]:
+    """A server of set skill: on each decision day (read from the explain prompt) it answers the true
+    label when `skilled(day)`, else the other one, with a grounded-looking reason; summaries are fixed."""
+
+    def script(kind: str, prompt: str) -> str:
+        if kind == "summarize":
+            return "- 삼성전자 관련 보도 [요약]"
+        day = re.search(r"(\d{4}-\d{2}-\d{2}) 장 마감 기준", prompt)[1]
+        right = truth[day] if skilled(day) else {"up": "down", "down": "up"}[truth[day]]
+        return echo_reason(prompt, "상승" if right == "up" else "하락")
+
+    return script
+
+
 def choice_words(body: dict) -> list[str]:
     """The words a request's structured output allows when it is a choice of a few ((a|b|c)), else []."""
     regex = ((body.get("structured_outputs") or {}).get("regex")) or ""

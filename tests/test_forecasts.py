@@ -17,7 +17,7 @@ from sep.evaluate import Decision, backtest, binomial_p, bootstrap_ci, accuracy,
 from sep.memory import open_memory
 
 from conftest import run
-from fake_openai import FakeOpenAI, echo_reason, kind_of
+from fake_openai import FakeOpenAI, echo_reason, kind_of, known_skill
 
 
 COIN_SEED = "7"  # a fair coin's 95% interval misses 0.5 for about 1 seed in 20; fixed so the test is repeatable
@@ -346,8 +346,6 @@ def test_a_server_of_known_skill_is_measured_exactly(tmp_path):
     """A server right with probability 0.7 per (stock, day), decided by a hash of the day: the batch
     headline (four requests in flight) and an experiment's base arm both report exactly the share of
     days the hash made right, end to end through real HTTP."""
-    import re
-
     from sep.window import decision_window
 
     from sep.decide import decidable_days
@@ -359,14 +357,7 @@ def test_a_server_of_known_skill_is_measured_exactly(tmp_path):
     def skilled(day: str) -> bool:
         return hashlib.sha256(f"005930 {day}".encode()).digest()[0] < 0.7 * 256
 
-    def script(kind: str, prompt: str) -> str:
-        if kind == "summarize":
-            return "- 삼성전자 관련 보도 [요약]"
-        day = re.search(r"(\d{4}-\d{2}-\d{2}) 장 마감 기준", prompt)[1]
-        right = truth[day] if skilled(day) else {"up": "down", "down": "up"}[truth[day]]
-        return echo_reason(prompt, "상승" if right == "up" else "하락")
-
-    with FakeOpenAI(script) as server:
+    with FakeOpenAI(known_skill(truth, skilled)) as server:
         head = (f'stocks = ["005930"]\nstart = "2022-02-14"\nend = "2022-05-31"\ntrials = 1\nconcurrency = 4\n'
                 f'[llm]\nbase_url = "{server.base_url}"\nmodel = "fake-model"\n')
         (tmp_path / "job.toml").write_text('name = "skill"\n' + head)

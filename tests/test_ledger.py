@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run
-from fake_openai import FakeOpenAI, echo_reason
+from fake_openai import FakeOpenAI, known_skill
 from sep.memory import open_memory
 
 SAMPLE_DAYS = ("2022-05-02", "2022-05-31")  # the sample's news month
@@ -56,19 +56,6 @@ def skilled(day: str) -> bool:
     return hashlib.sha256(f"ledger 005930 {day}".encode()).digest()[0] < 0.7 * 256
 
 
-def known_skill(actual: dict[str, str]):
-    """A server right with probability 0.7 per day (by a hash of the day), in the explain prompt's format."""
-
-    def script(kind: str, prompt: str) -> str:
-        if kind == "summarize":
-            return "- 삼성전자 관련 보도 [요약]"
-        day = re.search(r"(\d{4}-\d{2}-\d{2}) 장 마감 기준", prompt)[1]
-        right = actual[day] if skilled(day) else {"up": "down", "down": "up"}[actual[day]]
-        return echo_reason(prompt, "상승" if right == "up" else "하락")
-
-    return script
-
-
 def build_ledger(tmp_path: Path, llm, days: list[str]):
     """The daily routine replayed on the sample: prices up to D, pre-register D just after its close,
     then the next close arrives and is scored. Returns the open memory."""
@@ -97,9 +84,9 @@ def test_a_server_of_known_skill_is_scored_exactly_from_the_ledger(tmp_path):
     actual = truth()
     days = sorted(actual)
     assert len(days) == 21
-    with FakeOpenAI(known_skill(actual)) as server:
+    with FakeOpenAI(known_skill(actual, skilled)) as server:
         llm = sep.make_llm(sep.Settings(base_url=server.base_url, model="fake-model"))
-        db = build_ledger(tmp_path, llm, days)
+        build_ledger(tmp_path, llm, days).conn.close()
     out = run("eval", "--ledger", "--cutoff", "2024-01-31", "--json", db=tmp_path / "sep.db")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -259,7 +246,7 @@ def test_the_live_daily_run_fetches_scores_and_pre_registers(recorded, tmp_path)
 
     db = open_memory(tmp_path / "sep.db")
     actual = truth() | {"2022-06-02": "down"}
-    with FakeOpenAI(known_skill(actual)) as server:
+    with FakeOpenAI(known_skill(actual, skilled)) as server:
         cfg = Settings(base_url=server.base_url, model="fake-model", db=tmp_path / "sep.db")
         day1 = sep.ledger_run(db, ["005930"], live=True, delay=0, settings=cfg, now=after_close("2022-05-31"))
         r = day1.stocks["005930"]
