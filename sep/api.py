@@ -625,6 +625,10 @@ def ledger_run(db: sqlite_utils.Database, stocks: Sequence[str], *, date: str | 
     if not codes:
         raise BadInput("Give at least one stock (--stocks 005930,000660).")
     if live:
+        foreign = [c for c in codes if not c.isdigit()]
+        if foreign:
+            raise BadInput(f"--live reads Naver's KRX pages, and {', '.join(foreign)} is not a KRX code; import its "
+                           "prices and texts, then run without --live (or `sep ledger add`).")
         require_extra("live", "sep ledger run --live")
     require_extra("dedup", "sep ledger run")
     pick = (lambda value, fallback: fallback if value is None else value)

@@ -281,6 +281,8 @@ def test_a_changed_page_layout_is_one_sentence_and_stores_nothing_of_the_day(rec
     said = " ".join(out.stdout.split())
     assert "The news page https://finance.naver.com/item/news_news.naver?code=005930&page=1" in said
     assert "no longer has the layout sep reads" in said and "nothing of 005930's day was stored" in said
+    foreign = run("ledger", "run", "--live", "--stocks", "ABBV", db=db_path)  # Naver's pages know KRX codes only
+    assert foreign.returncode == 2 and "ABBV is not a KRX code" in " ".join(foreign.stderr.split())
     db = open_memory(db_path)
     assert db.execute("SELECT COUNT(*) FROM prices").fetchone()[0] == 0  # the prices came fine: not stored either
     assert db.execute("SELECT COUNT(*) FROM texts").fetchone()[0] == 0
