@@ -609,7 +609,7 @@ def ledger_add(db: sqlite_utils.Database, stock: str, date: str, *, settings: Se
     now = now or datetime.now(timezone.utc)
     ledger.check_decidable(LedgerStore(db), code, day, now)  # before a model loads
     llm = llm if llm is not None else make_llm(cfg, progress)
-    return ledger.add(db, cfg, llm, code, day, now=now)
+    return ledger.add(db, cfg, llm, code, day, now=now, progress=progress)
 
 
 def ledger_run(db: sqlite_utils.Database, stocks: Sequence[str], *, date: str | None = None, live: bool = False,
@@ -634,7 +634,7 @@ def ledger_run(db: sqlite_utils.Database, stocks: Sequence[str], *, date: str | 
     pick = (lambda value, fallback: fallback if value is None else value)
     return ledger.run(db, cfg, lambda c: make_llm(c, progress), codes, date=date, live=live,
                       board_pages=pick(board_pages, ledger.BOARD_PAGES), news_pages=pick(news_pages, ledger.NEWS_PAGES),
-                      delay=pick(delay, ledger.PAGE_DELAY), fetch=fetch, now=now)
+                      delay=pick(delay, ledger.PAGE_DELAY), fetch=fetch, now=now, progress=progress)
 
 
 def ledger_score(db: sqlite_utils.Database) -> dict:

@@ -32,7 +32,7 @@ from sep.evaluate import Decision, baselines, forecast_report, once_per_interval
 from sep.memory import GENESIS, LedgerRow, LedgerStore, entry_hash
 from sep.models import model_cutoff
 from sep.prompting import load_prompt, prompt_files
-from sep.settings import Settings, default
+from sep.settings import Progress, Settings, default
 from sep.tradingdays import market_close, market_tz
 from sep.window import decision_window, label_of, lang_of, outcome, parse_day, up_probability
 
@@ -93,7 +93,8 @@ class Added:
                 "texts": self.texts, "withheld": self.withheld}
 
 
-def add(db: sqlite_utils.Database, cfg: Settings, llm, stock: str, date: str, *, now: datetime | None = None) -> Added:
+def add(db: sqlite_utils.Database, cfg: Settings, llm, stock: str, date: str, *, now: datetime | None = None,
+        progress: Progress | None = None) -> Added:
     """Decide D (forecast only) and append it to the ledger; refused before any model call when it can't be."""
     from sep import __version__
 
@@ -101,7 +102,12 @@ def add(db: sqlite_utils.Database, cfg: Settings, llm, stock: str, date: str, *,
     store = LedgerStore(db)
     check_decidable(store, stock, date, now, llm.name)
     window = decision_window(db, stock, date, cfg.window_days, pending=True)
+    stage = f"pre-registering {stock} {date}"
+    if progress:
+        progress(stage, 0, 1)
     result = Decider(db, cfg, llm).preregister(window)
+    if progress:
+        progress(stage, 1, 1)
     trial = result.trials[0]
     label = None if trial.flags else trial.label  # a flagged answer is withheld, as everywhere
     lang = lang_of(stock)
@@ -294,7 +300,7 @@ class DailyRun:
 
 def run(db: sqlite_utils.Database, cfg: Settings, make_llm, stocks: list[str], *, date: str | None = None,
         live: bool = False, board_pages: int = BOARD_PAGES, news_pages: int = NEWS_PAGES, delay: float = PAGE_DELAY,
-        fetch=None, dedup: bool = True, now: datetime | None = None) -> DailyRun:
+        fetch=None, dedup: bool = True, now: datetime | None = None, progress: Progress | None = None) -> DailyRun:
     """The daily job: with `live`, fetch each stock's prices (FinanceDataReader) and the day's board
     posts and news titles (Naver), all or nothing per stock; score what can be scored; deduplicate;
     then pre-register each stock's D (default: today in the market's zone). A stock whose page
@@ -338,7 +344,7 @@ def run(db: sqlite_utils.Database, cfg: Settings, make_llm, stocks: list[str], *
                 Deduplicator(db, DedupConfig.from_settings(cfg), threads=cfg.threads,
                              cache_dir=cfg.cache_dir).run(stock, since, days[stock])
             llm = llm or make_llm(cfg)
-            added = add(db, cfg, llm, stock, days[stock], now=now)
+            added = add(db, cfg, llm, stock, days[stock], now=now, progress=progress)
             report.update({"status": "added", "id": added.row.id, "label": added.row.entry["label"],
                            "p_up": added.row.entry["p_up"], "hash": added.row.hash})
         except BadInput as exc:
