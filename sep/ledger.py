@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -99,6 +100,7 @@ def add(db: sqlite_utils.Database, cfg: Settings, llm, stock: str, date: str, *,
     from sep import __version__
 
     date, now = parse_day(date), now or datetime.now(timezone.utc)
+    started = time.monotonic()
     store = LedgerStore(db)
     check_decidable(store, stock, date, now, llm.name)
     window = decision_window(db, stock, date, cfg.window_days, pending=True)
@@ -111,6 +113,7 @@ def add(db: sqlite_utils.Database, cfg: Settings, llm, stock: str, date: str, *,
     trial = result.trials[0]
     label = None if trial.flags else trial.label  # a flagged answer is withheld, as everywhere
     lang = lang_of(stock)
+    appended = now + timedelta(seconds=time.monotonic() - started)  # the moment of the append, not of the ask
     entry = {
         "stock": stock, "date": date, "target_day": window.target_day,
         "last_trading_day": window.last_trading_day, "last_close": window.last_close,
@@ -124,9 +127,9 @@ def add(db: sqlite_utils.Database, cfg: Settings, llm, stock: str, date: str, *,
         "prompt_sha256": hashlib.sha256(trial.prompt.encode()).hexdigest(),
         "settings": {"window_days": cfg.window_days, "explain_format": cfg.explain_format,
                      "summarizer": cfg.summarizer, "seed": cfg.seed},
-        "sep_version": __version__, "created_at": now.isoformat(timespec="seconds"),
+        "sep_version": __version__, "created_at": appended.isoformat(timespec="seconds"),
     }
-    check_decidable(store, stock, date, now, llm.name)  # a price import while the model thought makes it late
+    check_decidable(store, stock, date, appended, llm.name)  # a price import while the model thought makes it late
     return Added(store.append(entry), len(window.texts), len(window.withheld))
 
 
@@ -306,7 +309,6 @@ def run(db: sqlite_utils.Database, cfg: Settings, make_llm, stocks: list[str], *
     then pre-register each stock's D (default: today in the market's zone). A stock whose page
     changed its layout, or whose D is too late, is reported and the others go on."""
     from datetime import date as Date
-    from datetime import timedelta
 
     from sep.crawl import BOARD_URL, NEWS_URL, PageLayoutChanged, _http_fetch, fetch_pages, fetch_prices, store_day
 
