@@ -35,7 +35,7 @@ from sep.models import model_cutoff
 from sep.prompting import load_prompt, prompt_files
 from sep.settings import Progress, Settings, default
 from sep.tradingdays import market_close, market_tz
-from sep.window import decision_window, label_of, lang_of, outcome, parse_day, up_probability
+from sep.window import decision_window, label_of, lang_of, outcome, parse_day, up_probability, window_start
 
 BOARD_PAGES, NEWS_PAGES, PAGE_DELAY = 5, 5, 1.0  # what a daily run reads at most, and its pause between pages
 
@@ -317,7 +317,7 @@ def run(db: sqlite_utils.Database, cfg: Settings, make_llm, stocks: list[str], *
     result = DailyRun(days)
     for stock in stocks:
         day = days[stock]
-        since = (Date.fromisoformat(day) - timedelta(days=cfg.window_days - 1)).isoformat()
+        since = window_start(day, cfg.window_days)
         report: dict = {}
         if live and LedgerStore(db).exists(stock, day):  # a rerun after a crash: this stock's day is in already
             report["fetched"] = "skipped: the ledger has this day"
@@ -342,9 +342,9 @@ def run(db: sqlite_utils.Database, cfg: Settings, make_llm, stocks: list[str], *
             if dedup:
                 from sep.dedup import DedupConfig, Deduplicator
 
-                since = (Date.fromisoformat(days[stock]) - timedelta(days=cfg.window_days - 1)).isoformat()
                 Deduplicator(db, DedupConfig.from_settings(cfg), threads=cfg.threads,
-                             cache_dir=cfg.cache_dir).run(stock, since, days[stock])
+                             cache_dir=cfg.cache_dir).run(stock, window_start(days[stock], cfg.window_days),
+                                                          days[stock])
             llm = llm or make_llm(cfg)
             added = add(db, cfg, llm, stock, days[stock], now=now, progress=progress)
             report.update({"status": "added", "id": added.row.id, "label": added.row.entry["label"],

@@ -159,7 +159,7 @@ def decision_window(
         target_close = ret = None
     else:
         last, last_close, target, target_close, ret = outcome(db, stock, date, days=days)
-    start = (Date.fromisoformat(date) - timedelta(days=window_days - 1)).isoformat()
+    start = window_start(date, window_days)
     texts = texts_in_window(db, stock, start, date)
     return DecisionWindow(
         stock=stock,
@@ -195,6 +195,11 @@ def outcome(db: sqlite_utils.Database, stock: str, date: str, *, days: TradingDa
         db.execute("SELECT date, close FROM prices WHERE stock = ? AND date IN (?, ?)", [stock, last, target]).fetchall()
     )
     return last, close[last], target, close[target], close[target] / close[last] - 1.0
+
+
+def window_start(date: str, window_days: int) -> str:
+    """The first day a decision at the end of `date` reads texts of (`window_days` calendar days, D included)."""
+    return (Date.fromisoformat(date) - timedelta(days=window_days - 1)).isoformat()
 
 
 def pending_outcome(db: sqlite_utils.Database, stock: str, date: str, *, days: TradingDays | None = None
