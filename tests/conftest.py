@@ -14,6 +14,8 @@ from sep.ingest import import_prices, import_texts
 from sep.memory import open_memory
 from sep.sample import sample_files
 
+from tiny import tiny_qwen
+
 FIXTURES = Path(__file__).parent / "fixtures"
 SEP = [sys.executable, "-m", "sep.cli"]
 
@@ -74,6 +76,23 @@ def test_cache(tmp_path_factory) -> Path:
             if not entry.name.endswith(".partial"):
                 (cache / "models" / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     return cache
+
+
+@pytest.fixture(scope="session")
+def qwen_hf(test_cache) -> Path:
+    """The default model de-quantized into a transformers folder (what `sep train` trains on; slow, once)."""
+    from sep.backends.policy import prepare_hf_model
+    from sep.models import DEFAULT_MODEL
+
+    return prepare_hf_model(test_cache, name=DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory, test_cache) -> tuple[Path, Path]:
+    from sep.models import DEFAULT_MODEL, local_model
+
+    qwen = local_model(test_cache, DEFAULT_MODEL)  # its GGUF: the tokenizer and the chat template
+    return tiny_qwen(tmp_path_factory.mktemp("tiny"), qwen.path, qwen.chat_template)
 
 
 @pytest.fixture(autouse=True)

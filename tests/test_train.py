@@ -1,5 +1,6 @@
-"""Training on the real Gemma-3 270M (de-quantized from the packaged GGUF, `--base-model gemma-270m`
-for speed), tiny step counts, CPU. tests/test_adapters.py trains on ChatML (Qwen2) bases.
+"""The trainers on a tiny randomly initialised Qwen2 with the real Qwen2.5 tokenizer and chat template
+(tests/tiny.py, `--base-model DIR`): the default model's architecture, tiny step counts, seconds on a
+CPU. tests/test_adapters.py trains the default model itself once, and Gemma's turn end is read there.
 
 The toy preference set is separable on purpose: chosen answers name the news, rejected ones
 shrug. Each trainer must change its LoRA parameters (B starts at zero), and the reward model
@@ -48,13 +49,19 @@ def toy(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(toy) -> dict:
+def base(tiny) -> str:
+    """The tiny Qwen2's folder, as `--base-model` takes it."""
+    return str(tiny[0])
+
+
+@pytest.fixture(scope="module")
+def trained(toy, base) -> dict:
     """SFT, then the reward model, through the CLI as users run them (each --json)."""
     db = toy / "sep.db"
     out = {}
     for kind, args in [("sft", ["--data", str(toy / "sft.jsonl"), "--max-steps", "2"]),
-                       ("reward", ["--pairs", str(toy / "pairs.jsonl"), "--max-steps", "12", "--learning-rate", "1e-3"])]:
-        done = run("train", kind, *args, "--base-model", "gemma-270m", "--out", str(toy / kind), "--json", db=db)
+                       ("reward", ["--pairs", str(toy / "pairs.jsonl"), "--max-steps", "12", "--learning-rate", "1e-2"])]:
+        done = run("train", kind, *args, "--base-model", base, "--out", str(toy / kind), "--json", db=db)
         assert done.returncode == 0, done.stderr[-3000:]
         out[kind] = json.loads(done.stdout)
     return out
@@ -92,30 +99,30 @@ def test_pairs_from_memory_are_oriented_by_the_market(memory):
 
 
 @pytest.mark.slow
-def test_sft_changes_parameters_and_resumes(trained, toy):
+def test_sft_changes_parameters_and_resumes(trained, toy, base):
     sft = trained["sft"]
     assert sft["steps"] == 2 and sft["examples"] == len(NEWS)
     assert lora_b_norm(toy / "sft" / "adapter") > 0
     assert json.loads((toy / "sft" / "config.json").read_text())["max_steps"] == 2
     assert (toy / "sft" / "data.sha256").read_text().strip()
     config = json.loads((toy / "sft" / "config.json").read_text())
-    assert config["base_model"] == "gemma-270m" and (toy / "sft" / "adapter" / "adapter.gguf").stat().st_size > 0
+    assert config["base_model"] == str(Path(base).resolve()) and (toy / "sft" / "adapter" / "adapter.gguf").stat().st_size > 0
     again = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--max-steps", "3", "--out", str(toy / "sft"),
-                "--base-model", "gemma-270m", "--json", db=toy / "sep.db")
+                "--base-model", base, "--json", db=toy / "sep.db")
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads(again.stdout)
     assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 3
     db = open_memory(toy / "sep.db")
     runs = db.execute("SELECT kind, status, data_hash, examples, base_model FROM runs WHERE kind = 'sft'").fetchall()
     assert [r[1] for r in runs] == ["done", "done"] and runs[0][2] == runs[1][2] and runs[0][3] == len(NEWS)
-    assert {r[4] for r in runs} == {"gemma-270m"}
+    assert {r[4] for r in runs} == {str(Path(base).resolve())}
     other = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--max-steps", "4", "--out", str(toy / "sft"),
-                db=toy / "sep.db")  # the default base, into a folder that holds a Gemma run
-    assert other.returncode == 2 and "holds a run on gemma-270m, not on qwen2.5-coder-1.5b" in other.stderr
+                db=toy / "sep.db")  # the default base, into a folder that holds a run on another base
+    assert other.returncode == 2 and f"holds a run on {Path(base).resolve()}, not on qwen2.5-coder-1.5b" in other.stderr
 
 
 @pytest.mark.slow
-def test_a_stance_run_learns_the_label_words_on_its_last_blocks_and_keeps_its_prompt(toy):
+def test_a_stance_run_learns_the_label_words_on_its_last_blocks_and_keeps_its_prompt(toy, base):
     """`sep train stance` on a labelled file (both languages, balanced per label): only the last
     --lora-layers blocks get adapters, they move, and the run keeps the prompt it learned on
     (no worked examples), which `sep stance --policy RUN` then asks with."""
@@ -125,8 +132,8 @@ def test_a_stance_run_learns_the_label_words_on_its_last_blocks_and_keeps_its_pr
     from sep.prompting import load_prompt
 
     done = run("train", "stance", "--data", str(FIXTURES / "phrasebank_excerpt.csv"), "--text-column",
-               "sentence,kor_sentence", "--per-label", "2", "--lora-layers", "2", "--max-steps", "2", "--batch-size", "4",
-               "--base-model", "gemma-270m", "--out", str(toy / "stance"), "--json", db=toy / "sep.db")
+               "sentence,kor_sentence", "--per-label", "2", "--lora-layers", "1", "--max-steps", "2", "--batch-size", "4",
+               "--base-model", base, "--out", str(toy / "stance"), "--json", db=toy / "sep.db")
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert metrics["steps"] == 2 and metrics["examples"] == 12  # 2 per label, 3 labels, 2 languages
@@ -134,18 +141,18 @@ def test_a_stance_run_learns_the_label_words_on_its_last_blocks_and_keeps_its_pr
     assert lora_b_norm(toy / "stance" / "adapter") > 0
     blocks = {int(k.split(".layers.")[1].split(".")[0]) for k in load_file(str(toy / "stance" / "adapter" /
                                                                           "adapter_model.safetensors")) if ".layers." in k}
-    assert blocks == {16, 17}  # Gemma-3 270M has 18 blocks: the last two
+    assert blocks == {1}  # the tiny Qwen2 has 2 blocks: the last one
     for lang in ("ko", "en"):
         learned = load_prompt(lang, "stance", toy / "stance" / "prompts")
         assert learned.examples == () and learned.labels == ("positive", "neutral", "negative")
         assert learned.system == load_prompt(lang, "stance").system
     bad = run("train", "stance", "--data", str(FIXTURES / "phrasebank_excerpt.csv"), "--text-column", "sentence", "--label-column", "gold",
-              "--base-model", "gemma-270m", "--out", str(toy / "stance-bad"), db=toy / "sep.db")
+              "--base-model", base, "--out", str(toy / "stance-bad"), db=toy / "sep.db")
     assert bad.returncode == 2 and "no column 'gold'" in bad.stderr
 
 
 @pytest.mark.slow
-def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy):
+def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy, base):
     from sep.train import load_reward_model
 
     rm = trained["reward"]
@@ -153,7 +160,7 @@ def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy)
     assert rm["pair_accuracy"] == 1.0 and rm["margin"] > 0
     assert lora_b_norm(toy / "reward" / "adapter") > 0
     reward = load_reward_model(toy / "reward", Settings())  # reloaded as predict does, on the base its run names
-    assert reward.base == "gemma-270m" and reward.fmt.turn_end == "<end_of_turn>"
+    assert reward.base == str(Path(base).resolve()) and reward.fmt.turn_end == "<|im_end|>"
     for line in (toy / "pairs.jsonl").read_text().splitlines():
         pair = json.loads(line)
         chosen, rejected = reward.scores(pair["prompt"], [pair["chosen"], pair["rejected"]])
@@ -161,9 +168,9 @@ def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy)
 
 
 @pytest.mark.slow
-def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy):
+def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy, base):
     done = run("train", "ppo", "--reward", str(toy / "reward"), "--sft", str(toy / "sft"), "--pairs",
-               str(toy / "pairs.jsonl"), "--max-steps", "2", "--response-length", "24", "--base-model", "gemma-270m",
+               str(toy / "pairs.jsonl"), "--max-steps", "2", "--response-length", "24", "--base-model", base,
                "--out", str(toy / "ppo"), "--json", db=toy / "sep.db")  # short rollouts: the loop, not the prose
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
@@ -172,21 +179,21 @@ def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy):
 
 
 @pytest.mark.slow
-def test_ppo_reads_the_reward_where_the_reward_model_learned_it(trained, toy):
-    """PPO stops at <end_of_turn>, checks EOS at it and reads the reward there: the text reward training saw."""
+def test_ppo_reads_the_reward_where_the_reward_model_learned_it(trained, toy, base):
+    """PPO stops at <|im_end|>, checks EOS at it and reads the reward there: the text reward training saw."""
     import torch
     from trl.experimental.ppo.ppo_trainer import truncate_response
     from trl.experimental.utils import get_reward
 
     from sep.train import Base, load_reward_model, turn_tokenizer
 
-    base = Base.resolve(Settings(), "gemma-270m")
+    resolved = Base.resolve(Settings(), base)
     reward = load_reward_model(toy / "reward", Settings())
-    ppo_tok = turn_tokenizer(base)
-    assert ppo_tok.eos_token_id == ppo_tok.convert_tokens_to_ids("<end_of_turn>")  # stop token == the EOS checked
+    ppo_tok = turn_tokenizer(resolved)
+    assert ppo_tok.eos_token_id == ppo_tok.convert_tokens_to_ids("<|im_end|>")  # stop token == the EOS checked
     pair = json.loads((toy / "pairs.jsonl").read_text().splitlines()[0])
-    query = ppo_tok(base.fmt.prompt(pair["prompt"]), return_tensors="pt").input_ids
-    generated = ppo_tok(pair["chosen"] + "<end_of_turn>\n<start_of_turn>user\n더 쓰기", add_special_tokens=False,
+    query = ppo_tok(resolved.fmt.prompt(pair["prompt"]), return_tensors="pt").input_ids
+    generated = ppo_tok(pair["chosen"] + "<|im_end|>\n<|im_start|>user\n더 쓰기", add_special_tokens=False,
                         return_tensors="pt").input_ids  # a rollout that runs on past the end of its turn
     response = truncate_response(ppo_tok.eos_token_id, ppo_tok.pad_token_id, generated)
     assert bool((response == ppo_tok.eos_token_id).any())  # so no missing-EOS penalty for a finished answer
@@ -196,10 +203,10 @@ def test_ppo_reads_the_reward_where_the_reward_model_learned_it(trained, toy):
 
 
 @pytest.mark.slow
-def test_grpo_with_market_and_model_reward_moves_the_policy(trained, toy):
+def test_grpo_with_market_and_model_reward_moves_the_policy(trained, toy, base):
     done = run("train", "grpo", "--reward-kind", "both", "--reward", str(toy / "reward"), "--sft", str(toy / "sft"),
                "--pairs", str(toy / "pairs.jsonl"), "--max-steps", "2", "--max-completion-length", "24",
-               "--base-model", "gemma-270m", "--out", str(toy / "grpo"), "--json", db=toy / "sep.db")
+               "--base-model", base, "--out", str(toy / "grpo"), "--json", db=toy / "sep.db")
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert metrics["steps"] == 2 and metrics["mean_reward"] is not None
@@ -207,7 +214,11 @@ def test_grpo_with_market_and_model_reward_moves_the_policy(trained, toy):
 
 
 @pytest.mark.slow
-def test_best_of_n_picks_the_highest_reward(trained, toy, sample_memory, db_path):
+def test_best_of_n_picks_the_highest_reward(trained, toy, base, sample_memory, db_path):
+    """A server writes the candidates (one 상승, one 하락: what sampling at a temperature may give),
+    the reward run scores each in its base's chat format, and the best of the winning label is kept."""
+    from fake_openai import FakeOpenAI, cite_all, echo_reason
+
     from sep.predict import pick
 
     assert pick([0.1, 2.0, -1.0], ["up", "down", "down"])[:2] == ("down", 1)
@@ -216,17 +227,24 @@ def test_best_of_n_picks_the_highest_reward(trained, toy, sample_memory, db_path
     sample_memory.conn.close()
     wrong = run("predict", "--stock", "005930", "--date", "2022-06-01", "--best-of", "2", "--reward",
                 str(toy / "reward"), "--model", "qwen2.5-coder-1.5b", db=db_path)
-    assert wrong.returncode == 2 and "trained on gemma-270m, but qwen2.5-coder-1.5b writes the candidates" in wrong.stderr
-    done = run("predict", "--stock", "005930", "--date", "2022-06-01", "--best-of", "2", "--reward",
-               str(toy / "reward"), "--window-days", "2", "--summarizer", "extractive", "--json",
-               db=db_path)  # the plumbing model answers (gemma-270m) two candidates; the titles are the summaries
+    assert wrong.returncode == 2
+    assert f"trained on {Path(base).resolve()}, but qwen2.5-coder-1.5b writes the candidates" in wrong.stderr
+    answers = iter(["상승", "하락"] * 2)
+
+    def script(kind: str, prompt: str) -> str:
+        return cite_all(prompt) if kind == "summarize" else echo_reason(prompt, next(answers))
+
+    with FakeOpenAI(script) as server:
+        done = run("predict", "--stock", "005930", "--date", "2022-06-01", "--best-of", "2", "--reward",
+                   str(toy / "reward"), "--window-days", "2", "--base-url", server.base_url, "--json", db=db_path)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)
     rewards = [c["reward"] for c in out["candidates"]]
+    assert sorted(c["label"] for c in out["candidates"]) == ["down", "up"]
     best_label = out["candidates"][out["best"]]["label"]
-    assert len(rewards) == 2 and out["best"] == max((i for i, c in enumerate(out["candidates"]) if c["label"] == best_label),
-                                                    key=lambda i: rewards[i])
+    assert len(rewards) == 2 and rewards[0] != rewards[1]  # a candidate's own text moves its score
     assert out["label"] == best_label and 0.5 <= out["confidence"] <= 1.0
+    assert best_label == out["candidates"][max(range(2), key=lambda i: rewards[i])]["label"]
     assert out["target_day"] == "2022-06-02" and out["actual"] == "down"
     db = open_memory(db_path)
     row = db.execute("SELECT label, method, candidates FROM predictions WHERE method = 'best-of-n'").fetchone()

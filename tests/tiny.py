@@ -12,8 +12,9 @@ from pathlib import Path
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 64, 2, 4, 2, 128
 
 
-def tiny_qwen(out: Path, qwen_hf: Path, qwen_gguf: Path, seed: int = 0) -> tuple[Path, Path]:
-    """(transformers folder, GGUF file) of a 2-layer Qwen2 with random weights."""
+def tiny_qwen(out: Path, qwen_gguf: Path, chat_template: str, seed: int = 0) -> tuple[Path, Path]:
+    """(transformers folder, GGUF file) of a 2-layer Qwen2 with random weights; the tokenizer is
+    read off the packaged GGUF (no de-quantized 1.5B folder needed) with the chat template sep renders."""
     import gguf
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
@@ -34,7 +35,9 @@ def tiny_qwen(out: Path, qwen_hf: Path, qwen_gguf: Path, seed: int = 0) -> tuple
                 p.add_(torch.randn_like(p) * 0.1)
     folder = out / "tiny-qwen2"
     model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(qwen_hf).save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(qwen_gguf.parent), gguf_file=qwen_gguf.name)
+    tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(folder)
 
     path = out / "tiny-qwen2.gguf"
     writer = gguf.GGUFWriter(str(path), "qwen2")

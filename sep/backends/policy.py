@@ -9,7 +9,8 @@ trainers find their base model here too (`prepare_hf_model`, `base_model_folder`
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +65,38 @@ def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | Non
 
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tokenizer.chat_template = local.chat_template  # the one embedded inference renders with
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    with _one_gguf_parse():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tokenizer.chat_template = local.chat_template  # the one embedded inference renders with
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model.hf_quantizer = None  # a GGUF-loaded model refuses to save with these two set
     model.config.__dict__.pop("quantization_config", None)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.rename(target)
     return target
+
+
+@contextmanager
+def _one_gguf_parse() -> Iterator[None]:
+    """transformers reads a GGUF's metadata three times (config, tokenizer, weights), and reading a
+    150k-token vocabulary is slow in pure Python (about half of a conversion here): read it once."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], Any] = {}
+
+    def reader(path: Any, mode: str = "r") -> Any:  # read only: one object serves every caller
+        key = (str(path), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
 
 
 def base_model_folder(cache_dir: Path, base_model: str | Path,
@@ -89,13 +113,30 @@ def base_model_folder(cache_dir: Path, base_model: str | Path,
     return folder
 
 
+def _saved_chat_template(folder: Path) -> str | None:
+    """The chat template as transformers saves it (chat_template.jinja, chat_template.json or the
+    tokenizer config), read without loading the tokenizer (seconds for a 150k-262k vocabulary)."""
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            template = json.loads((folder / name).read_text(encoding="utf-8")).get("chat_template")
+            if isinstance(template, list):  # named templates: the default one
+                template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+            if isinstance(template, str):
+                return template
+    return None
+
+
 def chat_format(folder: Path) -> ChatFormat:
     """A base model folder's chat format, from its tokenizer's chat template; one sentence when it has none."""
     try:
         from transformers import AutoTokenizer
     except ImportError as exc:
         raise _need_train_extra(exc) from None
-    template = AutoTokenizer.from_pretrained(folder).chat_template
+    template = _saved_chat_template(Path(folder))
+    if template is None:  # a layout of its own: let transformers find it (a full tokenizer load)
+        template = AutoTokenizer.from_pretrained(folder).chat_template
     if not isinstance(template, str) or not template.strip():
         raise BadInput(f"{folder} has no chat template in its tokenizer; sep trains and answers in chat turns, so "
                        "give an instruction-tuned model (or set tokenizer.chat_template).")
