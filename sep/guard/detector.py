@@ -129,14 +129,23 @@ def logits(texts: Sequence[str], head: Head) -> np.ndarray:
     return emb + sparse + head.bias
 
 
+_SCORED: dict[str, float] = {}  # the packaged head's P(order) per clause, for this process
+_SCORED_MAX = 200_000
+
+
 def scores(texts: Sequence[str], head: Head | None = None) -> list[float]:
-    """P(the text is an order to a model) per text: the highest over its whole and its clauses."""
+    """P(the text is an order to a model) per text: the highest over its whole and its clauses.
+
+    A feed repeats its titles and overlapping windows show a text again and again: each clause is
+    scored once per process (by the packaged head; another head scores afresh)."""
     head = head or packaged_head()
     split = [clauses(t) for t in texts]
-    unique = list(dict.fromkeys(c for cs in split for c in cs))  # a feed repeats its titles: score each once
-    if not unique:
-        return [0.0] * len(texts)
-    probs = dict(zip(unique, (1.0 / (1.0 + np.exp(-logits(unique, head)))).tolist()))
+    probs = _SCORED if head is packaged_head() else {}
+    todo = [c for c in dict.fromkeys(c for cs in split for c in cs) if c not in probs]
+    if todo:
+        if len(probs) + len(todo) > _SCORED_MAX:
+            probs.clear()
+        probs.update(zip(todo, (1.0 / (1.0 + np.exp(-logits(todo, head)))).tolist()))
     return [max((probs[c] for c in cs), default=0.0) for cs in split]
 
 
