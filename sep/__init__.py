@@ -26,7 +26,9 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
                         label words' log-probs (`sep stance`), cached through memory
   agents                summarize, explain, reflect (prompts in prompts/) → summaries,
                         predictions, reflections, pairs
-  train_config, train   SFT, reward, PPO, GRPO on pairs and predictions → runs/ folders, runs
+  train                 SFT, stance, reward, PPO, GRPO on pairs and predictions → runs/ folders,
+                        runs (a package, one trainer per file as in TRL: config, rewards, data,
+                        base, run, scorers, sft, stance, reward, ppo, grpo)
   predict               best-of-n forecasts → predictions (method best-of-n)
   decide                one (stock, day) decided, `concurrency` at a time: the one path under
                         reflect, forecast, batch and experiment (writes through agents, predict)

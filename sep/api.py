@@ -32,7 +32,7 @@ import sqlite_utils
 from sep.errors import BadInput, ordered, require_extra
 from sep.ingest import PriceFormat, TextFormat, normalise_stock, register_format
 from sep.settings import Progress, Settings
-from sep.train_config import CONFIGS
+from sep.train.config import CONFIGS
 
 Step = Callable[[str, str, str], None]  # (decision day, agent, prompt text) before each model call
 
@@ -353,7 +353,7 @@ def train_model(kind: str, db: sqlite_utils.Database | None = None, *, data: Pat
                 settings: Settings | None = None, **config: Any) -> Trained:
     """Train one of `TRAINERS` on the pairs `sep reflect` stored (or a preference file `data`).
 
-    `config` are the fields of the trainer's config dataclass (`sep.train_config.SFTRunConfig`, ...):
+    `config` are the fields of the trainer's config dataclass (`sep.train.config.SFTRunConfig`, ...):
     out, max_steps, learning_rate, start, end, balance, ... Training sees only days whose target
     is on or before `end`; the run records its data range."""
     if kind not in TRAINERS:
@@ -367,7 +367,7 @@ def train_model(kind: str, db: sqlite_utils.Database | None = None, *, data: Pat
     cfg = _cfg(settings)
     if db is None:
         db = open_memory(cfg.db, must_exist=data is None)
-    config_cls, trainer = training.TRAINERS[kind]
+    config_cls, trainer = training.trainer(kind)
     fields = {k: v for k, v in config.items() if v is not None}
     fields.setdefault("out", Path("runs") / kind)
     for key in ("start", "end"):

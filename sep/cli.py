@@ -728,7 +728,7 @@ def _train(kind: str, fields: dict, data: Path | None, from_memory: bool, db: Pa
 
 
 def _config_options(config_cls: type) -> list[inspect.Parameter]:
-    """One option per config field that carries help text (`sep.train_config.option`): the dataclass is
+    """One option per config field that carries help text (`sep.train.config.option`): the dataclass is
     the single source of names, types, defaults, limits and help."""
     import dataclasses
     import typing
@@ -777,7 +777,7 @@ def _trainer_command(kind: str, config_cls: type, data_flag: str, data_help: str
 
 
 def _register_trainers() -> None:
-    from sep.train_config import CONFIGS  # pure data: the trainers' own imports wait until one runs
+    from sep.train.config import CONFIGS  # pure data: the trainers' own imports wait until one runs
 
     pairs = "TRL preference JSONL (prompt/chosen/rejected[, ret]) instead of memory."
     data = {"sft": ("--data", "TRL prompt/completion JSONL instead of memory."),

@@ -28,7 +28,7 @@ import sqlite_utils
 
 from sep.agents import window_stance
 from sep.decide import Decider, decidable_days, fingerprint
-from sep.errors import BadInput, missing_extra
+from sep.errors import BadInput, missing_extra, require_extra
 from sep.evaluate import (Decision, backtest, backtest_summary, baselines, calibrated, calibration, equity_curves,
                           forecast_report, hits_of, mcnemar_p, once_per_interval, p_up, paired_gap, platt, score)
 from sep.jobs import NEEDS, ExperimentTable, Job
@@ -153,7 +153,8 @@ class Experiment:
         kinds = self.exp.trained_kinds()
         if not kinds:
             return {}
-        from sep import train  # the train extra: only experiments with trained arms need it
+        require_extra("train", "An experiment with trained arms")  # only those need the train extra
+        from sep import train
 
         folder = self.runs_dir / f"block-{block.index}"
         made: dict[str, Path] = {}
@@ -175,7 +176,7 @@ class Experiment:
                     extra = {"reward": made["reward"], "sft": made["sft"], "learning_rate": 1e-5}
                 elif kind == "grpo":
                     extra = {"sft": made["sft"], "batch_size": 2}
-                config_cls, trainer = train.TRAINERS[kind]
+                config_cls, trainer = train.trainer(kind)
                 try:
                     trainer(self.cfg, config_cls(out=out, **common, **extra), self.db, None)
                     made[kind] = out

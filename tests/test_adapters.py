@@ -261,13 +261,13 @@ def test_the_default_model_trains_and_answers_through_its_adapter(sample_memory,
 def test_a_trainer_that_would_not_fit_says_so_before_loading(tiny, toy, qwen_hf, monkeypatch):
     """PPO's three fp32 copies of the 1.5B default model exceed a 24 GB laptop; one SFT copy fits
     (measured: 9.8 GB at 1,143 tokens). Short of memory, a run stops in one sentence, before loading."""
-    import sep.train
+    import sep.train.base
     from sep.train import estimated_peak
 
     gib = 1 << 30
     assert estimated_peak("ppo", qwen_hf, 2, 1200) > 24 * gib
     assert 9.8e9 < estimated_peak("sft", qwen_hf, 1, 1143) < 12 * gib  # above the measured peak, not far
-    monkeypatch.setattr(sep.train, "available_memory", lambda: 1 << 20)
+    monkeypatch.setattr(sep.train.base, "available_memory", lambda: 1 << 20)
     done = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--base-model", str(tiny[0]), "--out",
                str(toy / "nofit"), db=toy / "sep.db")
     assert done.returncode == 2 and "would need about" in done.stderr and "GiB is free" in done.stderr

@@ -81,6 +81,24 @@ def test_market_reward_signs_for_long_and_short():
     assert signal_reward(2.0, 0.05, 3.0) == 0.0 and signal_reward(None, 0.05, 3.0) == pytest.approx(-0.05)
 
 
+def test_grpo_rewards_read_the_label_as_inference_does_and_mix_in_their_own_scales():
+    """RLMF's reward per completion, alone (TRL calls it with a batch): the market's, the score line's,
+    the reward model's, and both mixed, the model's scale being the spread of every score so far."""
+    from sep.train import rlmf_rewards
+
+    texts = ["근거:\n[t1] + 수주\n판단: 상승\n이유: 수주가 늘었다.", "하락\n금리 부담", "잘 모르겠다"]
+    ret = [0.02, 0.02, 0.02]
+    assert rlmf_rewards(texts, ret, "market") == pytest.approx([0.02, -0.02, -0.02])  # unparsable counts as wrong
+    scored = ["상승\n점수: 7", "상승\n점수: 1", "상승"]
+    assert rlmf_rewards(scored, ret, "market", signal_threshold=3.0) == pytest.approx([0.02, 0.0, -0.02])
+    assert rlmf_rewards(texts, ret, "model", [0.5, -0.5, 0.0]) == [0.5, -0.5, 0.0]
+    seen: list[float] = []
+    both = rlmf_rewards(texts[:2], ret[:2], "both", [1.0, -1.0], seen, market_scale=0.02, model_weight=0.5)
+    assert both == pytest.approx([1 + 0.5 * 1.0, -1 - 0.5 * 1.0]) and seen == [1.0, -1.0]  # pstdev(1, -1) = 1
+    again = rlmf_rewards(texts[:1], ret[:1], "both", [3.0], seen, market_scale=0.02, model_weight=0.5)
+    assert again == pytest.approx([1 + 0.5 * 3.0 / float(__import__("statistics").pstdev([1.0, -1.0, 3.0]))])
+
+
 def test_pairs_from_memory_are_oriented_by_the_market(memory):
     from sep.train import pair_rows
 

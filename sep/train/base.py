@@ -1,0 +1,171 @@
+"""The base model a run learns on (a catalog GGUF de-quantized once, or a folder), LoRA on it,
+its turn-end tokenizer, and the memory check made before anything loads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sep.adapters import read_adapter, run_base
+from sep.backends.policy import base_model_folder, chat_format
+from sep.errors import BadInput
+from sep.llm import ChatFormat
+from sep.models import CATALOG
+from sep.settings import Settings
+from sep.train.config import RunConfig
+
+
+def torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+@dataclass(frozen=True)
+class Base:
+    """The model a run learns on: the name it was given (catalog name or folder), its transformers
+    folder, and its chat format (template, turn end) read from its tokenizer."""
+
+    name: str
+    folder: Path
+    fmt: ChatFormat
+
+    @staticmethod
+    def name_of(base_model: str | Path) -> str:
+        """What a run records as its base, known without preparing it: a catalog name or a folder's path."""
+        return str(base_model) if str(base_model) in CATALOG else str(Path(base_model).resolve())
+
+    @classmethod
+    def resolve(cls, settings: Settings, base_model: str | Path) -> "Base":
+        folder = base_model_folder(settings.cache_dir, base_model)
+        return cls(cls.name_of(base_model), folder, chat_format(folder))
+
+    @classmethod
+    def of_run(cls, settings: Settings, run: Path) -> "Base":
+        """The base a run was trained on (its config.json); runs from before sep recorded one were Gemma-270M."""
+        return cls.resolve(settings, run_base(run))
+
+
+def same_base(run: Path, base: str, what: str) -> None:
+    """Refuse, in one sentence, a run (an --sft or --reward) that was trained on another base."""
+    other = run_base(run)
+    if other != base:
+        raise BadInput(f"{what} {run} was trained on {other}, not on {base}; train it again with "
+                       f"--base-model {base}.")
+
+
+def lora_targets(model: Any, which: str) -> str | list[str]:
+    """The layers LoRA adapts, read off the architecture: `all-linear` (peft's every linear layer
+    but the output head), or `attention`: the linear layers inside the model's attention blocks
+    (q/k/v/o on Qwen2 and Gemma), found by module class, not by a list of one model's names."""
+    if which == "all-linear":
+        return "all-linear"
+    import torch
+
+    names = {child.rsplit(".", 1)[-1] for parent_name, parent in model.named_modules()
+             if type(parent).__name__.endswith("Attention")
+             for child, module in parent.named_modules(prefix=parent_name) if isinstance(module, torch.nn.Linear)}
+    if not names:
+        raise BadInput(f"{type(model).__name__} has no attention block sep can find; use --lora-targets all-linear.")
+    return sorted(names)
+
+
+def lora(cfg: RunConfig, task_type: str, model: Any) -> Any:
+    from peft import LoraConfig
+
+    targets = lora_targets(model, cfg.lora_targets)
+    blocks = getattr(model.config, "num_hidden_layers", None)
+    last = {}
+    if cfg.lora_layers and blocks:  # peft picks blocks by number only from a list of module names
+        import torch
+
+        if targets == "all-linear":
+            head = model.get_output_embeddings()
+            targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                              if isinstance(module, torch.nn.Linear) and module is not head})
+        last = {"layers_to_transform": list(range(max(0, blocks - cfg.lora_layers), blocks))}
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type=task_type,
+                      target_modules=targets, **last)
+
+
+def load_policy(base: Base, sft: Path | None) -> Any:
+    """The causal LM to train on: the base, with an SFT adapter merged in when given."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base.folder)
+    if sft:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, read_adapter(sft).folder).merge_and_unload()
+    return model
+
+
+def turn_tokenizer(base: Base) -> Any:
+    """The base's tokenizer with its EOS set to the token that ends a model turn (`<|im_end|>` for
+    ChatML, `<end_of_turn>` for Gemma).
+
+    Reward training, PPO, GRPO and best-of-n all end a response there: the reward trainer appends
+    no other EOS, PPO and GRPO stop generating there, PPO reads the reward there, and its
+    missing-EOS penalty looks for that same token.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base.folder)
+    tok.eos_token = base.fmt.turn_end
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+# Measured on 2 cores: SFT of Qwen2.5 1.5B (fp32 + LoRA, gradient checkpointing) on one 1,143-token
+# example peaked at 9.8 GB: 6.2 GB of weights plus about 5 fp32 copies of the logits (tokens x
+# vocab), which TRL keeps for the loss and its entropy and accuracy metrics. 6 leaves a margin.
+LOGIT_COPIES = 6
+MODEL_COPIES = {"sft": 1, "stance": 1, "reward": 1, "grpo": 1, "ppo": 3}  # PPO: policy (+ reference as adapter-off), value, reward
+
+
+def weight_bytes(folder: Path) -> int:
+    """fp32 bytes of a transformers folder's weights (its safetensors files)."""
+    return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
+
+
+def estimated_peak(kind: str, folder: Path, batch: int, tokens: int) -> int:
+    """Bytes a run is expected to peak at on the CPU (fp32), from the measured SFT point above."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    vocab = int(config.get("text_config", config).get("vocab_size", 0))
+    logits = 0 if kind == "reward" else LOGIT_COPIES * batch * tokens * vocab * 4  # a reward head has one output
+    return MODEL_COPIES[kind] * weight_bytes(folder) + logits
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (bytes); None where there is no such file."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(kind: str, base: Base, batch: int, tokens: int) -> int:
+    """Refuse, before loading anything, a CPU run that would not fit in memory; return the estimate.
+    `tokens`: the positions whose logits the trainer holds (the whole example, or GRPO's completion)."""
+    need = estimated_peak(kind, base.folder, batch, tokens)
+    have = available_memory()
+    if have is not None and need > have and cpu_only():
+        gib = 1 << 30
+        raise BadInput(f"sep train {kind} on {base.name} would need about {need / gib:.1f} GiB here (fp32 on the CPU: "
+                       f"{MODEL_COPIES[kind]} model cop{'y' if MODEL_COPIES[kind] == 1 else 'ies'} and "
+                       f"{batch} x {tokens}-token logits) and {have / gib:.1f} GiB is free: lower --batch-size or "
+                       "--max-length, pick a smaller --base-model, or run it on a GPU (README, 'Training on a GPU').")
+    return need
+
+
+def cpu_only() -> bool:
+    """Train on the CPU only when torch sees no GPU (accelerate launch spreads GPU runs)."""
+    import torch
+
+    return not torch.cuda.is_available()

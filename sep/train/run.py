@@ -1,0 +1,154 @@
+"""One training run: its folder (config, metrics, adapter, checkpoints), its `runs` row, resuming,
+and `execute_run`, what every trainer shares (threads, the base, the memory check, a failed run recorded)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from sep.adapters import LEGACY_BASE, run_config, write_gguf_adapter
+from sep.errors import BadInput
+from sep.memory import now_iso, transaction
+from sep.settings import Settings
+from sep.train.base import Base, check_memory, cpu_only, same_base, torch_threads, turn_tokenizer
+from sep.train.config import RunConfig
+from sep.train.data import data_hash
+
+
+@dataclass
+class Run:
+    """One training run: its folder and its `runs` row. Rerunning the same --out resumes it."""
+
+    db: sqlite_utils.Database | None
+    cfg: RunConfig
+    rows: list[dict]
+    data: dict | None = None  # {stocks, data_start, data_end, labels...}: what the run learned from
+    id: int | None = None
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    def start(self) -> "Run":
+        self.out.mkdir(parents=True, exist_ok=True)
+        digest = data_hash(self.rows)
+        old = self.out / "data.sha256"
+        if old.exists() and old.read_text().strip() != digest and last_checkpoint(self.out):
+            raise BadInput(f"{self.out} holds a run on other data; pick a new --out (or delete it to start over).")
+        old.write_text(digest + "\n")
+        span = {k: (self.data or {}).get(k) for k in ("stocks", "data_start", "data_end")}
+        config = {**self.cfg.as_json(), **span}
+        (self.out / "config.json").write_text(json.dumps(config, indent=2))
+        if self.db is not None:
+            with transaction(self.db):
+                cur = self.db.execute(
+                    "INSERT INTO runs (kind, out, config, data_hash, examples, status, started_at, stocks, data_start, "
+                    "data_end, base_model) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    [self.cfg.kind, str(self.out.resolve()), json.dumps(config), digest, len(self.rows),
+                     "running", now_iso(), json.dumps(span["stocks"]) if span["stocks"] is not None else None,
+                     span["data_start"], span["data_end"], self.cfg.base_model])
+                self.id = cur.lastrowid
+        return self
+
+    def finish(self, metrics: dict) -> dict:
+        metrics = {"kind": self.cfg.kind, "examples": len(self.rows), **(self.data or {}), **metrics}
+        (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+        if self.db is not None and self.id is not None:
+            with transaction(self.db):
+                self.db.execute("UPDATE runs SET status = 'done', metrics = ?, finished_at = ? WHERE id = ?",
+                                [json.dumps(metrics), now_iso(), self.id])
+        return metrics
+
+    def fail(self, exc: BaseException) -> None:
+        if self.db is not None and self.id is not None:
+            with transaction(self.db):
+                self.db.execute("UPDATE runs SET status = 'failed', metrics = ?, finished_at = ? WHERE id = ?",
+                                [json.dumps({"error": f"{type(exc).__name__}: {exc}"}), now_iso(), self.id])
+
+
+def precision() -> dict:
+    """fp32 on the CPU: TRL's configs default to bf16, which a CPU without bf16 units runs through a
+    reference GEMM about 100x slower (measured: one toy SFT step went from seconds to minutes)."""
+    return {"use_cpu": True, "bf16": False, "fp16": False} if cpu_only() else {"use_cpu": False}
+
+
+def trainer_args(cfg: RunConfig, cls: type, **extra: Any) -> Any:
+    if cfg.lora_layers:  # recomputing activations would also send gradients through the frozen blocks below
+        extra.setdefault("gradient_checkpointing", False)
+    return cls(output_dir=str(Path(cfg.out) / "checkpoints"), max_steps=cfg.max_steps,
+               per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+               logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2, report_to=[], seed=cfg.seed,
+               dataloader_num_workers=0, **precision(), **extra)
+
+
+def save_adapter(run: Run, model: Any, tok: Any, base: Base) -> dict:
+    """The run's result in out/adapter: the PEFT LoRA weights and the tokenizer (with the chat
+    template), which vLLM serves as they are, and for a causal LM the same adapter as a llama.cpp
+    GGUF (`adapter.gguf`), which `--policy` runs embedded."""
+    folder = run.out / "adapter"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    if run.cfg.kind == "reward":
+        return {}
+    try:
+        return {"gguf_adapter": str(write_gguf_adapter(folder, base.folder))}
+    except BadInput as exc:  # an architecture llama.cpp's adapter format isn't written for yet: vLLM still serves it
+        return {"gguf_adapter": None, "gguf_note": str(exc)}
+
+
+def train_with_resume(run: Run, trainer: Any) -> dict:
+    resume = last_checkpoint(run.out)
+    result = trainer.train(resume_from_checkpoint=resume)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"steps": trainer.state.global_step, "resumed_from": resume, "train_loss": result.training_loss,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+
+
+def longest_example(rows: list[dict], base: Base, tok: Any, generated: int = 0) -> int:
+    """Tokens of the longest example (prompt + its longest answer, or + `generated` tokens for RL)."""
+    lengths = []
+    for r in rows:
+        answer = max((str(r.get(k) or "") for k in ("completion", "chosen", "rejected")), key=len)
+        text = base.fmt.prompt(r["prompt"]) + (base.fmt.response(answer) if answer else "")
+        lengths.append(len(tok(text).input_ids) + generated)
+    return max(lengths, default=0)
+
+
+def last_checkpoint(out: Path) -> str | None:
+    ckpts = sorted((Path(out) / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def refuse_other_base(out: Path, base: str) -> None:
+    """A run folder resumes only on the base it was started on."""
+    before = run_config(Path(out)).get("base_model") or LEGACY_BASE
+    if last_checkpoint(out) and before != base:
+        raise BadInput(f"{out} holds a run on {before}, not on {base}; pick a new --out (or delete it to start over).")
+
+
+def execute_run(settings: Settings, cfg: RunConfig, db: sqlite_utils.Database | None, rows: list[dict],
+             body: Callable[[Run, Base], dict], data: dict | None = None, generated: int = 0) -> dict:
+    """What every trainer shares: torch threads, the base model (and the same base for its --sft and
+    --reward runs), a memory check before anything loads, and a run recorded even when it fails."""
+    torch_threads(cfg.threads)
+    name = Base.name_of(cfg.base_model)  # refusals that need no model first: preparing one can take minutes
+    for flag in ("sft", "reward"):
+        if getattr(cfg, flag, None):
+            same_base(Path(getattr(cfg, flag)), name, f"--{flag}")
+    refuse_other_base(Path(cfg.out), name)
+    base = Base.resolve(settings, cfg.base_model)
+    cfg.base_model = base.name
+    tokens = min(longest_example(rows, base, turn_tokenizer(base), generated), cfg.max_length + generated)
+    logit_tokens = generated if cfg.kind == "grpo" else tokens  # GRPO computes logits for the completion only
+    need = check_memory(cfg.kind, base, min(cfg.batch_size, len(rows)), logit_tokens)
+    run = Run(db, cfg, rows, {**(data or {}), "longest_tokens": tokens, "estimated_peak_gb": round(need / 1e9, 1)}).start()
+    try:
+        return run.finish(body(run, base))
+    except BaseException as exc:
+        run.fail(exc)
+        raise
