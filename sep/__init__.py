@@ -42,7 +42,8 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
   ledger                pre-registered forecasts: decided before the target close exists, appended
                         to a hash chain, scored later, verified (its SQL is memory's LedgerStore)
   api                   one call per stage, re-exported here
-  cli                   the `sep` command: parses, calls api, prints
+  cli                   the `sep` command: parses, calls api, prints (a package of command groups:
+                        common, data, models, decide, dedup, train, batch, evaluate, experiment, ledger)
 
 Start with `help(sep.reflect)` or the README's "Python API" section.
 """
