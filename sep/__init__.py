@@ -9,10 +9,10 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
                         at import and dedup, a trained detector when a window is built; withheld
                         from every prompt (no table of its own)
   tradingdays, window   calendars and the time rule: what a decision at the end of D may read
-  memory                the SQLite file and its numbered migrations (sep/migrations), and the typed
-                        stores that hold their tables' statements: the stance cache, the ledger,
-                        predictions/reflections/pairs, summaries → _migrations, stances, ledger,
-                        ledger_outcomes, predictions, reflections, pairs, summaries
+  memory                the SQLite file and its numbered migrations (sep/memory/migrations), and the
+                        typed stores that hold their tables' statements (a package: db, stances,
+                        ledger, predictions, summaries, runs, stocks) → _migrations, stances, ledger,
+                        ledger_outcomes, predictions, reflections, pairs, summaries, runs
   ingest, crawl         price/text files and the Naver board → prices, stocks, texts, imports,
                         crawl_pages
   dedup                 marks each text a copy, off-topic or a representative (BERTopic)

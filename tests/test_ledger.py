@@ -194,7 +194,7 @@ def test_too_late_a_repeat_and_an_open_session_are_refused_in_one_sentence(small
 
 def test_a_crash_inside_the_append_leaves_no_half_entry(tmp_path, mock_llm, monkeypatch):
     import sep
-    import sep.memory
+    import sep.memory.ledger
 
     db = build_ledger(tmp_path, mock_llm, ["2022-05-02"])
     memory_rows = db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
@@ -202,7 +202,7 @@ def test_a_crash_inside_the_append_leaves_no_half_entry(tmp_path, mock_llm, monk
     def crash(*args, **kwargs):  # raised after the INSERT ran, inside the transaction
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(sep.memory, "LedgerRow", crash)
+    monkeypatch.setattr(sep.memory.ledger, "LedgerRow", crash)
     with pytest.raises(KeyboardInterrupt):
         sep.ledger_add(db, "005930", "2022-05-03", llm=mock_llm, now=after_close("2022-05-03"))
     monkeypatch.undo()

@@ -16,6 +16,7 @@ import sqlite_utils
 
 from sep.errors import BadInput
 from sep.llm import as_messages, content_text, parse_answer
+from sep.memory import PredictionStore, has_prices
 from sep.train.config import RunConfig
 
 
@@ -42,8 +43,7 @@ def sft_rows(db: sqlite_utils.Database | None, data: Path | None, model: str | N
         rows = read_jsonl(data, ("prompt", "completion"))
         return [{**{k: r[k] for k in ("stock", "date") if k in r}, "prompt": as_messages(r["prompt"]),
                  "completion": content_text(r["completion"]).strip()} for r in rows]
-    found = db.execute("SELECT prompt, response, stock, date FROM predictions WHERE method = 'reflect' AND trial = 0 "
-                       "AND correct = 1 AND (? IS NULL OR model = ?)", [model, model]).fetchall()
+    found = PredictionStore(db).right_first_answers(model)
     rows = {(s, d): {"prompt": as_messages(p), "completion": r.strip(), "stock": s, "date": d} for p, r, s, d in found}
     for pair in pair_rows(db, None, model):
         rows.setdefault((pair["stock"], pair["date"]), {"prompt": pair["prompt"], "completion": pair["chosen"],
@@ -62,11 +62,7 @@ def pair_rows(db: sqlite_utils.Database | None, pairs: Path | None, model: str |
         return [{"prompt": as_messages(r["prompt"]), "chosen": content_text(r["chosen"]).strip(),
                  "rejected": content_text(r["rejected"]).strip(),
                  **{k: r[k] for k in ("ret", "stock", "date") if k in r}} for r in rows]
-    rows = db.execute(
-        "SELECT p.prompt, p.chosen, p.rejected, p.chosen_label, "
-        "(SELECT actual FROM predictions q WHERE q.stock = p.stock AND q.date = p.date AND q.method = 'reflect' LIMIT 1), "
-        "p.stock, p.date FROM pairs p WHERE (? IS NULL OR p.model = ?) ORDER BY p.date, p.stock, p.id",
-        [model, model]).fetchall()
+    rows = PredictionStore(db).pairs_with_outcome(model)
     out = []
     for prompt, chosen, rejected, chosen_label, actual, stock, date in rows:
         if actual and chosen_label != actual:
@@ -84,8 +80,7 @@ def day_rows(db: sqlite_utils.Database | None, pairs: Path | None, model: str | 
     """
     if pairs:
         return pair_rows(None, pairs)
-    rows = db.execute("SELECT prompt, stock, date FROM predictions WHERE method = 'reflect' AND trial = 0 "
-                      "AND (? IS NULL OR model = ?) GROUP BY stock, date ORDER BY date, stock", [model, model]).fetchall()
+    rows = PredictionStore(db).first_prompts(model)
     return [{"prompt": as_messages(p), "stock": s, "date": d} for p, s, d in rows]
 
 
@@ -113,7 +108,7 @@ def select_days(db: sqlite_utils.Database | None, rows: list[dict], start: str |
         if start and date < start:
             continue
         stock = str(r["stock"])
-        if db is not None and db.execute("SELECT 1 FROM prices WHERE stock = ? LIMIT 1", [stock]).fetchone():
+        if db is not None and has_prices(db, stock):
             days.setdefault(stock, trading_days(db, stock))
             target = days[stock].after(date)
         else:

@@ -13,7 +13,7 @@ import sqlite_utils
 
 from sep.adapters import LEGACY_BASE, run_config, write_gguf_adapter
 from sep.errors import BadInput
-from sep.memory import now_iso, transaction
+from sep.memory import RunStore
 from sep.settings import Settings
 from sep.train.base import Base, check_memory, cpu_only, same_base, torch_threads, turn_tokenizer
 from sep.train.config import RunConfig
@@ -45,30 +45,20 @@ class Run:
         config = {**self.cfg.as_json(), **span}
         (self.out / "config.json").write_text(json.dumps(config, indent=2))
         if self.db is not None:
-            with transaction(self.db):
-                cur = self.db.execute(
-                    "INSERT INTO runs (kind, out, config, data_hash, examples, status, started_at, stocks, data_start, "
-                    "data_end, base_model) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    [self.cfg.kind, str(self.out.resolve()), json.dumps(config), digest, len(self.rows),
-                     "running", now_iso(), json.dumps(span["stocks"]) if span["stocks"] is not None else None,
-                     span["data_start"], span["data_end"], self.cfg.base_model])
-                self.id = cur.lastrowid
+            self.id = RunStore(self.db).start(self.cfg.kind, str(self.out.resolve()), config, digest, len(self.rows),
+                                              span["stocks"], span["data_start"], span["data_end"], self.cfg.base_model)
         return self
 
     def finish(self, metrics: dict) -> dict:
         metrics = {"kind": self.cfg.kind, "examples": len(self.rows), **(self.data or {}), **metrics}
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
         if self.db is not None and self.id is not None:
-            with transaction(self.db):
-                self.db.execute("UPDATE runs SET status = 'done', metrics = ?, finished_at = ? WHERE id = ?",
-                                [json.dumps(metrics), now_iso(), self.id])
+            RunStore(self.db).finish(self.id, metrics)
         return metrics
 
     def fail(self, exc: BaseException) -> None:
         if self.db is not None and self.id is not None:
-            with transaction(self.db):
-                self.db.execute("UPDATE runs SET status = 'failed', metrics = ?, finished_at = ? WHERE id = ?",
-                                [json.dumps({"error": f"{type(exc).__name__}: {exc}"}), now_iso(), self.id])
+            RunStore(self.db).fail(self.id, exc)
 
 
 def precision() -> dict:

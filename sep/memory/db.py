@@ -1,0 +1,107 @@
+"""The database itself: one SQLite file, WAL mode, numbered migrations (migrations/, the simonw/llm
+pattern), explicit all-or-nothing transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime, timezone
+from importlib.resources import files
+from pathlib import Path
+
+import sqlite_utils
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class MemoryError_(RuntimeError):
+    """The database can't be used as asked (missing, not a database)."""
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(name, sql) of every migration, in number order."""
+    folder = files("sep.memory").joinpath("migrations")
+    items = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(p.name.removesuffix(".sql"), p.read_text(encoding="utf-8")) for p in items]
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply migrations not yet recorded in `_migrations`; return the names applied."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
+    applied = []
+    for name, sql in migration_files():
+        if name in done:
+            continue
+        with transaction(db):  # one migration, one transaction
+            for statement in _split_sql(sql):
+                db.conn.execute(statement)
+            db.conn.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now_iso())
+            )
+        applied.append(name)
+    return applied
+
+
+def _split_sql(sql: str) -> list[str]:
+    """Split a migration into statements (sqlite3.complete_statement knows where each ends)."""
+    statements, buf = [], ""
+    for line in sql.splitlines(keepends=True):
+        if line.strip().startswith("--") and not buf.strip():
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements
+
+
+def open_memory(path: Path | str, *, must_exist: bool = False) -> sqlite_utils.Database:
+    """Open (and migrate) the memory database. `must_exist` refuses to create a new file."""
+    path = Path(path)
+    if str(path) != ":memory:":
+        if must_exist and not path.exists():
+            raise MemoryError_(f"No memory database at {path}: import data first (sep data import ...).")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit mode: transactions are explicit (see `transaction`), so DDL is transactional too.
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise MemoryError_(f"{path} is not a SQLite database ({exc}).") from exc
+    db = sqlite_utils.Database(conn)
+    migrate(db)
+    return db
+
+
+@contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """All or nothing: an exception inside rolls every write back.
+
+    Write with `db.execute`/`executemany` inside; sqlite-utils' own writers commit on
+    their own and would end the transaction early.
+    """
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def insert_row(db: sqlite_utils.Database, verb: str, table: str, row: object) -> None:
+    values = asdict(row)
+    db.execute(f"{verb} INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+               list(values.values()))

@@ -1,0 +1,122 @@
+"""Decisions (`sep.agents`, `sep.predict`): predictions, the lessons written after a miss, and the
+wrong→right pairs the trainers learn from, stored one decision per transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from sep.memory.db import insert_row, transaction
+
+@dataclass
+class PredictionRow:
+    """One row of `predictions`: a trial of the reflect loop (trial 0 is the forecast) or a best-of-n answer."""
+
+    stock: str
+    date: str
+    trial: int
+    target_day: str
+    actual: str | None
+    label: str | None
+    explanation: str
+    confidence: float | None
+    correct: bool
+    response: str
+    prompt: str
+    model: str
+    created_at: str
+    method: str = "reflect"
+    flags: str | None = None  # comma-joined quality flags
+    evidence: str | None = None  # JSON of the cited items
+    candidates: str | None = None  # best-of-n: JSON of every candidate
+    data_end: str | None = None
+    window_stance: float | None = None
+
+
+@dataclass
+class ReflectionRow:
+    """A lesson written after a miss (only an unflagged one is ever recalled)."""
+
+    stock: str
+    date: str
+    target_day: str
+    trial: int
+    reflection: str
+    model: str
+    created_at: str
+    flags: str | None = None
+    detail: str | None = None  # JSON: the misled item and why, the overlooked one, the text as written
+
+
+@dataclass
+class PairRow:
+    """A wrong→right retry: training data for the reward model and the policies."""
+
+    stock: str
+    date: str
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_label: str | None
+    rejected_label: str | None
+    model: str
+    created_at: str
+
+
+class PredictionStore:
+    """Every write of `predictions`, `reflections` and `pairs`: a decision is stored in one transaction,
+    and a rerun of the same (stock, D, method, model) replaces its predictions."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def lessons(self, stock: str, date: str, before: str | None = None, limit: int = 200) -> list[tuple[str, str]]:
+        """(lesson, day) of the unflagged reflections a decision at the end of `date` may recall: the outcome
+        was known by D (target day <= D), newest first; `before`: only those stored before that moment."""
+        since = "AND created_at < ? " if before else ""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT reflection, date FROM reflections WHERE stock = ? AND target_day <= ? AND date < ? "
+            f"AND flags IS NULL {since}ORDER BY date DESC LIMIT ?",
+            [stock, date, date, *([before] if before else []), limit]).fetchall()]
+
+    def pairs(self) -> list[tuple[str, str, str, str, str]]:
+        """(prompt, chosen, rejected, stock, date) of every pair, in stock and day order."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT prompt, chosen, rejected, stock, date FROM pairs ORDER BY stock, date, id").fetchall()]
+
+    def right_first_answers(self, model: str | None = None) -> list[tuple[str, str, str, str]]:
+        """(prompt, response, stock, date) of every trial-0 answer the market proved right: SFT's examples."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT prompt, response, stock, date FROM predictions WHERE method = 'reflect' AND trial = 0 "
+            "AND correct = 1 AND (? IS NULL OR model = ?)", [model, model]).fetchall()]
+
+    def pairs_with_outcome(self, model: str | None = None) -> list[tuple]:
+        """(prompt, chosen, rejected, chosen_label, actual, stock, date) of every pair by day: the day's
+        outcome says which side the market proved right."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT p.prompt, p.chosen, p.rejected, p.chosen_label, (SELECT actual FROM predictions q WHERE "
+            "q.stock = p.stock AND q.date = p.date AND q.method = 'reflect' LIMIT 1), p.stock, p.date FROM pairs p "
+            "WHERE (? IS NULL OR p.model = ?) ORDER BY p.date, p.stock, p.id", [model, model]).fetchall()]
+
+    def first_prompts(self, model: str | None = None) -> list[tuple[str, str, str]]:
+        """(prompt, stock, date) of each decided (stock, day)'s first trial: the prompts RL rolls out on."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT prompt, stock, date FROM predictions WHERE method = 'reflect' AND trial = 0 "
+            "AND (? IS NULL OR model = ?) GROUP BY stock, date ORDER BY date, stock", [model, model]).fetchall()]
+
+    def save(self, predictions: list[PredictionRow], reflections: list[ReflectionRow] = (),
+             pairs: list[PairRow] = ()) -> None:
+        """One decision's rows (all of one stock, D, method and model), replacing an earlier run's."""
+        if not predictions:
+            return
+        first = predictions[0]
+        with transaction(self.db):
+            self.db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND method = ? AND model = ?",
+                            [first.stock, first.date, first.method, first.model])
+            for row in predictions:
+                insert_row(self.db, "INSERT", "predictions", row)
+            for row in reflections:
+                insert_row(self.db, "INSERT OR REPLACE", "reflections", row)
+            for row in pairs:
+                insert_row(self.db, "INSERT OR IGNORE", "pairs", row)
