@@ -38,13 +38,21 @@ def toy(tmp_path_factory) -> Path:
     return d
 
 
-def test_the_turn_end_comes_from_each_models_own_template(tiny, test_cache):
+def test_the_turn_end_comes_from_each_models_own_template(tiny, test_cache, tmp_path):
     """ChatML ends a turn at <|im_end|>, Gemma at <end_of_turn>: read off the tokenizer, and the
-    tokenizer every trainer uses stops (EOS) exactly there."""
-    from sep.backends.policy import chat_format, prepare_hf_model
+    tokenizer every trainer uses stops (EOS) exactly there. (Gemma's tokenizer is written as
+    `prepare_hf_model` writes it, without de-quantizing its weights.)"""
+    from transformers import AutoTokenizer
+
+    from sep.backends.policy import chat_format
+    from sep.models import local_model
     from sep.train import Base, turn_tokenizer
 
-    for folder, end in [(tiny[0], "<|im_end|>"), (prepare_hf_model(test_cache, name="gemma-270m"), "<end_of_turn>")]:
+    gemma = local_model(test_cache, "gemma-270m")
+    tokenizer = AutoTokenizer.from_pretrained(str(gemma.path.parent), gguf_file=gemma.path.name)
+    tokenizer.chat_template = gemma.chat_template
+    tokenizer.save_pretrained(tmp_path / "gemma")
+    for folder, end in [(tiny[0], "<|im_end|>"), (tmp_path / "gemma", "<end_of_turn>")]:
         fmt = chat_format(folder)
         assert fmt.turn_end == end
         tok = turn_tokenizer(Base(str(folder), folder, fmt))
