@@ -176,6 +176,9 @@ class _NotInstalled(importlib.abc.MetaPathFinder):
 # BERTopic imports these at import and save time for backends sep never runs (its embeddings come from
 # the packaged encoder): 10 s of a dedup. BERTopic itself falls back when they are missing.
 UNUSED_BY_BERTOPIC = ("sentence_transformers", "transformers", "torch", "openai")
+# BERTopic imports its plotting module (plotly, ~3 s) unless `find_spec("plotly")` says it is missing;
+# a None entry in sys.modules is how find_spec is told (a finder that raises would raise through it).
+UNSEEN_BY_BERTOPIC = ("plotly",)
 
 
 @contextmanager
@@ -185,15 +188,17 @@ def only_what_runs() -> Iterator[None]:
     Only packages not yet imported are hidden, and only for the duration: a process that already uses
     torch (or a sentence-transformers `--embedder`) keeps it."""
     hidden = {n for n in UNUSED_BY_BERTOPIC if n not in sys.modules}
-    if not hidden:
-        yield
-        return
+    unseen = [n for n in UNSEEN_BY_BERTOPIC if n not in sys.modules]
     finder = _NotInstalled(hidden)
     sys.meta_path.insert(0, finder)
+    sys.modules.update(dict.fromkeys(unseen))
     try:
         yield
     finally:
         sys.meta_path.remove(finder)
+        for name in unseen:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
 
 
 def keep_compiled(directory: Path) -> None:
