@@ -398,7 +398,7 @@ def run_batch(job_file: Path, *, settings: Settings | None = None, concurrency: 
 
 def export_batch(job_file: Path, out: Path, *, settings: Settings | None = None, model: str | None = None,
                  engine: str | None = None, again: bool = False, progress: Progress | None = None) -> Any:
-    """Write a job's next stage of requests (OpenAI Batch API JSONL) → `sep.batch.Advanced`."""
+    """Write a job's next stage of requests (OpenAI Batch API JSONL) → `sep.batch.ReplayStep`."""
     from sep.batch import OfflineBatch
     from sep.jobs import load_job
 

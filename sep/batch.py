@@ -227,7 +227,7 @@ def custom_id(job: str, stock: str, day: str, stage: str, trial: int) -> str:
 
 
 @dataclass
-class Site:
+class ReplayPosition:
     """Where the replay is: one summary (stock, text day) or one decision (stock, day) and its calls so far."""
 
     stock: str
@@ -256,7 +256,7 @@ class OfflineChat(BaseChatModel):
     def request(self, messages: list[BaseMessage], stop: list[str] | None, agent: str, **kwargs: Any) -> Request:
         payload = self.client._get_request_payload(messages, stop=stop, **kwargs)
         body = {**{k: v for k, v in payload.items() if k != "extra_body"}, **(payload.get("extra_body") or {})}
-        site: Site = self.site
+        site: ReplayPosition = self.site
         n = site.calls.get(agent, 0)
         site.calls[agent] = n + 1
         stage = "summary" if agent == "summarize" else "reflect" if agent == "reflect" else \
@@ -277,7 +277,7 @@ class OfflineChat(BaseChatModel):
 
 
 @dataclass
-class Advanced:
+class ReplayStep:
     """What one replay of a job found: the requests still to run, and what is stored."""
 
     pending: list[Request]
@@ -356,7 +356,7 @@ class OfflineBatch:
         claim_job(db, self.job, fp, llm.name, config)
         return llm, job_began(db, self.job)
 
-    def advance(self, db: sqlite_utils.Database) -> Advanced:
+    def advance(self, db: sqlite_utils.Database) -> ReplayStep:
         """Replay every unfinished (stock, day); store what completes; return the requests still to run."""
         from sep.backends.openai import chat_client
 
@@ -375,7 +375,7 @@ class OfflineBatch:
                 texts.setdefault((w.stock, day), day_texts)
         needed = list(texts)
         for i, (stock, day) in enumerate(needed, 1):
-            chat.site = Site(stock, day, "summary")
+            chat.site = ReplayPosition(stock, day, "summary")
             try:
                 decider.agents(stock).summarize_day(stock, day, texts[(stock, day)])
             except Pending as p:
@@ -383,13 +383,13 @@ class OfflineBatch:
             self.on_progress("summaries", i, len(needed))
         done = len(finished & set(items))
         if pending:
-            return Advanced(pending, done, len(items))
+            return ReplayStep(pending, done, len(items))
         pending = self._judge(decider, chat, windows)  # stage 2 (derived): every point the windows show, judged once
         if pending:
-            return Advanced(pending, done, len(items))
+            return ReplayStep(pending, done, len(items))
         scorer = reward_scorer(self.job.reward, self.cfg) if self.job.best_of and self.job.reward else None
         for i, window in enumerate(windows, 1):  # then each decision, as far as its results go
-            chat.site = Site(window.stock, window.date, "decision")
+            chat.site = ReplayPosition(window.stock, window.date, "decision")
             try:
                 decider.reflect(window)
                 if self.job.best_of:
@@ -411,7 +411,7 @@ class OfflineBatch:
             finally:
                 self.on_progress("decisions", i, len(windows))
             record_item(db, self.job, window, error, 0.0)
-        return Advanced(pending, done, len(items))
+        return ReplayStep(pending, done, len(items))
 
     def _judge(self, decider: Decider, chat: "OfflineChat", windows: list[DecisionWindow]) -> list[Request]:
         """The stance stage: each point of the windows' summaries judged once (the first (stock, day,
@@ -427,7 +427,7 @@ class OfflineBatch:
                     if (agents.lang, text) in seen:
                         continue
                     seen.add((agents.lang, text))
-                    chat.site = Site(w.stock, day, "stance", calls={"stance": index})
+                    chat.site = ReplayPosition(w.stock, day, "stance", calls={"stance": index})
                     try:
                         agents.stances.judge([text], agents.lang)
                     except Pending as p:
@@ -443,7 +443,7 @@ class OfflineBatch:
             "x.custom_id = r.custom_id AND x.body_sha = r.body_sha WHERE r.job = ? AND x.custom_id IS NULL "
             "GROUP BY r.stage", [self.job.name]).fetchall())
 
-    def export(self, db: sqlite_utils.Database, out: Path, again: bool = False) -> Advanced:
+    def export(self, db: sqlite_utils.Database, out: Path, again: bool = False) -> ReplayStep:
         """Write the next stage's requests to `out` (JSONL); refused while an exported stage lacks results."""
         waiting = self.outstanding(db)
         if waiting and not again:

@@ -40,7 +40,7 @@ from sep.window import DecisionWindow, outcome, trading_days, up_probability
 
 
 @dataclass
-class Block:
+class Fold:
     """Test days forecast by runs trained on what was known before the first of them."""
 
     index: int
@@ -48,7 +48,7 @@ class Block:
     days: list[tuple[str, str]]  # (stock, date)
 
 
-def blocks(db: sqlite_utils.Database, stocks: list[str], exp: ExperimentTable) -> list[Block]:
+def folds(db: sqlite_utils.Database, stocks: list[str], exp: ExperimentTable) -> list[Fold]:
     """The walk-forward folds: the test days split in time, each trained on what was known
     `embargo` trading days before its first day (the first fold: on `train_end`). One day is the
     label horizon: the last outcome training saw is the close of train_end, the first test
@@ -80,7 +80,7 @@ def blocks(db: sqlite_utils.Database, stocks: list[str], exp: ExperimentTable) -
         # later folds learn from everything whose outcome was known `embargo` trading days before them
         at = bisect.bisect_right(calendar, dates[lo]) - exp.embargo - 1
         train_end = exp.train_end if lo == 0 else max(exp.train_end, calendar[at] if at >= 0 else exp.train_end)
-        out.append(Block(len(out), train_end, [(s, d) for d, s in test if d in chunk]))
+        out.append(Fold(len(out), train_end, [(s, d) for d, s in test if d in chunk]))
     return out
 
 
@@ -104,7 +104,7 @@ class Experiment:
         self.db, self.job, self.exp, self.cfg = db, job, job.experiment, cfg
         self.llm_factory = llm_factory
         self.on_progress = on_progress or (lambda stage, done, total: None)
-        self.plan = blocks(db, job.stocks, job.experiment)  # bad folds or embargo: refused before anything is written
+        self.plan = folds(db, job.stocks, job.experiment)  # bad folds or embargo: refused before anything is written
         self.config, self.hash = identity(job, cfg)
         row = db.execute("SELECT id FROM experiments WHERE config_hash = ?", [self.hash]).fetchone()
         if row:
@@ -122,21 +122,21 @@ class Experiment:
 
     # ------------------------------------------------------------ steps
 
-    def reflect(self, block: Block, test: dict[tuple[str, str], DecisionWindow]) -> list[tuple[str, str]]:
+    def reflect(self, fold: Fold, test: dict[tuple[str, str], DecisionWindow]) -> list[tuple[str, str]]:
         """SEP's loop over every train day not yet reflected on by this model (the training data).
 
         In the same pool: the test days' summaries (they read only texts known by D) and the base
         arm's answers (no lesson, no training), so the server never waits for the slowest retry."""
         todo, every = [], []
         for stock in self.job.stocks:
-            for day in decidable_days(self.db, stock, self.exp.train_start, block.train_end, target_by=block.train_end):
+            for day in decidable_days(self.db, stock, self.exp.train_start, fold.train_end, target_by=fold.train_end):
                 every.append((stock, day))
                 if not self.db.execute("SELECT 1 FROM predictions WHERE stock = ? AND date = ? AND method = 'reflect' "
                                        "AND model = ? LIMIT 1", [stock, day, self.llm.name]).fetchone():
                     todo.append((stock, day))
         train = self.decider.windows(todo)
         self.decider.summarize([*train, *test.values()])
-        base = [test[x] for x in block.days if x not in self._stored("base")] if "base" in self.exp.arms else []
+        base = [test[x] for x in fold.days if x not in self._stored("base")] if "base" in self.exp.arms else []
 
         def one(item: tuple[str, DecisionWindow]) -> None:
             if item[0] == "reflect":
@@ -144,24 +144,24 @@ class Experiment:
             else:
                 self._answer("base", item[1], self.decider, None, None)
 
-        stage = f"reflect (train ≤ {block.train_end})" + (", forecast: base" if base else "")
+        stage = f"reflect (train ≤ {fold.train_end})" + (", forecast: base" if base else "")
         self.decider.map([("reflect", w) for w in train] + [("base", w) for w in base], one, stage)
         return every
 
-    def train(self, block: Block) -> dict[str, Path]:
-        """Each run the arms need, trained on days whose target day is on or before the block's train_end."""
+    def train(self, fold: Fold) -> dict[str, Path]:
+        """Each run the arms need, trained on days whose target day is on or before the fold's train_end."""
         kinds = self.exp.trained_kinds()
         if not kinds:
             return {}
         require_extra("train", "An experiment with trained arms")  # only those need the train extra
         from sep import train
 
-        folder = self.runs_dir / f"block-{block.index}"
+        folder = self.runs_dir / f"block-{fold.index}"
         made: dict[str, Path] = {}
         common = dict(max_steps=self.exp.steps, save_steps=max(self.exp.steps, 1), seed=self.cfg.seed,
-                      threads=self.cfg.threads, start=self.exp.train_start, end=block.train_end, model=self.llm.name,
+                      threads=self.cfg.threads, start=self.exp.train_start, end=fold.train_end, model=self.llm.name,
                       base_model=self.llm.name if self.llm.name in CATALOG else DEFAULT_MODEL)  # the arms' base is `base`'s
-        self.on_progress(f"train (≤ {block.train_end})", 0, len(kinds))
+        self.on_progress(f"train (≤ {fold.train_end})", 0, len(kinds))
         for i, kind in enumerate(kinds, 1):
             out = folder / kind
             if (out / "metrics.json").exists() and (out / "adapter").is_dir():
@@ -186,7 +186,7 @@ class Experiment:
                     raise
                 except Exception as exc:  # a trainer that breaks loses its arms, not the whole experiment
                     self.skipped[kind] = f"{kind} training failed ({type(exc).__name__}: {exc}); see runs in memory"
-            self.on_progress(f"train (≤ {block.train_end})", i, len(kinds))
+            self.on_progress(f"train (≤ {fold.train_end})", i, len(kinds))
         return made
 
     def _stored(self, arm: str) -> set[tuple[str, str]]:
@@ -227,8 +227,8 @@ class Experiment:
         self._store(by.db(), arm, w, answer.label if ok else None, answer.confidence if ok else None,
                     answer.explanation, answer.response, by.llm.name, data_end, window_stance(variables["_items"]))
 
-    def forecast(self, block: Block, runs: dict[str, Path], windows: dict[tuple[str, str], DecisionWindow]) -> None:
-        """Every arm's answer for every test day of the block, made with only what was known at D.
+    def forecast(self, fold: Fold, runs: dict[str, Path], windows: dict[tuple[str, str], DecisionWindow]) -> None:
+        """Every arm's answer for every test day of the fold, made with only what was known at D.
 
         The base model's summaries (asked for in `reflect`) are what every arm reads; arms differ
         only in how they answer. Each arm's days run `concurrency` at a time when its model is a
@@ -241,7 +241,7 @@ class Experiment:
                                         + "; ".join(self.skipped.get(k, "") for k in missing if k in self.skipped))
                 continue
             stored = self._stored(arm)
-            todo_by_arm[arm] = [(s, d) for s, d in block.days if (s, d) not in stored]
+            todo_by_arm[arm] = [(s, d) for s, d in fold.days if (s, d) not in stored]
         if "masked" in todo_by_arm and self.masked is None:
             self.masked = Decider(self.db, self.cfg, self.llm, progress=self.on_progress, mask=True)
         answering = {arm: self.masked if arm == "masked" else self.decider if arm not in ("sft", "ppo", "grpo") else
@@ -251,7 +251,7 @@ class Experiment:
 
         def one(item: tuple[str, str, str]) -> None:
             arm, stock, day = item
-            self._answer(arm, windows[(stock, day)], answering[arm], scorer, block.train_end if NEEDS[arm] else None)
+            self._answer(arm, windows[(stock, day)], answering[arm], scorer, fold.train_end if NEEDS[arm] else None)
 
         # the arms the base model answers share one pool (no wait between arms); each trained policy
         # answers in its own, one request at a time when it runs embedded
@@ -386,11 +386,11 @@ class Experiment:
         try:
             plan = self.plan
             train_days: list[tuple[str, str]] = []
-            for block in plan:
-                test = dict(zip(block.days, self.decider.windows(block.days)))  # summarised in `reflect`
-                train_days = self.reflect(block, test)
-                runs = self.train(block)
-                self.forecast(block, runs, test)
+            for fold in plan:
+                test = dict(zip(fold.days, self.decider.windows(fold.days)))  # summarised in `reflect`
+                train_days = self.reflect(fold, test)
+                runs = self.train(fold)
+                self.forecast(fold, runs, test)
             result = self.table(train_days, [x for b in plan for x in b.days])
         except BaseException as exc:
             with transaction(self.db):

@@ -46,7 +46,7 @@ def test_the_turn_end_comes_from_each_models_own_template(tiny, test_cache, tmp_
 
     from sep.backends.policy import chat_format
     from sep.models import local_model
-    from sep.train import Base, turn_tokenizer
+    from sep.train import TrainingBase, turn_tokenizer
 
     gemma = local_model(test_cache, "gemma-270m")
     tokenizer = AutoTokenizer.from_pretrained(str(gemma.path.parent), gguf_file=gemma.path.name)
@@ -55,7 +55,7 @@ def test_the_turn_end_comes_from_each_models_own_template(tiny, test_cache, tmp_
     for folder, end in [(tiny[0], "<|im_end|>"), (tmp_path / "gemma", "<end_of_turn>")]:
         fmt = chat_format(folder)
         assert fmt.turn_end == end
-        tok = turn_tokenizer(Base(str(folder), folder, fmt))
+        tok = turn_tokenizer(TrainingBase(str(folder), folder, fmt))
         assert tok.eos_token_id == tok.convert_tokens_to_ids(end) and tok.eos_token_id != tok.unk_token_id
         assert fmt.response("상승\n이유") == "상승\n이유" + end
 
@@ -130,9 +130,9 @@ def test_ppo_on_chatml_stops_at_im_end_and_penalises_only_a_missing_one(tiny, to
     rollout that ends its turn is not penalised, one that never does is (TRL's own functions)."""
     from trl.experimental.ppo.ppo_trainer import truncate_response
 
-    from sep.train import Base, turn_tokenizer
+    from sep.train import TrainingBase, turn_tokenizer
 
-    base = Base.resolve(Settings(), tiny[0])
+    base = TrainingBase.resolve(Settings(), tiny[0])
     tok = turn_tokenizer(base)
     assert tok.eos_token == "<|im_end|>"
     ended = tok("상승\n수출 증가<|im_end|>\n<|im_start|>user\n더", add_special_tokens=False, return_tensors="pt").input_ids

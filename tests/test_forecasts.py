@@ -303,7 +303,7 @@ def test_arms_that_train_say_so_when_the_train_extra_is_missing(sample_memory, m
 
 def test_walk_forward_folds_retrain_on_what_each_fold_could_know_less_the_embargo(tmp_path):
     from sep.jobs import load_job
-    from sep.experiment import blocks
+    from sep.experiment import folds
 
     db_path = tmp_path / "sep.db"
     _sample_db(db_path).conn.close()
@@ -316,7 +316,7 @@ def test_walk_forward_folds_retrain_on_what_each_fold_could_know_less_the_embarg
         done = run("experiment", "run", str(job), "--json", db=db_path)
         assert done.returncode == 0, done.stderr[-3000:]
     db = open_memory(db_path)
-    plan = blocks(db, ["005930"], load_job(job).experiment)
+    plan = folds(db, ["005930"], load_job(job).experiment)
     # embargo 1: each later fold learns from outcomes known by the trading day before its first test day
     assert [b.train_end for b in plan] == ["2022-05-16", "2022-05-24", "2022-05-30"]
     assert [sorted(d for _, d in b.days)[0] for b in plan] == ["2022-05-19", "2022-05-25", "2022-05-31"]

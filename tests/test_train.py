@@ -203,9 +203,9 @@ def test_ppo_reads_the_reward_where_the_reward_model_learned_it(trained, toy, ba
     from trl.experimental.ppo.ppo_trainer import truncate_response
     from trl.experimental.utils import get_reward
 
-    from sep.train import Base, load_reward_model, turn_tokenizer
+    from sep.train import TrainingBase, load_reward_model, turn_tokenizer
 
-    resolved = Base.resolve(Settings(), base)
+    resolved = TrainingBase.resolve(Settings(), base)
     reward = load_reward_model(toy / "reward", Settings())
     ppo_tok = turn_tokenizer(resolved)
     assert ppo_tok.eos_token_id == ppo_tok.convert_tokens_to_ids("<|im_end|>")  # stop token == the EOS checked

@@ -34,7 +34,7 @@ _HOMES = {
                 "signal_reward", "with_signal_instruction"],
     "data": ["balance", "data_hash", "day_rows", "label_of_row", "majority_pair_accuracy", "pair_rows", "read_jsonl",
              "select_days", "sft_rows", "time_split", "training_rows", "with_returns"],
-    "base": ["Base", "LOGIT_COPIES", "MODEL_COPIES", "available_memory", "check_memory", "estimated_peak",
+    "base": ["TrainingBase", "LOGIT_COPIES", "MODEL_COPIES", "available_memory", "check_memory", "estimated_peak",
              "load_policy", "lora", "lora_targets", "same_base", "turn_tokenizer", "weight_bytes"],
     "run": ["Run", "execute_run", "last_checkpoint", "save_adapter"],
     "scorers": ["HEAD_FILE", "EmbeddingReward", "RewardModel", "embedding_reward", "load_reward", "load_reward_model",

@@ -24,7 +24,7 @@ def torch_threads(n: int) -> None:
 
 
 @dataclass(frozen=True)
-class Base:
+class TrainingBase:
     """The model a run learns on: the name it was given (catalog name or folder), its transformers
     folder, and its chat format (template, turn end) read from its tokenizer."""
 
@@ -38,12 +38,12 @@ class Base:
         return str(base_model) if str(base_model) in CATALOG else str(Path(base_model).resolve())
 
     @classmethod
-    def resolve(cls, settings: Settings, base_model: str | Path) -> "Base":
+    def resolve(cls, settings: Settings, base_model: str | Path) -> "TrainingBase":
         folder = base_model_folder(settings.cache_dir, base_model)
         return cls(cls.name_of(base_model), folder, chat_format(folder))
 
     @classmethod
-    def of_run(cls, settings: Settings, run: Path) -> "Base":
+    def of_run(cls, settings: Settings, run: Path) -> "TrainingBase":
         """The base a run was trained on (its config.json); runs from before sep recorded one were Gemma-270M."""
         return cls.resolve(settings, run_base(run))
 
@@ -72,25 +72,25 @@ def lora_targets(model: Any, which: str) -> str | list[str]:
     return sorted(names)
 
 
-def lora(cfg: RunConfig, task_type: str, model: Any) -> Any:
+def lora(config: RunConfig, task_type: str, model: Any) -> Any:
     from peft import LoraConfig
 
-    targets = lora_targets(model, cfg.lora_targets)
+    targets = lora_targets(model, config.lora_targets)
     blocks = getattr(model.config, "num_hidden_layers", None)
     last = {}
-    if cfg.lora_layers and blocks:  # peft picks blocks by number only from a list of module names
+    if config.lora_layers and blocks:  # peft picks blocks by number only from a list of module names
         import torch
 
         if targets == "all-linear":
             head = model.get_output_embeddings()
             targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                               if isinstance(module, torch.nn.Linear) and module is not head})
-        last = {"layers_to_transform": list(range(max(0, blocks - cfg.lora_layers), blocks))}
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type=task_type,
+        last = {"layers_to_transform": list(range(max(0, blocks - config.lora_layers), blocks))}
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, task_type=task_type,
                       target_modules=targets, **last)
 
 
-def load_policy(base: Base, sft: Path | None) -> Any:
+def load_policy(base: TrainingBase, sft: Path | None) -> Any:
     """The causal LM to train on: the base, with an SFT adapter merged in when given."""
     from transformers import AutoModelForCausalLM
 
@@ -102,7 +102,7 @@ def load_policy(base: Base, sft: Path | None) -> Any:
     return model
 
 
-def turn_tokenizer(base: Base) -> Any:
+def turn_tokenizer(base: TrainingBase) -> Any:
     """The base's tokenizer with its EOS set to the token that ends a model turn (`<|im_end|>` for
     ChatML, `<end_of_turn>` for Gemma).
 
@@ -150,7 +150,7 @@ def available_memory() -> int | None:
     return None
 
 
-def check_memory(kind: str, base: Base, batch: int, tokens: int) -> int:
+def check_memory(kind: str, base: TrainingBase, batch: int, tokens: int) -> int:
     """Refuse, before loading anything, a CPU run that would not fit in memory; return the estimate.
     `tokens`: the positions whose logits the trainer holds (the whole example, or GRPO's completion)."""
     need = estimated_peak(kind, base.folder, batch, tokens)

@@ -153,13 +153,13 @@ def balance(rows: list[dict], seed: int, enabled: bool = True) -> tuple[list[dic
     return kept, report
 
 
-def training_rows(db: sqlite_utils.Database | None, cfg: "RunConfig", rows: list[dict], *, balanced: bool = True
+def training_rows(db: sqlite_utils.Database | None, config: "RunConfig", rows: list[dict], *, balanced: bool = True
                   ) -> tuple[list[dict], dict]:
     """The range selection, then (when the trainer learns from labels) the balance: what every trainer does first."""
-    rows, span = select_days(db, rows, cfg.start, cfg.end)
+    rows, span = select_days(db, rows, config.start, config.end)
     info = {**span}
     if balanced:
-        rows, report = balance(rows, cfg.seed, cfg.balance)
+        rows, report = balance(rows, config.seed, config.balance)
         info.update(report)
     return rows, info
 

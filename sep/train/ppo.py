@@ -13,56 +13,56 @@ from trl.experimental.ppo import PPOConfig, PPOTrainer
 
 from sep.errors import BadInput
 from sep.settings import Settings
-from sep.train.base import Base, load_policy, lora, turn_tokenizer
+from sep.train.base import TrainingBase, load_policy, lora, turn_tokenizer
 from sep.train.config import PPORunConfig
 from sep.train.data import day_rows, training_rows
 from sep.train.run import Run, execute_run, last_checkpoint, precision, save_adapter
 from sep.train.scorers import HEAD_FILE, load_reward_model
 
 
-def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
+def train_ppo(settings: Settings, config: PPORunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
     """PPO (trl.experimental.ppo) on the pairs' prompts: policy = SFT + LoRA, reference = the frozen
     policy (adapter off), value model initialised from the reward model. One step = one PPO update."""
-    if not cfg.reward:
+    if not config.reward:
         raise BadInput("sep train ppo needs --reward DIR (a `sep train reward` run).")
-    if (Path(cfg.reward) / HEAD_FILE).exists():
-        raise BadInput(f"PPO's value model starts from the reward model's weights, and {cfg.reward} is an embedding "
+    if (Path(config.reward) / HEAD_FILE).exists():
+        raise BadInput(f"PPO's value model starts from the reward model's weights, and {config.reward} is an embedding "
                        "head: train the reward model with --head model for PPO.")
-    rows, info = training_rows(db, cfg, day_rows(db, pairs, cfg.model), balanced=False)  # the reward model needs no labels
+    rows, info = training_rows(db, config, day_rows(db, pairs, config.model), balanced=False)  # the reward model needs no labels
     if not rows:
         raise BadInput("No prompts: memory holds no decisions in that range yet (run `sep reflect`), or pass --pairs FILE.jsonl.")
 
-    def body(run: Run, base: Base) -> dict:
+    def body(run: Run, base: TrainingBase) -> dict:
 
         tok = turn_tokenizer(base)  # generation stops, the reward is read, and EOS is checked at the turn end
         tok.padding_side = "left"
-        reward_model = load_reward_model(cfg.reward, settings, cfg.threads).model
+        reward_model = load_reward_model(config.reward, settings, config.threads).model
         value_model = copy.deepcopy(reward_model).train()  # starts as the reward model, then learns values
-        policy = load_policy(base, cfg.sft)
+        policy = load_policy(base, config.sft)
         resume = last_checkpoint(run.out)
         done = 0
         if resume and (Path(resume) / "adapter_config.json").exists():  # PPO has no trainer resume: reload the adapter
             policy = PeftModel.from_pretrained(policy, resume, is_trainable=True)
             done = int(Path(resume).name.split("-")[-1])
         else:
-            policy = get_peft_model(policy, lora(cfg, "CAUSAL_LM", policy))
-        remaining = max(cfg.max_steps - done, 0)
+            policy = get_peft_model(policy, lora(config, "CAUSAL_LM", policy))
+        remaining = max(config.max_steps - done, 0)
         prompts = [base.fmt.prompt(r["prompt"]) for r in rows]
-        dataset = Dataset.from_list([{"input_ids": tok(p, truncation=True, max_length=cfg.max_length)["input_ids"]}
+        dataset = Dataset.from_list([{"input_ids": tok(p, truncation=True, max_length=config.max_length)["input_ids"]}
                                      for p in prompts])
-        args = PPOConfig(output_dir=str(run.out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
-                         num_mini_batches=1, total_episodes=max(remaining, 1) * cfg.batch_size,
-                         local_rollout_forward_batch_size=cfg.batch_size, num_ppo_epochs=1,
-                         response_length=cfg.response_length, temperature=cfg.rollout_temperature,
-                         stop_token_id=tok.eos_token_id, kl_coef=cfg.kl_coef,
-                         missing_eos_penalty=cfg.missing_eos_penalty, learning_rate=cfg.learning_rate,
-                         num_sample_generations=0, save_steps=cfg.save_steps, report_to=[], seed=cfg.seed,
+        args = PPOConfig(output_dir=str(run.out / "checkpoints"), per_device_train_batch_size=config.batch_size,
+                         num_mini_batches=1, total_episodes=max(remaining, 1) * config.batch_size,
+                         local_rollout_forward_batch_size=config.batch_size, num_ppo_epochs=1,
+                         response_length=config.response_length, temperature=config.rollout_temperature,
+                         stop_token_id=tok.eos_token_id, kl_coef=config.kl_coef,
+                         missing_eos_penalty=config.missing_eos_penalty, learning_rate=config.learning_rate,
+                         num_sample_generations=0, save_steps=config.save_steps, report_to=[], seed=config.seed,
                          logging_steps=1, **precision())
         trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=None, reward_model=reward_model,
                              value_model=value_model, train_dataset=dataset)
         if remaining:
             with torch.random.fork_rng():
-                torch.manual_seed(cfg.seed)
+                torch.manual_seed(config.seed)
                 trainer.train()
         updates = trainer.state.global_step if remaining else 0
         saved = save_adapter(run, trainer.model.policy, tok, base)
@@ -72,6 +72,6 @@ def train_ppo(settings: Settings, cfg: PPORunConfig, db: sqlite_utils.Database |
         return {"updates": updates, "resumed_from": resume, "total_updates": done + updates,
                 "mean_score": logs[-1]["objective/scores"] if logs else None,
                 "kl": logs[-1].get("objective/kl") if logs else None,
-                "eos_share": logs[-1].get("val/num_eos_tokens", 0) / cfg.batch_size if logs else None, **saved}
+                "eos_share": logs[-1].get("val/num_eos_tokens", 0) / config.batch_size if logs else None, **saved}
 
-    return execute_run(settings, cfg, db, rows, body, info, generated=cfg.response_length)
+    return execute_run(settings, config, db, rows, body, info, generated=config.response_length)

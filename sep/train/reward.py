@@ -16,7 +16,7 @@ from trl import RewardConfig, RewardTrainer
 
 from sep.errors import BadInput
 from sep.settings import Settings
-from sep.train.base import Base, lora
+from sep.train.base import TrainingBase, lora
 from sep.train.config import RewardRunConfig
 from sep.train.data import majority_pair_accuracy, pair_rows, time_split, training_rows
 from sep.train.run import Run, execute_run, save_adapter, train_with_resume, trainer_args
@@ -24,7 +24,7 @@ from sep.train.scorers import (HEAD_FILE, RewardModel, embedding_reward, pair_me
                                reward_text)
 
 
-def train_reward(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
+def train_reward(settings: Settings, config: RewardRunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
     """Bradley–Terry reward model (TRL RewardTrainer, sequence-classification head, LoRA).
 
     Held out: the last `eval_fraction` of the pairs in time (file order when rows carry no date),
@@ -32,28 +32,28 @@ def train_reward(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Data
     `pair_accuracy` stands `majority_accuracy`: how often "prefer the answer with the training
     majority's label" would be right on the same pairs.
     """
-    rows, info = training_rows(db, cfg, pair_rows(db, pairs, cfg.model))
+    rows, info = training_rows(db, config, pair_rows(db, pairs, config.model))
     if len(rows) < 2:
         raise BadInput(f"A reward model needs at least 2 pairs (one held out); found {len(rows)}. "
                        "Run `sep reflect` over more days, or pass --pairs FILE.jsonl.")
-    train, held_out = time_split(rows, cfg.eval_fraction)
-    if cfg.head == "embedding":
-        return train_reward_head(settings, cfg, db, rows, train, held_out, info)
+    train, held_out = time_split(rows, config.eval_fraction)
+    if config.head == "embedding":
+        return train_reward_head(settings, config, db, rows, train, held_out, info)
 
-    def body(run: Run, base: Base) -> dict:
+    def body(run: Run, base: TrainingBase) -> dict:
 
         model, tok = reward_model_and_tokenizer(base)
         # TRL drops pairs longer than max_length without a word: count them, and refuse when none is left
         fits = [r for r in train if max(len(tok(reward_text(base.fmt, r["prompt"], r[k])).input_ids)
-                                        for k in ("chosen", "rejected")) <= cfg.max_length]
+                                        for k in ("chosen", "rejected")) <= config.max_length]
         if not fits:
-            raise BadInput(f"All {len(train)} training pairs are longer than --max-length {cfg.max_length} tokens; "
+            raise BadInput(f"All {len(train)} training pairs are longer than --max-length {config.max_length} tokens; "
                            "raise --max-length or shorten the window.")
         data = [{"prompt": base.fmt.prompt(r["prompt"]), "chosen": base.fmt.response(r["chosen"]),
                  "rejected": base.fmt.response(r["rejected"])} for r in train]
         trainer = RewardTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(data),
-                                peft_config=lora(cfg, "SEQ_CLS", model),
-                                args=trainer_args(cfg, RewardConfig, max_length=cfg.max_length,
+                                peft_config=lora(config, "SEQ_CLS", model),
+                                args=trainer_args(config, RewardConfig, max_length=config.max_length,
                                                    eos_token=base.fmt.turn_end))
         metrics = train_with_resume(run, trainer)
         save_adapter(run, trainer.model, tok, base)
@@ -62,7 +62,7 @@ def train_reward(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Data
                 "eval_first_day": held_out[0].get("date"),
                 **pair_metrics(RewardModel(trainer.model, tok, base.fmt, base.name), held_out), "majority_accuracy": majority_pair_accuracy(train, held_out)}
 
-    return execute_run(settings, cfg, db, rows, body, info)
+    return execute_run(settings, config, db, rows, body, info)
 
 
 def fit_bradley_terry(diffs: Any, l2: float) -> Any:
@@ -83,15 +83,15 @@ def fit_bradley_terry(diffs: Any, l2: float) -> Any:
     return w.detach().numpy()
 
 
-def train_reward_head(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils.Database | None, rows: list[dict],
+def train_reward_head(settings: Settings, config: RewardRunConfig, db: sqlite_utils.Database | None, rows: list[dict],
                       train: list[dict], held_out: list[dict], info: dict) -> dict:
     """The laptop reward model: embed (prompt, chosen) and (prompt, rejected) once with the base's
     GGUF, fit a Bradley–Terry head on the differences, and score the held-out (last) pairs."""
 
 
-    run = Run(db, cfg, rows, info).start()
+    run = Run(db, config, rows, info).start()
     try:
-        rm = embedding_reward(settings, cfg.base_model, None, cfg.threads)
+        rm = embedding_reward(settings, config.base_model, None, config.threads)
         started = time.perf_counter()
 
         def embed(pairs: list[dict]) -> tuple[Any, Any]:
@@ -101,8 +101,8 @@ def train_reward_head(settings: Settings, cfg: RewardRunConfig, db: sqlite_utils
 
         train_chosen, train_rejected = embed(train)
         seconds = (time.perf_counter() - started) / (2 * len(train))
-        rm.weights = fit_bradley_terry(train_chosen - train_rejected, cfg.l2)
-        (run.out / HEAD_FILE).write_text(json.dumps({"base_model": cfg.base_model, "pooling": "last",
+        rm.weights = fit_bradley_terry(train_chosen - train_rejected, config.l2)
+        (run.out / HEAD_FILE).write_text(json.dumps({"base_model": config.base_model, "pooling": "last",
                                                      "weights": rm.weights.tolist()}))
         held_chosen, held_rejected = embed(held_out)
         margins = (held_chosen - held_rejected) @ rm.weights

@@ -15,7 +15,7 @@ from sep.adapters import LEGACY_BASE, run_config, write_gguf_adapter
 from sep.errors import BadInput
 from sep.memory import RunStore
 from sep.settings import Settings
-from sep.train.base import Base, check_memory, cpu_only, same_base, torch_threads, turn_tokenizer
+from sep.train.base import TrainingBase, check_memory, cpu_only, same_base, torch_threads, turn_tokenizer
 from sep.train.config import RunConfig
 from sep.train.data import data_hash
 
@@ -25,14 +25,14 @@ class Run:
     """One training run: its folder and its `runs` row. Rerunning the same --out resumes it."""
 
     db: sqlite_utils.Database | None
-    cfg: RunConfig
+    config: RunConfig
     rows: list[dict]
     data: dict | None = None  # {stocks, data_start, data_end, labels...}: what the run learned from
     id: int | None = None
 
     @property
     def out(self) -> Path:
-        return Path(self.cfg.out)
+        return Path(self.config.out)
 
     def start(self) -> "Run":
         self.out.mkdir(parents=True, exist_ok=True)
@@ -42,15 +42,15 @@ class Run:
             raise BadInput(f"{self.out} holds a run on other data; pick a new --out (or delete it to start over).")
         old.write_text(digest + "\n")
         span = {k: (self.data or {}).get(k) for k in ("stocks", "data_start", "data_end")}
-        config = {**self.cfg.as_json(), **span}
-        (self.out / "config.json").write_text(json.dumps(config, indent=2))
+        recorded = {**self.config.as_json(), **span}
+        (self.out / "config.json").write_text(json.dumps(recorded, indent=2))
         if self.db is not None:
-            self.id = RunStore(self.db).start(self.cfg.kind, str(self.out.resolve()), config, digest, len(self.rows),
-                                              span["stocks"], span["data_start"], span["data_end"], self.cfg.base_model)
+            self.id = RunStore(self.db).start(self.config.kind, str(self.out.resolve()), recorded, digest, len(self.rows),
+                                              span["stocks"], span["data_start"], span["data_end"], self.config.base_model)
         return self
 
     def finish(self, metrics: dict) -> dict:
-        metrics = {"kind": self.cfg.kind, "examples": len(self.rows), **(self.data or {}), **metrics}
+        metrics = {"kind": self.config.kind, "examples": len(self.rows), **(self.data or {}), **metrics}
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
         if self.db is not None and self.id is not None:
             RunStore(self.db).finish(self.id, metrics)
@@ -67,23 +67,23 @@ def precision() -> dict:
     return {"use_cpu": True, "bf16": False, "fp16": False} if cpu_only() else {"use_cpu": False}
 
 
-def trainer_args(cfg: RunConfig, cls: type, **extra: Any) -> Any:
-    if cfg.lora_layers:  # recomputing activations would also send gradients through the frozen blocks below
+def trainer_args(config: RunConfig, cls: type, **extra: Any) -> Any:
+    if config.lora_layers:  # recomputing activations would also send gradients through the frozen blocks below
         extra.setdefault("gradient_checkpointing", False)
-    return cls(output_dir=str(Path(cfg.out) / "checkpoints"), max_steps=cfg.max_steps,
-               per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-               logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2, report_to=[], seed=cfg.seed,
+    return cls(output_dir=str(Path(config.out) / "checkpoints"), max_steps=config.max_steps,
+               per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+               logging_steps=1, save_steps=config.save_steps, save_total_limit=2, report_to=[], seed=config.seed,
                dataloader_num_workers=0, **precision(), **extra)
 
 
-def save_adapter(run: Run, model: Any, tok: Any, base: Base) -> dict:
+def save_adapter(run: Run, model: Any, tok: Any, base: TrainingBase) -> dict:
     """The run's result in out/adapter: the PEFT LoRA weights and the tokenizer (with the chat
     template), which vLLM serves as they are, and for a causal LM the same adapter as a llama.cpp
     GGUF (`adapter.gguf`), which `--policy` runs embedded."""
     folder = run.out / "adapter"
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    if run.cfg.kind == "reward":
+    if run.config.kind == "reward":
         return {}
     try:
         return {"gguf_adapter": str(write_gguf_adapter(folder, base.folder))}
@@ -99,7 +99,7 @@ def train_with_resume(run: Run, trainer: Any) -> dict:
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
 
 
-def longest_example(rows: list[dict], base: Base, tok: Any, generated: int = 0) -> int:
+def longest_example(rows: list[dict], base: TrainingBase, tok: Any, generated: int = 0) -> int:
     """Tokens of the longest example (prompt + its longest answer, or + `generated` tokens for RL)."""
     lengths = []
     for r in rows:
@@ -121,22 +121,22 @@ def refuse_other_base(out: Path, base: str) -> None:
         raise BadInput(f"{out} holds a run on {before}, not on {base}; pick a new --out (or delete it to start over).")
 
 
-def execute_run(settings: Settings, cfg: RunConfig, db: sqlite_utils.Database | None, rows: list[dict],
-             body: Callable[[Run, Base], dict], data: dict | None = None, generated: int = 0) -> dict:
+def execute_run(settings: Settings, config: RunConfig, db: sqlite_utils.Database | None, rows: list[dict],
+             body: Callable[[Run, TrainingBase], dict], data: dict | None = None, generated: int = 0) -> dict:
     """What every trainer shares: torch threads, the base model (and the same base for its --sft and
     --reward runs), a memory check before anything loads, and a run recorded even when it fails."""
-    torch_threads(cfg.threads)
-    name = Base.name_of(cfg.base_model)  # refusals that need no model first: preparing one can take minutes
+    torch_threads(config.threads)
+    name = TrainingBase.name_of(config.base_model)  # refusals that need no model first: preparing one can take minutes
     for flag in ("sft", "reward"):
-        if getattr(cfg, flag, None):
-            same_base(Path(getattr(cfg, flag)), name, f"--{flag}")
-    refuse_other_base(Path(cfg.out), name)
-    base = Base.resolve(settings, cfg.base_model)
-    cfg.base_model = base.name
-    tokens = min(longest_example(rows, base, turn_tokenizer(base), generated), cfg.max_length + generated)
-    logit_tokens = generated if cfg.kind == "grpo" else tokens  # GRPO computes logits for the completion only
-    need = check_memory(cfg.kind, base, min(cfg.batch_size, len(rows)), logit_tokens)
-    run = Run(db, cfg, rows, {**(data or {}), "longest_tokens": tokens, "estimated_peak_gb": round(need / 1e9, 1)}).start()
+        if getattr(config, flag, None):
+            same_base(Path(getattr(config, flag)), name, f"--{flag}")
+    refuse_other_base(Path(config.out), name)
+    base = TrainingBase.resolve(settings, config.base_model)
+    config.base_model = base.name
+    tokens = min(longest_example(rows, base, turn_tokenizer(base), generated), config.max_length + generated)
+    logit_tokens = generated if config.kind == "grpo" else tokens  # GRPO computes logits for the completion only
+    need = check_memory(config.kind, base, min(config.batch_size, len(rows)), logit_tokens)
+    run = Run(db, config, rows, {**(data or {}), "longest_tokens": tokens, "estimated_peak_gb": round(need / 1e9, 1)}).start()
     try:
         return run.finish(body(run, base))
     except BaseException as exc:

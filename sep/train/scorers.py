@@ -13,10 +13,10 @@ from sep.errors import BadInput
 from sep.llm import ChatFormat
 from sep.models import CATALOG
 from sep.settings import Settings, default
-from sep.train.base import Base, torch_threads, turn_tokenizer
+from sep.train.base import TrainingBase, torch_threads, turn_tokenizer
 
 
-def reward_model_and_tokenizer(base: Base) -> tuple[Any, Any]:
+def reward_model_and_tokenizer(base: TrainingBase) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification
 
     tok = turn_tokenizer(base)
@@ -43,7 +43,7 @@ def load_reward_model(run: Path, settings: Settings, threads: int = default("thr
     from peft import PeftModel
 
     torch_threads(threads)
-    base = Base.of_run(settings, run)
+    base = TrainingBase.of_run(settings, run)
     model, tok = reward_model_and_tokenizer(base)
     model = PeftModel.from_pretrained(model, read_adapter(run).folder).merge_and_unload()
     model.eval()
