@@ -195,14 +195,14 @@ class Experiment:
 
     def _store(self, db: sqlite_utils.Database, arm: str, w: DecisionWindow, label: str | None,
                confidence: float | None, explanation: str, response: str, model: str, data_end: str | None,
-               stance: float | None = None) -> None:
+               stance: float | None = None, flags: list[str] | None = None) -> None:
         with transaction(db):
             db.execute(
                 "INSERT OR REPLACE INTO experiment_forecasts (experiment, arm, stock, date, target_day, actual, label, "
-                "confidence, explanation, response, model, data_end, created_at, window_stance) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "confidence, explanation, response, model, data_end, created_at, window_stance, flags) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [self.id, arm, w.stock, w.date, w.target_day, w.label, label, confidence, explanation, response, model,
-                 data_end, now_iso(), stance])
+                 data_end, now_iso(), stance, ",".join(flags) if flags else None])
 
     def _arm_model(self, arm: str, runs: dict[str, Path]) -> Any:
         """The LLM that answers for a policy arm: the run's adapter on the base model."""
@@ -225,7 +225,8 @@ class Experiment:
         answer = by.agents(w.stock).explain(variables)
         ok = not answer.flags  # a flagged answer (copied, ungrounded, ...) is unparsable
         self._store(by.db(), arm, w, answer.label if ok else None, answer.confidence if ok else None,
-                    answer.explanation, answer.response, by.llm.name, data_end, window_stance(variables["_items"]))
+                    answer.explanation, answer.response, by.llm.name, data_end, window_stance(variables["_items"]),
+                    answer.flags)
 
     def forecast(self, fold: Fold, runs: dict[str, Path], windows: dict[tuple[str, str], DecisionWindow]) -> None:
         """Every arm's answer for every test day of the fold, made with only what was known at D.
@@ -277,6 +278,15 @@ class Experiment:
                                 bool(data_end and date <= data_end)))
         return out
 
+    def flag_counts(self, arm: str) -> dict[str, int]:
+        """How many of an arm's forecasts the gate withheld, per flag (stance_mismatch, ungrounded, ...)."""
+        counts: dict[str, int] = {}
+        for (flags,) in self.db.execute("SELECT flags FROM experiment_forecasts WHERE experiment = ? AND arm = ? "
+                                        "AND flags IS NOT NULL", [self.id, arm]).fetchall():
+            for flag in flags.split(","):
+                counts[flag] = counts.get(flag, 0) + 1
+        return dict(sorted(counts.items()))
+
     def cutoff(self) -> dict:
         """The answering model's training-data cutoff: set (`--cutoff`, `[llm] cutoff`), else the catalog's."""
         return model_cutoff(self.llm.name, self.cfg.cutoff)
@@ -296,7 +306,8 @@ class Experiment:
                 raise RuntimeError(f"arm {arm}: {len(leaked)} test days on or before its training data_end")
             scored[arm] = ds
             bt = backtest(ds)
-            arms[arm] = {**forecast_report(ds, self.cfg.seed), "backtest": backtest_summary(bt),
+            arms[arm] = {**forecast_report(ds, self.cfg.seed), "flags": self.flag_counts(arm),
+                         "backtest": backtest_summary(bt),
                          "curves": equity_curves(bt),
                          "by_stock": {s: _brief(score(hits_of([d for d in ds if d.stock == s]), self.cfg.seed))
                                       for s in self.job.stocks if any(d.stock == s for d in ds)},

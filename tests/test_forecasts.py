@@ -250,6 +250,31 @@ def test_a_holiday_sharing_a_trading_days_interval_is_scored_once(tmp_path):
     assert r["n"] == 1 and r["scored_once"] == 1
 
 
+def test_an_experiment_counts_the_flags_of_the_answers_it_withheld(tmp_path):
+    """A server whose every explanation invents a date: each test-day answer is withheld, and the arm
+    says why per flag (the experiment keeps each forecast's flags), in JSON and in the table."""
+    db_path = tmp_path / "sep.db"
+    _sample_db(db_path).conn.close()
+
+    def script(kind: str, prompt: str) -> str:
+        answer = coin(kind, prompt)
+        return answer + " 2031-01-05에도 오른다." if kind == "explain" else answer
+
+    with FakeOpenAI(script) as server:
+        job = tmp_path / "exp.toml"
+        job.write_text(f'name = "flags"\nstocks = ["005930"]\nstart = "2022-05-23"\nend = "2022-05-31"\ntrials = 1\n'
+                       f'[llm]\nbase_url = "{server.base_url}"\nmodel = "fake-model"\n'
+                       '[experiment]\ntrain_start = "2022-05-23"\ntrain_end = "2022-05-24"\n'
+                       'test_start = "2022-05-27"\ntest_end = "2022-05-31"\narms = ["base"]\n')
+        done = run("experiment", "run", str(job), "--json", db=db_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        base = json.loads(done.stdout)["arms"]["base"]
+        shown = run("experiment", "show", "1", db=db_path)
+    assert base["n"] == 3 and base["answered"] == 0
+    assert base["flags"] == {"invented_dates": 3, "invented_numbers": 3}  # the date's numbers are in no input either
+    assert "withheld by the gate (per flag): base: invented_dates 3, invented_numbers 3" in " ".join(shown.stdout.split())
+
+
 def test_experiment_with_base_and_memory_scores_only_days_after_training(tmp_path):
     db_path = tmp_path / "sep.db"
     _sample_db(db_path).conn.close()

@@ -157,6 +157,10 @@ def render_experiment(r: dict) -> None:
     silent = [name for name, s in r["arms"].items() if s["answered"] == 0]
     if silent:  # the table is wide: say it where no column can cut it
         console.print(f"[red]no answers[/] from {', '.join(silent)}: every answer was withheld or unparsable.")
+    withheld = ["{}: {}".format(name, ", ".join(f"{k} {v}" for k, v in s["flags"].items()))
+                for name, s in r["arms"].items() if s.get("flags")]
+    if withheld:
+        console.print("withheld by the gate (per flag): " + "; ".join(withheld), highlight=False)
     lessons, took = r.get("lessons"), r.get("uptake")
     if lessons and lessons["n"]:
         why = ", ".join(f"{k} {v}" for k, v in sorted(lessons["flags"].items(), key=lambda kv: -kv[1]))
