@@ -32,6 +32,7 @@ import sqlite_utils
 from sep.errors import BadInput, ordered, require_extra
 from sep.ingest import PriceFormat, TextFormat, normalise_stock, register_format
 from sep.settings import Progress, Settings
+from sep.tradingdays import market_of
 from sep.train.config import CONFIGS
 
 Step = Callable[[str, str, str], None]  # (decision day, agent, prompt text) before each model call
@@ -128,7 +129,7 @@ def crawl_naver_board(db: sqlite_utils.Database, stock: str, *, pages: int = 5, 
     from sep.crawl import crawl_board
 
     code = normalise_stock(stock)
-    if not code.isdigit():
+    if market_of(code) != "XKRX":
         raise BadInput(f"'{stock}' is not a KRX code; the Naver board needs one like 005930.")
     return crawl_board(db, code, pages, delay=delay, restart=restart, on_page=on_page)
 
@@ -625,7 +626,7 @@ def ledger_run(db: sqlite_utils.Database, stocks: Sequence[str], *, date: str | 
     if not codes:
         raise BadInput("Give at least one stock (--stocks 005930,000660).")
     if live:
-        foreign = [c for c in codes if not c.isdigit()]
+        foreign = [c for c in codes if market_of(c) != "XKRX"]
         if foreign:
             raise BadInput(f"--live reads Naver's KRX pages, and {', '.join(foreign)} is not a KRX code; import its "
                            "prices and texts, then run without --live (or `sep ledger add`).")

@@ -28,7 +28,7 @@ import sqlite_utils
 
 from sep.agents import Agents, ReflectResult, load_prompt, prompt_files, window_items
 from sep.errors import BadInput
-from sep.memory import open_memory
+from sep.memory import has_prices, open_memory
 from sep.predict import Forecast, Scorer, best_of_n, store
 from sep.settings import Progress, Settings
 from sep.stances import StanceJudge
@@ -59,7 +59,7 @@ def stock_days(db: sqlite_utils.Database, stocks: Sequence[str], start: str, end
     """Every scorable (stock, day) of the range, interleaved across stocks (day 1 of each, then day 2, ...)."""
     per_stock = []
     for stock in stocks:
-        if not db.execute("SELECT 1 FROM prices WHERE stock = ? LIMIT 1", [stock]).fetchone():
+        if not has_prices(db, stock):
             raise BadInput(f"No prices of {stock} in memory; import them first (sep data import prices).")
         per_stock.append([(stock, d) for d in decidable_days(db, stock, start, end, target_by=target_by)])
     out = []

@@ -108,11 +108,9 @@ def select_days(db: sqlite_utils.Database | None, rows: list[dict], start: str |
         if start and date < start:
             continue
         stock = str(r["stock"])
-        if db is not None and has_prices(db, stock):
-            days.setdefault(stock, trading_days(db, stock))
-            target = days[stock].after(date)
-        else:
-            target = None
+        if db is not None and stock not in days:  # each stock's calendar read once, not once per row
+            days[stock] = trading_days(db, stock) if has_prices(db, stock) else None
+        target = days[stock].after(date) if days.get(stock) else None
         if end and (target or date) > end:  # its outcome was not known by `end`
             continue
         out.append(r)
