@@ -92,7 +92,7 @@ def tiny(tmp_path_factory, test_cache) -> tuple[Path, Path]:
     from sep.models import DEFAULT_MODEL, local_model
 
     qwen = local_model(test_cache, DEFAULT_MODEL)  # its GGUF: the tokenizer and the chat template
-    return tiny_qwen(tmp_path_factory.mktemp("tiny"), qwen.path, qwen.chat_template)
+    return tiny_qwen(tmp_path_factory.mktemp("tiny"), qwen)
 
 
 @pytest.fixture(autouse=True)

@@ -42,16 +42,11 @@ def test_the_turn_end_comes_from_each_models_own_template(tiny, test_cache, tmp_
     """ChatML ends a turn at <|im_end|>, Gemma at <end_of_turn>: read off the tokenizer, and the
     tokenizer every trainer uses stops (EOS) exactly there. (Gemma's tokenizer is written as
     `prepare_hf_model` writes it, without de-quantizing its weights.)"""
-    from transformers import AutoTokenizer
-
-    from sep.backends.policy import chat_format
+    from sep.backends.policy import chat_format, gguf_tokenizer
     from sep.models import local_model
     from sep.train import TrainingBase, turn_tokenizer
 
-    gemma = local_model(test_cache, "gemma-270m")
-    tokenizer = AutoTokenizer.from_pretrained(str(gemma.path.parent), gguf_file=gemma.path.name)
-    tokenizer.chat_template = gemma.chat_template
-    tokenizer.save_pretrained(tmp_path / "gemma")
+    gguf_tokenizer(local_model(test_cache, "gemma-270m")).save_pretrained(tmp_path / "gemma")
     for folder, end in [(tiny[0], "<|im_end|>"), (tmp_path / "gemma", "<end_of_turn>")]:
         fmt = chat_format(folder)
         assert fmt.turn_end == end

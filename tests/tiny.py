@@ -9,20 +9,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sep.models import LocalModel
+
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 64, 2, 4, 2, 128
 
 
-def tiny_qwen(out: Path, qwen_gguf: Path, chat_template: str, seed: int = 0) -> tuple[Path, Path]:
+def tiny_qwen(out: Path, qwen: LocalModel, seed: int = 0) -> tuple[Path, Path]:
     """(transformers folder, GGUF file) of a 2-layer Qwen2 with random weights; the tokenizer is
     read off the packaged GGUF (no de-quantized 1.5B folder needed) with the chat template sep renders."""
     import gguf
     import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from sep.adapters import gguf_tensor_name
+    from sep.backends.policy import gguf_tokenizer
 
     torch.manual_seed(seed)
-    reader = gguf.GGUFReader(qwen_gguf)
+    reader = gguf.GGUFReader(qwen.path)
     vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
     config = Qwen2Config(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                          num_key_value_heads=KV_HEADS, intermediate_size=FFN, max_position_embeddings=512,
@@ -35,9 +38,7 @@ def tiny_qwen(out: Path, qwen_gguf: Path, chat_template: str, seed: int = 0) -> 
                 p.add_(torch.randn_like(p) * 0.1)
     folder = out / "tiny-qwen2"
     model.save_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(str(qwen_gguf.parent), gguf_file=qwen_gguf.name)
-    tokenizer.chat_template = chat_template
-    tokenizer.save_pretrained(folder)
+    gguf_tokenizer(qwen).save_pretrained(folder)
 
     path = out / "tiny-qwen2.gguf"
     writer = gguf.GGUFWriter(str(path), "qwen2")

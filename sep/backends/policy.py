@@ -25,7 +25,7 @@ from sep.backends.registry import register_backend
 from sep.errors import BadInput, extra_error, require_extra
 from sep.llm import (LLM, ChatFormat, LessonShape, LLMUnavailable, chat_result, constrained_label, message_dicts,
                      render_messages)
-from sep.models import CATALOG, DEFAULT_MODEL, ModelError, local_model
+from sep.models import CATALOG, DEFAULT_MODEL, LocalModel, ModelError, local_model
 from sep.settings import Settings, default, evidence_tokens
 
 HF_DIR_NAMES = {"gemma-270m": "gemma-3-270m-hf"}  # folder names caches already hold; others are <name>-hf
@@ -58,7 +58,7 @@ def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | Non
         raise LLMUnavailable(str(exc)) from None
     gguf = local.path
     try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
     except ImportError as exc:
         raise _need_train_extra(exc) from None
     import shutil
@@ -66,8 +66,7 @@ def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | Non
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     with _one_gguf_parse():
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        tokenizer.chat_template = local.chat_template  # the one embedded inference renders with
+        tokenizer = gguf_tokenizer(local)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model.hf_quantizer = None  # a GGUF-loaded model refuses to save with these two set
     model.config.__dict__.pop("quantization_config", None)
@@ -75,6 +74,16 @@ def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | Non
     tokenizer.save_pretrained(tmp)
     tmp.rename(target)
     return target
+
+
+def gguf_tokenizer(local: LocalModel) -> Any:
+    """A catalog model's tokenizer, read off its GGUF, with the chat template embedded inference
+    renders with: what a de-quantized folder (and a test's tokenizer folder) is saved with."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(local.path.parent), gguf_file=local.path.name)
+    tokenizer.chat_template = local.chat_template
+    return tokenizer
 
 
 @contextmanager
