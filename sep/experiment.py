@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,11 +281,9 @@ class Experiment:
 
     def flag_counts(self, arm: str) -> dict[str, int]:
         """How many of an arm's forecasts the gate withheld, per flag (stance_mismatch, ungrounded, ...)."""
-        counts: dict[str, int] = {}
-        for (flags,) in self.db.execute("SELECT flags FROM experiment_forecasts WHERE experiment = ? AND arm = ? "
-                                        "AND flags IS NOT NULL", [self.id, arm]).fetchall():
-            for flag in flags.split(","):
-                counts[flag] = counts.get(flag, 0) + 1
+        counts = Counter(flag for (flags,) in self.db.execute(
+            "SELECT flags FROM experiment_forecasts WHERE experiment = ? AND arm = ? AND flags IS NOT NULL",
+            [self.id, arm]).fetchall() for flag in flags.split(","))
         return dict(sorted(counts.items()))
 
     def cutoff(self) -> dict:

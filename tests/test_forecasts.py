@@ -250,6 +250,16 @@ def test_a_holiday_sharing_a_trading_days_interval_is_scored_once(tmp_path):
     assert r["n"] == 1 and r["scored_once"] == 1
 
 
+def experiment_job(path: Path, base_url: str, train_start: str, train_end: str, test_start: str, arms: list[str],
+                   trials: int = 2) -> Path:
+    """A one-fold experiment on the sample's 005930, up to 2022-05-31, answered by `base_url`."""
+    path.write_text(f'name = "walk"\nstocks = ["005930"]\nstart = "{train_start}"\nend = "2022-05-31"\n'
+                    f'trials = {trials}\n[llm]\nbase_url = "{base_url}"\nmodel = "fake-model"\n[experiment]\n'
+                    f'train_start = "{train_start}"\ntrain_end = "{train_end}"\ntest_start = "{test_start}"\n'
+                    f'test_end = "2022-05-31"\narms = {json.dumps(arms)}\n')
+    return path
+
+
 def test_an_experiment_counts_the_flags_of_the_answers_it_withheld(tmp_path):
     """A server whose every explanation invents a date: each test-day answer is withheld, and the arm
     says why per flag (the experiment keeps each forecast's flags), in JSON and in the table."""
@@ -261,11 +271,8 @@ def test_an_experiment_counts_the_flags_of_the_answers_it_withheld(tmp_path):
         return answer + " 2031-01-05에도 오른다." if kind == "explain" else answer
 
     with FakeOpenAI(script) as server:
-        job = tmp_path / "exp.toml"
-        job.write_text(f'name = "flags"\nstocks = ["005930"]\nstart = "2022-05-23"\nend = "2022-05-31"\ntrials = 1\n'
-                       f'[llm]\nbase_url = "{server.base_url}"\nmodel = "fake-model"\n'
-                       '[experiment]\ntrain_start = "2022-05-23"\ntrain_end = "2022-05-24"\n'
-                       'test_start = "2022-05-27"\ntest_end = "2022-05-31"\narms = ["base"]\n')
+        job = experiment_job(tmp_path / "exp.toml", server.base_url, "2022-05-23", "2022-05-24", "2022-05-27", ["base"],
+                             trials=1)
         done = run("experiment", "run", str(job), "--json", db=db_path)
         assert done.returncode == 0, done.stderr[-3000:]
         base = json.loads(done.stdout)["arms"]["base"]
@@ -279,11 +286,8 @@ def test_experiment_with_base_and_memory_scores_only_days_after_training(tmp_pat
     db_path = tmp_path / "sep.db"
     _sample_db(db_path).conn.close()
     with FakeOpenAI(coin) as server:
-        job = tmp_path / "exp.toml"
-        job.write_text(f'name = "walk"\nstocks = ["005930"]\nstart = "2022-05-02"\nend = "2022-05-31"\ntrials = 2\n'
-                       f'[llm]\nbase_url = "{server.base_url}"\nmodel = "fake-model"\n'
-                       '[experiment]\ntrain_start = "2022-05-02"\ntrain_end = "2022-05-16"\n'
-                       'test_start = "2022-05-19"\ntest_end = "2022-05-31"\narms = ["base", "memory"]\n')
+        job = experiment_job(tmp_path / "exp.toml", server.base_url, "2022-05-02", "2022-05-16", "2022-05-19",
+                             ["base", "memory"])
         done = run("experiment", "run", str(job), "--json", db=db_path)
         assert done.returncode == 0, done.stderr[-3000:]
         r = json.loads(done.stdout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
+
 def stock_name(db: sqlite_utils.Database, stock: str) -> str:
     """The name prompts call a stock by (the stock list's), else its code."""
     row = db.execute("SELECT name FROM stocks WHERE stock = ?", [stock]).fetchone()
