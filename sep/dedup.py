@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -181,23 +182,79 @@ UNUSED_BY_BERTOPIC = ("sentence_transformers", "transformers", "torch", "openai"
 UNSEEN_BY_BERTOPIC = ("plotly",)
 
 
+def _real(module: str) -> ModuleType:
+    """A pynndescent module itself: sep's stand-ins (below) leave `sys.modules` first."""
+    for name in [n for n, m in sys.modules.items() if n.startswith("pynndescent") and getattr(m, "sep_stand_in", False)]:
+        del sys.modules[name]
+    return importlib.import_module(module)
+
+
+class _LaterTable(dict):
+    """One of pynndescent's distance tables, read from pynndescent only when UMAP first needs it.
+
+    UMAP asks whether pynndescent knows its metric on every fit, even when it never searches (as with
+    precomputed neighbours); for the metrics sep's dedup uses the answer is known without the import."""
+
+    KNOWN = frozenset({"cosine", "euclidean"})  # in both of pynndescent's tables
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__()
+        self.where = (module, name)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.KNOWN or key in getattr(_real(self.where[0]), self.where[1])
+
+    def __getitem__(self, key: Any) -> Any:
+        return getattr(_real(self.where[0]), self.where[1])[key]
+
+
+class _LaterClass(type):
+    def __instancecheck__(cls, obj: Any) -> bool:  # only an imported pynndescent made an NNDescent
+        module = sys.modules.get("pynndescent")
+        return module is not None and not getattr(module, "sep_stand_in", False) and isinstance(obj, module.NNDescent)
+
+
+class _LaterNNDescent(metaclass=_LaterClass):
+    """pynndescent's NNDescent, imported (and compiled) only when a UMAP really searches with it."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        return _real("pynndescent").NNDescent(*args, **kwargs)
+
+
+def _later_pynndescent() -> dict[str, Any]:
+    """Stand-ins for the three pynndescent modules umap imports at its top, while umap is imported.
+
+    Importing pynndescent compiles numba for 16 s on a machine's first run and loads for 1.7 s after
+    (issue 36), and sep's UMAP never searches with it (exact neighbours, or UMAP's small-data path);
+    umap only keeps the names, and they import the real package on first use."""
+    top, distances, sparse = (ModuleType(n) for n in ("pynndescent", "pynndescent.distances", "pynndescent.sparse"))
+    top.sep_stand_in = distances.sep_stand_in = sparse.sep_stand_in = True
+    top.NNDescent = _LaterNNDescent
+    distances.named_distances = _LaterTable("pynndescent.distances", "named_distances")
+    sparse.sparse_named_distances = _LaterTable("pynndescent.sparse", "sparse_named_distances")
+    return {m.__name__: m for m in (top, distances, sparse)}
+
+
 @contextmanager
 def only_what_runs() -> Iterator[None]:
-    """While BERTopic is imported, fitted, saved or loaded, its unused backends look uninstalled.
+    """While BERTopic is imported, fitted, saved or loaded, its unused backends look uninstalled,
+    and umap is imported without pynndescent (`_later_pynndescent`).
 
     Only packages not yet imported are hidden, and only for the duration: a process that already uses
     torch (or a sentence-transformers `--embedder`) keeps it."""
     hidden = {n for n in UNUSED_BY_BERTOPIC if n not in sys.modules}
-    unseen = [n for n in UNSEEN_BY_BERTOPIC if n not in sys.modules]
+    unseen = dict.fromkeys(n for n in UNSEEN_BY_BERTOPIC if n not in sys.modules)
+    if "umap" not in sys.modules and "pynndescent" not in sys.modules:
+        unseen.update(_later_pynndescent())
     finder = _NotInstalled(hidden)
     sys.meta_path.insert(0, finder)
-    sys.modules.update(dict.fromkeys(unseen))
+    sys.modules.update(unseen)
     try:
         yield
     finally:
         sys.meta_path.remove(finder)
-        for name in unseen:
-            if sys.modules.get(name, 0) is None:
+        for name, stand_in in unseen.items():
+            if sys.modules.get(name, 0) is stand_in:
                 del sys.modules[name]
 
 
