@@ -8,15 +8,19 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
   guard                 texts that address the model, not the market: rules (sep/guard/rules.toml)
                         at import and dedup, a trained detector when a window is built; withheld
                         from every prompt (no table of its own)
-  tradingdays, window   calendars and the time rule: what a decision at the end of D may read
   memory                the SQLite file and its numbered migrations (sep/memory/migrations), and the
                         typed stores that hold their tables' statements (a package: db, stances,
-                        ledger, predictions, summaries, runs, stocks) → _migrations, stances, ledger,
-                        ledger_outcomes, predictions, reflections, pairs, summaries, runs
-  ingest, crawl         price/text files and the Naver board → prices, stocks, texts, imports,
-                        crawl_pages
-  dedup                 marks each text a copy, off-topic or a representative (BERTopic)
-                        → texts' marks, dedup_runs, topics, topic_models
+                        ledger, predictions, summaries, runs, jobs, experiments, dedup, audit,
+                        stocks)
+                        → _migrations, stances, ledger, ledger_outcomes, predictions, reflections,
+                        pairs, summaries, runs, jobs, batch_items, batch_requests, batch_results,
+                        experiments, experiment_forecasts, crawl_pages, faithfulness, prices, stocks,
+                        texts, imports, dedup_runs, topics, topic_models
+  tradingdays, window   calendars and the time rule: what a decision at the end of D may read
+  ingest, crawl         price/text files and the Naver board, parsed and checked, then written
+                        through memory (stocks)
+  dedup                 marks each text a copy, off-topic or a representative (BERTopic), written
+                        through memory (dedup)
   models, adapters      the packaged GGUF catalog; trained LoRA adapters (PEFT folder, GGUF twin)
   llm, backends, prompting  chat formats, the answer parser, the `LLM` facade; the backends that
                         make one (embedded, openai, policy, mock, plugins); prompt files (prompts/)
@@ -34,11 +38,10 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
                         reflect, forecast, batch and experiment (writes through agents, predict)
   jobs                  the job file schema (jobs/*.toml), [llm] and [experiment] tables
   evaluate, audit, report  scores and reports over stored forecasts; read only, but the audit's
-                        faithfulness test asks the model again → faithfulness; `report` draws an
+                        faithfulness test asks the model again (cached through memory); `report` draws an
                         eval's or an experiment's HTML report (matplotlib SVG plots)
-  batch, experiment     many stocks and days → jobs, batch_items; offline stages as OpenAI
-                        Batch API files → batch_requests, batch_results; walk-forward arms
-                        → experiments, experiment_forecasts
+  batch, experiment     many stocks and days, offline stages as OpenAI Batch API files, and
+                        walk-forward arms (written through memory's JobStore and ExperimentStore)
   ledger                pre-registered forecasts: decided before the target close exists, appended
                         to a hash chain, scored later, verified (its SQL is memory's LedgerStore)
   api                   one call per stage, re-exported here

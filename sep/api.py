@@ -154,12 +154,13 @@ def deduplicate(db: sqlite_utils.Database, stock: str, *, start: str | None = No
 
     require_extra("dedup", "sep dedup")
     from sep.dedup import DedupConfig, Deduplicator
+    from sep.memory import has_texts
 
     cfg = _cfg(settings)
     code = normalise_stock(stock)
     start, end = (parse_day(start) if start else None), (parse_day(end) if end else None)
     ordered(start, end)
-    if not db.execute("SELECT 1 FROM texts WHERE stock = ? LIMIT 1", [code]).fetchone():
+    if not has_texts(db, code):
         raise BadInput(f"No texts of {code} in memory; import some with `sep data import texts`.")
     dedup = Deduplicator(db, DedupConfig.from_settings(cfg), threads=cfg.threads, cache_dir=cfg.cache_dir,
                          progress=progress, **parts)

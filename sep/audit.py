@@ -30,6 +30,8 @@ from sep.agents import (Prompt, cited_ids, evidence_up_probability, judge_items,
                         resolve_evidence, strip_citations)
 from sep.stances import StanceJudge
 from sep.evaluate import Decision, decisions, equity_curves, evaluate, once_per_interval
+from sep.memory import PredictionStore, SummaryStore, stock_name
+from sep.memory.audit import FLAGGED, FaithfulnessStore, stored_flags, text_sources
 from sep.quality import FLAGS, content_words, dates_in
 from sep.settings import default
 from sep.window import decision_window, label_word, lang_of, up_probability
@@ -114,12 +116,10 @@ class Sources:
 def sources(db: sqlite_utils.Database, d: Decision, window_days: int) -> Sources:
     """Every text the decision's window could read (nothing after D) and the summary points of its days."""
     w = decision_window(db, d.stock, d.date, window_days)
-    name = db.execute("SELECT name FROM stocks WHERE stock = ?", [d.stock]).fetchone()
-    drop = content_words(f"{d.stock} {name[0] if name and name[0] else ''}")
+    drop = content_words(f"{d.stock} {stock_name(db, d.stock)}")
     texts = {t.id: (t.title, content_words(t.title + " " + (t.body or ""), drop)) for t in w.texts}
     points = []
-    for (summary,) in db.execute("SELECT summary FROM summaries WHERE stock = ? AND date >= ? AND date <= ?",
-                                 [d.stock, w.window_start, d.date]):
+    for summary in SummaryStore(db).texts_between(d.stock, w.window_start, d.date):
         for line in summary.splitlines():
             cited = [i for i in cited_ids(line) if i in texts]
             if cited:
@@ -198,14 +198,12 @@ def faithfulness_targets(db: sqlite_utils.Database, ds: list[Decision]) -> list[
     items (ids) and the kinds (sources) of their texts."""
     out = []
     for d in ds:
-        row = db.execute("SELECT label, confidence, prompt, evidence FROM predictions WHERE stock = ? AND date = ? "
-                         "AND model = ? AND method = ? AND trial = 0", [d.stock, d.date, d.model, d.method]).fetchone()
+        row = PredictionStore(db).forecast(d.stock, d.date, d.model, d.method)
         if not row or not row[3]:
             continue
         evidence = json.loads(row[3])
         texts = sorted({t for e in evidence for t in e.get("texts", [])})
-        kinds = sorted({k for (k,) in db.execute(f"SELECT DISTINCT source FROM texts WHERE id IN ({','.join('?' * len(texts))})",
-                                                 texts)}) if texts else []
+        kinds = text_sources(db, texts)
         out.append({"decision": d, "label": row[0], "p_up": up_probability(row[0], row[1]), "prompt": row[2],
                     "items": [e["item"] for e in evidence], "kinds": kinds,
                     "key": hashlib.sha1(f"{row[2]}|{','.join(e['item'] for e in evidence)}".encode()).hexdigest()[:16]})
@@ -219,13 +217,12 @@ def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, expl
     derived forecast's variant is held to the items' judged directions and scored as the forecast was
     (P(up) from the cited items' stances, read from the stance cache)."""
     from sep.llm import AnswerShape, as_messages, parse_answer
-    from sep.memory import now_iso, transaction
     from sep.settings import MAX_TOKENS
     from sep.window import LABEL_WORDS
 
     d = target["decision"]
-    cached = db.execute("SELECT label, p_up FROM faithfulness WHERE stock = ? AND date = ? AND model = ? AND key = ? "
-                        "AND variant = ?", [d.stock, d.date, d.model, target["key"], variant]).fetchone()
+    cache = FaithfulnessStore(db)
+    cached = cache.get(d.stock, d.date, d.model, target["key"], variant)
     if cached:
         return {"label": cached[0], "p_up": cached[1]}
     cited = set(target["items"])
@@ -245,10 +242,7 @@ def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, expl
         judge_items(StanceJudge(llm, prompts_dir=stance_prompts, db=db), items, lang)
         answer.evidence, _ = resolve_evidence(answer, items, remap=False)
         p_up = evidence_up_probability(answer.evidence)
-    with transaction(db):
-        db.execute("INSERT OR REPLACE INTO faithfulness (stock, date, model, key, variant, label, p_up, response, "
-                   "created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                   [d.stock, d.date, d.model, target["key"], variant, answer.label, p_up, answer.response, now_iso()])
+    cache.put(d.stock, d.date, d.model, target["key"], variant, answer.label, p_up, answer.response)
     return {"label": answer.label, "p_up": p_up}
 
 
@@ -353,22 +347,9 @@ def build(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: 
 
 def quality_counts(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None) -> list[dict]:
     """Per model and kind of text (summary, forecast, retry, reflection): how many, and how many carry each flag."""
-    marks = ",".join("?" * len(stocks))
-    span, args = "", []
-    if start:
-        span, args = span + " AND date >= ?", args + [start]
-    if end:
-        span, args = span + " AND date <= ?", args + [end]
-    queries = {
-        "summary": "SELECT model, flags FROM summaries",
-        "forecast": "SELECT model, flags FROM predictions WHERE trial = 0 AND",
-        "retry": "SELECT model, flags FROM predictions WHERE trial > 0 AND",
-        "reflection": "SELECT model, flags FROM reflections",
-    }
     out: dict[tuple[str, str], dict] = {}
-    for kind, sql in queries.items():
-        sql += (" WHERE" if not sql.endswith("AND") else "") + f" stock IN ({marks}){span}"
-        for model, flags in db.execute(sql, [*stocks, *args]).fetchall():
+    for kind in FLAGGED:
+        for model, flags in stored_flags(db, kind, stocks, start, end):
             row = out.setdefault((model, kind), {"model": model, "kind": kind, "n": 0, "flagged": 0,
                                                   **{f: 0 for f in (*FLAGS, "uncited")}})
             row["n"] += 1

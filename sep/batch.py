@@ -34,7 +34,7 @@ from sep.decide import Decider, fingerprint, stock_days
 from sep.errors import BadInput
 from sep.jobs import Job
 from sep.llm import LLM, chat_result
-from sep.memory import now_iso, open_memory, transaction
+from sep.memory import JobStore, SummaryStore, open_memory
 from sep.predict import reward_scorer, store
 from sep.settings import Progress, Settings
 from sep.window import DecisionWindow
@@ -42,8 +42,7 @@ from sep.window import DecisionWindow
 
 def done_days(db: sqlite_utils.Database, job: Job) -> set[tuple[str, str]]:
     """The (stock, day)s this job finished (its own batch_items, not another job's predictions)."""
-    return {(s, d) for s, d in db.execute("SELECT stock, date FROM batch_items WHERE job = ? AND status = 'done'",
-                                          [job.name]).fetchall()}
+    return JobStore(db, job.name).done_days()
 
 
 def claim_job(db: sqlite_utils.Database, job: Job, fp: str, model: str, config: dict,
@@ -52,54 +51,33 @@ def claim_job(db: sqlite_utils.Database, job: Job, fp: str, model: str, config: 
 
     `restart` forgets the job's items (its predictions stay, kept per model), so every day is redone.
     """
-    row = db.execute("SELECT fingerprint, config FROM jobs WHERE name = ?", [job.name]).fetchone()
-    if row and row[0] != fp and not restart:
-        before = json.loads(row[1])
+    store = JobStore(db, job.name)
+    claimed = store.claimed()
+    if claimed and claimed[0] != fp and not restart:
+        before = claimed[2]
         changed = [k for k in sorted(set(before) | set(config)) if before.get(k) != config.get(k)]
         raise BadInput(f"The job {job.name!r} already ran with other settings ({', '.join(changed)} changed); "
                        f"give the file another name, or pass --restart to redo every day with the new ones.")
-    with transaction(db):
-        if restart:
-            db.execute("DELETE FROM batch_items WHERE job = ?", [job.name])
-        # created_at is when the job began (kept across resumes): its days recall only lessons stored before it
-        db.execute("INSERT INTO jobs (name, fingerprint, model, config, created_at) VALUES (?,?,?,?,?) "
-                   "ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint, model = excluded.model, "
-                   "config = excluded.config" + (", created_at = excluded.created_at" if restart else ""),
-                   [job.name, fp, model, json.dumps(config, ensure_ascii=False), now_iso()])
-
-
-def job_began(db: sqlite_utils.Database, job: Job) -> str:
-    """When the job began: its days recall the lessons stored before then, however many run at once."""
-    return db.execute("SELECT created_at FROM jobs WHERE name = ?", [job.name]).fetchone()[0]
+    store.claim(fp, model, config, restart)
 
 
 def job_model(db: sqlite_utils.Database, job: Job) -> str | None:
     """The model whose predictions are this job's (None when the job never ran)."""
-    row = db.execute("SELECT model FROM jobs WHERE name = ?", [job.name]).fetchone()
-    return row[0] if row else None
+    claimed = JobStore(db, job.name).claimed()
+    return claimed[1] if claimed else None
 
 
 def status(db: sqlite_utils.Database, job: Job) -> dict:
     """How far this job got, from its own items only."""
     items = stock_days(db, job.stocks, job.start, job.end)
-    done = done_days(db, job)
-    failed = {(s, d): e for s, d, e in db.execute(
-        "SELECT stock, date, error FROM batch_items WHERE job = ? AND status = 'failed'", [job.name]).fetchall()}
+    store = JobStore(db, job.name)
+    done, failed = store.done_days(), store.failed_days()
     n_done = sum(1 for i in items if i in done)
     n_failed = sum(1 for i in items if i in failed and i not in done)
     return {"job": job.name, "total": len(items), "done": n_done, "failed": n_failed,
             "pending": len(items) - n_done - n_failed,
             "errors": [{"stock": s, "date": d, "error": failed[(s, d)]} for s, d in items if (s, d) in failed and (s, d) not in done][:20],
             "complete": n_done == len(items), "offline": offline_status(db, job)}
-
-
-def record_item(db: sqlite_utils.Database, job: Job, window: DecisionWindow, error: str | None,
-                seconds: float) -> None:
-    """The last outcome of one (stock, day) of a job: done, or failed with its error (retried next run)."""
-    with transaction(db):
-        db.execute("INSERT OR REPLACE INTO batch_items (job, stock, date, status, error, seconds, updated_at) "
-                   "VALUES (?,?,?,?,?,?,?)", [job.name, window.stock, window.date, "failed" if error else "done",
-                                             error, seconds, now_iso()])
 
 
 def dedup_job(db: sqlite_utils.Database, job: Job, cfg: Settings) -> None:
@@ -147,7 +125,7 @@ class BatchRunner:
             error = None
         except Exception as exc:  # one bad day must not stop the batch; it is recorded and retried next run
             error = f"{type(exc).__name__}: {exc}"
-        record_item(decider.db(), self.job, window, error, time.perf_counter() - started)
+        JobStore(decider.db(), self.job.name).record_item(window.stock, window.date, error, time.perf_counter() - started)
         return (window.stock, window.date), error
 
     def run(self) -> BatchReport:
@@ -155,7 +133,7 @@ class BatchRunner:
         fp, config = fingerprint(self.cfg, self.job.stocks, self.llm.name.split("@", 1)[0], policy=self.job.policy,
                                  reward=self.job.reward, best_of=self.job.best_of)
         claim_job(db, self.job, fp, self.llm.name, config, self.restart)
-        decider = Decider(db, self.cfg, self.llm, progress=self.on_progress, lessons_before=job_began(db, self.job))
+        decider = Decider(db, self.cfg, self.llm, progress=self.on_progress, lessons_before=JobStore(db, self.job.name).began())
         if self.job.dedup:
             dedup_job(db, self.job, self.cfg)
         if self.job.best_of and self.job.reward:
@@ -166,12 +144,12 @@ class BatchRunner:
         report = BatchReport(self.job.name, len(items), len(items) - len(todo), concurrency=decider.concurrency)
         start = time.perf_counter()
         calls0 = self.llm.calls
-        summaries0 = db.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]
+        summaries0 = SummaryStore(db).count()
         windows = decider.windows(todo)
         decider.summarize(windows)
         decisions = decider.map(windows, lambda w: self._decide(decider, w), "decisions")
         report.seconds = round(time.perf_counter() - start, 3)
-        report.summaries = db.execute("SELECT COUNT(*) FROM summaries").fetchone()[0] - summaries0
+        report.summaries = SummaryStore(db).count() - summaries0
         report.requests = self.llm.calls - calls0
         report.done = sum(1 for _, e in decisions if e is None)
         report.failed = sum(1 for _, e in decisions if e is not None)
@@ -336,16 +314,12 @@ class OfflineBatch:
         (the embedded default when it names none) and vLLM."""
         from sep.models import DEFAULT_MODEL
 
-        row = db.execute("SELECT model, config FROM jobs WHERE name = ?", [self.job.name]).fetchone()
-        before = json.loads(row[1]) if row and row[0].endswith("@offline") else {}
+        claimed = JobStore(db, self.job.name).claimed()
+        before = claimed[2] if claimed and claimed[1].endswith("@offline") else {}
         self.model = self.model_arg or before.get("model") or self.cfg.model or DEFAULT_MODEL
         self.engine = self.engine_arg or before.get("engine") or "vllm"
 
     # ------------------------------------------------------------ the replay
-
-    def _answers(self, db: sqlite_utils.Database) -> dict:
-        return {cid: (sha, json.loads(resp) if status == "ok" else None) for cid, sha, status, resp in db.execute(
-            "SELECT custom_id, body_sha, status, response FROM batch_results WHERE job = ?", [self.job.name])}
 
     def _claim(self, db: sqlite_utils.Database, chat: "OfflineChat") -> tuple[LLM, str]:
         # a trained policy's last training day travels with its answers, as on a live run (in-sample labels)
@@ -354,7 +328,7 @@ class OfflineBatch:
         fp, config = fingerprint(self.cfg, self.job.stocks, self.model, policy=self.job.policy,
                                  reward=self.job.reward, best_of=self.job.best_of, engine=self.engine)
         claim_job(db, self.job, fp, llm.name, config)
-        return llm, job_began(db, self.job)
+        return llm, JobStore(db, self.job.name).began()
 
     def advance(self, db: sqlite_utils.Database) -> ReplayStep:
         """Replay every unfinished (stock, day); store what completes; return the requests still to run."""
@@ -362,7 +336,7 @@ class OfflineBatch:
 
         self._resolve(db)
         client, self._binding = chat_client(self.cfg.with_overrides(base_url=None), self.model, self.engine == "vllm")
-        chat = OfflineChat(job=self.job.name, client=client, answers=self._answers(db))
+        chat = OfflineChat(job=self.job.name, client=client, answers=JobStore(db, self.job.name).answers())
         llm, began = self._claim(db, chat)
         decider = Decider(db, self.cfg, llm, lessons_before=began)
         items = stock_days(db, self.job.stocks, self.job.start, self.job.end)
@@ -410,7 +384,7 @@ class OfflineBatch:
                 done += 1
             finally:
                 self.on_progress("decisions", i, len(windows))
-            record_item(db, self.job, window, error, 0.0)
+            JobStore(db, self.job.name).record_item(window.stock, window.date, error, 0.0)
         return ReplayStep(pending, done, len(items))
 
     def _judge(self, decider: Decider, chat: "OfflineChat", windows: list[DecisionWindow]) -> list[Request]:
@@ -436,22 +410,15 @@ class OfflineBatch:
 
     # ------------------------------------------------------------ export
 
-    def outstanding(self, db: sqlite_utils.Database) -> dict[str, int]:
-        """Exported requests with no result yet, per stage."""
-        return dict(db.execute(
-            "SELECT r.stage, COUNT(*) FROM batch_requests r LEFT JOIN batch_results x ON x.job = r.job AND "
-            "x.custom_id = r.custom_id AND x.body_sha = r.body_sha WHERE r.job = ? AND x.custom_id IS NULL "
-            "GROUP BY r.stage", [self.job.name]).fetchall())
-
     def export(self, db: sqlite_utils.Database, out: Path, again: bool = False) -> ReplayStep:
         """Write the next stage's requests to `out` (JSONL); refused while an exported stage lacks results."""
-        waiting = self.outstanding(db)
+        waiting = JobStore(db, self.job.name).outstanding()
         if waiting and not again:
             stages = ", ".join(f"{n} {stage}" for stage, n in waiting.items())
             raise BadInput(f"The job {self.job.name!r} has exported requests without results ({stages}): ingest "
                            f"their results first (sep batch ingest JOB RESULTS.jsonl), or pass --again to export "
                            f"them again.")
-        first = not db.execute("SELECT 1 FROM batch_requests WHERE job = ? LIMIT 1", [self.job.name]).fetchone()
+        first = not JobStore(db, self.job.name).exported_any()
         if self.job.dedup and first:
             dedup_job(db, self.job, self.cfg)
         advanced = self.advance(db)
@@ -465,14 +432,8 @@ class OfflineBatch:
         with tmp.open("w", encoding="utf-8") as f:
             for r in advanced.pending:
                 f.write(json.dumps(r.line(), ensure_ascii=False) + "\n")
-        now = now_iso()
-        with transaction(db):
-            for r in advanced.pending:  # a request asked again replaces its old one, and a failed result of it
-                db.execute("DELETE FROM batch_results WHERE job = ? AND custom_id = ?", [self.job.name, r.custom_id])
-                db.execute("INSERT OR REPLACE INTO batch_requests (job, custom_id, stage, stock, date, trial, body_sha, "
-                           "body, exported_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                           [self.job.name, r.custom_id, r.stage, r.stock, r.date, r.trial, r.sha,
-                            json.dumps(r.body, ensure_ascii=False), now])
+        JobStore(db, self.job.name).store_requests(
+            (r.custom_id, r.stage, r.stock, r.date, r.trial, r.sha, r.body) for r in advanced.pending)
         tmp.replace(out)
         return advanced
 
@@ -486,9 +447,8 @@ class OfflineBatch:
         """Check and store a results file, then replay the job as far as the results go."""
         self._resolve(db)
         report = Ingested(self.job.name)
-        requests = {cid: sha for cid, sha in db.execute(
-            "SELECT custom_id, body_sha FROM batch_requests WHERE job = ?", [self.job.name])}
-        have = self._answers(db)
+        requests = JobStore(db, self.job.name).requests()
+        have = JobStore(db, self.job.name).answers()
         rows: list[list] = []
 
         def refuse(reason: str, n: int, detail: str) -> None:
@@ -537,15 +497,11 @@ class OfflineBatch:
                     report.already += 1
                     continue
                 rows.append([cid, requests[cid], "ok", json.dumps(body, ensure_ascii=False), None])
-        now = now_iso()
-        with transaction(db):
-            for cid, sha, state, response, error in rows:
-                if state == "failed" and have.get(cid, (None, None))[1] is not None:
-                    continue  # a good result already stored is not undone by a later failure
-                db.execute("INSERT OR REPLACE INTO batch_results (job, custom_id, body_sha, status, response, error, "
-                           "ingested_at) VALUES (?,?,?,?,?,?,?)", [self.job.name, cid, sha, state, response, error, now])
+        # a good result already stored is not undone by a later failure
+        JobStore(db, self.job.name).store_results(
+            r for r in rows if not (r[2] == "failed" and have.get(r[0], (None, None))[1] is not None))
         report.stored = sum(1 for r in rows if r[2] == "ok")
-        report.missing = sum(self.outstanding(db).values())
+        report.missing = sum(JobStore(db, self.job.name).outstanding().values())
         advanced = self.advance(db)
         report.done, report.total = advanced.done, advanced.total
         report.next_stage, report.next_requests = advanced.stage, len(advanced.pending)
@@ -554,11 +510,8 @@ class OfflineBatch:
 
 def offline_status(db: sqlite_utils.Database, job: Job) -> dict:
     """Exported requests and results of a job, per stage (empty when it never exported)."""
-    rows = db.execute(
-        "SELECT r.stage, COUNT(*), SUM(x.status = 'ok'), SUM(x.status = 'failed') FROM batch_requests r "
-        "LEFT JOIN batch_results x ON x.job = r.job AND x.custom_id = r.custom_id AND x.body_sha = r.body_sha "
-        "WHERE r.job = ? GROUP BY r.stage", [job.name]).fetchall()
-    return {stage: {"exported": n, "answered": ok or 0, "failed": bad or 0, "waiting": n - (ok or 0) - (bad or 0)}
+    rows = JobStore(db, job.name).stage_counts()
+    return {stage: {"exported": n, "answered": ok, "failed": bad, "waiting": n - ok - bad}
             for stage, n, ok, bad in sorted(rows, key=lambda r: STAGES.index(r[0]))}
 
 

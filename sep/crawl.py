@@ -19,7 +19,7 @@ from pathlib import Path
 import sqlite_utils
 
 from sep.ingest import ParsedFile, PriceRow, TextRow, local_timestamp, write_day, write_texts
-from sep.memory import now_iso, transaction
+from sep.memory import crawled_pages, record_crawled_page, transaction
 
 BOARD_URL = "https://finance.naver.com/item/board.naver?code={code}&page={page}"
 USER_AGENT = "sep/0.1 (research; polite crawler; +https://github.com/)"
@@ -90,9 +90,7 @@ def crawl_board(
     """Fetch list pages 1..pages and store their posts; skips pages done today unless `restart`."""
     fetch = fetch or _http_fetch
     today = Date.today().isoformat()
-    done = set() if restart else {
-        r[0] for r in db.execute("SELECT page FROM crawl_pages WHERE stock = ? AND day = ?", [stock, today])
-    }
+    done = set() if restart else crawled_pages(db, stock, today)
     added = seen = 0
     for page in range(1, pages + 1):
         if page in done:
@@ -101,10 +99,7 @@ def crawl_board(
         with transaction(db):
             report = write_texts(db, ParsedFile(Path(f"naver-board:{stock}:p{page}"), "naver-board-html",
                                                  [p.as_text_row() for p in posts])) if posts else None
-            db.execute(
-                "INSERT OR REPLACE INTO crawl_pages (stock, day, page, posts, at) VALUES (?,?,?,?,?)",
-                [stock, today, page, len(posts), now_iso()],
-            )
+            record_crawled_page(db, stock, today, page, len(posts))
         seen += len(posts)
         added += report.rows_added if report else 0
         if on_page:

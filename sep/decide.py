@@ -28,7 +28,7 @@ import sqlite_utils
 
 from sep.agents import Agents, ReflectResult, load_prompt, prompt_files, window_items
 from sep.errors import BadInput
-from sep.memory import has_prices, open_memory
+from sep.memory import database_path, has_prices, open_memory
 from sep.predict import Forecast, Scorer, best_of_n, store
 from sep.settings import Progress, Settings
 from sep.stances import StanceJudge
@@ -76,12 +76,6 @@ def fingerprint(cfg: Settings, stocks: Sequence[str], model: str | None, /, **ex
               "summarizer": cfg.summarizer, "summary_points": cfg.summary_points,
               **{k: str(v) if isinstance(v, Path) else v for k, v in extra.items()}}
     return hashlib.sha1(json.dumps(config, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16], config
-
-
-def database_path(db: sqlite_utils.Database) -> str | None:
-    """The file behind an open memory (None for an in-memory one, which other threads can't open)."""
-    row = next((r for r in db.execute("PRAGMA database_list").fetchall() if r[1] == "main"), None)
-    return row[2] if row and row[2] else None
 
 
 class Decider:

@@ -42,7 +42,7 @@ import sqlite_utils
 
 from sep.errors import BadInput
 from sep.guard import injection_of
-from sep.memory import now_iso, transaction
+from sep.memory.dedup import DedupRun, DedupStore
 from sep.settings import Progress, Settings, default, invalid_setting
 
 DEFAULT_OFFTOPIC = Path(__file__).with_name("offtopic.toml")
@@ -468,7 +468,7 @@ class Deduplicator:
         reducer), `hdbscan_model` (any clusterer with `labels_`), `vectorizer_model` (a
         CountVectorizer), `rules` (off-topic keyword rules). Unset, the defaults of `config` apply.
         The default UMAP's compiled code is kept under `cache_dir`/numba for the next process."""
-        self.db = db
+        self.db, self.store = db, DedupStore(db)
         self.config = config or DedupConfig()
         self.rules, self.topic_share = load_offtopic(Path(self.config.offtopic) if self.config.offtopic else None)
         if rules is not None:
@@ -489,19 +489,8 @@ class Deduplicator:
 
     def _rows(self, stock: str, start: str | None, end: str | None, refit: bool) -> list[Row]:
         """Texts of the days to (re)decide: all in range on refit, else days holding undecided texts."""
-        where, args = ["stock = ?"], [stock]
-        if start:
-            where.append("date >= ?"), args.append(start)
-        if end:
-            where.append("date <= ?"), args.append(end)
-        cond = " AND ".join(where)
-        if not refit:
-            cond += f" AND date IN (SELECT DISTINCT date FROM texts WHERE {cond} AND is_representative IS NULL)"
-            args = args + args
-        found = self.db.execute(f"SELECT id, date, source, title, body, injection, injection_allowed FROM texts "
-                                f"WHERE {cond} ORDER BY date, published_at, id", args).fetchall()
         rows = []
-        for *fields, injection, allowed in found:
+        for *fields, injection, allowed in self.store.candidates(stock, start, end, refit):
             row = Row(*fields)
             row.injection = None if allowed else (injection or injection_of(row.title, row.body, semantic=False))
             rows.append(row)
@@ -652,8 +641,7 @@ class Deduplicator:
         t0 = time.perf_counter()
         _TIMINGS.clear()
         # topics from another embedding space can't take these vectors: only same-embedder models count
-        models = self.db.execute("SELECT run, first_day, last_day FROM topic_models WHERE stock = ? AND embedder = ? "
-                                 "ORDER BY run DESC", [stock, self.embedder_name()]).fetchall()
+        models = self.store.models(stock, self.embedder_name())
         refit = refit or not models
         rows = self._rows(stock, start, end, refit)
         report = DedupReport(stock, start, end, input=len(rows), refit=refit and bool(rows))
@@ -661,10 +649,7 @@ class Deduplicator:
         rows = [r for r in rows if not r.injection]
         report.injections = len(injected)
         if injected:
-            with transaction(self.db):
-                self.db.conn.executemany(
-                    "UPDATE texts SET injection=?, flag='injection', is_representative=0, dup_of=NULL, dup_kind=NULL, "
-                    "topic=NULL WHERE id=?", [(r.injection, r.id) for r in injected])
+            self.store.mark_injections([(r.injection, r.id) for r in injected])
         if not rows:
             report.topic_table = self._topic_table(stock, models[0][0] if models else None)
             return report
@@ -688,13 +673,10 @@ class Deduplicator:
             else:
                 topics = [-1] * len(stories)  # too few texts to cluster: every story stands alone
         else:
-            fmt, blob = self.db.execute("SELECT format, model FROM topic_models WHERE run = ?", [model_run]).fetchone()
-            model = load_topic_model(fmt, blob)
+            model = load_topic_model(*self.store.model(model_run))
             with only_what_runs():
                 topics, _ = model.transform([r.doc for r in stories], embeddings=story_emb)
-            topic_flags = {t: f for t, f in self.db.execute(
-                "SELECT topic, flag FROM topics WHERE stock = ? AND run = ? AND flag IS NOT NULL",
-                [stock, model_run]).fetchall()}
+            topic_flags = self.store.topic_flags(stock, model_run)
         for r, t in zip(stories, topics):
             r.topic = int(t)
             if r.topic in topic_flags and not r.flag:
@@ -759,41 +741,16 @@ class Deduplicator:
                                                    ("vectorizer_model", self.vectorizer_model)) if v is not None}
         params = json.dumps({**c.model_dump(), **({"parts": parts} if parts else {})}, ensure_ascii=False, sort_keys=True)
         blob = save_topic_model(model, self.embedder_name()) if model is not None else None
-        with transaction(self.db):
-            cur = self.db.execute(
-                'INSERT INTO dedup_runs (stock, start, "end", refit, embedder, params, input, exact_duplicates, '
-                "near_duplicates, off_topic, kept, topics, seconds, timings, at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [stock, report.start, report.end, int(refit), self.embedder_name(), params, report.input,
-                 report.exact_duplicates, report.near_duplicates, report.off_topic, report.kept, len(topic_words),
-                 report.seconds, json.dumps(report.timings), now_iso()])
-            run = cur.lastrowid
-            self.db.conn.executemany(
-                "UPDATE texts SET dup_of=?, dup_kind=?, topic=?, flag=?, is_representative=?, dedup_run=? WHERE id=?",
-                [(r.dup_of, r.dup_kind, r.topic if r.dup_of is None else None, r.flag, r.is_representative, run, r.id)
-                 for r in rows])
-            if refit:  # a model of the same range no longer describes these texts; other ranges keep theirs
-                old = [m for (m,) in self.db.execute(
-                    'SELECT run FROM topic_models WHERE stock = ? AND start IS ? AND "end" IS ?',
-                    [stock, report.start, report.end])]
-                for m in old:
-                    self.db.execute("DELETE FROM topics WHERE stock = ? AND run = ?", [stock, m])
-                    self.db.execute("DELETE FROM topic_models WHERE run = ?", [m])
-                model_run = None
-            if blob is not None:
-                model_run = run
-                self.db.conn.executemany(
-                    "INSERT INTO topics (stock, topic, run, size, words, example, flag) VALUES (?,?,?,?,?,?,?)",
-                    [(stock, t, run, d["size"], d["words"], d["example"], d["flag"]) for t, d in sorted(topic_words.items())])
-                self.db.execute(
-                    'INSERT INTO topic_models (run, stock, start, "end", first_day, last_day, embedder, format, model) '
-                    "VALUES (?,?,?,?,?,?,?,?,?)",
-                    [run, stock, report.start, report.end, rows[0].date, rows[-1].date, self.embedder_name(),
-                     "bertopic-safetensors-zip", blob])
-            self.db.execute("UPDATE dedup_runs SET topic_model = ? WHERE id = ?", [model_run, run])
+        run = DedupRun(stock, report.start, report.end, refit, self.embedder_name(), params, report.input,
+                       report.exact_duplicates, report.near_duplicates, report.off_topic, report.kept, len(topic_words),
+                       report.seconds, report.timings)
+        marks = [(r.dup_of, r.dup_kind, r.topic if r.dup_of is None else None, r.flag, r.is_representative, r.id)
+                 for r in rows]
+        topics = [(t, d["size"], d["words"], d["example"], d["flag"]) for t, d in sorted(topic_words.items())]
+        stored = (rows[0].date, rows[-1].date, "bertopic-safetensors-zip", blob) if blob is not None else None
+        run, model_run = self.store.save(run, marks, topics, stored, model_run)
         return run, model_run
 
     def _topic_table(self, stock: str, model_run: int | None) -> list[dict]:
         """The topics of one stored model (the one this run fitted or used)."""
-        rows = self.db.execute("SELECT topic, size, words, example, flag FROM topics WHERE stock = ? AND run = ? "
-                               "ORDER BY size DESC, topic", [stock, model_run]).fetchall()
-        return [dict(zip(("topic", "size", "words", "example", "flag"), r)) for r in rows]
+        return self.store.topic_table(stock, model_run)

@@ -30,6 +30,7 @@ from statistics import NormalDist
 import sqlite_utils
 
 from sep.errors import BadInput
+from sep.memory import PredictionStore, closes_before
 from sep.settings import default
 from sep.tradingdays import market_of
 from sep.window import label_of, outcome, trading_days, up_probability
@@ -80,21 +81,9 @@ def decisions(db: sqlite_utils.Database, stocks: list[str], start: str | None, e
     `forecast`: what was answered with only what was known at D (reflect trial 0, or the best-of-n
     answer). `final`: a reflect run's last trial (hindsight when it followed a miss).
     """
-    if which == "final":
-        cond = ("p.method = ? AND p.trial = (SELECT MAX(trial) FROM predictions q WHERE q.stock = p.stock "
-                "AND q.date = p.date AND q.method = p.method AND q.model = p.model)")
-    elif which == "forecast":
-        cond = "p.method = ? AND p.trial = 0"
-    else:
+    if which not in ("final", "forecast"):
         raise ValueError(which)
-    where, args = [cond, f"p.stock IN ({','.join('?' * len(stocks))})"], [method, *stocks]
-    if start:
-        where.append("p.date >= ?"), args.append(start)
-    if end:
-        where.append("p.date <= ?"), args.append(end)
-    rows = db.execute(f"SELECT p.stock, p.date, p.target_day, p.actual, p.label, p.confidence, p.explanation, p.model, "
-                      f"p.data_end, p.flags FROM predictions p WHERE {' AND '.join(where)} ORDER BY p.date, p.stock, p.model",
-                      args).fetchall()
+    rows = PredictionStore(db).scored(stocks, start, end, method, last_trial=which == "final")
     days = {stock: trading_days(db, stock) for stock in {r[0] for r in rows}}
     out = []
     for stock, date, target, actual, label, conf, expl, mdl, data_end, flags in rows:
@@ -120,13 +109,7 @@ def once_per_interval(ds: list[Decision]) -> list[Decision]:
 
 def forecast_groups(db: sqlite_utils.Database, stocks: list[str], start: str | None, end: str | None) -> list[tuple[str, str, int]]:
     """(method, model, days) of every forecasting method and model stored in scope."""
-    where, args = [f"stock IN ({','.join('?' * len(stocks))})", "trial = 0"], list(stocks)
-    if start:
-        where.append("date >= ?"), args.append(start)
-    if end:
-        where.append("date <= ?"), args.append(end)
-    return [tuple(r) for r in db.execute(f"SELECT method, model, COUNT(*) FROM predictions WHERE {' AND '.join(where)} "
-                                         "GROUP BY method, model ORDER BY method DESC, model", args).fetchall()]
+    return PredictionStore(db).forecast_groups(stocks, start, end)
 
 
 # ---------------------------------------------------------------- metrics
@@ -358,9 +341,8 @@ def coverage_accuracy(ds: Sequence[Decision]) -> list[dict]:
 
 
 def _close_before(db: sqlite_utils.Database, stock: str, day: str) -> tuple[float, float] | None:
-    rows = db.execute("SELECT close FROM prices WHERE stock = ? AND date <= ? ORDER BY date DESC LIMIT 2",
-                      [stock, day]).fetchall()
-    return (rows[1][0], rows[0][0]) if len(rows) == 2 else None
+    closes = closes_before(db, stock, day, 2)
+    return (closes[0], closes[1]) if len(closes) == 2 else None
 
 
 def baselines(db: sqlite_utils.Database, ds: list[Decision], seed: int = default("seed"),
@@ -370,8 +352,7 @@ def baselines(db: sqlite_utils.Database, ds: list[Decision], seed: int = default
     majority_of = {}
     for stock in {d.stock for d in ds}:
         first = min(d.date for d in ds if d.stock == stock)
-        closes = [c for (c,) in db.execute("SELECT close FROM prices WHERE stock = ? AND date < ? ORDER BY date DESC "
-                                            "LIMIT ?", [stock, first, TRAIN_DAYS + 1]).fetchall()][::-1]
+        closes = closes_before(db, stock, first, TRAIN_DAYS + 1, inclusive=False)
         labels = [label_of(b / a - 1) for a, b in zip(closes, closes[1:])]
         majority_of[stock] = "up" if labels.count("up") > labels.count("down") else "down"
     rng = random.Random(seed)

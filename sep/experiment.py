@@ -33,7 +33,7 @@ from sep.errors import BadInput, missing_extra, require_extra
 from sep.evaluate import (Decision, backtest, backtest_summary, baselines, calibrated, calibration, equity_curves,
                           forecast_report, hits_of, mcnemar_p, once_per_interval, p_up, paired_gap, platt, score)
 from sep.jobs import NEEDS, ExperimentTable, Job
-from sep.memory import now_iso, transaction
+from sep.memory import ArmForecast, ExperimentStore, PredictionStore, now_iso
 from sep.models import CATALOG, DEFAULT_MODEL, model_cutoff
 from sep.predict import reward_scorer
 from sep.settings import Progress, Settings
@@ -107,14 +107,8 @@ class Experiment:
         self.on_progress = on_progress or (lambda stage, done, total: None)
         self.plan = folds(db, job.stocks, job.experiment)  # bad folds or embargo: refused before anything is written
         self.config, self.hash = identity(job, cfg)
-        row = db.execute("SELECT id FROM experiments WHERE config_hash = ?", [self.hash]).fetchone()
-        if row:
-            self.id = row[0]
-        else:
-            with transaction(db):
-                self.id = db.execute("INSERT INTO experiments (name, config, config_hash, status, started_at) "
-                                     "VALUES (?,?,?,?,?)", [job.name, json.dumps(self.config), self.hash, "running",
-                                                            now_iso()]).lastrowid
+        self.store = ExperimentStore(db)
+        self.id = self.store.open(job.name, self.config, self.hash)
         self.runs_dir = Path(runs_dir or Path(cfg.db).resolve().parent / "experiments") / str(self.id)
         self.llm: Any = None
         self.decider: Decider | None = None  # the base model's, made in run()
@@ -132,8 +126,7 @@ class Experiment:
         for stock in self.job.stocks:
             for day in decidable_days(self.db, stock, self.exp.train_start, fold.train_end, target_by=fold.train_end):
                 every.append((stock, day))
-                if not self.db.execute("SELECT 1 FROM predictions WHERE stock = ? AND date = ? AND method = 'reflect' "
-                                       "AND model = ? LIMIT 1", [stock, day, self.llm.name]).fetchone():
+                if not PredictionStore(self.db).decided(stock, day, self.llm.name):
                     todo.append((stock, day))
         train = self.decider.windows(todo)
         self.decider.summarize([*train, *test.values()])
@@ -174,7 +167,7 @@ class Experiment:
             else:
                 extra: dict[str, Any] = {}
                 if kind == "ppo":
-                    extra = {"reward": made["reward"], "sft": made["sft"], "learning_rate": 1e-5}
+                    extra = {"reward_kind": "both", "reward": made["reward"], "sft": made["sft"], "learning_rate": 1e-5}
                 elif kind == "grpo":
                     extra = {"sft": made["sft"], "batch_size": 2}
                 config_cls, trainer = train.trainer(kind)
@@ -191,19 +184,14 @@ class Experiment:
         return made
 
     def _stored(self, arm: str) -> set[tuple[str, str]]:
-        return {(s, d) for s, d in self.db.execute("SELECT stock, date FROM experiment_forecasts WHERE experiment = ? "
-                                                   "AND arm = ?", [self.id, arm]).fetchall()}
+        return self.store.answered(self.id, arm)
 
     def _store(self, db: sqlite_utils.Database, arm: str, w: DecisionWindow, label: str | None,
                confidence: float | None, explanation: str, response: str, model: str, data_end: str | None,
                stance: float | None = None, flags: list[str] | None = None) -> None:
-        with transaction(db):
-            db.execute(
-                "INSERT OR REPLACE INTO experiment_forecasts (experiment, arm, stock, date, target_day, actual, label, "
-                "confidence, explanation, response, model, data_end, created_at, window_stance, flags) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [self.id, arm, w.stock, w.date, w.target_day, w.label, label, confidence, explanation, response, model,
-                 data_end, now_iso(), stance, ",".join(flags) if flags else None])
+        ExperimentStore(db).store(ArmForecast(self.id, arm, w.stock, w.date, w.target_day, w.label, label, confidence,
+                                              explanation, response, model, data_end, now_iso(), stance,
+                                              ",".join(flags) if flags else None))
 
     def _arm_model(self, arm: str, runs: dict[str, Path]) -> Any:
         """The LLM that answers for a policy arm: the run's adapter on the base model."""
@@ -268,9 +256,7 @@ class Experiment:
     # ------------------------------------------------------------ the table
 
     def decisions(self, arm: str) -> list[Decision]:
-        rows = self.db.execute("SELECT stock, date, target_day, actual, label, confidence, explanation, model, data_end "
-                               "FROM experiment_forecasts WHERE experiment = ? AND arm = ? ORDER BY date, stock",
-                               [self.id, arm]).fetchall()
+        rows = self.store.forecasts(self.id, arm)
         days = {s: trading_days(self.db, s) for s in {r[0] for r in rows}}
         out = []
         for stock, date, target, actual, label, conf, expl, model, data_end in rows:
@@ -281,9 +267,7 @@ class Experiment:
 
     def flag_counts(self, arm: str) -> dict[str, int]:
         """How many of an arm's forecasts the gate withheld, per flag (stance_mismatch, ungrounded, ...)."""
-        counts = Counter(flag for (flags,) in self.db.execute(
-            "SELECT flags FROM experiment_forecasts WHERE experiment = ? AND arm = ? AND flags IS NOT NULL",
-            [self.id, arm]).fetchall() for flag in flags.split(","))
+        counts = Counter(flag for flags in self.store.flags(self.id, arm) for flag in flags.split(","))
         return dict(sorted(counts.items()))
 
     def cutoff(self) -> dict:
@@ -337,11 +321,7 @@ class Experiment:
                           "end": max(d for _, d in b.days), "days": len(b.days),
                           "arms": {arm: _brief(score(hits_of([d for d in ds if (d.stock, d.date) in days]), self.cfg.seed))
                                    for arm, ds in scored.items()}})
-        pairs = self.db.execute("SELECT COUNT(*) FROM pairs WHERE model = ? AND date >= ? AND date <= ?",
-                                [self.llm.name, self.exp.train_start, self.exp.train_end]).fetchone()[0]
-        sft_rows = self.db.execute("SELECT COUNT(*) FROM predictions WHERE model = ? AND method = 'reflect' AND trial = 0 "
-                                   "AND correct = 1 AND date >= ? AND date <= ?",
-                                   [self.llm.name, self.exp.train_start, self.exp.train_end]).fetchone()[0]
+        pairs, sft_rows = PredictionStore(self.db).training_counts(self.llm.name, self.exp.train_start, self.exp.train_end)
         return {"id": self.id, "name": self.job.name, "model": self.llm.name,
                 "train": {"start": self.exp.train_start, "end": self.exp.train_end, "days": len(train_days),
                           "pairs": pairs, "sft_rows": sft_rows, "last_retrain_end": max(b.train_end for b in plan)},
@@ -357,33 +337,27 @@ class Experiment:
 
     def window_stances(self) -> dict[tuple[str, str], float | None]:
         """Each test day's window stance (the stance-only baseline), as the base arm read it."""
-        return {(s, d): v for s, d, v in self.db.execute(
-            "SELECT stock, date, window_stance FROM experiment_forecasts WHERE experiment = ? AND arm = 'base'",
-            [self.id]).fetchall()}
+        return self.store.window_stances(self.id)
 
     def calibrators(self) -> dict[int, tuple[float, float] | None]:
         """Per fold, Platt's (a, b) fitted on the base model's forecasts (trial 0) of the training days
         whose outcome was known by the fold's train_end: past days only."""
         out = {}
         for b in self.plan:
-            rows = self.db.execute(
-                "SELECT label, confidence, actual FROM predictions WHERE model = ? AND method = 'reflect' AND trial = 0 "
-                "AND date >= ? AND target_day <= ? AND label IS NOT NULL AND confidence IS NOT NULL AND flags IS NULL",
-                [self.llm.name, self.exp.train_start, b.train_end]).fetchall()
+            rows = PredictionStore(self.db).answered_forecasts(self.llm.name, self.exp.train_start, b.train_end)
             out[b.index] = platt([(up_probability(label, conf), 1.0 if actual == "up" else 0.0)
                                   for label, conf, actual in rows])
         return out
 
     def lessons(self) -> dict:
         """The lessons reflection wrote on the training days: how many pass the gate, and why the rest don't."""
-        rows = self.db.execute("SELECT flags FROM reflections WHERE model = ? AND date >= ? AND date <= ?",
-                               [self.llm.name, self.exp.train_start, self.exp.train_end]).fetchall()
+        rows = PredictionStore(self.db).lesson_flags(self.llm.name, self.exp.train_start, self.exp.train_end)
         flags: dict[str, int] = {}
-        for (f,) in rows:
+        for f in rows:
             for name in (f or "").split(","):
                 if name:
                     flags[name] = flags.get(name, 0) + 1
-        passed = sum(1 for (f,) in rows if not f)
+        passed = sum(1 for f in rows if not f)
         return {"n": len(rows), "passed": passed, "pass_rate": passed / len(rows) if rows else None, "flags": flags}
 
     def run(self) -> dict:
@@ -403,13 +377,9 @@ class Experiment:
                 self.forecast(fold, runs, test)
             result = self.table(train_days, [x for b in plan for x in b.days])
         except BaseException as exc:
-            with transaction(self.db):
-                self.db.execute("UPDATE experiments SET status = 'failed', result = ? WHERE id = ?",
-                                [json.dumps({"error": f"{type(exc).__name__}: {exc}"}), self.id])
+            self.store.fail(self.id, f"{type(exc).__name__}: {exc}")
             raise
-        with transaction(self.db):
-            self.db.execute("UPDATE experiments SET status = 'done', result = ?, finished_at = ? WHERE id = ?",
-                            [json.dumps(result, ensure_ascii=False), now_iso(), self.id])
+        self.store.finish(self.id, result)
         return result
 
 
@@ -449,8 +419,7 @@ def _cutoff_slices(ds: list[Decision], cutoff: str | None) -> dict[str, list[Dec
 def listing(db: sqlite_utils.Database) -> list[dict]:
     """Every experiment in the memory, newest first: what `sep experiment list` prints."""
     out = []
-    for id_, name, config, status, started, finished, result in db.execute(
-            "SELECT id, name, config, status, started_at, finished_at, result FROM experiments ORDER BY id DESC"):
+    for id_, name, config, status, started, finished, result in ExperimentStore(db).listing():
         cfg, res = json.loads(config or "{}"), json.loads(result or "{}")
         base = res.get("arms", {}).get("base", {})
         out.append({"id": id_, "name": name, "status": status, "started_at": started, "finished_at": finished,
@@ -462,9 +431,10 @@ def listing(db: sqlite_utils.Database) -> list[dict]:
 
 
 def show(db: sqlite_utils.Database, experiment_id: int) -> dict:
-    row = db.execute("SELECT result, status, config FROM experiments WHERE id = ?", [experiment_id]).fetchone()
+    store = ExperimentStore(db)
+    row = store.get(experiment_id)
     if not row:
-        known = [str(r[0]) for r in db.execute("SELECT id FROM experiments ORDER BY id").fetchall()]
+        known = [str(r[0]) for r in reversed(store.listing())]
         raise BadInput(f"No experiment {experiment_id}" + (f"; known: {', '.join(known)}." if known else "; none has run yet."))
     if row[1] != "done" or not row[0]:
         raise BadInput(f"Experiment {experiment_id} is {row[1]}; rerun `sep experiment run` with its job file to finish it.")

@@ -24,7 +24,9 @@ import sqlite_utils
 
 from sep.errors import BadInput
 from sep.guard import injection_of
-from sep.memory import now_iso, transaction
+from sep.memory import transaction
+from sep.memory.stocks import (add_prices, add_texts, allow_text, closes_of, ensure_stocks, log_import, stock_names,
+                               text_row)
 from sep.settings import plugins
 from sep.tradingdays import KRX_CODE, market_of, market_tz
 
@@ -569,26 +571,18 @@ for _fmt in (
 
 
 def _ensure_stocks(db: sqlite_utils.Database, stocks: Iterable[str], names: dict[str, str] | None = None) -> None:
-    for s in sorted(set(stocks)):
-        db.execute(
-            "INSERT INTO stocks (stock, name, market) VALUES (?, ?, ?) "
-            "ON CONFLICT(stock) DO UPDATE SET name = coalesce(excluded.name, stocks.name)",
-            [s, (names or {}).get(s), market_of(s)],
-        )
+    ensure_stocks(db, {s: ((names or {}).get(s), market_of(s)) for s in set(stocks)})
 
 
 def _log_import(db: sqlite_utils.Database, kind: str, report: ImportReport) -> None:
-    db.execute(
-        "INSERT INTO imports (kind, path, format, rows_read, rows_added, rows_skipped, at) VALUES (?,?,?,?,?,?,?)",
-        [kind, report.path, report.format, report.rows_read, report.rows_added, sum(report.skipped.values()), now_iso()],
-    )
+    log_import(db, kind, report.path, report.format, report.rows_read, report.rows_added, sum(report.skipped.values()))
 
 
 def write_stock_list(db: sqlite_utils.Database, parsed: ParsedFile) -> ImportReport:
     """Name every listed stock (a later list's name wins); no prices are touched."""
     rows: list[StockRow] = parsed.rows
     names = {r.stock: r.name for r in rows}
-    before = dict(db.execute("SELECT stock, coalesce(name, '') FROM stocks").fetchall())
+    before = stock_names(db)
     _ensure_stocks(db, names, names)
     changed = sum(1 for s, n in names.items() if before.get(s) != n)
     return ImportReport(str(parsed.path), parsed.format, sorted(names), len(rows), changed,
@@ -601,13 +595,8 @@ def write_prices(db: sqlite_utils.Database, parsed: ParsedFile) -> ImportReport:
     rows: list[PriceRow] = parsed.rows
     existing: dict[tuple[str, str], float] = {}
     for s in {r.stock for r in rows}:
-        existing.update(((s, d), c) for d, c in db.execute("SELECT date, close FROM prices WHERE stock = ?", [s]))
-    before = db.execute("SELECT count(*) FROM prices").fetchone()[0]
-    db.conn.executemany(
-        "INSERT OR IGNORE INTO prices (stock, date, open, high, low, close, volume, source) VALUES (?,?,?,?,?,?,?,?)",
-        [(r.stock, r.date, r.open, r.high, r.low, r.close, r.volume, parsed.path.name) for r in rows],
-    )
-    added = db.execute("SELECT count(*) FROM prices").fetchone()[0] - before
+        existing.update(((s, d), c) for d, c in closes_of(db, s).items())
+    added = add_prices(db, [(r.stock, r.date, r.open, r.high, r.low, r.close, r.volume, parsed.path.name) for r in rows])
     conflicts = sum(
         1 for r in rows if (r.stock, r.date) in existing and abs(existing[(r.stock, r.date)] - r.close) > 1e-9 * r.close
     )
@@ -619,16 +608,9 @@ def write_prices(db: sqlite_utils.Database, parsed: ParsedFile) -> ImportReport:
 
 def write_texts(db: sqlite_utils.Database, parsed: ParsedFile) -> ImportReport:
     rows: list[TextRow] = parsed.rows
-    before = db.execute("SELECT count(*) FROM texts").fetchone()[0]
-    flagged_before = db.execute("SELECT count(*) FROM texts WHERE injection IS NOT NULL").fetchone()[0]
-    db.conn.executemany(
-        "INSERT OR IGNORE INTO texts (stock, source, published_at, date, title, body, url, author, imported_from, "
-        "content_key, injection) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        [(r.stock, r.source, r.published_at, r.date, r.title, r.body, r.url, r.author, parsed.path.name,
-          r.content_key(), injection_of(r.title, r.body, semantic=False)) for r in rows],
-    )
-    added = db.execute("SELECT count(*) FROM texts").fetchone()[0] - before
-    injections = db.execute("SELECT count(*) FROM texts WHERE injection IS NOT NULL").fetchone()[0] - flagged_before
+    added, injections = add_texts(db, [(r.stock, r.source, r.published_at, r.date, r.title, r.body, r.url, r.author,
+                                        parsed.path.name, r.content_key(), injection_of(r.title, r.body, semantic=False))
+                                       for r in rows])
     _ensure_stocks(db, {r.stock for r in rows})
     dates = sorted(r.date for r in rows)
     return ImportReport(str(parsed.path), parsed.format, sorted({r.stock for r in rows}), len(rows), added,
@@ -662,7 +644,7 @@ def check_codes(db: sqlite_utils.Database, parsed: list[ParsedFile], new_stock: 
     codes = {r.stock for p in parsed if p.format != "stock-list" for r in p.rows}
     unknown = sorted(c for c in codes - listed - SN2_TICKERS if not KRX_CODE.fullmatch(c))
     if unknown:
-        stored = {s for (s,) in db.execute("SELECT stock FROM stocks")}
+        stored = set(stock_names(db))
         unknown = [c for c in unknown if c not in stored]
     if unknown:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
@@ -719,14 +701,10 @@ def import_texts(
 def unflag(db: sqlite_utils.Database, text_id: int) -> dict:
     """Clear a text's injection flag for good: no later import or dedup flags it again, and its day
     is left for the next `sep dedup` to decide anew, with the text among the candidates."""
-    row = db.execute("SELECT id, stock, date, source, title, injection, body FROM texts WHERE id = ?",
-                     [text_id]).fetchone()
+    row = text_row(db, text_id)
     if row is None:
         raise BadInput(f"No text {text_id} in memory.")
-    text = dict(zip(("id", "stock", "date", "source", "title", "was"), row[:6]))
-    text["was"] = text["was"] or injection_of(row[4], row[6])  # the detector's verdict is not stored
-    with transaction(db):
-        db.execute("UPDATE texts SET injection = NULL, injection_allowed = 1, "
-                   "flag = CASE WHEN flag = 'injection' THEN NULL ELSE flag END WHERE id = ?", [text_id])
-        db.execute("UPDATE texts SET is_representative = NULL WHERE stock = ? AND date = ?", [text["stock"], text["date"]])
+    text = {k: row[k] for k in ("id", "stock", "date", "source", "title")}
+    text["was"] = row["injection"] or injection_of(row["title"], row["body"])  # the detector's verdict is not stored
+    allow_text(db, text_id, text["stock"], text["date"])
     return text

@@ -19,6 +19,7 @@ import sqlite_utils
 
 from sep.errors import BadInput
 from sep.guard import injections_of
+from sep.memory.stocks import closes_on, price_days, priced_stocks, texts_between
 from sep.settings import default
 from sep.tradingdays import (
     TradingDays,
@@ -132,9 +133,9 @@ class DecisionWindow:
 
 
 def trading_days(db: sqlite_utils.Database, stock: str) -> TradingDays:
-    days = [r[0] for r in db.execute("SELECT date FROM prices WHERE stock = ? ORDER BY date", [stock])]
+    days = price_days(db, stock)
     if not days:
-        known = [r[0] for r in db.execute("SELECT DISTINCT stock FROM prices ORDER BY stock LIMIT 20")]
+        known = priced_stocks(db)
         hint = f" Known stocks: {', '.join(known)}." if known else " No prices imported yet."
         raise BadInput(f"Unknown stock '{stock}': no prices for it in the memory.{hint}")
     return TradingDays.for_stock(stock, days)
@@ -191,9 +192,7 @@ def outcome(db: sqlite_utils.Database, stock: str, date: str, *, days: TradingDa
             f"{date} is outside the price data of {stock} ({days.days[0]} to {days.days[-1]}): "
             "a decision needs a close on or before the date and a trading day after it."
         )
-    close = dict(
-        db.execute("SELECT date, close FROM prices WHERE stock = ? AND date IN (?, ?)", [stock, last, target]).fetchall()
-    )
+    close = closes_on(db, stock, [last, target])
     return last, close[last], target, close[target], close[target] / close[last] - 1.0
 
 
@@ -213,7 +212,7 @@ def pending_outcome(db: sqlite_utils.Database, stock: str, date: str, *, days: T
     if last is None:
         raise BadInput(f"No close of {stock} on or before {date} in memory ({days.days[0]} is the first): "
                        "a decision needs the last close before it.")
-    close = db.execute("SELECT close FROM prices WHERE stock = ? AND date = ?", [stock, last]).fetchone()[0]
+    close = closes_on(db, stock, [last])[last]
     return last, close, next_session(stock, date)
 
 
@@ -239,11 +238,7 @@ def texts_in_window(db: sqlite_utils.Database, stock: str, start: str, end: str)
     the day before `start` enters, and one posted after the close of `end` does not.
     """
     before = (Date.fromisoformat(start) - timedelta(days=1)).isoformat()
-    rows = db.execute(
-        "SELECT id, source, date, published_at, title, body, url, is_representative, injection, injection_allowed "
-        "FROM texts WHERE stock = ? AND date >= ? AND date <= ? ORDER BY date, published_at, id",
-        [stock, before, end],
-    ).fetchall()
+    rows = texts_between(db, stock, before, end)
     out, unchecked = [], []
     for *row, allowed in rows:
         text = Text(*row)

@@ -11,19 +11,27 @@ database through `open_memory`, so the schema is always current.
   stances      the stance cache
   ledger       pre-registered forecasts and their outcomes (`LedgerStore`)
   runs         training runs (`RunStore`)
-  stocks       stock names, whether prices exist
+  jobs         batch jobs, their items, an offline job's requests and results (`JobStore`)
+  dedup        each text's dedup marks, the runs, topics and topic models (`DedupStore`)
+  experiments  walk-forward experiments and their arms' forecasts (`ExperimentStore`)
+  audit        what an audit reads across the stores, and its faithfulness cache (`FaithfulnessStore`)
+  stocks       stock names, closes, whether prices or texts exist, the board pages crawled
 """
 
-from sep.memory.db import (BUSY_TIMEOUT_MS, MemoryError_, insert_row, migrate, migration_files, now_iso, open_memory,
-                           transaction)
+from sep.memory.db import (BUSY_TIMEOUT_MS, MemoryError_, database_path, insert_row, migrate, migration_files, now_iso,
+                           open_memory, transaction)
+from sep.memory.dedup import DedupRun, DedupStore
+from sep.memory.experiments import ArmForecast, ExperimentStore
+from sep.memory.jobs import JobStore
 from sep.memory.ledger import GENESIS, LedgerRow, LedgerStore, canonical, entry_hash
 from sep.memory.predictions import PairRow, PredictionRow, PredictionStore, ReflectionRow
 from sep.memory.runs import RunStore
 from sep.memory.stances import StanceKey, cached_stances, store_stances
-from sep.memory.stocks import has_prices, stock_name
+from sep.memory.stocks import closes_before, crawled_pages, has_prices, has_texts, record_crawled_page, stock_name
 from sep.memory.summaries import SummaryRow, SummaryStore
 
-__all__ = ["BUSY_TIMEOUT_MS", "GENESIS", "LedgerRow", "LedgerStore", "MemoryError_", "PairRow", "PredictionRow",
-           "PredictionStore", "ReflectionRow", "RunStore", "StanceKey", "SummaryRow", "SummaryStore", "cached_stances",
-           "canonical", "entry_hash", "has_prices", "insert_row", "migrate", "migration_files", "now_iso", "open_memory",
-           "stock_name", "store_stances", "transaction"]
+__all__ = ["ArmForecast", "BUSY_TIMEOUT_MS", "DedupRun", "DedupStore", "ExperimentStore", "GENESIS", "JobStore", "LedgerRow", "LedgerStore", "MemoryError_", "PairRow",
+           "PredictionRow", "PredictionStore", "ReflectionRow", "RunStore", "StanceKey", "SummaryRow",
+           "SummaryStore", "cached_stances", "canonical", "closes_before", "crawled_pages", "database_path", "entry_hash",
+           "has_prices", "has_texts", "insert_row", "migrate", "migration_files", "now_iso", "open_memory",
+           "record_crawled_page", "stock_name", "store_stances", "transaction"]

@@ -105,3 +105,9 @@ def insert_row(db: sqlite_utils.Database, verb: str, table: str, row: object) ->
     values = asdict(row)
     db.execute(f"{verb} INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                list(values.values()))
+
+
+def database_path(db: sqlite_utils.Database) -> str | None:
+    """The file behind an open memory (None for an in-memory one, which other threads can't open)."""
+    row = next((r for r in db.execute("PRAGMA database_list").fetchall() if r[1] == "main"), None)
+    return row[2] if row and row[2] else None

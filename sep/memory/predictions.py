@@ -105,6 +105,64 @@ class PredictionStore:
             "SELECT prompt, stock, date FROM predictions WHERE method = 'reflect' AND trial = 0 "
             "AND (? IS NULL OR model = ?) GROUP BY stock, date ORDER BY date, stock", [model, model]).fetchall()]
 
+    def forecast(self, stock: str, date: str, model: str, method: str) -> tuple[str | None, float | None, str, str | None] | None:
+        """(label, confidence, prompt, evidence JSON) of the forecast (trial 0) of one model and method."""
+        row = self.db.execute("SELECT label, confidence, prompt, evidence FROM predictions WHERE stock = ? AND date = ? "
+                              "AND model = ? AND method = ? AND trial = 0", [stock, date, model, method]).fetchone()
+        return tuple(row) if row else None
+
+    def decided(self, stock: str, date: str, model: str, method: str = "reflect") -> bool:
+        return self.db.execute("SELECT 1 FROM predictions WHERE stock = ? AND date = ? AND method = ? AND model = ? "
+                               "LIMIT 1", [stock, date, method, model]).fetchone() is not None
+
+    def training_counts(self, model: str, start: str, end: str) -> tuple[int, int]:
+        """(pairs, forecasts that were right) of one model's reflect runs on the days start..end."""
+        pairs = self.db.execute("SELECT COUNT(*) FROM pairs WHERE model = ? AND date >= ? AND date <= ?",
+                                [model, start, end]).fetchone()[0]
+        right = self.db.execute("SELECT COUNT(*) FROM predictions WHERE model = ? AND method = 'reflect' AND trial = 0 "
+                                "AND correct = 1 AND date >= ? AND date <= ?", [model, start, end]).fetchone()[0]
+        return pairs, right
+
+    def answered_forecasts(self, model: str, start: str, target_by: str) -> list[tuple[str, float, str]]:
+        """(label, confidence, actual) of one model's unflagged reflect forecasts from `start` whose target
+        day is on or before `target_by`."""
+        return self.db.execute(
+            "SELECT label, confidence, actual FROM predictions WHERE model = ? AND method = 'reflect' AND trial = 0 "
+            "AND date >= ? AND target_day <= ? AND label IS NOT NULL AND confidence IS NOT NULL AND flags IS NULL",
+            [model, start, target_by]).fetchall()
+
+    def lesson_flags(self, model: str, start: str, end: str) -> list[str | None]:
+        """The flags of each lesson one model wrote on the days start..end (None: it passed the gate)."""
+        return [f for (f,) in self.db.execute("SELECT flags FROM reflections WHERE model = ? AND date >= ? AND date <= ?",
+                                              [model, start, end]).fetchall()]
+
+    @staticmethod
+    def _scope(stocks: list[str], start: str | None, end: str | None, prefix: str = "") -> tuple[list[str], list]:
+        where, args = [f"{prefix}stock IN ({','.join('?' * len(stocks))})"], list(stocks)
+        if start:
+            where.append(f"{prefix}date >= ?"), args.append(start)
+        if end:
+            where.append(f"{prefix}date <= ?"), args.append(end)
+        return where, args
+
+    def scored(self, stocks: list[str], start: str | None, end: str | None, method: str, last_trial: bool) -> list[tuple]:
+        """(stock, date, target_day, actual, label, confidence, explanation, model, data_end, flags) of each stored
+        decision of `method` in scope: trial 0 (the forecast), or with `last_trial` each run's last trial."""
+        cond = ("p.trial = (SELECT MAX(trial) FROM predictions q WHERE q.stock = p.stock AND q.date = p.date "
+                "AND q.method = p.method AND q.model = p.model)") if last_trial else "p.trial = 0"
+        where, args = self._scope(stocks, start, end, "p.")
+        return self.db.execute(
+            "SELECT p.stock, p.date, p.target_day, p.actual, p.label, p.confidence, p.explanation, p.model, p.data_end, "
+            f"p.flags FROM predictions p WHERE p.method = ? AND {cond} AND {' AND '.join(where)} "
+            "ORDER BY p.date, p.stock, p.model", [method, *args]).fetchall()
+
+    def forecast_groups(self, stocks: list[str], start: str | None, end: str | None) -> list[tuple[str, str, int]]:
+        """(method, model, days) of every forecasting method and model stored in scope."""
+        where, args = self._scope(stocks, start, end)
+        return [tuple(r) for r in self.db.execute(
+            f"SELECT method, model, COUNT(*) FROM predictions WHERE trial = 0 AND {' AND '.join(where)} "
+            "GROUP BY method, model ORDER BY method DESC, model", args).fetchall()]
+
     def save(self, predictions: list[PredictionRow], reflections: list[ReflectionRow] = (),
              pairs: list[PairRow] = ()) -> None:
         """One decision's rows (all of one stock, D, method and model), replacing an earlier run's."""

@@ -38,6 +38,14 @@ class SummaryStore:
             [stock, date, text_hash, model, prompt_version]).fetchone()
         return SummaryRow(*row) if row else None
 
+    def texts_between(self, stock: str, start: str, end: str) -> list[str]:
+        """Every stored summary of `stock` on the days start..end (any model or prompt version)."""
+        return [r[0] for r in self.db.execute("SELECT summary FROM summaries WHERE stock = ? AND date >= ? AND date <= ?",
+                                              [stock, start, end])]
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]
+
     def put(self, row: SummaryRow) -> None:
         """Stored once (a concurrent writer of the same key wins; both wrote the same answer)."""
         with transaction(self.db):
