@@ -3,7 +3,9 @@
 Uses a small preference set built from real Samsung news titles of the bundled sample (chosen =
 the direction the market took next day), so sequence lengths are realistic for titles. Each
 trainer runs in its own process, so its peak RSS is its own. A trainer that the memory check
-refuses before loading (PPO's three fp32 copies of a 1.5B model) prints the refusal instead.
+refuses before loading prints the refusal instead. PPO holds one base (reference = adapter off, value
+= a head on the policy) with the market reward; GRPO samples 4 completions of 160 tokens per prompt,
+through transformers (`grpo`) and through llama.cpp with the current adapter (`grpo-llama.cpp`).
 Run: .venv/bin/python bench/train_speed.py [--base-models qwen2.5-coder-1.5b,gemma-270m] [--steps 2] [--threads 2]
 """
 
@@ -55,15 +57,18 @@ def one(kind: str, base: str, tmp: Path, steps: int, threads: int, queue: multip
     sft, pairs = tmp / "sft.jsonl", tmp / "pairs.jsonl"
     common = dict(max_steps=steps, save_steps=10_000, threads=threads, base_model=base)
     out = tmp / base
+    group = {**common, "batch_size": 4, "num_generations": 4, "max_completion_length": 160}
     jobs = {
         "sft": lambda: train.train_sft(settings, train.SFTRunConfig(out=out / "sft", **common), None, sft),
         "reward": lambda: train.train_reward(settings, train.RewardRunConfig(out=out / "rm", **common), None, pairs),
         "reward-embedding": lambda: train.train_reward(
             settings, train.RewardRunConfig(out=out / "rm-head", head="embedding", **common), None, pairs),
-        "ppo": lambda: train.train_ppo(settings, train.PPORunConfig(out=out / "ppo", reward=out / "rm", sft=out / "sft",
-                                                                   **common), None, pairs),
-        "grpo": lambda: train.train_grpo(settings, train.GRPORunConfig(out=out / "grpo", sft=out / "sft", **common),
+        "ppo": lambda: train.train_ppo(settings, train.PPORunConfig(out=out / "ppo", sft=out / "sft", **{
+            **common, "batch_size": 1}), None, pairs),
+        "grpo": lambda: train.train_grpo(settings, train.GRPORunConfig(out=out / "grpo", sft=out / "sft", **group),
                                          None, pairs),
+        "grpo-llama.cpp": lambda: train.train_grpo(settings, train.GRPORunConfig(
+            out=out / "grpo-llama", sft=out / "sft", rollouts="llama.cpp", **group), None, pairs),
     }
     started = time.perf_counter()
     try:
@@ -75,13 +80,14 @@ def one(kind: str, base: str, tmp: Path, steps: int, threads: int, queue: multip
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     queue.put({"kind": kind, "seconds": seconds, "peak": peak, "error": error,
                "steps": metrics.get("steps") or metrics.get("updates") or (steps if kind != "reward-embedding" else 0),
-               "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)}})
+               "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and k not in ("steps", "updates", "total_updates", "examples")}})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-models", default="qwen2.5-coder-1.5b,gemma-270m")
-    parser.add_argument("--trainers", default="sft,reward,reward-embedding,ppo,grpo")
+    parser.add_argument("--trainers", default="sft,reward,reward-embedding,ppo,grpo,grpo-llama.cpp")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

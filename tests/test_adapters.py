@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sep.errors import BadInput
 from sep.memory import open_memory
 from sep.settings import Settings
 
@@ -141,7 +142,7 @@ def test_ppo_on_chatml_stops_at_im_end_and_penalises_only_a_missing_one(tiny, to
     reward = run("train", "reward", "--pairs", str(toy / "pairs.jsonl"), "--base-model", str(tiny[0]), "--max-steps",
                  "2", "--out", str(toy / "rm"), "--json", db=db)
     assert reward.returncode == 0, reward.stderr[-3000:]
-    ppo = run("train", "ppo", "--reward", str(toy / "rm"), "--pairs", str(toy / "pairs.jsonl"), "--base-model",
+    ppo = run("train", "ppo", "--reward-kind", "model", "--reward", str(toy / "rm"), "--pairs", str(toy / "pairs.jsonl"), "--base-model",
               str(tiny[0]), "--max-steps", "1", "--response-length", "8", "--out", str(toy / "ppo"), "--json", db=db)
     assert ppo.returncode == 0, ppo.stderr[-3000:]
     assert json.loads(ppo.stdout)["updates"] == 1
@@ -165,8 +166,10 @@ def test_the_embedding_reward_head_learns_in_seconds_and_scores_best_of_n(toy):
     chosen, rejected = reward.scores("삼성전자 뉴스: 자사주 매입 결정\n내일 주가는?",
                                      ["상승\n자사주 매입 결정 덕분에 오를 것이다.", "하락\n잘 모르겠다."])
     assert chosen > rejected  # a pair it never saw
-    ppo = run("train", "ppo", "--reward", str(toy / "head"), "--pairs", str(toy / "pairs.jsonl"), db=toy / "sep.db")
-    assert ppo.returncode == 2 and "--head model for PPO" in ppo.stderr
+    for args, said in ((["--reward", str(toy / "head")], "read only with --reward-kind model or both"),
+                       (["--reward-kind", "both"], "needs --reward DIR")):
+        refused = run("train", "ppo", *args, "--pairs", str(toy / "pairs.jsonl"), db=toy / "sep.db")
+        assert refused.returncode == 2 and said in refused.stderr, refused.stderr
 
 
 def test_bad_base_models_and_adapters_exit_2_with_one_sentence(tiny, toy, tmp_path, sample_memory, db_path):
@@ -262,14 +265,20 @@ def test_the_default_model_trains_and_answers_through_its_adapter(sample_memory,
 
 
 def test_a_trainer_that_would_not_fit_says_so_before_loading(tiny, toy, qwen_hf, monkeypatch):
-    """PPO's three fp32 copies of the 1.5B default model exceed a 24 GB laptop; one SFT copy fits
-    (measured: 9.8 GB at 1,143 tokens). Short of memory, a run stops in one sentence, before loading."""
+    """One fp32 copy of the 1.5B default model fits a 24 GB laptop (SFT measured at 9.8 GB on 1,143
+    tokens), and so does PPO, which holds one base; a model-head reward run adds a second copy. Short of
+    memory, a run stops in one sentence, before loading."""
     import sep.train.base
-    from sep.train import estimated_peak
+    from sep.train import TrainingBase, check_memory, estimated_peak
 
     gib = 1 << 30
-    assert estimated_peak("ppo", qwen_hf, 2, 1200) > 24 * gib
     assert 9.8e9 < estimated_peak("sft", qwen_hf, 1, 1143) < 12 * gib  # above the measured peak, not far
+    qwen = TrainingBase.resolve(Settings(), qwen_hf)
+    monkeypatch.setattr(sep.train.base, "available_memory", lambda: 14 * gib)
+    monkeypatch.setattr(sep.train.base, "cpu_only", lambda: True)
+    assert check_memory("ppo", qwen, 1, 1143 + 160) < 14 * gib  # one base: policy, reference and value
+    with pytest.raises(BadInput, match="2 model copies"):
+        check_memory("ppo", qwen, 1, 1143 + 160, extra_copies=1)  # + a model-head reward run
     monkeypatch.setattr(sep.train.base, "available_memory", lambda: 1 << 20)
     done = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--base-model", str(tiny[0]), "--out",
                str(toy / "nofit"), db=toy / "sep.db")

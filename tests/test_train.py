@@ -187,13 +187,55 @@ def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy,
 
 @pytest.mark.slow
 def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy, base):
-    done = run("train", "ppo", "--reward", str(toy / "reward"), "--sft", str(toy / "sft"), "--pairs",
+    done = run("train", "ppo", "--reward-kind", "both", "--reward", str(toy / "reward"), "--sft", str(toy / "sft"), "--pairs",
                str(toy / "pairs.jsonl"), "--max-steps", "2", "--response-length", "24", "--base-model", base,
                "--out", str(toy / "ppo"), "--json", db=toy / "sep.db")  # short rollouts: the loop, not the prose
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert metrics["updates"] == 2 and metrics["mean_score"] is not None
     assert lora_b_norm(toy / "ppo" / "adapter") > 0
+
+
+def test_ppo_holds_one_base_and_reads_the_markets_reward_off_the_answer(base):
+    """PPO's four roles on one base: the reference is the base itself when the adapter is off; the
+    value model adds only a head (its trunk is the policy's decoder); the reward is the market's verdict
+    on the decoded answer, read by TRL's own `get_reward` where it reads a reward model's."""
+    import torch
+    from peft import get_peft_model
+    from trl.experimental.utils import get_reward
+
+    from sep.train import (MarketFeedback, PPORunConfig, SharedValueHead, TextReward, TrainingBase, load_policy, lora,
+                           turn_tokenizer)
+
+    resolved = TrainingBase.resolve(Settings(), base)
+    tok = turn_tokenizer(resolved)
+    tok.padding_side = "left"
+    plain = load_policy(resolved, None)
+    policy = get_peft_model(load_policy(resolved, None), lora(PPORunConfig(base_model=base), "CAUSAL_LM", plain))
+    ids = tok(resolved.fmt.prompt("삼성전자 뉴스: 반도체 수출 증가\n내일 주가는?"), return_tensors="pt").input_ids
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # an adapter that has learned something
+        on = policy(ids).logits
+        with policy.disable_adapter():
+            off = policy(ids).logits
+        alone = plain(ids).logits
+    assert torch.allclose(off, alone, atol=1e-5) and not torch.allclose(on, alone, atol=1e-3)
+
+    value = SharedValueHead(policy)
+    assert [n for n, _ in value.named_parameters()] == ["score.weight", "score.bias"]  # no second trunk
+    assert value.trunk is policy.get_base_model().model
+
+    chats = ["삼성전자 뉴스: 반도체 수출 증가\n내일 주가는?", "삼성전자 뉴스: 목표주가 하향\n내일 주가는?"]
+    prompts = [{"input_ids": tok(resolved.fmt.prompt(c))["input_ids"], "chat": c, "ret": r} for c, r in zip(chats, (0.02, -0.03))]
+    reward = TextReward(tok, resolved.fmt, MarketFeedback("market", resolved.fmt), prompts)
+    queries = tok([resolved.fmt.prompt(c) for c in chats], return_tensors="pt", padding=True).input_ids
+    tok.padding_side = "right"  # a rollout is padded after its turn end
+    answers = tok(["상승\n수출이 늘어 오른다.<|im_end|>", "상승\n그래도 오른다.<|im_end|>"], return_tensors="pt",
+                  padding=True, add_special_tokens=False).input_ids
+    _, scores, _ = get_reward(reward, torch.cat([queries, answers], 1), tok.pad_token_id, queries.shape[1])
+    assert scores.tolist() == pytest.approx([0.02, -0.03])  # both said up: right on the day that rose, wrong on the other
 
 
 @pytest.mark.slow
@@ -228,7 +270,57 @@ def test_grpo_with_market_and_model_reward_moves_the_policy(trained, toy, base):
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert metrics["steps"] == 2 and metrics["mean_reward"] is not None
+    assert metrics["groups"] == 2 and 0 <= metrics["zero_variance_groups"] <= 2  # one prompt's 2 completions a step
     assert lora_b_norm(toy / "grpo" / "adapter") > 0
+
+
+def test_llama_cpp_rollouts_sample_what_the_adapted_policy_would(base, tmp_path):
+    """Greedy, a llama.cpp rollout (the base's GGUF + the policy's adapter written as a GGUF) and
+    transformers' generate on the PEFT policy give the same completion; after an update the adapter is
+    written again, and the rollouts follow the new weights."""
+    from types import SimpleNamespace
+
+    import torch
+    from peft import get_peft_model
+
+    from sep.train import GRPORunConfig, LlamaRollouts, TrainingBase, base_gguf, load_policy, lora, turn_tokenizer
+
+    resolved = TrainingBase.resolve(Settings(), base)
+    tok = turn_tokenizer(resolved)
+    plain = load_policy(resolved, None)
+    policy = get_peft_model(plain, lora(GRPORunConfig(base_model=base), "CAUSAL_LM", plain)).eval()
+    prompt = resolved.fmt.prompt("삼성전자 뉴스: 반도체 수출 증가\n내일 주가는?")
+    ids = tok(prompt, return_tensors="pt").input_ids
+    rollouts = LlamaRollouts(base_gguf(Settings(), resolved), resolved.folder, tok.eos_token_id, 8, 0.0, 1, 512, 0,
+                             tmp_path / "rollouts")
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=0), accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+                              model=policy, processing_class=tok)
+    seen = []
+    for step in (0, 1):
+        with torch.no_grad():
+            for name, p in policy.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5, generator=torch.Generator().manual_seed(step))  # an update
+            greedy = policy.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=tok.eos_token_id)[0, ids.shape[1]:]
+        trainer.state.global_step = step
+        out = rollouts([prompt, prompt], trainer)
+        assert out["prompt_ids"][0] == ids[0].tolist()
+        assert out["completion_ids"][0] == out["completion_ids"][1] == greedy.tolist()
+        seen.append(out["completion_ids"][0])
+    assert seen[0] != seen[1]  # the second update's adapter was loaded
+
+
+@pytest.mark.slow
+def test_grpo_samples_through_llama_cpp_and_counts_the_groups_that_teach(trained, toy, base):
+    done = run("train", "grpo", "--rollouts", "llama.cpp", "--reward-kind", "both", "--reward", str(toy / "reward"),
+               "--sft", str(toy / "sft"), "--pairs", str(toy / "pairs.jsonl"),
+               "--max-steps", "2", "--max-completion-length", "16", "--base-model", base, "--out", str(toy / "grpo-llama"),
+               "--json", db=toy / "sep.db")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout)
+    assert metrics["rollouts"] == "llama.cpp" and metrics["rollout_tokens"] > 0
+    assert metrics["groups"] == 2 and metrics["zero_variance_groups"] < 2  # the reward model's scores differ
+    assert lora_b_norm(toy / "grpo-llama" / "adapter") > 0
 
 
 @pytest.mark.slow

@@ -28,21 +28,22 @@ from typing import Any
 # cost nothing, and a trainer's own dependencies (torch, transformers, TRL), imported at the top of
 # its module, load only when that trainer runs.
 _HOMES = {
-    "config": ["CONFIGS", "EXPLAIN_TOKENS", "GRPORunConfig", "PPORunConfig", "RewardRunConfig", "RunConfig",
-               "SFTRunConfig", "StanceRunConfig"],
+    "config": ["CONFIGS", "EXPLAIN_TOKENS", "GRPORunConfig", "PPORunConfig", "RLRunConfig", "RewardRunConfig",
+               "RunConfig", "SFTRunConfig", "StanceRunConfig"],
     "rewards": ["SIGNAL_INSTRUCTION", "market_reward", "mixed_reward", "parse_signal", "rlmf_rewards",
                 "signal_reward", "with_signal_instruction"],
     "data": ["balance", "data_hash", "day_rows", "label_of_row", "majority_pair_accuracy", "pair_rows", "read_jsonl",
-             "select_days", "sft_rows", "time_split", "training_rows", "with_returns"],
+             "market_rows", "select_days", "sft_rows", "time_split", "training_rows", "with_returns"],
     "base": ["TrainingBase", "LOGIT_COPIES", "MODEL_COPIES", "available_memory", "check_memory", "estimated_peak",
              "load_policy", "lora", "lora_targets", "same_base", "turn_tokenizer", "weight_bytes"],
     "run": ["Run", "execute_run", "last_checkpoint", "save_adapter"],
-    "scorers": ["HEAD_FILE", "EmbeddingReward", "RewardModel", "embedding_reward", "load_reward", "load_reward_model",
+    "scorers": ["HEAD_FILE", "EmbeddingReward", "MarketFeedback", "RewardModel", "embedding_reward", "load_reward", "load_reward_model",
                 "pair_metrics", "reward_scores", "reward_text"],
     "sft": ["sft_body", "train_sft"],
     "stance": ["stance_rows", "train_stance"],
     "reward": ["fit_bradley_terry", "train_reward", "train_reward_head"],
-    "ppo": ["train_ppo"],
+    "ppo": ["SharedValueHead", "TextReward", "train_ppo"],
+    "rollouts": ["LlamaRollouts", "base_gguf", "merged_adapters"],
     "grpo": ["train_grpo"],
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}

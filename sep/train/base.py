@@ -123,7 +123,9 @@ def turn_tokenizer(base: TrainingBase) -> Any:
 # example peaked at 9.8 GB: 6.2 GB of weights plus about 5 fp32 copies of the logits (tokens x
 # vocab), which TRL keeps for the loss and its entropy and accuracy metrics. 6 leaves a margin.
 LOGIT_COPIES = 6
-MODEL_COPIES = {"sft": 1, "stance": 1, "reward": 1, "grpo": 1, "ppo": 3}  # PPO: policy (+ reference as adapter-off), value, reward
+# PPO holds one base: the reference is the adapter off and the value a head on the policy's decoder (sep.train.ppo).
+# A model-head reward run adds a copy to PPO and GRPO (`reward_copies`).
+MODEL_COPIES = {"sft": 1, "stance": 1, "reward": 1, "grpo": 1, "ppo": 1}
 
 
 def weight_bytes(folder: Path) -> int:
@@ -131,12 +133,12 @@ def weight_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
 
 
-def estimated_peak(kind: str, folder: Path, batch: int, tokens: int) -> int:
+def estimated_peak(kind: str, folder: Path, batch: int, tokens: int, extra_copies: int = 0) -> int:
     """Bytes a run is expected to peak at on the CPU (fp32), from the measured SFT point above."""
     config = json.loads((Path(folder) / "config.json").read_text())
     vocab = int(config.get("text_config", config).get("vocab_size", 0))
     logits = 0 if kind == "reward" else LOGIT_COPIES * batch * tokens * vocab * 4  # a reward head has one output
-    return MODEL_COPIES[kind] * weight_bytes(folder) + logits
+    return (MODEL_COPIES[kind] + extra_copies) * weight_bytes(folder) + logits
 
 
 def available_memory() -> int | None:
@@ -150,15 +152,17 @@ def available_memory() -> int | None:
     return None
 
 
-def check_memory(kind: str, base: TrainingBase, batch: int, tokens: int) -> int:
+def check_memory(kind: str, base: TrainingBase, batch: int, tokens: int, extra_copies: int = 0) -> int:
     """Refuse, before loading anything, a CPU run that would not fit in memory; return the estimate.
-    `tokens`: the positions whose logits the trainer holds (the whole example, or GRPO's completion)."""
-    need = estimated_peak(kind, base.folder, batch, tokens)
+    `tokens`: the positions whose logits the trainer holds (the whole example, or GRPO's completion);
+    `extra_copies`: models loaded beside the base (a model-head reward run)."""
+    need = estimated_peak(kind, base.folder, batch, tokens, extra_copies)
     have = available_memory()
     if have is not None and need > have and cpu_only():
         gib = 1 << 30
+        copies = MODEL_COPIES[kind] + extra_copies
         raise BadInput(f"sep train {kind} on {base.name} would need about {need / gib:.1f} GiB here (fp32 on the CPU: "
-                       f"{MODEL_COPIES[kind]} model cop{'y' if MODEL_COPIES[kind] == 1 else 'ies'} and "
+                       f"{copies} model cop{'y' if copies == 1 else 'ies'} and "
                        f"{batch} x {tokens}-token logits) and {have / gib:.1f} GiB is free: lower --batch-size or "
                        "--max-length, pick a smaller --base-model, or run it on a GPU (README, 'Training on a GPU').")
     return need

@@ -177,6 +177,14 @@ def with_returns(db: sqlite_utils.Database | None, rows: list[dict]) -> list[dic
     return out
 
 
+def market_rows(db: sqlite_utils.Database | None, rows: list[dict], reward_kind: str) -> tuple[list[dict], float]:
+    """The rows with the returns the market reward needs, and their mean |return| (the market's scale)."""
+    if reward_kind == "model":
+        return rows, 1.0
+    rows = with_returns(db, rows)
+    return rows, sum(abs(float(r["ret"])) for r in rows) / len(rows)
+
+
 def data_hash(rows: list[dict]) -> str:
     h = hashlib.sha256()
     for r in rows:

@@ -18,6 +18,7 @@ from sep.settings import Settings
 from sep.train.base import TrainingBase, check_memory, cpu_only, same_base, torch_threads, turn_tokenizer
 from sep.train.config import RunConfig
 from sep.train.data import data_hash
+from sep.train.scorers import HEAD_FILE
 
 
 @dataclass
@@ -135,7 +136,9 @@ def execute_run(settings: Settings, config: RunConfig, db: sqlite_utils.Database
     config.base_model = base.name
     tokens = min(longest_example(rows, base, turn_tokenizer(base), generated), config.max_length + generated)
     logit_tokens = generated if config.kind == "grpo" else tokens  # GRPO computes logits for the completion only
-    need = check_memory(config.kind, base, min(config.batch_size, len(rows)), logit_tokens)
+    reward = getattr(config, "reward", None) if getattr(config, "reward_kind", "model") != "market" else None
+    model_head = bool(reward) and not (Path(reward) / HEAD_FILE).exists()  # an embedding head runs in llama.cpp
+    need = check_memory(config.kind, base, min(config.batch_size, len(rows)), logit_tokens, extra_copies=int(model_head))
     run = Run(db, config, rows, {**(data or {}), "longest_tokens": tokens, "estimated_peak_gb": round(need / 1e9, 1)}).start()
     try:
         return run.finish(body(run, base))

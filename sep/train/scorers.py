@@ -1,10 +1,11 @@
 """Trained reward runs loaded to score text: a model head (transformers + the run's LoRA) or an
-embedding head (the base GGUF's pooled embedding times a learned vector). best-of-n and GRPO use them."""
+embedding head (the base GGUF's pooled embedding times a learned vector). best-of-n, PPO and GRPO use them,
+the last two through `MarketFeedback`."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from sep.errors import BadInput
 from sep.llm import ChatFormat
 from sep.models import CATALOG
 from sep.settings import Settings, default
+from sep.train.rewards import rlmf_rewards
 from sep.train.base import TrainingBase, torch_threads, turn_tokenizer
 
 
@@ -122,3 +124,28 @@ def load_reward(run: Path, settings: Settings, threads: int = default("threads")
     return load_reward_model(run, settings, threads)
 
 
+
+
+@dataclass
+class MarketFeedback:
+    """PPO's and GRPO's reward for a batch of completions (RLMF, `rlmf_rewards`): the market's verdict on
+    each answer, a reward run's score, or both, as `--reward-kind` says."""
+
+    kind: str
+    fmt: ChatFormat
+    model: "RewardModel | EmbeddingReward | None" = None
+    market_scale: float = 1.0
+    model_weight: float = 0.5
+    signal_threshold: float | None = None
+    seen: list[float] = field(default_factory=list)  # every model score so far: their spread is the model's scale
+
+    @classmethod
+    def of(cls, config: Any, settings: Settings, fmt: ChatFormat, market_scale: float) -> "MarketFeedback":
+        model = load_reward(config.reward, settings, config.threads) if config.reward_kind != "market" else None
+        threshold = config.signal_threshold if getattr(config, "signal_score", False) else None
+        return cls(config.reward_kind, fmt, model, market_scale, config.model_weight, threshold)
+
+    def __call__(self, texts: list[str], chats: list[Any], rets: list[float] | None) -> list[float]:
+        scores = [self.model.scores(c, [self.fmt.strip(t)])[0] for c, t in zip(chats, texts)] if self.model else None
+        return rlmf_rewards(texts, rets, self.kind, scores, self.seen, market_scale=self.market_scale,
+                            model_weight=self.model_weight, signal_threshold=self.signal_threshold)
