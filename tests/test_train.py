@@ -310,6 +310,29 @@ def test_llama_cpp_rollouts_sample_what_the_adapted_policy_would(base, tmp_path)
     assert seen[0] != seen[1]  # the second update's adapter was loaded
 
 
+def test_a_rollouts_ids_survive_a_character_split_across_tokens_and_end_once(base):
+    """llama.cpp lists a character sampled as several byte tokens once, under one id (measured on the
+    default model at temperature 0.9: 37 of 640 ids missing, Hangul decoded as U+FFFD); then the whole
+    text is tokenized again. A turn that ended carries the turn end once."""
+    from sep.train import TrainingBase, sampled_ids, turn_tokenizer
+
+    tok = turn_tokenizer(TrainingBase.resolve(Settings(), base))
+    end = tok.eos_token_id
+    text = "상승\n삼성전자 수출 증가"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    listed = [{"id": i, "logprob": -0.5} for i in [*ids, end]]
+
+    def reply(content: list[dict], n: int, reason: str) -> dict:
+        return {"choices": [{"text": text, "finish_reason": reason, "logprobs": {"content": content}}],
+                "usage": {"completion_tokens": n}}
+
+    assert sampled_ids(reply(listed, len(ids) + 1, "stop"), tok, end) == ([*ids, end], [-0.5] * (len(ids) + 1))
+    assert sampled_ids(reply(listed[:-1], len(ids), "length"), tok, end)[0] == ids
+    merged = listed[:2] + listed[3:-1]  # one id of the text missing, as llama.cpp reports a split character
+    assert sampled_ids(reply(merged, len(ids), "length"), tok, end) == (ids, [0.0] * len(ids))
+    assert sampled_ids(reply(merged, len(ids) + 1, "stop"), tok, end)[0] == [*ids, end]
+
+
 @pytest.mark.slow
 def test_grpo_samples_through_llama_cpp_and_counts_the_groups_that_teach(trained, toy, base):
     done = run("train", "grpo", "--rollouts", "llama.cpp", "--reward-kind", "both", "--reward", str(toy / "reward"),

@@ -35,6 +35,24 @@ def base_gguf(settings: Settings, base: TrainingBase) -> Path:
     return beside
 
 
+def sampled_ids(reply: dict, tok: Any, turn_end_id: int) -> tuple[list[int], list[float]]:
+    """A completion's token ids and their log-probs, ending at the turn end when the turn ended.
+
+    llama.cpp lists each sampled token with its id, except where a token ends inside a character
+    (a sampled byte of a Hangul syllable): it reports that character once, under one id. When the
+    list is short of the tokens sampled, the text (always whole) is tokenized again instead; the
+    learner computes its own log-probs of whichever ids it is given."""
+    choice = reply["choices"][0]
+    sampled = (choice.get("logprobs") or {}).get("content") or []
+    ids, logps = [t["id"] for t in sampled], [t["logprob"] for t in sampled]
+    if len(ids) != reply["usage"]["completion_tokens"]:
+        ids = tok(choice["text"], add_special_tokens=False)["input_ids"]
+        logps = [0.0] * len(ids)
+    if choice.get("finish_reason") == "stop" and ids[-1:] != [turn_end_id]:  # the learner sees the turn end
+        ids, logps = [*ids, turn_end_id], [*logps, 0.0]
+    return ids, logps
+
+
 def merged_adapters(sft: Path | None) -> list[Path]:
     """The GGUF twin of the SFT run the learner starts from (merged into its weights), if any."""
     if not sft:
@@ -89,11 +107,7 @@ class LlamaRollouts:
                                                "temperature": self.temperature, "seed": self.seed + 1009 * step + i})
             if "error" in reply:
                 raise LLMUnavailable(f"llama.cpp rollout failed: {reply['error']}")
-            choice = reply["choices"][0]
-            sampled = (choice.get("logprobs") or {}).get("content") or []
-            ids, logps = [t["id"] for t in sampled], [t["logprob"] for t in sampled]
-            if choice.get("finish_reason") == "stop":  # the turn ended: the learner sees the turn end, as in generate
-                ids, logps = [*ids, self.turn_end_id], [*logps, 0.0]
+            ids, logps = sampled_ids(reply, tok, self.turn_end_id)
             self.tokens += len(ids)
             out["prompt_ids"].append(tok(prompt, add_special_tokens=False)["input_ids"])
             out["completion_ids"].append(ids)
