@@ -516,6 +516,27 @@ class Agents:
                  for before, after in zip(result.trials, result.trials[1:]) if after.correct and not before.correct]
         PredictionStore(self.db).save(predictions, reflections, pairs)
 
+# an item as an explain prompt shows it: "[t12] title", or with its judged direction "[t12] (+) title"
+ITEM_LINE = re.compile(r"^\[(t\d+)\] (?:\(([+0-])\) )?(.+)$", re.M)
+
+
+def shown_items(messages: list[dict]) -> list[tuple[str, str, str]]:
+    """(id, judged direction or "", text) of each item the last user turn of a stored explain prompt shows."""
+    return ITEM_LINE.findall(messages[-1]["content"])
+
+
+def stored_answer_shape(messages: list[dict], lang: str, explain: Prompt) -> AnswerShape | None:
+    """The shape an answer to a stored explain prompt is held to, read back from the prompt: its items'
+    ids, and a derived forecast's judged directions; None when the prompt shows no items."""
+    shown = shown_items(messages)
+    if not shown:
+        return None
+    words = LABEL_WORDS[lang]
+    ids = tuple(dict.fromkeys(i for i, _, _ in shown))
+    signs = tuple(dict.fromkeys((i, sign) for i, sign, _ in shown if sign))
+    return AnswerShape(words["up"], words["down"], explain.label_after, explain.evidence_head, ids, signs=signs)
+
+
 def window_items(summaries: list[tuple[str, str]]) -> list[dict]:
     """The points of a window's summaries as citable items: id (the first text a point cites), day,
     point, texts."""

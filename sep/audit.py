@@ -27,7 +27,7 @@ from pathlib import Path
 import sqlite_utils
 
 from sep.agents import (Prompt, cited_ids, evidence_up_probability, judge_items, literal_template,
-                        resolve_evidence, strip_citations)
+                        resolve_evidence, shown_items, stored_answer_shape, strip_citations)
 from sep.stances import StanceJudge
 from sep.evaluate import Decision, decisions, equity_curves, evaluate, once_per_interval
 from sep.memory import PredictionStore, SummaryStore, stock_name
@@ -229,11 +229,10 @@ def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, expl
     keep = (lambda i: i not in cited) if variant == "without" else (lambda i: i in cited)
     messages = without_items(as_messages(target["prompt"]), keep)
     lang = lang_of(d.stock)
-    words = LABEL_WORDS[lang]
-    shown = re.findall(r"^\[(t\d+)\] (?:\(([+0-])\) )?(.+)$", messages[-1]["content"], flags=re.M)
-    ids = tuple(dict.fromkeys(i for i, _, _ in shown))
-    signs = tuple(dict.fromkeys((i, s) for i, s, _ in shown if s))  # a derived forecast shows judged directions
-    shape = AnswerShape(words["up"], words["down"], explain.label_after, explain.evidence_head, ids, signs=signs)
+    shown = shown_items(messages)
+    signs = any(sign for _, sign, _ in shown)  # a derived forecast shows judged directions
+    shape = stored_answer_shape(messages, lang, explain) or AnswerShape(*LABEL_WORDS[lang].values(), explain.label_after,
+                                                                       explain.evidence_head)
     message = llm.ask(literal_template(messages), {}, shape=shape, max_tokens=MAX_TOKENS["explain"], agent="explain")
     answer = parse_answer(message, lang, explain.label_after)
     p_up = up_probability(answer.label, answer.confidence)

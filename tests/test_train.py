@@ -10,6 +10,7 @@ must rank chosen over rejected on pairs it never saw.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -283,7 +284,8 @@ def test_llama_cpp_rollouts_sample_what_the_adapted_policy_would(base, tmp_path)
     import torch
     from peft import get_peft_model
 
-    from sep.train import GRPORunConfig, LlamaRollouts, TrainingBase, base_gguf, load_policy, lora, turn_tokenizer
+    from sep.llm import AnswerShape
+    from sep.train import GRPORunConfig, LlamaRollouts, TrainingBase, load_policy, lora, rollout_sampler, turn_tokenizer
 
     resolved = TrainingBase.resolve(Settings(), base)
     tok = turn_tokenizer(resolved)
@@ -291,8 +293,11 @@ def test_llama_cpp_rollouts_sample_what_the_adapted_policy_would(base, tmp_path)
     policy = get_peft_model(plain, lora(GRPORunConfig(base_model=base), "CAUSAL_LM", plain)).eval()
     prompt = resolved.fmt.prompt("삼성전자 뉴스: 반도체 수출 증가\n내일 주가는?")
     ids = tok(prompt, return_tensors="pt").input_ids
-    rollouts = LlamaRollouts(base_gguf(Settings(), resolved), resolved.folder, tok.eos_token_id, 8, 0.0, 1, 512, 0,
-                             tmp_path / "rollouts")
+    chat = [{"role": "user", "content": "뉴스:\n[t1] 반도체 수출 증가\n[t2] 목표주가 하향\n내일 주가는?"}]
+    shaped = resolved.fmt.prompt(chat)
+    shape = AnswerShape("상승", "하락", "판단:", "근거:", ("t1", "t2"))
+    rollouts = LlamaRollouts(rollout_sampler(Settings(), resolved, 1), resolved.folder, tok.eos_token_id, 8, 0.0, 0,
+                             tmp_path / "rollouts", shapes={shaped: (chat, shape)})
     trainer = SimpleNamespace(state=SimpleNamespace(global_step=0), accelerator=SimpleNamespace(unwrap_model=lambda m: m),
                               model=policy, processing_class=tok)
     seen = []
@@ -308,6 +313,11 @@ def test_llama_cpp_rollouts_sample_what_the_adapted_policy_would(base, tmp_path)
         assert out["completion_ids"][0] == out["completion_ids"][1] == greedy.tolist()
         seen.append(out["completion_ids"][0])
     assert seen[0] != seen[1]  # the second update's adapter was loaded
+    # an explain prompt is answered as inference answers it: the grammar holds the cited items and the label
+    rollouts.max_tokens = 40
+    answer = tok.decode(rollouts([shaped], trainer)["completion_ids"][0], skip_special_tokens=True)
+    assert answer.startswith("근거:") and re.search(r"판단: (상승|하락)", answer), answer
+    assert set(re.findall(r"\[(t\d+)\]", answer)) <= {"t1", "t2"}
 
 
 def test_a_rollouts_ids_survive_a_character_split_across_tokens_and_end_once(base):

@@ -159,8 +159,9 @@ class GRPORunConfig(RLRunConfig):
     max_completion_length: int = option(EXPLAIN_TOKENS, "Tokens generated per completion (an explanation's length "
                                         "at inference).", min=4)
     rollouts: str = option("transformers", "Where completions are sampled: transformers (TRL's generate on the "
-                           "training weights) or llama.cpp (the base's GGUF with the current adapter, rewritten after "
-                           "each update: several times faster on a CPU).")
+                           "training weights) or llama.cpp (the base's GGUF with the --sft and current adapters, "
+                           "rewritten after each update: about 3x faster sampling on 2 cores; an explain prompt keeps "
+                           "the inference grammar, so its completions reach a label).")
 
     def __post_init__(self) -> None:
         super().__post_init__()

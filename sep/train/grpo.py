@@ -17,7 +17,7 @@ from sep.train.base import TrainingBase, load_policy, lora, turn_tokenizer
 from sep.train.config import GRPORunConfig
 from sep.train.data import day_rows, market_rows, training_rows
 from sep.train.rewards import with_signal_instruction
-from sep.train.rollouts import LlamaRollouts, base_gguf, merged_adapters
+from sep.train.rollouts import LlamaRollouts, answer_shapes, merged_adapters, rollout_sampler
 from sep.train.run import Run, execute_run, save_adapter, train_with_resume, trainer_args
 from sep.train.scorers import MarketFeedback
 
@@ -56,9 +56,9 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
         model = load_policy(base, config.sft)
         rollouts = None
         if config.rollouts == "llama.cpp":
-            rollouts = LlamaRollouts(base_gguf(settings, base), base.folder, tok.eos_token_id,
-                                     config.max_completion_length, args.temperature, config.threads, settings.context,
-                                     config.seed, run.out / "rollouts", merged_adapters(config.sft))
+            rollouts = LlamaRollouts(rollout_sampler(settings, base, config.threads), base.folder, tok.eos_token_id,
+                                     config.max_completion_length, args.temperature, config.seed, run.out / "rollouts",
+                                     merged_adapters(config.sft), answer_shapes(rows, base.fmt, settings))
         trainer = GRPOTrainer(model=model, reward_funcs=rlmf, args=args,
                               train_dataset=Dataset.from_list(data), processing_class=tok,
                               peft_config=lora(config, "CAUSAL_LM", model), rollout_func=rollouts)

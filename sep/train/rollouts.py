@@ -12,27 +12,53 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from langchain_core.messages import convert_to_messages
+
 from sep.adapters import read_adapter, write_gguf_adapter
-from sep.backends.embedded import server_params
+from sep.agents import stored_answer_shape
+from sep.backends.embedded import EmbeddedChatModel, embedded_chat
 from sep.errors import BadInput
-from sep.llm import LLMUnavailable
+from sep.llm import AnswerShape, ChatFormat, as_messages
+from sep.prompting import load_prompt, prompt_files
+from sep.stances import detect_lang
 from sep.models import CATALOG, local_model
 from sep.settings import Settings
 from sep.train.base import TrainingBase
+from sep.window import lang_of
 
 
-def base_gguf(settings: Settings, base: TrainingBase) -> Path:
-    """The GGUF llama.cpp samples from: a catalog base's packaged file, or FOLDER.gguf beside a folder base."""
+def rollout_sampler(settings: Settings, base: TrainingBase, threads: int) -> Callable[[list[str]], EmbeddedChatModel]:
+    """The embedded model rollouts sample from, given its adapters: a catalog base's packaged GGUF (with its
+    catalog sampling settings, as inference uses it), or FOLDER.gguf beside a folder base."""
+    cfg = settings.model_copy(update={"threads": threads})
     if base.name in CATALOG:
-        return Path(local_model(settings.cache_dir, base.name).path)
+        local = local_model(settings.cache_dir, base.name)
+        return lambda lora: embedded_chat(local, cfg, lora)
     beside = Path(base.folder).with_suffix(".gguf")
     if not beside.exists():
         raise BadInput(f"--rollouts llama.cpp samples from the base as a GGUF: use a catalog --base-model "
                        f"({', '.join(CATALOG)}), or put {beside.name} beside {Path(base.folder).name}.")
-    return beside
+    return lambda lora: EmbeddedChatModel(model_name=base.name, model_path=str(beside), chat_template=base.fmt.template,
+                                          threads=threads, n_ctx=cfg.context, seed=cfg.seed, lora=lora)
+
+
+def answer_shapes(rows: list[dict], fmt: ChatFormat, settings: Settings) -> dict[str, tuple[list[dict], AnswerShape]]:
+    """Rendered prompt → (its chat, the shape its answer is held to) for the rows that are explain prompts
+    (they show the window's items); the language is the stock's, else read off the prompt."""
+    explain = {lang: load_prompt(lang, prompt_files(settings.explain_format)["explain"], settings.prompts)
+               for lang in ("ko", "en")}
+    out = {}
+    for r in rows:
+        messages = as_messages(r["prompt"])
+        lang = lang_of(r["stock"]) if r.get("stock") else detect_lang(messages[-1]["content"])
+        shape = stored_answer_shape(messages, lang, explain[lang])
+        if shape is not None:
+            out[fmt.prompt(r["prompt"])] = (messages, shape)
+    return out
 
 
 def sampled_ids(reply: dict, tok: Any, turn_end_id: int) -> tuple[list[int], list[float]]:
@@ -65,52 +91,70 @@ def merged_adapters(sft: Path | None) -> list[Path]:
 
 class LlamaRollouts:
     """TRL's `rollout_func`: one sampled completion per prompt it is given (TRL repeats each prompt once
-    per generation), from an in-process llama.cpp that carries the adapter of the last update."""
+    per generation), from an in-process llama.cpp that carries the adapter of the last update.
 
-    def __init__(self, gguf: Path, base_folder: Path, turn_end_id: int, max_tokens: int, temperature: float,
-                 threads: int, n_ctx: int, seed: int, workdir: Path, under: list[Path] = ()) -> None:
-        """`under`: GGUF adapters already merged into the learner's weights (its --sft run), applied
-        before the policy's own, so llama.cpp samples from the same model the trainer learns on."""
-        self.gguf, self.base_folder, self.turn_end_id, self.under = gguf, Path(base_folder), turn_end_id, list(under)
-        self.max_tokens, self.temperature, self.threads, self.n_ctx, self.seed = max_tokens, temperature, threads, n_ctx, seed
+    A prompt with a `shape` (an explain prompt's items, `stored_answer_shape`) is answered as inference
+    answers it: the embedded backend's grammar holds the 1-3 cited items, 판단: and the label, and the
+    reasons follow freely. Without it the model lists every item and rarely reaches a label in 160
+    tokens, so every completion of a group earns the same (unparsable) reward. Other prompts are
+    sampled freely, with llama.cpp's own token ids."""
+
+    def __init__(self, sampler: Callable[[list[str]], EmbeddedChatModel], base_folder: Path, turn_end_id: int,
+                 max_tokens: int, temperature: float, seed: int, workdir: Path, under: list[Path] = (),
+                 shapes: dict[str, tuple[list[dict], AnswerShape]] | None = None) -> None:
+        """`sampler(adapters)`: the embedded model with these GGUF adapters applied. `under`: adapters
+        already merged into the learner's weights (its --sft run), applied before the policy's own, so
+        llama.cpp samples from the same model the trainer learns on. `shapes`: rendered prompt → (its
+        chat, the shape its answer is held to)."""
+        self.sampler, self.base_folder, self.turn_end_id, self.under = sampler, Path(base_folder), turn_end_id, list(under)
+        self.max_tokens, self.temperature, self.seed = max_tokens, temperature, seed
+        self.shapes = shapes or {}
         self.workdir = Path(workdir)  # the adapter llama.cpp samples with, as of the last update
-        self.server: Any = None
+        self.chat: EmbeddedChatModel | None = None
         self.step: int | None = None
         self.tokens, self.seconds = 0, 0.0  # completion tokens sampled and the seconds it took, for the run's metrics
 
-    def server_for(self, policy: Any, step: int) -> Any:
+    def chat_for(self, policy: Any, step: int) -> EmbeddedChatModel:
         """llama.cpp with the policy's adapter as it is now (written again only after an update)."""
-        if self.server is not None and step == self.step:
-            return self.server
-        import xllamacpp as xl
-
+        if self.chat is not None and step == self.step:
+            return self.chat
         folder = self.workdir / "adapter"
         policy.save_pretrained(folder)
         lora = write_gguf_adapter(folder, self.base_folder)
-        self.server = None
+        self.chat = None
         gc.collect()  # the old server (and its model) goes before the next one loads
-        params = server_params(str(self.gguf), self.threads, self.n_ctx)
-        params.lora_adapters = [xl.CommonAdapterLoraInfo(str(path), 1.0) for path in [*self.under, lora]]
-        self.server, self.step = xl.Server(params), step
-        return self.server
+        self.chat, self.step = self.sampler([str(p) for p in [*self.under, lora]]), step
+        return self.chat
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, list]:
         started = time.perf_counter()
         step = trainer.state.global_step
-        server = self.server_for(trainer.accelerator.unwrap_model(trainer.model), step)
+        chat = self.chat_for(trainer.accelerator.unwrap_model(trainer.model), step)
         tok = trainer.processing_class
         out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": []}
         for i, prompt in enumerate(prompts):
             if not isinstance(prompt, str):
                 raise BadInput("--rollouts llama.cpp takes prompts rendered as text.")
-            reply = server.handle_completions({"prompt": prompt, "max_tokens": self.max_tokens, "logprobs": 1,
-                                               "temperature": self.temperature, "seed": self.seed + 1009 * step + i})
-            if "error" in reply:
-                raise LLMUnavailable(f"llama.cpp rollout failed: {reply['error']}")
-            ids, logps = sampled_ids(reply, tok, self.turn_end_id)
+            seed = self.seed + 1009 * step + i
+            if prompt in self.shapes:
+                ids, logps = self.shaped(chat, tok, *self.shapes[prompt], seed)
+            else:
+                reply = chat._complete(prompt, max_tokens=self.max_tokens, logprobs=1, temperature=self.temperature,
+                                       seed=seed)
+                ids, logps = sampled_ids(reply, tok, self.turn_end_id)
             self.tokens += len(ids)
             out["prompt_ids"].append(tok(prompt, add_special_tokens=False)["input_ids"])
             out["completion_ids"].append(ids)
             out["logprobs"].append(logps)
         self.seconds += time.perf_counter() - started
         return out
+
+    def shaped(self, chat: EmbeddedChatModel, tok: Any, messages: list[dict], shape: AnswerShape,
+               seed: int) -> tuple[list[int], list[float]]:
+        """One answer through the embedded backend's own path (grammar, then free reasons), as token ids."""
+        message = chat.invoke(convert_to_messages(messages), answer_shape=shape, temperature=self.temperature,
+                              seed=seed, max_tokens=self.max_tokens)
+        ids = tok(str(message.content), add_special_tokens=False)["input_ids"]
+        if message.usage_metadata["output_tokens"] < self.max_tokens:  # it ended its turn before the budget
+            ids = [*ids, self.turn_end_id]
+        return ids, [0.0] * len(ids)
