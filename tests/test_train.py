@@ -90,6 +90,7 @@ def test_grpo_rewards_read_the_label_as_inference_does_and_mix_in_their_own_scal
     texts = ["근거:\n[t1] + 수주\n판단: 상승\n이유: 수주가 늘었다.", "하락\n금리 부담", "잘 모르겠다"]
     ret = [0.02, 0.02, 0.02]
     assert rlmf_rewards(texts, ret, "market") == pytest.approx([0.02, -0.02, -0.02])  # unparsable counts as wrong
+    assert rlmf_rewards(texts, ret, "market", flagged=[True, False, False]) == pytest.approx([-0.02, -0.02, -0.02])
     scored = ["상승\n점수: 7", "상승\n점수: 1", "상승"]
     assert rlmf_rewards(scored, ret, "market", signal_threshold=3.0) == pytest.approx([0.02, 0.0, -0.02])
     assert rlmf_rewards(texts, ret, "model", [0.5, -0.5, 0.0]) == [0.5, -0.5, 0.0]
@@ -195,6 +196,23 @@ def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy, base):
     metrics = json.loads(done.stdout)
     assert metrics["updates"] == 2 and metrics["mean_score"] is not None
     assert lora_b_norm(toy / "ppo" / "adapter") > 0
+
+
+def test_the_reward_holds_an_answer_to_the_gate_inference_holds_it_to():
+    """A right label with an invented date earns the wrong-answer reward (inference would withhold it); a
+    grounded answer earns the market's. The gate reads the stored prompt: its inputs and its window."""
+    from sep.llm import ChatFormat
+    from sep.train import MarketFeedback
+
+    chat = [{"role": "system", "content": "너는 주식 분석가다. 근거를 인용하고 판단을 쓴다."},
+            {"role": "user", "content": "2022-05-06..2022-05-09 뉴스:\n[t1] 삼성전자 반도체 수출 증가\n"
+                                        "[t2] 삼성전자 목표주가 하향\n내일 종가는?"}]
+    grounded = "근거:\n[t1] + 반도체 수출 증가\n판단: 상승\n이유: 반도체 수출이 증가했다."
+    invented = "근거:\n[t1] + 반도체 수출 증가\n판단: 상승\n이유: 2023년 1월 5일 반도체 수출이 증가했다."
+    feedback = MarketFeedback("market", ChatFormat("{{ messages }}", "<|im_end|>"))
+    texts = [grounded, invented, grounded]
+    assert feedback(texts, [chat] * 3, [0.02] * 3, ["2022-05-09", "2022-05-09", ""]) == pytest.approx([0.02, -0.02, 0.02])
+    assert feedback(texts, [chat] * 3, [0.02] * 3) == pytest.approx([0.02] * 3)  # no day: nothing to hold it to
 
 
 def test_ppo_holds_one_base_and_reads_the_markets_reward_off_the_answer(base):

@@ -41,8 +41,8 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
         groups = {"groups": 0, "zero_variance_groups": 0}  # a group whose rewards are all equal teaches nothing
 
         def rlmf(prompts: list[str], completions: list[str], ret: list[float] | None = None,
-                 chat: list[str] | None = None, **_: Any) -> list[float]:
-            rewards = feedback([content_text(c) for c in completions], chat, ret)
+                 chat: list[str] | None = None, day: list[str] | None = None, **_: Any) -> list[float]:
+            rewards = feedback([content_text(c) for c in completions], chat, ret, day)
             for g in range(0, len(rewards), config.num_generations):  # TRL passes a prompt's completions together
                 group = rewards[g:g + config.num_generations]
                 groups["groups"] += 1
@@ -50,7 +50,7 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
             return rewards
 
         data = [{"prompt": base.fmt.prompt(r["prompt"]), "chat": json.dumps(r["prompt"], ensure_ascii=False),
-                 **({"ret": float(r["ret"])} if "ret" in r else {})} for r in rows]
+                 "day": r.get("date") or "", **({"ret": float(r["ret"])} if "ret" in r else {})} for r in rows]
         args = trainer_args(config, GRPOConfig, num_generations=config.num_generations,
                              max_completion_length=config.max_completion_length, temperature=0.9)
         model = load_policy(base, config.sft)

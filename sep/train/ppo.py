@@ -76,7 +76,8 @@ class TextReward(nn.Module):
         rows = [self.prompt_of(ids[mask].tolist()) for ids, mask in zip(input_ids, attention_mask.bool())]
         texts = [self.tok.decode(response, skip_special_tokens=True) for _, response in rows]
         rets = [p.get("ret", 0.0) for p, _ in rows]
-        rewards = torch.tensor(self.feedback(texts, [p["chat"] for p, _ in rows], rets), dtype=torch.float32)
+        rewards = torch.tensor(self.feedback(texts, [p["chat"] for p, _ in rows], rets,
+                                             [p.get("date") or "" for p, _ in rows]), dtype=torch.float32)
         return SimpleNamespace(hidden_states=[rewards.view(-1, 1, 1).expand(-1, input_ids.shape[1], 1)])
 
 
@@ -97,7 +98,8 @@ def train_ppo(settings: Settings, config: PPORunConfig, db: sqlite_utils.Databas
             value.load_state_dict(torch.load(Path(resume) / VALUE_HEAD))
         remaining = max(config.max_steps - done, 0)
         prompts = [{"input_ids": tok(base.fmt.prompt(r["prompt"]), truncation=True, max_length=config.max_length)["input_ids"],
-                    "chat": r["prompt"], **({"ret": float(r["ret"])} if "ret" in r else {})} for r in rows]
+                    "chat": r["prompt"], "date": r.get("date"), **({"ret": float(r["ret"])} if "ret" in r else {})}
+                   for r in rows]
         reward = TextReward(tok, base.fmt, MarketFeedback.of(config, settings, base.fmt, market_scale), prompts)
         trainer = PPOTrainer(args=ppo_args(config, run.out, remaining, tok), processing_class=tok, model=policy,
                              ref_model=None, reward_model=reward, value_model=value,

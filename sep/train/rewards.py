@@ -72,14 +72,16 @@ def signal_reward(score: float | None, ret: float, threshold: float) -> float:
 
 def rlmf_rewards(texts: list[str], ret: list[float] | None, kind: str, model_scores: list[float] | None = None,
                  seen: list[float] | None = None, *, market_scale: float = 1.0, model_weight: float = 1.0,
-                 signal_threshold: float | None = None) -> list[float]:
-    """GRPO's reward per completion (RLMF), `kind` being `--reward-kind`: `market` (the label line read
-    as inference reads it, `market_reward`; or the score line, `signal_reward`, when `signal_threshold`
+                 signal_threshold: float | None = None, flagged: list[bool] | None = None) -> list[float]:
+    """PPO's and GRPO's reward per completion (RLMF), `kind` being `--reward-kind`: `market` (the label line
+    read as inference reads it, `market_reward`; or the score line, `signal_reward`, when `signal_threshold`
     is set), `model` (the reward model's `model_scores`), or `both` (`mixed_reward`; the model's scale
-    is the spread of every score so far, kept in `seen` across calls)."""
+    is the spread of every score so far, kept in `seen` across calls). A completion the quality gate
+    `flagged` earns the market's wrong-answer reward, as inference would withhold it."""
     market = [0.0] * len(texts)
     if kind != "model":
-        market = [signal_reward(parse_signal(t), ret[i], signal_threshold) if signal_threshold is not None
+        market = [-abs(ret[i]) if flagged and flagged[i] else
+                  signal_reward(parse_signal(t), ret[i], signal_threshold) if signal_threshold is not None
                   else market_reward(parse_answer(t).label, ret[i]) for i, t in enumerate(texts)]
     if kind == "market":
         return market

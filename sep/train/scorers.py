@@ -11,7 +11,8 @@ from typing import Any
 
 from sep.adapters import read_adapter
 from sep.errors import BadInput
-from sep.llm import ChatFormat
+from sep.llm import ChatFormat, as_messages
+from sep.quality import Check, dates_in
 from sep.models import CATALOG
 from sep.settings import Settings, default
 from sep.train.rewards import rlmf_rewards
@@ -145,7 +146,20 @@ class MarketFeedback:
         threshold = config.signal_threshold if getattr(config, "signal_score", False) else None
         return cls(config.reward_kind, fmt, model, market_scale, config.model_weight, threshold)
 
-    def __call__(self, texts: list[str], chats: list[Any], rets: list[float] | None) -> list[float]:
+    def __call__(self, texts: list[str], chats: list[Any], rets: list[float] | None,
+                 days: list[str] | None = None) -> list[float]:
         scores = [self.model.scores(c, [self.fmt.strip(t)])[0] for c, t in zip(chats, texts)] if self.model else None
+        flagged = [bool(d) and bool(gate_flags(t, c, d)) for t, c, d in zip(texts, chats, days)] if days else None
         return rlmf_rewards(texts, rets, self.kind, scores, self.seen, market_scale=self.market_scale,
-                            model_weight=self.model_weight, signal_threshold=self.signal_threshold)
+                            model_weight=self.model_weight, signal_threshold=self.signal_threshold, flagged=flagged)
+
+
+def gate_flags(text: str, chat: Any, day: str) -> list[str]:
+    """The quality gate's flags on an answer to a stored explain prompt, as inference checks an explanation:
+    not the prompt's instructions, grounded in its inputs (the last user turn), no date outside the
+    window (its earliest date to the decision day)."""
+    messages = as_messages(chat)
+    inputs = messages[-1]["content"]
+    instructions = "\n".join(m["content"] for m in messages[:-1])
+    first = min([*dates_in(inputs), day])
+    return Check(instructions, inputs, first, day, kind="explanation").flags(text)
