@@ -248,7 +248,7 @@ def test_ppo_holds_one_base_and_reads_the_markets_reward_off_the_answer(base):
 
     chats = ["삼성전자 뉴스: 반도체 수출 증가\n내일 주가는?", "삼성전자 뉴스: 목표주가 하향\n내일 주가는?"]
     prompts = [{"input_ids": tok(resolved.fmt.prompt(c))["input_ids"], "chat": c, "ret": r} for c, r in zip(chats, (0.02, -0.03))]
-    reward = TextReward(tok, resolved.fmt, MarketFeedback("market", resolved.fmt), prompts)
+    reward = TextReward(tok, MarketFeedback("market", resolved.fmt), prompts)
     queries = tok([resolved.fmt.prompt(c) for c in chats], return_tensors="pt", padding=True).input_ids
     tok.padding_side = "right"  # a rollout is padded after its turn end
     answers = tok(["상승\n수출이 늘어 오른다.<|im_end|>", "상승\n그래도 오른다.<|im_end|>"], return_tensors="pt",

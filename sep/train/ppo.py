@@ -21,7 +21,6 @@ from torch import nn
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 
 from sep.errors import BadInput
-from sep.llm import ChatFormat
 from sep.settings import Settings
 from sep.train.base import TrainingBase, load_policy, lora, turn_tokenizer
 from sep.train.config import PPORunConfig
@@ -59,9 +58,9 @@ class TextReward(nn.Module):
 
     base_model_prefix = "trunk"
 
-    def __init__(self, tok: Any, fmt: ChatFormat, feedback: MarketFeedback, prompts: list[dict]) -> None:
+    def __init__(self, tok: Any, feedback: MarketFeedback, prompts: list[dict]) -> None:
         super().__init__()
-        self.tok, self.fmt, self.feedback = tok, fmt, feedback
+        self.tok, self.feedback = tok, feedback
         self.known = {tuple(p["input_ids"]): p for p in prompts}
         self.lengths = sorted({len(ids) for ids in self.known}, reverse=True)
         self.score = nn.Identity()
@@ -100,7 +99,7 @@ def train_ppo(settings: Settings, config: PPORunConfig, db: sqlite_utils.Databas
         prompts = [{"input_ids": tok(base.fmt.prompt(r["prompt"]), truncation=True, max_length=config.max_length)["input_ids"],
                     "chat": r["prompt"], "date": r.get("date"), **({"ret": float(r["ret"])} if "ret" in r else {})}
                    for r in rows]
-        reward = TextReward(tok, base.fmt, MarketFeedback.of(config, settings, base.fmt, market_scale), prompts)
+        reward = TextReward(tok, MarketFeedback.of(config, settings, base.fmt, market_scale), prompts)
         trainer = PPOTrainer(args=ppo_args(config, run.out, remaining, tok), processing_class=tok, model=policy,
                              ref_model=None, reward_model=reward, value_model=value,
                              train_dataset=Dataset.from_list([{"input_ids": p["input_ids"]} for p in prompts]))

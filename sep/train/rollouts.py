@@ -3,9 +3,11 @@ LoRA as a GGUF adapter, rewritten after each update.
 
 On 2 cores transformers' `generate` on the fp32 training weights runs at about 3 tok/s and llama.cpp
 at 19-22 on the quantized base (issue 34). TRL's GRPOTrainer takes a `rollout_func` for this; the
-completions it returns are the token ids llama.cpp sampled (the same vocabulary), and the loss is
-computed by the trainer on its own weights. The difference between the quantized sampler and the fp32
-learner is the price; `bench/train_speed.py` prints both paths.
+completions it returns are the token ids llama.cpp sampled (the same vocabulary), or their text
+tokenized again where llama.cpp reports no ids (`sampled_ids`, and answers through the grammar), and
+the loss is computed by the trainer on its own weights. The difference between the quantized sampler
+and the fp32 learner is the price; `bench/train_speed.py` prints both paths, `bench/grpo_signal.py`
+the groups that carry a signal.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from sep.agents import stored_answer_shape
 from sep.backends.embedded import EmbeddedChatModel, embedded_chat
 from sep.errors import BadInput
 from sep.llm import AnswerShape, ChatFormat, as_messages
-from sep.prompting import load_prompt, prompt_files
-from sep.stances import detect_lang
 from sep.models import CATALOG, local_model
+from sep.prompting import load_prompt, prompt_files
 from sep.settings import Settings
+from sep.stances import detect_lang
 from sep.train.base import TrainingBase
 from sep.window import lang_of
 
