@@ -651,7 +651,7 @@ class Deduplicator:
         if injected:
             self.store.mark_injections([(r.injection, r.id) for r in injected])
         if not rows:
-            report.topic_table = self._topic_table(stock, models[0][0] if models else None)
+            report.topic_table = self.store.topic_table(stock, models[0][0] if models else None)
             return report
         model_run = None if refit else self._choose_model(models, rows[0].date, rows[-1].date)
         self.progress("keywords", 0, len(rows))
@@ -705,7 +705,7 @@ class Deduplicator:
         timings["rest"] = round(report.seconds - sum(timings.values()), 3)
         report.timings = timings
         report.run, model_run = self._store(stock, report, rows, model if refit else None, topic_words, refit, model_run)
-        report.topic_table = self._topic_table(stock, model_run)
+        report.topic_table = self.store.topic_table(stock, model_run)
         report.topics = len(report.topic_table)
         return report
 
@@ -741,16 +741,11 @@ class Deduplicator:
                                                    ("vectorizer_model", self.vectorizer_model)) if v is not None}
         params = json.dumps({**c.model_dump(), **({"parts": parts} if parts else {})}, ensure_ascii=False, sort_keys=True)
         blob = save_topic_model(model, self.embedder_name()) if model is not None else None
-        run = DedupRun(stock, report.start, report.end, refit, self.embedder_name(), params, report.input,
-                       report.exact_duplicates, report.near_duplicates, report.off_topic, report.kept, len(topic_words),
-                       report.seconds, report.timings)
+        record = DedupRun(stock, report.start, report.end, refit, self.embedder_name(), params, report.input,
+                          report.exact_duplicates, report.near_duplicates, report.off_topic, report.kept,
+                          len(topic_words), report.seconds, report.timings)
         marks = [(r.dup_of, r.dup_kind, r.topic if r.dup_of is None else None, r.flag, r.is_representative, r.id)
                  for r in rows]
         topics = [(t, d["size"], d["words"], d["example"], d["flag"]) for t, d in sorted(topic_words.items())]
         stored = (rows[0].date, rows[-1].date, "bertopic-safetensors-zip", blob) if blob is not None else None
-        run, model_run = self.store.save(run, marks, topics, stored, model_run)
-        return run, model_run
-
-    def _topic_table(self, stock: str, model_run: int | None) -> list[dict]:
-        """The topics of one stored model (the one this run fitted or used)."""
-        return self.store.topic_table(stock, model_run)
+        return self.store.save(record, marks, topics, stored, model_run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from sep.memory.db import now_iso, transaction
+from sep.memory.db import now_iso, scope, transaction
 
 # each kind of generated text an audit counts flags on: its table and the rows of that kind
 FLAGGED = {"summary": ("summaries", ""), "forecast": ("predictions", "trial = 0 AND "),
@@ -16,12 +16,8 @@ def stored_flags(db: sqlite_utils.Database, kind: str, stocks: list[str], start:
                  end: str | None) -> list[tuple[str, str | None]]:
     """(model, flags) of every stored text of `kind` (FLAGGED) of these stocks in [start, end]."""
     table, only = FLAGGED[kind]
-    sql, args = f"SELECT model, flags FROM {table} WHERE {only}stock IN ({','.join('?' * len(stocks))})", list(stocks)
-    if start:
-        sql, args = sql + " AND date >= ?", args + [start]
-    if end:
-        sql, args = sql + " AND date <= ?", args + [end]
-    return db.execute(sql, args).fetchall()
+    where, args = scope(stocks, start, end)
+    return db.execute(f"SELECT model, flags FROM {table} WHERE {only}{where}", args).fetchall()
 
 
 def text_sources(db: sqlite_utils.Database, ids: list[int]) -> list[str]:

@@ -4,7 +4,7 @@ pattern), explicit all-or-nothing transactions."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -111,3 +111,14 @@ def database_path(db: sqlite_utils.Database) -> str | None:
     """The file behind an open memory (None for an in-memory one, which other threads can't open)."""
     row = next((r for r in db.execute("PRAGMA database_list").fetchall() if r[1] == "main"), None)
     return row[2] if row and row[2] else None
+
+
+def scope(stocks: Sequence[str], start: str | None, end: str | None, prefix: str = "") -> tuple[str, list]:
+    """The WHERE condition for rows of these stocks dated start..end (a bound left None is open), and
+    its parameters; `prefix` qualifies the columns ("p.")."""
+    where, args = [f"{prefix}stock IN ({','.join('?' * len(stocks))})"], list(stocks)
+    if start:
+        where.append(f"{prefix}date >= ?"), args.append(start)
+    if end:
+        where.append(f"{prefix}date <= ?"), args.append(end)
+    return " AND ".join(where), args

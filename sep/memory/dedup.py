@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from sep.memory.db import now_iso, transaction
+from sep.memory.db import now_iso, scope, transaction
 
 
 @dataclass
@@ -40,12 +40,7 @@ class DedupStore:
     def candidates(self, stock: str, start: str | None, end: str | None, refit: bool) -> list[tuple]:
         """(id, date, source, title, body, injection, injection_allowed) of the days to decide: every day in
         range on refit, else the days holding a text not yet decided; by date, time and id."""
-        where, args = ["stock = ?"], [stock]
-        if start:
-            where.append("date >= ?"), args.append(start)
-        if end:
-            where.append("date <= ?"), args.append(end)
-        cond = " AND ".join(where)
+        cond, args = scope([stock], start, end)
         if not refit:
             cond += f" AND date IN (SELECT DISTINCT date FROM texts WHERE {cond} AND is_representative IS NULL)"
             args = args + args
@@ -66,6 +61,7 @@ class DedupStore:
                                     [stock, run]).fetchall())
 
     def topic_table(self, stock: str, run: int | None) -> list[dict]:
+        """The topics of one stored model (the one a run fitted or used), largest first."""
         rows = self.db.execute("SELECT topic, size, words, example, flag FROM topics WHERE stock = ? AND run = ? "
                                "ORDER BY size DESC, topic", [stock, run]).fetchall()
         return [dict(zip(("topic", "size", "words", "example", "flag"), r)) for r in rows]

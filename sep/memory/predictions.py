@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from sep.memory.db import insert_row, transaction
+from sep.memory.db import insert_row, scope, transaction
 
 @dataclass
 class PredictionRow:
@@ -136,31 +136,22 @@ class PredictionStore:
         return [f for (f,) in self.db.execute("SELECT flags FROM reflections WHERE model = ? AND date >= ? AND date <= ?",
                                               [model, start, end]).fetchall()]
 
-    @staticmethod
-    def _scope(stocks: list[str], start: str | None, end: str | None, prefix: str = "") -> tuple[list[str], list]:
-        where, args = [f"{prefix}stock IN ({','.join('?' * len(stocks))})"], list(stocks)
-        if start:
-            where.append(f"{prefix}date >= ?"), args.append(start)
-        if end:
-            where.append(f"{prefix}date <= ?"), args.append(end)
-        return where, args
-
     def scored(self, stocks: list[str], start: str | None, end: str | None, method: str, last_trial: bool) -> list[tuple]:
         """(stock, date, target_day, actual, label, confidence, explanation, model, data_end, flags) of each stored
         decision of `method` in scope: trial 0 (the forecast), or with `last_trial` each run's last trial."""
         cond = ("p.trial = (SELECT MAX(trial) FROM predictions q WHERE q.stock = p.stock AND q.date = p.date "
                 "AND q.method = p.method AND q.model = p.model)") if last_trial else "p.trial = 0"
-        where, args = self._scope(stocks, start, end, "p.")
+        where, args = scope(stocks, start, end, "p.")
         return self.db.execute(
             "SELECT p.stock, p.date, p.target_day, p.actual, p.label, p.confidence, p.explanation, p.model, p.data_end, "
-            f"p.flags FROM predictions p WHERE p.method = ? AND {cond} AND {' AND '.join(where)} "
+            f"p.flags FROM predictions p WHERE p.method = ? AND {cond} AND {where} "
             "ORDER BY p.date, p.stock, p.model", [method, *args]).fetchall()
 
     def forecast_groups(self, stocks: list[str], start: str | None, end: str | None) -> list[tuple[str, str, int]]:
         """(method, model, days) of every forecasting method and model stored in scope."""
-        where, args = self._scope(stocks, start, end)
+        where, args = scope(stocks, start, end)
         return [tuple(r) for r in self.db.execute(
-            f"SELECT method, model, COUNT(*) FROM predictions WHERE trial = 0 AND {' AND '.join(where)} "
+            f"SELECT method, model, COUNT(*) FROM predictions WHERE trial = 0 AND {where} "
             "GROUP BY method, model ORDER BY method DESC, model", args).fetchall()]
 
     def save(self, predictions: list[PredictionRow], reflections: list[ReflectionRow] = (),

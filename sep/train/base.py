@@ -124,7 +124,7 @@ def turn_tokenizer(base: TrainingBase) -> Any:
 # vocab), which TRL keeps for the loss and its entropy and accuracy metrics. 6 leaves a margin.
 LOGIT_COPIES = 6
 # PPO holds one base: the reference is the adapter off and the value a head on the policy's decoder (sep.train.ppo).
-# A model-head reward run adds a copy to PPO and GRPO (`reward_copies`).
+# A model-head reward run adds a copy to PPO and GRPO (`extra_copies`, counted by run.execute_run).
 MODEL_COPIES = {"sft": 1, "stance": 1, "reward": 1, "grpo": 1, "ppo": 1}
 
 

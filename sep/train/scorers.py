@@ -15,8 +15,8 @@ from sep.llm import ChatFormat, as_messages
 from sep.quality import Check, dates_in
 from sep.models import CATALOG
 from sep.settings import Settings, default
-from sep.train.rewards import rlmf_rewards
 from sep.train.base import TrainingBase, torch_threads, turn_tokenizer
+from sep.train.rewards import rlmf_rewards
 
 
 def reward_model_and_tokenizer(base: TrainingBase) -> tuple[Any, Any]:
