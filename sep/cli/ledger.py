@@ -99,9 +99,9 @@ def ledger_run_cmd(
     live: Annotated[bool, typer.Option("--live", help="Fetch today's prices (FinanceDataReader, the live extra), "
                                        "board posts and news titles (Naver) first.")] = False,
     date: Annotated[Optional[str], typer.Option("--date", help="D \\[today in the market's zone].")] = None,
-    board_pages: Annotated[Optional[int], typer.Option("--board-pages", min=0, help="Board list pages to read at most \[5].")] = None,
-    news_pages: Annotated[Optional[int], typer.Option("--news-pages", min=0, help="News list pages to read at most \[5].")] = None,
-    delay: Annotated[Optional[float], typer.Option("--delay", min=0.0, help="Seconds between page requests \[1.0].")] = None,
+    board_pages: Annotated[Optional[int], typer.Option("--board-pages", min=0, help="Board list pages to read at most \\[5].")] = None,
+    news_pages: Annotated[Optional[int], typer.Option("--news-pages", min=0, help="News list pages to read at most \\[5].")] = None,
+    delay: Annotated[Optional[float], typer.Option("--delay", min=0.0, help="Seconds between page requests \\[1.0].")] = None,
     policy: PolicyOpt = None,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,

