@@ -36,6 +36,7 @@ from sep.window import LABEL_WORDS, DecisionWindow, Text, label_word, lang_of
 MAX_TEXTS_PER_DAY = 40
 MAX_TITLE_CHARS = 300  # one text's share of a prompt: a 100 KB title must not fill the context
 MAX_DAY_CHARS = 5000   # one day's texts in a summary prompt (~2.5k tokens of Korean), well inside 4k-8k contexts
+REASK_SEED = 1000  # a forecast's re-asks sample with seeds apart from the hindsight retries' (seed + trial)
 MAX_EVIDENCE = 3  # cited items an evidence-first answer may count (the prompt asks for one to three)
 CONTEXT_HINT = "SEP_CONTEXT for the embedded model, --max-model-len for vllm serve"
 
@@ -76,6 +77,7 @@ class Trial:
     reflection_flags: list[str] = field(default_factory=list)
     reflection_detail: dict = field(default_factory=dict)  # misled (id), why, overlooked (id), the text as written
     evidence: list[dict] = field(default_factory=list)  # cited items: item, direction, note, day, point, texts
+    attempts: int = 1  # asks it took (a forecast the gate flagged is asked again)
 
 
 @dataclass
@@ -187,11 +189,12 @@ class Agents:
     def __init__(self, db: sqlite_utils.Database, llm: LLM | None, lang: str, recall_k: int = 3,
                  prompts_dir: Path | None = None, on_prompt: Callable[[str, str], None] | None = None,
                  retry_temperature: float = default("retry_temperature"), seed: int = default("seed"),
+                 forecast_attempts: int = default("forecast_attempts"),
                  summarizer: str = default("summarizer"), summary_points: int = default("summary_points"),
                  explain_format: str = default("explain_format"), mask: bool = False,
                  lessons_before: str | None = None):
         self.db, self.llm, self.lang, self.recall_k = db, llm, lang, recall_k
-        self.retry_temperature, self.seed = retry_temperature, seed
+        self.retry_temperature, self.seed, self.forecast_attempts = retry_temperature, seed, forecast_attempts
         self.summarizer, self.summary_points = summarizer, summary_points
         self.prompts = {agent: load_prompt(lang, file, prompts_dir) for agent, file in prompt_files(explain_format).items()}
         self.evidence_first = bool(self.prompts["explain"].label_after)
@@ -216,7 +219,8 @@ class Agents:
                   lessons_before: str | None = None) -> "Agents":
         """The agents for one stock with every setting (prompts, summarizer, retries) from `cfg`."""
         return cls(db, llm, lang_of(stock), prompts_dir=cfg.prompts, on_prompt=on_prompt,
-                   retry_temperature=cfg.retry_temperature, seed=cfg.seed, summarizer=cfg.summarizer,
+                   retry_temperature=cfg.retry_temperature, seed=cfg.seed, forecast_attempts=cfg.forecast_attempts,
+                   summarizer=cfg.summarizer,
                    summary_points=cfg.summary_points, explain_format=cfg.explain_format, mask=mask,
                    lessons_before=lessons_before)
 
@@ -425,6 +429,22 @@ class Agents:
             answer.confidence = None if p_up is None else p_up if answer.label == "up" else 1 - p_up
         return answer
 
+    def forecast(self, variables: dict) -> Answer | None:
+        """The forecast: greedy, and while the quality gate flags it, asked again, sampled, up to
+        `forecast_attempts` asks in all. No ask is told the outcome, so whichever is kept is still a
+        forecast; the gate uses no outcome either. The first clean answer is kept, else the greedy one
+        (withheld). Resampling against a check, not against the market: it lifts coverage, not skill."""
+        first = answer = self.explain(variables)
+        asked = 1
+        while answer is not None and answer.flags and asked < self.forecast_attempts:
+            answer = self.explain(variables, temperature=self.retry_temperature, seed=self.seed + REASK_SEED + asked)
+            asked += 1
+        if answer is not None and answer.flags:
+            answer = first
+        if answer is not None:
+            answer.attempts = asked
+        return answer
+
     def reflect(self, variables: dict, answer: Answer, actual: str) -> tuple[str, list[str], dict] | None:
         """A lesson from a wrong answer, its quality flags (a flagged lesson is kept but never used) and
         its detail. An answer that cited evidence gets three lines, held by the backend: the cited item
@@ -476,13 +496,14 @@ class Agents:
         for n in range(trials):
             variables = self.explain_variables(window, summaries, lessons)
             # trial 0 is the forecast (greedy); a retry samples, so a lesson can change its mind
-            answer = self.explain(variables) if n == 0 else \
+            answer = self.forecast(variables) if n == 0 else \
                 self.explain(variables, temperature=self.retry_temperature, seed=self.seed + n)
             if answer is None:  # dry run: the first prompt is all we can show
                 break
             trial = Trial(n, answer.label, answer.explanation, answer.confidence,
                           answer.label == window.label and not answer.flags, answer.response,
-                          self.prompts["explain"].render(**variables), flags=answer.flags, evidence=answer.evidence)
+                          self.prompts["explain"].render(**variables), flags=answer.flags, evidence=answer.evidence,
+                          attempts=answer.attempts)
             result.trials.append(trial)
             if trial.correct:
                 break
@@ -506,7 +527,7 @@ class Agents:
             w.stock, w.date, t.trial, w.target_day, w.label, t.label, t.explanation, t.confidence, t.correct, t.response,
             t.prompt, self.model_name, now, flags=join_flags(t.flags),
             evidence=json.dumps(t.evidence, ensure_ascii=False) if t.evidence else None, data_end=self.data_end,
-            window_stance=result.window_stance) for t in result.trials]
+            window_stance=result.window_stance, attempts=t.attempts) for t in result.trials]
         reflections = [ReflectionRow(
             w.stock, w.date, w.target_day, t.trial, t.reflection, self.model_name, now, join_flags(t.reflection_flags),
             json.dumps(t.reflection_detail, ensure_ascii=False) if t.reflection_detail else None)

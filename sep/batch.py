@@ -238,7 +238,8 @@ class OfflineChat(BaseChatModel):
         n = site.calls.get(agent, 0)
         site.calls[agent] = n + 1
         stage = "summary" if agent == "summarize" else "reflect" if agent == "reflect" else \
-            "stance" if agent == "stance" else "best_of" if site.phase == "best_of" else "forecast" if n == 0 else "retry"
+            "stance" if agent == "stance" else "best_of" if site.phase == "best_of" else \
+            "forecast" if not site.calls.get("reflect") else "retry"  # a forecast's re-asks come before any lesson
         return Request(custom_id(self.job, site.stock, site.day, stage, n), stage, site.stock, site.day, n, body)
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,

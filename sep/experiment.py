@@ -188,10 +188,10 @@ class Experiment:
 
     def _store(self, db: sqlite_utils.Database, arm: str, w: DecisionWindow, label: str | None,
                confidence: float | None, explanation: str, response: str, model: str, data_end: str | None,
-               stance: float | None = None, flags: list[str] | None = None) -> None:
+               stance: float | None = None, flags: list[str] | None = None, attempts: int = 1) -> None:
         ExperimentStore(db).store(ArmForecast(self.id, arm, w.stock, w.date, w.target_day, w.label, label, confidence,
                                               explanation, response, model, data_end, now_iso(), stance,
-                                              ",".join(flags) if flags else None))
+                                              ",".join(flags) if flags else None, attempts))
 
     def _arm_model(self, arm: str, runs: dict[str, Path]) -> Any:
         """The LLM that answers for a policy arm: the run's adapter on the base model."""
@@ -211,11 +211,11 @@ class Experiment:
         if arm == "memory":  # only lessons whose outcome was known by D (recall enforces it)
             lessons = base.recall(w, base.explain_variables(w, summaries, [])["summaries"])
         variables = base.explain_variables(w, summaries, lessons)
-        answer = by.agents(w.stock).explain(variables)
+        answer = by.agents(w.stock).forecast(variables)
         ok = not answer.flags  # a flagged answer (copied, ungrounded, ...) is unparsable
         self._store(by.db(), arm, w, answer.label if ok else None, answer.confidence if ok else None,
                     answer.explanation, answer.response, by.llm.name, data_end, window_stance(variables["_items"]),
-                    answer.flags)
+                    answer.flags, answer.attempts)
 
     def forecast(self, fold: Fold, runs: dict[str, Path], windows: dict[tuple[str, str], DecisionWindow]) -> None:
         """Every arm's answer for every test day of the fold, made with only what was known at D.
@@ -290,6 +290,7 @@ class Experiment:
             scored[arm] = ds
             bt = backtest(ds)
             arms[arm] = {**forecast_report(ds, self.cfg.seed), "flags": self.flag_counts(arm),
+                         "reasked": self.store.reasked(self.id, arm),
                          "backtest": backtest_summary(bt),
                          "curves": equity_curves(bt),
                          "by_stock": {s: _brief(score(hits_of([d for d in ds if d.stock == s]), self.cfg.seed))

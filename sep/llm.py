@@ -159,6 +159,7 @@ class Answer:
     response: str
     flags: list[str] = field(default_factory=list)  # sep.quality's findings; any flag makes it unparsable
     evidence: list[dict] = field(default_factory=list)  # evidence-first answers: {"item": "t57", "direction", "note"}
+    attempts: int = 1  # asks it took: a forecast the gate flagged is asked again (Agents.forecast)
 
 
 def parse_label(line: str) -> str | None:

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache, description="Where prepared models live.")
     window_days: int = Field(5, ge=1, description="Calendar days of text a decision reads (T).")
     trials: int = Field(3, ge=1, description="Explain attempts per decision, reflections between them (N).")
+    forecast_attempts: int = Field(3, ge=1, description="Times a forecast may be asked before it is withheld: an "
+                                   "answer the quality gate flags (copied, ungrounded, invented numbers, ...) is asked "
+                                   "again, sampled at the retry temperature and still without the outcome; the first "
+                                   "clean answer is the forecast, else the first answer, withheld.")
     retry_temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature of the retries after a "
                                      "reflection (trial 0, the forecast, is greedy): a greedy retry that reads an "
                                      "unhelpful lesson repeats the same answer.")

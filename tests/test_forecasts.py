@@ -277,9 +277,43 @@ def test_an_experiment_counts_the_flags_of_the_answers_it_withheld(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         base = json.loads(done.stdout)["arms"]["base"]
         shown = run("experiment", "show", "1", db=db_path)
-    assert base["n"] == 3 and base["answered"] == 0
+    assert base["n"] == 3 and base["answered"] == 0 and base["reasked"] == 3  # asked 3 times each, flagged each time
     assert base["flags"] == {"invented_dates": 3, "invented_numbers": 3}  # the date's numbers are in no input either
     assert "withheld by the gate (per flag): base: invented_dates 3, invented_numbers 3" in " ".join(shown.stdout.split())
+    assert "asked again, still without the outcome: base 3" in " ".join(shown.stdout.split())
+
+
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_a_forecast_the_gate_flags_is_asked_again_without_the_outcome(tmp_path, attempts):
+    """A server whose first answer to each prompt invents a date and whose later answers don't: with
+    re-asks (the default, 3) the forecast is the clean second answer, stored as asked twice and
+    scored; with SEP_FORECAST_ATTEMPTS=1 it is withheld. No re-ask is shown the outcome."""
+    db_path = tmp_path / "sep.db"
+    _sample_db(db_path).conn.close()
+    asked: dict[str, int] = {}
+    prompts: list[str] = []
+
+    def script(kind: str, prompt: str) -> str:
+        if kind != "explain":
+            return coin(kind, prompt)
+        asked[prompt] = asked.get(prompt, 0) + 1
+        prompts.append(prompt)
+        return echo_reason(prompt, "하락") + (" 2031-01-05에도 내린다." if asked[prompt] == 1 else "")
+
+    with FakeOpenAI(script) as server:
+        done = run("reflect", "--stock", "005930", "--date", "2022-05-24", "--trials", "1", "--base-url",
+                   server.base_url, "--json", db=db_path, env={"SEP_FORECAST_ATTEMPTS": str(attempts)})
+    assert done.returncode == 0, done.stderr
+    db = open_memory(db_path)
+    (label, flags, asks), = db.execute("SELECT label, flags, attempts FROM predictions WHERE trial = 0").fetchall()
+    assert len(prompts) == min(attempts, 2) and len(set(prompts)) == 1  # the same prompt: no outcome, no lesson
+    assert "실제" not in prompts[0] and "actual" not in prompts[0].lower()
+    if attempts == 1:
+        assert asks == 1 and "invented_dates" in flags
+    else:
+        assert (label, flags, asks) == ("down", None, 2)
+    r = json.loads(run("eval", "--stock", "005930", "--json", db=db_path).stdout)
+    assert r["n"] == 1 and r["answered"] == (attempts > 1)
 
 
 def test_experiment_with_base_and_memory_scores_only_days_after_training(tmp_path):
@@ -367,7 +401,10 @@ def test_the_forecast_is_greedy_and_a_retry_samples(tmp_path):
                    server.base_url, db=db_path)
         assert done.returncode == 0, done.stderr
         explains = [r for r in server.requests if kind_of(r) == "explain"]
-    assert [r.get("temperature") for r in explains] == [0.0, 0.7]
+    # the greedy forecast is ungrounded ("기대감" is in no input), so it is asked twice more, sampled;
+    # then the hindsight retry samples too, each with its own seed
+    assert [r.get("temperature") for r in explains] == [0.0, 0.7, 0.7, 0.7]
+    assert len({r.get("seed") for r in explains[1:]}) == 3
     assert "trial 0 (forecast)" in done.stdout and "hindsight" in done.stdout
 
 

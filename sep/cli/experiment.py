@@ -161,6 +161,10 @@ def render_experiment(r: dict) -> None:
                 for name, s in r["arms"].items() if s.get("flags")]
     if withheld:
         console.print("withheld by the gate (per flag): " + "; ".join(withheld), highlight=False)
+    reasked = [f"{name} {s['reasked']}" for name, s in r["arms"].items() if s.get("reasked")]
+    if reasked:
+        console.print("forecasts the gate flagged and sep asked again, still without the outcome: " + ", ".join(reasked),
+                      highlight=False)
     lessons, took = r.get("lessons"), r.get("uptake")
     if lessons and lessons["n"]:
         why = ", ".join(f"{k} {v}" for k, v in sorted(lessons["flags"].items(), key=lambda kv: -kv[1]))

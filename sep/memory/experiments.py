@@ -30,6 +30,7 @@ class ArmForecast:
     created_at: str
     window_stance: float | None = None
     flags: str | None = None
+    attempts: int = 1  # asks the forecast took (Agents.forecast asks again while the gate flags it)
 
 
 class ExperimentStore:
@@ -71,6 +72,11 @@ class ExperimentStore:
         return self.db.execute("SELECT stock, date, target_day, actual, label, confidence, explanation, model, data_end "
                                "FROM experiment_forecasts WHERE experiment = ? AND arm = ? ORDER BY date, stock",
                                [experiment, arm]).fetchall()
+
+    def reasked(self, experiment: int, arm: str) -> int:
+        """An arm's forecasts the gate flagged at first and that were asked again."""
+        return self.db.execute("SELECT COUNT(*) FROM experiment_forecasts WHERE experiment = ? AND arm = ? "
+                               "AND attempts > 1", [experiment, arm]).fetchone()[0]
 
     def flags(self, experiment: int, arm: str) -> list[str]:
         """Each withheld forecast's flags, comma-joined."""

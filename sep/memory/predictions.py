@@ -32,6 +32,7 @@ class PredictionRow:
     candidates: str | None = None  # best-of-n: JSON of every candidate
     data_end: str | None = None
     window_stance: float | None = None
+    attempts: int = 1  # asks the answer took: a forecast the quality gate flagged is asked again
 
 
 @dataclass
