@@ -166,7 +166,7 @@ class BatchRunner:
 # So what is stored (summaries, predictions, lessons, pairs, best-of-n) is what a live run stores,
 # through the same quality gate, and a stage's requests are exactly the bodies a live run sends.
 
-STAGES = ("summary", "stance", "forecast", "reflect", "retry", "best_of")
+STAGES = ("summary", "stance", "forecast", "reflect", "kind", "retry", "best_of")
 ENGINES = ("vllm", "openai")  # vllm: the label constrained by structured outputs; openai: plain chat requests
 URL = "/v1/chat/completions"
 
@@ -237,8 +237,8 @@ class OfflineChat(BaseChatModel):
         site: ReplayPosition = self.site
         n = site.calls.get(agent, 0)
         site.calls[agent] = n + 1
-        stage = "summary" if agent == "summarize" else "reflect" if agent == "reflect" else \
-            "stance" if agent == "stance" else "best_of" if site.phase == "best_of" else \
+        stage = "summary" if agent == "summarize" else agent if agent in ("reflect", "kind", "stance") else \
+            "best_of" if site.phase == "best_of" else \
             "forecast" if not site.calls.get("reflect") else "retry"  # a forecast's re-asks come before any lesson
         return Request(custom_id(self.job, site.stock, site.day, stage, n), stage, site.stock, site.day, n, body)
 

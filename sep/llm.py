@@ -521,7 +521,7 @@ class LessonShape:
     교훈:): the cited item that misled (one of the answer's `cited` ids) and why (`reasons`: direction
     or weight), the item overlooked (another of the window's `ids`, or `none`), and one general
     lesson (no digits, no brackets: no dates, ids or figures). With `kinds` the last line is one of
-    them, the kind of news that misled, which the prompt's template for `why` turns into the lesson.
+    them (kept as said; the lesson's kind is read for the misled item itself, `Agents.news_kind`).
     A backend holds it as it holds an answer's shape (llama.cpp grammar, vLLM regex)."""
 
     markers: tuple[str, str, str]

@@ -32,9 +32,10 @@ def prompt_files(explain_format: str) -> dict[str, str]:
     """Which prompt file each agent reads: the explain format picks explain_derived.toml (the label
     derived from judged evidence), explain.toml (evidence first, the model's label) or explain_label.toml,
     and the reflect prompt: reflect.toml (the misleading item, the overlooked one, a general lesson)
-    for answers that cite evidence, reflect_label.toml (a free lesson) for label-first ones."""
+    for answers that cite evidence, reflect_label.toml (a free lesson) for label-first ones; kind.toml
+    names the kind of news that misled, for the lesson's template."""
     return {"summarize": "summarize", "explain": EXPLAIN_FILES[explain_format],
-            "reflect": "reflect_label" if explain_format == "label" else "reflect"}
+            "reflect": "reflect_label" if explain_format == "label" else "reflect", "kind": "kind"}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from sep.errors import BadInput
 
 # Tokens each agent may answer with: the answer's share of the context (the prompt gets the rest)
 # and, for explanations, the length the RL trainers generate.
-MAX_TOKENS = {"summarize": 200, "explain": 240, "reflect": 120}
+MAX_TOKENS = {"summarize": 200, "explain": 240, "reflect": 120, "kind": 8}
 EVIDENCE_TOKENS = 200  # of an evidence-first explanation's tokens, the most its cited items (before the label) may take
 
 

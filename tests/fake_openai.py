@@ -18,7 +18,7 @@ def _system_openings() -> tuple[tuple[str, str], ...]:
     from sep.agents import load_prompt
 
     found = ((load_prompt(lang, name).system.strip().split("{")[0], name)  # the text before any variable
-             for lang in ("ko", "en") for name in ("summarize", "explain", "reflect", "judge", "stance"))
+             for lang in ("ko", "en") for name in ("summarize", "explain", "reflect", "judge", "stance", "kind"))
     return tuple((opening, name) for opening, name in found if opening)
 
 
@@ -73,8 +73,9 @@ def known_skill(truth: dict[str, str], skilled: Callable[[str], bool]) -> Callab
 def choice_words(body: dict) -> list[str]:
     """The words a request's structured output allows when it is a choice of a few ((a|b|c)), else []."""
     regex = ((body.get("structured_outputs") or {}).get("regex")) or ""
-    found = re.fullmatch(r"\(([^()\\]+(?:\|[^()\\|]+)+)\)", regex)
-    return found.group(1).split("|") if found else []
+    word = r"(?:[^()\\|]|\\.)+"  # a backslash escapes one character (re.escape writes "주가\ 흐름")
+    found = re.fullmatch(rf"\(({word}(?:\|{word})+)\)", regex)
+    return [re.sub(r"\\(.)", r"\1", w) for w in re.findall(word, found.group(1))] if found else []
 
 
 class FakeOpenAI:
@@ -145,6 +146,12 @@ class FakeOpenAI:
                 kind = kind_of(body)
                 text = fake.stance(prompt) if kind == "stance" else fake.script(kind, prompt)
                 choices = choice_words(body)
+                if choices and isinstance(text, dict):  # a choice with the log-prob the script gives each word
+                    said = max(text, key=text.get)
+                    logprobs = {"content": [{"token": said, "logprob": text[said], "bytes": None, "top_logprobs": [
+                        {"token": w, "logprob": text.get(w, -9.0), "bytes": None} for w in choices]}]}
+                    self._reply(said, logprobs, prompt)
+                    return
                 if choices and text.strip() in choices:  # one word of a few (a stance): a token per word
                     logprobs = {"content": [{"token": text.strip(), "logprob": -0.2, "bytes": None, "top_logprobs": [
                         {"token": w, "logprob": -0.2 if w == text.strip() else -2.5, "bytes": None} for w in choices]}]}

@@ -79,6 +79,35 @@ def test_the_evidence_format_reads_its_confidence_at_the_label(sample_db):
     assert out["trials"][0]["confidence"] == pytest.approx(1 / (1 + pow(2.718281828, -1.6)), rel=1e-3)
 
 
+def test_a_lessons_kind_is_read_for_the_item_that_misled(sample_db):
+    """The reflection's last line names a kind (here 실적, the list's first, as the default model mostly
+    did); the lesson's kind is instead read for the item that misled, its own words, from the kinds'
+    log-probs: 시장 점유율 at -0.3 against 실적 at -1.5 and -9 for the other eight."""
+    cited: list[str] = []
+    kind_texts: list[str] = []
+
+    def reply(kind: str, prompt: str):
+        if kind == "summarize":
+            return cite_all(prompt)
+        if kind == "reflect":
+            return f"오판: [{cited[0]}] 방향\n놓침: 없음\n교훈: 실적"
+        if kind == "kind":
+            kind_texts.append(prompt)
+            return {"시장 점유율": -0.3, "실적": -1.5}
+        cited.append(re.search(r"^\[(t\d+)\] ", prompt, flags=re.M)[1])
+        return echo_reason(prompt, "상승" if "과거의 반성" not in prompt else "하락")
+
+    with FakeOpenAI(reply, owned_by="vllm") as server:
+        out = reflect_json(server, sample_db, "2022-06-01", "--trials", "2")
+    misled = next(i for i in out["trials"][0]["evidence"] if i["item"] == cited[0])
+    assert kind_texts == [" ".join(misled["point"].split())]  # the misled item's own words, asked once
+    assert out["trials"][0]["reflection"].startswith("시장 점유율 소식은 주가에 주는 방향을 거꾸로 읽기 쉬우니")
+    detail = json.loads(open_memory(sample_db).execute("SELECT detail FROM reflections").fetchone()[0])
+    assert (detail["misled"], detail["why"], detail["kind_said"], detail["kind"]) == (cited[0], "방향", "실적", "시장 점유율")
+    assert detail["kind_p"] == pytest.approx(math.exp(-0.3) / (math.exp(-0.3) + math.exp(-1.5) + 8 * math.exp(-9)),
+                                             abs=1e-4)
+
+
 def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
     def explain(prompt: str) -> str:
         return RIGHT if "과거의 반성" in prompt else WRONG
