@@ -34,14 +34,16 @@ from collections import Counter
 from pathlib import Path
 
 import sep
-from sep.agents import Agents, window_stance
+from sep.agents import Agents
+from sep.evidence import window_stance
 from sep.decide import decidable_days
 from sep.window import decision_window
 
 
 def recheck(row: dict) -> dict:
     """A stored answer parsed and flagged again with the current parser and gate (no model call)."""
-    from sep.agents import check_evidence, load_prompt, prompt_files
+    from sep.agents import load_prompt, prompt_files
+    from sep.evidence import check_evidence
     from sep.llm import parse_answer
     from sep.quality import Check
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import sep
-from sep.agents import strip_citations
+from sep.evidence import strip_citations
 from sep.quality import date_numbers, invented_numbers
 
 DAYS = "2022-05-26,2022-05-27,2022-05-30,2022-05-31,2022-06-01"

@@ -28,6 +28,8 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
                         the memorization probe (no table)
   stances               the stance step: P(positive/neutral/negative) of one text, read from the
                         label words' log-probs (`sep stance`), cached through memory
+  evidence              what summaries and answers cite: a point's text ids, the window's items an
+                        answer cites with their judged stances, and the checks on them (no table)
   agents                summarize, explain, reflect (prompts in prompts/) → summaries,
                         predictions, reflections, pairs
   train                 SFT, stance, reward, PPO, GRPO on pairs and predictions → runs/ folders,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,22 +21,23 @@ from langchain_core.messages import AIMessage
 
 from sep.dedup import normalise_title
 from sep.errors import PromptTooLong, TimeRuleError
+from sep.evidence import (MAX_EVIDENCE, MAX_TITLE_CHARS, bigrams, check_evidence, cited_points,
+                          evidence_up_probability, extractive_points, judge_items, strip_citations, window_items,
+                          window_stance)
 from sep.guard import clean_for_prompt
 from sep.llm import LLM, Answer, AnswerShape, LessonShape, choice_probabilities, parse_answer
 from sep.mask import Masker
 from sep.memory import (PairRow, PredictionRow, PredictionStore, ReflectionRow, SummaryRow, SummaryStore,
                         now_iso, stock_name)
 from sep.prompting import PROMPTS_DIR, Prompt, literal_template, load_prompt, prompt_files, prompt_text  # noqa: F401
-from sep.quality import GATE_VERSION, Check, join_flags, stem, words
+from sep.quality import GATE_VERSION, Check, join_flags
 from sep.settings import MAX_TOKENS, Settings, default
-from sep.stances import SIGN, STANCES, Judged, StanceJudge
+from sep.stances import StanceJudge
 from sep.window import LABEL_WORDS, DecisionWindow, Text, label_word, lang_of
 
 MAX_TEXTS_PER_DAY = 40
-MAX_TITLE_CHARS = 300  # one text's share of a prompt: a 100 KB title must not fill the context
 MAX_DAY_CHARS = 5000   # one day's texts in a summary prompt (~2.5k tokens of Korean), well inside 4k-8k contexts
 REASK_SEED = 1000  # a forecast's re-asks sample with seeds apart from the hindsight retries' (seed + trial)
-MAX_EVIDENCE = 3  # cited items an evidence-first answer may count (the prompt asks for one to three)
 CONTEXT_HINT = "SEP_CONTEXT for the embedded model, --max-model-len for vllm serve"
 
 
@@ -111,76 +111,6 @@ class ReflectResult:
             "window_stance": self.window_stance,
             "withheld": self.window.as_json()["withheld"],
         }
-
-
-_CITATION = re.compile(r"\[\s*(?:t|#)?\d+(?:\s*[,，]\s*(?:t|#)?\d+)*\s*\]")
-_POINT = re.compile(r"^\s*(?:[-*•·]|\d+[.)])\s*")
-
-
-def _supporting(point: str, titles: list[str]) -> list[int]:
-    """Indexes of the titles that best support `point`: most shared words, rare words counting more.
-
-    A word in more than a quarter of the day's titles (the company's own name) proves nothing;
-    a title must share two words with the point (one if the point has no more).
-    """
-    import math
-
-    stems = [{stem(w) for w in words(t) if len(w) >= 2} for t in titles]
-    df: dict[str, int] = {}
-    for s in stems:
-        for w in s:
-            df[w] = df.get(w, 0) + 1
-    mine = {stem(w) for w in words(point) if len(w) >= 2}
-    mine = {w for w in mine if df.get(w, 0) <= max(1, len(titles) // 4)}
-    need = min(2, len(mine)) or 1
-    scored = [(sum(math.log(1 + len(titles) / df[w]) for w in mine & s), i) for i, s in enumerate(stems)
-              if len(mine & s) >= need]
-    if not scored:
-        return []
-    best = max(score for score, _ in scored)
-    return [i for score, i in sorted(scored, reverse=True) if score >= 0.6 * best]
-
-
-def cited_points(response: str, texts: list[Text], limit: int) -> list[str]:
-    """The model's points, each citing the texts it rests on, as '- point [t<id>, ...]' with real ids.
-
-    The prompt numbers texts [1]..[n]. A citation counts only if that text shares a distinctive
-    word with the point; a point without a valid citation is attributed to the texts it shares
-    words with, and a point no text supports is dropped.
-    """
-    titles = [t.title for t in texts]
-    points: list[str] = []
-    for line in response.splitlines():
-        if not _POINT.match(line):
-            continue
-        body = _CITATION.sub("", _POINT.sub("", line)).strip(" .")
-        if not body or any(p.startswith(f"- {body} [") for p in points):
-            continue
-        numbers = {int(n) for c in _CITATION.findall(line) for n in re.findall(r"\d+", c)}
-        support = _supporting(body, titles)
-        cited = [n - 1 for n in sorted(numbers) if 1 <= n <= len(texts) and n - 1 in support] or support[:3]
-        if cited:
-            points.append(f"- {body} [{', '.join(f't{texts[i].id}' for i in cited)}]")
-        if len(points) == limit:
-            break
-    return points
-
-
-def extractive_points(texts: list[Text], limit: int) -> list[str]:
-    """No model: the day's first representative titles as points, each citing itself."""
-    return [f"- {clean_for_prompt(t.title)[:MAX_TITLE_CHARS]} [t{t.id}]" for t in texts[:limit]]
-
-
-_STORED_CITATION = re.compile(r"\s*\[(t\d+(?:,\s*t\d+)*)\]")  # how a stored point cites: [t54, t56]
-
-
-def strip_citations(summary: str) -> str:
-    return _STORED_CITATION.sub("", summary)
-
-
-def cited_ids(point: str) -> list[int]:
-    """The text ids a stored summary point cites ('- ... [t54, t56]' → [54, 56])."""
-    return [int(i) for group in _STORED_CITATION.findall(point) for i in re.findall(r"\d+", group)]
 
 
 class Agents:
@@ -362,10 +292,10 @@ class Agents:
     def recall(self, window: DecisionWindow, summaries_text: str) -> list[str]:
         """The K past clean reflections for this stock most like today's information (outcome known by D)."""
         rows = PredictionStore(self.db).lessons(window.stock, window.date, self.lessons_before)
-        today = _bigrams(summaries_text)
+        today = bigrams(summaries_text)
 
         def relevance(row: tuple[str, str]) -> tuple[float, str]:
-            grams = _bigrams(row[0])
+            grams = bigrams(row[0])
             return len(today & grams) / (len(grams) or 1), row[1]  # overlap, then recency
 
         picked: list[str] = []
@@ -557,136 +487,6 @@ class Agents:
                          self.model_name, now)
                  for before, after in zip(result.trials, result.trials[1:]) if after.correct and not before.correct]
         PredictionStore(self.db).save(predictions, reflections, pairs)
-
-# an item as an explain prompt shows it: "[t12] title", or with its judged direction "[t12] (+) title"
-ITEM_LINE = re.compile(r"^\[(t\d+)\] (?:\(([+0-])\) )?(.+)$", re.M)
-
-
-def shown_items(messages: list[dict]) -> list[tuple[str, str, str]]:
-    """(id, judged direction or "", text) of each item the last user turn of a stored explain prompt shows."""
-    return ITEM_LINE.findall(messages[-1]["content"])
-
-
-def stored_answer_shape(messages: list[dict], lang: str, explain: Prompt) -> AnswerShape | None:
-    """The shape an answer to a stored explain prompt is held to, read back from the prompt: its items'
-    ids, and a derived forecast's judged directions; None when the prompt shows no items."""
-    shown = shown_items(messages)
-    if not shown:
-        return None
-    words = LABEL_WORDS[lang]
-    ids = tuple(dict.fromkeys(i for i, _, _ in shown))
-    signs = tuple(dict.fromkeys((i, sign) for i, sign, _ in shown if sign))
-    return AnswerShape(words["up"], words["down"], explain.label_after, explain.evidence_head, ids, signs=signs)
-
-
-def window_items(summaries: list[tuple[str, str]]) -> list[dict]:
-    """The points of a window's summaries as citable items: id (the first text a point cites), day,
-    point, texts."""
-    return [{"item": f"t{ids[0]}" if ids else f"p{n}", "day": d, "point": point, "texts": ids}
-            for n, (d, point, ids) in enumerate(
-                (d, strip_citations(p).strip().lstrip("-•* ").strip(), cited_ids(p))
-                for d, s in summaries for p in s.splitlines()) if point]
-
-
-def judge_items(judge: "StanceJudge | None", items: list[dict], lang: str) -> None:
-    """Each item's judged stance (its probabilities) and sign (+, -, 0), in place. Two points of one
-    text share its id, so an id's stance is the mean of its points'. No model (a dry run): 0."""
-    if judge is None:
-        for item in items:
-            item["sign"] = "0"
-        return
-    judged = judge.judge([" ".join(i["point"].split()) for i in items], lang)
-    by_id: dict[str, list[dict]] = {}
-    for item, j in zip(items, judged):
-        by_id.setdefault(item["item"], []).append(j.probs)
-    for item in items:
-        probs = by_id[item["item"]]
-        mean = {s: sum(p[s] for p in probs) / len(probs) for s in STANCES}
-        item["stance"] = {s: round(v, 4) for s, v in mean.items()}
-        item["sign"] = SIGN[Judged("", lang, mean).stance]
-
-
-def window_stance(items: list[dict]) -> float | None:
-    """The stance-only baseline's score: the mean P(positive) - P(negative) over the window's items
-    (each id once), with no explanation; None when nothing was judged."""
-    seen = {i["item"]: i["stance"] for i in items if i.get("stance")}
-    if not seen:
-        return None
-    return sum(s["positive"] - s["negative"] for s in seen.values()) / len(seen)
-
-
-def evidence_up_probability(evidence: list[dict]) -> float | None:
-    """P(up) from the cited items' judged stances: 1/2 + 1/2 · mean(P(positive) - P(negative)).
-    Uncalibrated (a news item says little about tomorrow's close): an experiment calibrates it on
-    past days (`sep.evaluate.platt`). None when no cited item carries a stance."""
-    scores = [e["stance"]["positive"] - e["stance"]["negative"] for e in evidence if e.get("stance")]
-    if not scores:
-        return None
-    return min(0.99, max(0.01, 0.5 + 0.5 * sum(scores) / len(scores)))
-
-
-def check_evidence(answer: Answer, items: list[dict], check: Check, remap: bool = True) -> list[str]:
-    """Join an evidence-first answer's cited items to the window's (`answer.evidence` becomes them)
-    and return the flags they earn, an item's reason that invents a number included. `remap`: read an
-    item whose reason quotes another as that other (not for derived answers, whose ids carry their
-    judged direction)."""
-    answer.evidence, found = resolve_evidence(answer, items, remap)
-    notes = "\n".join(e["note"] for e in answer.evidence)
-    if "invented_numbers" in check.why(notes):
-        found.append("invented_numbers")
-    return found
-
-
-def resolve_evidence(answer: Answer, items: list[dict], remap: bool = True) -> tuple[list[dict], list[str]]:
-    """An evidence-first answer's cited items joined to the window's points (day, point, text ids),
-    and the flags they earn: `unknown_citation` (an id the window does not show: never trusted),
-    `no_evidence` (nothing valid cited), `stance_mismatch` (the cited directions point the other way).
-    An item whose reason quotes another item, not the one its id names, is read as the item it
-    quotes (`cited_as` keeps the id it wrote), as a summary point's citations are. At most
-    MAX_EVIDENCE items count: the prompt asks for one to three."""
-    flags: list[str] = []
-    cited: list[dict] = []
-    for e in answer.evidence:
-        points = [item for item in items if item["item"] == e["item"]]
-        if not points:
-            if "unknown_citation" not in flags:
-                flags.append("unknown_citation")
-            continue
-        quoted = misquoted(e["note"], points, items) if remap else None
-        if quoted is not None:  # its words are another item's: read as that item, as a summary's citations are
-            e = {**e, "item": quoted["item"], "cited_as": e["item"]}
-            points = [item for item in items if item["item"] == quoted["item"]]
-        if all(c["item"] != e["item"] for c in cited) and len(cited) < MAX_EVIDENCE:
-            cited.append({**e, "day": points[0]["day"], "point": points[0]["point"],
-                          "texts": sorted({t for p in points for t in p["texts"]}),
-                          **({"stance": points[0]["stance"]} if "stance" in points[0] else {})})
-    if not cited and items:  # a window with nothing in it leaves nothing to cite
-        flags.append("no_evidence")
-    net = sum(1 if c["direction"] == "+" else -1 if c["direction"] == "-" else 0 for c in cited)
-    if answer.label and ((answer.label == "up" and net < 0) or (answer.label == "down" and net > 0)):
-        flags.append("stance_mismatch")
-    return cited, flags
-
-
-def misquoted(note: str, points: list[dict], items: list[dict]) -> dict | None:
-    """The item a cited reason quotes when it is not the one its id names: it shares most of its
-    characters with that item and less than half as many with the named one (small models renumber
-    what they copy). None when the id fits its words."""
-    mine = _bigrams(note)
-    if len(mine) < 4:
-        return None
-    named = max(len(mine & _bigrams(p["point"])) for p in points) / len(mine)
-    others = [(len(mine & _bigrams(i["point"])) / len(mine), n, i) for n, i in enumerate(items) if i not in points]
-    if not others:
-        return None
-    best, _, item = max(others, key=lambda o: (o[0], -o[1]))
-    return item if best >= 0.5 and named < best / 2 else None
-
-
-def _bigrams(text: str) -> set[str]:
-    s = re.sub(r"\s+", "", text)
-    return {s[i : i + 2] for i in range(len(s) - 1)}
-
 
 def export_pairs(db: sqlite_utils.Database, out: Path) -> int:
     """Write TRL's conversational preference format (prompt: the chat messages; chosen, rejected:

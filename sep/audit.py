@@ -26,8 +26,9 @@ from pathlib import Path
 
 import sqlite_utils
 
-from sep.agents import (Prompt, cited_ids, evidence_up_probability, judge_items, literal_template,
-                        resolve_evidence, shown_items, stored_answer_shape, strip_citations)
+from sep.evidence import (cited_ids, evidence_up_probability, judge_items, resolve_evidence, shown_items,
+                          stored_answer_shape, strip_citations)
+from sep.prompting import Prompt, literal_template
 from sep.stances import StanceJudge
 from sep.evaluate import Decision, decisions, equity_curves, evaluate, once_per_interval
 from sep.memory import PredictionStore, SummaryStore, stock_name

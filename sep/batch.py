@@ -29,7 +29,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from sep.adapters import run_data_end
-from sep.agents import window_items
+from sep.evidence import window_items
 from sep.decide import Decider, fingerprint, stock_days
 from sep.errors import BadInput
 from sep.jobs import Job

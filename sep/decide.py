@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from sep.agents import Agents, ReflectResult, load_prompt, prompt_files, window_items
+from sep.agents import Agents, ReflectResult, load_prompt, prompt_files
 from sep.errors import BadInput
+from sep.evidence import window_items
 from sep.memory import database_path, has_prices, open_memory
 from sep.predict import Forecast, Scorer, best_of_n, store
 from sep.settings import Progress, Settings

@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlite_utils
 
-from sep.agents import window_stance
+from sep.evidence import window_stance
 from sep.decide import Decider, decidable_days, fingerprint
 from sep.errors import BadInput, missing_extra, require_extra
 from sep.evaluate import (Decision, backtest, backtest_summary, baselines, calibrated, calibration, equity_curves,

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from sep.agents import evidence_up_probability, resolve_evidence, window_stance
+from sep.evidence import evidence_up_probability, resolve_evidence, window_stance
 from sep.llm import AnswerShape, LessonShape, derived_label, parse_answer, shape_from_regex
 from sep.prompting import load_prompt
 from sep.quality import Check, reanswer, specific

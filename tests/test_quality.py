@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sep.agents import Agents, cited_points, extractive_points, load_prompt
+from sep.agents import Agents, load_prompt
+from sep.evidence import cited_points, extractive_points
 from sep.memory import open_memory
 from sep.quality import Check, copied, degenerate, grounded, invented_dates
 from sep.window import decision_window
@@ -178,7 +179,8 @@ def test_an_english_prompt_says_so_in_english(sample_memory):
 
 def test_one_huge_title_cannot_fill_a_prompt(sample_memory, tmp_path):
     """A 100 KB title is cut to its share, and a day's texts stop at the prompt budget."""
-    from sep.agents import MAX_DAY_CHARS, MAX_TITLE_CHARS, day_texts
+    from sep.agents import MAX_DAY_CHARS, day_texts
+    from sep.evidence import MAX_TITLE_CHARS
     from sep.ingest import import_texts
 
     big = tmp_path / "big.jsonl"
@@ -300,7 +302,7 @@ def test_the_default_models_evidence_is_checked():
     """Its evidence-first answer on 2022-06-01 (measured, before the grammar kept it to three items of the
     window): it cited t12 with another item's words, pointed its evidence down and answered 상승, and its
     reason is the items pasted."""
-    from sep.agents import resolve_evidence
+    from sep.evidence import resolve_evidence
     from sep.llm import parse_answer
 
     response = ("근거:\n[t11] - 머나먼 탈출 목표가 낮아지는 목표가\n"

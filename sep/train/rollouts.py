@@ -21,7 +21,7 @@ from typing import Any
 from langchain_core.messages import convert_to_messages
 
 from sep.adapters import read_adapter, write_gguf_adapter
-from sep.agents import stored_answer_shape
+from sep.evidence import stored_answer_shape
 from sep.backends.embedded import EmbeddedChatModel, embedded_chat
 from sep.errors import BadInput
 from sep.llm import AnswerShape, ChatFormat, as_messages
