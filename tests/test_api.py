@@ -147,13 +147,13 @@ def backend(cfg, progress=None):
 def _read(parsed, text, stock):
     for parsed.line, line in enumerate(text.splitlines()[1:], 2):
         day, close = line.split("\\t")
-        ingest._add_price(parsed, ingest.PriceRow(stock, ingest.parse_date(day), None, None, None, float(close), None))
+        ingest.add_price(parsed, ingest.PriceRow(stock, ingest.parse_date(day), None, None, None, float(close), None))
 
 tabbed = ingest.PriceFormat("tabbed", lambda line: line == "day\\tclose", _read)
 ''')
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setattr(backends.registry, "BACKENDS", dict(backends.BACKENDS))
-    monkeypatch.setattr(ingest, "PRICE_READERS", dict(ingest.PRICE_READERS))
+    monkeypatch.setattr(ingest.base, "PRICE_READERS", dict(ingest.base.PRICE_READERS))
     plugins.cache_clear()
     try:
         assert "echoes" in backends.backends() and "echoes" not in ingest.price_formats()

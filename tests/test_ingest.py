@@ -173,13 +173,14 @@ def test_an_unknown_code_needs_new_stock(memory, fixtures, tmp_path):
 def test_a_new_price_format_registers_by_name(memory, tmp_path, monkeypatch):
     """Formats are a registry (plugins add theirs through the `sep.formats` entry point group)."""
     from sep import ingest
+    from sep.ingest import base
 
-    monkeypatch.setattr(ingest, "PRICE_READERS", dict(ingest.PRICE_READERS))
+    monkeypatch.setattr(base, "PRICE_READERS", dict(base.PRICE_READERS))
 
     def read_semicolons(parsed, text, stock):
         for parsed.line, line in enumerate(text.splitlines()[1:], 2):
             day, close = line.split(";")
-            ingest._add_price(parsed, ingest.PriceRow(stock, ingest.parse_date(day), None, None, None,
+            ingest.add_price(parsed, ingest.PriceRow(stock, ingest.parse_date(day), None, None, None,
                                                       float(close.replace(",", ".")), None))
 
     ingest.register_format(ingest.PriceFormat("semicolon", lambda line: line.startswith("Datum;Schluss"),
