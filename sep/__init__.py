@@ -18,9 +18,9 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
                         texts, imports, dedup_runs, topics, topic_models
   tradingdays, window   calendars and the time rule: what a decision at the end of D may read
   ingest, crawl         price/text files and the Naver board, parsed and checked, then written
-                        through memory (stocks)
+                        through memory (stocks) (ingest is a package: base, readers)
   dedup                 marks each text a copy, off-topic or a representative (BERTopic), written
-                        through memory (dedup)
+                        through memory (dedup) (a package: parts, reducer, kernels)
   models, adapters      the packaged GGUF catalog; trained LoRA adapters (PEFT folder, GGUF twin)
   llm, backends, prompting  chat formats, the answer parser, the `LLM` facade; the backends that
                         make one (embedded, openai, policy, mock, plugins); prompt files (prompts/)
