@@ -22,6 +22,8 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
   dedup                 marks each text a copy, off-topic or a representative (BERTopic), written
                         through memory (dedup) (a package: parts, reducer, kernels)
   models, adapters      the packaged GGUF catalog; trained LoRA adapters (PEFT folder, GGUF twin)
+  shapes                the shape an answer or a lesson must take, as a llama.cpp grammar and a
+                        vLLM regex (read back from an offline request file)
   llm, backends, prompting  chat formats, the answer parser, the `LLM` facade; the backends that
                         make one (embedded, openai, policy, mock, plugins); prompt files (prompts/)
   quality, mask         the gate every generated text passes; the company and dates hidden for
@@ -46,7 +48,8 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
                         walk-forward arms (written through memory's JobStore and ExperimentStore)
   ledger                pre-registered forecasts: decided before the target close exists, appended
                         to a hash chain, scored later, verified (its SQL is memory's LedgerStore)
-  api                   one call per stage, re-exported here
+  api                   one call per stage, re-exported here (a package: common, data, decisions,
+                        runs, ledger)
   cli                   the `sep` command: parses, calls api, prints (a package of command groups:
                         common, data, models, decide, dedup, train, batch, evaluate, experiment, ledger)
 

@@ -25,7 +25,8 @@ from sep.evidence import (MAX_EVIDENCE, MAX_TITLE_CHARS, bigrams, check_evidence
                           evidence_up_probability, extractive_points, judge_items, strip_citations, window_items,
                           window_stance)
 from sep.guard import clean_for_prompt
-from sep.llm import LLM, Answer, AnswerShape, LessonShape, choice_probabilities, parse_answer
+from sep.llm import LLM, Answer, choice_probabilities, parse_answer
+from sep.shapes import AnswerShape, LessonShape
 from sep.mask import Masker
 from sep.memory import (PairRow, PredictionRow, PredictionStore, ReflectionRow, SummaryRow, SummaryStore,
                         now_iso, stock_name)

@@ -217,7 +217,8 @@ def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, expl
     `explain` is the stock's explain prompt, whose marker and evidence heading shape the answer. A
     derived forecast's variant is held to the items' judged directions and scored as the forecast was
     (P(up) from the cited items' stances, read from the stance cache)."""
-    from sep.llm import AnswerShape, as_messages, parse_answer
+    from sep.llm import as_messages, parse_answer
+    from sep.shapes import AnswerShape
     from sep.settings import MAX_TOKENS
     from sep.window import LABEL_WORDS
 

@@ -524,7 +524,7 @@ def execute(requests: Path, out: Path, cfg: Settings,
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
     from sep.backends.embedded import embedded_chat
-    from sep.llm import shape_from_regex
+    from sep.shapes import shape_from_regex
     from sep.models import ModelNotFound, local_model
 
     try:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 
 from sep.guard import clean_for_prompt
-from sep.llm import Answer, AnswerShape
+from sep.llm import Answer
+from sep.shapes import AnswerShape
 from sep.prompting import Prompt
 from sep.quality import Check, stem, words
 from sep.stances import SIGN, STANCES, Judged, StanceJudge

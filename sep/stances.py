@@ -27,7 +27,8 @@ from pathlib import Path
 import sqlite_utils
 
 from sep.errors import BadInput
-from sep.llm import LLM, AnswerShape, choice_probabilities
+from sep.llm import LLM, choice_probabilities
+from sep.shapes import AnswerShape
 from sep.memory import cached_stances, store_stances
 from sep.prompting import Prompt, load_prompt
 from sep.settings import default

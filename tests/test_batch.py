@@ -428,7 +428,7 @@ def test_the_embedded_model_executes_a_requests_file_as_a_live_run_answers(sampl
     ("Positive", "Negative", "Decision:", "Evidence:", (), 3), ("상승", "하락", "판단:", "", ("t1",), 2)])
 def test_a_requests_files_regex_gives_back_the_answer_shape(shape):
     """`sep batch execute` constrains the embedded model with the shape the body's regex was written from."""
-    from sep.llm import AnswerShape
+    from sep.shapes import AnswerShape
 
     original = AnswerShape(*shape)
     assert AnswerShape.from_regex(original.regex()) == original

@@ -11,7 +11,8 @@ import re
 import pytest
 
 from sep.evidence import evidence_up_probability, resolve_evidence, window_stance
-from sep.llm import AnswerShape, LessonShape, derived_label, parse_answer, shape_from_regex
+from sep.llm import parse_answer
+from sep.shapes import AnswerShape, LessonShape, derived_label, shape_from_regex
 from sep.prompting import load_prompt
 from sep.quality import Check, reanswer, specific
 

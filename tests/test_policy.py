@@ -7,7 +7,8 @@ from langchain_core.messages import HumanMessage
 from langchain_core.prompts import PromptTemplate
 
 from sep.backends import make_llm
-from sep.llm import AnswerShape, message_dicts, parse_answer, render_messages
+from sep.llm import message_dicts, parse_answer, render_messages
+from sep.shapes import AnswerShape
 from sep.models import GEMMA_TEMPLATE
 from sep.settings import Settings
 

@@ -11,7 +11,8 @@ import math
 import pandas as pd
 import pytest
 
-from sep.llm import AnswerShape, choice_probabilities
+from sep.llm import choice_probabilities
+from sep.shapes import AnswerShape
 from sep.stances import STANCES, Judged, stance_scores, wilson
 
 from conftest import FIXTURES, run

@@ -302,7 +302,7 @@ def test_llama_cpp_rollouts_sample_what_the_adapted_policy_would(base, tmp_path)
     import torch
     from peft import get_peft_model
 
-    from sep.llm import AnswerShape
+    from sep.shapes import AnswerShape
     from sep.train import GRPORunConfig, LlamaRollouts, TrainingBase, load_policy, lora, rollout_sampler, turn_tokenizer
 
     resolved = TrainingBase.resolve(Settings(), base)

@@ -17,7 +17,8 @@ from pydantic import PrivateAttr
 
 from sep.backends.registry import register_backend
 from sep.errors import BadInput
-from sep.llm import LLM, AnswerShape, LessonShape, LLMUnavailable, constrained_label, chat_result, message_dicts, render_messages
+from sep.llm import LLM, LLMUnavailable, chat_result, message_dicts, render_messages
+from sep.shapes import AnswerShape, LessonShape, constrained_label
 from sep.models import LocalModel, ModelError, ModelNotFound, local_model
 from sep.settings import Settings, default, evidence_tokens
 
@@ -38,7 +39,7 @@ def server_params(model_path: str, threads: int, n_ctx: int) -> Any:
 
 
 class EmbeddedChatModel(BaseChatModel):
-    """A local GGUF in-process through xllamacpp. An `answer_shape` (sep.llm.AnswerShape) constrains
+    """A local GGUF in-process through xllamacpp. An `answer_shape` (sep.shapes.AnswerShape) constrains
     the answer by grammar: the label on the first line, or 1-3 evidence lines citing the window's
     ids, 판단: and the label; the reasons after it are free.
 

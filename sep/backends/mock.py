@@ -15,7 +15,8 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from sep.backends.registry import register_backend
-from sep.llm import LLM, LessonShape, constrained_label, chat_result, message_dicts
+from sep.llm import LLM, chat_result, message_dicts
+from sep.shapes import LessonShape, constrained_label
 from sep.settings import Settings
 
 

@@ -14,7 +14,8 @@ from typing import Any
 from sep.adapters import run_data_end
 from sep.backends.registry import register_backend
 from sep.errors import BadInput
-from sep.llm import LLM, AnswerShape, LLMUnavailable
+from sep.llm import LLM, LLMUnavailable
+from sep.shapes import AnswerShape
 from sep.settings import Settings
 
 

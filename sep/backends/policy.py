@@ -23,8 +23,8 @@ from sep.adapters import adapter_folder, read_adapter, run_config, run_data_end
 from sep.backends.embedded import embedded_chat
 from sep.backends.registry import register_backend
 from sep.errors import BadInput, extra_error, require_extra
-from sep.llm import (LLM, ChatFormat, LessonShape, LLMUnavailable, chat_result, constrained_label, message_dicts,
-                     render_messages)
+from sep.llm import LLM, ChatFormat, LLMUnavailable, chat_result, message_dicts, render_messages
+from sep.shapes import LessonShape, constrained_label
 from sep.models import CATALOG, DEFAULT_MODEL, LocalModel, ModelError, local_model
 from sep.settings import Settings, default, evidence_tokens
 

@@ -24,7 +24,8 @@ from sep.adapters import read_adapter, write_gguf_adapter
 from sep.evidence import stored_answer_shape
 from sep.backends.embedded import EmbeddedChatModel, embedded_chat
 from sep.errors import BadInput
-from sep.llm import AnswerShape, ChatFormat, as_messages
+from sep.llm import ChatFormat, as_messages
+from sep.shapes import AnswerShape
 from sep.models import CATALOG, local_model
 from sep.prompting import load_prompt, prompt_files
 from sep.settings import Settings
