@@ -103,7 +103,7 @@ def test_a_server_of_known_skill_is_scored_exactly_from_the_ledger(tmp_path):
     first = entries[0]
     assert (first["stock"], first["date"], first["target_day"]) == ("005930", "2022-05-02", "2022-05-03")
     assert first["model"].startswith("fake-model") and first["weights"] == []  # a server's weights are unknown
-    assert set(first["prompt_versions"]) == {"summarize", "explain", "reflect"} and len(first["prompt_sha256"]) == 64
+    assert set(first["prompt_versions"]) == {"summarize", "explain", "reflect", "kind"} and len(first["prompt_sha256"]) == 64
     assert first["evidence"] and first["evidence"][0]["item"].startswith("t")
     assert all(e["outcome"] and e["correct"] == skilled(e["date"]) for e in entries)
     # the chain, and an export anyone can check with hashlib alone
