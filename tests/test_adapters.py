@@ -266,8 +266,8 @@ def test_the_default_model_trains_and_answers_through_its_adapter(sample_memory,
 
 def test_a_trainer_that_would_not_fit_says_so_before_loading(tiny, toy, qwen_hf, monkeypatch):
     """One fp32 copy of the 1.5B default model fits a 24 GB laptop (SFT measured at 9.8 GB on 1,143
-    tokens), and so does PPO, which holds one base; a model-head reward run adds a second copy. Short of
-    memory, a run stops in one sentence, before loading."""
+    tokens), and so does PPO, which holds one base; a model-head reward run adds a second copy; GRPO's long
+    prompts count. Short of memory, a run stops in one sentence, before loading."""
     import sep.train.base
     from sep.train import TrainingBase, check_memory, estimated_peak
 
@@ -279,6 +279,12 @@ def test_a_trainer_that_would_not_fit_says_so_before_loading(tiny, toy, qwen_hf,
     assert check_memory("ppo", qwen, 1, 1143 + 160) < 14 * gib  # one base: policy, reference and value
     with pytest.raises(BadInput, match="2 model copies"):
         check_memory("ppo", qwen, 1, 1143 + 160, extra_copies=1)  # + a model-head reward run
+    # GRPO keeps the completions' logits only, yet runs over prompt and completion: 4 x 160 tokens after
+    # the longest real explain prompt (1,743 tokens) peaked at 18.8 GB, where the estimate once said 9.4
+    assert 18.8e9 < estimated_peak("grpo", qwen_hf, 4, 160, positions=1743 + 160) < 20 * gib
+    assert check_memory("grpo", qwen, 4, 160, positions=300 + 160) < 14 * gib  # short prompts fit
+    with pytest.raises(BadInput, match="activations of 4 x 1903 positions"):
+        check_memory("grpo", qwen, 4, 160, positions=1743 + 160)
     monkeypatch.setattr(sep.train.base, "available_memory", lambda: 1 << 20)
     done = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--base-model", str(tiny[0]), "--out",
                str(toy / "nofit"), db=toy / "sep.db")

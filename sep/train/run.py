@@ -138,7 +138,8 @@ def execute_run(settings: Settings, config: RunConfig, db: sqlite_utils.Database
     logit_tokens = generated if config.kind == "grpo" else tokens  # GRPO computes logits for the completion only
     reward = getattr(config, "reward", None)  # RLRunConfig allows one only with --reward-kind model or both
     model_head = bool(reward) and not (Path(reward) / HEAD_FILE).exists()  # an embedding head runs in llama.cpp
-    need = check_memory(config.kind, base, min(config.batch_size, len(rows)), logit_tokens, extra_copies=int(model_head))
+    need = check_memory(config.kind, base, min(config.batch_size, len(rows)), logit_tokens, extra_copies=int(model_head),
+                        positions=tokens if config.kind == "grpo" else 0)
     run = Run(db, config, rows, {**(data or {}), "longest_tokens": tokens, "estimated_peak_gb": round(need / 1e9, 1)}).start()
     try:
         return run.finish(body(run, base))
