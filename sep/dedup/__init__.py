@@ -394,25 +394,9 @@ class Deduplicator:
         keep = self._near(uniques, emb)
         stories = [r for r, k in zip(uniques, keep) if k]
         story_emb = emb[keep]
-        model, topic_words, topic_flags = None, {}, {}
+        topic_words = {}
         self.progress("topics", 0, 1)
-        if refit:
-            if len(stories) >= max(3 * self.config.min_topic_size, self.config.n_components + 2):
-                with only_what_runs():
-                    model = self._new_topic_model(len(stories))
-                    topics, _ = model.fit_transform([r.doc for r in stories], embeddings=story_emb)
-                topic_flags = self._topic_flags(model, stories, list(topics))
-            else:
-                topics = [-1] * len(stories)  # too few texts to cluster: every story stands alone
-        else:
-            model = load_topic_model(*self.store.model(model_run))
-            with only_what_runs():
-                topics, _ = model.transform([r.doc for r in stories], embeddings=story_emb)
-            topic_flags = self.store.topic_flags(stock, model_run)
-        for r, t in zip(stories, topics):
-            r.topic = int(t)
-            if r.topic in topic_flags and not r.flag:
-                r.flag = f"topic:{topic_flags[r.topic]}"
+        model, topic_flags = self._topics(stock, stories, story_emb, refit, model_run)
         by_id = {r.id: r for r in rows}
         for r in rows:  # an exact copy of a text that was then merged as a paraphrase points to the survivor
             while r.dup_of is not None and by_id[r.dup_of].dup_of is not None:
@@ -423,6 +407,43 @@ class Deduplicator:
         if model is not None and refit:
             topic_words = self._describe(model, stories, story_emb, topic_flags)
         self.progress("topics", 1, 1)
+        self._count(report, rows, stories, copies)
+        report.seconds = round(time.perf_counter() - t0, 3)
+        timings = {k: round(_TIMINGS.get(k, 0.0), 3) for k in ("embedding", "reducer", "hdbscan")}
+        timings["rest"] = round(report.seconds - sum(timings.values()), 3)
+        report.timings = timings
+        report.run, model_run = self._store(stock, report, rows, model if refit else None, topic_words, refit, model_run)
+        report.topic_table = self.store.topic_table(stock, model_run)
+        report.topics = len(report.topic_table)
+        return report
+
+    def _topics(self, stock: str, stories: list[Row], emb: np.ndarray, refit: bool,
+                model_run: int | None) -> tuple[Any, dict[int, str]]:
+        """Each story's topic (and a topic's off-topic flag on its members): a new model on refit, else
+        the stored one of `model_run`, transformed. (model or None, off-topic flag per topic)"""
+        model, topic_flags = None, {}
+        if refit:
+            if len(stories) >= max(3 * self.config.min_topic_size, self.config.n_components + 2):
+                with only_what_runs():
+                    model = self._new_topic_model(len(stories))
+                    topics, _ = model.fit_transform([r.doc for r in stories], embeddings=emb)
+                topic_flags = self._topic_flags(model, stories, list(topics))
+            else:
+                topics = [-1] * len(stories)  # too few texts to cluster: every story stands alone
+        else:
+            model = load_topic_model(*self.store.model(model_run))
+            with only_what_runs():
+                topics, _ = model.transform([r.doc for r in stories], embeddings=emb)
+            topic_flags = self.store.topic_flags(stock, model_run)
+        for r, t in zip(stories, topics):
+            r.topic = int(t)
+            if r.topic in topic_flags and not r.flag:
+                r.flag = f"topic:{topic_flags[r.topic]}"
+        return model, topic_flags
+
+    @staticmethod
+    def _count(report: DedupReport, rows: list[Row], stories: list[Row], copies: Counter) -> None:
+        """The report's counts and its kept stories, most copied first within a day."""
         report.exact_duplicates = sum(r.dup_kind == "exact" for r in rows)
         report.near_duplicates = sum(r.dup_kind == "near" for r in rows)
         report.off_topic = sum(r.flag is not None and r.dup_of is None for r in rows)
@@ -432,14 +453,6 @@ class Deduplicator:
             for r in sorted(stories, key=lambda r: (r.date, -copies[r.id], r.id)) if r.is_representative
         ]
         report.days = len({r.date for r in rows})
-        report.seconds = round(time.perf_counter() - t0, 3)
-        timings = {k: round(_TIMINGS.get(k, 0.0), 3) for k in ("embedding", "reducer", "hdbscan")}
-        timings["rest"] = round(report.seconds - sum(timings.values()), 3)
-        report.timings = timings
-        report.run, model_run = self._store(stock, report, rows, model if refit else None, topic_words, refit, model_run)
-        report.topic_table = self.store.topic_table(stock, model_run)
-        report.topics = len(report.topic_table)
-        return report
 
     @staticmethod
     def _choose_model(models: list[tuple], first: str, last: str) -> int:
