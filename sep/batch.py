@@ -464,40 +464,11 @@ class OfflineBatch:
         seen: set[str] = set()
         with handle:
             for n, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                report.lines += 1
-                try:
-                    row = json.loads(line)
-                    cid = row["custom_id"]
-                except (ValueError, KeyError, TypeError):
-                    refuse("unreadable", n, "not a complete JSON result line (truncated?)")
-                    continue
-                if not isinstance(cid, str) or not cid.startswith(self.job.name + "/"):
-                    refuse("another job", n, f"custom_id {str(cid)[:60]!r} is not of the job {self.job.name!r}")
-                    continue
-                if cid not in requests:
-                    refuse("unknown custom_id", n, f"{cid} was never exported by this job")
-                    continue
-                if cid in seen:
-                    refuse("repeated", n, f"{cid} appears twice in the file")
-                    continue
-                seen.add(cid)
-                response, error = row.get("response") or {}, row.get("error")
-                body = response.get("body") if isinstance(response, dict) else None
-                if error or response.get("status_code", 200) != 200 or not isinstance(body, dict) or \
-                        not body.get("choices"):
-                    report.failed += 1
-                    message = (error or {}).get("message") if isinstance(error, dict) else error
-                    rows.append([cid, requests[cid], "failed", None, str(message or body or "no response")[:500]])
-                    continue
-                if not self._model_ok(body.get("model")):
-                    refuse("another model", n, f"{cid} was answered by {body.get('model')!r}, not {self.model!r}")
-                    continue
-                if have.get(cid, (None, None)) == (requests[cid], body):
-                    report.already += 1
-                    continue
-                rows.append([cid, requests[cid], "ok", json.dumps(body, ensure_ascii=False), None])
+                if line.strip():
+                    report.lines += 1
+                    row = self._result_row(n, line, requests, have, seen, report, refuse)
+                    if row:
+                        rows.append(row)
         # a good result already stored is not undone by a later failure
         JobStore(db, self.job.name).store_results(
             r for r in rows if not (r[2] == "failed" and have.get(r[0], (None, None))[1] is not None))
@@ -507,6 +478,35 @@ class OfflineBatch:
         report.done, report.total = advanced.done, advanced.total
         report.next_stage, report.next_requests = advanced.stage, len(advanced.pending)
         return report
+
+    def _result_row(self, n: int, line: str, requests: dict, have: dict, seen: set[str], report: Ingested,
+                    refuse: Callable[[str, int, str], None]) -> list | None:
+        """One line of a results file checked: the row to store (an answer, or a failure), or None when
+        it is refused (unreadable, another job or model, unknown, repeated) or already stored."""
+        try:
+            row = json.loads(line)
+            cid = row["custom_id"]
+        except (ValueError, KeyError, TypeError):
+            return refuse("unreadable", n, "not a complete JSON result line (truncated?)")
+        if not isinstance(cid, str) or not cid.startswith(self.job.name + "/"):
+            return refuse("another job", n, f"custom_id {str(cid)[:60]!r} is not of the job {self.job.name!r}")
+        if cid not in requests:
+            return refuse("unknown custom_id", n, f"{cid} was never exported by this job")
+        if cid in seen:
+            return refuse("repeated", n, f"{cid} appears twice in the file")
+        seen.add(cid)
+        response, error = row.get("response") or {}, row.get("error")
+        body = response.get("body") if isinstance(response, dict) else None
+        if error or response.get("status_code", 200) != 200 or not isinstance(body, dict) or not body.get("choices"):
+            report.failed += 1
+            message = (error or {}).get("message") if isinstance(error, dict) else error
+            return [cid, requests[cid], "failed", None, str(message or body or "no response")[:500]]
+        if not self._model_ok(body.get("model")):
+            return refuse("another model", n, f"{cid} was answered by {body.get('model')!r}, not {self.model!r}")
+        if have.get(cid, (None, None)) == (requests[cid], body):
+            report.already += 1
+            return None
+        return [cid, requests[cid], "ok", json.dumps(body, ensure_ascii=False), None]
 
 
 def offline_status(db: sqlite_utils.Database, job: Job) -> dict:
