@@ -343,19 +343,7 @@ class OfflineBatch:
         items = stock_days(db, self.job.stocks, self.job.start, self.job.end)
         finished = done_days(db, self.job)
         windows = decider.windows([i for i in items if i not in finished])
-        pending: list[Request] = []
-        texts: dict[tuple[str, str], list] = {}
-        for w in windows:  # stage 1: every summary the windows read, each once
-            for day, day_texts in w.texts_by_day().items():
-                texts.setdefault((w.stock, day), day_texts)
-        needed = list(texts)
-        for i, (stock, day) in enumerate(needed, 1):
-            chat.site = ReplayPosition(stock, day, "summary")
-            try:
-                decider.agents(stock).summarize_day(stock, day, texts[(stock, day)])
-            except Pending as p:
-                pending.append(p.request)
-            self.on_progress("summaries", i, len(needed))
+        pending = self._summarize(decider, chat, windows)  # stage 1: every summary the windows read, each once
         done = len(finished & set(items))
         if pending:
             return ReplayStep(pending, done, len(items))
@@ -387,6 +375,22 @@ class OfflineBatch:
                 self.on_progress("decisions", i, len(windows))
             JobStore(db, self.job.name).record_item(window.stock, window.date, error, 0.0)
         return ReplayStep(pending, done, len(items))
+
+    def _summarize(self, decider: Decider, chat: "OfflineChat", windows: list[DecisionWindow]) -> list[Request]:
+        """Replay the summary of every (stock, text day) the windows read, once each; the requests still to run."""
+        pending: list[Request] = []
+        texts: dict[tuple[str, str], list] = {}
+        for w in windows:
+            for day, day_texts in w.texts_by_day().items():
+                texts.setdefault((w.stock, day), day_texts)
+        for i, (stock, day) in enumerate(texts, 1):
+            chat.site = ReplayPosition(stock, day, "summary")
+            try:
+                decider.agents(stock).summarize_day(stock, day, texts[(stock, day)])
+            except Pending as p:
+                pending.append(p.request)
+            self.on_progress("summaries", i, len(texts))
+        return pending
 
     def _judge(self, decider: Decider, chat: "OfflineChat", windows: list[DecisionWindow]) -> list[Request]:
         """The stance stage: each point of the windows' summaries judged once (the first (stock, day,

@@ -277,26 +277,7 @@ class Experiment:
     def table(self, train_days: list[tuple[str, str]], test_days: list[tuple[str, str]]) -> dict:
         plan = self.plan
         cutoff = self.cutoff()
-        arms: dict[str, dict] = {}
-        scored: dict[str, list] = {}
-        for arm in self.exp.arms:
-            ds = once_per_interval(self.decisions(arm))
-            if arm in self.skipped and not ds:
-                arms[arm] = {"n": 0, "skipped": self.skipped[arm]}
-                continue
-            leaked = [d for d in ds if d.in_sample]
-            if leaked:  # cannot happen by construction; refuse to print a number if it ever does
-                raise RuntimeError(f"arm {arm}: {len(leaked)} test days on or before its training data_end")
-            scored[arm] = ds
-            bt = backtest(ds)
-            arms[arm] = {**forecast_report(ds, self.cfg.seed), "flags": self.flag_counts(arm),
-                         "reasked": self.store.reasked(self.id, arm),
-                         "backtest": backtest_summary(bt),
-                         "curves": equity_curves(bt),
-                         "by_stock": {s: _brief(score(hits_of([d for d in ds if d.stock == s]), self.cfg.seed))
-                                      for s in self.job.stocks if any(d.stock == s for d in ds)},
-                         **{name: score(hits_of(part), self.cfg.seed) for name, part in
-                            _cutoff_slices(ds, cutoff["date"]).items()}}
+        arms, scored = self.arm_scores(cutoff["date"])
         base = {(d.stock, d.date): d for d in scored.get("base", [])}
         for arm, ds in scored.items():
             if arm != "base" and base:
@@ -335,6 +316,31 @@ class Experiment:
                                 "the fold's training days (sep.evaluate.platt)",
                                 "folds": {b.index: calibrators.get(b.index) for b in plan}},
                 "lessons": self.lessons(), "uptake": uptake(scored.get("base", []), scored.get("memory", []))}
+
+    def arm_scores(self, cutoff: str | None) -> tuple[dict[str, dict], dict[str, list]]:
+        """Each arm's scores on its test days (accuracy, flags, re-asks, backtest, per stock, before and
+        after the model's cutoff), and its scored decisions; an arm with no run says why it was skipped."""
+        arms: dict[str, dict] = {}
+        scored: dict[str, list] = {}
+        for arm in self.exp.arms:
+            ds = once_per_interval(self.decisions(arm))
+            if arm in self.skipped and not ds:
+                arms[arm] = {"n": 0, "skipped": self.skipped[arm]}
+                continue
+            leaked = [d for d in ds if d.in_sample]
+            if leaked:  # cannot happen by construction; refuse to print a number if it ever does
+                raise RuntimeError(f"arm {arm}: {len(leaked)} test days on or before its training data_end")
+            scored[arm] = ds
+            bt = backtest(ds)
+            arms[arm] = {**forecast_report(ds, self.cfg.seed), "flags": self.flag_counts(arm),
+                         "reasked": self.store.reasked(self.id, arm),
+                         "backtest": backtest_summary(bt),
+                         "curves": equity_curves(bt),
+                         "by_stock": {s: _brief(score(hits_of([d for d in ds if d.stock == s]), self.cfg.seed))
+                                      for s in self.job.stocks if any(d.stock == s for d in ds)},
+                         **{name: score(hits_of(part), self.cfg.seed) for name, part in
+                            _cutoff_slices(ds, cutoff).items()}}
+        return arms, scored
 
     def window_stances(self) -> dict[tuple[str, str], float | None]:
         """Each test day's window stance (the stance-only baseline), as the base arm read it."""
