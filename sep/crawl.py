@@ -88,7 +88,7 @@ def crawl_board(
     on_page: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Fetch list pages 1..pages and store their posts; skips pages done today unless `restart`."""
-    fetch = fetch or _http_fetch
+    fetch = fetch or http_fetch
     today = Date.today().isoformat()
     done = set() if restart else crawled_pages(db, stock, today)
     added = seen = 0
@@ -111,7 +111,7 @@ def crawl_board(
     return {"stock": stock, "pages": pages, "posts_seen": seen, "posts_added": added, "skipped_pages": len(done)}
 
 
-def _http_fetch(url: str) -> str:
+def http_fetch(url: str) -> str:
     """GET with a timeout and exponential-backoff retries; Naver serves EUC-KR or UTF-8."""
     import httpx
     from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential

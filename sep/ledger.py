@@ -301,6 +301,23 @@ class DailyRun:
         return {"date": self.date, "stocks": self.stocks, "scored": self.scored}
 
 
+def fetch_day(db: sqlite_utils.Database, stock: str, day: str, since: str, board_pages: int, news_pages: int,
+              delay: float, fetch=None) -> dict:
+    """One stock's prices (FinanceDataReader) and its board posts and news titles since `since` (Naver),
+    stored all or nothing: what was stored, or the status "layout changed" when a page no longer parses."""
+    from datetime import date as Date
+
+    from sep.crawl import BOARD_URL, NEWS_URL, PageLayoutChanged, fetch_pages, fetch_prices, http_fetch, store_day
+
+    try:
+        prices = fetch_prices(stock, (Date.fromisoformat(day) - timedelta(days=40)).isoformat(), day)
+        texts = fetch_pages("board", BOARD_URL, stock, since, board_pages, delay=delay, fetch=fetch or http_fetch)
+        texts += fetch_pages("news", NEWS_URL, stock, since, news_pages, delay=delay, fetch=fetch or http_fetch)
+    except PageLayoutChanged as exc:
+        return {"status": "layout changed", "error": str(exc)}
+    return store_day(db, stock, prices, texts, day)
+
+
 def run(db: sqlite_utils.Database, cfg: Settings, make_llm, stocks: list[str], *, date: str | None = None,
         live: bool = False, board_pages: int = BOARD_PAGES, news_pages: int = NEWS_PAGES, delay: float = PAGE_DELAY,
         fetch=None, dedup: bool = True, now: datetime | None = None, progress: Progress | None = None) -> DailyRun:
@@ -308,29 +325,17 @@ def run(db: sqlite_utils.Database, cfg: Settings, make_llm, stocks: list[str], *
     posts and news titles (Naver), all or nothing per stock; score what can be scored; deduplicate;
     then pre-register each stock's D (default: today in the market's zone). A stock whose page
     changed its layout, or whose D is too late, is reported and the others go on."""
-    from datetime import date as Date
-
-    from sep.crawl import BOARD_URL, NEWS_URL, PageLayoutChanged, _http_fetch, fetch_pages, fetch_prices, store_day
-
     now = now or datetime.now(timezone.utc)
     days = {s: parse_day(date) if date else today_in(s, now) for s in stocks}
     result = DailyRun(days)
     for stock in stocks:
-        day = days[stock]
-        since = window_start(day, cfg.window_days)
-        report: dict = {}
-        if live and LedgerStore(db).exists(stock, day):  # a rerun after a crash: this stock's day is in already
-            report["fetched"] = "skipped: the ledger has this day"
+        if live and LedgerStore(db).exists(stock, days[stock]):  # a rerun after a crash: this day is in already
+            result.stocks[stock] = {"fetched": "skipped: the ledger has this day"}
         elif live:
-            try:
-                prices = fetch_prices(stock, (Date.fromisoformat(day) - timedelta(days=40)).isoformat(), day)
-                texts = fetch_pages("board", BOARD_URL, stock, since, board_pages, delay=delay, fetch=fetch or _http_fetch)
-                texts += fetch_pages("news", NEWS_URL, stock, since, news_pages, delay=delay, fetch=fetch or _http_fetch)
-            except PageLayoutChanged as exc:
-                result.stocks[stock] = {"status": "layout changed", "error": str(exc)}
-                continue
-            report.update(store_day(db, stock, prices, texts, day))
-        result.stocks[stock] = report
+            result.stocks[stock] = fetch_day(db, stock, days[stock], window_start(days[stock], cfg.window_days),
+                                             board_pages, news_pages, delay, fetch)
+        else:
+            result.stocks[stock] = {}
     result.scored = score(db)  # yesterday's entries, now that today's closes are in
     llm = None
     for stock in stocks:
