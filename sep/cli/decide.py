@@ -226,6 +226,11 @@ def stance_cmd(
     if as_json:
         print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
         return
+    render_stances(result, out)
+
+
+def render_stances(result: Any, out: Path | None) -> None:
+    """The judgements (the first 50) or, against gold labels, the scores and the confusion matrix."""
     if result.scores is None:
         table = Table("stance", "positive", "neutral", "negative", "text", title=f"stance by {result.model}")
         for j in result.judged[:50]:
