@@ -154,6 +154,14 @@ def render_experiment(r: dict) -> None:
         more.add_row(f"baseline: {name}", ci_cell(s["mcc_ci95"]), cell(s.get("brier")), *[""] * 6)
     console.print(scores)
     console.print(more)
+    render_experiment_notes(r)
+    console.print("[dim]Every test day lies after the training range and its embargo; forecasts only (no retry told "
+                  "the outcome). `sep experiment report ID --out FILE` draws the plots.[/]")
+
+
+def render_experiment_notes(r: dict) -> None:
+    """What the tables can't hold: silent arms, the gate's flags and re-asks, lessons and their uptake,
+    the knowledge cutoff, memorization and the folds."""
     silent = [name for name, s in r["arms"].items() if s["answered"] == 0]
     if silent:  # the table is wide: say it where no column can cut it
         console.print(f"[red]no answers[/] from {', '.join(silent)}: every answer was withheld or unparsable.")
@@ -193,5 +201,3 @@ def render_experiment(r: dict) -> None:
         console.print("per fold: " + "; ".join(
             f"{f['fold']} (≤ {f['train_end']}, {f['start']}..{f['end']}, {f['days']}): "
             + ", ".join(f"{a} {cell(v['accuracy'])}" for a, v in f["arms"].items()) for f in r["folds"]), highlight=False)
-    console.print("[dim]Every test day lies after the training range and its embargo; forecasts only (no retry told "
-                  "the outcome). `sep experiment report ID --out FILE` draws the plots.[/]")
