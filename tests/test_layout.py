@@ -173,3 +173,18 @@ def test_the_wheel_lists_every_package_and_its_data():
     packages = {f"sep.{p.name}" for p in SEP.iterdir() if (p / "__init__.py").exists()} | {"sep"}
     assert packages <= set(project["packages"])
     assert "head.npz" in project["package-data"]["sep.guard"]
+
+
+def test_no_file_over_600_lines_no_command_file_over_400_and_no_function_over_50():
+    """Issue 33's sizes: a newcomer reads a stage in one file and a step in one screen."""
+    too_long = []
+    for path in SEP.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        limit = 400 if path.parent.name == "cli" else 600
+        if text.count("\n") > limit:
+            too_long.append(f"{path.relative_to(SEP)}: {text.count(chr(10))} lines (at most {limit})")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 50:
+                too_long.append(f"{path.relative_to(SEP)}:{node.lineno} {node.name}: "
+                                f"{node.end_lineno - node.lineno + 1} lines (at most 50)")
+    assert not too_long, "\n".join(too_long)

@@ -105,7 +105,7 @@ def ingest_batch(job_file: Path, results: Path, *, settings: Settings | None = N
 def execute_batch(requests: Path, out: Path, *, settings: Settings | None = None,
                   progress: Progress | None = None) -> dict:
     """Answer a requests file with the embedded model, writing a results file (the offline path without a GPU)."""
-    from sep.batch import execute
+    from sep.backends.batch_file import execute
 
     return execute(Path(requests), Path(out), settings_or_env(settings), progress)
 

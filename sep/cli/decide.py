@@ -198,8 +198,7 @@ def stance_cmd(
     The three probabilities are read from the model's log-probs of the label words
     (prompts/<lang>/stance.toml), not from a sampled word. With --label-column it prints n,
     accuracy with a 95% CI, accuracy on the positive and negative rows alone (the larger of the two
-    probabilities), macro-F1 and the confusion matrix. Judgements are cached in memory, so a killed
-    run resumes.
+    probabilities), macro-F1 and the confusion matrix. Judgements are cached: a killed run resumes.
 
     Examples:
       sep stance headlines.csv --text-column title --out stances.csv
@@ -211,7 +210,6 @@ def stance_cmd(
             raise BadInput(f"--lang must be ko or en, not {lang!r}.")
         cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, prompts=prompts,
                        concurrency=concurrency)
-        llm = None
         with model_errors():
             progress = bars()
             from sep.stances import read_table
@@ -224,8 +222,7 @@ def stance_cmd(
                                     settings=cfg, llm=llm,
                                     progress=lambda done, total: progress.update(task, completed=done, total=total))
     if as_json:
-        print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
-        return
+        return print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
     render_stances(result, out)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -77,27 +77,29 @@ def eval_cmd(
       sep eval --ledger
     """
     if ledger:
-        with user_errors():
-            cfg = settings(db=db, seed=seed, cutoff=cutoff)
-            report = api.ledger_evaluate(api.open_memory(cfg.db, must_exist=True), settings=cfg)
-        if as_json:
-            print(json.dumps(report, ensure_ascii=False, indent=2))
-        else:
-            render_ledger_eval(report)
-        return
+        return ledger_eval(db, seed, cutoff, as_json)
     with user_errors():
         cfg = settings(db=db, seed=seed)
         evaluation = api.evaluate_forecasts(api.open_memory(cfg.db, must_exist=True), stock=stock, job=job, start=start,
                                             end=end, method=method, answered_by=answered_by, threshold=threshold,
                                             cost_bps=cost_bps, long_only=long_only, settings=cfg)
         written = api.eval_report(evaluation, html) if html else None
-    report = evaluation.report
     if written:
         err_console.print(f"Wrote {written.html} and {written.json}.", highlight=False)
     if as_json:
+        return print(json.dumps(evaluation.report, ensure_ascii=False, indent=2))
+    render_eval(evaluation.report)
+
+
+def ledger_eval(db: Path | None, seed: int | None, cutoff: str | None, as_json: bool) -> None:
+    """`sep eval --ledger`: the pre-registered entries scored by kind."""
+    with user_errors():
+        cfg = settings(db=db, seed=seed, cutoff=cutoff)
+        report = api.ledger_evaluate(api.open_memory(cfg.db, must_exist=True), settings=cfg)
+    if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
-        return
-    render_eval(report)
+    else:
+        render_ledger_eval(report)
 
 
 def render_ledger_eval(report: dict) -> None:
@@ -190,6 +192,12 @@ def audit_cmd(
     if as_json:
         print(json.dumps(audited.as_json(), ensure_ascii=False, indent=2))
         return
+    render_audit(audited)
+
+
+
+def render_audit(audited: Any) -> None:
+    """The audit's counts, and the faithfulness test's when it ran."""
     html, twin, s = audited.html, audited.json, audited.data["summary"]
     console.print(f"Audited {s['explanations']} explanations: {s['inconsistent']} inconsistent, "
                   f"{s['with_unsupported_claims']} with unsupported claims, {s['mentions_future']} mention dates after D; "
