@@ -93,8 +93,8 @@ def execute(requests: Path, out: Path, cfg: Settings,
                 if regex and shape is None:
                     raise ValueError("its structured output is not one sep wrote")
                 messages = [roles[m["role"]](m["content"]) for m in body["messages"]]
-                result = chat._generate(messages, stop=body.get("stop"), answer_shape=shape, **kwargs)
-                line = _result_line(i, r["custom_id"], model.name, result.generations[0].message)
+                message = chat.invoke(messages, stop=body.get("stop"), answer_shape=shape, **kwargs)
+                line = _result_line(i, r["custom_id"], model.name, message)
                 report["answered"] += 1
             except (KeyError, ValueError, TypeError) as exc:
                 line = {"id": f"batch-{i}", "custom_id": r["custom_id"], "response": None,
