@@ -25,8 +25,8 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
   shapes                the shape an answer or a lesson must take, as a llama.cpp grammar and a
                         vLLM regex (read back from an offline request file)
   llm, backends, prompting  chat formats, the answer parser, the `LLM` facade; the backends that
-                        make one (embedded, openai, policy, mock, plugins) and the embedded model answering a Batch API
-                        requests file (batch_file); prompt files (prompts/)
+                        make one (embedded, openai, policy, mock, plugins), and the embedded model
+                        answering a Batch API requests file (batch_file); prompt files (prompts/)
   quality, mask         the gate every generated text passes; the company and dates hidden for
                         the memorization probe (no table)
   stances               the stance step: P(positive/neutral/negative) of one text, read from the
