@@ -25,7 +25,7 @@ from sep.evidence import (MAX_EVIDENCE, MAX_TITLE_CHARS, bigrams, check_evidence
                           evidence_up_probability, extractive_points, judge_items, strip_citations, window_items,
                           window_stance)
 from sep.guard import clean_for_prompt
-from sep.llm import LLM, Answer, choice_probabilities, parse_answer
+from sep.llm import LLM, Answer, answered_probabilities, parse_answer
 from sep.shapes import AnswerShape, LessonShape
 from sep.mask import Masker
 from sep.memory import (PairRow, PredictionRow, PredictionStore, ReflectionRow, SummaryRow, SummaryStore,
@@ -427,11 +427,7 @@ class Agents:
     def _kind_probabilities(self, text: str, kinds: Sequence[str]) -> list[float]:
         message = self._ask("kind", {"text": " ".join(text.split()), "kinds": ", ".join(kinds)},
                             shape=AnswerShape.choice(*kinds))
-        probs = choice_probabilities(message.response_metadata.get("logprobs"), kinds)
-        if probs is None:  # a server without log-probs: the word it said, with certainty
-            said = str(message.content).strip()
-            probs = [1.0 if said.startswith(k) else 0.0 for k in kinds]
-        return probs if any(probs) else [1 / len(kinds)] * len(kinds)
+        return answered_probabilities(message, kinds)
 
     # ------------------------------------------------------------ the loop
 

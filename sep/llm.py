@@ -264,6 +264,16 @@ def choice_probabilities(logprobs: Any, words: Sequence[str], label_after: str =
     return [e / sum(exp) for e in exp]
 
 
+def answered_probabilities(message: AIMessage, words: Sequence[str]) -> list[float]:
+    """P(each word) of an answer that chose one of `words`: read from its log-probs; from a server that
+    gives none, the word it said, with certainty; when it said none of them, uniform."""
+    probs = choice_probabilities(message.response_metadata.get("logprobs"), words)
+    if probs is None:
+        said = str(message.content).strip().lower()
+        probs = [1.0 if said.startswith(w.lower()) else 0.0 for w in words]
+    return probs if any(probs) else [1 / len(words)] * len(words)
+
+
 def label_confidence(logprobs: Any, label: str, lang: str, label_after: str = "") -> float | None:
     """P(chosen label) against the other, from the label token's top log-probs (see `label_position`).
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import sqlite_utils
 
 from sep.errors import BadInput
-from sep.llm import LLM, choice_probabilities
+from sep.llm import LLM, answered_probabilities
 from sep.shapes import AnswerShape
 from sep.memory import cached_stances, store_stances
 from sep.prompting import Prompt, load_prompt
@@ -118,13 +118,7 @@ class StanceJudge:
         prompt = self.prompt(lang)
         message = self.llm.ask(prompt.template, {"text": text}, shape=AnswerShape.choice(*prompt.labels),
                                max_tokens=4, agent="stance")
-        probs = choice_probabilities(message.response_metadata.get("logprobs"), prompt.labels)
-        if probs is None:  # no log-probs (a server that gives none): the answered word, with certainty
-            said = str(message.content).strip().lower()
-            probs = [1.0 if said.startswith(w.lower()) else 0.0 for w in prompt.labels]
-            if not any(probs):
-                probs = [1 / 3] * 3
-        return probs
+        return answered_probabilities(message, prompt.labels)
 
     def judge(self, texts: Sequence[str], lang: str | None = None, progress: Progress | None = None) -> list[Judged]:
         """Every text judged (cached ones read back); `lang` None: each text's own (Hangul → ko)."""
