@@ -56,6 +56,15 @@ def test_bad_input_is_one_sentence_exit_2_and_changes_nothing(db_path, args, mes
     assert table_digest(open_memory(db_path)) == before
 
 
+@pytest.mark.parametrize("name, value, message", [("SEP_FORECAST_ATTEMPTS", "0", "greater than or equal to 1"),
+                                                   ("SEP_TRIALS", "abc", "valid integer")])
+def test_a_bad_sep_variable_is_one_sentence_and_exit_2(db_path, name, value, message):
+    """A setting read from the environment is checked like its flag: no traceback."""
+    result = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--dry-run", db=db_path, env={name: value})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert name in result.stderr and message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+
+
 def test_empty_file_is_refused(tmp_path, db_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")

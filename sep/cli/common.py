@@ -33,7 +33,7 @@ from rich.text import Text
 
 from sep import api
 from sep.errors import BadInput
-from sep.settings import Settings
+from sep.settings import Settings, invalid_setting
 
 app = typer.Typer(
     help="SEP: explainable next-day stock prediction with self-reflective LLMs.\n\n"
@@ -101,8 +101,15 @@ WindowDaysOpt = setting("window_days")
 
 
 def settings(**flags: Any) -> Settings:
-    """The one Settings object, with this command's flags applied."""
-    return Settings().with_overrides(**flags)
+    """The one Settings object, with this command's flags applied; a bad SEP_* value is one sentence
+    and exit code 2, as a bad flag is."""
+    from pydantic import ValidationError
+
+    try:
+        base = Settings()
+    except ValidationError as exc:
+        raise fail(str(invalid_setting(exc, str(exc.errors()[0]["loc"][0])))) from None
+    return base.with_overrides(**flags)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
