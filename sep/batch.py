@@ -26,7 +26,7 @@ from typing import Any
 import sqlite_utils
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatResult
+from langchain_core.outputs import ChatGeneration, ChatResult
 
 from sep.adapters import run_data_end
 from sep.evidence import window_items
@@ -37,6 +37,7 @@ from sep.llm import LLM, chat_result
 from sep.memory import JobStore, SummaryStore, open_memory
 from sep.predict import reward_scorer, store
 from sep.settings import Progress, Settings
+from sep.shapes import AnswerShape
 from sep.window import DecisionWindow
 
 
@@ -218,41 +219,65 @@ class ReplayPosition:
 class OfflineChat(BaseChatModel):
     """Answers a job's calls from its ingested results; a call without one is a `Pending` request.
 
-    The request body is built by the same ChatOpenAI client and answer binding a live run sends
-    through, so the file holds the live requests byte for byte (extra_body merged into the body,
-    as the OpenAI client sends it)."""
+    Each call goes through the same ChatOpenAI client and answer binding a live run sends through,
+    to an HTTP transport that never reaches a network: the request body it receives is the live
+    request byte for byte, and an ingested result is handed back as the server's response, parsed
+    by the client as a live answer is."""
 
     job: str
-    client: Any
+    client: Any = None  # ChatOpenAI on this chat's transport (`connect`)
     answers: dict  # custom_id -> (body sha, response body | None when failed)
     site: Any = None
+    agent: str = "explain"
 
     @property
     def _llm_type(self) -> str:
         return "sep-offline-batch"
 
-    def request(self, messages: list[BaseMessage], stop: list[str] | None, agent: str, **kwargs: Any) -> Request:
-        payload = self.client._get_request_payload(messages, stop=stop, **kwargs)
-        body = {**{k: v for k, v in payload.items() if k != "extra_body"}, **(payload.get("extra_body") or {})}
+    def connect(self, cfg: Settings, model: str, is_vllm: bool) -> Callable[[AnswerShape], dict]:
+        """Build the client on this chat's transport; returns the answer binding."""
+        import httpx
+
+        from sep.backends.openai import chat_client
+
+        transport = httpx.Client(transport=httpx.MockTransport(self._exchange))
+        self.client, binding = chat_client(cfg.with_overrides(base_url=None), model, is_vllm, http_client=transport)
+        return binding
+
+    def request(self, body: dict) -> Request:
         site: ReplayPosition = self.site
-        n = site.calls.get(agent, 0)
-        site.calls[agent] = n + 1
-        stage = "summary" if agent == "summarize" else agent if agent in ("reflect", "kind", "stance") else \
-            "best_of" if site.phase == "best_of" else \
+        n = site.calls.get(self.agent, 0)
+        site.calls[self.agent] = n + 1
+        stage = "summary" if self.agent == "summarize" else self.agent if self.agent in ("reflect", "kind", "stance") \
+            else "best_of" if site.phase == "best_of" else \
             "forecast" if not site.calls.get("reflect") else "retry"  # a forecast's re-asks come before any lesson
         return Request(custom_id(self.job, site.stock, site.day, stage, n), stage, site.stock, site.day, n, body)
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
-        agent = (run_manager.metadata if run_manager else {}).get("sep_agent") or "explain"
-        request = self.request(messages, stop, agent, **kwargs)
+    def _exchange(self, http: Any) -> Any:
+        """The transport: the ingested response to this body, else `Pending` (the body goes to the next export)."""
+        import httpx
+
+        request = self.request(json.loads(http.content))
         sha, response = self.answers.get(request.custom_id, (None, None))
         if sha == request.sha and response is not None:
-            return self.client._create_chat_result(response)
-        if self.site.phase == "best_of":  # the other samples don't depend on this one: collect them all
-            self.site.collected.append(request)
-            return chat_result("", None, self.client.model_name, 0, 0)
+            return httpx.Response(200, json=response)
         raise Pending(request)
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
+                  **kwargs: Any) -> ChatResult:
+        import openai
+
+        self.agent = (run_manager.metadata if run_manager else {}).get("sep_agent") or "explain"
+        try:
+            message = self.client.invoke(messages, stop=stop, **kwargs)
+        except openai.APIConnectionError as exc:  # the client wraps what its transport raised
+            if not isinstance(exc.__cause__, Pending):
+                raise
+            if self.site.phase != "best_of":
+                raise exc.__cause__ from None
+            self.site.collected.append(exc.__cause__.request)  # the other samples don't depend on this one
+            return chat_result("", None, self.client.model_name, 0, 0)
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 @dataclass
@@ -333,11 +358,9 @@ class OfflineBatch:
 
     def advance(self, db: sqlite_utils.Database) -> ReplayStep:
         """Replay every unfinished (stock, day); store what completes; return the requests still to run."""
-        from sep.backends.openai import chat_client
-
         self._resolve(db)
-        client, self._binding = chat_client(self.cfg.with_overrides(base_url=None), self.model, self.engine == "vllm")
-        chat = OfflineChat(job=self.job.name, client=client, answers=JobStore(db, self.job.name).answers())
+        chat = OfflineChat(job=self.job.name, answers=JobStore(db, self.job.name).answers())
+        self._binding = chat.connect(self.cfg, self.model, self.engine == "vllm")
         llm, began = self._claim(db, chat)
         decider = Decider(db, self.cfg, llm, lessons_before=began)
         items = stock_days(db, self.job.stocks, self.job.start, self.job.end)

@@ -71,16 +71,17 @@ def served_policy(policy: Path | str, served: list[str], base_url: str) -> str:
                            f"{Path(policy).name}=runs/{Path(policy).name}/adapter`.")
 
 
-def chat_client(cfg: Settings, model: str, is_vllm: bool) -> tuple[Any, Callable[[AnswerShape], dict]]:
+def chat_client(cfg: Settings, model: str, is_vllm: bool, http_client: Any = None) -> tuple[Any, Callable[[AnswerShape], dict]]:
     """(the ChatOpenAI client, the answer binding) every request to a server is made with: a live run
-    sends through them, `sep batch export` writes the same bodies to a file."""
+    sends through them; `sep batch export` sends through them too, to an `http_client` that writes
+    each body to a file instead of the network."""
     from langchain_openai import ChatOpenAI
 
     # vLLM takes llama.cpp's repetition penalty too; unset, the server's default (1.0) applies.
     vllm_body = {"repetition_penalty": cfg.repeat_penalty} if is_vllm and cfg.repeat_penalty else {}
     chat = ChatOpenAI(base_url=cfg.base_url or "http://127.0.0.1/v1", api_key=cfg.api_key, model=model,
                       timeout=cfg.timeout, max_retries=0, temperature=0.0, seed=cfg.seed, logprobs=True,
-                      top_logprobs=5, extra_body=vllm_body or None)
+                      top_logprobs=5, extra_body=vllm_body or None, http_client=http_client)
 
     def binding(shape: AnswerShape) -> dict:
         if not is_vllm:
