@@ -29,8 +29,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from sep.adapters import run_data_end
-from sep.evidence import window_items
-from sep.decide import Decider, fingerprint, stock_days
+from sep.decide import Decider, Plan, fingerprint, stock_days
 from sep.errors import BadInput
 from sep.jobs import Job
 from sep.llm import LLM, chat_result
@@ -139,16 +138,12 @@ class BatchRunner:
             dedup_job(db, self.job, self.cfg)
         if self.job.best_of and self.job.reward:
             self.scorer = reward_scorer(self.job.reward, self.cfg)
-        items = stock_days(db, self.job.stocks, self.job.start, self.job.end)
-        finished = done_days(db, self.job)
-        todo = [i for i in items if i not in finished]
-        report = BatchReport(self.job.name, len(items), len(items) - len(todo), concurrency=decider.concurrency)
         start = time.perf_counter()
+        plan = decider.plan(stock_days(db, self.job.stocks, self.job.start, self.job.end), done_days(db, self.job))
+        report = BatchReport(self.job.name, len(plan.items), plan.finished, concurrency=decider.concurrency)
         calls0 = self.llm.calls
         summaries0 = SummaryStore(db).count()
-        windows = decider.windows(todo)
-        decider.summarize(windows)
-        decisions = decider.map(windows, lambda w: self._decide(decider, w), "decisions")
+        decisions = decider.run(plan, lambda w: self._decide(decider, w))
         report.seconds = round(time.perf_counter() - start, 3)
         report.summaries = SummaryStore(db).count() - summaries0
         report.requests = self.llm.calls - calls0
@@ -363,16 +358,14 @@ class OfflineBatch:
         self._binding = chat.connect(self.cfg, self.model, self.engine == "vllm")
         llm, began = self._claim(db, chat)
         decider = Decider(db, self.cfg, llm, lessons_before=began)
-        items = stock_days(db, self.job.stocks, self.job.start, self.job.end)
-        finished = done_days(db, self.job)
-        windows = decider.windows([i for i in items if i not in finished])
-        pending = self._summarize(decider, chat, windows)  # stage 1: every summary the windows read, each once
-        done = len(finished & set(items))
+        plan = decider.plan(stock_days(db, self.job.stocks, self.job.start, self.job.end), done_days(db, self.job))
+        windows, done, total = plan.windows, plan.finished, len(plan.items)
+        pending = self._summarize(decider, chat, plan)  # stage 1: every summary the windows read, each once
         if pending:
-            return ReplayStep(pending, done, len(items))
-        pending = self._judge(decider, chat, windows)  # stage 2 (derived): every point the windows show, judged once
+            return ReplayStep(pending, done, total)
+        pending = self._judge(decider, chat, plan)  # stage 2 (derived): every point the windows show, judged once
         if pending:
-            return ReplayStep(pending, done, len(items))
+            return ReplayStep(pending, done, total)
         scorer = reward_scorer(self.job.reward, self.cfg) if self.job.best_of and self.job.reward else None
         for i, window in enumerate(windows, 1):  # then each decision, as far as its results go
             chat.site = ReplayPosition(window.stock, window.date, "decision")
@@ -397,43 +390,33 @@ class OfflineBatch:
             finally:
                 self.on_progress("decisions", i, len(windows))
             JobStore(db, self.job.name).record_item(window.stock, window.date, error, 0.0)
-        return ReplayStep(pending, done, len(items))
+        return ReplayStep(pending, done, total)
 
-    def _summarize(self, decider: Decider, chat: "OfflineChat", windows: list[DecisionWindow]) -> list[Request]:
-        """Replay the summary of every (stock, text day) the windows read, once each; the requests still to run."""
+    def _summarize(self, decider: Decider, chat: "OfflineChat", plan: Plan) -> list[Request]:
+        """Replay the summary of every (stock, text day) the plan's windows read, once each; the requests still to run."""
         pending: list[Request] = []
-        texts: dict[tuple[str, str], list] = {}
-        for w in windows:
-            for day, day_texts in w.texts_by_day().items():
-                texts.setdefault((w.stock, day), day_texts)
-        for i, (stock, day) in enumerate(texts, 1):
+        needed = plan.summaries()
+        for i, ((stock, day), texts) in enumerate(needed.items(), 1):
             chat.site = ReplayPosition(stock, day, "summary")
             try:
-                decider.agents(stock).summarize_day(stock, day, texts[(stock, day)])
+                decider.agents(stock).summarize_day(stock, day, texts)
             except Pending as p:
                 pending.append(p.request)
-            self.on_progress("summaries", i, len(texts))
+            self.on_progress("summaries", i, len(needed))
         return pending
 
-    def _judge(self, decider: Decider, chat: "OfflineChat", windows: list[DecisionWindow]) -> list[Request]:
+    def _judge(self, decider: Decider, chat: "OfflineChat", plan: Plan) -> list[Request]:
         """The stance stage: each point of the windows' summaries judged once (the first (stock, day,
         index) that shows its text names the request); what memory lacks is pending."""
         if self.cfg.explain_format != "derived":
             return []
-        pending, seen = [], set()
-        for w in windows:
-            agents = decider.agents(w.stock)
-            for day, summary in agents.summaries(w):
-                for index, item in enumerate(window_items([(day, summary)])):
-                    text = " ".join(item["point"].split())
-                    if (agents.lang, text) in seen:
-                        continue
-                    seen.add((agents.lang, text))
-                    chat.site = ReplayPosition(w.stock, day, "stance", calls={"stance": index})
-                    try:
-                        agents.stances.judge([text], agents.lang)
-                    except Pending as p:
-                        pending.append(p.request)
+        pending = []
+        for point in decider.points(plan.windows):
+            chat.site = ReplayPosition(point.stock, point.day, "stance", calls={"stance": point.index})
+            try:
+                decider.agents(point.stock).stances.judge([point.text], point.lang)
+            except Pending as p:
+                pending.append(p.request)
         return pending
 
     # ------------------------------------------------------------ export

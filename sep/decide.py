@@ -4,11 +4,16 @@
 day is decided the same way on every path, and every path keeps `concurrency` requests in
 flight against a server (the embedded model answers one at a time):
 
-1. `decidable_days`: which days of a range can be decided (and scored);
-2. `Decider.summarize`: every distinct (stock, text day) summary the windows need, each asked
-   once (the cache then serves every decision that reads it);
-3. `Decider.reflect` / `Decider.forecast`: explain, reflect and retry, or best-of-n, each stored
-   by the agents in one transaction, so a killed run loses only the decisions in flight.
+1. `decidable_days` / `stock_days`: which days of a range can be decided (and scored);
+2. `Decider.plan` → `Plan`: the days not done yet and their windows;
+3. `Plan.summaries` and `Decider.points`: every distinct (stock, text day) summary and every shown
+   point's stance the windows need, each asked once (the cache then serves every decision);
+4. `Decider.run`: `Decider.reflect` / `Decider.forecast` (explain, reflect and retry, or
+   best-of-n) for each window, each stored by the agents in one transaction, so a killed run
+   loses only the decisions in flight.
+
+`sep reflect`, the live batch and the experiment call `Decider.run`; the offline batch replays the
+same `Plan` stage by stage (`sep.batch.OfflineBatch`). None of them writes the loop again.
 
 `fingerprint` names what changes answers (model, trials, window, prompts, summarizer, ...), so
 a job or an experiment rerun with the same ones resumes and a changed one is noticed.
@@ -22,7 +27,8 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
 import sqlite_utils
 
@@ -77,6 +83,38 @@ def fingerprint(cfg: Settings, stocks: Sequence[str], model: str | None, /, **ex
               "summarizer": cfg.summarizer, "summary_points": cfg.summary_points,
               **{k: str(v) if isinstance(v, Path) else v for k, v in extra.items()}}
     return hashlib.sha1(json.dumps(config, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16], config
+
+
+@dataclass
+class Plan:
+    """What a driver decides: the (stock, day)s in scope, those already done, and the windows of the rest."""
+
+    items: list[tuple[str, str]]
+    done: set[tuple[str, str]]
+    windows: list[DecisionWindow]
+
+    @property
+    def finished(self) -> int:
+        """How many of the items were done before this plan."""
+        return sum(1 for item in self.items if item in self.done)
+
+    def summaries(self) -> dict[tuple[str, str], list]:
+        """Every (stock, text day) the windows read, once, with its texts: what is summarised before any decision."""
+        needed: dict[tuple[str, str], list] = {}
+        for w in self.windows:
+            for day, texts in w.texts_by_day().items():
+                needed.setdefault((w.stock, day), texts)
+        return needed
+
+
+class Point(NamedTuple):
+    """A summary point some window shows, judged once by the stance step; `index` is its place in its day's summary."""
+
+    stock: str
+    day: str
+    index: int
+    lang: str
+    text: str
 
 
 class Decider:
@@ -142,6 +180,24 @@ class Decider:
         days = {stock: trading_days(self.db(), stock) for stock in dict.fromkeys(s for s, _ in items)}
         return [decision_window(self.db(), s, d, self.cfg.window_days, days=days[s]) for s, d in items]
 
+    def plan(self, items: Sequence[tuple[str, str]], done: set[tuple[str, str]] | None = None) -> Plan:
+        """The items' windows, leaving out the `done` ones (a rerun resumes where the last one stopped)."""
+        done = set(done or ())
+        return Plan(list(items), done, self.windows([i for i in items if i not in done]))
+
+    def points(self, windows: Sequence[DecisionWindow]) -> list[Point]:
+        """Every point the windows' summaries show, once per (language, text), the first window's first."""
+        out, seen = [], set()
+        for w in windows:
+            agents = self.agents(w.stock)
+            for day, summary in agents.summaries(w):
+                for index, item in enumerate(window_items([(day, summary)])):
+                    text = " ".join(item["point"].split())
+                    if (agents.lang, text) not in seen:
+                        seen.add((agents.lang, text))
+                        out.append(Point(w.stock, day, index, agents.lang, text))
+        return out
+
     # ------------------------------------------------------------ the stages
 
     def summarize(self, windows: Sequence[DecisionWindow], stage: str = "summaries") -> None:
@@ -149,10 +205,7 @@ class Decider:
         Only worth a pool when requests run in parallel; one at a time, the decisions fill the cache."""
         if self.concurrency == 1 or self.llm is None:
             return
-        needed: dict[tuple[str, str], list] = {}
-        for w in windows:
-            for day, texts in w.texts_by_day().items():
-                needed.setdefault((w.stock, day), texts)
+        needed = Plan([], set(), list(windows)).summaries()
         self.map(list(needed.items()), lambda item: self.agents(item[0][0]).summarize_day(*item[0], item[1]), stage)
         self.judge(windows)
 
@@ -161,16 +214,27 @@ class Decider:
         `concurrency` at a time, before any decision asks (the cache then serves them all)."""
         if self.concurrency == 1 or self.llm is None or self.cfg.explain_format != "derived":
             return
-        points: dict[tuple[str, str], None] = {}
-        for w in windows:
-            agents = self.agents(w.stock)
-            for item in window_items(agents.summaries(w)):
-                points.setdefault((agents.lang, " ".join(item["point"].split())), None)
 
-        def one(point: tuple[str, str]) -> None:
-            StanceJudge(self.llm, prompts_dir=self.cfg.prompts, db=self.db(), concurrency=1).judge([point[1]], point[0])
+        def one(point: Point) -> None:
+            StanceJudge(self.llm, prompts_dir=self.cfg.prompts, db=self.db(), concurrency=1).judge([point.text], point.lang)
 
-        self.map(list(points), one, stage)
+        self.map(self.points(windows), one, stage)
+
+    def run(self, plan: Plan, work: Callable[[DecisionWindow], R], stage: str = "decisions",
+            on_day: Callable[[R], None] | None = None) -> list[R]:
+        """The plan's summaries and stances first, then `work` (a decision) for every window,
+        `concurrency` at a time; `on_day` sees each result as it ends."""
+        self.summarize(plan.windows)
+        lock = threading.Lock()
+
+        def one(window: DecisionWindow) -> R:
+            result = work(window)
+            if on_day:
+                with lock:
+                    on_day(result)
+            return result
+
+        return self.map(plan.windows, one, stage)
 
     def reflect(self, window: DecisionWindow) -> ReflectResult:
         """SEP's loop for one day: explain; while wrong, reflect and retry; stored in one transaction."""
@@ -189,18 +253,3 @@ class Decider:
         if save:
             store(self.db(), forecast)
         return forecast
-
-    def reflect_all(self, windows: Sequence[DecisionWindow], stage: str = "decisions",
-                    on_day: Callable[[ReflectResult], None] | None = None) -> list[ReflectResult]:
-        """`reflect` for every window: summaries first, then the decisions, `concurrency` at a time."""
-        self.summarize(windows)
-        lock = threading.Lock()
-
-        def one(window: DecisionWindow) -> ReflectResult:
-            result = self.reflect(window)
-            if on_day:
-                with lock:
-                    on_day(result)
-            return result
-
-        return self.map(windows, one, stage)

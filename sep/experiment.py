@@ -122,13 +122,11 @@ class Experiment:
 
         In the same pool: the test days' summaries (they read only texts known by D) and the base
         arm's answers (no lesson, no training), so the server never waits for the slowest retry."""
-        todo, every = [], []
-        for stock in self.job.stocks:
-            for day in decidable_days(self.db, stock, self.exp.train_start, fold.train_end, target_by=fold.train_end):
-                every.append((stock, day))
-                if not PredictionStore(self.db).decided(stock, day, self.llm.name):
-                    todo.append((stock, day))
-        train = self.decider.windows(todo)
+        every = [(stock, day) for stock in self.job.stocks
+                 for day in decidable_days(self.db, stock, self.exp.train_start, fold.train_end, target_by=fold.train_end)]
+        decided = PredictionStore(self.db).decided
+        plan = self.decider.plan(every, {(s, d) for s, d in every if decided(s, d, self.llm.name)})
+        train = plan.windows
         self.decider.summarize([*train, *test.values()])
         base = [test[x] for x in fold.days if x not in self._stored("base")] if "base" in self.exp.arms else []
 

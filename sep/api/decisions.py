@@ -94,11 +94,12 @@ def reflect(db: sqlite_utils.Database, stock: str, *, date: str | None = None, s
     cfg = settings_or_env(settings)
     code = normalise_stock(stock)
     days = list(days) if days is not None else decision_days(db, code, date=date, start=start, end=end)
-    windows = Decider(db, cfg, None).windows([(code, d) for d in days])  # bad input fails before a model loads
+    plan = Decider(db, cfg, None).plan([(code, d) for d in days])  # bad input fails before a model loads
     if llm is None and not dry_run:
         llm = make_llm(cfg, progress)
     used = None if dry_run else llm
-    results = Decider(db, cfg, used, on_step=on_step, progress=progress).reflect_all(windows, on_day=on_day)
+    decider = Decider(db, cfg, used, on_step=on_step, progress=progress)
+    results = decider.run(plan, decider.reflect, on_day=on_day)
     return Reflected(results, used.name if used else "dry-run", *(
         (used.calls, used.prompt_tokens, used.completion_tokens) if used else (0, 0, 0)))
 
