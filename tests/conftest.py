@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# pytest-xdist's workers inherit COLUMNS=80 (and LINES), which rich reads once, when sep.cli makes
+# its consoles: each CLI call's own COLUMNS (see `run`) must decide the width, as in a real shell.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 from sep.ingest import import_prices, import_texts
 from sep.memory import open_memory
 from sep.sample import sample_files
@@ -147,3 +152,4 @@ def table_digest(db) -> str:
         for row in db.execute(f"SELECT * FROM [{name}] ORDER BY 1"):
             h.update(repr(row).encode())
     return h.hexdigest()
+

@@ -39,6 +39,15 @@ def toy(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def sft_run(tiny, toy):
+    """One SFT run on the tiny ChatML base, shared by the tests that read it (trained once per module)."""
+    done = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--base-model", str(tiny[0]), "--max-steps", "2",
+               "--learning-rate", "1e-2", "--lora-targets", "all-linear", "--out", str(toy / "sft"), "--json",
+               db=toy / "sep.db")
+    return toy / "sft", done
+
+
 def test_the_turn_end_comes_from_each_models_own_template(tiny, test_cache, tmp_path):
     """ChatML ends a turn at <|im_end|>, Gemma at <end_of_turn>: read off the tokenizer, and the
     tokenizer every trainer uses stops (EOS) exactly there. (Gemma's tokenizer is written as
@@ -101,15 +110,14 @@ def test_the_gguf_adapter_and_peft_give_the_same_greedy_tokens(tiny, tmp_path):
     assert llama_greedy([str(written)]) == tuned
 
 
-def test_sft_on_a_chatml_base_folder_records_it_and_writes_both_adapters(tiny, toy):
+def test_sft_on_a_chatml_base_folder_records_it_and_writes_both_adapters(tiny, toy, sft_run):
     """`--base-model DIR` trains that folder as it is: its template renders the prompts, every linear
     layer gets LoRA (`--lora-targets all-linear`), the run records the base, and the adapter comes as
     PEFT and as llama.cpp GGUF."""
     from safetensors.torch import load_file
 
     db = toy / "sep.db"
-    done = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--base-model", str(tiny[0]), "--max-steps", "2",
-               "--learning-rate", "1e-2", "--lora-targets", "all-linear", "--out", str(toy / "sft"), "--json", db=db)
+    _, done = sft_run
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert metrics["steps"] == 2 and metrics["gguf_adapter"].endswith("adapter/adapter.gguf")
@@ -172,12 +180,11 @@ def test_the_embedding_reward_head_learns_in_seconds_and_scores_best_of_n(toy):
         assert refused.returncode == 2 and said in refused.stderr, refused.stderr
 
 
-def test_bad_base_models_and_adapters_exit_2_with_one_sentence(tiny, toy, tmp_path, sample_memory, db_path):
+def test_bad_base_models_and_adapters_exit_2_with_one_sentence(tiny, toy, sft_run, tmp_path, sample_memory, db_path):
     from sep.adapters import read_adapter
 
-    sft = toy / "sft"
-    if not sft.exists():
-        pytest.skip("needs the SFT run of the test above")
+    sft, done = sft_run
+    assert done.returncode == 0, done.stderr[-3000:]
     db = tmp_path / "sep.db"
     unknown = run("train", "sft", "--data", str(toy / "sft.jsonl"), "--base-model", "llama-70b", db=db)
     assert unknown.returncode == 2 and "neither a catalog name" in unknown.stderr
