@@ -153,3 +153,4 @@ def table_digest(db) -> str:
             h.update(repr(row).encode())
     return h.hexdigest()
 
+

@@ -423,5 +423,6 @@ def test_bad_training_input_exits_2(toy, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
     bad = run("train", "reward", "--pairs", str(tmp_path / "bad.jsonl"), db=tmp_path / "sep.db")
     assert bad.returncode == 2 and "chosen" in bad.stderr
-    empty = run("train", "reward", "--from-memory", db=toy / "sep.db")
+    open_memory(tmp_path / "empty.db").conn.close()  # a memory with no pairs (not another test's)
+    empty = run("train", "reward", "--from-memory", db=tmp_path / "empty.db")
     assert empty.returncode == 2 and "at least 2 pairs" in empty.stderr
