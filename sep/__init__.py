@@ -39,8 +39,9 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
                         runs (a package, one trainer per file as in TRL: config, rewards, data,
                         base, run, scorers, sft, stance, reward, ppo, grpo)
   predict               best-of-n forecasts → predictions (method best-of-n)
-  decide                one (stock, day) decided, `concurrency` at a time: the one path under
-                        reflect, forecast, batch and experiment (writes through agents, predict)
+  decide                one Plan (days → not done → windows → summaries, stances → decisions),
+                        `concurrency` at a time: the one path under reflect, forecast, batch and
+                        experiment (writes through agents, predict)
   jobs                  the job file schema (jobs/*.toml), [llm] and [experiment] tables
   evaluate, audit, report  scores and reports over stored forecasts; read only, but the audit's
                         faithfulness test asks the model again (cached through memory); `report` draws an
