@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -93,11 +94,21 @@ def qwen_hf(test_cache) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory, test_cache) -> tuple[Path, Path]:
+def tiny(tmp_path_factory, test_cache, worker_id) -> tuple[Path, Path]:
+    """Built once per run, under a lock, and shared by the xdist workers (read only: tests copy what they change)."""
+    from filelock import FileLock
+
     from sep.models import DEFAULT_MODEL, local_model
 
-    qwen = local_model(test_cache, DEFAULT_MODEL)  # its GGUF: the tokenizer and the chat template
-    return tiny_qwen(tmp_path_factory.mktemp("tiny"), qwen)
+    root = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    with FileLock(str(root / "tiny.lock")):
+        built = root / "tiny" / "built.json"
+        if built.exists():
+            return tuple(Path(p) for p in json.loads(built.read_text()))
+        qwen = local_model(test_cache, DEFAULT_MODEL)  # its GGUF: the tokenizer and the chat template
+        made = tiny_qwen(root / "tiny", qwen)
+        built.write_text(json.dumps([str(p) for p in made]))
+        return made
 
 
 @pytest.fixture(autouse=True)
