@@ -29,7 +29,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from sep.adapters import run_data_end
-from sep.decide import Decider, Plan, fingerprint, stock_days
+from sep.decide import Decider, Plan, fingerprint, needed_summaries, stock_days
 from sep.errors import BadInput
 from sep.jobs import Job
 from sep.llm import LLM, chat_result
@@ -395,7 +395,7 @@ class OfflineBatch:
     def _summarize(self, decider: Decider, chat: "OfflineChat", plan: Plan) -> list[Request]:
         """Replay the summary of every (stock, text day) the plan's windows read, once each; the requests still to run."""
         pending: list[Request] = []
-        needed = plan.summaries()
+        needed = needed_summaries(plan.windows)
         for i, ((stock, day), texts) in enumerate(needed.items(), 1):
             chat.site = ReplayPosition(stock, day, "summary")
             try:

@@ -6,7 +6,7 @@ flight against a server (the embedded model answers one at a time):
 
 1. `decidable_days` / `stock_days`: which days of a range can be decided (and scored);
 2. `Decider.plan` → `Plan`: the days not done yet and their windows;
-3. `Plan.summaries` and `Decider.points`: every distinct (stock, text day) summary and every shown
+3. `needed_summaries` and `Decider.points`: every distinct (stock, text day) summary and every shown
    point's stance the windows need, each asked once (the cache then serves every decision);
 4. `Decider.run`: `Decider.reflect` / `Decider.forecast` (explain, reflect and retry, or
    best-of-n) for each window, each stored by the agents in one transaction, so a killed run
@@ -26,8 +26,8 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import sqlite_utils
@@ -98,13 +98,14 @@ class Plan:
         """How many of the items were done before this plan."""
         return sum(1 for item in self.items if item in self.done)
 
-    def summaries(self) -> dict[tuple[str, str], list]:
-        """Every (stock, text day) the windows read, once, with its texts: what is summarised before any decision."""
-        needed: dict[tuple[str, str], list] = {}
-        for w in self.windows:
-            for day, texts in w.texts_by_day().items():
-                needed.setdefault((w.stock, day), texts)
-        return needed
+
+def needed_summaries(windows: Sequence[DecisionWindow]) -> dict[tuple[str, str], list]:
+    """Every (stock, text day) the windows read, once, with its texts: what is summarised before any decision."""
+    needed: dict[tuple[str, str], list] = {}
+    for w in windows:
+        for day, texts in w.texts_by_day().items():
+            needed.setdefault((w.stock, day), texts)
+    return needed
 
 
 class Point(NamedTuple):
@@ -205,7 +206,7 @@ class Decider:
         Only worth a pool when requests run in parallel; one at a time, the decisions fill the cache."""
         if self.concurrency == 1 or self.llm is None:
             return
-        needed = Plan([], set(), list(windows)).summaries()
+        needed = needed_summaries(windows)
         self.map(list(needed.items()), lambda item: self.agents(item[0][0]).summarize_day(*item[0], item[1]), stage)
         self.judge(windows)
 

@@ -163,5 +163,3 @@ def table_digest(db) -> str:
         for row in db.execute(f"SELECT * FROM [{name}] ORDER BY 1"):
             h.update(repr(row).encode())
     return h.hexdigest()
-
-
