@@ -120,8 +120,8 @@ class BatchRunner:
         started = time.perf_counter()
         try:
             decider.reflect(window)
-            if self.job.best_of:
-                decider.forecast(window, self.job.best_of, self.scorer, data_end=run_data_end(self.job.reward))
+            if self.job.best_of_n:
+                decider.forecast(window, self.job.best_of_n, self.scorer, data_end=run_data_end(self.job.reward))
             error = None
         except Exception as exc:  # one bad day must not stop the batch; it is recorded and retried next run
             error = f"{type(exc).__name__}: {exc}"
@@ -131,12 +131,12 @@ class BatchRunner:
     def run(self) -> BatchReport:
         db = open_memory(self.cfg.db, must_exist=True)
         fp, config = fingerprint(self.cfg, self.job.stocks, self.llm.name.split("@", 1)[0], policy=self.job.policy,
-                                 reward=self.job.reward, best_of=self.job.best_of)
+                                 reward=self.job.reward, best_of=self.job.best_of_n)
         claim_job(db, self.job, fp, self.llm.name, config, self.restart)
         decider = Decider(db, self.cfg, self.llm, progress=self.on_progress, lessons_before=JobStore(db, self.job.name).began())
         if self.job.dedup:
             dedup_job(db, self.job, self.cfg)
-        if self.job.best_of and self.job.reward:
+        if self.job.best_of_n and self.job.reward:
             self.scorer = reward_scorer(self.job.reward, self.cfg)
         start = time.perf_counter()
         plan = decider.plan(stock_days(db, self.job.stocks, self.job.start, self.job.end), done_days(db, self.job))
@@ -347,7 +347,7 @@ class OfflineBatch:
         llm = LLM(f"{self.model}@offline", chat, self._binding, retries=1,
                   data_end=run_data_end(self.cfg.policy) if self.cfg.policy else None)
         fp, config = fingerprint(self.cfg, self.job.stocks, self.model, policy=self.job.policy,
-                                 reward=self.job.reward, best_of=self.job.best_of, engine=self.engine)
+                                 reward=self.job.reward, best_of=self.job.best_of_n, engine=self.engine)
         claim_job(db, self.job, fp, llm.name, config)
         return llm, JobStore(db, self.job.name).began()
 
@@ -366,14 +366,14 @@ class OfflineBatch:
         pending = self._judge(decider, chat, plan)  # stage 2 (derived): every point the windows show, judged once
         if pending:
             return ReplayStep(pending, done, total)
-        scorer = reward_scorer(self.job.reward, self.cfg) if self.job.best_of and self.job.reward else None
+        scorer = reward_scorer(self.job.reward, self.cfg) if self.job.best_of_n and self.job.reward else None
         for i, window in enumerate(windows, 1):  # then each decision, as far as its results go
             chat.site = ReplayPosition(window.stock, window.date, "decision")
             try:
                 decider.reflect(window)
-                if self.job.best_of:
+                if self.job.best_of_n:
                     chat.site.phase = "best_of"
-                    forecast = decider.forecast(window, self.job.best_of, scorer,
+                    forecast = decider.forecast(window, self.job.best_of_n, scorer,
                                                 data_end=run_data_end(self.job.reward), save=False)
                     if chat.site.collected:
                         pending += chat.site.collected

@@ -119,7 +119,8 @@ class Job(BaseModel):
                                     f"SEP_CONCURRENCY, {default('concurrency')}; the embedded model takes 1).")
     window_days: int | None = Field(None, ge=1, description=f"Calendar days of text per decision (default: SEP_WINDOW_DAYS, {default('window_days')}).")
     dedup: bool = Field(False, description="Run `sep dedup` on each stock first.")
-    best_of: int | None = Field(None, ge=1, description="Also store a best-of-n forecast per day (`sep predict`).")
+    best_of_n: int | None = Field(None, ge=1, description="Also store a best-of-n forecast per day from this many "
+                                  "candidates (`sep predict`); unset: none.")
     policy: RunPath = Field(None, description="A trained policy run that answers instead of the model.")
     reward: RunPath = Field(None, description="A `sep train reward` run that picks the best-of-n candidate.")
     llm: LLMTable = LLMTable()
@@ -158,6 +159,8 @@ def _schema_error(path: Path, exc: ValidationError) -> BadInput:
     key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "(top level)"
     if err["type"] == "extra_forbidden" and key == "experiment.retrain_every":
         return BadInput(f"{path}: [experiment] retrain_every is now fold_days (a new fold every N test days).")
+    if err["type"] == "extra_forbidden" and key == "best_of":
+        return BadInput(f"{path}: best_of is now best_of_n (the candidates of a best-of-n forecast per day).")
     if err["type"] == "extra_forbidden":
         table = Job if len(err["loc"]) == 1 else {"llm": LLMTable, "experiment": ExperimentTable}[str(err["loc"][0])]
         return BadInput(f"{path}: unknown key {key}; allowed: {', '.join(table.model_fields)} (see jobs/README.md).")

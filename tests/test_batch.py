@@ -142,6 +142,7 @@ JOB = 'name = "x"\nstocks = ["005930"]\nstart = "2022-05-02"\nend = "2022-05-31"
     (JOB.replace('["005930"]', "[5930]"), "stocks: input should be a valid string (got 5930)"),
     (JOB + "concurrency = 0\n", "concurrency: input should be greater than or equal to 1"),
     (JOB + 'dedup = "yes"\n', "dedup: input should be a valid boolean"),
+    (JOB + "best_of = 2\n", "best_of is now best_of_n"),  # a job file older than the rename
     ('name = "x"\n', "needs stocks, start, end"),
     (JOB + "policy = 5\n", "policy must be a quoted path, not 5"),
     (JOB.replace('"2022-05-02"', '"2022-06-02"'), "start 2022-06-02 is after end 2022-05-31"),
@@ -299,7 +300,7 @@ def test_offline_export_run_ingest_equals_a_live_batch_run(sample_db, tmp_path):
     offline_db = tmp_path / "offline.db"
     shutil.copy(sample_db, offline_db)
     with FakeOpenAI(hashed_script, stance=hashed_stance) as server:
-        job = write_job(tmp_path / "t.toml", server.base_url, concurrency=4, best_of="2")
+        job = write_job(tmp_path / "t.toml", server.base_url, concurrency=4, best_of_n="2")
         live = run("batch", "run", str(job), "--json", db=sample_db)
         assert live.returncode == 0, live.stderr
         live_bodies = sorted(json.dumps(b, sort_keys=True) for b in server.requests)
