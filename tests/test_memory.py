@@ -20,3 +20,28 @@ def test_prices_are_unique_per_stock_and_day(memory):
     cols = {c.name for c in memory["prices"].columns}
     assert {"stock", "date", "open", "high", "low", "close", "volume"} <= cols
     assert memory["prices"].pks == ["stock", "date"]
+
+
+def test_a_redone_decision_replaces_its_lessons_and_pairs_not_another_methods_or_models(memory):
+    """A batch killed after storing a day and before recording it redoes the day; if the redo is right
+    at once, the first run's lesson and pair must go, or a lesson without its miss stays recallable."""
+    from sep.memory.predictions import PairRow, PredictionRow, PredictionStore, ReflectionRow
+
+    def trial(n: int, correct: bool, model: str = "m", method: str = "reflect") -> PredictionRow:
+        return PredictionRow("005930", "2022-05-31", n, "2022-06-02", "down", "down" if correct else "up", "why",
+                             0.6, correct, f"answer {n}", "prompt", model, "now", method=method)
+
+    store = PredictionStore(memory)
+    lesson = ReflectionRow("005930", "2022-05-31", "2022-06-02", 0, "a lesson", "m", "now")
+    pair = PairRow("005930", "2022-05-31", "prompt", "answer 1", "answer 0", "down", "up", "m", "now")
+    store.save([trial(0, False), trial(1, True)], [lesson], [pair])
+    store.save([trial(0, False, model="other")], [], [])
+    store.save([trial(0, True, method="best-of-n")])
+    assert memory.execute("SELECT COUNT(*) FROM reflections").fetchone()[0] == 1
+    assert memory.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == 1  # neither of the others touched them
+
+    store.save([trial(0, True)])  # the redo: right at once
+    assert memory.execute("SELECT COUNT(*) FROM reflections").fetchone()[0] == 0
+    assert memory.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == 0
+    assert memory.execute("SELECT model, method, COUNT(*) FROM predictions GROUP BY 1, 2 ORDER BY 1, 2").fetchall() == [
+        ("m", "best-of-n", 1), ("m", "reflect", 1), ("other", "reflect", 1)]

@@ -157,13 +157,20 @@ class PredictionStore:
 
     def save(self, predictions: list[PredictionRow], reflections: list[ReflectionRow] = (),
              pairs: list[PairRow] = ()) -> None:
-        """One decision's rows (all of one stock, D, method and model), replacing an earlier run's."""
+        """One decision's rows (all of one stock, D, method and model), replacing an earlier run's.
+
+        A redone reflect (a batch killed after storing a day, before recording it) replaces that day's
+        lessons and pairs as well: a lesson whose miss the redo no longer made must not stay recallable."""
         if not predictions:
             return
         first = predictions[0]
+        key = [first.stock, first.date, first.model]
         with transaction(self.db):
-            self.db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND method = ? AND model = ?",
-                            [first.stock, first.date, first.method, first.model])
+            self.db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND model = ? AND method = ?",
+                            [*key, first.method])
+            if first.method == "reflect":  # best-of-n writes no lessons or pairs; it leaves the reflect's alone
+                self.db.execute("DELETE FROM reflections WHERE stock = ? AND date = ? AND model = ?", key)
+                self.db.execute("DELETE FROM pairs WHERE stock = ? AND date = ? AND model = ?", key)
             for row in predictions:
                 insert_row(self.db, "INSERT", "predictions", row)
             for row in reflections:
