@@ -96,7 +96,7 @@ def test_a_batch_stores_what_reflect_and_forecast_store(sample_memory, db_path, 
     best-of-n choices as calling them one day at a time."""
     job = tmp_path / "job.toml"
     job.write_text('name = "same"\nstocks = ["005930"]\nstart = "2022-05-27"\nend = "2022-05-31"\n'
-                   'trials = 2\nbest_of = 2\n')
+                   'trials = 2\nbest_of_n = 2\n')
     report = sep.run_batch(job, settings=sep.Settings(db=db_path), llm_factory=lambda cfg: mock_llm)
     assert (report.done, report.failed) == (3, 0)
     other = sep.open_memory(tmp_path / "one_by_one.db")
