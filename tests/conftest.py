@@ -70,17 +70,29 @@ def _plumbing(args: tuple[str, ...]) -> dict:
     return {} if "--base-url" in args or "--model" in args else {"SEP_MODEL": PLUMBING_MODEL}
 
 
+def run_root(tmp_path_factory, worker_id: str) -> Path:
+    """The directory every xdist worker of this run shares (the base temp directory without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
 @pytest.fixture(scope="session")
-def test_cache(tmp_path_factory) -> Path:
-    """This session's own cache directory. Models the user already prepared are linked in, read
-    only (joining 1.4 GB of parts, or converting a model, per session is not affordable); whatever
-    a test prepares, converts or writes lands here and is gone with the session."""
-    cache = tmp_path_factory.mktemp("sep-cache")
-    (cache / "models").mkdir()
-    if USER_MODELS.is_dir():
-        for entry in USER_MODELS.iterdir():
-            if not entry.name.endswith(".partial"):
-                (cache / "models" / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+def test_cache(tmp_path_factory, worker_id) -> Path:
+    """This run's own cache directory, shared by its workers. Models the user already prepared are
+    linked in, read only (joining 1.4 GB of parts, or converting a model, per run is not
+    affordable); whatever a test prepares, converts or writes lands here and is gone with the run.
+    sep's own file locks keep two workers from preparing the same model at once."""
+    from filelock import FileLock
+
+    root = run_root(tmp_path_factory, worker_id)
+    cache = root / "sep-cache"
+    with FileLock(str(root / "sep-cache.lock")):
+        if not (cache / "models").is_dir():
+            (cache / "models").mkdir(parents=True)
+            if USER_MODELS.is_dir():
+                for entry in USER_MODELS.iterdir():
+                    if not entry.name.endswith((".partial", ".lock")):
+                        (cache / "models" / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     return cache
 
 
@@ -100,7 +112,7 @@ def tiny(tmp_path_factory, test_cache, worker_id) -> tuple[Path, Path]:
 
     from sep.models import DEFAULT_MODEL, local_model
 
-    root = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    root = run_root(tmp_path_factory, worker_id)
     with FileLock(str(root / "tiny.lock")):
         built = root / "tiny" / "built.json"
         if built.exists():

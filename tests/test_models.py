@@ -43,10 +43,38 @@ def test_prepare_joins_parts_in_order_and_checks_the_sha256(tmp_path, monkeypatc
     bad = ModelSpec(**{**good.__dict__, "file_name": "bad.gguf", "sha256": "0" * 64})
     with pytest.raises(ModelError, match="wrong sha256"):
         prepare(bad, tmp_path / "cache")
-    assert sorted(p.name for p in (tmp_path / "cache" / "models").iterdir()) == ["fake.gguf"]  # nothing half-written
+    assert sorted(p.name for p in (tmp_path / "cache" / "models").glob("*.gguf*")
+                  if not p.name.endswith(".lock")) == ["fake.gguf"]  # nothing half-written
     path.write_bytes(b"abcdeX")  # a cached file that went bad is trusted on use, rebuilt when verified
     assert prepare(good, tmp_path / "cache").read_bytes() == b"abcdeX"
     assert prepare(good, tmp_path / "cache", verify=True).read_bytes() == b"abcdef"
+
+
+def test_two_preparations_at_once_join_the_parts_once(tmp_path, monkeypatch):
+    """Two jobs (or two test workers) asking for the same model at once: the second waits for the
+    first's file instead of writing the same temporary file beside it."""
+    import threading
+    import time
+
+    parts = fake_parts(tmp_path, monkeypatch, [b"abc", b"def"])
+    good = spec_for(parts, hashlib.sha256(b"abcdef").hexdigest())
+    joined, results = [], []
+
+    def slow_progress(who: int):
+        def progress(done: int, total: int) -> None:
+            joined.append(who)
+            time.sleep(0.3)  # hold the join open while the other thread asks
+        return progress
+
+    threads = [threading.Thread(target=lambda who=who: results.append(prepare(good, tmp_path / "cache", slow_progress(who))))
+               for who in (1, 2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
+    assert len(set(joined)) == 1  # one of them joined the parts; the other found the file done
+    assert [r.read_bytes() for r in results] == [b"abcdef", b"abcdef"]
 
 
 def test_missing_parts_name_the_install_command(tmp_path):

@@ -47,10 +47,22 @@ def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | Non
     The trainers learn on it, and `bench/vllm_cpu.sh` serves it, so vLLM and a trained adapter
     see exactly the weights and chat template that run embedded. transformers reads GGUF slowly
     (a minute or two here), so the folder is cached, written under a temporary name and renamed:
-    an interrupted run never leaves half a model.
+    an interrupted run never leaves half a model. A file lock makes a second process wait for the
+    first's folder instead of converting it again.
     """
+    from filelock import FileLock
+
     target = hf_dir(cache_dir, name)
     if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.with_name(target.name + ".lock"))):
+        return _convert(cache_dir, name, target, progress)
+
+
+def _convert(cache_dir: Path, name: str, target: Path, progress: Callable[[int, int], None] | None) -> Path:
+    """The conversion itself, under the lock."""
+    if (target / "config.json").exists():  # done by the process that held the lock before us
         return target
     try:
         local = local_model(cache_dir, name, progress=progress)  # the GGUF and its chat template

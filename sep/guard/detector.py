@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 import tomllib
 import zlib
@@ -110,7 +111,7 @@ def _tokenizer(directory: Path) -> Any:
     tokenizer = UseTokenizer(str(model))
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
+        partial = path.with_suffix(f".{os.getpid()}.partial")  # two processes never write one file
         partial.write_bytes(pickle.dumps(tokenizer, protocol=5))
         partial.replace(path)
     except OSError:  # a read-only cache costs the parse, nothing else
