@@ -81,6 +81,7 @@ def fingerprint(cfg: Settings, stocks: Sequence[str], model: str | None, /, **ex
                        for n in prompt_files(cfg.explain_format).values()})
     config = {"model": model, "trials": cfg.trials, "window_days": cfg.window_days, "prompts": versions,
               "summarizer": cfg.summarizer, "summary_points": cfg.summary_points,
+              **({"repeatable": True} if cfg.repeatable else {}),  # only when on: earlier jobs keep their hash
               **{k: str(v) if isinstance(v, Path) else v for k, v in extra.items()}}
     return hashlib.sha1(json.dumps(config, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16], config
 

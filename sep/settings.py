@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     threads: int = Field(2, ge=1, description="CPU threads for the embedded model and torch.")
     context: int = Field(4096, ge=256, description="Context of the embedded model in tokens; a day's texts are cut "
                          "to fit it, measured with the model's own tokenizer.")
+    repeatable: bool = Field(False, description="Embedded model: evaluate each answer's prompt from its first token "
+                             "instead of reusing llama.cpp's cache of a prefix an earlier prompt shared, so the same "
+                             "prompt gives the same answer in any process and after any other prompt (the cache can "
+                             "change a near-tie). Slower: the shared prefix, most of a stance prompt, is read again.")
     cache_dir: Path = Field(default_factory=_default_cache, description="Where prepared models live.")
     window_days: int = Field(5, ge=1, description="Calendar days of text a decision reads (T).")
     trials: int = Field(3, ge=1, description="Explain attempts per decision, reflections between them (N).")

@@ -120,3 +120,30 @@ def test_a_wrong_model_is_bad_input(sample_memory, db_path, tmp_path):
                db=db_path)
     assert junk.returncode == 2 and "not a GGUF file" in junk.stderr
     assert "Traceback" not in unknown.stderr + no_template.stderr + junk.stderr
+
+
+def test_repeatable_answers_read_the_whole_prompt_whatever_was_asked_before(tiny):
+    """llama.cpp reuses the cache of a prefix an earlier prompt shared, which can change a near-tie
+    (bench/prompt_cache_determinism.py). With `repeatable`, each answer's prompt is evaluated from its
+    first token, so asking Q in between changes nothing; without it, the shared prefix comes from the
+    cache. (The tiny Qwen2: Gemma's sliding-window attention keeps llama.cpp from reusing any prefix.)"""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from sep.backends.embedded import embedded_chat
+    from sep.models import local_model
+
+    _, gguf = tiny
+    model = local_model(Settings().cache_dir, model_file=gguf)
+    system = SystemMessage("시장 뉴스를 읽고 내일 주가를 말하는 분석가입니다. " * 6)
+    p = [system, HumanMessage("삼성전자 파운드리 수율 개선, 외국인 순매수 300억원")]
+    q = [system, HumanMessage("반도체 업황 둔화 우려, 기관 순매도 120억원")]
+    for repeatable in (False, True):
+        chat = embedded_chat(model, Settings(repeatable=repeatable))
+        first = chat.invoke(p, max_tokens=12)
+        chat.invoke(q, max_tokens=12)
+        again = chat.invoke(p, max_tokens=12)
+        cached = again.usage_metadata["input_token_details"]["cache_read"]
+        if repeatable:
+            assert cached == 0 and again.content == first.content
+        else:
+            assert cached > 40  # the shared system prompt came from the cache

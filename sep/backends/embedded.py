@@ -57,6 +57,7 @@ class EmbeddedChatModel(BaseChatModel):
     repeat_penalty: float = 1.0
     stop: list[str] = []
     lora: list[str] = []  # llama.cpp LoRA GGUFs applied on the base, in order (a trained policy)
+    repeatable: bool = False  # each answer's first call evaluates its prompt from the first token (Settings.repeatable)
     _server: Any = PrivateAttr(default=None)
 
     @property
@@ -82,8 +83,11 @@ class EmbeddedChatModel(BaseChatModel):
         reply.raise_for_status()
         return len(reply.json()["tokens"])
 
-    def _complete(self, prompt: str, **request: Any) -> dict:
-        result = self._ensure_server().handle_completions({"prompt": prompt, "seed": self.seed, **request})
+    def _complete(self, prompt: str, *, first: bool = False, **request: Any) -> dict:
+        """One completion. The first call of an answer skips the prompt cache when `repeatable`; the
+        calls that continue it reuse what that call computed, which no other prompt touched."""
+        cache = {"cache_prompt": False} if first and self.repeatable else {}
+        result = self._ensure_server().handle_completions({"prompt": prompt, "seed": self.seed, **cache, **request})
         if "error" in result:
             raise LLMUnavailable(f"Embedded model failed: {result['error']}")
         return result
@@ -101,19 +105,19 @@ class EmbeddedChatModel(BaseChatModel):
         head, logprobs, usage_in, usage_out, evaluated = "", None, None, 0, 0
         shape = kwargs.get("answer_shape")
         if isinstance(shape, LessonShape):  # a reflection's three lines, by grammar; no label to read
-            one = self._complete(prompt, max_tokens=max_tokens, grammar=shape.gbnf(), **sampling)
+            one = self._complete(prompt, first=True, max_tokens=max_tokens, grammar=shape.gbnf(), **sampling)
             return chat_result(one["choices"][0]["text"], None, self.model_name, one["usage"]["prompt_tokens"],
                                 one["usage"]["completion_tokens"], one.get("timings"),
                                 cached=max(0, one["usage"]["prompt_tokens"] - _evaluated(one)))
         if shape and shape.choices:  # one word of a few (a stance): its log-probs are the answer
-            one = self._complete(prompt, max_tokens=8, grammar=shape.gbnf(), n_probs=50, temperature=temperature,
-                                 seed=seed)
+            one = self._complete(prompt, first=True, max_tokens=8, grammar=shape.gbnf(), n_probs=50,
+                                 temperature=temperature, seed=seed)
             return chat_result(one["choices"][0]["text"], one["choices"][0].get("logprobs"), self.model_name,
                                 one["usage"]["prompt_tokens"], one["usage"]["completion_tokens"], one.get("timings"),
                                 cached=max(0, one["usage"]["prompt_tokens"] - _evaluated(one)))
         if shape and shape.after:  # evidence first: 1-3 items citing the window's ids, then 판단: and the label, by grammar
-            cited = self._complete(prompt, max_tokens=evidence_tokens(max_tokens) + 8, grammar=shape.gbnf(), n_probs=50,
-                                   temperature=temperature, seed=seed)
+            cited = self._complete(prompt, first=True, max_tokens=evidence_tokens(max_tokens) + 8, grammar=shape.gbnf(),
+                                   n_probs=50, temperature=temperature, seed=seed)
             text = cited["choices"][0]["text"]
             usage_in, evaluated = cited["usage"]["prompt_tokens"], evaluated + _evaluated(cited)
             usage_out += cited["usage"]["completion_tokens"]
@@ -125,14 +129,14 @@ class EmbeddedChatModel(BaseChatModel):
         if shape and logprobs is None:
             fixed = shape.fixed_label(head)  # a derived answer's evidence may already fix its label
             grammar = f"root ::= {json.dumps(fixed, ensure_ascii=False)}" if fixed else AnswerShape(shape.up, shape.down).gbnf()
-            first = self._complete(prompt + head, max_tokens=8, grammar=grammar, n_probs=50, temperature=temperature,
-                                   seed=seed)
+            first = self._complete(prompt + head, first=not head, max_tokens=8, grammar=grammar, n_probs=50,
+                                   temperature=temperature, seed=seed)
             head = head + first["choices"][0]["text"].strip() + "\n"
             logprobs = first["choices"][0].get("logprobs")
             usage_in = first["usage"]["prompt_tokens"] if usage_in is None else usage_in
             evaluated += _evaluated(first)
             usage_out += first["usage"]["completion_tokens"]
-        rest = self._complete(prompt + head, max_tokens=max_tokens, **sampling)
+        rest = self._complete(prompt + head, first=not head, max_tokens=max_tokens, **sampling)
         usage_in = rest["usage"]["prompt_tokens"] if usage_in is None else usage_in
         evaluated += _evaluated(rest)
         usage_out += rest["usage"]["completion_tokens"]
@@ -172,7 +176,7 @@ def embedded_chat(model: LocalModel, cfg: Settings, lora: list[str] | None = Non
     """The catalog model (sampling settings from its entry) in-process, with trained LoRA GGUFs applied."""
     return EmbeddedChatModel(model_name=model.name, model_path=str(model.path), chat_template=model.chat_template,
                              threads=cfg.threads, n_ctx=cfg.context, seed=cfg.seed, repeat_penalty=cfg.repeat_penalty or model.repeat_penalty,
-                             stop=list(model.stop), lora=lora or [])
+                             stop=list(model.stop), lora=lora or [], repeatable=cfg.repeatable)
 
 
 @register_backend("embedded")
