@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,14 +169,22 @@ def prepare(spec: ModelSpec, cache_dir: Path, progress: Callable[[int, int], Non
     `verify` (what `sep models prepare` does) hashes it again and rebuilds it from the parts if it
     no longer matches.
     """
-    from filelock import FileLock
-
     target = spec.path(cache_dir)
     if target.exists() and not verify:  # the common case takes no lock (a read-only cache works)
         return target
+    with made_once(target):
+        return _join_parts(spec, target, progress, verify)
+
+
+@contextmanager
+def made_once(target: Path) -> Iterator[None]:
+    """Hold the lock beside a cache entry while it is made: a second process waits, then finds it
+    made (the maker checks again inside). For the joined GGUF and the transformers copy alike."""
+    from filelock import FileLock
+
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.with_name(target.name + ".lock"))):
-        return _join_parts(spec, target, progress, verify)
+        yield
 
 
 def _join_parts(spec: ModelSpec, target: Path, progress: Callable[[int, int], None] | None, verify: bool) -> Path:

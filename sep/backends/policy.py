@@ -25,7 +25,7 @@ from sep.backends.registry import register_backend
 from sep.errors import BadInput, extra_error, require_extra
 from sep.llm import LLM, ChatFormat, LLMUnavailable, chat_result, message_dicts, render_messages
 from sep.shapes import LessonShape, constrained_label
-from sep.models import CATALOG, DEFAULT_MODEL, LocalModel, ModelError, local_model
+from sep.models import CATALOG, DEFAULT_MODEL, LocalModel, ModelError, local_model, made_once
 from sep.settings import Settings, default, evidence_tokens
 
 HF_DIR_NAMES = {"gemma-270m": "gemma-3-270m-hf"}  # folder names caches already hold; others are <name>-hf
@@ -50,13 +50,10 @@ def prepare_hf_model(cache_dir: Path, progress: Callable[[int, int], None] | Non
     an interrupted run never leaves half a model. A file lock makes a second process wait for the
     first's folder instead of converting it again.
     """
-    from filelock import FileLock
-
     target = hf_dir(cache_dir, name)
     if (target / "config.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.with_name(target.name + ".lock"))):
+    with made_once(target):
         return _convert(cache_dir, name, target, progress)
 
 
