@@ -28,7 +28,7 @@ from sep.guard import clean_for_prompt
 from sep.llm import LLM, Answer, answered_probabilities, parse_answer
 from sep.shapes import AnswerShape, LessonShape
 from sep.mask import Masker
-from sep.memory import (PairRow, PredictionRow, PredictionStore, ReflectionRow, SummaryRow, SummaryStore,
+from sep.memory import (AlsoWrite, PairRow, PredictionRow, PredictionStore, ReflectionRow, SummaryRow, SummaryStore,
                         now_iso, stock_name)
 from sep.prompting import PROMPTS_DIR, Prompt, literal_template, load_prompt, prompt_files, prompt_text  # noqa: F401
 from sep.quality import GATE_VERSION, Check, join_flags
@@ -431,9 +431,10 @@ class Agents:
 
     # ------------------------------------------------------------ the loop
 
-    def run(self, window: DecisionWindow, trials: int, *, save: bool = True) -> ReflectResult:
+    def run(self, window: DecisionWindow, trials: int, *, save: bool = True,
+            also: AlsoWrite | None = None) -> ReflectResult:
         """Explain; while wrong and trials remain, reflect and retry. Stores every step (`save`; a
-        pre-registered forecast is stored by the ledger instead)."""
+        pre-registered forecast is stored by the ledger instead), with `also` in the same transaction."""
         summaries = self.summaries(window)
         base = self.explain_variables(window, summaries, [])
         recalled = self.recall(window, base["summaries"])
@@ -462,10 +463,11 @@ class Agents:
                     if trial.reflection and not trial.reflection_flags and trial.reflection not in lessons:
                         lessons.append(trial.reflection)
         if self.llm is not None and save:
-            self.store(result, self.prompts["explain"].render(**base))
+            self.store(result, self.prompts["explain"].render(**base), also)
         return result
 
-    def store(self, result: ReflectResult, plain_prompt: str) -> None:
+    def store(self, result: ReflectResult, plain_prompt: str,
+              also: AlsoWrite | None = None) -> None:
         """Predictions (one row per trial), reflections, and wrong→right pairs, in one transaction.
 
         Trial 0 is the forecast; later trials were told the outcome (hindsight) and only teach.
@@ -483,7 +485,7 @@ class Agents:
         pairs = [PairRow(w.stock, w.date, plain_prompt, after.response, before.response, after.label, before.label,
                          self.model_name, now)
                  for before, after in zip(result.trials, result.trials[1:]) if after.correct and not before.correct]
-        PredictionStore(self.db).save(predictions, reflections, pairs)
+        PredictionStore(self.db).save(predictions, reflections, pairs, also)
 
 def export_pairs(db: sqlite_utils.Database, out: Path) -> int:
     """Write TRL's conversational preference format (prompt: the chat messages; chosen, rejected:

@@ -117,15 +117,18 @@ class BatchRunner:
 
     def _decide(self, decider: Decider, window: DecisionWindow) -> tuple[tuple[str, str], str | None]:
         """Reflect on one day (and best-of-n when the job asks): what `sep reflect` / `sep predict` store."""
-        started = time.perf_counter()
+        started, items = time.perf_counter(), JobStore(decider.db(), self.job.name)
+        done = items.done_with(window.stock, window.date, started)  # committed with the day's last write
         try:
-            decider.reflect(window)
             if self.job.best_of_n:
-                decider.forecast(window, self.job.best_of_n, self.scorer, data_end=run_data_end(self.job.reward))
+                decider.reflect(window)
+                decider.forecast(window, self.job.best_of_n, self.scorer, data_end=run_data_end(self.job.reward), also=done)
+            else:
+                decider.reflect(window, also=done)
             error = None
         except Exception as exc:  # one bad day must not stop the batch; it is recorded and retried next run
             error = f"{type(exc).__name__}: {exc}"
-        JobStore(decider.db(), self.job.name).record_item(window.stock, window.date, error, time.perf_counter() - started)
+            items.record_item(window.stock, window.date, error, time.perf_counter() - started)
         return (window.stock, window.date), error
 
     def run(self) -> BatchReport:
@@ -367,29 +370,31 @@ class OfflineBatch:
         if pending:
             return ReplayStep(pending, done, total)
         scorer = reward_scorer(self.job.reward, self.cfg) if self.job.best_of_n and self.job.reward else None
+        items = JobStore(db, self.job.name)
         for i, window in enumerate(windows, 1):  # then each decision, as far as its results go
             chat.site = ReplayPosition(window.stock, window.date, "decision")
+            finished = items.done_with(window.stock, window.date, time.perf_counter())  # committed with the day
             try:
-                decider.reflect(window)
-                if self.job.best_of_n:
+                if not self.job.best_of_n:
+                    decider.reflect(window, also=finished)
+                else:
+                    decider.reflect(window)
                     chat.site.phase = "best_of"
                     forecast = decider.forecast(window, self.job.best_of_n, scorer,
                                                 data_end=run_data_end(self.job.reward), save=False)
                     if chat.site.collected:
                         pending += chat.site.collected
                         continue
-                    store(db, forecast)
+                    store(db, forecast, finished)
             except Pending as p:
                 pending.append(p.request)
                 continue
             except Exception as exc:  # one bad day must not stop the job: recorded, as `sep batch run` does
-                error = f"{type(exc).__name__}: {exc}"
+                items.record_item(window.stock, window.date, f"{type(exc).__name__}: {exc}", 0.0)
             else:
-                error = None
                 done += 1
             finally:
                 self.on_progress("decisions", i, len(windows))
-            JobStore(db, self.job.name).record_item(window.stock, window.date, error, 0.0)
         return ReplayStep(pending, done, total)
 
     def _summarize(self, decider: Decider, chat: "OfflineChat", plan: Plan) -> list[Request]:

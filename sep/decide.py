@@ -35,7 +35,7 @@ import sqlite_utils
 from sep.agents import Agents, ReflectResult, load_prompt, prompt_files
 from sep.errors import BadInput
 from sep.evidence import window_items
-from sep.memory import database_path, has_prices, open_memory
+from sep.memory import AlsoWrite, database_path, has_prices, open_memory
 from sep.predict import Forecast, Scorer, best_of_n, store
 from sep.settings import Progress, Settings
 from sep.stances import StanceJudge
@@ -238,9 +238,10 @@ class Decider:
 
         return self.map(plan.windows, one, stage)
 
-    def reflect(self, window: DecisionWindow) -> ReflectResult:
-        """SEP's loop for one day: explain; while wrong, reflect and retry; stored in one transaction."""
-        return self.agents(window.stock, day=window.date).run(window, self.cfg.trials)
+    def reflect(self, window: DecisionWindow, also: AlsoWrite | None = None) -> ReflectResult:
+        """SEP's loop for one day: explain; while wrong, reflect and retry; stored in one transaction
+        (with `also`, a batch's record that the day is done)."""
+        return self.agents(window.stock, day=window.date).run(window, self.cfg.trials, also=also)
 
     def preregister(self, window: DecisionWindow) -> ReflectResult:
         """The forecast of `sep reflect` (trial 0, lessons recalled) for a window whose outcome does not
@@ -248,10 +249,12 @@ class Decider:
         return self.agents(window.stock, day=window.date).run(window, 1, save=False)
 
     def forecast(self, window: DecisionWindow, best_of: int | None = None, scorer: Scorer | None = None,
-                 data_end: str | None = None, *, save: bool = True) -> Forecast:
-        """Best-of-n for one day (n = `best_of`, default the settings'), stored as method best-of-n."""
+                 data_end: str | None = None, *, save: bool = True,
+                 also: AlsoWrite | None = None) -> Forecast:
+        """Best-of-n for one day (n = `best_of`, default the settings'), stored as method best-of-n
+        (with `also` in the same transaction)."""
         forecast = best_of_n(self.agents(window.stock), window, best_of or self.cfg.best_of, scorer,
                              temperature=self.cfg.temperature, seed=self.cfg.seed, data_end=data_end)
         if save:
-            store(self.db(), forecast)
+            store(self.db(), forecast, also)
         return forecast

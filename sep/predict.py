@@ -18,7 +18,7 @@ from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
 from sep.agents import Agents
-from sep.memory import PredictionRow, PredictionStore, now_iso
+from sep.memory import AlsoWrite, PredictionRow, PredictionStore, now_iso
 from sep.settings import Settings, default
 from sep.window import DecisionWindow, label_word, up_probability
 
@@ -135,8 +135,9 @@ def best_of_n(agents: Agents, window: DecisionWindow, n: int, scorer: Scorer | N
                     agents.model_name, scored_by, max(ends) if ends else None)
 
 
-def store(db, forecast: Forecast) -> None:
-    """One `predictions` row (method best-of-n, trial 0) per (stock, date, model); a rerun replaces it."""
+def store(db, forecast: Forecast, also: AlsoWrite | None = None) -> None:
+    """One `predictions` row (method best-of-n, trial 0) per (stock, date, model); a rerun replaces it.
+    `also` is written in the same transaction (a batch's record that the day is done)."""
     w, chosen = forecast.window, forecast.candidates[forecast.best]
     candidates = json.dumps([{"label": c.label, "explanation": c.explanation, "reward": c.reward, "flags": c.flags,
                               "evidence": c.evidence} for c in forecast.candidates], ensure_ascii=False)
@@ -144,4 +145,4 @@ def store(db, forecast: Forecast) -> None:
         w.stock, w.date, 0, w.target_day, w.label, forecast.label, forecast.explanation, forecast.confidence,
         forecast.label == w.label, chosen.response, forecast.prompt, forecast.model, now_iso(), method="best-of-n",
         candidates=candidates, data_end=forecast.data_end,
-        evidence=json.dumps(chosen.evidence, ensure_ascii=False) if chosen.evidence else None)])
+        evidence=json.dumps(chosen.evidence, ensure_ascii=False) if chosen.evidence else None)], also=also)

@@ -109,13 +109,12 @@ def test_batch_survives_kill_9_and_resumes_without_duplicates(sample_db, tmp_pat
         db.conn.close()
         assert 0 < partial < 7, "the kill should land mid-job"
         status = json.loads(run("batch", "status", str(job), "--json", db=sample_db).stdout)
-        done = status["done"]
-        # a decision stored in the instant before its item was recorded is in flight: redone, never doubled
-        assert done <= partial <= done + 2 and status["pending"] == 7 - done
+        # a day's decision and its batch item are committed together: what is stored is what is done
+        assert status["done"] == partial and status["pending"] == 7 - partial
         again = run("batch", "run", str(job), "--json", db=sample_db)
         assert again.returncode == 0, again.stderr
         report = json.loads(again.stdout)
-    assert report["skipped"] == done and report["done"] == 7 - done
+    assert report["skipped"] == partial and report["done"] == 7 - partial
     db = open_memory(sample_db)
     assert_each_day_complete(db)  # nothing lost, nothing twice
     misses = db.execute("SELECT COUNT(*) FROM predictions WHERE trial = 0 AND correct = 0").fetchone()[0]

@@ -1,3 +1,5 @@
+import pytest
+
 from sep.memory import migration_files, open_memory
 
 
@@ -45,3 +47,25 @@ def test_a_redone_decision_replaces_its_lessons_and_pairs_not_another_methods_or
     assert memory.execute("SELECT COUNT(*) FROM pairs").fetchone()[0] == 0
     assert memory.execute("SELECT model, method, COUNT(*) FROM predictions GROUP BY 1, 2 ORDER BY 1, 2").fetchall() == [
         ("m", "best-of-n", 1), ("m", "reflect", 1), ("other", "reflect", 1)]
+
+
+def test_a_write_joined_to_a_decision_lands_with_it_or_not_at_all(memory):
+    """A batch records that its day is done in the transaction that stores the day's decision, so a
+    kill (or a failing write) can never leave one without the other."""
+    from sep.memory.jobs import JobStore
+    from sep.memory.predictions import PredictionRow, PredictionStore
+
+    row = PredictionRow("005930", "2022-05-31", 0, "2022-06-02", "down", "down", "why", 0.6, True, "answer", "prompt",
+                        "m", "now")
+    items = JobStore(memory, "job")
+
+    def failing(db) -> None:
+        items.done_with("005930", "2022-05-31", 0.0)(db)
+        raise RuntimeError("killed between the two writes")
+
+    with pytest.raises(RuntimeError):
+        PredictionStore(memory).save([row], also=failing)
+    assert memory.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 0 and not items.done_days()
+    PredictionStore(memory).save([row], also=items.done_with("005930", "2022-05-31", 0.0))
+    assert memory.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 1
+    assert items.done_days() == {("005930", "2022-05-31")}

@@ -4,7 +4,7 @@ pattern), explicit all-or-nothing transactions."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -79,6 +79,10 @@ def open_memory(path: Path | str, *, must_exist: bool = False) -> sqlite_utils.D
     db = sqlite_utils.Database(conn)
     migrate(db)
     return db
+
+
+# a write that must land in the same transaction as a store's own (a batch's record that its day is done)
+AlsoWrite = Callable[[sqlite_utils.Database], None]
 
 
 @contextmanager

@@ -5,11 +5,12 @@ ingested `batch_results`."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 
 import sqlite_utils
 
-from sep.memory.db import now_iso, transaction
+from sep.memory.db import AlsoWrite, now_iso, transaction
 
 # a result row as ingested: custom_id, body sha, "ok" or "failed", the response (JSON) and the error
 ResultRow = tuple[str, str, str, str | None, str | None]
@@ -53,9 +54,16 @@ class JobStore:
     def record_item(self, stock: str, date: str, error: str | None, seconds: float) -> None:
         """One stock-day's last outcome: done, or failed with its error (retried next run)."""
         with transaction(self.db):
-            self.db.execute("INSERT OR REPLACE INTO batch_items (job, stock, date, status, error, seconds, updated_at) "
-                            "VALUES (?,?,?,?,?,?,?)",
-                            [self.name, stock, date, "failed" if error else "done", error, seconds, now_iso()])
+            self._write_item(self.db, stock, date, error, seconds)
+
+    def done_with(self, stock: str, date: str, started: float) -> AlsoWrite:
+        """The record that a stock-day is done, for the transaction that stores its last decision
+        (`PredictionStore.save(also=...)`): a kill can't fall between the day and its record."""
+        return lambda db: self._write_item(db, stock, date, None, time.perf_counter() - started)
+
+    def _write_item(self, db: sqlite_utils.Database, stock: str, date: str, error: str | None, seconds: float) -> None:
+        db.execute("INSERT OR REPLACE INTO batch_items (job, stock, date, status, error, seconds, updated_at) "
+                   "VALUES (?,?,?,?,?,?,?)", [self.name, stock, date, "failed" if error else "done", error, seconds, now_iso()])
 
     # ------------------------------------------------------------ an offline job's requests and results
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from sep.memory.db import insert_row, scope, transaction
+from sep.memory.db import AlsoWrite, insert_row, scope, transaction
 
 @dataclass
 class PredictionRow:
@@ -156,24 +156,33 @@ class PredictionStore:
             "GROUP BY method, model ORDER BY method DESC, model", args).fetchall()]
 
     def save(self, predictions: list[PredictionRow], reflections: list[ReflectionRow] = (),
-             pairs: list[PairRow] = ()) -> None:
-        """One decision's rows (all of one stock, D, method and model), replacing an earlier run's.
+             pairs: list[PairRow] = (), also: AlsoWrite | None = None) -> None:
+        """One decision's rows (all of one stock, D, method and model), replacing an earlier run's, and
+        `also` (a batch's record that the day is done) in the same transaction: both land, or neither.
 
-        A redone reflect (a batch killed after storing a day, before recording it) replaces that day's
-        lessons and pairs as well: a lesson whose miss the redo no longer made must not stay recallable."""
-        if not predictions:
+        A redone reflect replaces that day's lessons and pairs as well: a lesson whose miss the redo
+        no longer made must not stay recallable."""
+        if not predictions and also is None:
             return
+        with transaction(self.db):
+            if predictions:
+                self._replace(predictions, reflections, pairs)
+            if also is not None:
+                also(self.db)
+
+    def _replace(self, predictions: list[PredictionRow], reflections: list[ReflectionRow],
+                 pairs: list[PairRow]) -> None:
+        """Inside `save`'s transaction: the decision's earlier rows out, these in."""
         first = predictions[0]
         key = [first.stock, first.date, first.model]
-        with transaction(self.db):
-            self.db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND model = ? AND method = ?",
-                            [*key, first.method])
-            if first.method == "reflect":  # best-of-n writes no lessons or pairs; it leaves the reflect's alone
-                self.db.execute("DELETE FROM reflections WHERE stock = ? AND date = ? AND model = ?", key)
-                self.db.execute("DELETE FROM pairs WHERE stock = ? AND date = ? AND model = ?", key)
-            for row in predictions:
-                insert_row(self.db, "INSERT", "predictions", row)
-            for row in reflections:
-                insert_row(self.db, "INSERT OR REPLACE", "reflections", row)
-            for row in pairs:
-                insert_row(self.db, "INSERT OR IGNORE", "pairs", row)
+        self.db.execute("DELETE FROM predictions WHERE stock = ? AND date = ? AND model = ? AND method = ?",
+                        [*key, first.method])
+        if first.method == "reflect":  # best-of-n writes no lessons or pairs; it leaves the reflect's alone
+            self.db.execute("DELETE FROM reflections WHERE stock = ? AND date = ? AND model = ?", key)
+            self.db.execute("DELETE FROM pairs WHERE stock = ? AND date = ? AND model = ?", key)
+        for row in predictions:
+            insert_row(self.db, "INSERT", "predictions", row)
+        for row in reflections:
+            insert_row(self.db, "INSERT OR REPLACE", "reflections", row)
+        for row in pairs:
+            insert_row(self.db, "INSERT OR IGNORE", "pairs", row)
