@@ -49,6 +49,41 @@ def test_a_redone_decision_replaces_its_lessons_and_pairs_not_another_methods_or
         ("m", "best-of-n", 1), ("m", "reflect", 1), ("other", "reflect", 1)]
 
 
+def test_two_models_reflecting_on_one_day_each_keep_their_lesson_across_the_migration(tmp_path):
+    """A memory made before lessons were per model keeps its rows; after it, a second model's lesson
+    on the same (stock, day, trial) sits beside the first's instead of replacing it."""
+    import sqlite_utils
+
+    from sep.memory.db import migrate
+    from sep.memory.predictions import PairRow, PredictionRow, PredictionStore, ReflectionRow
+
+    old = sqlite_utils.Database(tmp_path / "old.db")
+    old.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for name, sql in migration_files():
+        if name.startswith("0019"):
+            break
+        old.conn.executescript(sql)
+        old.execute("INSERT INTO _migrations VALUES (?, 'then')", [name])
+    old.execute("INSERT INTO reflections (stock, date, target_day, trial, reflection, model, created_at, flags, detail) "
+                "VALUES ('005930', '2022-05-31', '2022-06-02', 0, 'an old lesson', 'm', 'then', NULL, '{}')")
+    old.conn.commit()
+    assert "0019_lessons_per_model" in migrate(old)
+    assert old.execute("SELECT reflection, model, detail FROM reflections").fetchall() == [("an old lesson", "m", "{}")]
+
+    def missed(model: str) -> tuple[list, list, list]:
+        rows = [PredictionRow("005930", "2022-06-02", n, "2022-06-03", "down", label, "why", 0.6, label == "down",
+                              f"answer {n}", "prompt", model, "now") for n, label in enumerate(("up", "down"))]
+        return (rows, [ReflectionRow("005930", "2022-06-02", "2022-06-03", 0, f"{model}'s lesson", model, "now")],
+                [PairRow("005930", "2022-06-02", "prompt", "answer 1", "answer 0", "down", "up", model, "now")])
+
+    store = PredictionStore(old)
+    store.save(*missed("m"))
+    store.save(*missed("policy"))  # the same day, trial and answers, by another model
+    assert old.execute("SELECT model, reflection FROM reflections WHERE date = '2022-06-02' ORDER BY model").fetchall() \
+        == [("m", "m's lesson"), ("policy", "policy's lesson")]
+    assert old.execute("SELECT model FROM pairs ORDER BY model").fetchall() == [("m",), ("policy",)]
+
+
 def test_a_write_joined_to_a_decision_lands_with_it_or_not_at_all(memory):
     """A batch records that its day is done in the transaction that stores the day's decision, so a
     kill (or a failing write) can never leave one without the other."""
