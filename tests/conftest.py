@@ -16,6 +16,13 @@ import pytest
 os.environ.pop("COLUMNS", None)
 os.environ.pop("LINES", None)
 
+# The workers share the machine's cores, so each runs its engines on its share: llama.cpp's and
+# OpenMP's threads spin while they wait, and four spinning on two cores waste what they wait for.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+SHARE = {"SEP_THREADS": str(max(1, (os.cpu_count() or 1) // WORKERS))} if WORKERS > 1 else {}
+if SHARE:  # before numpy, torch and numba read them
+    os.environ.update(OMP_NUM_THREADS=SHARE["SEP_THREADS"], NUMBA_NUM_THREADS=SHARE["SEP_THREADS"])
+
 from sep.ingest import import_prices, import_texts
 from sep.memory import open_memory
 from sep.sample import sample_files
@@ -49,7 +56,7 @@ def run(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> 
     from sep.cli import app
 
     cleared = {k: None for k in os.environ if k.startswith(OURS) and k not in KEPT}
-    full_env = {**cleared, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
+    full_env = {**cleared, **SHARE, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
     result = CliRunner().invoke(app, list(args), env=full_env)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -62,7 +69,7 @@ def run(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> 
 def run_process(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """The CLI as a real process (the entry point, a separate interpreter), for what needs one."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(OURS) or k in KEPT}
-    full_env = {**base, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
+    full_env = {**base, **SHARE, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
     return subprocess.run([*SEP, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
@@ -130,6 +137,8 @@ def no_caller_settings(monkeypatch, test_cache):
     for key in [k for k in os.environ if k.startswith(OURS) and k != "SEP_REQUIRE_CHROMIUM"]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("SEP_CACHE_DIR", str(test_cache))
+    for key, value in SHARE.items():
+        monkeypatch.setenv(key, value)
 
 
 @pytest.fixture

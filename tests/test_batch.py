@@ -278,7 +278,7 @@ def stored(db_file: Path) -> dict:
     db = open_memory(db_file)
     return {
         "predictions": db.execute("SELECT stock, date, trial, method, label, explanation, confidence, correct, flags, "
-                                  "prompt, evidence, candidates FROM predictions ORDER BY stock, date, method, trial"
+                                  "prompt, evidence, candidates, attempts FROM predictions ORDER BY stock, date, method, trial"
                                   ).fetchall(),
         "reflections": db.execute("SELECT stock, date, trial, reflection, flags FROM reflections ORDER BY date, trial"
                                   ).fetchall(),
@@ -417,8 +417,9 @@ def test_the_embedded_model_executes_a_requests_file_as_a_live_run_answers(sampl
         assert done.returncode == 0, done.stderr
         assert f"model {PLUMBING_MODEL}" in done.stdout  # the suite's embedded model; the job names none
         assert run("batch", "ingest", str(job), str(results), db=offline_db, env=extractive).returncode == 0
-    assert stages == [["stance"], ["forecast"]]
     live_rows, offline_rows = stored(sample_db), stored(offline_db)
+    (asks,) = open_memory(offline_db).execute("SELECT attempts FROM predictions").fetchone()
+    assert stages == [["stance"]] + [["forecast"]] * asks  # a forecast the gate flags is asked again, a stage each
     assert len(offline_rows["stances"]) == 5  # the day's five extractive points, each judged once
     assert offline_rows == live_rows
     (prediction,) = offline_rows["predictions"]
