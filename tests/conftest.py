@@ -43,6 +43,53 @@ KEPT = {"SEP_REQUIRE_CHROMIUM", "SEP_CACHE_DIR"}  # the environment every test s
 PLUMBING_MODEL = "gemma-270m"  # fast; tests that only check plumbing use it (one test runs the default model)
 
 
+# The tests that take minutes on 2 cores (the default model end to end), longest first. They run
+# first, dealt one per worker in turn: left to xdist's chunks, the two longest landed on one worker,
+# which ended 2½ minutes after the other.
+LONG = ("test_adapters.py::test_the_default_model_trains_and_answers_through_its_adapter",
+        "test_agents.py::test_default_model_writes_cited_uncopied_korean",
+        "test_guard.py::test_the_issue_example_on_the_default_model_answers_as_without_the_post",
+        "test_batch.py::test_the_embedded_model_executes_a_requests_file_as_a_live_run_answers",
+        "test_adapters.py::test_the_embedding_reward_head_learns_in_seconds_and_scores_best_of_n",
+        "test_stance.py::test_the_default_model_reads_clear_news_on_real_sentences")
+
+
+def _long_rank(nodeid: str) -> int:
+    return next((i for i, name in enumerate(LONG) if nodeid.endswith(name)), len(LONG))
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    items.sort(key=lambda item: _long_rank(item.nodeid))  # stable: the rest keep pytest's order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from itertools import cycle
+
+    from xdist.scheduler import LoadScheduling
+
+    class LongFirst(LoadScheduling):
+        """xdist's load scheduling, after dealing the LONG tests (the collection's first) one at a time."""
+
+        def schedule(self) -> None:
+            if self.collection is None and self.collection_is_completed and self._check_nodes_have_same_collection():
+                collection = next(iter(self.node2collection.values()))
+                n_long = sum(_long_rank(nodeid) < len(LONG) for nodeid in collection)
+                if n_long and len(collection) > n_long + 2 * len(self.nodes):
+                    self.collection = collection
+                    self.pending[:] = range(len(collection))
+                    if self.maxschedchunk is None:  # as xdist's own first schedule sets it
+                        self.maxschedchunk = len(collection)
+                    for node, _ in zip(cycle(self.nodes), range(n_long)):
+                        self._send_tests(node, 1)
+                    chunk = max(2, len(self.pending) // len(self.nodes) // 4)
+                    for node in self.nodes:
+                        self._send_tests(node, chunk)
+                    return
+            super().schedule()
+
+    return LongFirst(config, log)
+
+
 def run(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """The CLI in-process through typer's CliRunner: real parsing, exit codes, stdout and stderr,
     without starting an interpreter per call (`run_process` is the real process, for the few
