@@ -182,7 +182,7 @@ class PredictionStore:
             self.db.execute("DELETE FROM pairs WHERE stock = ? AND date = ? AND model = ?", key)
         for row in predictions:
             insert_row(self.db, "INSERT", "predictions", row)
-        for row in reflections:
-            insert_row(self.db, "INSERT OR REPLACE", "reflections", row)
+        for row in reflections:  # this model's rows of the day were deleted above: nothing to replace
+            insert_row(self.db, "INSERT", "reflections", row)
         for row in pairs:
-            insert_row(self.db, "INSERT OR IGNORE", "pairs", row)
+            insert_row(self.db, "INSERT", "pairs", row)
