@@ -23,11 +23,11 @@ SHARE = {"SEP_THREADS": str(max(1, (os.cpu_count() or 1) // WORKERS))} if WORKER
 if SHARE:  # before numpy, torch and numba read them
     os.environ.update(OMP_NUM_THREADS=SHARE["SEP_THREADS"], NUMBA_NUM_THREADS=SHARE["SEP_THREADS"])
 
-from sep.ingest import import_prices, import_texts
-from sep.memory import open_memory
-from sep.sample import sample_files
+from sep.ingest import import_prices, import_texts  # noqa: E402 (after the thread settings above)
+from sep.memory import open_memory  # noqa: E402 (after the thread settings above)
+from sep.sample import sample_files  # noqa: E402 (after the thread settings above)
 
-from tiny import tiny_qwen
+from tiny import tiny_qwen  # noqa: E402 (after the thread settings above)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SEP = [sys.executable, "-m", "sep.cli"]

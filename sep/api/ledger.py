@@ -56,7 +56,10 @@ def ledger_run(db: sqlite_utils.Database, stocks: Sequence[str], *, date: str | 
                            "prices and texts, then run without --live (or `sep ledger add`).")
         require_extra("live", "sep ledger run --live")
     require_extra("dedup", "sep ledger run")
-    pick = (lambda value, fallback: fallback if value is None else value)
+
+    def pick(value: float | int | None, fallback: float | int) -> float | int:
+        return fallback if value is None else value
+
     return ledger.run(db, cfg, lambda c: make_llm(c, progress), codes, date=date, live=live,
                       board_pages=pick(board_pages, ledger.BOARD_PAGES), news_pages=pick(news_pages, ledger.NEWS_PAGES),
                       delay=pick(delay, ledger.PAGE_DELAY), fetch=fetch, now=now, progress=progress)
