@@ -18,6 +18,36 @@ def test_reopening_applies_nothing_twice(db_path):
     assert db.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(migration_files())
 
 
+def _open_at_the_barrier(path: str, barrier, answers) -> None:
+    barrier.wait()
+    try:
+        open_memory(path).conn.close()
+        answers.put("ok")
+    except Exception as exc:  # what the process would have printed: the test reads it
+        answers.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_one_new_memory_at_once_each_get_it_migrated_once(tmp_path):
+    """Two `sep` commands started together on a fresh memory (the ranks of a data-parallel training
+    launch, two imports in one new folder) both open it. Before, 8 of 10 such starts of 4 processes
+    failed: "table stocks already exists", or "database is locked" reported as "not a SQLite database"."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(5):
+        path = str(tmp_path / f"m{trial}.db")
+        barrier, answers = ctx.Barrier(4), ctx.Queue()
+        processes = [ctx.Process(target=_open_at_the_barrier, args=(path, barrier, answers)) for _ in range(4)]
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join(timeout=60)
+        assert [answers.get(timeout=5) for _ in processes] == ["ok"] * 4
+        db = open_memory(path)
+        applied = [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")]
+        assert applied == [name for name, _ in migration_files()]
+
+
 def test_prices_are_unique_per_stock_and_day(memory):
     cols = {c.name for c in memory["prices"].columns}
     assert {"stock", "date", "open", "high", "low", "close", "volume"} <= cols

@@ -4,6 +4,7 @@ pattern), explicit all-or-nothing transactions."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -36,6 +37,8 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
         if name in done:
             continue
         with transaction(db):  # one migration, one transaction
+            if db.conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                continue  # another process opening the same new memory applied it while this one waited
             for statement in _split_sql(sql):
                 db.conn.execute(statement)
             db.conn.execute(
@@ -71,14 +74,32 @@ def open_memory(path: Path | str, *, must_exist: bool = False) -> sqlite_utils.D
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _wal(conn)
         conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        raise MemoryError_(f"{path} is held by another process ({exc}); try again when it is done.") from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise MemoryError_(f"{path} is not a SQLite database ({exc}).") from exc
     db = sqlite_utils.Database(conn)
     migrate(db)
     return db
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """WAL mode, which the file keeps once any connection has set it. While another process sets up
+    the same new file, SQLite answers "database is locked" at once (it skips the busy handler where
+    waiting could deadlock), so this waits and tries again, up to the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 # a write that must land in the same transaction as a store's own (a batch's record that its day is done)
