@@ -141,6 +141,43 @@ def test_sft_changes_parameters_and_resumes(trained, toy, base):
     assert other.returncode == 2 and f"holds a run on {Path(base).resolve()}, not on qwen2.5-coder-1.5b" in other.stderr
 
 
+def test_a_data_parallel_launch_trains_on_shares_and_writes_one_run(toy, base, tmp_path):
+    """What `accelerate launch` does on a host with several GPUs, here with torchrun's two CPU processes
+    (gloo): each process takes half of every epoch's examples, and rank 0 alone writes the folder, the
+    `runs` row and the report. Before, each process recorded the run and printed it, and both wrote the
+    same adapter files at once."""
+    import os
+    import subprocess
+    import sys
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from conftest import OURS, SHARE
+
+    out, db = tmp_path / "sft", tmp_path / "sep.db"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(OURS)}, **SHARE, "SEP_DB": str(db),
+           "SEP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "sep.cli", "train", "sft", "--data", str(toy / "sft.jsonl"), "--max-steps", "2",
+                           "--base-model", base, "--out", str(out), "--json"],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)  # one report: two would not parse as one JSON document
+    assert report["processes"] == 2 and report["steps"] == 2
+    # 10 examples, 5 a process, batches of 2: 3 steps an epoch, so 2 steps are 2/3 of one (1 process: 2/5)
+    state = json.loads((out / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(2 / 3, abs=1e-3)
+    rows = open_memory(db).execute("SELECT status, examples FROM runs").fetchall()
+    assert rows == [("done", len(NEWS))]
+    assert json.loads((out / "metrics.json").read_text())["processes"] == 2
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out / "adapter")
+    assert lora_b_norm(out / "adapter") > 0 and adapted.active_adapter == "default"
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    # what vLLM's PEFTHelper refuses (vllm/lora/peft_helper.py): modules to save, DoRA, a bias, r above --max-lora-rank
+    assert not config["modules_to_save"] and not config["use_dora"] and config["bias"] == "none" and config["r"] <= 8
+
+
 @pytest.mark.slow
 def test_a_stance_run_learns_the_label_words_on_its_last_blocks_and_keeps_its_prompt(toy, base):
     """`sep train stance` on a labelled file (both languages, balanced per label): only the last

@@ -28,6 +28,7 @@ class Trained:
     kind: str
     out: Path
     metrics: dict
+    main: bool = True  # False on the other processes of a data-parallel launch: rank 0 reports the run
 
     def as_json(self) -> dict:
         return {"kind": self.kind, "out": str(self.out), **self.metrics}
@@ -60,7 +61,7 @@ def train_model(kind: str, db: sqlite_utils.Database | None = None, *, data: Pat
     run_cfg = config_cls(**{"seed": cfg.seed, "threads": cfg.threads, **fields})
     with stdout_to_stderr():
         metrics = trainer(cfg, run_cfg, db, Path(data) if data else None)
-    return Trained(kind, Path(run_cfg.out), metrics)
+    return Trained(kind, Path(run_cfg.out), metrics, main=training.launch_rank()[0] == 0)
 
 
 # ---------------------------------------------------------------- batch, evaluation, audit

@@ -39,6 +39,8 @@ def _train(kind: str, fields: dict, data: Path | None, from_memory: bool, db: Pa
         if data is not None and from_memory:
             raise BadInput("Give a file or --from-memory, not both.")
         trained = api.train_model(kind, data=data, settings=cfg, **fields)
+    if not trained.main:  # one report per launch, however many processes trained
+        return
     if as_json:
         print(json.dumps(trained.metrics, ensure_ascii=False, indent=2))
         return

@@ -35,7 +35,7 @@ _HOMES = {
     "data": ["balance", "data_hash", "day_rows", "label_of_row", "majority_pair_accuracy", "pair_rows", "read_jsonl",
              "market_rows", "select_days", "sft_rows", "time_split", "training_rows", "with_returns"],
     "base": ["TrainingBase", "ACTIVATION_FLOATS", "LOGIT_COPIES", "MODEL_COPIES", "available_memory", "check_memory",
-             "estimated_peak", "load_policy", "lora", "lora_targets", "same_base", "turn_tokenizer", "weight_bytes"],
+             "estimated_peak", "load_policy", "launch_rank", "lora", "lora_targets", "same_base", "turn_tokenizer", "weight_bytes"],
     "run": ["Run", "execute_run", "last_checkpoint", "save_adapter"],
     "scorers": ["HEAD_FILE", "EmbeddingReward", "MarketFeedback", "RewardModel", "embedding_reward", "load_reward", "load_reward_model",
                 "pair_metrics", "reward_scores", "reward_text"],

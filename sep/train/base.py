@@ -4,6 +4,7 @@ its turn-end tokenizer, and the memory check made before anything loads."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,13 @@ def check_memory(kind: str, base: TrainingBase, batch: int, tokens: int, extra_c
                        f") and {have / gib:.1f} GiB is free: lower --batch-size or "
                        "--max-length, pick a smaller --base-model, or run it on a GPU (README, 'Training on a GPU').")
     return need
+
+
+def launch_rank() -> tuple[int, int]:
+    """(this process's rank, processes) under a data-parallel launch (`torchrun`, `accelerate launch`
+    on several GPUs), else (0, 1). Every process trains its share of each batch; only rank 0 writes
+    the run's folder, its `runs` row and its report, which would otherwise be written once per process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def cpu_only() -> bool:

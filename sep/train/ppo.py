@@ -110,9 +110,10 @@ def train_ppo(settings: Settings, config: PPORunConfig, db: sqlite_utils.Databas
                 trainer.train()
         updates = trainer.state.global_step if remaining else 0
         saved = save_adapter(run, trainer.model.policy, tok, base)
-        ckpt = run.out / "checkpoints" / f"checkpoint-{done + updates}"
-        trainer.model.policy.save_pretrained(ckpt)  # what a rerun resumes from, with the value head
-        torch.save(value.state_dict(), ckpt / VALUE_HEAD)
+        if run.main:
+            ckpt = run.out / "checkpoints" / f"checkpoint-{done + updates}"
+            trainer.model.policy.save_pretrained(ckpt)  # what a rerun resumes from, with the value head
+            torch.save(value.state_dict(), ckpt / VALUE_HEAD)
         logs = [h for h in trainer.state.log_history if "objective/scores" in h]
         return {"updates": updates, "resumed_from": resume, "total_updates": done + updates,
                 "mean_score": logs[-1]["objective/scores"] if logs else None,

@@ -102,8 +102,9 @@ def train_reward_head(settings: Settings, config: RewardRunConfig, db: sqlite_ut
         train_chosen, train_rejected = embed(train)
         seconds = (time.perf_counter() - started) / (2 * len(train))
         rm.weights = fit_bradley_terry(train_chosen - train_rejected, config.l2)
-        (run.out / HEAD_FILE).write_text(json.dumps({"base_model": config.base_model, "pooling": "last",
-                                                     "weights": rm.weights.tolist()}))
+        if run.main:
+            (run.out / HEAD_FILE).write_text(json.dumps({"base_model": config.base_model, "pooling": "last",
+                                                         "weights": rm.weights.tolist()}))
         held_chosen, held_rejected = embed(held_out)
         margins = (held_chosen - held_rejected) @ rm.weights
         train_margins = (train_chosen - train_rejected) @ rm.weights

@@ -30,7 +30,7 @@ from sep.models import CATALOG, local_model
 from sep.prompting import load_prompt, prompt_files
 from sep.settings import Settings
 from sep.stances import detect_lang
-from sep.train.base import TrainingBase
+from sep.train.base import TrainingBase, launch_rank
 from sep.window import lang_of
 
 
@@ -121,7 +121,8 @@ class LlamaRollouts:
         """llama.cpp with the policy's adapter as it is now (written again only after an update)."""
         if self.chat is not None and step == self.step:
             return self.chat
-        folder = self.workdir / "adapter"
+        rank = launch_rank()[0]  # each process of a data-parallel launch samples with its own copy
+        folder = self.workdir / ("adapter" if rank == 0 else f"adapter.rank{rank}")
         policy.save_pretrained(folder)
         lora = write_gguf_adapter(folder, self.base_folder)
         self.chat = None

@@ -15,7 +15,8 @@ from sep.adapters import LEGACY_BASE, run_config, write_gguf_adapter
 from sep.errors import BadInput
 from sep.memory import RunStore
 from sep.settings import Settings
-from sep.train.base import TrainingBase, check_memory, cpu_only, same_base, torch_threads, turn_tokenizer
+from sep.train.base import (TrainingBase, check_memory, cpu_only, launch_rank, same_base, torch_threads,
+                             turn_tokenizer)
 from sep.train.config import RunConfig
 from sep.train.data import data_hash
 from sep.train.scorers import HEAD_FILE
@@ -35,12 +36,19 @@ class Run:
     def out(self) -> Path:
         return Path(self.config.out)
 
+    @property
+    def main(self) -> bool:
+        """The process that writes the run (the only one, unless a data-parallel launch started several)."""
+        return launch_rank()[0] == 0
+
     def start(self) -> "Run":
         self.out.mkdir(parents=True, exist_ok=True)
         digest = data_hash(self.rows)
         old = self.out / "data.sha256"
         if old.exists() and old.read_text().strip() != digest and last_checkpoint(self.out):
             raise BadInput(f"{self.out} holds a run on other data; pick a new --out (or delete it to start over).")
+        if not self.main:  # every process refuses what rank 0 refuses, so none waits for a partner that left
+            return self
         old.write_text(digest + "\n")
         span = {k: (self.data or {}).get(k) for k in ("stocks", "data_start", "data_end")}
         recorded = {**self.config.as_json(), **span}
@@ -51,14 +59,17 @@ class Run:
         return self
 
     def finish(self, metrics: dict) -> dict:
-        metrics = {"kind": self.config.kind, "examples": len(self.rows), **(self.data or {}), **metrics}
+        metrics = {"kind": self.config.kind, "examples": len(self.rows), **(self.data or {}), **metrics,
+                   "processes": launch_rank()[1]}
+        if not self.main:
+            return metrics
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
         if self.db is not None and self.id is not None:
             RunStore(self.db).finish(self.id, metrics)
         return metrics
 
     def fail(self, exc: BaseException) -> None:
-        if self.db is not None and self.id is not None:
+        if self.main and self.db is not None and self.id is not None:
             RunStore(self.db).fail(self.id, exc)
 
 
@@ -81,6 +92,8 @@ def save_adapter(run: Run, model: Any, tok: Any, base: TrainingBase) -> dict:
     """The run's result in out/adapter: the PEFT LoRA weights and the tokenizer (with the chat
     template), which vLLM serves as they are, and for a causal LM the same adapter as a llama.cpp
     GGUF (`adapter.gguf`), which `--policy` runs embedded."""
+    if not run.main:
+        return {}
     folder = run.out / "adapter"
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
