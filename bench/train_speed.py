@@ -65,8 +65,8 @@ def one(kind: str, base: str, tmp: Path, steps: int, threads: int, queue: multip
             settings, train.RewardRunConfig(out=out / "rm-head", head="embedding", **common), None, pairs),
         "ppo": lambda: train.train_ppo(settings, train.PPORunConfig(out=out / "ppo", sft=out / "sft", **{
             **common, "batch_size": 1}), None, pairs),
-        "grpo": lambda: train.train_grpo(settings, train.GRPORunConfig(out=out / "grpo", sft=out / "sft", **group),
-                                         None, pairs),
+        "grpo": lambda: train.train_grpo(settings, train.GRPORunConfig(out=out / "grpo", sft=out / "sft",
+                                                                       rollouts="transformers", **group), None, pairs),
         "grpo-llama.cpp": lambda: train.train_grpo(settings, train.GRPORunConfig(
             out=out / "grpo-llama", sft=out / "sft", rollouts="llama.cpp", **group), None, pairs),
     }

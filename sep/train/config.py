@@ -158,15 +158,16 @@ class GRPORunConfig(RLRunConfig):
     num_generations: int = option(2, "Completions per prompt (the group).", min=2)
     max_completion_length: int = option(EXPLAIN_TOKENS, "Tokens generated per completion (an explanation's length "
                                         "at inference).", min=4)
-    rollouts: str = option("transformers", "Where completions are sampled: transformers (TRL's generate on the "
-                           "training weights) or llama.cpp (the base's GGUF with the --sft and current adapters, "
-                           "rewritten after each update: about 3x faster sampling on 2 cores; an explain prompt keeps "
-                           "the inference grammar, so its completions reach a label).")
+    rollouts: str = option("auto", "Where completions are sampled: transformers (TRL's generate on the training "
+                           "weights), llama.cpp (the base's GGUF with the --sft and current adapters, rewritten after "
+                           "each update: about 3x faster sampling on 2 cores; an explain prompt keeps the inference "
+                           "grammar, so its completions reach a label), or auto: llama.cpp when training on the CPU "
+                           "with a base llama.cpp can run, else transformers.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.rollouts not in ("transformers", "llama.cpp"):
-            raise BadInput(f"--rollouts must be transformers or llama.cpp, not {self.rollouts!r}.")
+        if self.rollouts not in ("auto", "transformers", "llama.cpp"):
+            raise BadInput(f"--rollouts must be auto, transformers or llama.cpp, not {self.rollouts!r}.")
 
 
 # Each trainer's config by name (its `kind`): what `sep train NAME` and `sep.train_model(NAME)` take.

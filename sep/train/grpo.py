@@ -17,7 +17,7 @@ from sep.train.base import TrainingBase, load_policy, lora, turn_tokenizer
 from sep.train.config import GRPORunConfig
 from sep.train.data import day_rows, market_rows, training_rows
 from sep.train.rewards import with_signal_instruction
-from sep.train.rollouts import LlamaRollouts, answer_shapes, merged_adapters, rollout_sampler
+from sep.train.rollouts import LlamaRollouts, answer_shapes, merged_adapters, rollout_sampler, rollouts_where
 from sep.train.run import Run, execute_run, save_adapter, train_with_resume, trainer_args
 from sep.train.scorers import MarketFeedback
 
@@ -54,8 +54,8 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
         args = trainer_args(config, GRPOConfig, num_generations=config.num_generations,
                              max_completion_length=config.max_completion_length, temperature=0.9)
         model = load_policy(base, config.sft)
-        rollouts = None
-        if config.rollouts == "llama.cpp":
+        rollouts, where = None, rollouts_where(config.rollouts, base)
+        if where == "llama.cpp":
             rollouts = LlamaRollouts(rollout_sampler(settings, base, config.threads), base.folder, tok.eos_token_id,
                                      config.max_completion_length, args.temperature, config.seed, run.out / "rollouts",
                                      merged_adapters(config.sft), answer_shapes(rows, base.fmt, settings))
@@ -66,7 +66,7 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
         saved = save_adapter(run, trainer.model, tok, base)
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
         return {**metrics, "mean_reward": sum(rewards) / len(rewards) if rewards else None,
-                "market_scale": market_scale, "rollouts": config.rollouts,
+                "market_scale": market_scale, "rollouts": where,
                 "rollout_tokens": rollouts.tokens if rollouts else None,
                 "rollout_seconds": round(rollouts.seconds, 1) if rollouts else None, **groups, **saved}
 
