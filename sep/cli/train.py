@@ -115,7 +115,7 @@ def _register_trainers() -> None:
         "reward": "  sep train reward --from-memory --out runs/rm\n"
                   "  sep train reward --pairs pairs.jsonl --max-steps 200 --out runs/rm --json",
         "ppo": "  sep train ppo --reward-kind both --reward runs/rm --sft runs/sft --from-memory --out runs/ppo",
-        "grpo": "  sep train grpo --from-memory --sft runs/sft --out runs/grpo --rollouts llama.cpp\n"
+        "grpo": "  sep train grpo --from-memory --sft runs/sft --out runs/grpo   # on a CPU it samples through llama.cpp\n"
                 "  sep train grpo --reward-kind both --reward runs/rm --pairs pairs.jsonl --out runs/grpo",
     }
     for kind, config_cls in CONFIGS.items():
