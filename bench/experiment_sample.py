@@ -31,6 +31,7 @@ from sep.jobs import ARMS, ExperimentTable, Job
 from sep.cli import render_experiment, stage_progress
 from sep.experiment import Experiment
 from sep.ingest import import_prices, import_texts
+from sep.api.common import stdout_to_stderr
 from sep.backends import make_llm
 from sep.memory import open_memory
 from sep.sample import sample_files
@@ -75,7 +76,7 @@ def main() -> None:
     on_progress = stage_progress(progress)
 
     t0 = time.perf_counter()
-    with progress:
+    with progress, stdout_to_stderr():  # the trainers print their logs: --json's stdout stays the report
         result = Experiment(db, job, job.settings(cfg), make_llm, on_progress, runs_dir=folder / "runs").run()
     seconds = time.perf_counter() - t0
     if args.json:
