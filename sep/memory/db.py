@@ -76,15 +76,17 @@ def open_memory(path: Path | str, *, must_exist: bool = False) -> sqlite_utils.D
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         _wal(conn)
         conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.OperationalError as exc:
-        conn.close()
-        raise MemoryError_(f"{path} is held by another process ({exc}); try again when it is done.") from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise MemoryError_(f"{path} is not a SQLite database ({exc}).") from exc
+        raise MemoryError_(f"{path} is held by another process ({exc}); try again when it is done." if _locked(exc)
+                           else f"{path} is not a SQLite database ({exc}).") from exc
     db = sqlite_utils.Database(conn)
     migrate(db)
     return db
+
+
+def _locked(exc: sqlite3.DatabaseError) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 def _wal(conn: sqlite3.Connection) -> None:
@@ -97,7 +99,7 @@ def _wal(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            if not _locked(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
 

@@ -42,11 +42,16 @@ def rollout_sampler(settings: Settings, base: TrainingBase, threads: int) -> Cal
         local = local_model(settings.cache_dir, base.name)
         return lambda lora: embedded_chat(local, cfg, lora)
     beside = Path(base.folder).with_suffix(".gguf")
-    if not beside.exists():
+    if not runs_in_llama_cpp(base):
         raise BadInput(f"--rollouts llama.cpp samples from the base as a GGUF: use a catalog --base-model "
                        f"({', '.join(CATALOG)}), or put {beside.name} beside {Path(base.folder).name}.")
     return lambda lora: EmbeddedChatModel(model_name=base.name, model_path=str(beside), chat_template=base.fmt.template,
                                           threads=threads, n_ctx=cfg.context, seed=cfg.seed, lora=lora)
+
+
+def runs_in_llama_cpp(base: TrainingBase) -> bool:
+    """llama.cpp can sample the base: a catalog model has its packaged GGUF, a folder needs FOLDER.gguf beside it."""
+    return base.name in CATALOG or Path(base.folder).with_suffix(".gguf").exists()
 
 
 def rollouts_where(asked: str, base: TrainingBase) -> str:
@@ -59,8 +64,7 @@ def rollouts_where(asked: str, base: TrainingBase) -> str:
         gguf_arch(base.folder)
     except BadInput:
         return "transformers"
-    runs_there = base.name in CATALOG or Path(base.folder).with_suffix(".gguf").exists()
-    return "llama.cpp" if cpu_only() and runs_there else "transformers"
+    return "llama.cpp" if cpu_only() and runs_in_llama_cpp(base) else "transformers"
 
 
 def answer_shapes(rows: list[dict], fmt: ChatFormat, settings: Settings) -> dict[str, tuple[list[dict], AnswerShape]]:

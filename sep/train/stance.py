@@ -52,9 +52,10 @@ def train_stance(settings: Settings, config: StanceRunConfig, db: sqlite_utils.D
 
     def body(run: Run, base: TrainingBase) -> dict:
 
-        for lang in sorted({r["lang"] for r in rows} if run.main else ()):  # what `sep stance --policy RUN` will ask
-            write_prompt(dataclasses.replace(stance_prompt(lang, settings.prompts), examples=()),
-                         run.out / "prompts" / lang / "stance.toml")
+        if run.main:
+            for lang in sorted({r["lang"] for r in rows}):  # what `sep stance --policy RUN` will ask
+                write_prompt(dataclasses.replace(stance_prompt(lang, settings.prompts), examples=()),
+                             run.out / "prompts" / lang / "stance.toml")
         return sft_body([{k: r[k] for k in ("prompt", "completion")} for r in rows], config)(run, base)
 
     return execute_run(settings, config, db, rows, body, info)
