@@ -54,7 +54,7 @@ def recheck(row: dict) -> dict:
     check = Check("", row["inputs"], row["start"], row["day"], kind="explanation")
     flags = [f for f in row["flags"] if f == "copied"] + [f for f in check.flags(answer.explanation) if f != "copied"]
     if prompt.label_after:
-        flags += [f for f in check_evidence(answer, row["items"], check, remap=row["format"] != "derived")
+        flags += [f for f in check_evidence(answer, row["items"], check)
                   if f not in flags]
     return {**row, "label": answer.label, "flags": flags, "evidence": answer.evidence,
             "vote": evidence_vote(answer.evidence) if prompt.label_after else None}
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--stock", default="005930")
     parser.add_argument("--db", type=Path, help="a memory to use (copied); default: a fresh import of the sample")
     parser.add_argument("--out", type=Path, default=Path("bench-explain.jsonl"))
+    parser.add_argument("--formats", default=",".join(FORMATS), help="which formats to ask, comma-separated")
     parser.add_argument("--report", type=Path, help="print the tables of an earlier run's answers (its --out); run no model")
     args = parser.parse_args()
     if args.report:  # the stored answers checked again by today's gate (no model runs)
@@ -81,6 +82,7 @@ def main() -> None:
         report(rows, args.stock, "(from " + str(args.report) + ")")
         return
 
+    formats = [f for f in FORMATS if f in args.formats.split(",")]
     work = Path(tempfile.mkdtemp(prefix="sep-bench-"))
     path = work / "sep.db"
     if args.db:
@@ -96,7 +98,7 @@ def main() -> None:
     with args.out.open("w", encoding="utf-8") as out:
         for i, day in enumerate(days, 1):
             window = decision_window(db, args.stock, day, cfg.window_days)
-            for fmt in FORMATS:
+            for fmt in formats:
                 agents = Agents.for_stock(db, llm, args.stock, cfg.with_overrides(explain_format=fmt))
                 summaries = agents.summaries(window)
                 variables = agents.explain_variables(window, summaries, [])
@@ -143,6 +145,11 @@ def report(rows: list[dict], stock: str, source: str) -> None:
         mean_conf = f"{sum(confs) / len(confs):.2f}" if confs else "n/a"
         said_up = sum(r["label"] == "up" for r in mine)
         print(f"| {fmt} | {n} | {raw:.2f} | {gated:.2f} | {flagged:.0%} | {said_up}/{n} | {mean_conf} | {shares} |")
+    for fmt in ("evidence", "derived"):
+        mine = [r for r in rows if r["format"] == fmt]
+        if mine:
+            shifted = sum(any(e.get("cited_as") for e in r["evidence"] or []) for r in mine)
+            print(f"{fmt}: answers citing an id with another item's words (read as the item quoted): {shifted}/{len(mine)}")
     voted = [r for r in rows if r["format"] == "evidence" and r["vote"]]
     if voted:
         agree = sum(r["vote"] == r["label"] for r in voted)

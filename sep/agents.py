@@ -283,10 +283,10 @@ class Agents:
         return out
 
     def check(self, prompt: Prompt, variables: dict, inputs: str, first_day: str, last_day: str,
-              echo_of: str = "", kind: str = "") -> Check:
+              echo_of: str = "", kind: str = "", lessons: tuple[str, ...] = ()) -> Check:
         """The quality gate for one generation: not the prompt's instructions (nor mostly `echo_of`),
-        about its inputs, in its window."""
-        return Check(prompt.instructions(**variables), inputs, first_day, last_day, echo_of, kind)
+        about its inputs, in its window; an explanation's item reasons not pasted from `lessons`."""
+        return Check(prompt.instructions(**variables), inputs, first_day, last_day, echo_of, kind, lessons=lessons)
 
     # ------------------------------------------------------------ recall, explain, reflect
 
@@ -334,7 +334,7 @@ class Agents:
             block = ""
         return {"stock": window.stock, "name": self.stock_name(window.stock), "company": self.company(window.stock),
                 "start": window.window_start, "date": window.date, "summaries": summaries_text, "reflections": block,
-                "_items": items}
+                "_items": items, "_lessons": list(reflections)}
 
     def explain(self, variables: dict, **sampling: float | int) -> Answer | None:
         """One answer, checked; `sampling` (temperature, seed) lets best-of-n draw different ones."""
@@ -350,11 +350,10 @@ class Agents:
         answer = parse_answer(message, self.lang, prompt.label_after)
         inputs = variables["summaries"] + variables["reflections"]
         check = self.check(prompt, variables, masker.text(inputs) if masker else inputs,
-                           variables["start"], variables["date"], kind="explanation")
+                           variables["start"], variables["date"], kind="explanation", lessons=tuple(variables["_lessons"]))
         answer.flags = check.flags(answer.explanation)
         if self.evidence_first:
-            answer.flags += [f for f in check_evidence(answer, variables["_items"], check, remap=not self.derived)
-                             if f not in answer.flags]
+            answer.flags += [f for f in check_evidence(answer, variables["_items"], check) if f not in answer.flags]
         if self.derived and answer.label:  # the confidence is the cited evidence's, not the label token's
             p_up = evidence_up_probability(answer.evidence)
             answer.confidence = None if p_up is None else p_up if answer.label == "up" else 1 - p_up

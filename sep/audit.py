@@ -241,7 +241,7 @@ def ask_variant(db: sqlite_utils.Database, llm, target: dict, variant: str, expl
     if signs and answer.label:  # as the forecast was scored: P(up) from the cited items' judged stances
         items = [{"item": i, "point": point, "day": "", "texts": []} for i, _, point in shown]
         judge_items(StanceJudge(llm, prompts_dir=stance_prompts, db=db), items, lang)
-        answer.evidence, _ = resolve_evidence(answer, items, remap=False)
+        answer.evidence, _ = resolve_evidence(answer, items)
         p_up = evidence_up_probability(answer.evidence)
     cache.put(d.stock, d.date, d.model, target["key"], variant, answer.label, p_up, answer.response)
     return {"label": answer.label, "p_up": p_up}

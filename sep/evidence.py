@@ -15,7 +15,7 @@ from sep.guard import clean_for_prompt
 from sep.llm import Answer
 from sep.shapes import AnswerShape
 from sep.prompting import Prompt
-from sep.quality import Check, stem, words
+from sep.quality import Check, echoed_lesson, stem, words
 from sep.stances import SIGN, STANCES, Judged, StanceJudge
 from sep.window import LABEL_WORDS, Text
 
@@ -160,24 +160,27 @@ def evidence_up_probability(evidence: list[dict]) -> float | None:
     return min(0.99, max(0.01, 0.5 + 0.5 * sum(scores) / len(scores)))
 
 
-def check_evidence(answer: Answer, items: list[dict], check: Check, remap: bool = True) -> list[str]:
+def check_evidence(answer: Answer, items: list[dict], check: Check) -> list[str]:
     """Join an evidence-first answer's cited items to the window's (`answer.evidence` becomes them)
-    and return the flags they earn, an item's reason that invents a number included. `remap`: read an
-    item whose reason quotes another as that other (not for derived answers, whose ids carry their
-    judged direction)."""
-    answer.evidence, found = resolve_evidence(answer, items, remap)
+    and return the flags they earn: an item's reason that invents a number, or that is mostly a
+    recalled lesson's words (`echoed_lesson`)."""
+    answer.evidence, found = resolve_evidence(answer, items)
     notes = "\n".join(e["note"] for e in answer.evidence)
     if "invented_numbers" in check.why(notes):
         found.append("invented_numbers")
+    if check.lessons and any(echoed_lesson(e["note"], e["point"], check.lessons) for e in answer.evidence):
+        found.append("echoed_lesson")
     return found
 
 
-def resolve_evidence(answer: Answer, items: list[dict], remap: bool = True) -> tuple[list[dict], list[str]]:
+def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], list[str]]:
     """An evidence-first answer's cited items joined to the window's points (day, point, text ids),
     and the flags they earn: `unknown_citation` (an id the window does not show: never trusted),
     `no_evidence` (nothing valid cited), `stance_mismatch` (the cited directions point the other way).
     An item whose reason quotes another item, not the one its id names, is read as the item it
-    quotes (`cited_as` keeps the id it wrote), as a summary point's citations are. At most
+    quotes (`cited_as` keeps the id it wrote), as a summary point's citations are; when items carry
+    a judged direction (a derived forecast), the quoted item's direction replaces the one written
+    for the wrong id, so a label built on a shifted id is checked against what it quoted. At most
     MAX_EVIDENCE items count: the prompt asks for one to three."""
     flags: list[str] = []
     cited: list[dict] = []
@@ -187,9 +190,10 @@ def resolve_evidence(answer: Answer, items: list[dict], remap: bool = True) -> t
             if "unknown_citation" not in flags:
                 flags.append("unknown_citation")
             continue
-        quoted = misquoted(e["note"], points, items) if remap else None
+        quoted = misquoted(e["note"], points, items)
         if quoted is not None:  # its words are another item's: read as that item, as a summary's citations are
-            e = {**e, "item": quoted["item"], "cited_as": e["item"]}
+            e = {**e, "item": quoted["item"], "cited_as": e["item"],
+                 **({"direction": quoted["sign"]} if "sign" in quoted else {})}
             points = [item for item in items if item["item"] == quoted["item"]]
         if all(c["item"] != e["item"] for c in cited) and len(cited) < MAX_EVIDENCE:
             cited.append({**e, "day": points[0]["day"], "point": points[0]["point"],

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date as Date
 
 FLAGS = ("copied", "ungrounded", "invented_dates", "invented_numbers", "degenerate", "pasted", "fused",
-         "stance_mismatch", "unknown_citation", "no_evidence", "specific", "reanswer")
+         "stance_mismatch", "unknown_citation", "no_evidence", "echoed_lesson", "specific", "reanswer")
 GATE_VERSION = 2  # bump when a check changes what passes: cached summaries are then made and checked again
 COPY_RUN = 8  # a run of this many words shared with the instructions is a copy
 PASTE_RUN, PASTE_SHARE = 5, 0.5  # an explanation half made of 5-word runs of its inputs restates, it does not reason
@@ -256,6 +256,24 @@ _POINT_LINE = re.compile(r"^\s*(?:[-*•·]|\d+[.)])\s*(.+)$", re.M)
 
 # ---------------------------------------------------------------- lessons
 
+def _near(a: str, b: str) -> bool:
+    """One word is the other with more attached (창의 / 창의적인, 근거 / 근거로): both stems, two letters or more."""
+    a, b = stem(a), stem(b)
+    return len(a) >= 2 and len(b) >= 2 and (a.startswith(b) or b.startswith(a))
+
+
+def echoed_lesson(note: str, point: str, lessons: tuple[str, ...]) -> bool:
+    """True when a cited item's reason is mostly a recalled lesson's words, not its item's: at least
+    two of its words, and half of them, come from a lesson and not from the item it cites. A lesson
+    should change which items weigh; pasted into each item's reason ("...는 창의적인 근거로 가볍게
+    본다" under three unrelated items, issue 31) it explains nothing."""
+    mine = [w for w in words(note) if len(w) >= 2 and w not in _GENERIC and not w.isdigit()]
+    taught = [w for lesson in lessons for w in words(lesson) if len(w) >= 2 and w not in _GENERIC]
+    own = [w for w in words(point) if len(w) >= 2]
+    echoed = [w for w in mine if any(_near(w, t) for t in taught) and not any(_near(w, o) for o in own)]
+    return len(echoed) >= 2 and 2 * len(echoed) >= len(mine)
+
+
 _ID = re.compile(r"\[\s*t?\d+\s*\]|\bt\d+\b|#\d+")
 _YEAR = re.compile(r"(?<!\d)(?:19|20)\d{2}(?:년|\b)")
 
@@ -297,6 +315,7 @@ class Check:
     names: tuple[str, ...] = ()  # a lesson: the company's names, which a general lesson does not use
     labels: tuple[str, ...] = ()  # a lesson: the label words, and the explain markers a re-answer writes
     markers: tuple[str, ...] = ()
+    lessons: tuple[str, ...] = ()  # an explanation: the recalled lessons its prompt showed (see echoed_lesson)
 
     def flags(self, text: str) -> list[str]:
         found = self.why(text)

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from sep.evidence import evidence_up_probability, resolve_evidence, window_stance
+from sep.evidence import check_evidence, evidence_up_probability, resolve_evidence, window_stance
 from sep.llm import parse_answer
 from sep.shapes import AnswerShape, LessonShape, derived_label, shape_from_regex
 from sep.prompting import load_prompt
@@ -63,10 +63,72 @@ def test_the_confidence_is_the_cited_items_stance():
              {"item": "t2", "day": "d", "point": "감원", "texts": [2], "stance": {"positive": 0.1, "neutral": 0.2, "negative": 0.7}},
              {"item": "t3", "day": "d", "point": "일정", "texts": [3], "stance": {"positive": 0.1, "neutral": 0.8, "negative": 0.1}}]
     answer = parse_answer("근거:\n[t1] + 수주\n[t3] 0 일정\n판단: 상승\n이유: 수주가 늘었다.", "ko", "판단:")
-    cited, flags = resolve_evidence(answer, items, remap=False)
+    cited, flags = resolve_evidence(answer, items)
     assert flags == [] and [c["item"] for c in cited] == ["t1", "t3"]
     assert evidence_up_probability(cited) == pytest.approx(0.5 + 0.5 * (0.7 + 0.0) / 2)
     assert window_stance(items) == pytest.approx((0.7 - 0.6 + 0.0) / 3)
+
+
+# the default model's window on 2022-05-23 (the demo's memory): points and judged stances as measured
+MAY_23 = [("t426", "이재용 \"삼성전자 반도체 혁신, 전 세계 모든 분들 덕분\"", (0.83, 0.13, 0.04)),
+          ("t429", "3나노 선점한 삼성…반도체 고객·장비 확보, 대형 M&A도 탄력", (0.70, 0.25, 0.05)),
+          ("t414", "\"TSMC 보고 있나\"…바이든 앞 'GAA 3나노' 뽐낸 삼성전자 [강...", (0.24, 0.39, 0.37)),
+          ("t415", "삼성전자 1분기 R&D에만 6조원 쐈다…특허획득 건수 봤더니 [비즈36...", (0.25, 0.49, 0.26)),
+          ("t367", "삼성전자, 2800곳에 스마트공장 구축 지원", (0.63, 0.34, 0.03)),
+          ("t368", "삼성·현대차가 韓 최고 전략자산…한미 공급망 동맹 중심축됐다", (0.52, 0.35, 0.13))]
+
+
+def may_23_items() -> list[dict]:
+    return [{"item": i, "day": "2022-05-21", "point": p, "texts": [int(i[1:])],
+             "stance": dict(zip(("positive", "neutral", "negative"), s)),
+             "sign": "+" if s[0] > max(s[1:]) else "-" if s[2] > max(s[:2]) else "0"} for i, p, s in MAY_23]
+
+
+def test_a_derived_item_quoting_another_is_read_as_the_one_it_quotes_with_its_direction():
+    """The default model's trial 0 on 2022-05-23 wrote t414 with t426's words and t426 with t429's
+    (each under the id's own judged direction). Read as shown, the evidence named the wrong items; read
+    as what it quoted, each carries the quoted item's direction, and the label is checked against those."""
+    response = ("근거:\n[t415] 0 R&D에만 6조원 쐈다…특허획득 건수 봤더니\n"
+                "[t414] 0 이재용 \"삼성전자 반도체 혁신, 전 세계 모든 분들 덕분\"\n"
+                "[t426] + 3나노 선점한 삼성…반도체 고객·장비 확보, 대형 M&A도 탄력\n판단: 상승\n"
+                "이유: R&D에 6조원을 쓴 것은 성장에 도움이 된다. 혁신과 고객 확보가 이어진다.")
+    answer = parse_answer(response, "ko", "판단:")
+    cited, flags = resolve_evidence(answer, may_23_items())
+    assert [(c["item"], c.get("cited_as"), c["direction"]) for c in cited] == [
+        ("t415", None, "0"), ("t426", "t414", "+"), ("t429", "t426", "+")]
+    assert flags == []
+    # the same shift under 하락: the quoted items are good news, so the label contradicts its evidence
+    down = parse_answer(response.replace("판단: 상승", "판단: 하락").replace("[t414] 0", "[t414] -"), "ko", "판단:")
+    assert resolve_evidence(down, may_23_items())[1] == ["stance_mismatch"]
+
+
+LESSON_23 = "규제·소송 소식은 다음 날 종가를 움직이는 힘이 보기보다 작으니, 창의 다른 근거와 견주어 가볍게 본다."
+
+
+@pytest.mark.parametrize("note, point, echoed", [
+    ("스마트공장 구축 지원은 창의적인 근거로 가볍게 본다.", MAY_23[4][1], True),  # the retry's reasons, measured
+    ("韓 최고 전략자산은 창의적인 근거로 가볍게 본다.", MAY_23[5][1], True),
+    ("스마트공장 구축 지원으로 협력사 생산성이 오른다", MAY_23[4][1], False),
+    ("R&D에만 6조원 쐈다…특허획득 건수 봤더니", MAY_23[3][1], False),
+    ("규제 소송 소식이 다음 날 종가를 움직인다", "반도체 특허 소송 패소", True),
+    ("특허 소송 패소는 가볍게 본다", "반도체 특허 소송 패소", False),  # one lesson word beside the item's own
+])
+def test_a_reason_made_of_a_recalled_lessons_words_is_flagged(note, point, echoed):
+    from sep.quality import echoed_lesson
+
+    assert echoed_lesson(note, point, (LESSON_23,)) is echoed
+    assert echoed_lesson(note, point, ()) is False
+
+
+def test_the_gate_flags_an_answer_whose_reasons_echo_a_lesson():
+    response = ("근거:\n[t367] + 스마트공장 구축 지원은 창의적인 근거로 가볍게 본다.\n"
+                "[t368] + 韓 최고 전략자산은 창의적인 근거로 가볍게 본다.\n판단: 상승\n이유: 지원과 동맹이 힘이 된다.")
+    inputs = "\n".join(f"[{i}] {p}" for i, p, _ in MAY_23)
+    for lessons, flagged in (((LESSON_23,), True), ((), False)):
+        answer = parse_answer(response, "ko", "판단:")
+        check = Check("", inputs + "\n" + "\n".join(lessons), "2022-05-19", "2022-05-23", kind="explanation",
+                      lessons=lessons)
+        assert ("echoed_lesson" in check_evidence(answer, may_23_items(), check)) is flagged
 
 
 def test_an_answer_that_contradicts_its_cited_evidence_is_withheld(sample_memory, db_path):
