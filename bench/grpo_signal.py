@@ -6,7 +6,8 @@ completions are sampled at GRPO's temperature (0.9) and scored by the market rew
 rewards are all equal has no advantage, so it teaches nothing. Printed per mode: groups with a signal,
 completions that reached a label, seconds.
 
-Run: .venv/bin/python bench/grpo_signal.py --db MEMORY [--prompts 8] [--group 4] [--threads 2]
+Run: .venv/bin/python bench/grpo_signal.py --db MEMORY [--prompts 8] [--group 4] [--threads 2] [--temperature 0.9]
+     [--modes free,grammar]
 (a memory after `sep reflect` or an experiment on the default model; the data are 2020-2022, older
 than the model, so nothing here is skill).
 """
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (sep train grpo samples at 0.9)")
+    parser.add_argument("--modes", default="free,grammar", help="free, grammar or both (comma-separated)")
     args = parser.parse_args()
     settings = Settings(threads=args.threads)
     db = open_memory(args.db)
@@ -47,12 +50,13 @@ def main() -> None:
     trainer = SimpleNamespace(state=SimpleNamespace(global_step=0), accelerator=SimpleNamespace(unwrap_model=lambda m: m),
                               model=policy, processing_class=tok)
     feedback = MarketFeedback("market", base.fmt)
-    print(f"{len(rows)} prompts x {args.group} completions of at most 160 tokens, temperature 0.9, {args.threads} threads")
-    for mode in ("free", "grammar"):
+    print(f"{len(rows)} prompts x {args.group} completions of at most 160 tokens, temperature {args.temperature}, "
+          f"{args.threads} threads")
+    for mode in args.modes.split(","):
         shapes = answer_shapes(rows, base.fmt, settings) if mode == "grammar" else {}
         with tempfile.TemporaryDirectory() as tmp:
             rollouts = LlamaRollouts(rollout_sampler(settings, base, args.threads), base.folder, tok.eos_token_id, 160,
-                                     0.9, settings.seed, Path(tmp), shapes=shapes)
+                                     args.temperature, settings.seed, Path(tmp), shapes=shapes)
             started, signal, labelled = time.perf_counter(), 0, 0
             for r in rows:
                 prompt = base.fmt.prompt(r["prompt"])
