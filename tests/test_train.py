@@ -422,13 +422,20 @@ def test_a_rollouts_ids_survive_a_character_split_across_tokens_and_end_once(bas
 
 @pytest.mark.slow
 def test_grpo_samples_through_llama_cpp_and_counts_the_groups_that_teach(trained, toy, base):
+    """A group of 4 with the default batch of 2: each update sees one whole group, two completions
+    at a time (gradient accumulation), so a group may be larger than memory holds at once."""
+    from sep.train.grpo import group_accumulation
+
+    assert [group_accumulation(2, g) for g in (2, 4, 8, 3)] == [1, 2, 4, 3]
+    assert group_accumulation(8, 4) == 1  # a batch holding two groups
     done = run("train", "grpo", "--rollouts", "llama.cpp", "--reward-kind", "both", "--reward", str(toy / "reward"),
-               "--sft", str(toy / "sft"), "--pairs", str(toy / "pairs.jsonl"),
+               "--sft", str(toy / "sft"), "--pairs", str(toy / "pairs.jsonl"), "--num-generations", "4",
                "--max-steps", "2", "--max-completion-length", "16", "--base-model", base, "--out", str(toy / "grpo-llama"),
                "--json", db=toy / "sep.db")
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
     assert metrics["rollouts"] == "llama.cpp" and metrics["rollout_tokens"] > 0
+    assert metrics["steps"] == 2 and metrics["rollout_completions"] == 8  # two updates of one group of 4
     assert metrics["groups"] == 2 and metrics["zero_variance_groups"] < 2  # the reward model's scores differ
     assert lora_b_norm(toy / "grpo-llama" / "adapter") > 0
 

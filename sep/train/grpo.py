@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from trl import GRPOConfig, GRPOTrainer
 from sep.errors import BadInput
 from sep.llm import content_text
 from sep.settings import Settings
-from sep.train.base import TrainingBase, load_policy, lora, turn_tokenizer
+from sep.train.base import TrainingBase, launch_rank, load_policy, lora, turn_tokenizer
 from sep.train.config import GRPORunConfig
 from sep.train.data import day_rows, market_rows, training_rows
 from sep.train.rewards import with_signal_instruction
@@ -22,11 +23,17 @@ from sep.train.run import Run, execute_run, save_adapter, train_with_resume, tra
 from sep.train.scorers import MarketFeedback
 
 
+def group_accumulation(batch_size: int, group: int) -> int:
+    """Micro-batches per update, so that one update sees whole groups while memory holds only
+    `batch_size` completions at a time (each process of a data-parallel launch its own): a group of 8
+    on a laptop is 4 micro-batches of 2. TRL samples one generation batch per update."""
+    per_step = batch_size * launch_rank()[1]
+    return math.lcm(per_step, group) // per_step
+
+
 def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
     """RLMF with TRL GRPOTrainer: the reward is the realized next-day return signed by the answer
     (`market_reward`), optionally mixed with the reward model (`both`) or only the model (`model`)."""
-    if config.batch_size % config.num_generations:
-        raise BadInput(f"--batch-size {config.batch_size} must be a multiple of --num-generations {config.num_generations}.")
     rows, info = training_rows(db, config, day_rows(db, pairs, config.model), balanced=False)  # the market gives the reward
     if not rows:
         raise BadInput("No prompts: memory holds no decisions in that range yet (run `sep reflect`), or pass --pairs FILE.jsonl.")
@@ -52,6 +59,7 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
         data = [{"prompt": base.fmt.prompt(r["prompt"]), "chat": json.dumps(r["prompt"], ensure_ascii=False),
                  "day": r.get("date") or "", **({"ret": float(r["ret"])} if "ret" in r else {})} for r in rows]
         args = trainer_args(config, GRPOConfig, num_generations=config.num_generations,
+                             gradient_accumulation_steps=group_accumulation(config.batch_size, config.num_generations),
                              max_completion_length=config.max_completion_length, temperature=0.9)
         model = load_policy(base, config.sft)
         rollouts, where = None, rollouts_where(config.rollouts, base)
@@ -68,6 +76,7 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
         return {**metrics, "mean_reward": sum(rewards) / len(rewards) if rewards else None,
                 "market_scale": market_scale, "rollouts": where,
                 "rollout_tokens": rollouts.tokens if rollouts else None,
+                "rollout_completions": rollouts.completions if rollouts else None,
                 "rollout_seconds": round(rollouts.seconds, 1) if rollouts else None, **groups, **saved}
 
     return execute_run(settings, config, db, rows, body, info, generated=config.max_completion_length)

@@ -134,6 +134,7 @@ class LlamaRollouts:
         self.chat: EmbeddedChatModel | None = None
         self.step: int | None = None
         self.tokens, self.seconds = 0, 0.0  # completion tokens sampled and the seconds it took, for the run's metrics
+        self.completions = 0
 
     def chat_for(self, policy: Any, step: int) -> EmbeddedChatModel:
         """llama.cpp with the policy's adapter as it is now (written again only after an update)."""
@@ -165,6 +166,7 @@ class LlamaRollouts:
                                        seed=seed)
                 ids, logps = sampled_ids(reply, tok, self.turn_end_id)
             self.tokens += len(ids)
+            self.completions += 1
             out["prompt_ids"].append(tok(prompt, add_special_tokens=False)["input_ids"])
             out["completion_ids"].append(ids)
             out["logprobs"].append(logps)
