@@ -2,11 +2,11 @@
 llama.cpp, as `sep train grpo --rollouts llama.cpp` samples them, with and without the inference grammar.
 
 For each of the first N forecast prompts in a memory (their realised returns from its prices), G
-completions are sampled at GRPO's temperature (0.9) and scored by the market reward. A group whose G
+completions are sampled at GRPO's temperature (`sep train grpo`'s defaults: 8 at 1.3) and scored by the market reward. A group whose G
 rewards are all equal has no advantage, so it teaches nothing. Printed per mode: groups with a signal,
 completions that reached a label, seconds.
 
-Run: .venv/bin/python bench/grpo_signal.py --db MEMORY [--prompts 8] [--group 4] [--threads 2] [--temperature 0.9]
+Run: .venv/bin/python bench/grpo_signal.py --db MEMORY [--prompts 8] [--group 8] [--threads 2] [--temperature 1.3]
      [--modes free,grammar]
 (a memory after `sep reflect` or an experiment on the default model; the data are 2020-2022, older
 than the model, so nothing here is skill).
@@ -34,9 +34,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--group", type=int, default=4)
+    parser.add_argument("--group", type=int, default=GRPORunConfig().num_generations)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (sep train grpo samples at 0.9)")
+    parser.add_argument("--temperature", type=float, default=GRPORunConfig().temperature)
     parser.add_argument("--modes", default="free,grammar", help="free, grammar or both (comma-separated)")
     args = parser.parse_args()
     settings = Settings(threads=args.threads)
