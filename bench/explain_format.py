@@ -128,7 +128,7 @@ def main() -> None:
 
 def report(rows: list[dict], stock: str, source: str) -> None:
     days = sorted({r["day"] for r in rows})
-    ups = sum(r["actual"] == "up" for r in rows if r["format"] == "label")
+    ups = sum(actual == "up" for actual in {r["day"]: r["actual"] for r in rows}.values())
     print(f"\n{len(days)} days of {stock}, {days[0]}..{days[-1]}, {source}; {ups} closed up, {len(days) - ups} down "
           "(always answering the majority side scores the larger share). 2022 data predates the model: not skill.\n")
     print("| format | n | raw accuracy | gated accuracy | flagged | answered 상승 | mean confidence | flags (share of days) |")
