@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--group", type=int, default=GRPORunConfig().num_generations)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--temperature", type=float, default=GRPORunConfig().temperature)
+    parser.add_argument("--temperature", type=float, default=GRPORunConfig().rollout_temperature)
     parser.add_argument("--modes", default="free,grammar", help="free, grammar or both (comma-separated)")
     args = parser.parse_args()
     settings = Settings(threads=args.threads)

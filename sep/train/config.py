@@ -159,8 +159,8 @@ class GRPORunConfig(RLRunConfig):
                                   "one label earns one reward and teaches nothing: on the sample's training days "
                                   "groups of 8 at temperature 1.3 disagreed on 5 of 8 prompts, groups of 2 rarely. "
                                   "Memory holds --batch-size of them at a time.", min=2)
-    temperature: float = option(1.3, "Sampling temperature of the completions (the inference grammar still holds "
-                                "an explain answer's items and label).", min=0.1, max=2.0)
+    rollout_temperature: float = option(1.3, "Sampling temperature of the completions (the inference grammar still "
+                                        "holds an explain answer's items and label).", min=0.1, max=2.0)
     max_completion_length: int = option(EXPLAIN_TOKENS, "Tokens generated per completion (an explanation's length "
                                         "at inference).", min=4)
     rollouts: str = option("auto", "Where completions are sampled: transformers (TRL's generate on the training "

@@ -60,7 +60,7 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
                  "day": r.get("date") or "", **({"ret": float(r["ret"])} if "ret" in r else {})} for r in rows]
         args = trainer_args(config, GRPOConfig, num_generations=config.num_generations,
                              gradient_accumulation_steps=group_accumulation(config.batch_size, config.num_generations),
-                             max_completion_length=config.max_completion_length, temperature=config.temperature)
+                             max_completion_length=config.max_completion_length, temperature=config.rollout_temperature)
         model = load_policy(base, config.sft)
         rollouts, where = None, rollouts_where(config.rollouts, base)
         if where == "llama.cpp":
