@@ -10,8 +10,8 @@ Every arm runs on one base: the sft/ppo/grpo arms are LoRA policies trained on t
 that answers `base` and `memory` (default Qwen2.5-Coder-1.5B), run embedded with their llama.cpp
 adapters; best_of_n samples that model and scores with a reward model on it. PPO holds one base
 (policy LoRA, reference with the adapter off, value head on the same trunk): about 12.6 GB and
-200 s an update on a 1.5B base (docs/training.md). On 2 cores this takes
-about 1-2 hours; figures are a measurement of this sample, not a claim of skill: read the
+200 s an update on a 1.5B base (docs/training.md); GRPO samples groups of 8 (its default), about
+730 s an update on the sample's prompts. On 2 cores this takes about 1-2 hours; figures are a measurement of this sample, not a claim of skill: read the
 intervals, and remember the model may have read about these 2022 days in its training data.
 """
 
