@@ -13,7 +13,7 @@ import pytest
 from sep.evidence import check_evidence, evidence_up_probability, resolve_evidence, window_stance
 from sep.llm import parse_answer
 from sep.shapes import AnswerShape, LessonShape, derived_label, shape_from_regex
-from sep.prompting import load_prompt
+from sep.prompting import PROMPTS_DIR, load_prompt
 from sep.quality import Check, reanswer, specific
 
 from conftest import run
@@ -202,6 +202,29 @@ def test_the_gate_flags_a_lesson_that_answers_again():
     assert "reanswer" in check.flags("[t5] - 실적 전망 하향이 더 중요했다")
     assert reanswer("실적 전망을 본다", ("판단:",)) is False
     assert "specific" in check.flags("삼성전자 실적 전망이 나쁜 소식은 무겁게 봐야 한다.")
+
+
+def test_the_kind_step_shows_what_each_kind_means(sample_memory, tmp_path):
+    """Each kind goes to the model with its line of meaning ([lesson] hints, one per kind); a prompt
+    folder whose hints do not match its kinds is refused in one sentence."""
+    from sep.agents import Agents
+    from sep.backends.mock import mock_llm
+    from sep.errors import BadInput
+
+    seen: list[str] = []
+    agents = Agents(sample_memory, mock_llm(lambda agent, prompt: "투자·증설"), "ko",
+                    on_prompt=lambda agent, text: seen.append(text))
+    lesson = agents.prompts["reflect"].lesson
+    assert len(lesson["hints"]) == len(lesson["kinds"])
+    kind, _ = agents.news_kind("삼성전자 美테일러 공장, 21조 투자 잰걸음", lesson["kinds"], lesson["hints"])
+    assert kind == "투자·증설"
+    assert "- 투자·증설: 공장 건설, 설비 투자, 투자 금액" in seen[-1] and "- 수급: 외국인" in seen[-1]
+    folder = tmp_path / "prompts" / "ko"
+    folder.mkdir(parents=True)
+    text = (PROMPTS_DIR / "ko" / "reflect.toml").read_text(encoding="utf-8")
+    (folder / "reflect.toml").write_text(text.replace('"시장에서의 순위와 점유율", ', ""), encoding="utf-8")
+    with pytest.raises(BadInput, match="hints"):
+        load_prompt("ko", "reflect", tmp_path / "prompts")
 
 
 def test_a_lesson_of_kinds_is_one_kind_and_its_reason_makes_the_rule():
