@@ -11,8 +11,8 @@ that answers `base` and `memory` (default Qwen2.5-Coder-1.5B), run embedded with
 adapters; best_of_n samples that model and scores with a reward model on it. PPO holds one base
 (policy LoRA, reference with the adapter off, value head on the same trunk): about 12.6 GB and
 200 s an update on a 1.5B base (docs/training.md); GRPO samples groups of 8 (its default), about
-730 s an update on the sample's prompts. On 2 cores this takes about 1-2 hours; figures are a measurement of this sample, not a claim of skill: read the
-intervals, and remember the model may have read about these 2022 days in its training data.
+730 s an update on the sample's prompts. On 2 cores this takes about 1-2 hours; figures are a
+measurement of this sample, not a claim of skill: read the intervals, and remember the model may have read about these 2022 days in its training data.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 llama.cpp, as `sep train grpo --rollouts llama.cpp` samples them, with and without the inference grammar.
 
 For each of the first N forecast prompts in a memory (their realised returns from its prices), G
-completions are sampled at GRPO's temperature (`sep train grpo`'s defaults: 8 at 1.3) and scored by the market reward. A group whose G
-rewards are all equal has no advantage, so it teaches nothing. Printed per mode: groups with a signal,
+completions are sampled (`sep train grpo`'s defaults: 8 at temperature 1.3) and scored by the market
+reward. A group whose G rewards are all equal has no advantage, so it teaches nothing. Printed per mode: groups with a signal,
 completions that reached a label, seconds.
 
 Run: .venv/bin/python bench/grpo_signal.py --db MEMORY [--prompts 8] [--group 8] [--threads 2] [--temperature 1.3]

@@ -334,7 +334,7 @@ class Agents:
             block = ""
         return {"stock": window.stock, "name": self.stock_name(window.stock), "company": self.company(window.stock),
                 "start": window.window_start, "date": window.date, "summaries": summaries_text, "reflections": block,
-                "_items": items, "_lessons": list(reflections)}
+                "_items": items, "_lessons": tuple(reflections)}
 
     def explain(self, variables: dict, **sampling: float | int) -> Answer | None:
         """One answer, checked; `sampling` (temperature, seed) lets best-of-n draw different ones."""
@@ -350,7 +350,7 @@ class Agents:
         answer = parse_answer(message, self.lang, prompt.label_after)
         inputs = variables["summaries"] + variables["reflections"]
         check = self.check(prompt, variables, masker.text(inputs) if masker else inputs,
-                           variables["start"], variables["date"], kind="explanation", lessons=tuple(variables["_lessons"]))
+                           variables["start"], variables["date"], kind="explanation", lessons=variables["_lessons"])
         answer.flags = check.flags(answer.explanation)
         if self.evidence_first:
             answer.flags += [f for f in check_evidence(answer, variables["_items"], check) if f not in answer.flags]
