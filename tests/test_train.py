@@ -10,7 +10,10 @@ must rank chosen over rejected on pairs it never saw.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,27 +144,27 @@ def test_sft_changes_parameters_and_resumes(trained, toy, base):
     assert other.returncode == 2 and f"holds a run on {Path(base).resolve()}, not on qwen2.5-coder-1.5b" in other.stderr
 
 
+def launch_two(*args: str, db: Path) -> subprocess.CompletedProcess:
+    """`sep` under torchrun's two CPU processes (gloo): what `accelerate launch` does on two GPUs."""
+    from conftest import OURS, SHARE
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(OURS)}, **SHARE, "SEP_DB": str(db),
+           "SEP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "sep.cli", *args], capture_output=True, text=True, env=env, timeout=600, check=False)
+
+
 def test_a_data_parallel_launch_trains_on_shares_and_writes_one_run(toy, base, tmp_path):
     """What `accelerate launch` does on a host with several GPUs, here with torchrun's two CPU processes
     (gloo): each process takes half of every epoch's examples, and rank 0 alone writes the folder, the
     `runs` row and the report. Before, each process recorded the run and printed it, and both wrote the
     same adapter files at once."""
-    import os
-    import subprocess
-    import sys
-
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from conftest import OURS, SHARE
-
     out, db = tmp_path / "sft", tmp_path / "sep.db"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(OURS)}, **SHARE, "SEP_DB": str(db),
-           "SEP_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "sep.cli", "train", "sft", "--data", str(toy / "sft.jsonl"), "--max-steps", "2",
-                           "--base-model", base, "--out", str(out), "--json"],
-                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    done = launch_two("train", "sft", "--data", str(toy / "sft.jsonl"), "--max-steps", "2", "--base-model", base,
+                      "--out", str(out), "--json", db=db)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)  # one report: two would not parse as one JSON document
     assert report["processes"] == 2 and report["steps"] == 2
@@ -233,6 +236,29 @@ def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy, base):
     metrics = json.loads(done.stdout)
     assert metrics["updates"] == 2 and metrics["mean_score"] is not None
     assert lora_b_norm(toy / "ppo" / "adapter") > 0
+
+
+@pytest.mark.slow
+def test_ppo_and_grpo_train_under_a_data_parallel_launch(trained, toy, base, tmp_path):
+    """The GPU recipe's `accelerate launch`, as two CPU processes. TRL's PPO read `model.policy` on the
+    DistributedDataParallel wrapper and broke (huggingface/trl#2375); and each process counted only
+    its own share of the rollouts and of each group, so the report halved them."""
+    common = ["--reward-kind", "both", "--reward", str(toy / "reward"), "--sft", str(toy / "sft"), "--pairs",
+              str(toy / "pairs.jsonl"), "--max-steps", "2", "--base-model", base, "--json"]
+    ppo = launch_two("train", "ppo", *common, "--response-length", "16", "--out", str(tmp_path / "ppo"),
+                     db=tmp_path / "sep.db")
+    assert ppo.returncode == 0, ppo.stderr[-3000:]
+    metrics = json.loads(ppo.stdout)
+    assert metrics["processes"] == 2 and metrics["updates"] == 2  # a step is one update of both processes' batches
+    assert lora_b_norm(tmp_path / "ppo" / "adapter") > 0
+    grpo = launch_two("train", "grpo", *common, "--rollouts", "llama.cpp", "--num-generations", "4",
+                      "--max-completion-length", "16", "--out", str(tmp_path / "grpo"), db=tmp_path / "sep.db")
+    assert grpo.returncode == 0, grpo.stderr[-3000:]
+    metrics = json.loads(grpo.stdout)
+    # a batch of 2 on each of 2 processes holds one group of 4: two updates sample 2 groups, 8 completions
+    assert metrics["processes"] == 2 and metrics["steps"] == 2
+    assert metrics["rollout_completions"] == 8 and metrics["groups"] == 2
+    assert lora_b_norm(tmp_path / "grpo" / "adapter") > 0
 
 
 def test_the_reward_holds_an_answer_to_the_gate_inference_holds_it_to():

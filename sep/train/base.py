@@ -191,6 +191,21 @@ def launch_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def over_processes(total: list[float], longest: list[float]) -> tuple[list[float], list[float]]:
+    """Counts summed and durations maxed over a data-parallel launch's processes (each counted only
+    its own share); the values as they are in a single process. Every process must call it."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return total, longest
+    import torch
+
+    summed, maxed = torch.tensor(total, dtype=torch.float64), torch.tensor(longest, dtype=torch.float64)
+    dist.all_reduce(summed)
+    dist.all_reduce(maxed, op=dist.ReduceOp.MAX)
+    return summed.tolist(), maxed.tolist()
+
+
 def cpu_only() -> bool:
     """Train on the CPU only when torch sees no GPU (accelerate launch spreads GPU runs)."""
     import torch

@@ -14,7 +14,7 @@ from trl import GRPOConfig, GRPOTrainer
 from sep.errors import BadInput
 from sep.llm import content_text
 from sep.settings import Settings
-from sep.train.base import TrainingBase, launch_rank, load_policy, lora, turn_tokenizer
+from sep.train.base import TrainingBase, launch_rank, load_policy, lora, over_processes, turn_tokenizer
 from sep.train.config import GRPORunConfig
 from sep.train.data import day_rows, market_rows, training_rows
 from sep.train.rewards import with_signal_instruction
@@ -31,6 +31,15 @@ def group_accumulation(batch_size: int, group: int) -> int:
     return math.lcm(per_step, group) // per_step
 
 
+def group_counts(log_history: list[dict], batch_size: int, group: int) -> dict[str, int]:
+    """Groups sampled, and those whose rewards were all equal (they teach nothing), from what TRL logs
+    each update over every process's completions: a process's reward function sees only its share
+    of a group when a data-parallel launch splits one."""
+    per_update = math.lcm(batch_size * launch_rank()[1], group) // group
+    shares = [h["frac_reward_zero_std"] for h in log_history if "frac_reward_zero_std" in h]
+    return {"groups": per_update * len(shares), "zero_variance_groups": sum(round(f * per_update) for f in shares)}
+
+
 def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Database | None, pairs: Path | None) -> dict:
     """RLMF with TRL GRPOTrainer: the reward is the realized next-day return signed by the answer
     (`market_reward`), optionally mixed with the reward model (`both`) or only the model (`model`)."""
@@ -45,16 +54,9 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
         tok = turn_tokenizer(base)  # completions end at the turn end
         feedback = MarketFeedback.of(config, settings, base.fmt, market_scale)
 
-        groups = {"groups": 0, "zero_variance_groups": 0}  # a group whose rewards are all equal teaches nothing
-
         def rlmf(prompts: list[str], completions: list[str], ret: list[float] | None = None,
                  chat: list[str] | None = None, day: list[str] | None = None, **_: Any) -> list[float]:
-            rewards = feedback([content_text(c) for c in completions], chat, ret, day)
-            for g in range(0, len(rewards), config.num_generations):  # TRL passes a prompt's completions together
-                group = rewards[g:g + config.num_generations]
-                groups["groups"] += 1
-                groups["zero_variance_groups"] += max(group) - min(group) < 1e-12
-            return rewards
+            return feedback([content_text(c) for c in completions], chat, ret, day)
 
         data = [{"prompt": base.fmt.prompt(r["prompt"]), "chat": json.dumps(r["prompt"], ensure_ascii=False),
                  "day": r.get("date") or "", **({"ret": float(r["ret"])} if "ret" in r else {})} for r in rows]
@@ -73,10 +75,14 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
         metrics = train_with_resume(run, trainer)
         saved = save_adapter(run, trainer.model, tok, base)
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+        sampled = {}
+        if rollouts:  # each process samples its share of the groups
+            (tokens, completions), (seconds,) = over_processes([rollouts.tokens, rollouts.completions], [rollouts.seconds])
+            sampled = {"rollout_tokens": int(tokens), "rollout_completions": int(completions),
+                       "rollout_seconds": round(seconds, 1)}
         return {**metrics, "mean_reward": sum(rewards) / len(rewards) if rewards else None,
                 "market_scale": market_scale, "rollouts": where,
-                "rollout_tokens": rollouts.tokens if rollouts else None,
-                "rollout_completions": rollouts.completions if rollouts else None,
-                "rollout_seconds": round(rollouts.seconds, 1) if rollouts else None, **groups, **saved}
+                **{k: sampled.get(k) for k in ("rollout_tokens", "rollout_completions", "rollout_seconds")},
+                **group_counts(trainer.state.log_history, config.batch_size, config.num_generations), **saved}
 
     return execute_run(settings, config, db, rows, body, info, generated=config.max_completion_length)

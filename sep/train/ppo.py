@@ -22,7 +22,7 @@ from trl.experimental.ppo import PPOConfig, PPOTrainer
 
 from sep.errors import BadInput
 from sep.settings import Settings
-from sep.train.base import TrainingBase, load_policy, lora, turn_tokenizer
+from sep.train.base import TrainingBase, launch_rank, load_policy, lora, turn_tokenizer
 from sep.train.config import PPORunConfig
 from sep.train.data import day_rows, market_rows, training_rows
 from sep.train.run import Run, execute_run, last_checkpoint, precision, save_adapter
@@ -103,16 +103,17 @@ def train_ppo(settings: Settings, config: PPORunConfig, db: sqlite_utils.Databas
         trainer = PPOTrainer(args=ppo_args(config, run.out, remaining, tok), processing_class=tok, model=policy,
                              ref_model=None, reward_model=reward, value_model=value,
                              train_dataset=Dataset.from_list([{"input_ids": p["input_ids"]} for p in prompts]))
-        one_pass(trainer.model)
+        wrapper = shared_wrapper(trainer)
+        one_pass(wrapper)
         if remaining:
             with torch.random.fork_rng():
                 torch.manual_seed(config.seed)
                 trainer.train()
         updates = trainer.state.global_step if remaining else 0
-        saved = save_adapter(run, trainer.model.policy, tok, base)
+        saved = save_adapter(run, wrapper.policy, tok, base)
         if run.main:
             ckpt = run.out / "checkpoints" / f"checkpoint-{done + updates}"
-            trainer.model.policy.save_pretrained(ckpt)  # what a rerun resumes from, with the value head
+            wrapper.policy.save_pretrained(ckpt)  # what a rerun resumes from, with the value head
             torch.save(value.state_dict(), ckpt / VALUE_HEAD)
         logs = [h for h in trainer.state.log_history if "objective/scores" in h]
         return {"updates": updates, "resumed_from": resume, "total_updates": done + updates,
@@ -122,6 +123,19 @@ def train_ppo(settings: Settings, config: PPORunConfig, db: sqlite_utils.Databas
                 "market_scale": market_scale, **saved}
 
     return execute_run(settings, config, db, rows, body, info, generated=config.response_length)
+
+
+def shared_wrapper(trainer: PPOTrainer) -> nn.Module:
+    """TRL's policy-and-value wrapper, unwrapped. In a data-parallel launch (torchrun, `accelerate
+    launch`) the trainer holds it inside DistributedDataParallel, yet TRL's PPO reads `model.policy`
+    and `model.config` on what it holds (the reference pass, the adapter switch, the checkpoint's
+    model card: huggingface/trl#2375), so the parallel wrapper is given both, outside its modules.
+    Its other ranks save through a transformers path that reads a flag TRL's PPO never sets."""
+    inner = trainer.accelerator.unwrap_model(trainer.model)
+    if inner is not trainer.model:
+        trainer.model.__dict__.update(policy=inner.policy, config=inner.config)
+    trainer.__dict__.setdefault("is_distributed_loading_by_transformers", False)
+    return inner
 
 
 def one_pass(wrapper: nn.Module) -> None:
@@ -146,8 +160,10 @@ def ppo_policy(base: TrainingBase, config: PPORunConfig, out: Path) -> tuple[Pef
 
 
 def ppo_args(config: PPORunConfig, out: Path, remaining: int, tok: Any) -> PPOConfig:
+    """One step is one update of every process's batch: TRL counts episodes over all processes."""
+    episodes = max(remaining, 1) * config.batch_size * launch_rank()[1]
     return PPOConfig(output_dir=str(out / "checkpoints"), per_device_train_batch_size=config.batch_size,
-                     num_mini_batches=1, total_episodes=max(remaining, 1) * config.batch_size,
+                     num_mini_batches=1, total_episodes=episodes,
                      local_rollout_forward_batch_size=config.batch_size, num_ppo_epochs=1,
                      response_length=config.response_length, temperature=config.rollout_temperature,
                      stop_token_id=tok.eos_token_id, kl_coef=config.kl_coef,
