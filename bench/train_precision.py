@@ -7,9 +7,8 @@ shared-base PPO's value head, the llama.cpp adapter written from the trained LoR
 head) runs end to end on a tiny model. It shows that the path works, not how fast a GPU is.
 
 Run: .venv/bin/python bench/train_precision.py [--base-model DIR] [--steps 2]
-The default base is the tiny Qwen2 of the tests (built by `pytest tests/test_train.py` under
-the pytest cache, or `python -c "from tests.tiny import tiny_qwen; ..."`); any small transformers
-folder with a chat template works.
+Without --base-model it builds the tests' tiny Qwen2 (tests/tiny.py: random weights, the packaged
+Qwen's tokenizer) in a temporary folder; any small transformers folder with a chat template works.
 """
 
 from __future__ import annotations
@@ -22,55 +21,42 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-NEWS = ["반도체 수출 증가", "외국인 순매수 확대", "파운드리 수주 발표", "HBM 공급 계약", "배당 확대 발표",
-        "신제품 출시 호평", "목표주가 상향", "메모리 가격 반등", "자사주 매입 결정", "영업이익 증가"]
-
-
-def toy(folder: Path) -> tuple[Path, Path]:
-    """A separable preference set (chosen answers name the news) and its SFT twin, as the tests write."""
-    pairs, sft = folder / "pairs.jsonl", folder / "sft.jsonl"
-    with pairs.open("w") as p, sft.open("w") as s:
-        for i, n in enumerate(NEWS):
-            p.write(json.dumps({"prompt": f"삼성전자 2022-05-{i + 2:02d} 뉴스: {n}\n내일 주가는?",
-                                "chosen": f"상승\n{n} 덕분에 오를 것이다.", "rejected": "하락\n잘 모르겠다.",
-                                "ret": 0.01 if i % 2 else -0.02}, ensure_ascii=False) + "\n")
-            s.write(json.dumps({"prompt": f"삼성전자 뉴스: {n}\n내일 주가는?", "completion": f"상승\n{n} 덕분에 오를 것이다."},
-                               ensure_ascii=False) + "\n")
-    return pairs, sft
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tiny model and its toy sets
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-model", default=str(Path(tempfile.gettempdir()) / "pt" / "tiny" / "tiny-qwen2"))
+    parser.add_argument("--base-model", help="A transformers folder [the tests' tiny Qwen2, built here].")
     parser.add_argument("--steps", type=int, default=2)
     args = parser.parse_args()
-    if not Path(args.base_model).is_dir():
+    if args.base_model and not Path(args.base_model).is_dir():
         sys.exit(f"{args.base_model} is not a transformers folder: pass --base-model DIR.")
 
     import sep.train.ppo as ppo_module
     import sep.train.run as run_module
     from sep.api.runs import train_model
     from sep.memory import open_memory
+    from sep.models import DEFAULT_MODEL, local_model
+    from sep.settings import Settings
+    from tiny import tiny_qwen, toy_sets
 
     work = Path(tempfile.mkdtemp(prefix="sep-precision-"))
-    pairs, sft = toy(work)
-    kinds = [("sft", sft, {}), ("reward", pairs, {"learning_rate": 1e-2}),
-             ("ppo", pairs, {"reward_kind": "both", "reward": "{reward}", "sft": "{sft}", "response_length": 16}),
-             ("grpo", pairs, {"reward_kind": "both", "reward": "{reward}", "sft": "{sft}", "rollouts": "transformers",
-                              "num_generations": 2, "max_completion_length": 16})]
+    base = args.base_model or str(tiny_qwen(work / "tiny", local_model(Settings().cache_dir, DEFAULT_MODEL))[0])
+    pairs, sft = toy_sets(work)
     print(f"{'precision':<10}{'run':<8}{'seconds':>8}  result")
     for name, precision in [("fp32", {"use_cpu": True, "bf16": False, "fp16": False}),
                             ("bf16", {"use_cpu": True, "bf16": True, "fp16": False})]:
         run_module.precision = ppo_module.precision = lambda p=precision: p  # the one switch a GPU flips
-        db = open_memory(work / f"{name}.db")
-        for kind, data, extra in kinds:
-            fields = {k: Path(str(v).format(reward=work / name / "reward", sft=work / name / "sft")) if isinstance(v, str)
-                      and v.startswith("{") else v for k, v in extra.items()}
+        db, runs = open_memory(work / f"{name}.db"), work / name
+        on_these = {"reward_kind": "both", "reward": runs / "reward", "sft": runs / "sft"}
+        for kind, data, fields in [("sft", sft, {}), ("reward", pairs, {"learning_rate": 1e-2}),
+                                   ("ppo", pairs, {**on_these, "response_length": 16}),
+                                   ("grpo", pairs, {**on_these, "rollouts": "transformers", "num_generations": 2,
+                                                    "max_completion_length": 16})]:
             started = time.perf_counter()
             try:
-                m = train_model(kind, db, data=data, out=work / name / kind, max_steps=args.steps,
-                                base_model=args.base_model, **fields).metrics
+                m = train_model(kind, db, data=data, out=runs / kind, max_steps=args.steps,
+                                base_model=base, **fields).metrics
                 shown = {k: m[k] for k in ("steps", "updates", "train_loss", "pair_accuracy", "mean_score", "gguf_adapter")
                          if m.get(k) is not None}
                 result = "ok " + json.dumps(shown, ensure_ascii=False)

@@ -22,9 +22,7 @@ from sep.memory import open_memory
 from sep.settings import Settings
 
 from conftest import run
-
-NEWS = ["반도체 수출 증가", "외국인 순매수 확대", "파운드리 수주 발표", "HBM 공급 계약", "배당 확대 발표",
-        "신제품 출시 호평", "목표주가 상향", "메모리 가격 반등", "자사주 매입 결정", "영업이익 증가"]
+from tiny import NEWS, toy_sets
 
 
 def lora_b_norm(adapter: Path) -> float:
@@ -40,15 +38,7 @@ def lora_b_norm(adapter: Path) -> float:
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("train")
-    with (d / "pairs.jsonl").open("w") as f:
-        for i, n in enumerate(NEWS):
-            f.write(json.dumps({"prompt": f"삼성전자 2022-05-{i + 2:02d} 뉴스: {n}\n내일 주가는?",
-                                "chosen": f"상승\n{n} 덕분에 오를 것이다.", "rejected": "하락\n잘 모르겠다.",
-                                "ret": 0.01 if i % 2 else -0.02}, ensure_ascii=False) + "\n")
-    with (d / "sft.jsonl").open("w") as f:
-        for i, n in enumerate(NEWS):
-            f.write(json.dumps({"prompt": f"삼성전자 뉴스: {n}\n내일 주가는?", "completion": f"상승\n{n} 덕분에 오를 것이다."},
-                               ensure_ascii=False) + "\n")
+    toy_sets(d)
     return d
 
 

@@ -7,11 +7,29 @@ embeddings carry no output tensor), with the tokenizer copied from the packaged 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sep.models import LocalModel
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 64, 2, 4, 2, 128
+
+NEWS = ["반도체 수출 증가", "외국인 순매수 확대", "파운드리 수주 발표", "HBM 공급 계약", "배당 확대 발표",
+        "신제품 출시 호평", "목표주가 상향", "메모리 가격 반등", "자사주 매입 결정", "영업이익 증가"]
+
+
+def toy_sets(folder: Path) -> tuple[Path, Path]:
+    """(pairs.jsonl, sft.jsonl) the trainers learn on the tiny model: separable on purpose, chosen
+    answers name the news and rejected ones shrug; each pair carries a return for the market reward."""
+    pairs, sft = folder / "pairs.jsonl", folder / "sft.jsonl"
+    with pairs.open("w") as p, sft.open("w") as s:
+        for i, n in enumerate(NEWS):
+            p.write(json.dumps({"prompt": f"삼성전자 2022-05-{i + 2:02d} 뉴스: {n}\n내일 주가는?",
+                                "chosen": f"상승\n{n} 덕분에 오를 것이다.", "rejected": "하락\n잘 모르겠다.",
+                                "ret": 0.01 if i % 2 else -0.02}, ensure_ascii=False) + "\n")
+            s.write(json.dumps({"prompt": f"삼성전자 뉴스: {n}\n내일 주가는?", "completion": f"상승\n{n} 덕분에 오를 것이다."},
+                               ensure_ascii=False) + "\n")
+    return pairs, sft
 
 
 def tiny_qwen(out: Path, qwen: LocalModel, seed: int = 0) -> tuple[Path, Path]:

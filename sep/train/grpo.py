@@ -31,11 +31,10 @@ def group_accumulation(batch_size: int, group: int) -> int:
     return math.lcm(per_step, group) // per_step
 
 
-def group_counts(log_history: list[dict], batch_size: int, group: int) -> dict[str, int]:
+def group_counts(log_history: list[dict], per_update: int) -> dict[str, int]:
     """Groups sampled, and those whose rewards were all equal (they teach nothing), from what TRL logs
-    each update over every process's completions: a process's reward function sees only its share
-    of a group when a data-parallel launch splits one."""
-    per_update = math.lcm(batch_size * launch_rank()[1], group) // group
+    each update over every process's completions (`per_update` groups an update): a process's reward
+    function sees only its share of a group when a data-parallel launch splits one."""
     shares = [h["frac_reward_zero_std"] for h in log_history if "frac_reward_zero_std" in h]
     return {"groups": per_update * len(shares), "zero_variance_groups": sum(round(f * per_update) for f in shares)}
 
@@ -75,14 +74,14 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
         metrics = train_with_resume(run, trainer)
         saved = save_adapter(run, trainer.model, tok, base)
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-        sampled = {}
+        sampled = dict.fromkeys(("rollout_tokens", "rollout_completions", "rollout_seconds"))
         if rollouts:  # each process samples its share of the groups
             (tokens, completions), (seconds,) = over_processes([rollouts.tokens, rollouts.completions], [rollouts.seconds])
             sampled = {"rollout_tokens": int(tokens), "rollout_completions": int(completions),
                        "rollout_seconds": round(seconds, 1)}
         return {**metrics, "mean_reward": sum(rewards) / len(rewards) if rewards else None,
-                "market_scale": market_scale, "rollouts": where,
-                **{k: sampled.get(k) for k in ("rollout_tokens", "rollout_completions", "rollout_seconds")},
-                **group_counts(trainer.state.log_history, config.batch_size, config.num_generations), **saved}
+                "market_scale": market_scale, "rollouts": where, **sampled,
+                **group_counts(trainer.state.log_history, args.generation_batch_size // config.num_generations),
+                **saved}
 
     return execute_run(settings, config, db, rows, body, info, generated=config.max_completion_length)
