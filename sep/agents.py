@@ -31,7 +31,7 @@ from sep.mask import Masker
 from sep.memory import (AlsoWrite, PairRow, PredictionRow, PredictionStore, ReflectionRow, SummaryRow, SummaryStore,
                         now_iso, stock_name)
 from sep.prompting import PROMPTS_DIR, Prompt, literal_template, load_prompt, prompt_files, prompt_text  # noqa: F401
-from sep.quality import GATE_VERSION, Check, join_flags
+from sep.quality import GATE_VERSION, Check, concluded, join_flags
 from sep.settings import MAX_TOKENS, Settings, default
 from sep.stances import StanceJudge
 from sep.window import LABEL_WORDS, DecisionWindow, Text, label_word, lang_of
@@ -352,6 +352,8 @@ class Agents:
         check = self.check(prompt, variables, masker.text(inputs) if masker else inputs,
                            variables["start"], variables["date"], kind="explanation", lessons=variables["_lessons"])
         answer.flags = check.flags(answer.explanation)
+        if answer.label and concluded(answer.explanation) not in (None, answer.label):
+            answer.flags.append("reason_mismatch")  # the reasons forecast the other way
         if self.evidence_first:
             answer.flags += [f for f in check_evidence(answer, variables["_items"], check) if f not in answer.flags]
         if self.derived and answer.label:  # the confidence is the cited evidence's, not the label token's

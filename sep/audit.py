@@ -33,7 +33,7 @@ from sep.stances import StanceJudge
 from sep.evaluate import Decision, decisions, equity_curves, evaluate, once_per_interval
 from sep.memory import PredictionStore, SummaryStore, stock_name
 from sep.memory.audit import FLAGGED, FaithfulnessStore, stored_flags, text_sources
-from sep.quality import FLAGS, content_words, dates_in
+from sep.quality import FLAGS, concluded, content_words, dates_in
 from sep.settings import default
 from sep.window import decision_window, label_word, lang_of, up_probability
 
@@ -90,6 +90,11 @@ def _lexicon_hits(text: str, lexicon: list[str]) -> int:
 
 
 def stance(text: str) -> str:
+    """The way an explanation argues: its last forecast of the price (the gate's `concluded`), else
+    the balance of bullish and bearish words."""
+    said = concluded(text)
+    if said:
+        return said
     bull, bear = _lexicon_hits(text, BULLISH), _lexicon_hits(text, BEARISH)
     return "up" if bull > bear else "down" if bear > bull else "neutral"
 

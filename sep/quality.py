@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import date as Date
 
 FLAGS = ("copied", "ungrounded", "invented_dates", "invented_numbers", "degenerate", "pasted", "fused",
-         "stance_mismatch", "unknown_citation", "no_evidence", "echoed_lesson", "specific", "reanswer")
+         "stance_mismatch", "reason_mismatch", "unknown_citation", "no_evidence", "echoed_lesson", "specific",
+         "reanswer")
 GATE_VERSION = 2  # bump when a check changes what passes: cached summaries are then made and checked again
 COPY_RUN = 8  # a run of this many words shared with the instructions is a copy
 PASTE_RUN, PASTE_SHARE = 5, 0.5  # an explanation half made of 5-word runs of its inputs restates, it does not reason
@@ -300,6 +301,34 @@ def reanswer(lesson: str, markers: tuple[str, ...] = ()) -> bool:
     """A lesson that answers the question again: an explain marker (근거:, 판단:, Decision:) or an
     evidence line ([t12] + ...)."""
     return any(m and m in lesson for m in markers) or bool(re.search(r"\[\s*t?\d+\s*\]\s*[+0−-]", lesson))
+
+
+# A reason's conclusion: a forecast of the price in the future tense (상승할, 떨어질, will rise). Past facts
+# ("시총이 상승했고", "shares fell") and hedged negations ("unlikely to rise", "will not fall") never match.
+_MODAL = r"\b(?:will|would|should|could|may|might|likely to|expected to|set to|poised to|going to)\s+(?:likely\s+|probably\s+)?"
+_CONCLUSION = {
+    "up": re.compile(r"상승(?:할|하겠|하리|세를 보일|세로 돌아설|으로 마감할)|오를|오르겠|올라갈|올라설|반등할|반등하겠"
+                     r"|상승(?:을|이|으로) (?:예상|예측|전망)|"
+                     + _MODAL + r"(?:continue to\s+)?(?:rise|increase|go up|gain|climb|rebound|rally|close higher|move higher|close up)\b"
+                     r"|\babove (?:the|its) (?:last|previous|current) close", re.I),
+    "down": re.compile(r"하락(?:할|하겠|하리|세를 보일|세로 돌아설|으로 마감할)|떨어질|떨어지겠|내려갈|내려설"
+                       r"|하락(?:을|이|으로) (?:예상|예측|전망)|"
+                       + _MODAL + r"(?:continue to\s+)?(?:fall|decrease|go down|drop|decline|slide|close lower|move lower|close down)\b"
+                       r"|\bbelow (?:the|its) (?:last|previous|current) close", re.I),
+}
+_DENIED = re.compile(r"^[^.!?\n]{0,12}?(?:가능성[은이]?\s*(?:낮|적|희박|없)|않|어렵)")  # 상승할 가능성은 낮다: the other way
+
+
+def concluded(reason: str) -> str | None:
+    """Which way a reason's last forecast of the price points ("up" or "down"), None when it forecasts
+    nothing. A reason that ends "종가가 떨어질 가능성이 높습니다" under 상승 argues against its own label."""
+    found = [(m.start(), way, m.end()) for way, pattern in _CONCLUSION.items() for m in pattern.finditer(reason)]
+    if not found:
+        return None
+    _, way, end = max(found)
+    if _DENIED.match(reason[end:]):
+        return "down" if way == "up" else "up"
+    return way
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pytest
 from sep.agents import Agents, load_prompt
 from sep.evidence import cited_points, extractive_points
 from sep.memory import open_memory
-from sep.quality import Check, copied, degenerate, grounded, invented_dates
+from sep.quality import Check, concluded, copied, degenerate, grounded, invented_dates
 from sep.window import decision_window
 
 from conftest import run
@@ -327,3 +327,45 @@ def test_the_default_models_evidence_is_checked():
     assert "pasted" in Check("", inputs, "2022-05-28", "2022-06-01", kind="explanation").flags(answer.explanation)
     answer.evidence.append({"item": "t999", "direction": "+", "note": "없는 글"})
     assert "unknown_citation" in resolve_evidence(answer, items)[1]  # an id the window never showed
+
+
+@pytest.mark.parametrize("reason, way", [
+    # the default model's retry of 2022-05-24 under 상승, its reason copied from the recalled lesson
+    ("이번 주의 신제품·기술 소식들은 다음 거래일에 상승일 종가가 떨어질 가능성이 높습니다.", "down"),
+    # its forecast of 2022-05-13 under 상승: a headline's "주가 하락 과도-KB" read as KB forecasting a fall
+    ("가격이 두자릿수 인상 검토가 진행되고, 영업익이 더 커지나 과도-KB가 주가 하락을 예상하고 있습니다.", "down"),
+    ("약간의 영업익 증가는 주가를 상승시키는 기회가 있으나, 최신폰이 줄어선 의미가 있어 하락을 예측한다.", "down"),
+    ("영업이익 개선으로 주가는 상승할 것으로 예상됩니다.", "up"),
+    ("수요 둔화 우려가 있어 주가가 상승할 가능성은 낮습니다.", "down"),   # a denied forecast points the other way
+    ("The next day's gains are also large, so the next trading day's close is likely to be above the last close.", "up"),
+    ("Margins are shrinking, so the stock will likely fall.", "down"),
+    # no forecast of the price: past facts, and words the lexicon of `sep audit` misreads
+    ("시총이 상승했고 수요 약세에도 낸드 점유율이 늘어났습니다.", None),
+    ("There have been no negative comments or updates on its performance.", None),
+    ("Shares are unlikely to rise.", None),
+])
+def test_a_reason_concludes_the_way_its_last_forecast_of_the_price_points(reason, way):
+    assert concluded(reason) == way
+
+
+def test_an_answer_whose_reason_argues_against_its_label_is_withheld(sample_memory, db_path):
+    """A server that follows the shape (every item judged negative, the − item it cites gives 하락, the
+    day's actual move) but reasons toward a rise: the gate flags reason_mismatch, and the forecast counts
+    as unanswered, so its right label scores nothing."""
+    sample_memory.conn.close()
+
+    def against(kind: str, prompt: str) -> str:
+        if kind == "summarize":
+            return cite_all(prompt)
+        item = re.search(r"^\[(t\d+)\] \(-\) (.+)$", prompt, flags=re.M)
+        words = " ".join(item[2].split()[:3])
+        return f"근거:\n[{item[1]}] - {words}\n판단: 하락\n이유: {words} 소식이 있지만 다음 거래일 종가는 상승할 것으로 예상됩니다."
+
+    with FakeOpenAI(against, owned_by="other", stance=lambda text: "negative") as server:
+        done = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "1", "--json",
+                   "--base-url", server.base_url, db=db_path)
+    assert done.returncode == 0, done.stderr
+    (day,) = json.loads(done.stdout)
+    trial = day["trials"][0]
+    assert day["actual"] == "down" and trial["label"] == "down"
+    assert trial["flags"] == ["reason_mismatch"] and not trial["correct"]
