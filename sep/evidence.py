@@ -13,9 +13,9 @@ import re
 
 from sep.guard import clean_for_prompt
 from sep.llm import Answer
-from sep.shapes import AnswerShape
+from sep.shapes import NOTE_CHARS, AnswerShape
 from sep.prompting import Prompt
-from sep.quality import Check, echoed_lesson, stem, words
+from sep.quality import Check, date_numbers, echoed_lesson, invented_numbers, stem, words
 from sep.stances import SIGN, STANCES, Judged, StanceJudge
 from sep.window import LABEL_WORDS, Text
 
@@ -162,15 +162,25 @@ def evidence_up_probability(evidence: list[dict]) -> float | None:
 
 def check_evidence(answer: Answer, items: list[dict], check: Check) -> list[str]:
     """Join an evidence-first answer's cited items to the window's (`answer.evidence` becomes them)
-    and return the flags they earn: an item's reason that invents a number, or that is mostly a
-    recalled lesson's words (`echoed_lesson`)."""
+    and return the flags they earn: an item's reason holding a number its own item does not (a number
+    of another item's, moved under this id, is invented here), or one that is mostly a recalled
+    lesson's words (`echoed_lesson`)."""
     answer.evidence, found = resolve_evidence(answer, items)
-    notes = "\n".join(e["note"] for e in answer.evidence)
-    if "invented_numbers" in check.why(notes):
+    known = date_numbers(check.first_day, check.last_day)
+    if any(invented_numbers(own_words(e["note"]), "\n".join(i["point"] for i in items if i["item"] == e["item"]), known)
+           for e in answer.evidence):
         found.append("invented_numbers")
     if check.lessons and any(echoed_lesson(e["note"], e["point"], check.lessons) for e in answer.evidence):
         found.append("echoed_lesson")
     return found
+
+
+def own_words(note: str) -> str:
+    """A cited reason without what is not its claim: a direction mark copied from the prompt ("(0) "),
+    and a number its length cap may have cut ("YoY of 1" from "YoY of 14.00%")."""
+    cut = len(note) >= NOTE_CHARS
+    note = re.sub(r"^\([+0-]\)\s*", "", note)
+    return re.sub(r"[\d.,]+%?$", "", note) if cut else note
 
 
 def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], list[str]]:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from sep.window import LABEL_WORDS
 
+NOTE_CHARS = 60  # one cited item's reason, at most: a short quote or gloss, not a paragraph
+
 
 @dataclass(frozen=True)
 class AnswerShape:
@@ -96,14 +98,14 @@ class AnswerShape:
             rules = [f"root ::= {head}( " + " | ".join(alternatives) + " )"]
             for sign, ids in self._by_sign().items():
                 rules.append(f'{names[sign]} ::= "[" ( ' + " | ".join(lit(i) for i in ids) + f' ) "] {sign} " note "\\n"')
-            return "\n".join([*rules, "note ::= [^\\n\\[]{1,60}", label])
+            return "\n".join([*rules, f"note ::= [^\\n\\[]{{1,{NOTE_CHARS}}}", label])
         items = " ".join(["item"] + ["item?"] * (self.max_items - 1))
         return "\n".join([
             f"root ::= {head}{items} {lit(self.after + ' ')} label",
             'item ::= "[" id "] " dir " " note "\\n"',
             "id ::= " + " | ".join(lit(i) for i in self._item_ids()),
             'dir ::= "+" | "-"',
-            "note ::= [^\\n\\[]{1,60}",
+            f"note ::= [^\\n\\[]{{1,{NOTE_CHARS}}}",
             label])
 
     def regex(self) -> str:
@@ -115,14 +117,14 @@ class AnswerShape:
             return label + r"\n[\s\S]*"
         head = re.escape(self.head) + r"\n" if self.head else ""
         if self.signs:
-            items = {sign: r"\[(" + "|".join(re.escape(i) for i in ids) + r")\] " + re.escape(sign) + r" [^\n\[]{1,60}\n"
+            items = {sign: r"\[(" + "|".join(re.escape(i) for i in ids) + r")\] " + re.escape(sign) + rf" [^\n\[]{{1,{NOTE_CHARS}}}\n"
                      for sign, ids in self._by_sign().items()}
             ends = {None: label, self.up: re.escape(self.up), self.down: re.escape(self.down)}
             alternatives = ["".join(items[s] for s in seq) + re.escape(self.after) + " " + ends[fixed]
                             for seq, fixed in self.sequences()]
             return f"{head}(?:" + "|".join(alternatives) + r")\n[\s\S]*"
         ids = "|".join(re.escape(i) for i in self._item_ids())
-        item = r"\[(" + ids + r")\] [+-] [^\n\[]{1,60}\n"
+        item = r"\[(" + ids + rf")\] [+-] [^\n\[]{{1,{NOTE_CHARS}}}\n"
         return f"{head}({item}){{1,{self.max_items}}}{re.escape(self.after)} {label}" + r"\n[\s\S]*"
 
     @classmethod
@@ -147,8 +149,8 @@ class AnswerShape:
                 fixed = {plain(w) for w in re.findall(r" ([^ ()|\\\[\]]+)(?=\||$)", body)}
                 pair = next((p for p in LABEL_WORDS.values() if fixed & set(p.values())), None)
                 words = {"up": re.escape(pair["up"]), "down": re.escape(pair["down"])} if pair else None
-            items = re.findall(r"\\\[\(([^()]*)\)\\\] (\\\+|\\-|-|0) \[\^\\n\\\[\]\{1,60\}\\n", body)
-            note = r"[^\n\[]{1,60}\n"
+            items = re.findall(r"\\\[\(([^()]*)\)\\\] (\\\+|\\-|-|0) \[\^\\n\\\[\]\{1," + str(NOTE_CHARS) + r"\}\\n", body)
+            note = rf"[^\n\[]{{1,{NOTE_CHARS}}}\n"
             marker = body[body.index(note) + len(note):].split(" ", 1)[0] if note in body else ""
             if not (words and items and marker):
                 return None
@@ -157,7 +159,7 @@ class AnswerShape:
             n = next((k for k in range(1, 10) if sum(kinds ** i for i in range(1, k + 1)) == alternatives), 3)
             return cls(plain(words["up"]), plain(words["down"]), plain(marker), plain(found["head"].removesuffix(r"\n")),
                        tuple(dict.fromkeys(i for i, _ in signs)), n, signs)
-        found = re.fullmatch(r"(?P<head>.*?)\(\\\[\((?P<ids>[^()]*)\)\\\] \[\+-\] \[\^\\n\\\[\]\{1,60\}\\n\)"
+        found = re.fullmatch(r"(?P<head>.*?)\(\\\[\((?P<ids>[^()]*)\)\\\] \[\+-\] \[\^\\n\\\[\]\{1," + str(NOTE_CHARS) + r"\}\\n\)"
                              r"\{1,(?P<n>\d+)\}(?P<after>.+?) " + label, regex, flags=re.S)
         if not found:
             return None

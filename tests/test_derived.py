@@ -102,6 +102,36 @@ def test_a_derived_item_quoting_another_is_read_as_the_one_it_quotes_with_its_di
     assert resolve_evidence(down, may_23_items())[1] == ["stance_mismatch"]
 
 
+# the base arm's AMT window of 2022-05-20 and sft's CMCSA window of 2022-05-31 (the 67-stock-day run): real points
+AMT_20 = [("t28644", "The data they'll get from $ASTS subscriber distribution data will help $AMT optimize their tower "
+                     "infrastructure"),
+          ("t28646", "AMT's dividend is expected to increase by 2.1%")]
+CMCSA_31 = [("t23588", "Comcast Corporation's quarterly revenue growth rate YoY of 14.00% ranked 2080 out of 5715 companies")]
+
+
+@pytest.mark.parametrize("response, points, flagged", [
+    # the base arm's answer: t28646's words under t28644, read as the item it quotes, whose number it is
+    ("Evidence:\n[t28644] + AMT's dividend is expected to increase by 2.1%\nDecision: Positive\nWhy: Dividends grow.",
+     AMT_20, False),
+    # the number of another item carried under this id in its own words: the window holds 2.1%, t28644 does not
+    ("Evidence:\n[t28644] + $ASTS data will help $AMT optimize towers, up 2.1%\nDecision: Positive\nWhy: Towers pay.",
+     AMT_20, True),
+    # a direction mark copied from the prompt is no number of the note's
+    ("Evidence:\n[t28646] + (0) AMT's dividend is expected to increase by 2.1%\nDecision: Positive\nWhy: Dividends grow.",
+     AMT_20, False),
+    # a note cut by its 60-character cap mid-number ("14.00%" → "1") quotes its item rightly
+    ("Evidence:\n[t23588] + Comcast Corporation's quarterly revenue growth rate YoY of 1\nDecision: Positive\n"
+     "Why: Revenue grows.", CMCSA_31, False),
+    ("Evidence:\n[t23588] + Comcast's revenue growth rate YoY of 19% beat 5715 peers\nDecision: Positive\n"
+     "Why: Revenue grows.", CMCSA_31, True),
+])
+def test_a_cited_reason_holds_only_its_own_items_numbers(response, points, flagged):
+    items = [{"item": i, "day": "2022-05-19", "point": p, "texts": [int(i[1:])]} for i, p in points]
+    answer = parse_answer(response, "en", "Decision:")
+    check = Check("", "\n".join(f"[{i}] {p}" for i, p in points), "2022-05-13", "2022-05-20", kind="explanation")
+    assert ("invented_numbers" in check_evidence(answer, items, check)) is flagged
+
+
 LESSON_23 = "규제·소송 소식은 다음 날 종가를 움직이는 힘이 보기보다 작으니, 창의 다른 근거와 견주어 가볍게 본다."
 
 
