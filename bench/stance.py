@@ -4,6 +4,7 @@ calibrated three ways, and a trained stance run, on sentences none of them was t
     python bench/stance.py                      # untrained + calibrated, default model
     python bench/stance.py --policy runs/stance # adds the trained run's rows
     python bench/stance.py --write-split DIR    # the train/tune/test CSVs `sep train stance` reads
+    python bench/stance.py --langs headlines    # only the shipped Samsung headlines (no ../shared needed)
 
 The split is by a hash of the English sentence (sha1 mod 10): 0-1 test, 2 tune, 3-9 train, so a
 sentence and its translation always fall on the same side. Test rows are `--per-label` per label
@@ -13,6 +14,13 @@ sentence and its translation always fall on the same side. Test rows are `--per-
 - bias: a log-space bias per label fitted by maximum likelihood on `--per-label` tune rows per label.
 Everything on ../shared's dev.csv is a development figure (the source's own 300 held-out sentences
 are elsewhere), and the model may have seen Financial PhraseBank in its training data.
+
+`headlines` (in --langs) scores the stance step where sep uses it, on real news titles:
+tests/fixtures/samsung_headlines_2022-05.csv, 115 Naver Finance titles about Samsung Electronics of
+May 2022 (the ones its summaries kept), each labelled by one of us for its likely effect on the
+stock, without the model's judgements at hand: a development set of one annotator. It prints the
+untrained model, the prompt's shipped calibration (fitted on PhraseBank) and contextual calibration,
+for 05-05..18 and 05-19..31 apart (prompt changes may only be tried on the first).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from sep.settings import Settings  # noqa: E402
 from sep.stances import STANCES, Judged, StanceJudge, calibrated, stance_scores  # noqa: E402
 
 DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "phrasebank" / "dev.csv"
+HEADLINES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "samsung_headlines_2022-05.csv"
 COLUMNS = {"ko": "kor_sentence", "en": "sentence"}
 CONTENT_FREE = ("N/A", "", "[MASK]")
 
@@ -90,6 +99,31 @@ def row(name: str, s: dict, seconds: float | None = None) -> str:
             f"{s['macro_f1']:.3f}  {speed}  most common error: {worst[0]} → {worst[1]} ({c[worst[0]][worst[1]]})")
 
 
+def headlines(base: StanceJudge, path: Path, trained: StanceJudge | None = None, name: str = "") -> None:
+    """The stance step on real Korean headlines, untrained and calibrated, by period."""
+    frame = pd.read_csv(path)
+    start = time.time()
+    raw = base.judge(list(frame.title), "ko")
+    seconds = (time.time() - start) / len(frame)
+    free = base.judge(list(CONTENT_FREE), "ko")
+    contextual = [sum(j.probs[s] for j in free) / len(free) for s in STANCES]
+    shipped = base.prompt("ko").calibration.get(base.model)
+    done = trained.judge(list(frame.title), "ko") if trained is not None else None
+    print(f"Samsung Electronics headlines, May 2022 ({path.name}; one annotator's labels: a development set); "
+          f"model {base.model}")
+    print(f"{'':<28} {'n':>4} 3-class (95% CI)        pos/neg macro-F1 s/text")
+    for name, rows in (("05-05..18", frame.date <= "2022-05-18"), ("05-19..31", frame.date > "2022-05-18"),
+                       ("all", frame.date == frame.date)):
+        judged, gold = [j for j, keep in zip(raw, rows) if keep], list(frame.label[rows])
+        print(f"[headlines {name}]")
+        print(row("untrained (log-probs)", stance_scores(judged, gold), seconds))
+        if shipped:
+            print(row(f"shipped calibration {shipped[1:]}", stance_scores(biased(judged, shipped), gold)))
+        print(row("contextual calibration", stance_scores(shifted(judged, contextual), gold)))
+        if done is not None:
+            print(row(f"trained ({name})", stance_scores([j for j, keep in zip(done, rows) if keep], gold)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEV)
@@ -98,11 +132,15 @@ def main() -> None:
     ap.add_argument("--policy", type=Path, help="A `sep train stance` run to score beside the untrained model.")
     ap.add_argument("--db", type=Path, help="Memory that caches judgements (default: a temporary one).")
     ap.add_argument("--write-split", type=Path, help="Write train.csv, tune.csv, test.csv there and stop.")
+    ap.add_argument("--headlines", type=Path, default=HEADLINES, help="Labelled headlines (date, title, label).")
     args = ap.parse_args()
-    if not args.data.is_file():
-        sys.exit(f"No {args.data}: this bench reads ../shared/data/phrasebank/dev.csv (see its README).")
-    frame = pd.read_csv(args.data)
-    frame["part"] = split(frame)
+    langs = args.langs.split(",")
+    frame = None
+    if args.write_split or set(langs) - {"headlines"}:
+        if not args.data.is_file():
+            sys.exit(f"No {args.data}: this bench reads ../shared/data/phrasebank/dev.csv (see its README).")
+        frame = pd.read_csv(args.data)
+        frame["part"] = split(frame)
     if args.write_split:
         args.write_split.mkdir(parents=True, exist_ok=True)
         for part in ("train", "tune", "test"):
@@ -110,7 +148,6 @@ def main() -> None:
         print(f"wrote {args.write_split}/train.csv, tune.csv, test.csv: "
               + ", ".join(f"{p} {(frame.part == p).sum()}" for p in ("train", "tune", "test")))
         return
-    test, tune = balanced(frame[frame.part == "test"], args.per_label), balanced(frame[frame.part == "tune"], args.per_label)
     db = open_memory(args.db or Path(tempfile.mkdtemp()) / "stance.db")
     cfg = Settings()
     base = StanceJudge(make_llm(cfg), db=db, calibrate=False)
@@ -118,10 +155,16 @@ def main() -> None:
     if args.policy:
         prompts = args.policy / "prompts" if (args.policy / "prompts").is_dir() else None
         trained = StanceJudge(make_llm(cfg.with_overrides(policy=args.policy)), prompts_dir=prompts, db=db, calibrate=False)
+    if "headlines" in langs:
+        headlines(base, args.headlines, trained, args.policy.name if args.policy else "")
+        langs.remove("headlines")
+    if not langs:
+        return
+    test, tune = balanced(frame[frame.part == "test"], args.per_label), balanced(frame[frame.part == "tune"], args.per_label)
     print(f"Financial PhraseBank dev split (sha1 mod 10: test 0-1, tune 2, train 3-9), {args.per_label} test rows per "
           f"label; model {base.model}. Development figures: not the source's held-out 300.")
     print(f"{'':<28} {'n':>4} 3-class (95% CI)        pos/neg macro-F1 s/text")
-    for lang in args.langs.split(","):
+    for lang in langs:
         col = COLUMNS[lang]
         texts, gold = list(test[col]), list(test.label)
         start = time.time()
