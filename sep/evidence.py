@@ -56,7 +56,9 @@ def cited_points(response: str, texts: list[Text], limit: int) -> list[str]:
 
     The prompt numbers texts [1]..[n]. A citation counts only if that text shares a distinctive
     word with the point; a point without a valid citation is attributed to the texts it shares
-    words with, and a point no text supports is dropped.
+    words with, and a point no text supports is dropped. So is a point holding a number its cited
+    titles do not: another title's figure given to this story ("삼성전자의 순이익이 SK하이닉스보다
+    4% 증가했다" citing "삼성전자·SK하이닉스 강세", the 4% from a KOSPI-wide headline) or none at all.
     """
     titles = [t.title for t in texts]
     points: list[str] = []
@@ -69,7 +71,8 @@ def cited_points(response: str, texts: list[Text], limit: int) -> list[str]:
         numbers = {int(n) for c in _CITATION.findall(line) for n in re.findall(r"\d+", c)}
         support = _supporting(body, titles)
         cited = [n - 1 for n in sorted(numbers) if 1 <= n <= len(texts) and n - 1 in support] or support[:3]
-        if cited:
+        own = "\n".join(titles[i] for i in cited)
+        if cited and not invented_numbers(body, own, date_numbers(*{texts[i].date for i in cited})):
             points.append(f"- {body} [{', '.join(f't{texts[i].id}' for i in cited)}]")
         if len(points) == limit:
             break

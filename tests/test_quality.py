@@ -99,6 +99,28 @@ def test_points_cite_real_texts_and_unsupported_points_are_dropped(demo_window):
     assert all(p.endswith(f"[t{t.id}]") for p, t in zip(extractive_points(texts, 3), texts))
 
 
+def test_a_point_holding_a_number_its_cited_titles_do_not_is_dropped():
+    """The default model's summary of 2022-05-18 (the 67-stock-day run), on real titles of the day: it
+    gave Samsung a KOSPI-wide figure and moved numbers between stories. A point keeps its place only
+    when its cited titles hold its numbers; the subject swapped onto a right number is not caught."""
+    from sep.window import Text
+
+    titles = {500: "코스피 순이익, 삼성전자 빼면 26% 급감했다 [상장사 1분기 실적]",
+              501: "코스피 상장사 1분기 영업이익 14%↑…삼성전자 빼면 4%",
+              510: "대우조선, 대금 미지급에 러 계약 해지…현대·삼성重도 번지나",
+              553: "[특징주]삼성전자·SK하이닉스 강세…미국 반도체주 급등"}
+    texts = [Text(i, "news", "2022-05-18", None, t, None, None) for i, t in titles.items()]
+    response = ("- 삼성전자의 순이익이 26% 감소했다 [1]\n- 삼성전자의 영업이익이 14% 증가했다 [2]\n"
+                "- 삼성전자의 순이익이 SK하이닉스보다 4% 증가했다 [4]\n- 삼성전자의 순이익이 대우조선보다 26% 감소했다 [1]\n"
+                "- 삼성전자의 순이익이 대금 미지급에 러 계약 해지했다 [3]\n- 삼성전자·SK하이닉스 18일 강세 [4]")
+    assert cited_points(response, texts, 6) == [
+        "- 삼성전자의 순이익이 26% 감소했다 [t500]",          # the wrong subject, the right number: kept
+        "- 삼성전자의 영업이익이 14% 증가했다 [t501]",
+        "- 삼성전자의 순이익이 대우조선보다 26% 감소했다 [t500]",
+        "- 삼성전자의 순이익이 대금 미지급에 러 계약 해지했다 [t510]",
+        "- 삼성전자·SK하이닉스 18일 강세 [t553]"]               # its own day is no invented number
+
+
 def flagged_script(kind: str, prompt: str) -> str:
     if kind == "summarize":  # the old instruction, echoed: copied and with an invented date
         return GEMMA_SUMMARY
