@@ -117,13 +117,26 @@ def stored_answer_shape(messages: list[dict], lang: str, explain: Prompt) -> Ans
     return AnswerShape(words["up"], words["down"], explain.label_after, explain.evidence_head, ids, signs=signs)
 
 
+REPEATED = 0.8  # bigram Jaccard at which a point of a later day is the same story told again
+
+
 def window_items(summaries: list[tuple[str, str]]) -> list[dict]:
     """The points of a window's summaries as citable items: id (the first text a point cites), day,
-    point, texts."""
-    return [{"item": f"t{ids[0]}" if ids else f"p{n}", "day": d, "point": point, "texts": ids}
-            for n, (d, point, ids) in enumerate(
-                (d, strip_citations(p).strip().lstrip("-•* ").strip(), cited_ids(p))
-                for d, s in summaries for p in s.splitlines()) if point]
+    point, texts. Dedup works one day at a time, so a post repeated daily (a bot's "price target
+    today", a crypto ad) would fill the window; a point that a later day's point repeats is shown
+    once, on its last day."""
+    items = [{"item": f"t{ids[0]}" if ids else f"p{n}", "day": d, "point": point, "texts": ids}
+             for n, (d, point, ids) in enumerate(
+                 (d, strip_citations(p).strip().lstrip("-•* ").strip(), cited_ids(p))
+                 for d, s in summaries for p in s.splitlines()) if point]
+    grams = [bigrams(i["point"]) for i in items]
+
+    def repeated_later(k: int) -> bool:
+        return any(later["day"] > items[k]["day"] and grams[k] and grams[j]
+                   and len(grams[k] & grams[j]) / len(grams[k] | grams[j]) >= REPEATED
+                   for j, later in enumerate(items) if j > k)
+
+    return [item for k, item in enumerate(items) if not repeated_later(k)]
 
 
 def judge_items(judge: "StanceJudge | None", items: list[dict], lang: str) -> None:

@@ -132,6 +132,24 @@ def test_a_cited_reason_holds_only_its_own_items_numbers(response, points, flagg
     assert ("invented_numbers" in check_evidence(answer, items, check)) is flagged
 
 
+def test_a_story_repeated_on_later_days_is_shown_once_on_its_last_day():
+    """AMT's window of 2022-05-10 in the 67-stock-day run (real points): one crypto ad, kept by each
+    day's dedup, summarized on 05-07, 05-08 and 05-10."""
+    from sep.evidence import window_items
+
+    summaries = [("2022-05-07", "- AMT gains 167% on C98 at Cryptotraders, stop missing out on these gains! [t28624]"),
+                 ("2022-05-08", "- AMT gains 167% on C98 at Cryptotraders, stop missing out on these gains! [t28626]"),
+                 ("2022-05-09", "- RT @DarthDividend23: Dividend Growth Stocks to Buy! Stocks: $DE 1.11% $AAPL 0.58% [t28627]"),
+                 ("2022-05-10", "- SweepCast observed unusual options on AMT with a scanner on $270 PUT [t28632]\n"
+                                "- AMT gained 167% on $C98 at Cryptotraders, stopping missing out on these gains! [t28631]")]
+    items = window_items(summaries)
+    assert [(i["item"], i["day"]) for i in items] == [
+        ("t28627", "2022-05-09"), ("t28632", "2022-05-10"), ("t28631", "2022-05-10")]
+    assert window_items(summaries[:1] + summaries[2:3]) == [
+        {"item": "t28624", "day": "2022-05-07", "point": summaries[0][1][2:-9], "texts": [28624]},
+        {"item": "t28627", "day": "2022-05-09", "point": summaries[2][1][2:-9], "texts": [28627]}]
+
+
 LESSON_23 = "규제·소송 소식은 다음 날 종가를 움직이는 힘이 보기보다 작으니, 창의 다른 근거와 견주어 가볍게 본다."
 
 
@@ -161,6 +179,17 @@ def test_the_gate_flags_an_answer_whose_reasons_echo_a_lesson():
         assert ("echoed_lesson" in check_evidence(answer, may_23_items(), check)) is flagged
 
 
+def one_trial(db_path, script, stance: str) -> tuple[dict, dict]:
+    """`sep reflect` on 2022-06-01 of the sample, one trial, against a server running `script` that
+    judges every item `stance`: the day and its trial."""
+    with FakeOpenAI(script, owned_by="other", stance=lambda text: stance) as server:
+        done = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "1", "--json",
+                   "--base-url", server.base_url, db=db_path)
+    assert done.returncode == 0, done.stderr
+    (day,) = json.loads(done.stdout)
+    return day, day["trials"][0]
+
+
 def test_an_answer_that_contradicts_its_cited_evidence_is_withheld(sample_memory, db_path):
     """A server that ignores the regex: every item judged positive, the answer cites one with + and
     says 하락. The gate flags stance_mismatch and the forecast counts as unanswered."""
@@ -172,14 +201,27 @@ def test_an_answer_that_contradicts_its_cited_evidence_is_withheld(sample_memory
         item = re.search(r"^\[(t\d+)\] \(\+\) (.+)$", prompt, flags=re.M)
         return f"근거:\n[{item[1]}] + {' '.join(item[2].split()[:3])}\n판단: 하락\n이유: {' '.join(item[2].split()[:3])} 소식에도 약세가 이어질 것이다."
 
-    with FakeOpenAI(contrary, owned_by="other", stance=lambda text: "positive") as server:
-        done = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "1", "--json",
-                   "--base-url", server.base_url, db=db_path)
-    assert done.returncode == 0, done.stderr
-    (day,) = json.loads(done.stdout)
-    trial = day["trials"][0]
+    _, trial = one_trial(db_path, contrary, "positive")
     assert trial["label"] == "down" and "stance_mismatch" in trial["flags"] and not trial["correct"]
     assert trial["evidence"][0]["direction"] == "+" and trial["evidence"][0]["stance"]["positive"] > 0.5
+
+
+def test_an_answer_whose_reason_argues_against_its_label_is_withheld(sample_memory, db_path):
+    """A server that follows the shape (every item judged negative, the − item it cites gives 하락, the
+    day's actual move) but reasons toward a rise: the gate flags reason_mismatch, and the forecast counts
+    as unanswered, so its right label scores nothing."""
+    sample_memory.conn.close()
+
+    def against(kind: str, prompt: str) -> str:
+        if kind == "summarize":
+            return cite_all(prompt)
+        item = re.search(r"^\[(t\d+)\] \(-\) (.+)$", prompt, flags=re.M)
+        words = " ".join(item[2].split()[:3])
+        return f"근거:\n[{item[1]}] - {words}\n판단: 하락\n이유: {words} 소식이 있지만 다음 거래일 종가는 상승할 것으로 예상됩니다."
+
+    day, trial = one_trial(db_path, against, "negative")
+    assert day["actual"] == "down" and trial["label"] == "down"
+    assert trial["flags"] == ["reason_mismatch"] and not trial["correct"]
 
 
 def test_the_mock_backend_holds_the_shape_as_a_grammar_would():

@@ -368,26 +368,3 @@ def test_the_default_models_evidence_is_checked():
 ])
 def test_a_reason_concludes_the_way_its_last_forecast_of_the_price_points(reason, way):
     assert concluded(reason) == way
-
-
-def test_an_answer_whose_reason_argues_against_its_label_is_withheld(sample_memory, db_path):
-    """A server that follows the shape (every item judged negative, the − item it cites gives 하락, the
-    day's actual move) but reasons toward a rise: the gate flags reason_mismatch, and the forecast counts
-    as unanswered, so its right label scores nothing."""
-    sample_memory.conn.close()
-
-    def against(kind: str, prompt: str) -> str:
-        if kind == "summarize":
-            return cite_all(prompt)
-        item = re.search(r"^\[(t\d+)\] \(-\) (.+)$", prompt, flags=re.M)
-        words = " ".join(item[2].split()[:3])
-        return f"근거:\n[{item[1]}] - {words}\n판단: 하락\n이유: {words} 소식이 있지만 다음 거래일 종가는 상승할 것으로 예상됩니다."
-
-    with FakeOpenAI(against, owned_by="other", stance=lambda text: "negative") as server:
-        done = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--trials", "1", "--json",
-                   "--base-url", server.base_url, db=db_path)
-    assert done.returncode == 0, done.stderr
-    (day,) = json.loads(done.stdout)
-    trial = day["trials"][0]
-    assert day["actual"] == "down" and trial["label"] == "down"
-    assert trial["flags"] == ["reason_mismatch"] and not trial["correct"]
