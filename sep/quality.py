@@ -319,10 +319,17 @@ _CONCLUSION = {
 _DENIED = re.compile(r"^[^.!?\n]{0,12}?(?:가능성[은이]?\s*(?:낮|적|희박|없)|않|어렵)")  # 상승할 가능성은 낮다: the other way
 
 
+_PRICE = re.compile(r"주가|종가|주식|시세|stock|shares?|price|close|\bit\b", re.I)  # what the forecast is about
+_SELF_CONTAINED = re.compile(r"(?:예상|예측|전망)$|close$")  # 하락을 예상, above the last close: no subject needed
+
+
 def concluded(reason: str) -> str | None:
     """Which way a reason's last forecast of the price points ("up" or "down"), None when it forecasts
-    nothing. A reason that ends "종가가 떨어질 가능성이 높습니다" under 상승 argues against its own label."""
-    found = [(m.start(), way, m.end()) for way, pattern in _CONCLUSION.items() for m in pattern.finditer(reason)]
+    nothing. A reason that ends "종가가 떨어질 가능성이 높습니다" under 상승 argues against its own label.
+    A rise or fall counts only when the price is its subject (주가, 종가, the stock, shares): wages
+    or a dividend that "will rise" forecast nothing about the close."""
+    found = [(m.start(), way, m.end()) for way, pattern in _CONCLUSION.items() for m in pattern.finditer(reason)
+             if _SELF_CONTAINED.search(m.group()) or _PRICE.search(reason[max(0, m.start() - 25):m.start()])]
     if not found:
         return None
     _, way, end = max(found)

@@ -365,6 +365,9 @@ def test_the_default_models_evidence_is_checked():
     ("시총이 상승했고 수요 약세에도 낸드 점유율이 늘어났습니다.", None),
     ("There have been no negative comments or updates on its performance.", None),
     ("Shares are unlikely to rise.", None),
+    # a rise that is not the price's: its forecast of 2022-02-09 under 하락
+    ("하이닉스 지수 훈풍에 강세하고, 노사협 임금이 상승할 것으로 예상되는 상황이 있습니다.", None),
+    ("AMT's dividend is expected to increase by 2.1%", None),
 ])
 def test_a_reason_concludes_the_way_its_last_forecast_of_the_price_points(reason, way):
     assert concluded(reason) == way
