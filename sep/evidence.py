@@ -58,7 +58,8 @@ def cited_points(response: str, texts: list[Text], limit: int) -> list[str]:
     word with the point; a point without a valid citation is attributed to the texts it shares
     words with, and a point no text supports is dropped. So is a point holding a number its cited
     titles do not: another title's figure given to this story ("삼성전자의 순이익이 SK하이닉스보다
-    4% 증가했다" citing "삼성전자·SK하이닉스 강세", the 4% from a KOSPI-wide headline) or none at all.
+    4% 증가했다" citing "삼성전자·SK하이닉스 강세", the 4% from a KOSPI-wide headline) or none at all,
+    and a point with a broken character.
     """
     titles = [t.title for t in texts]
     points: list[str] = []
@@ -66,6 +67,8 @@ def cited_points(response: str, texts: list[Text], limit: int) -> list[str]:
         if not _POINT.match(line):
             continue
         body = _CITATION.sub("", _POINT.sub("", line)).strip(" .")
+        if "\ufffd" in body:  # a character the model broke mid-byte ("노사협 �금" for 임금): the point is corrupt
+            continue
         if not body or any(p.startswith(f"- {body} [") for p in points):
             continue
         numbers = {int(n) for c in _CITATION.findall(line) for n in re.findall(r"\d+", c)}

@@ -119,6 +119,11 @@ def test_a_point_holding_a_number_its_cited_titles_do_not_is_dropped():
         "- 삼성전자의 순이익이 대우조선보다 26% 감소했다 [t500]",
         "- 삼성전자의 순이익이 대금 미지급에 러 계약 해지했다 [t510]",
         "- 삼성전자·SK하이닉스 18일 강세 [t553]"]               # its own day is no invented number
+    # its summary of 2022-02-09: one character broken mid-byte (임금 → �금); the point is dropped
+    wage = [Text(5184, "news", "2022-02-09", None, '삼성전자 노사협 "임금 15% 이상 올려달라"', None, None)]
+    assert cited_points("- 삼성전자, 노사협 \ufffd금 15% 이상 올려달라 [1]", wage, 5) == []
+    assert cited_points("- 삼성전자, 노사협 임금 15% 이상 올려달라 [1]", wage, 5) == [
+        "- 삼성전자, 노사협 임금 15% 이상 올려달라 [t5184]"]
 
 
 def flagged_script(kind: str, prompt: str) -> str:
