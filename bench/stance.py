@@ -112,10 +112,10 @@ def headlines(base: StanceJudge, path: Path, trained: StanceJudge | None = None,
     print(f"Samsung Electronics headlines, May 2022 ({path.name}; one annotator's labels: a development set); "
           f"model {base.model}")
     print(f"{'':<28} {'n':>4} 3-class (95% CI)        pos/neg macro-F1 s/text")
-    for name, rows in (("05-05..18", frame.date <= "2022-05-18"), ("05-19..31", frame.date > "2022-05-18"),
-                       ("all", frame.date == frame.date)):
+    for period, rows in (("05-05..18", frame.date <= "2022-05-18"), ("05-19..31", frame.date > "2022-05-18"),
+                         ("all", frame.date == frame.date)):
         judged, gold = [j for j, keep in zip(raw, rows) if keep], list(frame.label[rows])
-        print(f"[headlines {name}]")
+        print(f"[headlines {period}]")
         print(row("untrained (log-probs)", stance_scores(judged, gold), seconds))
         if shipped:
             print(row(f"shipped calibration {shipped[1:]}", stance_scores(biased(judged, shipped), gold)))
