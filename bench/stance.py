@@ -58,6 +58,12 @@ def balanced(frame: pd.DataFrame, per_label: int, seed: int = 0) -> pd.DataFrame
                       for s in STANCES])
 
 
+def content_free(judge: StanceJudge, lang: str) -> list[float]:
+    """Contextual calibration's divisor: the mean probabilities of the content-free inputs."""
+    free = judge.judge(list(CONTENT_FREE), lang)
+    return [sum(j.probs[s] for j in free) / len(free) for s in STANCES]
+
+
 def shifted(judged: list[Judged], divide: list[float]) -> list[Judged]:
     out = []
     for j in judged:
@@ -105,8 +111,7 @@ def headlines(base: StanceJudge, path: Path, trained: StanceJudge | None = None,
     start = time.time()
     raw = base.judge(list(frame.title), "ko")
     seconds = (time.time() - start) / len(frame)
-    free = base.judge(list(CONTENT_FREE), "ko")
-    contextual = [sum(j.probs[s] for j in free) / len(free) for s in STANCES]
+    contextual = content_free(base, "ko")
     shipped = base.prompt("ko").calibration.get(base.model)
     done = trained.judge(list(frame.title), "ko") if trained is not None else None
     print(f"Samsung Electronics headlines, May 2022 ({path.name}; one annotator's labels: a development set); "
@@ -171,8 +176,7 @@ def main() -> None:
         raw = base.judge(texts, lang)
         seconds = (time.time() - start) / len(texts)
         tuned = base.judge(list(tune[col]), lang)
-        free = base.judge(list(CONTENT_FREE), lang)
-        contextual = [sum(j.probs[s] for j in free) / len(free) for s in STANCES]
+        contextual = content_free(base, lang)
         prior = [sum(j.probs[s] for j in tuned) / len(tuned) for s in STANCES]
         bias = fit_bias(tuned, list(tune.label))
         print(f"[{lang}]")
