@@ -31,7 +31,7 @@ from sep.mask import Masker
 from sep.memory import (AlsoWrite, PairRow, PredictionRow, PredictionStore, ReflectionRow, SummaryRow, SummaryStore,
                         now_iso, stock_name)
 from sep.prompting import PROMPTS_DIR, Prompt, literal_template, load_prompt, prompt_files, prompt_text  # noqa: F401
-from sep.quality import GATE_VERSION, Check, concluded, join_flags
+from sep.quality import GATE_VERSION, Check, concluded, join_asks, join_flags
 from sep.settings import MAX_TOKENS, Settings, default
 from sep.stances import StanceJudge
 from sep.window import LABEL_WORDS, DecisionWindow, Text, label_word, lang_of
@@ -79,6 +79,7 @@ class Trial:
     reflection_detail: dict = field(default_factory=dict)  # misled (id), why, overlooked (id), the text as written
     evidence: list[dict] = field(default_factory=list)  # cited items: item, direction, note, day, point, texts
     attempts: int = 1  # asks it took (a forecast the gate flagged is asked again)
+    asked_flags: list[list[str]] = field(default_factory=list)  # then each ask's flags, in order
 
 
 @dataclass
@@ -367,14 +368,16 @@ class Agents:
         forecast; the gate uses no outcome either. The first clean answer is kept, else the greedy one
         (withheld). Resampling against a check, not against the market: it lifts coverage, not skill."""
         first = answer = self.explain(variables)
-        asked = 1
-        while answer is not None and answer.flags and asked < self.forecast_attempts:
-            answer = self.explain(variables, temperature=self.retry_temperature, seed=self.seed + REASK_SEED + asked)
-            asked += 1
+        asked = [] if answer is None else [list(answer.flags)]
+        while answer is not None and answer.flags and len(asked) < self.forecast_attempts:
+            answer = self.explain(variables, temperature=self.retry_temperature,
+                                  seed=self.seed + REASK_SEED + len(asked))
+            asked.append(list(answer.flags) if answer is not None else [])
         if answer is not None and answer.flags:
             answer = first
         if answer is not None:
-            answer.attempts = asked
+            answer.attempts = len(asked)
+            answer.asked_flags = asked if len(asked) > 1 else []  # why it was asked again, kept for reports
         return answer
 
     def reflect(self, variables: dict, answer: Answer, actual: str) -> tuple[str, list[str], dict] | None:
@@ -457,7 +460,7 @@ class Agents:
             trial = Trial(n, answer.label, answer.explanation, answer.confidence,
                           answer.label == window.label and not answer.flags, answer.response,
                           self.prompts["explain"].render(**variables), flags=answer.flags, evidence=answer.evidence,
-                          attempts=answer.attempts)
+                          attempts=answer.attempts, asked_flags=answer.asked_flags)
             result.trials.append(trial)
             if trial.correct:
                 break
@@ -482,7 +485,8 @@ class Agents:
             w.stock, w.date, t.trial, w.target_day, w.label, t.label, t.explanation, t.confidence, t.correct, t.response,
             t.prompt, self.model_name, now, flags=join_flags(t.flags),
             evidence=json.dumps(t.evidence, ensure_ascii=False) if t.evidence else None, data_end=self.data_end,
-            window_stance=result.window_stance, attempts=t.attempts) for t in result.trials]
+            window_stance=result.window_stance, attempts=t.attempts,
+            asked_flags=join_asks(t.asked_flags)) for t in result.trials]
         reflections = [ReflectionRow(
             w.stock, w.date, w.target_day, t.trial, t.reflection, self.model_name, now, join_flags(t.reflection_flags),
             json.dumps(t.reflection_detail, ensure_ascii=False) if t.reflection_detail else None)

@@ -36,6 +36,7 @@ from sep.jobs import NEEDS, ExperimentTable, Job
 from sep.memory import ArmForecast, ExperimentStore, PredictionStore, now_iso
 from sep.models import CATALOG, DEFAULT_MODEL, model_cutoff
 from sep.predict import reward_scorer
+from sep.quality import join_asks, reask_reasons
 from sep.settings import Progress, Settings
 from sep.window import DecisionWindow, outcome, trading_days, up_probability
 
@@ -186,10 +187,12 @@ class Experiment:
 
     def _store(self, db: sqlite_utils.Database, arm: str, w: DecisionWindow, label: str | None,
                confidence: float | None, explanation: str, response: str, model: str, data_end: str | None,
-               stance: float | None = None, flags: list[str] | None = None, attempts: int = 1) -> None:
+               stance: float | None = None, flags: list[str] | None = None, attempts: int = 1,
+               asked_flags: list[list[str]] | None = None) -> None:
         ExperimentStore(db).store(ArmForecast(self.id, arm, w.stock, w.date, w.target_day, w.label, label, confidence,
                                               explanation, response, model, data_end, now_iso(), stance,
-                                              ",".join(flags) if flags else None, attempts))
+                                              ",".join(flags) if flags else None, attempts,
+                                              join_asks(asked_flags or [])))
 
     def _arm_model(self, arm: str, runs: dict[str, Path]) -> Any:
         """The LLM that answers for a policy arm: the run's adapter on the base model."""
@@ -213,7 +216,7 @@ class Experiment:
         ok = not answer.flags  # a flagged answer (copied, ungrounded, ...) is unparsable
         self._store(by.db(), arm, w, answer.label if ok else None, answer.confidence if ok else None,
                     answer.explanation, answer.response, by.llm.name, data_end, window_stance(variables["_items"]),
-                    answer.flags, answer.attempts)
+                    answer.flags, answer.attempts, answer.asked_flags)
 
     def forecast(self, fold: Fold, runs: dict[str, Path], windows: dict[tuple[str, str], DecisionWindow]) -> None:
         """Every arm's answer for every test day of the fold, made with only what was known at D.
@@ -332,6 +335,7 @@ class Experiment:
             bt = backtest(ds)
             arms[arm] = {**forecast_report(ds, self.cfg.seed), "flags": self.flag_counts(arm),
                          "reasked": self.store.reasked(self.id, arm),
+                         "reasked_flags": reask_reasons(self.store.asked_flags(self.id, arm)),
                          "backtest": backtest_summary(bt),
                          "curves": equity_curves(bt),
                          "by_stock": {s: _brief(score(hits_of([d for d in ds if d.stock == s]), self.cfg.seed))

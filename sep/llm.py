@@ -161,6 +161,7 @@ class Answer:
     flags: list[str] = field(default_factory=list)  # sep.quality's findings; any flag makes it unparsable
     evidence: list[dict] = field(default_factory=list)  # evidence-first answers: {"item": "t57", "direction", "note"}
     attempts: int = 1  # asks it took: a forecast the gate flagged is asked again (Agents.forecast)
+    asked_flags: list[list[str]] = field(default_factory=list)  # a re-asked forecast: each ask's flags, in order
 
 
 def parse_label(line: str) -> str | None:

@@ -401,3 +401,19 @@ class Check:
 def join_flags(flags: list[str]) -> str | None:
     """How flags are stored: comma-joined, NULL when clean."""
     return ",".join(flags) or None
+
+
+def join_asks(asks: list[list[str]]) -> str | None:
+    """How a re-asked forecast's asks are stored: each ask's flags comma-joined, asks apart by ';'
+    ("stance_mismatch;" = flagged, then clean); NULL when it was asked once."""
+    return ";".join(",".join(flags) for flags in asks) if len(asks) > 1 else None
+
+
+def reask_reasons(stored: list[str | None]) -> dict[str, int]:
+    """Why forecasts were asked again: each flag counted once per ask that another ask followed."""
+    counts: dict[str, int] = {}
+    for asks in filter(None, stored):
+        for flags in asks.split(";")[:-1]:
+            for flag in filter(None, flags.split(",")):
+                counts[flag] = counts.get(flag, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -278,7 +278,7 @@ def stored(db_file: Path) -> dict:
     db = open_memory(db_file)
     return {
         "predictions": db.execute("SELECT stock, date, trial, method, label, explanation, confidence, correct, flags, "
-                                  "prompt, evidence, candidates, attempts FROM predictions ORDER BY stock, date, method, trial"
+                                  "prompt, evidence, candidates, attempts, asked_flags FROM predictions ORDER BY stock, date, method, trial"
                                   ).fetchall(),
         "reflections": db.execute("SELECT stock, date, trial, reflection, flags FROM reflections ORDER BY date, trial"
                                   ).fetchall(),

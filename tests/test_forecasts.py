@@ -280,7 +280,9 @@ def test_an_experiment_counts_the_flags_of_the_answers_it_withheld(tmp_path):
     assert base["n"] == 3 and base["answered"] == 0 and base["reasked"] == 3  # asked 3 times each, flagged each time
     assert base["flags"] == {"invented_dates": 3, "invented_numbers": 3}  # the date's numbers are in no input either
     assert "withheld by the gate (per flag): base: invented_dates 3, invented_numbers 3" in " ".join(shown.stdout.split())
-    assert "asked again, still without the outcome: base 3" in " ".join(shown.stdout.split())
+    assert base["reasked_flags"] == {"invented_dates": 6, "invented_numbers": 6}  # each replaced ask, by its flags
+    assert ("asked again, still without the outcome: base 3 (the asks it replaced were flagged: invented_dates 6, "
+            "invented_numbers 6)") in " ".join(shown.stdout.split())
 
 
 @pytest.mark.parametrize("attempts", [1, 3])
@@ -305,13 +307,16 @@ def test_a_forecast_the_gate_flags_is_asked_again_without_the_outcome(tmp_path, 
                    server.base_url, "--json", db=db_path, env={"SEP_FORECAST_ATTEMPTS": str(attempts)})
     assert done.returncode == 0, done.stderr
     db = open_memory(db_path)
-    (label, flags, asks), = db.execute("SELECT label, flags, attempts FROM predictions WHERE trial = 0").fetchall()
+    (label, flags, asks, why), = db.execute("SELECT label, flags, attempts, asked_flags FROM predictions "
+                                            "WHERE trial = 0").fetchall()
     assert len(prompts) == min(attempts, 2) and len(set(prompts)) == 1  # the same prompt: no outcome, no lesson
     assert "실제" not in prompts[0] and "actual" not in prompts[0].lower()
     if attempts == 1:
-        assert asks == 1 and "invented_dates" in flags
+        assert asks == 1 and "invented_dates" in flags and why is None
     else:
         assert (label, flags, asks) == ("down", None, 2)
+        first, second = why.split(";")  # each ask's flags, in order: why it was asked again, kept
+        assert "invented_dates" in first.split(",") and second == ""
     r = json.loads(run("eval", "--stock", "005930", "--json", db=db_path).stdout)
     assert r["n"] == 1 and r["answered"] == (attempts > 1)
 

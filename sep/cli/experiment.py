@@ -169,7 +169,9 @@ def render_experiment_notes(r: dict) -> None:
                 for name, s in r["arms"].items() if s.get("flags")]
     if withheld:
         console.print("withheld by the gate (per flag): " + "; ".join(withheld), highlight=False)
-    reasked = [f"{name} {s['reasked']}" for name, s in r["arms"].items() if s.get("reasked")]
+    reasked = [f"{name} {s['reasked']}" + (" (the asks it replaced were flagged: {})".format(", ".join(
+        f"{k} {v}" for k, v in s["reasked_flags"].items())) if s.get("reasked_flags") else "")
+        for name, s in r["arms"].items() if s.get("reasked")]
     if reasked:
         console.print("forecasts the gate flagged and sep asked again, still without the outcome: " + ", ".join(reasked),
                       highlight=False)

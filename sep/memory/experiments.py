@@ -31,6 +31,7 @@ class ArmForecast:
     window_stance: float | None = None
     flags: str | None = None
     attempts: int = 1  # asks the forecast took (Agents.forecast asks again while the gate flags it)
+    asked_flags: str | None = None  # then each ask's flags, asks apart by ';' (sep.quality.join_asks)
 
 
 class ExperimentStore:
@@ -77,6 +78,11 @@ class ExperimentStore:
         """An arm's forecasts the gate flagged at first and that were asked again."""
         return self.db.execute("SELECT COUNT(*) FROM experiment_forecasts WHERE experiment = ? AND arm = ? "
                                "AND attempts > 1", [experiment, arm]).fetchone()[0]
+
+    def asked_flags(self, experiment: int, arm: str) -> list[str]:
+        """Each re-asked forecast's asks and their flags, as stored (sep.quality.join_asks)."""
+        return [f for (f,) in self.db.execute("SELECT asked_flags FROM experiment_forecasts WHERE experiment = ? "
+                                              "AND arm = ? AND asked_flags IS NOT NULL", [experiment, arm]).fetchall()]
 
     def flags(self, experiment: int, arm: str) -> list[str]:
         """Each withheld forecast's flags, comma-joined."""

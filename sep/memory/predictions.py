@@ -33,6 +33,7 @@ class PredictionRow:
     data_end: str | None = None
     window_stance: float | None = None
     attempts: int = 1  # asks the answer took: a forecast the quality gate flagged is asked again
+    asked_flags: str | None = None  # then each ask's flags, asks apart by ';' (sep.quality.join_asks)
 
 
 @dataclass
