@@ -4,10 +4,15 @@ the tune part. Development figures; none of the variants is shipped.
 
     python bench/stance_variants.py                  # A (shipped), B, C, AC, BC on the dev sample
     python bench/stance_variants.py --part test A    # one variant on the test part
+    python bench/stance_variants.py --headlines      # A, N, NX on the Samsung headlines of 05-05..18
 
 A: the shipped prompt. B: three more worked examples (plain rises and falls in figures).
 C: the model translates the sentence to English, the English prompt judges it.
 AC, BC: the two variants' log-probs averaged.
+N: the stock is named ("Stock: 삼성전자\nNews: <headline>", the examples likewise, and news about another
+company is neutral). NX: N plus one worked example of another company's order from the named one.
+N and NX are read on the labelled headlines' first half (tests/fixtures/samsung_headlines_2022-05.csv,
+05-05..18, where bench/stance.py allows prompt changes to be tried), uncalibrated.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import tempfile
 import time
@@ -26,7 +32,7 @@ from langchain_core.prompts import ChatPromptTemplate
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stance import DEV, balanced, biased, fit_bias, split  # noqa: E402
+from stance import DEV, HEADLINES, balanced, biased, fit_bias, split  # noqa: E402
 from sep.backends.registry import make_llm  # noqa: E402
 from sep.memory import open_memory  # noqa: E402
 from sep.prompting import PROMPTS_DIR  # noqa: E402
@@ -59,6 +65,23 @@ def variant_b(folder: Path) -> Path:
     return folder
 
 
+def variant_named(folder: Path, other_company: bool) -> Path:
+    """The shipped Korean stance prompt asked about a named stock (N), with one more example (NX)."""
+    shipped = (PROMPTS_DIR / "ko" / "stance.toml").read_text(encoding="utf-8")
+    head, examples = shipped.split("# 모델별 보정")[0].split("[[examples]]", 1)
+    head = head.replace("the stock price of the company it is about.", "the stock price of the company on the Stock line.")
+    head = head.replace("neither good nor bad: schedules", "neither good nor bad for that company: schedules")
+    head = head.replace("plain figures.", "plain figures, news about another company.")
+    examples = re.sub(r'user = "(.*?)"', lambda m: 'user = "Stock: {}\\nNews: {}"'.format(
+        "한빛전자" if "한빛" in m.group(1) else "대성화학", m.group(1)), "[[examples]]" + examples)
+    if other_company:
+        examples += '[[examples]]\nuser = "Stock: 한빛전자\\nNews: 대성건설, 한빛전자로부터 800억원 규모 공장 증설 공사 수주"\n' \
+                    'assistant = "neutral"\n'
+    (folder / "ko").mkdir(parents=True, exist_ok=True)
+    (folder / "ko" / "stance.toml").write_text(head + examples, encoding="utf-8")
+    return folder
+
+
 def averaged(a: list[Judged], b: list[Judged]) -> list[Judged]:
     out = []
     for x, y in zip(a, b):
@@ -73,8 +96,11 @@ def main() -> None:
     ap.add_argument("variants", nargs="*", default=["A", "B", "C", "AC", "BC"])
     ap.add_argument("--part", choices=("dev", "test"), default="dev", help="dev: a sample of the train part.")
     ap.add_argument("--per-label", type=int, default=60)
+    ap.add_argument("--headlines", action="store_true", help="A, N and NX on the Samsung headlines of 05-05..18.")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.mkdtemp()), help="Judgements and translations.")
     args = ap.parse_args()
+    if args.headlines:
+        return headlines(args.cache)
     if not DEV.is_file():
         sys.exit(f"No {DEV}: this bench reads ../shared/data/phrasebank/dev.csv (see its README).")
     frame = pd.read_csv(DEV)
@@ -113,6 +139,22 @@ def main() -> None:
         raw, cal = stance_scores(scored, list(rows.label)), stance_scores(biased(scored, bias), list(rows.label))
         print(f"{variant:<3} untrained {raw['accuracy']:.3f} · bias {bias[1:]} → {cal['accuracy']:.3f} "
               f"{cal['accuracy_ci95']} pos/neg {cal['accuracy_posneg']:.3f} ({time.time() - start:.0f} s)")
+
+
+def headlines(cache: Path) -> None:
+    """The stock named or not, on the labelled headlines' first half (uncalibrated: a named prompt has no fit)."""
+    frame = pd.read_csv(HEADLINES)
+    frame = frame[frame.date <= "2022-05-18"]
+    cache.mkdir(parents=True, exist_ok=True)
+    db, llm = open_memory(cache / "stance.db"), make_llm(Settings())
+    print(f"Samsung headlines 05-05..18 ({len(frame)}, one annotator's labels), untrained; development figures")
+    for name, folder, texts in (("A", None, list(frame.title)),
+                                ("N", variant_named(cache / "named", False), [f"Stock: 삼성전자\nNews: {t}" for t in frame.title]),
+                                ("NX", variant_named(cache / "named_x", True), [f"Stock: 삼성전자\nNews: {t}" for t in frame.title])):
+        s = stance_scores(StanceJudge(llm, prompts_dir=folder, db=db, calibrate=False).judge(texts, "ko"), list(frame.label))
+        wrong = s["confusion"]["neutral"]["positive"]
+        print(f"{name:<3} {s['accuracy']:.3f} {s['accuracy_ci95']} pos/neg {s['accuracy_posneg']:.3f}; neutral read as "
+              f"positive: {wrong}")
 
 
 if __name__ == "__main__":
