@@ -419,6 +419,21 @@ class Agents:
                       markers=tuple(m for m in (explain.label_after, explain.evidence_head) if m))
         return lesson, check.flags(lesson), {**detail, "response": text} if shape else {}
 
+    def retry_hint(self, detail: dict) -> str | None:
+        """What the same day's retry is told beside the lesson: the item that misled it (and why) and the
+        one it overlooked, by id. The general lesson alone named neither, and a derived label changes only
+        when other items are cited: on the sample's training days, 12 retries of 4 wrong days kept citing
+        good news and made no pair. A retry is hindsight, so it may be told; a later day never is."""
+        lesson = self.prompts["reflect"].lesson
+        reasons = tuple(lesson.get("reasons", ()))
+        if not lesson.get("retry") or detail.get("why") not in reasons or not detail.get("misled"):
+            return None
+        hint = lesson["retry"][reasons.index(detail["why"])].format(misled=detail["misled"])
+        overlooked = detail.get("overlooked")
+        if overlooked and overlooked != lesson.get("none") and lesson.get("retry_overlooked"):
+            hint += " " + str(lesson["retry_overlooked"]).format(overlooked=overlooked)
+        return hint
+
     def news_kind(self, text: str, kinds: Sequence[str], hints: Sequence[str] = ()) -> tuple[str, float]:
         """The kind of one news item (a lesson's {kind}) and its probability, read from the log-probs
         of each kind's first token for the item's own words, with a line saying what each kind means
@@ -470,6 +485,9 @@ class Agents:
                     trial.reflection, trial.reflection_flags, trial.reflection_detail = reflected
                     if trial.reflection and not trial.reflection_flags and trial.reflection not in lessons:
                         lessons.append(trial.reflection)
+                    hint = self.retry_hint(trial.reflection_detail)
+                    if hint and hint not in lessons:  # this day's retries only: never stored, never recalled
+                        lessons.append(hint)
         if self.llm is not None and save:
             self.store(result, self.prompts["explain"].render(**base), also)
         return result

@@ -118,6 +118,9 @@ def _read_prompt(name: str, path: Path, stamp: int) -> Prompt:
         if lesson.get("templates") and (len(lesson["templates"]) != 2 or not all("{kind}" in t for t in lesson["templates"])
                                         or not lesson.get("kinds")):
             raise KeyError("[lesson] templates are two strings (one per reason), each with {kind}, beside a list of kinds")
+        if lesson.get("retry") and (len(lesson["retry"]) != 2 or not all("{misled}" in t for t in lesson["retry"])
+                                    or "{overlooked}" not in str(lesson.get("retry_overlooked", "{overlooked}"))):
+            raise KeyError("[lesson] retry is two strings (one per reason), each with {misled}; retry_overlooked has {overlooked}")
         if lesson.get("hints") and len(lesson["hints"]) != len(lesson.get("kinds", ())):
             raise KeyError("[lesson] hints say what each kind means: one per kind, in the kinds' order")
     except FileNotFoundError:

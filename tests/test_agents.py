@@ -108,6 +108,35 @@ def test_a_lessons_kind_is_read_for_the_item_that_misled(sample_db):
                                              abs=1e-4)
 
 
+def test_the_same_days_retry_is_told_which_item_misled_and_which_was_overlooked(sample_db):
+    """The retry after a miss (hindsight) sees, beside the general lesson, the ids the reflection named:
+    the item that misled and why, and the one overlooked. The lesson stored for later days names no id,
+    and the first answer, the forecast, is told nothing."""
+    explains: list[str] = []
+
+    def reply(kind: str, prompt: str):
+        if kind == "summarize":
+            return cite_all(prompt)
+        if kind == "kind":
+            return {"실적": -0.1}
+        if kind == "reflect":  # the first shown item misled it (weight), the last was overlooked
+            ids = re.findall(r"^\[(t\d+)\] ", explains[0], flags=re.M)
+            return f"오판: [{ids[0]}] 비중\n놓침: [{ids[-1]}]\n교훈: 실적"
+        explains.append(prompt)
+        return echo_reason(prompt, "상승")
+
+    with FakeOpenAI(reply, owned_by="vllm") as server:
+        out = reflect_json(server, sample_db, "2022-06-01", "--trials", "2")
+    first, retry = explains
+    ids = re.findall(r"^\[(t\d+)\] ", first, flags=re.M)
+    hint = f"이 날의 지난 답은 [{ids[0]}]를 너무 무겁게 보았다. 그리고 [{ids[-1]}]를 놓쳤다."
+    assert hint in retry and "과거의 반성" in retry
+    assert "이 날의 지난 답" not in first and "과거의 반성" not in first
+    assert out["trials"][0]["reflection"] == "실적 소식은 다음 날 종가를 움직이는 힘이 보기보다 작으니, 같은 며칠의 다른 소식과 견주어 가볍게 본다."
+    stored = [r for (r,) in open_memory(sample_db).execute("SELECT reflection FROM reflections").fetchall()]
+    assert stored == [out["trials"][0]["reflection"]]  # what later days recall: no id, no hint
+
+
 def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
     def explain(prompt: str) -> str:
         return RIGHT if "과거의 반성" in prompt else WRONG
