@@ -32,7 +32,7 @@ from sep.backends.embedded import GGUFEncoder  # noqa: E402
 from sep.llm import ChatFormat  # noqa: E402
 from sep.models import local_model  # noqa: E402
 from sep.settings import Settings  # noqa: E402
-from sep.stances import STANCES, Judged, stance_prompt, stance_scores, wilson  # noqa: E402
+from sep.stances import STANCES, Judged, stance_prompt, stance_scores  # noqa: E402
 
 GRID = (0.3, 1.0, 3.0, 10.0)
 
@@ -72,7 +72,7 @@ def judged(model, x: np.ndarray, texts: list[str], lang: str) -> list[Judged]:
 
 
 def line(name: str, s: dict) -> str:
-    ci = wilson(round(s["accuracy"] * s["n"]), s["n"])
+    ci = s["accuracy_ci95"]
     return f"{name:<44} {s['n']:>4} {s['accuracy']:.3f} ({ci[0]:.3f}-{ci[1]:.3f})  {s['accuracy_posneg']:.3f}"
 
 

@@ -148,9 +148,9 @@ def headlines(cache: Path) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     db, llm = open_memory(cache / "stance.db"), make_llm(Settings())
     print(f"Samsung headlines 05-05..18 ({len(frame)}, one annotator's labels), untrained; development figures")
-    for name, folder, texts in (("A", None, list(frame.title)),
-                                ("N", variant_named(cache / "named", False), [f"Stock: 삼성전자\nNews: {t}" for t in frame.title]),
-                                ("NX", variant_named(cache / "named_x", True), [f"Stock: 삼성전자\nNews: {t}" for t in frame.title])):
+    named = [f"Stock: 삼성전자\nNews: {t}" for t in frame.title]
+    for name, folder, texts in (("A", None, list(frame.title)), ("N", variant_named(cache / "named", False), named),
+                                ("NX", variant_named(cache / "named_x", True), named)):
         s = stance_scores(StanceJudge(llm, prompts_dir=folder, db=db, calibrate=False).judge(texts, "ko"), list(frame.label))
         wrong = s["confusion"]["neutral"]["positive"]
         print(f"{name:<3} {s['accuracy']:.3f} {s['accuracy_ci95']} pos/neg {s['accuracy_posneg']:.3f}; neutral read as "

@@ -377,7 +377,7 @@ class Agents:
             answer = first
         if answer is not None:
             answer.attempts = len(asked)
-            answer.asked_flags = asked if len(asked) > 1 else []  # why it was asked again, kept for reports
+            answer.asked_flags = asked  # why it was asked again (stored only when it was: join_asks)
         return answer
 
     def reflect(self, variables: dict, answer: Answer, actual: str) -> tuple[str, list[str], dict] | None:
@@ -429,9 +429,8 @@ class Agents:
         if not lesson.get("retry") or detail.get("why") not in reasons or not detail.get("misled"):
             return None
         hint = lesson["retry"][reasons.index(detail["why"])].format(misled=detail["misled"])
-        overlooked = detail.get("overlooked")
-        if overlooked and overlooked != lesson.get("none") and lesson.get("retry_overlooked"):
-            hint += " " + str(lesson["retry_overlooked"]).format(overlooked=overlooked)
+        if detail.get("overlooked") and lesson.get("retry_overlooked"):  # an id, or None for "없음"
+            hint += " " + str(lesson["retry_overlooked"]).format(overlooked=detail["overlooked"])
         return hint
 
     def news_kind(self, text: str, kinds: Sequence[str], hints: Sequence[str] = ()) -> tuple[str, float]:

@@ -36,7 +36,7 @@ from sep.jobs import NEEDS, ExperimentTable, Job
 from sep.memory import ArmForecast, ExperimentStore, PredictionStore, now_iso
 from sep.models import CATALOG, DEFAULT_MODEL, model_cutoff
 from sep.predict import reward_scorer
-from sep.quality import join_asks, reask_reasons
+from sep.quality import join_asks, join_flags, reask_reasons
 from sep.settings import Progress, Settings
 from sep.window import DecisionWindow, outcome, trading_days, up_probability
 
@@ -191,8 +191,7 @@ class Experiment:
                asked_flags: list[list[str]] | None = None) -> None:
         ExperimentStore(db).store(ArmForecast(self.id, arm, w.stock, w.date, w.target_day, w.label, label, confidence,
                                               explanation, response, model, data_end, now_iso(), stance,
-                                              ",".join(flags) if flags else None, attempts,
-                                              join_asks(asked_flags or [])))
+                                              join_flags(flags or []), attempts, join_asks(asked_flags or [])))
 
     def _arm_model(self, arm: str, runs: dict[str, Path]) -> Any:
         """The LLM that answers for a policy arm: the run's adapter on the base model."""
