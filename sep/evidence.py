@@ -117,7 +117,9 @@ def stored_answer_shape(messages: list[dict], lang: str, explain: Prompt) -> Ans
     words = LABEL_WORDS[lang]
     ids = tuple(dict.fromkeys(i for i, _, _ in shown))
     signs = tuple(dict.fromkeys((i, sign) for i, sign, _ in shown if sign))
-    return AnswerShape(words["up"], words["down"], explain.label_after, explain.evidence_head, ids, signs=signs)
+    quotes = tuple((i, text) for i, _, text in shown) if signs else ()
+    return AnswerShape(words["up"], words["down"], explain.label_after, explain.evidence_head, ids, signs=signs,
+                       quotes=quotes)
 
 
 REPEATED = 0.8  # bigram Jaccard at which a point of a later day is the same story told again
@@ -205,7 +207,8 @@ def own_words(note: str) -> str:
 def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], list[str]]:
     """An evidence-first answer's cited items joined to the window's points (day, point, text ids),
     and the flags they earn: `unknown_citation` (an id the window does not show: never trusted),
-    `no_evidence` (nothing valid cited), `stance_mismatch` (the cited directions point the other way).
+    `no_evidence` (nothing valid cited), `stance_mismatch` (the cited directions point the other way),
+    `repeated_citation` (one item cited twice: a derived label counted its direction twice).
     An item whose reason quotes another item, not the one its id names, is read as the item it
     quotes (`cited_as` keeps the id it wrote), as a summary point's citations are; when items carry
     a judged direction (a derived forecast), the quoted item's direction replaces the one written
@@ -224,6 +227,8 @@ def resolve_evidence(answer: Answer, items: list[dict]) -> tuple[list[dict], lis
             e = {**e, "item": quoted["item"], "cited_as": e["item"],
                  **({"direction": quoted["sign"]} if "sign" in quoted else {})}
             points = [item for item in items if item["item"] == quoted["item"]]
+        if any(c["item"] == e["item"] for c in cited) and "repeated_citation" not in flags:
+            flags.append("repeated_citation")
         if all(c["item"] != e["item"] for c in cited) and len(cited) < MAX_EVIDENCE:
             cited.append({**e, "day": points[0]["day"], "point": points[0]["point"],
                           "texts": sorted({t for p in points for t in p["texts"]}),

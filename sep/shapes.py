@@ -14,6 +14,17 @@ from sep.window import LABEL_WORDS
 NOTE_CHARS = 60  # one cited item's reason, at most: a short quote or gloss, not a paragraph
 
 
+def quote(text: str, limit: int = NOTE_CHARS) -> str:
+    """How a derived answer cites an item: the item's own words on one line, cut at a word with "…"
+    past `limit` characters (a grammar makes the model write them; it chooses only which items)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space >= limit // 2 else cut).rstrip() + "…"
+
+
 @dataclass(frozen=True)
 class AnswerShape:
     """What an answer must look like, for a backend to constrain.
@@ -25,6 +36,10 @@ class AnswerShape:
       written with its own direction, and the label follows from them: more "+" than "-" lines
       give `up`, more "-" give `down`, a tie leaves it to the model (Faithful CoT's answer computed
       from its reasoning, held by the grammar, so the reasons after it argue the derived label);
+      with `quotes` ((id, the item's words), every id) each line is that item's words, not the
+      model's gloss: the default model's glosses garbled one cited item in six ("직원이 허락하지
+      못한 팀원의 팀원 허락" for a headline thanking Samsung's staff), and a list a reader checks
+      should say what the item said;
     - a choice (`choices`): exactly one of the words, nothing else (the stance of one text).
     """
 
@@ -36,12 +51,19 @@ class AnswerShape:
     max_items: int = 3
     signs: tuple[tuple[str, str], ...] = ()  # (id, "+"|"-"|"0"): a derived answer's fixed directions
     choices: tuple[str, ...] = ()
+    quotes: tuple[tuple[str, str], ...] = ()  # (id, words): a derived line's words, one pair per item
 
     def __post_init__(self) -> None:
         if self.signs:  # one order for one shape (by direction, then as given): what its regex reads back as
             ordered = tuple(sorted(self.signs, key=lambda s: s[1]))
             object.__setattr__(self, "signs", ordered)
             object.__setattr__(self, "ids", tuple(i for i, _ in ordered))
+        if self.quotes:
+            rank = {i: n for n, i in enumerate(self.ids)}
+            if not self.signs or set(rank) - {i for i, _ in self.quotes}:
+                raise ValueError("quotes are a derived shape's, one or more for every id")
+            quotes = tuple(dict.fromkeys((i, quote(q)) for i, q in self.quotes if i in rank))
+            object.__setattr__(self, "quotes", tuple(sorted(quotes, key=lambda q: rank[q[0]])))
 
     @classmethod
     def choice(cls, *words: str) -> "AnswerShape":
@@ -53,6 +75,10 @@ class AnswerShape:
 
     def _item_ids(self) -> list[str]:
         return list(self.ids) or ["t0"]  # a window without items: nothing real to cite (the model writes t0)
+
+    def _lines(self, sign: str, ids: list[str]) -> list[str]:
+        """The literal lines a quoted derived answer may cite for `ids` of one direction."""
+        return [f"[{i}] {sign} {q}" for i, q in self.quotes if i in ids]
 
     def _by_sign(self) -> dict[str, list[str]]:
         """The ids of each direction (only directions some id has)."""
@@ -97,8 +123,12 @@ class AnswerShape:
             alternatives = [" ".join(names[s] for s in seq) + f" {after} {ends[fixed]}" for seq, fixed in self.sequences()]
             rules = [f"root ::= {head}( " + " | ".join(alternatives) + " )"]
             for sign, ids in self._by_sign().items():
-                rules.append(f'{names[sign]} ::= "[" ( ' + " | ".join(lit(i) for i in ids) + f' ) "] {sign} " note "\\n"')
-            return "\n".join([*rules, f"note ::= [^\\n\\[]{{1,{NOTE_CHARS}}}", label])
+                if self.quotes:
+                    rules.append(f"{names[sign]} ::= " + " | ".join(lit(line + "\n") for line in self._lines(sign, ids)))
+                else:
+                    rules.append(f'{names[sign]} ::= "[" ( ' + " | ".join(lit(i) for i in ids) + f' ) "] {sign} " note "\\n"')
+            note = [] if self.quotes else [f"note ::= [^\\n\\[]{{1,{NOTE_CHARS}}}"]
+            return "\n".join([*rules, *note, label])
         items = " ".join(["item"] + ["item?"] * (self.max_items - 1))
         return "\n".join([
             f"root ::= {head}{items} {lit(self.after + ' ')} label",
@@ -117,7 +147,8 @@ class AnswerShape:
             return label + r"\n[\s\S]*"
         head = re.escape(self.head) + r"\n" if self.head else ""
         if self.signs:
-            items = {sign: r"\[(" + "|".join(re.escape(i) for i in ids) + r")\] " + re.escape(sign) + rf" [^\n\[]{{1,{NOTE_CHARS}}}\n"
+            items = {sign: (r"(?:" + "|".join(re.escape(line) for line in self._lines(sign, ids)) + r")\n" if self.quotes else
+                            r"\[(" + "|".join(re.escape(i) for i in ids) + r")\] " + re.escape(sign) + rf" [^\n\[]{{1,{NOTE_CHARS}}}\n")
                      for sign, ids in self._by_sign().items()}
             ends = {None: label, self.up: re.escape(self.up), self.down: re.escape(self.down)}
             alternatives = ["".join(items[s] for s in seq) + re.escape(self.after) + " " + ends[fixed]
@@ -131,41 +162,39 @@ class AnswerShape:
     def from_regex(cls, regex: str) -> "AnswerShape | None":
         """The shape `regex()` wrote (a request file's structured output), so the embedded model can
         answer it under its grammar; None for a regex sep did not write."""
-        def plain(text: str) -> str:
-            return re.sub(r"\\(.)", r"\1", text)
-
         found = re.fullmatch(r"\((?P<words>(?:\\.|[^|\\()])+(?:\|(?:\\.|[^|\\()])+){2,})\)", regex)
         if found:
-            return cls.choice(*(plain(w) for w in re.split(r"(?<!\\)\|", found["words"])))
+            return cls.choice(*(_plain(w) for w in re.split(r"(?<!\\)\|", found["words"])))
         label = r"\((?P<up>(?:\\.|[^|\\()])+)\|(?P<down>(?:\\.|[^|\\()])+)\)\\n\[\\s\\S\]\*"
         found = re.fullmatch(label, regex)
         if found:
-            return cls(plain(found["up"]), plain(found["down"]))
+            return cls(_plain(found["up"]), _plain(found["down"]))
         found = re.fullmatch(r"(?P<head>.*?)\(\?:(?P<body>.*)\)\\n\[\\s\\S\]\*", regex, flags=re.S)
         if found:  # derived: alternatives of item sequences, each ending with the marker and a label
             body = found["body"]
             words = re.search(r"\((?P<up>(?:\\.|[^|\\()])+)\|(?P<down>(?:\\.|[^|\\()])+)\)$", body)
             if words is None:  # every id points one way (no tie to leave open): the label pair of the word it fixes
-                fixed = {plain(w) for w in re.findall(r" ([^ ()|\\\[\]]+)(?=\||$)", body)}
+                fixed = {_plain(w) for w in re.findall(r" ([^ ()|\\\[\]]+)(?=\||$)", body)}
                 pair = next((p for p in LABEL_WORDS.values() if fixed & set(p.values())), None)
                 words = {"up": re.escape(pair["up"]), "down": re.escape(pair["down"])} if pair else None
-            items = re.findall(r"\\\[\(([^()]*)\)\\\] (\\\+|\\-|-|0) \[\^\\n\\\[\]\{1," + str(NOTE_CHARS) + r"\}\\n", body)
-            note = rf"[^\n\[]{{1,{NOTE_CHARS}}}\n"
-            marker = body[body.index(note) + len(note):].split(" ", 1)[0] if note in body else ""
+            read = _derived_lines(body)
+            if read is None:
+                return None
+            items, quotes, marker = read
             if not (words and items and marker):
                 return None
-            signs = tuple(dict.fromkeys((plain(i), plain(s)) for group, s in items for i in group.split("|")))
+            signs = tuple(dict.fromkeys(items))
             kinds, alternatives = len({s for _, s in signs}), body.count(marker + " ")
             n = next((k for k in range(1, 10) if sum(kinds ** i for i in range(1, k + 1)) == alternatives), 3)
-            return cls(plain(words["up"]), plain(words["down"]), plain(marker), plain(found["head"].removesuffix(r"\n")),
-                       tuple(dict.fromkeys(i for i, _ in signs)), n, signs)
+            return cls(_plain(words["up"]), _plain(words["down"]), _plain(marker), _plain(found["head"].removesuffix(r"\n")),
+                       tuple(dict.fromkeys(i for i, _ in signs)), n, signs, quotes=quotes)
         found = re.fullmatch(r"(?P<head>.*?)\(\\\[\((?P<ids>[^()]*)\)\\\] \[\+-\] \[\^\\n\\\[\]\{1," + str(NOTE_CHARS) + r"\}\\n\)"
                              r"\{1,(?P<n>\d+)\}(?P<after>.+?) " + label, regex, flags=re.S)
         if not found:
             return None
-        ids = tuple(plain(i) for i in found["ids"].split("|"))
+        ids = tuple(_plain(i) for i in found["ids"].split("|"))
         head = found["head"].removesuffix(r"\n")
-        return cls(plain(found["up"]), plain(found["down"]), plain(found["after"]), plain(head),
+        return cls(_plain(found["up"]), _plain(found["down"]), _plain(found["after"]), _plain(head),
                    () if ids == ("t0",) else ids, int(found["n"]))
 
 
@@ -216,22 +245,19 @@ class LessonShape:
 
     @classmethod
     def from_regex(cls, regex: str) -> "LessonShape | None":
-        def plain(text: str) -> str:
-            return re.sub(r"\\(.)", r"\1", text)
-
         found = re.fullmatch(r"(?P<m0>.+?) \\\[\((?P<cited>[^()]*)\)\\\] \((?P<reasons>[^()]*)\)\\n(?P<m1>.+?) "
                              r"\((?P<over>[^()]*)\)\\n(?P<m2>.+?) (?:\[\^\\n\\\[0-9\]\{8,(?P<n>\d+)\}|\((?P<kinds>[^()]*)\))", regex, flags=re.S)
         if not found:
             return None
-        over = [plain(o) for o in re.split(r"(?<!\\)\|", found["over"])]
-        reasons = tuple(plain(r) for r in found["reasons"].split("|"))
+        over = [_plain(o) for o in re.split(r"(?<!\\)\|", found["over"])]
+        reasons = tuple(_plain(r) for r in found["reasons"].split("|"))
         if len(reasons) != 2:
             return None
-        cited = tuple(plain(c) for c in found["cited"].split("|"))
+        cited = tuple(_plain(c) for c in found["cited"].split("|"))
         others = tuple(o[1:-1] for o in over[:-1])
-        return cls((plain(found["m0"]), plain(found["m1"]), plain(found["m2"])), reasons, over[-1],
+        return cls((_plain(found["m0"]), _plain(found["m1"]), _plain(found["m2"])), reasons, over[-1],
                    () if cited == ("t0",) else cited, (*cited, *others) if cited != ("t0",) else others,
-                   int(found["n"] or 240), tuple(plain(k) for k in found["kinds"].split("|")) if found["kinds"] else ())
+                   int(found["n"] or 240), tuple(_plain(k) for k in found["kinds"].split("|")) if found["kinds"] else ())
 
     def parse(self, text: str) -> dict:
         """{misled, why, overlooked, lesson} of a reflection; a text without the markers (a server that
@@ -253,6 +279,27 @@ class LessonShape:
         out["overlooked"] = second.group(1) if second else None
         out["lesson"] = lines[self.markers[2]]
         return out
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def _derived_lines(body: str) -> tuple[list[tuple[str, str]], tuple[tuple[str, str], ...], str] | None:
+    """A derived regex's cited (id, direction) pairs, its lines' quoted words (none: free notes) and
+    its marker, read from the body of its alternatives; None when a quoted line is not sep's."""
+    classes = list(re.finditer(r"\(\?:((?:\\.|[^\\()])*)\)\\n", body))  # quoted: (?:[t1] + words|...)\n
+    if classes:
+        lines = [re.fullmatch(r"\[([^\]]+)\] ([+0-]) (.+)", _plain(alt))
+                 for c in classes for alt in re.findall(r"(?:\\.|[^\\|])+", c[1])]
+        if not all(lines):
+            return None
+        return ([(line[1], line[2]) for line in lines], tuple(dict.fromkeys((line[1], line[3]) for line in lines)),
+                body[classes[0].end():].split(" ", 1)[0])
+    found = re.findall(r"\\\[\(([^()]*)\)\\\] (\\\+|\\-|-|0) \[\^\\n\\\[\]\{1," + str(NOTE_CHARS) + r"\}\\n", body)
+    note = rf"[^\n\[]{{1,{NOTE_CHARS}}}\n"
+    marker = body[body.index(note) + len(note):].split(" ", 1)[0] if note in body else ""
+    return [(_plain(i), _plain(s)) for group, s in found for i in group.split("|")], (), marker
 
 
 def shape_from_regex(regex: str) -> "AnswerShape | LessonShape | None":

@@ -12,6 +12,7 @@ import pytest
 
 from sep.ingest import import_texts
 from sep.memory import open_memory
+from sep.shapes import quote
 
 from conftest import run
 from fake_openai import FakeOpenAI, cite_all, echo_reason, kind_of
@@ -149,12 +150,15 @@ def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
     assert out["trials"][0]["reflection"] and out["trials"][1]["reflection"] is None
     # vLLM gets the derived shape as one regex: the window's ids, each with its judged direction (the
     # fake judges every item neutral), so the label is the model's own call (a tie), one of two words
+    # and each cited line is its item's own words as the prompt showed them (cut at 60 characters)
     regex = explain_requests[0]["structured_outputs"]["regex"]
-    shown = re.search(r"^\[(t\d+)\] \(0\) ", explain_requests[0]["messages"][-1]["content"], flags=re.M)[1]
-    assert re.fullmatch(regex, f"근거:\n[{shown}] 0 수주\n판단: 하락\n이유: 수주가 늘었다.")
-    assert not re.fullmatch(regex, f"근거:\n[{shown}] + 수주\n판단: 하락\n이유: 수주가 늘었다.")  # not its direction
-    assert not re.fullmatch(regex, f"근거:\n[{shown}] 0 수주\n판단: 보합\n이유: 수주가 늘었다.")
-    assert not re.fullmatch(regex, "근거:\n[t999999] 0 수주\n판단: 하락\n이유: 수주가 늘었다.")  # only the window's ids
+    shown, words = re.search(r"^\[(t\d+)\] \(0\) (.+)$", explain_requests[0]["messages"][-1]["content"], flags=re.M).groups()
+    line = f"[{shown}] 0 {quote(words)}"
+    assert re.fullmatch(regex, f"근거:\n{line}\n판단: 하락\n이유: 수주가 늘었다.")
+    assert not re.fullmatch(regex, f"근거:\n[{shown}] 0 수주\n판단: 하락\n이유: 수주가 늘었다.")  # not its words
+    assert not re.fullmatch(regex, f"근거:\n{line.replace(' 0 ', ' + ', 1)}\n판단: 하락\n이유: 수주가 늘었다.")  # not its direction
+    assert not re.fullmatch(regex, f"근거:\n{line}\n판단: 보합\n이유: 수주가 늘었다.")
+    assert not re.fullmatch(regex, f"근거:\n{line.replace(shown, 't999999', 1)}\n판단: 하락\n이유: 수주가 늘었다.")  # only the window's ids
     # the lesson's three lines are held the same way: a cited id and why, an overlooked id or none, the lesson
     lesson = reflect_requests[0]["structured_outputs"]["regex"]
     cited = out["trials"][0]["evidence"][0]["item"]

@@ -394,7 +394,9 @@ def test_the_embedded_model_executes_a_requests_file_as_a_live_run_answers(sampl
     ingest stores the same stances and forecast (label, reasons, confidence from the judged evidence,
     under the grammars rebuilt from the bodies' regexes) as `sep batch run` on the embedded model. One
     day, a one-day window and extractive summaries, to stay quick (the summary stage runs in the test
-    above)."""
+    above). Each answer's prompt is read from its first token (SEP_REPEATABLE): a re-ask's sampled words
+    depend on the last bits of the logits, which llama.cpp's prompt cache changes with what was asked
+    before (the live run asked stances first)."""
     import shutil
 
     job = tmp_path / "e.toml"
@@ -402,7 +404,7 @@ def test_the_embedded_model_executes_a_requests_file_as_a_live_run_answers(sampl
                    'window_days = 1\n')
     offline_db = tmp_path / "offline.db"
     shutil.copy(sample_db, offline_db)
-    extractive = {"SEP_SUMMARIZER": "extractive"}
+    extractive = {"SEP_SUMMARIZER": "extractive", "SEP_REPEATABLE": "1"}
     live = run("batch", "run", str(job), "--json", db=sample_db, env=extractive)
     assert live.returncode == 0, live.stderr
     stages = []

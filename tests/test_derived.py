@@ -50,6 +50,31 @@ def test_the_regex_holds_the_derived_shape(answer, allowed):
     assert shape_from_regex(SHAPE.regex()) == SHAPE
 
 
+QUOTED = dataclasses.replace(SHAPE, quotes=(("t1", "[단독] 수주 (1.5조) | 확대"), ("t2", "감원 발표"), ("t3", "일정 공개"),
+                                             ("t4", "증설 " + "가" * 70), ("t1", "수주 둘째 점")))
+
+
+@pytest.mark.parametrize("answer, allowed", [
+    ("[t1] + [단독] 수주 (1.5조) | 확대\n판단: 상승", True),
+    ("[t1] + 수주 둘째 점\n[t2] - 감원 발표\n판단: 하락", True),    # either point of one text
+    ("[t4] + 증설 " + "가" * 56 + "…\n판단: 상승", True),               # a long item cut at 60 characters
+    ("[t1] + 수주 확대\n판단: 상승", False),                           # a gloss, not the item's words
+    ("[t2] + 감원 발표\n판단: 상승", False),                           # not its direction
+    ("[t2] - 일정 공개\n판단: 하락", False),                           # another item's words
+])
+def test_a_quoted_derived_line_is_its_items_own_words(answer, allowed):
+    """The default model's glosses garbled one cited item in six, so a derived answer's lines are its
+    items' words: the model chooses the items (and so the label), the grammar writes what they say."""
+    text = f"근거:\n{answer}\n이유: 두 문장의 이유."
+    assert bool(re.fullmatch(QUOTED.regex(), text)) == allowed
+    assert shape_from_regex(QUOTED.regex()) == QUOTED  # an offline request file gives the same grammar back
+    assert '"[t1] + [단독] 수주 (1.5조) | 확대\\n"' in QUOTED.gbnf() and "note ::=" not in QUOTED.gbnf()
+    answer = parse_answer(text, "ko", "판단:")
+    assert [e["note"] for e in answer.evidence] == [line.split(" ", 2)[2] for line in text.splitlines()[1:-2]]
+    with pytest.raises(ValueError):
+        dataclasses.replace(SHAPE, quotes=(("t1", "수주"),))  # every id needs its words
+
+
 def test_the_grammar_names_every_direction_class():
     grammar = SHAPE.gbnf()
     assert 'itemp ::= "[" ( "t1" | "t4" ) "] + " note "\\n"' in grammar
@@ -67,6 +92,10 @@ def test_the_confidence_is_the_cited_items_stance():
     assert flags == [] and [c["item"] for c in cited] == ["t1", "t3"]
     assert evidence_up_probability(cited) == pytest.approx(0.5 + 0.5 * (0.7 + 0.0) / 2)
     assert window_stance(items) == pytest.approx((0.7 - 0.6 + 0.0) / 3)
+    # one item on two lines (the default model's 2022-05-16): its direction counted twice fixed the label
+    twice = parse_answer("근거:\n[t1] + 수주\n[t1] + 수주\n[t2] - 감원\n판단: 상승\n이유: 수주가 늘었다.", "ko", "판단:")
+    cited, flags = resolve_evidence(twice, items)
+    assert flags == ["repeated_citation"] and [c["item"] for c in cited] == ["t1", "t2"]
 
 
 # the default model's window on 2022-05-23 (the demo's memory): points and judged stances as measured
@@ -233,6 +262,12 @@ def test_the_mock_backend_holds_the_shape_as_a_grammar_would():
     llm = mock_llm(lambda agent, prompt: "근거:\n[t2] + 감원 발표\n판단: 상승\n이유: 감원이 비용을 줄인다.")
     message = llm.ask(ChatPromptTemplate.from_messages([("human", "q")]), {}, shape=SHAPE, agent="explain")
     assert str(message.content).startswith("근거:\n[t2] - 감원 발표\n판단: 하락")
+    quoted = llm.ask(ChatPromptTemplate.from_messages([("human", "q")]), {}, shape=QUOTED, agent="explain")
+    assert str(quoted.content).startswith("근거:\n[t2] - 감원 발표\n판단: 하락")
+    script = "근거:\n[t1] + 수주 확대\n판단: 상승\n이유: 수주가 는다."
+    quoted = mock_llm(lambda agent, prompt: script).ask(
+        ChatPromptTemplate.from_messages([("human", "q")]), {}, shape=QUOTED, agent="explain")
+    assert re.fullmatch(QUOTED.regex(), str(quoted.content))  # the gloss became the item's words
 
 
 LESSON = LessonShape(("오판:", "놓침:", "교훈:"), ("방향", "비중"), "없음", ("t1", "t2"), ("t1", "t2", "t3"))

@@ -121,10 +121,13 @@ def test_a_memorizer_of_known_skill_is_measured_exactly_and_masking_takes_its_ed
     m = r["memorization"]
     assert m["n"] == len(days) and m["gap"] == pytest.approx(base["accuracy"] - masked["accuracy"], abs=1e-12)
     assert m["gap_ci95"][0] < m["gap"] < m["gap_ci95"][1]
-    # every prompt the masked arm sent hid the company, its code and every date
-    masked_prompts = [json.dumps(b["messages"], ensure_ascii=False) for b in requests
+    # every prompt the masked arm sent hid the company, its code and every date, and so did the regex
+    # that holds its answer (a cited line is its item's words as the masked prompt showed them)
+    masked_prompts = [json.dumps(b["messages"], ensure_ascii=False)
+                      + re.sub(r"\\(.)", r"\1", (b.get("structured_outputs") or {}).get("regex", "")) for b in requests
                       if "기준일 장 마감 기준" in json.dumps(b["messages"], ensure_ascii=False)
                       or "당일 해당사 관련 글" in json.dumps(b["messages"], ensure_ascii=False)]
+    assert any(re.search(r"\[t\d+\] [+0-] \S", text.split("}]", 1)[-1]) for text in masked_prompts)  # quoted lines sent
     assert len(masked_prompts) > len(days)  # its own summaries too
     for text in masked_prompts:
         assert not re.search(r"20\d\d-\d\d-\d\d|삼성전자|005930", text), text[:300]

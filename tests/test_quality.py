@@ -349,7 +349,7 @@ def test_the_default_models_evidence_is_checked():
     cited, flags = resolve_evidence(answer, items)
     # its t12 quotes t7's point: read as t7 (and the later [t7] is the same item); three count
     assert [(c["item"], c.get("cited_as")) for c in cited] == [("t11", None), ("t7", "t12"), ("t6", None)]
-    assert flags == ["stance_mismatch"]  # three − under 상승
+    assert flags == ["repeated_citation", "stance_mismatch"]  # t7 twice (once as t12), and three − under 상승
     inputs = "\n".join(f"[{i['item']}] {i['point']}" for i in items)
     assert "pasted" in Check("", inputs, "2022-05-28", "2022-06-01", kind="explanation").flags(answer.explanation)
     answer.evidence.append({"item": "t999", "direction": "+", "note": "없는 글"})

@@ -96,10 +96,10 @@ class MockChatModel(BaseChatModel):
             return chat_result(label, logprobs, "mock", sum(len(m["content"]) for m in chat) // 2, 1)
         if words and after:  # evidence first: the label after the marker line, written if the script didn't
             lines = text.split("\n")
-            if shape.signs:  # derived, as a grammar holds it: each cited id with its judged direction
-                signs = dict(shape.signs)
-                lines = [re.sub(r"^\[(t\d+)\] [+0-] ", lambda m: f"[{m.group(1)}] {signs.get(m.group(1), '0')} ", ln)
-                         for ln in lines]
+            if shape.signs:  # derived, as a grammar holds it: each cited id with its judged direction (and words)
+                signs, quotes = dict(shape.signs), dict(reversed(shape.quotes))
+                lines = [re.sub(r"^\[(t\d+)\] [+0-] (.*)$", lambda m: f"[{m.group(1)}] {signs.get(m.group(1), '0')} "
+                                f"{quotes.get(m.group(1), m.group(2))}", ln) for ln in lines]
             at = next((i for i, ln in enumerate(lines) if ln.startswith(after)), None)
             said = lines[at][len(after):].strip() if at is not None else ""
             label = shape.fixed_label("\n".join(lines[:at])) or (said if said in words else words[0])
