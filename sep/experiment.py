@@ -115,6 +115,7 @@ class Experiment:
         self.decider: Decider | None = None  # the base model's, made in run()
         self.masked: Decider | None = None  # the same model, every prompt masked (the `masked` arm)
         self.skipped: dict[str, str] = {}
+        self.trained_on: dict[str, str] = {}  # an arm trained on less than it asks for, and why (ppo: the market alone)
 
     # ------------------------------------------------------------ steps
 
@@ -159,14 +160,14 @@ class Experiment:
             out = folder / kind
             if (out / "metrics.json").exists() and (out / "adapter").is_dir():
                 made[kind] = out
-            elif kind == "ppo" and not {"sft", "reward"} <= set(made):
-                self.skipped[kind] = "needs the sft and reward runs"
-            elif kind == "grpo" and "sft" not in made:
+            elif kind in ("ppo", "grpo") and "sft" not in made:
                 self.skipped[kind] = "needs the sft run"
             else:
                 extra: dict[str, Any] = {}
-                if kind == "ppo":
+                if kind == "ppo" and "reward" in made:
                     extra = {"reward_kind": "both", "reward": made["reward"], "sft": made["sft"], "learning_rate": 1e-5}
+                elif kind == "ppo":  # too few pairs for a reward model (a short range): RLMF's market reward alone
+                    extra = {"reward_kind": "market", "sft": made["sft"], "learning_rate": 1e-5}
                 elif kind == "grpo":
                     extra = {"sft": made["sft"], "batch_size": 2}
                 config_cls, trainer = train.trainer(kind)
@@ -179,6 +180,10 @@ class Experiment:
                     raise
                 except Exception as exc:  # a trainer that breaks loses its arms, not the whole experiment
                     self.skipped[kind] = f"{kind} training failed ({type(exc).__name__}: {exc}); see runs in memory"
+            if kind == "ppo" and kind in made and \
+                    json.loads((made[kind] / "config.json").read_text()).get("reward_kind") == "market":
+                self.trained_on[kind] = "the market reward alone (no reward run: " + \
+                    self.skipped.get("reward", "none was asked for") + ")"
             self.on_progress(f"train (≤ {fold.train_end})", i, len(kinds))
         return made
 
@@ -333,6 +338,7 @@ class Experiment:
             scored[arm] = ds
             bt = backtest(ds)
             arms[arm] = {**forecast_report(ds, self.cfg.seed), "flags": self.flag_counts(arm),
+                         **({"trained_on": self.trained_on[arm]} if arm in self.trained_on else {}),
                          "reasked": self.store.reasked(self.id, arm),
                          "reasked_flags": reask_reasons(self.store.asked_flags(self.id, arm)),
                          "backtest": backtest_summary(bt),

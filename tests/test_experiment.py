@@ -201,6 +201,21 @@ def test_an_arm_with_no_usable_answer_has_coverage_zero_and_no_mcc(memory, tmp_p
     assert "no answers" in shown.stdout
 
 
+def test_the_table_says_why_an_arm_was_skipped_and_what_a_trained_arm_learned_from(known, capsys):
+    """A skipped arm is a row saying why, not a crash of the table (a short training range has too few
+    pairs for a reward model); a ppo arm that learned from the market alone says so under the table."""
+    from sep.cli.experiment import render_experiment
+
+    r = json.loads(json.dumps(known[0]))
+    r["arms"]["best_of_n"] = {"n": 0, "skipped": "too few pairs"}
+    r["arms"]["ppo"] = {**r["arms"]["base"], "trained_on": "the market reward alone (no reward run: too few pairs)"}
+    render_experiment(r)
+    out = capsys.readouterr().out
+    said = " ".join(out.split())
+    assert "best_of_n skipped: too few pairs" in said
+    assert "ppo learned from the market reward alone (no reward run: too few pairs)" in said
+
+
 def test_the_report_draws_every_plot_and_renders_in_chromium(known, tmp_path):
     r, _, db_path, _, path = known
     listed = run("experiment", "list", "--json", db=db_path)

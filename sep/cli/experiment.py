@@ -162,9 +162,14 @@ def render_experiment(r: dict) -> None:
 def render_experiment_notes(r: dict) -> None:
     """What the tables can't hold: silent arms, the gate's flags and re-asks, lessons and their uptake,
     the knowledge cutoff, memorization and the folds."""
-    silent = [name for name, s in r["arms"].items() if s["answered"] == 0]
+    silent = [name for name, s in r["arms"].items() if "skipped" not in s and s["answered"] == 0]
     if silent:  # the table is wide: say it where no column can cut it
         console.print(f"[red]no answers[/] from {', '.join(silent)}: every answer was withheld or unparsable.")
+    for name, s in r["arms"].items():
+        if s.get("skipped"):  # its table cell is cut in a narrow terminal
+            console.print(f"{name} skipped: {escape(s['skipped'])}", highlight=False)
+        if s.get("trained_on"):
+            console.print(f"{name} learned from {escape(s['trained_on'])}", highlight=False)
     withheld = ["{}: {}".format(name, ", ".join(f"{k} {v}" for k, v in s["flags"].items()))
                 for name, s in r["arms"].items() if s.get("flags")]
     if withheld:
