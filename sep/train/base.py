@@ -164,6 +164,20 @@ def available_memory() -> int | None:
     return None
 
 
+def release_memory() -> None:
+    """Give a finished run's memory back to the system: its models in reference cycles (the trainer's)
+    are collected, and glibc returns freed heap pages. Without it an experiment that trains in one
+    process saw 13.3 GiB free after its SFT run and refused GRPO (13.6 GiB) on a 24 GB machine."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): the collector's work is all there is
+        pass
+
+
 def check_memory(kind: str, base: TrainingBase, batch: int, tokens: int, extra_copies: int = 0,
                  positions: int = 0) -> int:
     """Refuse, before loading anything, a CPU run that would not fit in memory; return the estimate.

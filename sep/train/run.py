@@ -15,8 +15,8 @@ from sep.adapters import LEGACY_BASE, run_config, write_gguf_adapter
 from sep.errors import BadInput
 from sep.memory import RunStore
 from sep.settings import Settings
-from sep.train.base import (TrainingBase, check_memory, cpu_only, launch_rank, same_base, torch_threads,
-                             turn_tokenizer)
+from sep.train.base import (TrainingBase, check_memory, cpu_only, launch_rank, release_memory, same_base,
+                             torch_threads, turn_tokenizer)
 from sep.train.config import RunConfig
 from sep.train.data import data_hash
 from sep.train.scorers import HEAD_FILE
@@ -159,3 +159,5 @@ def execute_run(settings: Settings, config: RunConfig, db: sqlite_utils.Database
     except BaseException as exc:
         run.fail(exc)
         raise
+    finally:
+        release_memory()  # the next run of an experiment's process needs it
