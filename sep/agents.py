@@ -115,6 +115,24 @@ class ReflectResult:
         }
 
 
+PUSH = {"up": "+", "down": "-"}  # the direction of an evidence line that argues for a label
+
+
+def lesson_choices(answer: Answer, items: list[dict], actual: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The ids a reflection may name as misleading (its cited items that argued for the wrong label:
+    a "0" line or one arguing for the outcome fixed nothing), then those it may say it overlooked
+    (the uncited items pointing to the outcome, when there are any; else every uncited one), as
+    `LessonShape` takes them (`cited`, `ids`). Free to name any item, the default model named a "0"
+    item as misleading in 7 of the sample's 17 reflections, and as overlooked an item pointing to
+    the outcome in 6 of 17, though every window had some."""
+    cited = tuple(dict.fromkeys(e["item"] for e in answer.evidence))
+    misled = tuple(e["item"] for e in answer.evidence if e.get("direction") == PUSH.get(answer.label or "")) or cited
+    uncited = tuple(i for i in dict.fromkeys(x["item"] for x in items) if i not in cited)
+    missed = tuple(i for i in uncited if any(x["item"] == i and x.get("sign") == PUSH.get(actual) for x in items))
+    misled = tuple(dict.fromkeys(misled))
+    return misled, (*misled, *(missed or uncited))
+
+
 class Agents:
     """The three SEP agents over one memory and one LLM."""
 
@@ -395,8 +413,7 @@ class Agents:
         prompt = self.prompts["reflect"]
         shape, templates = None, None
         if prompt.lesson:
-            cited = tuple(dict.fromkeys(e["item"] for e in answer.evidence))
-            ids = tuple(dict.fromkeys(i["item"] for i in variables["_items"]))
+            cited, ids = lesson_choices(answer, variables["_items"], actual)
             templates = prompt.lesson.get("templates")  # the model picks the kind of news; the rule is fixed
             shape = LessonShape(tuple(prompt.lesson["markers"]), tuple(prompt.lesson["reasons"]),
                                 str(prompt.lesson["none"]), cited, ids,

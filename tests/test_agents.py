@@ -13,6 +13,8 @@ import pytest
 from sep.ingest import import_texts
 from sep.memory import open_memory
 from sep.shapes import quote
+from sep.agents import lesson_choices
+from sep.llm import Answer
 
 from conftest import run
 from fake_openai import FakeOpenAI, cite_all, echo_reason, kind_of
@@ -371,3 +373,19 @@ def test_the_packaged_markers_are_the_ones_stored_answers_are_read_with():
         assert prompt.label_after == marker and prompt.evidence_head
         word = "하락" if lang == "ko" else "Negative"
         assert parse_answer(f"{prompt.evidence_head}\n[t1] - x\n{marker} {word}\ny").label == "down"
+
+
+def test_a_lesson_names_an_item_that_argued_for_the_wrong_label_and_one_that_pointed_to_the_outcome():
+    """A derived label follows its + and - lines, so only those that argued for the wrong label can
+    have misled it; what was overlooked is an uncited item pointing to the outcome, when there is one."""
+    items = [{"item": i, "sign": s} for i, s in [("t1", "+"), ("t2", "0"), ("t3", "-"), ("t4", "-"), ("t5", "+"),
+                                                   ("t6", "0")]]
+    up = Answer("up", "", None, "", evidence=[{"item": "t1", "direction": "+"}, {"item": "t2", "direction": "0"},
+                                                {"item": "t3", "direction": "-"}])
+    assert lesson_choices(up, items, "down") == (("t1",), ("t1", "t4"))  # t3 was cited: not overlooked
+    down = Answer("down", "", None, "", evidence=[{"item": "t3", "direction": "-"}, {"item": "t2", "direction": "0"}])
+    assert lesson_choices(down, items, "up") == (("t3",), ("t3", "t1", "t5"))
+    # nothing cited argued for the label (a tie of "0" lines, the model's call): any cited item; and
+    # nothing uncited points to the outcome: any uncited item
+    tie = Answer("up", "", None, "", evidence=[{"item": "t2", "direction": "0"}, {"item": "t6", "direction": "0"}])
+    assert lesson_choices(tie, [i for i in items if i["sign"] != "-"], "down") == (("t2", "t6"), ("t2", "t6", "t1", "t5"))
