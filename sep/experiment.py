@@ -230,7 +230,9 @@ class Experiment:
         server; the base arm already answered in `reflect`'s pool."""
         todo_by_arm: dict[str, list[tuple[str, str]]] = {}
         for arm in self.exp.arms:
-            missing = [k for k in NEEDS[arm] if k not in runs]
+            # the run that answers for the arm (its own; best_of_n's reward run): the rest were its training's
+            # business (ppo learns from the market alone when no reward run could be trained)
+            missing = [k for k in NEEDS[arm][-1:] if k not in runs]
             if missing:
                 self.skipped.setdefault(arm, f"no {', '.join(missing)} run: "
                                         + "; ".join(self.skipped.get(k, "") for k in missing if k in self.skipped))
