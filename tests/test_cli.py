@@ -240,3 +240,19 @@ def test_progress_off_a_terminal_prints_whole_numbers():
     logged = [line for line in out.getvalue().splitlines() if line.startswith("preparing qwen2.5-coder-1.5b: ")]
     assert logged[-1].startswith("preparing qwen2.5-coder-1.5b: 1,117,320,000/1,117,320,000 (")
     assert "e+" not in out.getvalue()
+
+
+def test_cited_evidence_shows_each_direction_and_the_items_words_once(capsys):
+    """A derived answer's line is its item's words: shown once, beside the day and texts it rests on;
+    a "0" line shows its direction (it printed "?"), and a gloss (the older formats) is still shown."""
+    from sep.cli.decide import render_evidence
+
+    point = "삼성전자 생활가전, 유럽 소비자 매체서 ‘최고 브랜드’ 연속 선정"
+    render_evidence([{"item": "t397", "direction": "0", "note": point, "day": "2022-05-22", "point": point,
+                      "texts": [397]},
+                     {"item": "t395", "direction": "-", "note": "세금 부담", "day": "2022-05-22",
+                      "point": "삼성, 올 법인세 역대최고 육박할 듯", "texts": [395, 396]}])
+    lines = capsys.readouterr().out.splitlines()
+    said = " ".join(" ".join(lines).split())
+    assert said.count("최고 브랜드") == 1 and "0 t397 ← 2022-05-22" in said and "?" not in said
+    assert "− t395 세금 부담 ← 2022-05-22: 삼성, 올 법인세 역대최고 육박할 듯 (t395, t396)" in said

@@ -44,6 +44,7 @@ from sep.cli.data import render_window, render_withheld
 from sep.cli.dedup import dedup_with_bars, render_dedup
 from sep.errors import BadInput, missing_extra
 from sep.settings import Settings
+from sep.shapes import quote
 from sep.window import UI_WORDS, label_word, lang_of
 
 
@@ -165,11 +166,14 @@ def render_result(result: Any, verbose: bool = False) -> None:
 
 
 def render_evidence(evidence: list[dict]) -> None:
-    """The items an evidence-first answer cited: direction, its reason, and the point and texts it names."""
+    """The items an evidence-first answer cited: direction, its reason (none when the line is the item's
+    own words, as a derived answer's are), and the point and texts it names."""
     for e in evidence:
-        sign = {"+": "[green]+[/]", "-": "[red]−[/]"}.get(e.get("direction") or "", "?")
+        sign = {"+": "[green]+[/]", "-": "[red]−[/]", "0": "[dim]0[/]"}.get(e.get("direction") or "", "?")
         texts = ", ".join(f"t{i}" for i in e.get("texts", []))
-        console.print(f"  {sign} [bold]{escape(e['item'])}[/] {escape(e.get('note') or '')} "
+        note = e.get("note") or ""
+        said = "" if note == quote(e.get("point") or "") else f" {escape(note)}"
+        console.print(f"  {sign} [bold]{escape(e['item'])}[/]{said} "
                       f"[dim]← {e.get('day')}: {escape(e.get('point') or '')} ({texts})[/]", highlight=False)
 
 
