@@ -126,10 +126,11 @@ def lesson_choices(answer: Answer, items: list[dict], actual: str) -> tuple[tupl
     item as misleading in 7 of the sample's 17 reflections, and as overlooked an item pointing to
     the outcome in 6 of 17, though every window had some."""
     cited = tuple(dict.fromkeys(e["item"] for e in answer.evidence))
-    misled = tuple(e["item"] for e in answer.evidence if e.get("direction") == PUSH.get(answer.label or "")) or cited
-    uncited = tuple(i for i in dict.fromkeys(x["item"] for x in items) if i not in cited)
-    missed = tuple(i for i in uncited if any(x["item"] == i and x.get("sign") == PUSH.get(actual) for x in items))
-    misled = tuple(dict.fromkeys(misled))
+    misled = tuple(dict.fromkeys(e["item"] for e in answer.evidence
+                                 if e.get("direction") == PUSH.get(answer.label or ""))) or cited
+    sign = {x["item"]: x.get("sign") for x in items}  # one text's points share an id and its sign
+    uncited = tuple(i for i in sign if i not in cited)
+    missed = tuple(i for i in uncited if sign[i] == PUSH.get(actual))
     return misled, (*misled, *(missed or uncited))
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlite_utils
 
+from sep.adapters import run_config
 from sep.evidence import window_stance
 from sep.decide import Decider, decidable_days, fingerprint
 from sep.errors import BadInput, missing_extra, require_extra
@@ -164,10 +165,9 @@ class Experiment:
                 self.skipped[kind] = "needs the sft run"
             else:
                 extra: dict[str, Any] = {}
-                if kind == "ppo" and "reward" in made:
-                    extra = {"reward_kind": "both", "reward": made["reward"], "sft": made["sft"], "learning_rate": 1e-5}
-                elif kind == "ppo":  # too few pairs for a reward model (a short range): RLMF's market reward alone
-                    extra = {"reward_kind": "market", "sft": made["sft"], "learning_rate": 1e-5}
+                if kind == "ppo":  # no reward run (too few pairs on a short range): RLMF's market reward alone
+                    extra = {"sft": made["sft"], "learning_rate": 1e-5, **(
+                        {"reward_kind": "both", "reward": made["reward"]} if "reward" in made else {"reward_kind": "market"})}
                 elif kind == "grpo":
                     extra = {"sft": made["sft"], "batch_size": 2}
                 config_cls, trainer = train.trainer(kind)
@@ -180,8 +180,7 @@ class Experiment:
                     raise
                 except Exception as exc:  # a trainer that breaks loses its arms, not the whole experiment
                     self.skipped[kind] = f"{kind} training failed ({type(exc).__name__}: {exc}); see runs in memory"
-            if kind == "ppo" and kind in made and \
-                    json.loads((made[kind] / "config.json").read_text()).get("reward_kind") == "market":
+            if kind == "ppo" and kind in made and run_config(made[kind]).get("reward_kind") == "market":
                 self.trained_on[kind] = "the market reward alone (no reward run: " + \
                     self.skipped.get("reward", "none was asked for") + ")"
             self.on_progress(f"train (≤ {fold.train_end})", i, len(kinds))
