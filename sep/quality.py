@@ -114,8 +114,13 @@ def invented_dates(text: str, first: str, last: str) -> list[str]:
     return sorted({d for d in dates_in(text) if not first <= d <= last})
 
 
+REPEAT_RUN = 8  # words: a run this long said twice is a sentence said again, not a shared phrase
+
+
 def degenerate(text: str) -> bool:
-    """Empty, looping or repeating text: a line or a 4-word run said three times, or few distinct words."""
+    """Empty, looping or repeating text: a line or a 4-word run said three times, an 8-word run said
+    twice (two "sentences" that are one: "…하나로, 삼성전자는 이 기술을 개발하고 있습니다. 또한, 삼성전자는
+    …하나로, 삼성전자는 이 기술을 개발하고 있습니다."), or few distinct words."""
     ws = words(text)
     if not ws:
         return True
@@ -124,6 +129,9 @@ def degenerate(text: str) -> bool:
         return True
     grams = Counter(tuple(ws[i:i + 4]) for i in range(len(ws) - 3))
     if grams and grams.most_common(1)[0][1] >= 3:
+        return True
+    runs = Counter(tuple(ws[i:i + REPEAT_RUN]) for i in range(len(ws) - REPEAT_RUN + 1))
+    if runs and runs.most_common(1)[0][1] >= 2:
         return True
     return len(ws) >= 12 and len(set(ws)) / len(ws) < 0.35
 

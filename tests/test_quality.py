@@ -38,6 +38,9 @@ GEMMA_EXPLANATION = "실적이 시장 예상을 웃돌았고 외국인 매수세
 GEMMA_SUMMARY = "아래는 2019년 5월 4일 하루 동안 0678(0678)에 대해 나온 글(뉴스 제목, 리포트, 종목토론방 게시글)입니다."
 QWEN_EXPLANATION = ("삼성전자의 세계 스마트폰 점유율이 2017년 이후 '최고'라는 점유율을 기대하고 있습니다. 또한 삼성전자의 "
                     "인수합병 진행 중이라는 정보가 들어와서, 삼성전자의 성장은 확장됩니다.")
+# What Qwen-1.5B wrote on the demo day (2026-12-05): one sentence said twice, "또한" making it look like two.
+QWEN_SAID_TWICE = ("세계 스마트폰 점유율이 가장 높은 기술 기업 중 하나로, 삼성전자는 이 기술을 개발하고 있습니다. 또한, "
+                   "삼성전자는 세계 스마트폰 점유율이 가장 높은 기술 기업 중 하나로, 삼성전자는 이 기술을 개발하고 있습니다.")
 LOOPING = "- 삼성전자 주가 전망\n- 삼성전자 주가 전망\n- 삼성전자 주가 전망\n- 삼성전자 주가 전망"
 
 
@@ -69,7 +72,9 @@ def test_loops_and_garbage_are_degenerate():
     assert degenerate("}}{{ <<<")
     assert degenerate("")
     assert degenerate("상승 상승 상승 상승 상승 상승 상승 상승 상승 상승 상승 상승 상승")
+    assert degenerate(QWEN_SAID_TWICE)
     assert not degenerate(QWEN_EXPLANATION)
+    assert not degenerate(QWEN_SAID_TWICE.split(". ")[0])  # the sentence once is weak, not degenerate
 
 
 def test_a_grounded_answer_passes(demo_window):
