@@ -108,6 +108,28 @@ def pick(rewards: list[float], labels: list[str | None]) -> tuple[str | None, in
     return label, best, mass[label] / (mass["up"] + mass["down"])
 
 
+def vote(labels: list[str | None], confidences: list[float | None]) -> tuple[str | None, int, float]:
+    """(answered label, index of its best candidate, P(that label)) without a reward model.
+
+    P(up) is the candidates' mean (an unparsable one counts 0.5). The label is the side it favours
+    among the labels the candidates answered: a derived answer's confidence comes from its evidence
+    and may be under 0.5 (a tie the model broke), so answers that all say up can average P(up) < 0.5,
+    and the forecast must still be an answer some candidate argued (its P stays the mean, as a single
+    answer's does).
+    """
+    rewards = [c if (x and c is not None) else 0.0 for x, c in zip(labels, confidences)]
+    answered = {x for x in labels if x}
+    if not answered:
+        return None, 0, 0.5
+    mean_up = sum(up_probability(x, c, 0.5) for x, c in zip(labels, confidences)) / len(labels)
+    if len(answered) == 1:
+        label = answered.pop()
+    else:
+        label = "up" if mean_up > 0.5 else "down" if mean_up < 0.5 else pick(rewards, labels)[0]
+    best = max((i for i, x in enumerate(labels) if x == label), key=lambda i: (rewards[i], -i))
+    return label, best, mean_up if label == "up" else 1.0 - mean_up
+
+
 def best_of_n(agents: Agents, window: DecisionWindow, n: int, scorer: Scorer | None, *, temperature: float = default("temperature"),
               seed: int = default("seed"), data_end: str | None = None) -> Forecast:
     """N sampled answers to the plain explain prompt (no recalled lessons), one chosen; see the module doc."""
@@ -123,11 +145,7 @@ def best_of_n(agents: Agents, window: DecisionWindow, n: int, scorer: Scorer | N
     else:  # the policy's own probability of the label it wrote, averaged as P(up)
         rewards = [a.confidence if (x and a.confidence is not None) else 0.0 for a, x in zip(answers, labels)]
         scored_by = "label probability"
-        mean_up = sum(up_probability(x, a.confidence, 0.5) for a, x in zip(answers, labels)) / len(answers)
-        label = None if not any(labels) else "up" if mean_up > 0.5 else "down" if mean_up < 0.5 else \
-            pick(rewards, labels)[0]
-        best = max((i for i, x in enumerate(labels) if x == label), key=lambda i: (rewards[i], -i)) if label else 0
-        confidence = 0.5 if label is None else mean_up if label == "up" else 1.0 - mean_up
+        label, best, confidence = vote(labels, [a.confidence for a in answers])
     candidates = [Candidate(x, a.explanation, float(r), a.response, a.flags, a.evidence)
                   for a, x, r in zip(answers, labels, rewards)]
     ends = [d for d in (agents.data_end, data_end) if d]

@@ -301,7 +301,7 @@ def test_offline_export_run_ingest_equals_a_live_batch_run(sample_db, tmp_path):
     with FakeOpenAI(hashed_script, stance=hashed_stance) as server:
         job = write_job(tmp_path / "t.toml", server.base_url, concurrency=4, best_of_n="2")
         live = run("batch", "run", str(job), "--json", db=sample_db)
-        assert live.returncode == 0, live.stderr
+        assert live.returncode == 0, live.stdout + live.stderr
         live_bodies = sorted(json.dumps(b, sort_keys=True) for b in server.requests)
         server.requests.clear()
 

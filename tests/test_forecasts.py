@@ -192,6 +192,17 @@ def test_best_of_n_answers_the_label_with_the_larger_mass():
     assert pick([1.0, 1.0], [None, None]) == (None, 0, 0.5)
 
 
+def test_best_of_n_without_a_reward_model_answers_a_label_some_candidate_argued():
+    from sep.predict import vote
+
+    # two derived answers say up, their evidence gives P(up) 0.3 and 0.45 (ties the model broke), one is unparsable:
+    # the mean P(up) is 0.417, and before this fix the forecast was "down", a label no candidate argued (a crash)
+    label, best, conf = vote(["up", None, "up"], [0.3, None, 0.45])
+    assert label == "up" and best == 2 and conf == pytest.approx((0.3 + 0.5 + 0.45) / 3)
+    assert vote(["up", "down", "down"], [0.6, 0.9, 0.9])[:2] == ("down", 1)   # both answered: the mean decides
+    assert vote([None, None], [None, None]) == (None, 0, 0.5)
+
+
 def test_calibration_and_exact_tests_on_known_cases():
     ds = [Decision("A", f"2022-05-0{i}", "", "up" if i % 2 else "down", "up", 0.9, 0.01) for i in range(1, 5)]
     cal = calibration(ds)
