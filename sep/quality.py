@@ -17,7 +17,7 @@ from datetime import date as Date
 FLAGS = ("copied", "ungrounded", "invented_dates", "invented_numbers", "degenerate", "pasted", "fused",
          "stance_mismatch", "reason_mismatch", "unknown_citation", "repeated_citation", "no_evidence",
          "echoed_lesson", "specific", "reanswer")
-GATE_VERSION = 3  # bump when a check changes what passes: cached summaries are then made and checked again
+GATE_VERSION = 4  # bump when a check changes what passes: cached summaries are then made and checked again
 COPY_RUN = 8  # a run of this many words shared with the instructions is a copy
 PASTE_RUN, PASTE_SHARE = 5, 0.5  # an explanation half made of 5-word runs of its inputs restates, it does not reason
 
