@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--base-url")
     parser.add_argument("--model", help="A catalog model (default qwen2.5-coder-1.5b) or the server's model id.")
-    parser.add_argument("--summarizer", choices=("model", "extractive"), help="How days are summarized [model].")
+    parser.add_argument("--summarizer", choices=("auto", "model", "extractive"), help="How days are summarized [auto].")
     parser.add_argument("--no-dedup", action="store_true")
     parser.add_argument("--keep", type=Path, help="Keep the database and runs in this folder.")
     parser.add_argument("--json", action="store_true")

@@ -111,9 +111,11 @@ class Settings(BaseSettings):
                                 "sentences why (prompts/<lang>/explain_derived.toml); `evidence`: the same items with "
                                 "the model's own directions and label (explain.toml); `label`: the label on the first "
                                 "line, then the reasons (explain_label.toml).")
-    summarizer: str = Field("model", pattern="^(model|extractive)$", description="`model`: the LLM writes cited "
-                            "points (falling back to `extractive` when they fail the quality check); `extractive`: "
-                            "the day's top representative titles, no model call.")
+    summarizer: str = Field("auto", pattern="^(auto|model|extractive)$", description="`auto`: a day of news and "
+                            "report headlines shows its top titles as written (`extractive`), any other day (tweets, "
+                            "board posts) is summarized by the model; `model`: the LLM writes cited points for every "
+                            "day (falling back to `extractive` when they fail the quality check); `extractive`: the "
+                            "day's top representative titles, no model call.")
     summary_points: int = Field(5, ge=1, le=20, description="Most points in one day's summary.")
     embedder: str = Field("use", description="Sentence embedder for dedup: `use` (packaged multilingual USE) or a "
                           "sentence-transformers path/name.")

@@ -40,6 +40,11 @@ USER_MODELS = Path(os.environ.get("SEP_CACHE_DIR") or
 OURS = ("SEP_", "OPENAI_")  # what Settings reads (OPENAI_API_KEY/OPENAI_BASE_URL when SEP_* is unset)
 KEPT = {"SEP_REQUIRE_CHROMIUM", "SEP_CACHE_DIR"}  # the environment every test sees (set below)
 
+# The bundled sample is news only, and a day of news headlines skips the summarizer by default
+# (SEP_SUMMARIZER=auto). Most tests exercise the model's summaries (the cache, the gate, the time rule,
+# the offline stages), so the suite asks for them; a test of the default path sets SEP_SUMMARIZER=auto.
+SUITE = {"SEP_SUMMARIZER": "model"}
+
 PLUMBING_MODEL = "gemma-270m"  # fast; tests that only check plumbing use it (one test runs the default model)
 
 
@@ -103,7 +108,7 @@ def run(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> 
     from sep.cli import app
 
     cleared = {k: None for k in os.environ if k.startswith(OURS) and k not in KEPT}
-    full_env = {**cleared, **SHARE, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
+    full_env = {**cleared, **SHARE, **SUITE, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
     result = CliRunner().invoke(app, list(args), env=full_env)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -116,7 +121,7 @@ def run(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> 
 def run_process(*args: str, db: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """The CLI as a real process (the entry point, a separate interpreter), for what needs one."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(OURS) or k in KEPT}
-    full_env = {**base, **SHARE, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
+    full_env = {**base, **SHARE, **SUITE, "SEP_DB": str(db), "COLUMNS": "200", **_plumbing(args), **(env or {})}
     return subprocess.run([*SEP, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
@@ -184,7 +189,7 @@ def no_caller_settings(monkeypatch, test_cache):
     for key in [k for k in os.environ if k.startswith(OURS) and k != "SEP_REQUIRE_CHROMIUM"]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("SEP_CACHE_DIR", str(test_cache))
-    for key, value in SHARE.items():
+    for key, value in {**SHARE, **SUITE}.items():
         monkeypatch.setenv(key, value)
 
 

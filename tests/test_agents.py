@@ -40,12 +40,22 @@ def script(explain, reflect="개별 종목 소식보다 거시 악재를 더 크
     return reply
 
 
-def reflect_json(server: FakeOpenAI, db: Path, date: str = "2022-06-01", *extra: str) -> dict:
-    result = run("reflect", "--stock", "005930", "--date", date, "--json", "--base-url", server.base_url, *extra, db=db)
+def reflect_json(server: FakeOpenAI, db: Path, date: str = "2022-06-01", *extra: str, env: dict | None = None) -> dict:
+    result = run("reflect", "--stock", "005930", "--date", date, "--json", "--base-url", server.base_url, *extra, db=db,
+                 env=env)
     assert result.returncode == 0, result.stderr
     days = json.loads(result.stdout)
     assert isinstance(days, list) and len(days) == 1  # one shape: a list of days, one for --date
     return days[0]
+
+
+def title_of(db_path: Path, text_id: str) -> str:
+    """A text's title as an extractive point shows it."""
+    from sep.evidence import MAX_TITLE_CHARS
+    from sep.guard import clean_for_prompt
+
+    return clean_for_prompt(open_memory(db_path).execute("SELECT title FROM texts WHERE id = ?", [int(text_id)])
+                            .fetchone()[0])[:MAX_TITLE_CHARS]
 
 
 def test_right_answer_is_one_trial_with_confidence(sample_db):
@@ -53,8 +63,8 @@ def test_right_answer_is_one_trial_with_confidence(sample_db):
     the cited items' stance (here every item negative: P(negative) = 1 / (1 + 2e^-2.3), so
     P(down) = 1/2 + 1/2 (P(negative) - P(positive)))."""
     with FakeOpenAI(script(lambda p: RIGHT), stance=lambda text: "negative") as server:
-        out = reflect_json(server, sample_db)
-        items = re.findall(r"^\[t\d+\] \(-\) (.+)$", next(r for r in server.requests if kind_of(r) == "explain")
+        out = reflect_json(server, sample_db, env={"SEP_SUMMARIZER": "auto"})  # the default
+        items = re.findall(r"^\[t(\d+)\] \(-\) (.+)$", next(r for r in server.requests if kind_of(r) == "explain")
                            ["messages"][-1]["content"], flags=re.M)
         judged = server.kinds().count("stance")
     assert out["actual"] == "down" and out["target_day"] == "2022-06-02"
@@ -64,8 +74,9 @@ def test_right_answer_is_one_trial_with_confidence(sample_db):
     assert out["trials"][0]["evidence"][0]["stance"]["negative"] == pytest.approx(neg, abs=1e-4)
     assert out["window_stance"] == pytest.approx(pos - neg, abs=1e-3)
     assert out["final"] == {"label": "down", "correct": True, "trials_used": 1}
-    assert server.kinds().count("summarize") == 5  # one per day with texts, 05-28..06-01
-    assert items and judged == len(set(items))  # each item judged once, every one shown with its direction
+    # news days show their top titles as written (SEP_SUMMARIZER=auto): no summary is asked
+    assert server.kinds().count("summarize") == 0 and all(title_of(sample_db, t) == p for t, p in items)
+    assert items and judged == len({p for _, p in items})  # each item judged once, every one shown with its direction
     db = open_memory(sample_db)
     assert db.execute("SELECT count(*) FROM predictions").fetchone()[0] == 1
     assert db.execute("SELECT count(*) FROM summaries").fetchone()[0] == 5
@@ -389,3 +400,24 @@ def test_a_lesson_names_an_item_that_argued_for_the_wrong_label_and_one_that_poi
     # nothing uncited points to the outcome: any uncited item
     tie = Answer("up", "", None, "", evidence=[{"item": "t2", "direction": "0"}, {"item": "t6", "direction": "0"}])
     assert lesson_choices(tie, [i for i in items if i["sign"] != "-"], "down") == (("t2", "t6"), ("t2", "t6", "t1", "t5"))
+
+
+def test_auto_shows_headlines_as_written_and_summarizes_other_sources(sample_memory, mock_llm):
+    """SEP_SUMMARIZER=auto (the default): a day of news or report headlines is its top titles, no model
+    call; the same day's texts as tweets are summarized by the model."""
+    from dataclasses import replace
+
+    from sep.agents import Agents, day_texts
+    from sep.evidence import extractive_points
+    from sep.settings import Settings
+    from sep.window import decision_window
+
+    window = decision_window(sample_memory, "005930", "2022-06-01", 5)
+    day, texts = next(iter(window.texts_by_day().items()))
+    agents = Agents.for_stock(sample_memory, mock_llm, "005930", Settings(summarizer="auto"))
+    assert Settings.model_fields["summarizer"].default == "auto"  # the default (the suite asks for "model")
+    headlines = agents.summarize_day("005930", day, texts)
+    assert not mock_llm.chat.calls and agents.summary_info[("005930", day)][0] == "extractive"
+    assert headlines == "\n".join(extractive_points(day_texts(texts), 5))
+    agents.summarize_day("005930", day, [replace(t, source="tweet") for t in texts])
+    assert [c["agent"] for c in mock_llm.chat.calls] == ["summarize"]

@@ -218,7 +218,7 @@ def _one_of(value: str | None, flag: str, choices: tuple[str, ...]) -> str | Non
     return value
 
 
-SummarizerOpt = setting("summarizer", callback=lambda v: _one_of(v, "--summarizer", ("model", "extractive")))
+SummarizerOpt = setting("summarizer", callback=lambda v: _one_of(v, "--summarizer", ("auto", "model", "extractive")))
 ThreadsOpt = setting("threads")
 PromptsOpt = setting("prompts")
 ExplainFormatOpt = setting("explain_format", "--explain-format",
