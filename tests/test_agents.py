@@ -421,3 +421,11 @@ def test_auto_shows_headlines_as_written_and_summarizes_other_sources(sample_mem
     assert headlines == "\n".join(extractive_points(day_texts(texts), 5))
     agents.summarize_day("005930", day, [replace(t, source="tweet") for t in texts])
     assert [c["agent"] for c in mock_llm.chat.calls] == ["summarize"]
+
+
+def test_reflect_says_once_that_the_days_show_their_titles(sample_db):
+    with FakeOpenAI(script(lambda p: RIGHT), stance=lambda text: "negative") as server:
+        out = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--base-url", server.base_url, db=sample_db,
+                  env={"SEP_SUMMARIZER": "auto"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("shows its top titles as written (no model)") == 1 and "every day" in out.stdout

@@ -132,12 +132,14 @@ def render_result(result: Any, verbose: bool = False) -> None:
     render_window(w, max_titles=3, verbose=verbose)
     for day, summary in result.summaries:
         console.print(f"[bold green]{ui['summary']} {day}[/]\n{escape(summary)}", highlight=False)
+    titles = [day for day, method, flags in result.summary_notes if method == "extractive" and not flags]
+    if titles:  # one line for all: on a news-only window (SEP_SUMMARIZER=auto) it is every day
+        days = "every day" if len(titles) == len(result.summary_notes) else ", ".join(titles)
+        console.print(f"[dim]{ui['summary']}: {days} shows its top titles as written (no model).[/]")
     for day, method, flags in result.summary_notes:
         if flags:
             console.print(f"[dim]{ui['summary']} {day}: the model's points were flagged ({flags}); showing the "
                           f"extractive summary (the day's top titles) instead.[/]")
-        elif method == "extractive":
-            console.print(f"[dim]{ui['summary']} {day}: extractive (the day's top titles, no model).[/]")
     if result.recalled:
         console.print(f"[bold magenta]{ui['recalled']}[/]")
         for r in result.recalled:
@@ -313,7 +315,8 @@ def demo_cmd(
     date: Annotated[str, typer.Option("--date", help="Decision day inside the sample.")] = "2022-06-01",
     trials: TrialsOpt = None,
     import_only: Annotated[bool, typer.Option("--import-only", help="Import the sample and show the window; run no model.")] = False,
-    fast: Annotated[bool, typer.Option("--fast", help="Extractive summaries (the day's top titles): the model only explains and reflects.")] = False,
+    # kept so older scripts still run: the sample is news, whose days show their top titles by default (auto)
+    fast: Annotated[bool, typer.Option("--fast", hidden=True, help="Extractive summaries (now the sample's default).")] = False,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
     prompts: PromptsOpt = None,
