@@ -108,6 +108,11 @@ def pick(rewards: list[float], labels: list[str | None]) -> tuple[str | None, in
     return label, best, mass[label] / (mass["up"] + mass["down"])
 
 
+def label_rewards(labels: list[str | None], confidences: list[float | None]) -> list[float]:
+    """Each candidate's own probability of the label it answered (0 for an unparsable one)."""
+    return [c if (x and c is not None) else 0.0 for x, c in zip(labels, confidences)]
+
+
 def vote(labels: list[str | None], confidences: list[float | None]) -> tuple[str | None, int, float]:
     """(answered label, index of its best candidate, P(that label)) without a reward model.
 
@@ -117,7 +122,7 @@ def vote(labels: list[str | None], confidences: list[float | None]) -> tuple[str
     and the forecast must still be an answer some candidate argued (its P stays the mean, as a single
     answer's does).
     """
-    rewards = [c if (x and c is not None) else 0.0 for x, c in zip(labels, confidences)]
+    rewards = label_rewards(labels, confidences)
     answered = {x for x in labels if x}
     if not answered:
         return None, 0, 0.5
@@ -143,9 +148,10 @@ def best_of_n(agents: Agents, window: DecisionWindow, n: int, scorer: Scorer | N
         scored_by = "reward model"
         label, best, confidence = pick(rewards, labels)
     else:  # the policy's own probability of the label it wrote, averaged as P(up)
-        rewards = [a.confidence if (x and a.confidence is not None) else 0.0 for a, x in zip(answers, labels)]
+        confidences = [a.confidence for a in answers]
+        rewards = label_rewards(labels, confidences)
         scored_by = "label probability"
-        label, best, confidence = vote(labels, [a.confidence for a in answers])
+        label, best, confidence = vote(labels, confidences)
     candidates = [Candidate(x, a.explanation, float(r), a.response, a.flags, a.evidence)
                   for a, x, r in zip(answers, labels, rewards)]
     ends = [d for d in (agents.data_end, data_end) if d]
