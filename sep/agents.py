@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -132,6 +133,15 @@ def lesson_choices(answer: Answer, items: list[dict], actual: str) -> tuple[tupl
     uncited = tuple(i for i in sign if i not in cited)
     missed = tuple(i for i in uncited if sign[i] == PUSH.get(actual))
     return misled, (*misled, *(missed or uncited))
+
+
+def cued_kinds(text: str, kinds: Sequence[str], cues: Sequence[Sequence[str]]) -> list[str]:
+    """The kinds whose cue patterns match the text most often (case-insensitive), or none when none
+    match: the words a headline of each kind uses (점유율, 목표주가, price target) decide it before the
+    model is asked."""
+    hits = [sum(bool(re.search(c, text, flags=re.I)) for c in row) for row in cues]
+    top = max(hits, default=0)
+    return [k for k, n in zip(kinds, hits) if n == top] if top else []
 
 
 class Agents:
@@ -429,7 +439,8 @@ class Agents:
         if shape and templates and detail.get("why") in shape.reasons:
             misled = next((i["point"] for i in variables["_items"] if i["item"] == detail["misled"]), None)
             detail["kind_said"] = lesson.strip()  # the reflection's own last line: first-in-list biased
-            detail["kind"], detail["kind_p"] = self.news_kind(misled, shape.kinds, prompt.lesson.get("hints", ())) \
+            detail["kind"], detail["kind_p"] = self.news_kind(misled, shape.kinds, prompt.lesson.get("hints", ()),
+                                                              prompt.lesson.get("cues", ())) \
                 if misled else (lesson.strip(), None)
             lesson = templates[shape.reasons.index(detail["why"])].format(kind=detail["kind"])
         explain = self.prompts["explain"]
@@ -456,16 +467,21 @@ class Agents:
             hint += " " + str(lesson["retry_overlooked"]).format(overlooked=detail["overlooked"])
         return hint
 
-    def news_kind(self, text: str, kinds: Sequence[str], hints: Sequence[str] = ()) -> tuple[str, float]:
-        """The kind of one news item (a lesson's {kind}) and its probability, read from the log-probs
-        of each kind's first token for the item's own words, with a line saying what each kind means
-        (`hints`). Named on the reflection's last line instead, the kind was the list's first 7 times
-        in 10 (issue 31). Dividing by the kinds' probabilities on a content-free input ("Calibrate
-        before use") read 3 of the same 10 misled items right, against 7 without it. Without the
-        hints, 4 of 17 held-out sample headlines got the kind I read, most of them "주가 흐름"; with
-        them 9 of 17 (development figures, one reader's labels)."""
+    def news_kind(self, text: str, kinds: Sequence[str], hints: Sequence[str] = (),
+                  cues: Sequence[Sequence[str]] = ()) -> tuple[str, float | None]:
+        """The kind of one news item (a lesson's {kind}) and the model's probability of it. When one
+        kind's `cues` match the item's words most, that kind is taken and the model is not asked
+        (probability None); several tied are asked among themselves, none among all kinds. The model's
+        choice is read from the log-probs of each kind's first token, with a line saying what each kind
+        means (`hints`). Named on the reflection's last line instead, the kind was the list's first 7
+        times in 10 (issue 31); asked for the item, with hints, it still named 주가 흐름 for a
+        market-share headline (the demo), which the cue 점유율 settles."""
+        candidates = cued_kinds(text, kinds, cues)
+        if len(candidates) == 1:
+            return candidates[0], None
         probs = self._kind_probabilities(text, kinds, hints)
-        best = max(range(len(kinds)), key=probs.__getitem__)
+        allowed = [kinds.index(k) for k in candidates] or range(len(kinds))
+        best = max(allowed, key=probs.__getitem__)
         return kinds[best], round(probs[best], 4)
 
     def _kind_probabilities(self, text: str, kinds: Sequence[str], hints: Sequence[str] = ()) -> list[float]:

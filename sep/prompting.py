@@ -123,9 +123,14 @@ def _read_prompt(name: str, path: Path, stamp: int) -> Prompt:
             raise KeyError("[lesson] retry is two strings (one per reason), each with {misled}; retry_overlooked has {overlooked}")
         if lesson.get("hints") and len(lesson["hints"]) != len(lesson.get("kinds", ())):
             raise KeyError("[lesson] hints say what each kind means: one per kind, in the kinds' order")
+        if lesson.get("cues") and (len(lesson["cues"]) != len(lesson.get("kinds", ()))
+                                   or not all(isinstance(c, list) for c in lesson["cues"])):
+            raise KeyError("[lesson] cues are one list of patterns per kind, in the kinds' order")
+        for pattern in (c for cues in lesson.get("cues", ()) for c in cues):
+            re.compile(pattern)  # a bad pattern is refused here, not in the middle of a run
     except FileNotFoundError:
         raise BadInput(f"No prompt file {path}; a prompts folder needs <lang>/{name}.toml.") from None
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, re.error) as exc:
         raise BadInput(f"The prompt file {path} needs a TOML string `system` and a `user` string or "
                        f"[[turns]] ending with the user's ({exc}).") from None
     return Prompt(name, system, turns, hashlib.sha1(text.encode()).hexdigest()[:12], examples, label_after,

@@ -95,8 +95,9 @@ def test_the_evidence_format_reads_its_confidence_at_the_label(sample_db):
 
 def test_a_lessons_kind_is_read_for_the_item_that_misled(sample_db):
     """The reflection's last line names a kind (here 실적, the list's first, as the default model mostly
-    did); the lesson's kind is instead read for the item that misled, its own words, from the kinds'
-    log-probs: 시장 점유율 at -0.3 against 실적 at -1.5 and -9 for the other eight."""
+    did); the lesson's kind is instead read for the item that misled, its own words. That item (a
+    headline about Japan's chip plans) matches no kind's cues, so the model is asked, and the kind is
+    read from the kinds' log-probs: 시장 점유율 at -0.3 against 실적 at -1.5 and -9 for the other nine."""
     cited: list[str] = []
     kind_texts: list[str] = []
 
@@ -118,7 +119,7 @@ def test_a_lessons_kind_is_read_for_the_item_that_misled(sample_db):
     assert out["trials"][0]["reflection"].startswith("시장 점유율 소식은 주가에 주는 방향을 거꾸로 읽기 쉬우니")
     detail = json.loads(open_memory(sample_db).execute("SELECT detail FROM reflections").fetchone()[0])
     assert (detail["misled"], detail["why"], detail["kind_said"], detail["kind"]) == (cited[0], "방향", "실적", "시장 점유율")
-    assert detail["kind_p"] == pytest.approx(math.exp(-0.3) / (math.exp(-0.3) + math.exp(-1.5) + 8 * math.exp(-9)),
+    assert detail["kind_p"] == pytest.approx(math.exp(-0.3) / (math.exp(-0.3) + math.exp(-1.5) + 9 * math.exp(-9)),
                                              abs=1e-4)
 
 

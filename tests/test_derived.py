@@ -311,6 +311,39 @@ def test_the_gate_flags_a_lesson_that_answers_again():
     assert "specific" in check.flags("삼성전자 실적 전망이 나쁜 소식은 무겁게 봐야 한다.")
 
 
+def test_a_kinds_cues_decide_before_the_model_is_asked(sample_memory, tmp_path):
+    """A headline whose words match one kind's cues most gets that kind without a model call (the
+    default model had named 주가 흐름 for the demo's market-share headline); one tied between kinds is
+    asked among them only, and one matching none is asked among all. A bad cue pattern is refused
+    when the prompt folder is read, in one sentence."""
+    from sep.agents import Agents
+    from sep.backends.mock import mock_llm
+    from sep.errors import BadInput
+
+    asked: list[str] = []
+
+    def say(agent: str, prompt: str) -> str:
+        asked.append(prompt)
+        return "analyst views" if "Broadcom" in prompt else "주가 흐름"
+
+    for lang, text, said, kind in (
+            ("ko", "삼성폰, 지난달 세계시장 점유율 5년 만에 최고…3개월 연속 1위", False, "시장 점유율"),
+            ("ko", "삼성전자 7주째 외국인 순매도 1위…언제 오를까", False, "수급"),
+            ("en", "Broadcom shares up 3% after earnings beat", True, "earnings"),  # tied: earnings or price action
+            ("ko", "'바이든 삼성 방문'에 떠들썩…조용히 '반도체 칼' 가는 日", True, "주가 흐름")):
+        agents = Agents(sample_memory, mock_llm(say), lang)
+        lesson = agents.prompts["reflect"].lesson
+        asked.clear()
+        got, p = agents.news_kind(text, lesson["kinds"], lesson.get("hints", ()), lesson["cues"])
+        assert (got, bool(asked), p is None) == (kind, said, not said), text
+    folder = tmp_path / "prompts" / "ko"
+    folder.mkdir(parents=True)
+    text = (PROMPTS_DIR / "ko" / "reflect.toml").read_text(encoding="utf-8")
+    (folder / "reflect.toml").write_text(text.replace('"점유율", ', '"점유율(", '), encoding="utf-8")
+    with pytest.raises(BadInput, match="reflect.toml"):
+        load_prompt("ko", "reflect", tmp_path / "prompts")
+
+
 def test_the_kind_step_shows_what_each_kind_means(sample_memory, tmp_path):
     """Each kind goes to the model with its line of meaning ([lesson] hints, one per kind); a prompt
     folder whose hints do not match its kinds is refused in one sentence."""
