@@ -72,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=int, default=20, help="the last N decidable days of the sample")
     parser.add_argument("--stock", default="005930")
+    parser.add_argument("--end", help="the last day to decide (default: the stock's last text)")
     parser.add_argument("--db", type=Path, help="a memory to use (copied); default: a fresh import of the sample")
     parser.add_argument("--out", type=Path, default=Path("bench-explain.jsonl"))
     parser.add_argument("--formats", default=",".join(FORMATS), help="which formats to ask, comma-separated")
@@ -92,7 +93,7 @@ def main() -> None:
         sep.import_sample(db)
     cfg = sep.Settings(db=path, trials=1)
     llm = sep.make_llm(cfg)
-    last_text = db.execute("SELECT max(date) FROM texts WHERE stock = ?", [args.stock]).fetchone()[0]
+    last_text = args.end or db.execute("SELECT max(date) FROM texts WHERE stock = ?", [args.stock]).fetchone()[0]
     days = decidable_days(db, args.stock, "1900-01-01", last_text)[-args.days:]  # days whose windows hold texts
     rows, started = [], time.time()
     with args.out.open("w", encoding="utf-8") as out:
