@@ -399,3 +399,25 @@ def test_the_default_rules_flag_the_ads_that_reach_every_cashtag_and_keep_ordina
                 "United Parcel Service Fear and Greed Index is currently 36 - FEAR",
                 "AbbVie raises its quarterly dividend; shares rise after the trial results are published"]
     assert [flagged(t) for t in ordinary] == [None, None, None]
+
+
+def test_a_tweet_listing_many_tickers_is_flagged_as_a_list(tmp_path):
+    """The packaged rules flag a tweet naming more than five distinct $TICKERs (a list of stocks, not
+    news of one), on the real SN2 tweets of the fixture; news naming a few tickers, or a Korean title,
+    is not flagged by it. A bad cap is one sentence."""
+    from sep.dedup import load_offtopic
+    from sep.errors import BadInput
+
+    rules, _ = load_offtopic(None)
+    lists = next(r for r in rules if r.category == "lists")
+    tweets = [json.loads(line)["text"] for line in (FIXTURES / "tweets" / "ABBV" / "2020-01-06").read_text().splitlines()]
+    listing = next(t for t in tweets if t.startswith("$SPX #SP500 #Stocks with the best Income Rank"))
+    assert lists.match("tweet", listing) == "11 cashtags"  # $SPX and ten healthcare stocks
+    assert lists.match("tweet", "$ABBV beats estimates; $PFE and $BMY lag") is None
+    assert lists.match("naver-news", listing) is None  # tweets only
+    flagged = [t for t in tweets if lists.match("tweet", t)]
+    assert 0 < len(flagged) < len(tweets)
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[lists]\nkeywords = []\nmax_cashtags = "five"\n', encoding="utf-8")
+    with pytest.raises(BadInput, match="max_cashtags must be a whole number"):
+        load_offtopic(bad)

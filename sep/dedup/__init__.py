@@ -57,15 +57,23 @@ def __getattr__(name: str) -> Any:  # unpickling a topic model asks for these be
     raise AttributeError(name)
 
 
+_CASHTAG = re.compile(r"\$([A-Za-z]{1,6})\b")
+
+
 @dataclass
 class OffTopicRule:
     category: str
     keywords: list[str]
     sources: list[str]  # empty: every source
+    max_cashtags: int | None = None  # more distinct $TICKERs than this: a list of stocks, not news of one
 
     def match(self, source: str, text: str) -> str | None:
         if self.sources and source not in self.sources:
             return None
+        if self.max_cashtags is not None:
+            tickers = len({t.upper() for t in _CASHTAG.findall(text)})
+            if tickers > self.max_cashtags:
+                return f"{tickers} cashtags"
         low = text.lower()
         return next((k for k in self.keywords if k.lower() in low), None)
 
@@ -82,7 +90,11 @@ def load_offtopic(path: Path | None) -> tuple[list[OffTopicRule], float]:
     for category, spec in data.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("keywords"), list):
             raise BadInput(f"{path}: [{category}] needs a `keywords = [...]` list.")
-        rules.append(OffTopicRule(category, [str(k) for k in spec["keywords"]], [str(s) for s in spec.get("sources", [])]))
+        cap = spec.get("max_cashtags")
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise BadInput(f"{path}: [{category}] max_cashtags must be a whole number of at least 1, not {cap!r}.")
+        rules.append(OffTopicRule(category, [str(k) for k in spec["keywords"]], [str(s) for s in spec.get("sources", [])],
+                                  cap))
     return rules, share
 
 
