@@ -421,3 +421,28 @@ def test_a_tweet_listing_many_tickers_is_flagged_as_a_list(tmp_path):
     bad.write_text('[lists]\nkeywords = []\nmax_cashtags = "five"\n', encoding="utf-8")
     with pytest.raises(BadInput, match="max_cashtags must be a whole number"):
         load_offtopic(bad)
+
+
+def test_lists_and_bots_flag_single_tweets_never_a_whole_cluster(tmp_path):
+    """A topic cluster of tweets where most members are lists or bot posts is not flagged as a whole:
+    it also holds the news they crowd (before, "UPS beats profit estimates" went with its cluster). A
+    category that may spread (ads) still flags its cluster."""
+    from sep.dedup import Deduplicator, Row
+
+    class NoTopWords:  # the fitted topic model's only part this step reads
+        def get_topic(self, topic):
+            return []
+
+    dedup = Deduplicator(open_memory(tmp_path / "sep.db"))
+    rows = [Row(i, "2022-04-26", "tweet", title, None) for i, title in enumerate((
+        "$UPS beats profit estimates as it rides e-commerce boom", "$UPS Q1 Adj. EPS $3.05 Beats $2.88 Estimate",
+        "$UPS $CLX $CCJ $SPX $CEI $TWTR watchlist", "$UPS $AAPL $BABA $UBER $C $NVAX top bearish flow",
+        "$UPS Top analyst price target for next week", "$UPS Don't miss the next move in a few hours"))]
+    for r in rows:
+        r.flag = next((f"keyword:{rule.category}:{w}" for rule in dedup.rules if (w := rule.match(r.source, r.doc))), None)
+    assert [r.flag for r in rows] == [None, None, "keyword:lists:6 cashtags", "keyword:lists:6 cashtags",
+                                      "keyword:bots:top analyst price target", "keyword:bots:miss the next move"]
+    assert dedup._topic_flags(NoTopWords(), rows, [0] * len(rows)) == {}
+    for r in rows[2:]:
+        r.flag = "keyword:ads:free trial"
+    assert dedup._topic_flags(NoTopWords(), rows, [0] * len(rows)) == {0: "ads"}

@@ -66,6 +66,7 @@ class OffTopicRule:
     keywords: list[str]
     sources: list[str]  # empty: every source
     max_cashtags: int | None = None  # more distinct $TICKERs than this: a list of stocks, not news of one
+    topics: bool = True  # False: flags single texts only, never a whole topic cluster (short tweets mix in clusters)
 
     def match(self, source: str, text: str) -> str | None:
         if self.sources and source not in self.sources:
@@ -90,11 +91,13 @@ def load_offtopic(path: Path | None) -> tuple[list[OffTopicRule], float]:
     for category, spec in data.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("keywords"), list):
             raise BadInput(f"{path}: [{category}] needs a `keywords = [...]` list.")
-        cap = spec.get("max_cashtags")
+        cap, topics = spec.get("max_cashtags"), spec.get("topics", True)
         if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
             raise BadInput(f"{path}: [{category}] max_cashtags must be a whole number of at least 1, not {cap!r}.")
+        if not isinstance(topics, bool):
+            raise BadInput(f"{path}: [{category}] topics must be true or false, not {topics!r}.")
         rules.append(OffTopicRule(category, [str(k) for k in spec["keywords"]], [str(s) for s in spec.get("sources", [])],
-                                  cap))
+                                  cap, topics))
     return rules, share
 
 
@@ -336,14 +339,15 @@ class Deduplicator:
         for t, rs in members.items():
             if t == -1:
                 continue
-            hits = Counter(r.flag.split(":")[1] for r in rs if r.flag)
+            spread = {rule.category for rule in self.rules if rule.topics}  # categories that may flag a whole cluster
+            hits = Counter(c for c in (r.flag.split(":")[1] for r in rs if r.flag) if c in spread)
             category, n = hits.most_common(1)[0] if hits else (None, 0)
             if category and n >= 2 and n / len(rs) >= self.topic_share:
                 flags[t] = category
                 continue
             words = {w for w, _ in (model.get_topic(t) or [])}
             for rule in self.rules:
-                if rule.sources and not any(r.source in rule.sources for r in rs):
+                if not rule.topics or (rule.sources and not any(r.source in rule.sources for r in rs)):
                     continue
                 if sum(any(k in w for w in words) for k in rule.keywords) >= 2:
                     flags[t] = rule.category
