@@ -35,7 +35,7 @@ from sep.prompting import PROMPTS_DIR, Prompt, literal_template, load_prompt, pr
 from sep.quality import GATE_VERSION, Check, concluded, join_asks, join_flags
 from sep.settings import MAX_TOKENS, Settings, default
 from sep.stances import StanceJudge
-from sep.window import HEADLINE_SOURCES, LABEL_WORDS, DecisionWindow, Text, label_word, lang_of
+from sep.window import AS_WRITTEN_SOURCES, LABEL_WORDS, DecisionWindow, Text, label_word, lang_of
 
 MAX_TEXTS_PER_DAY = 40
 MAX_DAY_CHARS = 5000   # one day's texts in a summary prompt (~2.5k tokens of Korean), well inside 4k-8k contexts
@@ -264,7 +264,7 @@ class Agents:
             return ""
         prompt = self.prompts["summarize"]
         extractive = self.summarizer == "extractive" or (
-            self.summarizer == "auto" and all(t.source in HEADLINE_SOURCES for t in texts))
+            self.summarizer == "auto" and all(t.source in AS_WRITTEN_SOURCES for t in texts))
         if not extractive:
             texts = self.fit_texts(stock, day, texts)
         # the model's name, not its server's URL: moving a server must not recompute every summary

@@ -111,9 +111,9 @@ class Settings(BaseSettings):
                                 "sentences why (prompts/<lang>/explain_derived.toml); `evidence`: the same items with "
                                 "the model's own directions and label (explain.toml); `label`: the label on the first "
                                 "line, then the reasons (explain_label.toml).")
-    summarizer: str = Field("auto", pattern="^(auto|model|extractive)$", description="`auto`: a day of news and "
-                            "report headlines shows its top titles as written (`extractive`), any other day (tweets, "
-                            "board posts) is summarized by the model; `model`: the LLM writes cited points for every "
+    summarizer: str = Field("auto", pattern="^(auto|model|extractive)$", description="`auto`: a day of news or "
+                            "report headlines or tweets shows its top texts as written (`extractive`), a day with "
+                            "board posts is summarized by the model; `model`: the LLM writes cited points for every "
                             "day (falling back to `extractive` when they fail the quality check); `extractive`: the "
                             "day's top representative titles, no model call.")
     summary_points: int = Field(5, ge=1, le=20, description="Most points in one day's summary.")

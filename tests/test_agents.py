@@ -403,9 +403,9 @@ def test_a_lesson_names_an_item_that_argued_for_the_wrong_label_and_one_that_poi
     assert lesson_choices(tie, [i for i in items if i["sign"] != "-"], "down") == (("t2", "t6"), ("t2", "t6", "t1", "t5"))
 
 
-def test_auto_shows_headlines_as_written_and_summarizes_other_sources(sample_memory, mock_llm):
-    """SEP_SUMMARIZER=auto (the default): a day of news or report headlines is its top titles, no model
-    call; the same day's texts as tweets are summarized by the model."""
+def test_auto_shows_headlines_and_tweets_as_written_and_summarizes_board_posts(sample_memory, mock_llm):
+    """SEP_SUMMARIZER=auto (the default): a day of news or report headlines, or of tweets, is its top
+    texts as written, no model call; the same day's texts as board posts are summarized by the model."""
     from dataclasses import replace
 
     from sep.agents import Agents, day_texts
@@ -420,7 +420,9 @@ def test_auto_shows_headlines_as_written_and_summarizes_other_sources(sample_mem
     headlines = agents.summarize_day("005930", day, texts)
     assert not mock_llm.chat.calls and agents.summary_info[("005930", day)][0] == "extractive"
     assert headlines == "\n".join(extractive_points(day_texts(texts), 5))
-    agents.summarize_day("005930", day, [replace(t, source="tweet") for t in texts])
+    tweets = agents.summarize_day("005930", day, [replace(t, source="tweet") for t in texts])
+    assert not mock_llm.chat.calls and tweets == headlines
+    agents.summarize_day("005930", day, [replace(t, source="naver-board") for t in texts])
     assert [c["agent"] for c in mock_llm.chat.calls] == ["summarize"]
 
 
