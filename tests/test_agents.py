@@ -431,4 +431,4 @@ def test_reflect_says_once_that_the_days_show_their_titles(sample_db):
         out = run("reflect", "--stock", "005930", "--date", "2022-06-01", "--base-url", server.base_url, db=sample_db,
                   env={"SEP_SUMMARIZER": "auto"})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("shows its top titles as written (no model)") == 1 and "every day" in out.stdout
+    assert out.stdout.count("shows its top texts as written (no model)") == 1 and "every day" in out.stdout

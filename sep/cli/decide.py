@@ -135,7 +135,7 @@ def render_result(result: Any, verbose: bool = False) -> None:
     titles = [day for day, method, flags in result.summary_notes if method == "extractive" and not flags]
     if titles:  # one line for all: on a news-only window (SEP_SUMMARIZER=auto) it is every day
         days = "every day" if len(titles) == len(result.summary_notes) else ", ".join(titles)
-        console.print(f"[dim]{ui['summary']}: {days} shows its top titles as written (no model).[/]")
+        console.print(f"[dim]{ui['summary']}: {days} shows its top texts as written (no model).[/]")
     for day, method, flags in result.summary_notes:
         if flags:
             console.print(f"[dim]{ui['summary']} {day}: the model's points were flagged ({flags}); showing the "
