@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -311,6 +312,15 @@ def test_the_gate_flags_a_lesson_that_answers_again():
     assert "specific" in check.flags("삼성전자 실적 전망이 나쁜 소식은 무겁게 봐야 한다.")
 
 
+def edited_reflect(tmp_path: Path, old: str, new: str) -> Path:
+    """A prompts folder whose Korean reflect.toml is the packaged one with `old` replaced by `new`."""
+    folder = tmp_path / "prompts" / "ko"
+    folder.mkdir(parents=True)
+    text = (PROMPTS_DIR / "ko" / "reflect.toml").read_text(encoding="utf-8")
+    (folder / "reflect.toml").write_text(text.replace(old, new), encoding="utf-8")
+    return tmp_path / "prompts"
+
+
 def test_a_kinds_cues_decide_before_the_model_is_asked(sample_memory, tmp_path):
     """A headline whose words match one kind's cues most gets that kind without a model call (the
     default model had named 주가 흐름 for the demo's market-share headline); one tied between kinds is
@@ -336,12 +346,8 @@ def test_a_kinds_cues_decide_before_the_model_is_asked(sample_memory, tmp_path):
         asked.clear()
         got, p = agents.news_kind(text, lesson["kinds"], lesson.get("hints", ()), lesson["cues"])
         assert (got, bool(asked), p is None) == (kind, said, not said), text
-    folder = tmp_path / "prompts" / "ko"
-    folder.mkdir(parents=True)
-    text = (PROMPTS_DIR / "ko" / "reflect.toml").read_text(encoding="utf-8")
-    (folder / "reflect.toml").write_text(text.replace('"점유율", ', '"점유율(", '), encoding="utf-8")
     with pytest.raises(BadInput, match="reflect.toml"):
-        load_prompt("ko", "reflect", tmp_path / "prompts")
+        load_prompt("ko", "reflect", edited_reflect(tmp_path, '"점유율", ', '"점유율(", '))
 
 
 def test_the_kind_step_shows_what_each_kind_means(sample_memory, tmp_path):
@@ -359,12 +365,8 @@ def test_the_kind_step_shows_what_each_kind_means(sample_memory, tmp_path):
     kind, _ = agents.news_kind("삼성전자 美테일러 공장, 21조 투자 잰걸음", lesson["kinds"], lesson["hints"])
     assert kind == "투자·증설"
     assert "- 투자·증설: 공장 건설, 설비 투자, 투자 금액" in seen[-1] and "- 수급: 외국인" in seen[-1]
-    folder = tmp_path / "prompts" / "ko"
-    folder.mkdir(parents=True)
-    text = (PROMPTS_DIR / "ko" / "reflect.toml").read_text(encoding="utf-8")
-    (folder / "reflect.toml").write_text(text.replace('"시장에서의 순위와 점유율", ', ""), encoding="utf-8")
     with pytest.raises(BadInput, match="hints"):
-        load_prompt("ko", "reflect", tmp_path / "prompts")
+        load_prompt("ko", "reflect", edited_reflect(tmp_path, '"시장에서의 순위와 점유율", ', ""))
 
 
 def test_a_lesson_of_kinds_is_one_kind_and_its_reason_makes_the_rule():
