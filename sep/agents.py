@@ -474,8 +474,8 @@ class Agents:
         (probability None); several tied are asked among themselves, none among all kinds. The model's
         choice is read from the log-probs of each kind's first token, with a line saying what each kind
         means (`hints`). Named on the reflection's last line instead, the kind was the list's first 7
-        times in 10 (issue 31); asked for the item, with hints, it still named 주가 흐름 for a
-        market-share headline (the demo), which the cue 점유율 settles."""
+        times in 10 (issue 31); asked for the item alone, with hints, it named 주가 흐름 for most
+        headlines (docs/agents.md has the held-out figures)."""
         candidates = cued_kinds(text, kinds, cues)
         if len(candidates) == 1:
             return candidates[0], None

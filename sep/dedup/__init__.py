@@ -336,10 +336,10 @@ class Deduplicator:
         for r, t in zip(rows, topics):
             members[t].append(r)
         flags = {}
+        spread = {rule.category for rule in self.rules if rule.topics}  # categories that may flag a whole cluster
         for t, rs in members.items():
             if t == -1:
                 continue
-            spread = {rule.category for rule in self.rules if rule.topics}  # categories that may flag a whole cluster
             hits = Counter(c for c in (r.flag.split(":")[1] for r in rs if r.flag) if c in spread)
             category, n = hits.most_common(1)[0] if hits else (None, 0)
             if category and n >= 2 and n / len(rs) >= self.topic_share:
