@@ -346,7 +346,7 @@ def test_a_kinds_cues_decide_before_the_model_is_asked(sample_memory, tmp_path):
         asked.clear()
         got, p = agents.news_kind(text, lesson["kinds"], lesson.get("hints", ()), lesson["cues"])
         assert (got, bool(asked), p is None) == (kind, said, not said), text
-    with pytest.raises(BadInput, match="reflect.toml"):
+    with pytest.raises(BadInput, match=r"cue '점유율\(' is not a regular expression"):
         load_prompt("ko", "reflect", edited_reflect(tmp_path, '"점유율", ', '"점유율(", '))
 
 
