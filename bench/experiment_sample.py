@@ -35,7 +35,7 @@ from sep.api.common import stdout_to_stderr
 from sep.backends import make_llm
 from sep.memory import open_memory
 from sep.sample import sample_files
-from sep.settings import Settings
+from sep.settings import SUMMARIZERS, Settings
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--base-url")
     parser.add_argument("--model", help="A catalog model (default qwen2.5-coder-1.5b) or the server's model id.")
-    parser.add_argument("--summarizer", choices=("auto", "model", "extractive"), help="How days are summarized [auto].")
+    parser.add_argument("--summarizer", choices=SUMMARIZERS, help="How days are summarized [auto].")
     parser.add_argument("--no-dedup", action="store_true")
     parser.add_argument("--keep", type=Path, help="Keep the database and runs in this folder.")
     parser.add_argument("--json", action="store_true")

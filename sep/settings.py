@@ -18,6 +18,8 @@ from sep.errors import BadInput
 # Tokens each agent may answer with: the answer's share of the context (the prompt gets the rest)
 # and, for explanations, the length the RL trainers generate.
 MAX_TOKENS = {"summarize": 200, "explain": 240, "reflect": 120, "kind": 8}
+SUMMARIZERS = ("auto", "model", "extractive")  # SEP_SUMMARIZER / --summarizer
+EXPLAIN_FORMATS = ("derived", "evidence", "label")  # SEP_EXPLAIN_FORMAT / --explain-format
 EVIDENCE_TOKENS = 200  # of an evidence-first explanation's tokens, the most its cited items (before the label) may take
 
 
@@ -104,14 +106,14 @@ class Settings(BaseSettings):
     seed: int = Field(0, description="Seed for sampling and anything random.")
     prompts: Path | None = Field(None, description="A folder of prompt files (<lang>/<agent>.toml, like prompts/); "
                                  "each file it holds replaces the packaged one.")
-    explain_format: str = Field("derived", pattern="^(derived|evidence|label)$", description="How an explanation "
+    explain_format: str = Field("derived", pattern=f"^({'|'.join(EXPLAIN_FORMATS)})$", description="How an explanation "
                                 "answers: `derived`: every item's direction is judged first (the stance step), the "
                                 "answer cites the 1-3 items that matter with those directions, and the label follows "
                                 "from them (more + than -: up; more -: down; a tie: the model's call), then two "
                                 "sentences why (prompts/<lang>/explain_derived.toml); `evidence`: the same items with "
                                 "the model's own directions and label (explain.toml); `label`: the label on the first "
                                 "line, then the reasons (explain_label.toml).")
-    summarizer: str = Field("auto", pattern="^(auto|model|extractive)$", description="`auto`: a day of news or "
+    summarizer: str = Field("auto", pattern=f"^({'|'.join(SUMMARIZERS)})$", description="`auto`: a day of news or "
                             "report headlines or tweets shows its top texts as written (`extractive`), a day with "
                             "board posts is summarized by the model; `model`: the LLM writes cited points for every "
                             "day (falling back to `extractive` when they fail the quality check); `extractive`: the "

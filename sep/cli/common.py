@@ -33,7 +33,7 @@ from rich.text import Text
 
 from sep import api
 from sep.errors import BadInput
-from sep.settings import Settings, invalid_setting
+from sep.settings import EXPLAIN_FORMATS, SUMMARIZERS, Settings, invalid_setting
 
 app = typer.Typer(
     help="SEP: explainable next-day stock prediction with self-reflective LLMs.\n\n"
@@ -218,11 +218,11 @@ def _one_of(value: str | None, flag: str, choices: tuple[str, ...]) -> str | Non
     return value
 
 
-SummarizerOpt = setting("summarizer", callback=lambda v: _one_of(v, "--summarizer", ("auto", "model", "extractive")))
+SummarizerOpt = setting("summarizer", callback=lambda v: _one_of(v, "--summarizer", SUMMARIZERS))
 ThreadsOpt = setting("threads")
 PromptsOpt = setting("prompts")
 ExplainFormatOpt = setting("explain_format", "--explain-format",
-                           callback=lambda v: _one_of(v, "--explain-format", ("derived", "evidence", "label")))
+                           callback=lambda v: _one_of(v, "--explain-format", EXPLAIN_FORMATS))
 
 
 def bars(title: str = "{task.description}", *, percent: bool = False, eta: bool = False, detail: bool = False,

@@ -132,9 +132,9 @@ def render_result(result: Any, verbose: bool = False) -> None:
     render_window(w, max_titles=3, verbose=verbose)
     for day, summary in result.summaries:
         console.print(f"[bold green]{ui['summary']} {day}[/]\n{escape(summary)}", highlight=False)
-    titles = [day for day, method, flags in result.summary_notes if method == "extractive" and not flags]
-    if titles:  # one line for all: on a news-only window (SEP_SUMMARIZER=auto) it is every day
-        days = "every day" if len(titles) == len(result.summary_notes) else ", ".join(titles)
+    as_written = [day for day, method, flags in result.summary_notes if method == "extractive" and not flags]
+    if as_written:  # one line for all: on a window of news or tweets (SEP_SUMMARIZER=auto) it is every day
+        days = "every day" if len(as_written) == len(result.summary_notes) else ", ".join(as_written)
         console.print(f"[dim]{ui['summary']}: {days} shows its top texts as written (no model).[/]")
     for day, method, flags in result.summary_notes:
         if flags:
