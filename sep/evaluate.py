@@ -33,6 +33,7 @@ from sep.errors import BadInput
 from sep.memory import PredictionStore, closes_before
 from sep.settings import default
 from sep.tradingdays import market_of
+from sep.train.rewards import market_reward
 from sep.window import label_of, outcome, trading_days, up_probability
 
 BOOTSTRAP = 1000
@@ -243,6 +244,19 @@ def paired_gap(a: Sequence[Decision], b: Sequence[Decision], seed: int = default
             "mcnemar_p": mcnemar_p([p for _, p, _ in rows], [q for _, _, q in rows])}
 
 
+def market_score(rows: Sequence[tuple[str, str | None, float]], seed: int = default("seed")) -> dict:
+    """The mean market reward per forecast (RLMF's, `sep.train.rewards.market_reward`: +|r| when the
+    label's direction was right, -|r| when wrong or unanswered) over (date, label, return) rows, with a
+    date-resampled 95% interval: what PPO and GRPO maximise, measured where they did not train."""
+    rewards = [(date, market_reward(label, ret), None) for date, label, ret in rows]
+
+    def mean(sample: Sequence[tuple[float, None]]) -> float:
+        return sum(r for r, _ in sample) / len(sample)
+
+    return {"market_reward": mean([(r, None) for _, r, _ in rewards]) if rewards else None,
+            "market_reward_ci95": bootstrap_ci(rewards, mean, seed)}
+
+
 def p_up(d: Decision) -> float:
     """The forecast's probability that the close goes up (0.5 when it gave none)."""
     return up_probability(d.label, d.confidence, 0.5)
@@ -362,12 +376,18 @@ def baselines(db: sqlite_utils.Database, ds: list[Decision], seed: int = default
         momentum.append((d.date, d.actual, label_of(closes[1] / closes[0] - 1) if closes else None))
     majority = [(d.date, d.actual, majority_of[d.stock]) for d in ds]
     coin = [(d.date, d.actual, rng.choice(["up", "down"])) for d in ds]
-    out = {"majority": {**score(majority, seed), "brier": hard_brier(majority)},
-           "momentum": {**score(momentum, seed), "brier": hard_brier(momentum)},
-           "random": {**score(coin, seed), "brier": 0.25}}  # a coin's P(up) is 1/2 every day
+    out = {"majority": baseline_score(ds, majority, hard_brier(majority), seed),
+           "momentum": baseline_score(ds, momentum, hard_brier(momentum), seed),
+           "random": baseline_score(ds, coin, 0.25, seed)}  # a coin's P(up) is 1/2 every day
     if stances:
         out["stance_only"] = stance_baseline(ds, stances, seed)
     return out
+
+
+def baseline_score(ds: Sequence[Decision], hits: Sequence[Hit], brier: float | None, seed: int) -> dict:
+    """A baseline's answers on the days of `ds` (one hit per decision, in order), scored as an arm is."""
+    return {**score(hits, seed), "brier": brier,
+            **market_score([(d.date, label, d.ret) for d, (_, _, label) in zip(ds, hits, strict=True)], seed)}
 
 
 def hard_brier(hits: Sequence[Hit]) -> float | None:
@@ -389,7 +409,7 @@ def stance_baseline(ds: Sequence[Decision], stances: dict[tuple[str, str], float
         hits.append((d.date, d.actual, label))
         p = 0.5 if s is None else 0.5 + 0.5 * s
         probs.append((p - (1.0 if d.actual == "up" else 0.0)) ** 2)
-    return {**score(hits, seed), "brier": sum(probs) / len(probs) if probs else None,
+    return {**baseline_score(ds, hits, sum(probs) / len(probs) if probs else None, seed),
             "what": "net stance of the window's items (mean P(positive) - P(negative)), no explanation"}
 
 
@@ -450,7 +470,8 @@ def backtest_summary(bt: dict) -> dict:
 def forecast_report(ds: list[Decision], seed: int = default("seed")) -> dict:
     """Everything a set of forecasts is scored by: score, calibration (Brier, ECE, reliability) and
     the coverage-accuracy curve."""
-    return {**score(hits_of(ds), seed), **calibration(ds), "coverage_accuracy": coverage_accuracy(ds)}
+    return {**score(hits_of(ds), seed), **calibration(ds), "coverage_accuracy": coverage_accuracy(ds),
+            **market_score([(d.date, d.label, d.ret) for d in ds], seed)}
 
 
 # ---------------------------------------------------------------- the report

@@ -147,17 +147,22 @@ def coverage_accuracy(curves: dict[str, list[dict]]) -> str:
 
 
 def environment() -> Environment:
-    """The templates of every HTML report (this module's and the audit's), autoescaped, with the
-    number filters: `num` and `ci` show a missing figure (no answers, a baseline's Brier) as –."""
+    """The templates of every HTML report (this module's and the audit's), autoescaped, with the number
+    filters: `num`, `pct` (a return in percent) and `ci` show a missing figure (a baseline's Brier) as –."""
     env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=select_autoescape(["html", "j2"]))
 
     def num(x, fmt: str = "%.3f") -> str:  # a figure a row lacks (a baseline's Brier) shows as –
         return "–" if x is None or isinstance(x, Undefined) else fmt % x
 
-    def ci(x) -> str:
-        return "–" if not x or isinstance(x, Undefined) else f"{x[0]:.3f}–{x[1]:.3f}"
+    def pct(x) -> str:  # a daily return or reward, in percent with its sign
+        return "–" if x is None or isinstance(x, Undefined) else f"{x:+.2%}"
 
-    env.filters.update(num=num, ci=ci)
+    def ci(x, kind: str = "num") -> str:
+        if not x or isinstance(x, Undefined):
+            return "–"
+        return f"{pct(x[0])} – {pct(x[1])}" if kind == "pct" else f"{x[0]:.3f}–{x[1]:.3f}"
+
+    env.filters.update(num=num, ci=ci, pct=pct)
     return env
 
 

@@ -146,6 +146,14 @@ def test_a_memorizer_of_known_skill_is_measured_exactly_and_masking_takes_its_ed
         assert f["arms"]["base"]["accuracy"] == pytest.approx(
             sum(right_by_hash(*x, 0.7) for x in inside) / len(inside), abs=1e-12)
     assert base["min_detectable_accuracy"] > 0.6 and base["by_stock"]["005930"]["n"] == len(days)
+    # the market reward PPO and GRPO maximise, held out: +|r| on the days the hash made it right, -|r| on
+    # the rest; the masked arm, always up, earns the mean return itself
+    moves = [decision_window(db, *x).ret for x in days]
+    assert base["market_reward"] == pytest.approx(
+        sum(abs(r) if ok else -abs(r) for r, ok in zip(moves, skilled)) / len(days), abs=1e-12)
+    assert masked["market_reward"] == pytest.approx(sum(moves) / len(days), abs=1e-12)
+    low, high = base["market_reward_ci95"]
+    assert low < base["market_reward"] < high
 
 
 def test_a_coin_server_matches_its_realized_count_and_its_bootstrap(memory, tmp_path):
@@ -214,6 +222,8 @@ def test_the_table_says_why_an_arm_was_skipped_and_what_a_trained_arm_learned_fr
     said = " ".join(out.split())
     assert "best_of_n skipped: too few pairs" in said
     assert "ppo learned from the market reward alone (no reward run: too few pairs)" in said
+    low, high = r["arms"]["base"]["market_reward_ci95"]  # the held-out market reward and its interval, whole
+    assert f"│ base │ {r['arms']['base']['market_reward']:+.2%} │ {100 * low:+.2f}…{high:+.2%} │" in said
 
 
 def test_the_report_draws_every_plot_and_renders_in_chromium(known, tmp_path):
@@ -229,6 +239,7 @@ def test_the_report_draws_every_plot_and_renders_in_chromium(known, tmp_path):
         assert "<svg" in block and "<path" in block, figure
     assert "<script" not in page and not re.search(r'(src|href)="https?:', page)  # nothing to fetch: works offline
     assert "masked" in page and "Memorization" in page and "2022-04-29" in page
+    assert f"<td>{r['arms']['base']['market_reward']:+.2%}</td>" in page  # the market reward per day, in percent
     assert json.loads(out.with_suffix(".json").read_text())["arms"]["masked"]["n"] == r["arms"]["masked"]["n"]
     png = screenshot(out, tmp_path)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000

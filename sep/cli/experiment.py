@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from sep import api
 from sep.cli.common import (
@@ -138,8 +138,11 @@ def render_experiment(r: dict) -> None:
                    title=f"experiment {r['id']} ({escape(r['name'])}, {escape(r['model'])}): trained on {t['start']}..{t['end']} "
                          f"({t['days']} days, {t['pairs']} pairs, {t['sft_rows']} SFT rows), tested on "
                          f"{x['start']}..{x['end']} ({x['days']} stock-days, {len(r['folds'])} fold(s))")
-    more = Table("arm", "MCC 95% CI", "Brier", "ECE", "Brier cal.", "ECE cal.", "net return", "max DD", "McNemar p vs base",
-                 title="strength, probabilities (cal.: Platt-calibrated per fold) and a long/short backtest")
+    more = Table("arm", "MCC 95% CI", "Brier", "ECE", "Brier cal.", "ECE cal.", "McNemar p vs base",
+                 title="strength and probabilities (cal.: Platt-calibrated per fold)")
+    earned = Table("arm", "market reward/day", Column("95% CI", no_wrap=True), "net return", "max drawdown",
+                   title="what the forecasts earned: the market reward PPO and GRPO maximise (+|r| right, −|r| wrong "
+                         "or unanswered) and a long/short backtest net of costs")
     for name, s in r["arms"].items():
         if s.get("skipped"):
             scores.add_row(name, "0", f"[dim]skipped: {escape(s['skipped'][:80])}[/]", *[""] * 7)
@@ -147,16 +150,25 @@ def render_experiment(r: dict) -> None:
         cal = s.get("calibrated") or {}
         scores.add_row(name, *score_cells(s))
         more.add_row(name, ci_cell(s["mcc_ci95"]), cell(s["brier"]), cell(s.get("ece")), cell(cal.get("brier")),
-                     cell(cal.get("ece")), f"{s['backtest']['net']:+.2%}", f"{s['backtest']['max_drawdown']:.2%}",
-                     cell(s.get("vs_base", {}).get("mcnemar_p")))
+                     cell(cal.get("ece")), cell(s.get("vs_base", {}).get("mcnemar_p")))
+        earned.add_row(name, *reward_cells(s), f"{s['backtest']['net']:+.2%}", f"{s['backtest']['max_drawdown']:.2%}")
     for name, s in r["baselines"].items():
         scores.add_row(f"baseline: {name}", *score_cells(s))
-        more.add_row(f"baseline: {name}", ci_cell(s["mcc_ci95"]), cell(s.get("brier")), *[""] * 6)
+        more.add_row(f"baseline: {name}", ci_cell(s["mcc_ci95"]), cell(s.get("brier")), *[""] * 4)
+        earned.add_row(f"baseline: {name}", *reward_cells(s), "", "")
     console.print(scores)
     console.print(more)
+    console.print(earned)
     render_experiment_notes(r)
     console.print("[dim]Every test day lies after the training range and its embargo; forecasts only (no retry told "
                   "the outcome). `sep experiment report ID --out FILE` draws the plots.[/]")
+
+
+def reward_cells(s: dict) -> list[str]:
+    """The mean market reward per day and its interval, in percent."""
+    ci = s.get("market_reward_ci95")
+    return ["–" if s.get("market_reward") is None else f"{s['market_reward']:+.2%}",
+            f"{100 * ci[0]:+.2f}…{ci[1]:+.2%}" if ci else "–"]
 
 
 def render_experiment_notes(r: dict) -> None:
