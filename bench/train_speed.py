@@ -7,6 +7,7 @@ refuses before loading prints the refusal instead. PPO holds one base (reference
 = a head on the policy) with the market reward; GRPO samples 4 completions of 160 tokens per prompt,
 through transformers (`grpo`) and through llama.cpp with the current adapter (`grpo-llama.cpp`).
 Run: .venv/bin/python bench/train_speed.py [--base-models qwen2.5-coder-1.5b,gemma-270m] [--steps 2] [--threads 2]
+     [--trainers sft,grpo-llama.cpp] [--lora-layers N]
 """
 
 from __future__ import annotations
@@ -49,13 +50,15 @@ def sample_files_for_training(tmp: Path) -> tuple[Path, Path]:
     return sft, pairs
 
 
-def one(kind: str, base: str, tmp: Path, steps: int, threads: int, queue: multiprocessing.Queue) -> None:
+def one(kind: str, base: str, tmp: Path, steps: int, threads: int, lora_layers: int | None,
+        queue: multiprocessing.Queue) -> None:
     """Run one trainer in this (child) process; report seconds, steps, peak RSS and its metrics."""
     from sep import train
 
     settings = Settings(threads=threads)
     sft, pairs = tmp / "sft.jsonl", tmp / "pairs.jsonl"
-    common = dict(max_steps=steps, save_steps=10_000, threads=threads, base_model=base)
+    common = dict(max_steps=steps, save_steps=10_000, threads=threads, base_model=base,
+                  **({} if lora_layers is None or kind.startswith(("sft", "reward")) else {"lora_layers": lora_layers}))
     out = tmp / base
     group = {**common, "batch_size": 4, "num_generations": 4, "max_completion_length": 160}
     jobs = {
@@ -90,6 +93,7 @@ def main() -> None:
     parser.add_argument("--trainers", default="sft,reward,reward-embedding,ppo,grpo,grpo-llama.cpp")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lora-layers", type=int, help="PPO's and GRPO's --lora-layers (default: each trainer's own).")
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,7 +106,8 @@ def main() -> None:
             print(f"\n{base}\n{'trainer':17} {'steps':>5} {'total s':>8} {'s/step':>7} {'peak GB':>8}")
             for kind in args.trainers.split(","):
                 queue = context.Queue()
-                child = context.Process(target=one, args=(kind, base, tmp, args.steps, args.threads, queue))
+                child = context.Process(target=one, args=(kind, base, tmp, args.steps, args.threads,
+                                                                  args.lora_layers, queue))
                 child.start()
                 child.join()
                 if child.exitcode != 0:
