@@ -194,6 +194,28 @@ def mcnemar_p(a_right: Sequence[bool], b_right: Sequence[bool]) -> float | None:
     return binomial_p(only_a, only_a + only_b) if only_a + only_b else 1.0
 
 
+def min_detectable_gap(n: int, discordant: float, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest accuracy difference between two arms on the same n days that McNemar's test detects
+    with this power, when they disagree on a `discordant` share of the days: Connor's (1987) sample size,
+    n = (z_a sqrt(d) + z_b sqrt(d - g^2))^2 / g^2, solved for the gap g. None when they never disagree
+    (no gap can show) or when even the largest gap the disagreements allow needs more days."""
+    if n < 1 or not 0 < discordant <= 1:
+        return None
+    z = NormalDist()
+    z_a, z_b = z.inv_cdf(1 - alpha / 2), z.inv_cdf(power)
+
+    def needed(gap: float) -> float:  # days Connor's formula asks for this gap; falls as the gap grows
+        return (z_a * math.sqrt(discordant) + z_b * math.sqrt(max(0.0, discordant - gap * gap))) ** 2 / gap ** 2
+
+    low, high = 1e-9, discordant  # a gap is at most the share of days the arms disagree on
+    if needed(high) > n:
+        return None
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if needed(mid) > n else (low, mid)
+    return high
+
+
 def confusion(pairs: Sequence[tuple[str, str | None]]) -> dict:
     table = {a: {"up": 0, "down": 0, "none": 0} for a in ("up", "down")}
     for actual, pred in pairs:
@@ -229,19 +251,22 @@ def score(hits: Sequence[Hit], seed: int = default("seed")) -> dict:
 
 def paired_gap(a: Sequence[Decision], b: Sequence[Decision], seed: int = default("seed")) -> dict:
     """Accuracy of `a` minus `b` on the days both answered for, with a date-resampled 95% interval
-    and McNemar's exact p: how two arms differ on the same days (e.g. masked minus base)."""
+    and McNemar's exact p: how two arms differ on the same days (e.g. masked minus base); with the share of
+    days they disagree on, and the smallest gap this many days could detect (`min_detectable_gap`)."""
     other = {(d.stock, d.date): d for d in b}
     common = [(d, other[(d.stock, d.date)]) for d in a if (d.stock, d.date) in other]
     if not common:
-        return {"n": 0, "gap": None, "gap_ci95": None, "mcnemar_p": None}
+        return {"n": 0, "gap": None, "gap_ci95": None, "mcnemar_p": None, "discordant": None, "min_detectable_gap": None}
     # one row per day, (date, a right, b right): bootstrap_ci resamples whole dates of these pairs
     rows = [(x.date, x.label == x.actual, y.label == y.actual) for x, y in common]
 
     def gap(sample: Sequence[tuple[bool, bool]]) -> float:
         return sum(p - q for p, q in sample) / len(sample)
 
+    discordant = sum(p != q for _, p, q in rows) / len(rows)
     return {"n": len(rows), "gap": gap([(p, q) for _, p, q in rows]), "gap_ci95": bootstrap_ci(rows, gap, seed),
-            "mcnemar_p": mcnemar_p([p for _, p, _ in rows], [q for _, _, q in rows])}
+            "mcnemar_p": mcnemar_p([p for _, p, _ in rows], [q for _, _, q in rows]), "discordant": discordant,
+            "min_detectable_gap": min_detectable_gap(len(rows), discordant)}
 
 
 def market_score(rows: Sequence[tuple[str, str | None, float]], seed: int = default("seed")) -> dict:

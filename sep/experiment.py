@@ -32,7 +32,7 @@ from sep.evidence import window_stance
 from sep.decide import Decider, decidable_days, fingerprint
 from sep.errors import BadInput, missing_extra, require_extra
 from sep.evaluate import (Decision, backtest, backtest_summary, baselines, calibrated, calibration, equity_curves,
-                          forecast_report, hits_of, mcnemar_p, once_per_interval, p_up, paired_gap, platt, score)
+                          forecast_report, hits_of, once_per_interval, p_up, paired_gap, platt, score)
 from sep.jobs import NEEDS, ExperimentTable, Job
 from sep.memory import ArmForecast, ExperimentStore, PredictionStore, now_iso
 from sep.models import CATALOG, DEFAULT_MODEL, model_cutoff
@@ -284,13 +284,9 @@ class Experiment:
         plan = self.plan
         cutoff = self.cutoff()
         arms, scored = self.arm_scores(cutoff["date"])
-        base = {(d.stock, d.date): d for d in scored.get("base", [])}
         for arm, ds in scored.items():
-            if arm != "base" and base:
-                common = [d for d in ds if (d.stock, d.date) in base]
-                arms[arm]["vs_base"] = {"mcnemar_p": mcnemar_p([d.label == d.actual for d in common],
-                                                               [base[(d.stock, d.date)].label == d.actual for d in common]),
-                                        "n": len(common)}
+            if arm != "base" and scored.get("base"):
+                arms[arm]["vs_base"] = paired_gap(ds, scored["base"], self.cfg.seed)
         calibrators = self.calibrators()
         for arm, ds in scored.items():  # each test day's P(up) through its fold's calibrator (fitted on train days)
             cal = [d for b in plan for d in calibrated([d for d in ds if (d.stock, d.date) in set(b.days)],

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sep.decide import decidable_days
-from sep.evaluate import accuracy, bootstrap_ci
+from sep.evaluate import accuracy, bootstrap_ci, min_detectable_gap
 from sep.ingest import import_prices, import_texts
 from sep.memory import open_memory
 from sep.sample import sample_files
@@ -154,6 +154,11 @@ def test_a_memorizer_of_known_skill_is_measured_exactly_and_masking_takes_its_ed
     assert masked["market_reward"] == pytest.approx(sum(moves) / len(days), abs=1e-12)
     low, high = base["market_reward_ci95"]
     assert low < base["market_reward"] < high
+    # masked against base on the same days: the gap, how often they differ, and what that many days can show
+    v, differ = masked["vs_base"], sum(s != u for s, u in zip(skilled, ups)) / len(days)
+    assert v["n"] == len(days) and v["gap"] == pytest.approx(masked["accuracy"] - base["accuracy"], abs=1e-12)
+    assert v["discordant"] == pytest.approx(differ, abs=1e-12)
+    assert v["min_detectable_gap"] == min_detectable_gap(len(days), differ) and 0 < v["min_detectable_gap"] < differ
 
 
 def test_a_coin_server_matches_its_realized_count_and_its_bootstrap(memory, tmp_path):
@@ -223,6 +228,9 @@ def test_the_table_says_why_an_arm_was_skipped_and_what_a_trained_arm_learned_fr
     assert "best_of_n skipped: too few pairs" in said
     assert "ppo learned from the market reward alone (no reward run: too few pairs)" in said
     low, high = r["arms"]["base"]["market_reward_ci95"]  # the held-out market reward and its interval, whole
+    v = r["arms"]["masked"]["vs_base"]
+    assert f"masked − base on {v['n']} days: accuracy {v['gap']:+.3f}" in said
+    assert f"these days detect a gap of {v['min_detectable_gap']:.3f} or more (power 0.8)" in said
     assert f"│ base │ {r['arms']['base']['market_reward']:+.2%} │ {100 * low:+.2f}…{high:+.2%} │" in said
 
 
@@ -240,6 +248,7 @@ def test_the_report_draws_every_plot_and_renders_in_chromium(known, tmp_path):
     assert "<script" not in page and not re.search(r'(src|href)="https?:', page)  # nothing to fetch: works offline
     assert "masked" in page and "Memorization" in page and "2022-04-29" in page
     assert f"<td>{r['arms']['base']['market_reward']:+.2%}</td>" in page  # the market reward per day, in percent
+    assert f"masked − base on {r['arms']['masked']['vs_base']['n']} days" in page
     assert json.loads(out.with_suffix(".json").read_text())["arms"]["masked"]["n"] == r["arms"]["masked"]["n"]
     png = screenshot(out, tmp_path)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000

@@ -15,7 +15,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.power import NormalIndPower
 
 from sep.evaluate import (Decision, binomial_p, bootstrap_ci, accuracy, calibration, mcc, mcnemar_p,
-                          min_detectable_accuracy, score)
+                          min_detectable_accuracy, min_detectable_gap, score)
 
 RNG = random.Random(20)
 
@@ -85,6 +85,24 @@ def test_min_detectable_accuracy_is_statsmodels_power_solution():
         expected = math.sin(math.asin(math.sqrt(0.5)) + h / 2) ** 2
         assert min_detectable_accuracy(n) == pytest.approx(expected, abs=2e-3)
     assert min_detectable_accuracy(0) is None
+
+
+def test_min_detectable_gap_is_connors_and_mcnemar_finds_it_with_the_power_asked():
+    """Two arms on the same days: the gap is Connor's sample size solved backwards, and on simulated days
+    with that gap the exact McNemar test (statsmodels') rejects at 0.05 about 80% of the time."""
+    z_a, z_b = stats.norm.ppf(0.975), stats.norm.ppf(0.8)
+    for n, d in ((67, 0.16), (100, 0.10), (200, 0.2), (1000, 0.05)):
+        g = min_detectable_gap(n, d)
+        assert (z_a * math.sqrt(d) + z_b * math.sqrt(d - g * g)) ** 2 / g ** 2 == pytest.approx(n, rel=1e-6)
+    n, d = 300, 0.2
+    g = min_detectable_gap(n, d)
+    rng = np.random.default_rng(3)
+    cells = rng.multinomial(n, [(d + g) / 2, (d - g) / 2, 1 - d], size=2000)  # only a right, only b right, same
+    rejected = [mcnemar([[0, a], [b, 0]], exact=True).pvalue < 0.05 for a, b, _ in cells]
+    assert 0.72 < sum(rejected) / len(rejected) < 0.86
+    assert min_detectable_gap(67, 0.0) is None  # arms that never disagree can show no gap
+    # 43 days with disagreements on 16% of them: even all of them on one side is found with power below 0.8
+    assert min_detectable_gap(43, 0.16) is None
 
 
 def test_a_silent_arm_has_coverage_zero_and_no_test():

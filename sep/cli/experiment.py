@@ -171,6 +171,14 @@ def reward_cells(s: dict) -> list[str]:
             f"{100 * ci[0]:+.2f}…{ci[1]:+.2%}" if ci else "–"]
 
 
+def against_base(arm: str, v: dict) -> str:
+    """How an arm differs from base on the same days, and the smallest difference those days could show."""
+    reach = (f"these days detect a gap of {v['min_detectable_gap']:.3f} or more (power 0.8)"
+             if v.get("min_detectable_gap") is not None else "these days can't detect any gap their disagreements allow")
+    return (f"{arm} − base on {v['n']} days: accuracy {v['gap']:+.3f} (95% CI {ci_cell(v['gap_ci95'])}), different "
+            f"answers on {v['discordant']:.0%} of days, McNemar p {cell(v['mcnemar_p'])}; {reach}")
+
+
 def render_experiment_notes(r: dict) -> None:
     """What the tables can't hold: silent arms, the gate's flags and re-asks, lessons and their uptake,
     the knowledge cutoff, memorization and the folds."""
@@ -192,6 +200,9 @@ def render_experiment_notes(r: dict) -> None:
     if reasked:
         console.print("forecasts the gate flagged and sep asked again, still without the outcome: " + ", ".join(reasked),
                       highlight=False)
+    for name, s in r["arms"].items():
+        if (v := s.get("vs_base")) and v.get("n"):
+            console.print(against_base(name, v), highlight=False)
     lessons, took = r.get("lessons"), r.get("uptake")
     if lessons and lessons["n"]:
         why = ", ".join(f"{k} {v}" for k, v in sorted(lessons["flags"].items(), key=lambda kv: -kv[1]))
