@@ -159,6 +159,7 @@ def render_experiment(r: dict) -> None:
     console.print(scores)
     console.print(more)
     console.print(earned)
+    render_against_base(r)
     render_experiment_notes(r)
     console.print("[dim]Every test day lies after the training range and its embargo; forecasts only (no retry told "
                   "the outcome). `sep experiment report ID --out FILE` draws the plots.[/]")
@@ -171,12 +172,16 @@ def reward_cells(s: dict) -> list[str]:
             f"{100 * ci[0]:+.2f}…{ci[1]:+.2%}" if ci else "–"]
 
 
-def against_base(arm: str, v: dict) -> str:
-    """How an arm differs from base on the same days, and the smallest difference those days could show."""
-    reach = (f"these days detect a gap of {v['min_detectable_gap']:.3f} or more (power 0.8)"
-             if v.get("min_detectable_gap") is not None else "these days can't detect any gap their disagreements allow")
-    return (f"{arm} − base on {v['n']} days: accuracy {v['gap']:+.3f} (95% CI {ci_cell(v['gap_ci95'])}), different "
-            f"answers on {v['discordant']:.0%} of days, McNemar p {cell(v['mcnemar_p'])}; {reach}")
+def render_against_base(r: dict) -> None:
+    """How each arm differs from base on the same days, and the smallest difference those days could show."""
+    for arm, s in r["arms"].items():
+        if (v := s.get("vs_base")) and v.get("n"):
+            reach = (f"these days detect a gap of {v['min_detectable_gap']:.3f} or more (power 0.8)"
+                     if v.get("min_detectable_gap") is not None else
+                     "these days can't detect any gap their disagreements allow")
+            console.print(f"{arm} − base on {v['n']} days: accuracy {v['gap']:+.3f} (95% CI {ci_cell(v['gap_ci95'])}), "
+                          f"different answers on {v['discordant']:.0%} of days, McNemar p {cell(v['mcnemar_p'])}; "
+                          f"{reach}", highlight=False)
 
 
 def render_experiment_notes(r: dict) -> None:
@@ -200,9 +205,6 @@ def render_experiment_notes(r: dict) -> None:
     if reasked:
         console.print("forecasts the gate flagged and sep asked again, still without the outcome: " + ", ".join(reasked),
                       highlight=False)
-    for name, s in r["arms"].items():
-        if (v := s.get("vs_base")) and v.get("n"):
-            console.print(against_base(name, v), highlight=False)
     lessons, took = r.get("lessons"), r.get("uptake")
     if lessons and lessons["n"]:
         why = ", ".join(f"{k} {v}" for k, v in sorted(lessons["flags"].items(), key=lambda kv: -kv[1]))
