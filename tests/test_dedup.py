@@ -443,6 +443,12 @@ def test_lists_and_bots_flag_single_tweets_never_a_whole_cluster(tmp_path):
     assert [r.flag for r in rows] == [None, None, "keyword:lists:6 cashtags", "keyword:lists:6 cashtags",
                                       "keyword:bots:top analyst price target", "keyword:bots:miss the next move"]
     assert dedup._topic_flags(NoTopWords(), rows, [0] * len(rows)) == {}
+    # a bot that rates "top 100 #stocks" a day (SN2, UPS 2022-05-07 and ABBV 2022-05-06, as posted), retweets cut too
+    bot = ("United Parcel Service Fear and Greed Index is currently 36 - FEAR  24h technical analysis index: 50 - HOLD "
+           "Relative Strength Index #RSI: 28 Current #UPS price is 179.911401621934 usd  Live analysis for $UPS and "
+           "other top 100 #stocks", "RT @smfgi: #AbbVie Fear and Greed Index is currently 36 - FEAR  24h technical "
+           "analysis index: 51 - HOLD Relative Strength Index #RSI: 37 Cu…")
+    assert [next(r.category for r in dedup.rules if r.match("tweet", t)) for t in bot] == ["bots", "bots"]
     for r in rows[2:]:
         r.flag = "keyword:ads:free trial"
     assert dedup._topic_flags(NoTopWords(), rows, [0] * len(rows)) == {0: "ads"}
