@@ -4,8 +4,9 @@ Uses a small preference set built from real Samsung news titles of the bundled s
 the direction the market took next day), so sequence lengths are realistic for titles. Each
 trainer runs in its own process, so its peak RSS is its own. A trainer that the memory check
 refuses before loading prints the refusal instead. PPO holds one base (reference = adapter off, value
-= a head on the policy) with the market reward; GRPO samples 4 completions of 160 tokens per prompt,
-through transformers (`grpo`) and through llama.cpp with the current adapter (`grpo-llama.cpp`).
+= a head on the policy) with the market reward; GRPO samples 4 completions of 160 tokens per prompt; each
+samples through transformers (`ppo`, `grpo`) and through llama.cpp with the current adapter (`ppo-llama.cpp`,
+`grpo-llama.cpp`).
 Run: .venv/bin/python bench/train_speed.py [--base-models qwen2.5-coder-1.5b,gemma-270m] [--steps 2] [--threads 2]
      [--trainers sft,grpo-llama.cpp] [--lora-layers N]
 """
@@ -66,8 +67,10 @@ def one(kind: str, base: str, tmp: Path, steps: int, threads: int, lora_layers: 
         "reward": lambda: train.train_reward(settings, train.RewardRunConfig(out=out / "rm", **common), None, pairs),
         "reward-embedding": lambda: train.train_reward(
             settings, train.RewardRunConfig(out=out / "rm-head", head="embedding", **common), None, pairs),
-        "ppo": lambda: train.train_ppo(settings, train.PPORunConfig(out=out / "ppo", sft=out / "sft", **{
-            **common, "batch_size": 1}), None, pairs),
+        "ppo": lambda: train.train_ppo(settings, train.PPORunConfig(out=out / "ppo", sft=out / "sft", rollouts="transformers",
+                                                                    **{**common, "batch_size": 1}), None, pairs),
+        "ppo-llama.cpp": lambda: train.train_ppo(settings, train.PPORunConfig(
+            out=out / "ppo-llama", sft=out / "sft", rollouts="llama.cpp", **{**common, "batch_size": 1}), None, pairs),
         "grpo": lambda: train.train_grpo(settings, train.GRPORunConfig(out=out / "grpo", sft=out / "sft",
                                                                        rollouts="transformers", **group), None, pairs),
         "grpo-llama.cpp": lambda: train.train_grpo(settings, train.GRPORunConfig(
@@ -90,7 +93,7 @@ def one(kind: str, base: str, tmp: Path, steps: int, threads: int, lora_layers: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-models", default="qwen2.5-coder-1.5b,gemma-270m")
-    parser.add_argument("--trainers", default="sft,reward,reward-embedding,ppo,grpo,grpo-llama.cpp")
+    parser.add_argument("--trainers", default="sft,reward,reward-embedding,ppo,ppo-llama.cpp,grpo,grpo-llama.cpp")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lora-layers", type=int, help="PPO's and GRPO's --lora-layers (default: each trainer's own).")

@@ -218,14 +218,21 @@ def test_reward_model_ranks_chosen_over_rejected_on_held_out_pairs(trained, toy,
 
 
 @pytest.mark.slow
-def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy, base):
+@pytest.mark.parametrize("rollouts", ["transformers", "llama.cpp"])
+def test_ppo_runs_two_updates_and_moves_the_policy(trained, toy, base, rollouts):
+    """Both samplers: TRL's generate, and llama.cpp with the policy's adapter (TRL's PPO then reads its old
+    log-probs from the learner's own forward pass over what llama.cpp sampled)."""
+    out = toy / f"ppo-{rollouts}"
     done = run("train", "ppo", "--reward-kind", "both", "--reward", str(toy / "reward"), "--sft", str(toy / "sft"), "--pairs",
                str(toy / "pairs.jsonl"), "--max-steps", "2", "--response-length", "24", "--base-model", base,
-               "--out", str(toy / "ppo"), "--json", db=toy / "sep.db")  # short rollouts: the loop, not the prose
+               "--rollouts", rollouts, "--out", str(out), "--json", db=toy / "sep.db")  # short: the loop, not the prose
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)
-    assert metrics["updates"] == 2 and metrics["mean_score"] is not None
-    assert lora_b_norm(toy / "ppo" / "adapter") > 0
+    assert metrics["updates"] == 2 and metrics["mean_score"] is not None and metrics["rollouts"] == rollouts
+    assert lora_b_norm(out / "adapter") > 0
+    if rollouts == "llama.cpp":  # two updates of a batch of 2, each sampled with the adapter as it then was
+        assert metrics["rollout_completions"] == 4 and metrics["rollout_tokens"] > 0
+        assert metrics["kl"] is not None and abs(metrics["kl"]) < 1.0  # old log-probs are the learner's: no blow-up
 
 
 @pytest.mark.slow

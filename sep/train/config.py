@@ -120,9 +120,16 @@ class RLRunConfig(RunConfig):
     reward: Path | None = option(None, "A `sep train reward` run, for --reward-kind model or both.")
     model_weight: float = 0.5           # `both`: market/market scale + model_weight * model/model scale
     sft: Path | None = option(None, "A `sep train sft` run to start the policy from.")
+    rollouts: str = option("auto", "Where completions are sampled: transformers (TRL's generate on the training "
+                           "weights), llama.cpp (the base's GGUF with the --sft and current adapters, rewritten after "
+                           "each update: about 3x faster sampling on 2 cores; an explain prompt keeps the inference "
+                           "grammar, so its completions reach a label; the learner computes its own log-probs), or "
+                           "auto: llama.cpp when training on the CPU with a base llama.cpp can run, else transformers.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.rollouts not in ("auto", "transformers", "llama.cpp"):
+            raise BadInput(f"--rollouts must be auto, transformers or llama.cpp, not {self.rollouts!r}.")
         if self.reward_kind not in ("market", "model", "both"):
             raise BadInput(f"--reward-kind must be market, model or both, not {self.reward_kind!r}.")
         if self.reward_kind != "market" and not self.reward:
@@ -145,6 +152,10 @@ class PPORunConfig(RLRunConfig):
     response_length: int = option(EXPLAIN_TOKENS, "Tokens generated per rollout (an explanation's length at "
                                   "inference).", min=4)
     rollout_temperature: float = 0.7  # TRL's PPO sampling temperature (not best-of-n's `temperature`)
+    rollouts: str = option("transformers", "Where rollouts are sampled: transformers (TRL's generate on the training "
+                           "weights) or llama.cpp (the base's GGUF with the --sft and current adapters; the learner's "
+                           "own forward pass gives PPO its old log-probs). Not yet auto: on 2 cores its speed against "
+                           "transformers has not been measured on answers of the same length (docs/training.md).")
     learning_rate: float = option(1e-5, "Learning rate.", min=0.0)
 
 
@@ -166,16 +177,6 @@ class GRPORunConfig(RLRunConfig):
                                         "holds an explain answer's items and label).", min=0.1, max=2.0)
     max_completion_length: int = option(EXPLAIN_TOKENS, "Tokens generated per completion (an explanation's length "
                                         "at inference).", min=4)
-    rollouts: str = option("auto", "Where completions are sampled: transformers (TRL's generate on the training "
-                           "weights), llama.cpp (the base's GGUF with the --sft and current adapters, rewritten after "
-                           "each update: about 3x faster sampling on 2 cores; an explain prompt keeps the inference "
-                           "grammar, so its completions reach a label), or auto: llama.cpp when training on the CPU "
-                           "with a base llama.cpp can run, else transformers.")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.rollouts not in ("auto", "transformers", "llama.cpp"):
-            raise BadInput(f"--rollouts must be auto, transformers or llama.cpp, not {self.rollouts!r}.")
 
 
 # Each trainer's config by name (its `kind`): what `sep train NAME` and `sep.train_model(NAME)` take.

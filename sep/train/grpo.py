@@ -14,11 +14,12 @@ from trl import GRPOConfig, GRPOTrainer
 from sep.errors import BadInput
 from sep.llm import content_text
 from sep.settings import Settings
-from sep.train.base import TrainingBase, launch_rank, load_policy, lora, over_processes, turn_tokenizer
+from sep.train.base import TrainingBase, launch_rank, load_policy, lora, turn_tokenizer
 from sep.train.config import GRPORunConfig
 from sep.train.data import day_rows, market_rows, training_rows
 from sep.train.rewards import with_signal_instruction
-from sep.train.rollouts import LlamaRollouts, answer_shapes, merged_adapters, rollout_sampler, rollouts_where
+from sep.train.rollouts import (LlamaRollouts, answer_shapes, merged_adapters, rollout_counts, rollout_sampler,
+                                rollouts_where)
 from sep.train.run import Run, execute_run, save_adapter, train_with_resume, trainer_args
 from sep.train.scorers import MarketFeedback
 
@@ -74,13 +75,8 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
         metrics = train_with_resume(run, trainer)
         saved = save_adapter(run, trainer.model, tok, base)
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-        sampled = dict.fromkeys(("rollout_tokens", "rollout_completions", "rollout_seconds"))
-        if rollouts:  # each process samples its share of the groups
-            (tokens, completions), (seconds,) = over_processes([rollouts.tokens, rollouts.completions], [rollouts.seconds])
-            sampled = {"rollout_tokens": int(tokens), "rollout_completions": int(completions),
-                       "rollout_seconds": round(seconds, 1)}
         return {**metrics, "mean_reward": sum(rewards) / len(rewards) if rewards else None,
-                "market_scale": market_scale, "rollouts": where, **sampled,
+                "market_scale": market_scale, "rollouts": where, **rollout_counts(rollouts),
                 **group_counts(trainer.state.log_history, args.generation_batch_size // config.num_generations),
                 **saved}
 

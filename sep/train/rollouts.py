@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from sep.models import CATALOG, local_model
 from sep.prompting import load_prompt, prompt_files
 from sep.settings import Settings
 from sep.stances import detect_lang
-from sep.train.base import TrainingBase, cpu_only, launch_rank
+from sep.train.base import TrainingBase, cpu_only, launch_rank, over_processes
 from sep.window import lang_of
 
 
@@ -152,7 +153,8 @@ class LlamaRollouts:
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, list]:
         started = time.perf_counter()
         step = trainer.state.global_step
-        chat = self.chat_for(trainer.accelerator.unwrap_model(trainer.model), step)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        chat = self.chat_for(getattr(model, "policy", model), step)  # PPO's wrapper holds the policy beside its value
         tok = trainer.processing_class
         out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": []}
         for i, prompt in enumerate(prompts):
@@ -182,3 +184,56 @@ class LlamaRollouts:
         if message.usage_metadata["output_tokens"] < self.max_tokens:  # it ended its turn before the budget
             ids = [*ids, self.turn_end_id]
         return ids, [0.0] * len(ids)
+
+
+class PPOGeneration:
+    """TRL PPO's `batch_generation` (it has no `rollout_func`), answered by `LlamaRollouts`: the queries'
+    completions are sampled by llama.cpp with the policy's current adapter, and the logits PPO reads its
+    old log-probs from come from one forward pass of the learner over them (TRL's own `forward`, divided
+    by the temperature as its sampler's scores are), so the ratios PPO clips are the learner's own.
+
+    `prompts`: a query's token ids → its rendered prompt (the text llama.cpp reads, and the key of the
+    rollouts' answer shapes)."""
+
+    def __init__(self, rollouts: LlamaRollouts, trainer: Any, prompts: dict[tuple[int, ...], str], temperature: float) -> None:
+        self.rollouts, self.trainer, self.prompts, self.temperature = rollouts, trainer, prompts, temperature
+
+    def __call__(self, model: Any, queries: Any, local_rollout_forward_batch_size: int, pad_token_id: int,
+                 generation_config: Any) -> tuple[Any, Any]:
+        import torch
+        from trl.experimental.ppo.ppo_trainer import forward
+
+        texts = [self.prompts[tuple(q[q != pad_token_id].tolist())] for q in queries]  # TRL pads queries on the left
+        sampled = self.rollouts(texts, self.trainer)["completion_ids"]
+        width = max(1, min(generation_config.max_new_tokens, max(len(ids) for ids in sampled)))
+        responses = torch.full((len(sampled), width), pad_token_id, dtype=queries.dtype, device=queries.device)
+        for row, ids in enumerate(sampled):
+            ids = ids[:width]
+            responses[row, :len(ids)] = torch.tensor(ids, dtype=queries.dtype)
+        query_responses = torch.cat((queries, responses), 1)
+        with torch.no_grad():
+            logits = forward(model, query_responses, pad_token_id).logits[:, queries.shape[1] - 1:-1]
+        return query_responses, logits / (self.temperature + 1e-7)
+
+
+@contextmanager
+def ppo_rollouts(generation: PPOGeneration | None) -> Iterator[None]:
+    """TRL's PPO samples through `generation` inside this block (it calls its module's `batch_generation`);
+    with None it samples as it always does."""
+    from trl.experimental.ppo import ppo_trainer
+
+    own = ppo_trainer.batch_generation
+    if generation is not None:
+        ppo_trainer.batch_generation = generation
+    try:
+        yield
+    finally:
+        ppo_trainer.batch_generation = own
+
+
+def rollout_counts(rollouts: LlamaRollouts | None) -> dict:
+    """The run's sampling through llama.cpp, summed over the processes of a launch (each samples its share)."""
+    if rollouts is None:
+        return dict.fromkeys(("rollout_tokens", "rollout_completions", "rollout_seconds"))
+    (tokens, completions), (seconds,) = over_processes([rollouts.tokens, rollouts.completions], [rollouts.seconds])
+    return {"rollout_tokens": int(tokens), "rollout_completions": int(completions), "rollout_seconds": round(seconds, 1)}
