@@ -396,7 +396,7 @@ def test_the_default_rules_flag_the_ads_that_reach_every_cashtag_and_keep_ordina
     assert [flagged(t) for t in ads] == ["ads:click the link", "ads:start your trial", "ads:free trial",
                                          "ads:cryptotraders"]
     ordinary = ["$UPS Data indicates that the overall analyst  sentiment for UPS  is bullish.",
-                "United Parcel Service Fear and Greed Index is currently 36 - FEAR",
+                "$UPS Q1 Adj. EPS $3.05 Beats $2.88 Estimate",  # the Fear and Greed bot is a bot now (test below)
                 "AbbVie raises its quarterly dividend; shares rise after the trial results are published"]
     assert [flagged(t) for t in ordinary] == [None, None, None]
 
