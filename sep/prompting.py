@@ -113,29 +113,7 @@ def _read_prompt(name: str, path: Path, stamp: int) -> Prompt:
         labels = tuple(str(w) for w in data.get("labels", ()))
         calibration = {str(k): [float(x) for x in v] for k, v in data.get("calibration", {}).items()}
         lesson = dict(data.get("lesson", {}))
-        if lesson and (len(lesson.get("markers", ())) != 3 or len(lesson.get("reasons", ())) != 2 or "none" not in lesson):
-            raise BadInput(f"The prompt file {path}: [lesson] needs markers (3), reasons (2) and none.")
-        if lesson.get("templates") and (len(lesson["templates"]) != 2 or not all("{kind}" in t for t in lesson["templates"])
-                                        or not lesson.get("kinds")):
-            raise BadInput(f"The prompt file {path}: [lesson] templates are two strings (one per reason), "
-                           "each with {kind}, beside a list of kinds.")
-        if lesson.get("retry") and (len(lesson["retry"]) != 2 or not all("{misled}" in t for t in lesson["retry"])
-                                    or "{overlooked}" not in str(lesson.get("retry_overlooked", "{overlooked}"))):
-            raise BadInput(f"The prompt file {path}: [lesson] retry is two strings (one per reason), each "
-                           "with {misled}; retry_overlooked has {overlooked}.")
-        if lesson.get("hints") and len(lesson["hints"]) != len(lesson.get("kinds", ())):
-            raise BadInput(f"The prompt file {path}: [lesson] hints say what each kind means: one per kind, "
-                           "in the kinds' order.")
-        if lesson.get("cues") and (len(lesson["cues"]) != len(lesson.get("kinds", ()))
-                                   or not all(isinstance(c, list) for c in lesson["cues"])):
-            raise BadInput(f"The prompt file {path}: [lesson] cues are one list of patterns per kind, in the "
-                           "kinds' order.")
-        for pattern in (c for cues in lesson.get("cues", ()) for c in cues):
-            try:  # a bad pattern is refused here, not in the middle of a run
-                re.compile(pattern)
-            except re.error as exc:
-                raise BadInput(f"The prompt file {path}: the [lesson] cue {pattern!r} is not a regular "
-                               f"expression ({exc}).") from None
+        _check_lesson(path, lesson)
     except FileNotFoundError:
         raise BadInput(f"No prompt file {path}; a prompts folder needs <lang>/{name}.toml.") from None
     except BadInput:  # a [lesson] problem, said in its own sentence
@@ -145,6 +123,33 @@ def _read_prompt(name: str, path: Path, stamp: int) -> Prompt:
                        f"[[turns]] ending with the user's ({exc}).") from None
     return Prompt(name, system, turns, hashlib.sha1(text.encode()).hexdigest()[:12], examples, label_after,
                   evidence_head, labels, calibration, lesson)
+
+
+def _check_lesson(path: Path, lesson: dict) -> None:
+    """A prompt file's [lesson] table, refused in one sentence per problem when the file is read (a bad
+    cue pattern here, not in the middle of a run)."""
+    def problem(what: str) -> BadInput:
+        return BadInput(f"The prompt file {path}: {what}")
+
+    if lesson and (len(lesson.get("markers", ())) != 3 or len(lesson.get("reasons", ())) != 2 or "none" not in lesson):
+        raise problem("[lesson] needs markers (3), reasons (2) and none.")
+    if lesson.get("templates") and (len(lesson["templates"]) != 2 or not all("{kind}" in t for t in lesson["templates"])
+                                    or not lesson.get("kinds")):
+        raise problem("[lesson] templates are two strings (one per reason), each with {kind}, beside a list of kinds.")
+    if lesson.get("retry") and (len(lesson["retry"]) != 2 or not all("{misled}" in t for t in lesson["retry"])
+                                or "{overlooked}" not in str(lesson.get("retry_overlooked", "{overlooked}"))):
+        raise problem("[lesson] retry is two strings (one per reason), each with {misled}; retry_overlooked has "
+                      "{overlooked}.")
+    if lesson.get("hints") and len(lesson["hints"]) != len(lesson.get("kinds", ())):
+        raise problem("[lesson] hints say what each kind means: one per kind, in the kinds' order.")
+    if lesson.get("cues") and (len(lesson["cues"]) != len(lesson.get("kinds", ()))
+                               or not all(isinstance(c, list) for c in lesson["cues"])):
+        raise problem("[lesson] cues are one list of patterns per kind, in the kinds' order.")
+    for pattern in (c for cues in lesson.get("cues", ()) for c in cues):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise problem(f"the [lesson] cue {pattern!r} is not a regular expression ({exc}).") from None
 
 
 def _literal(text: str) -> str:

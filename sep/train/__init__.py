@@ -43,7 +43,8 @@ _HOMES = {
     "stance": ["stance_rows", "train_stance"],
     "reward": ["fit_bradley_terry", "train_reward", "train_reward_head"],
     "ppo": ["SharedValueHead", "TextReward", "train_ppo"],
-    "rollouts": ["LlamaRollouts", "answer_shapes", "merged_adapters", "rollout_sampler", "rollouts_where", "sampled_ids"],
+    "rollouts": ["LlamaRollouts", "PPOGeneration", "answer_shapes", "llama_rollouts", "merged_adapters", "ppo_rollouts",
+                 "rollout_counts", "rollout_sampler", "rollouts_where", "sampled_ids"],
     "grpo": ["train_grpo"],
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}

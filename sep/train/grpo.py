@@ -18,8 +18,7 @@ from sep.train.base import TrainingBase, launch_rank, load_policy, lora, turn_to
 from sep.train.config import GRPORunConfig
 from sep.train.data import day_rows, market_rows, training_rows
 from sep.train.rewards import with_signal_instruction
-from sep.train.rollouts import (LlamaRollouts, answer_shapes, merged_adapters, rollout_counts, rollout_sampler,
-                                rollouts_where)
+from sep.train.rollouts import llama_rollouts, rollout_counts
 from sep.train.run import Run, execute_run, save_adapter, train_with_resume, trainer_args
 from sep.train.scorers import MarketFeedback
 
@@ -64,11 +63,8 @@ def train_grpo(settings: Settings, config: GRPORunConfig, db: sqlite_utils.Datab
                              gradient_accumulation_steps=group_accumulation(config.batch_size, config.num_generations),
                              max_completion_length=config.max_completion_length, temperature=config.rollout_temperature)
         model = load_policy(base, config.sft)
-        rollouts, where = None, rollouts_where(config.rollouts, base)
-        if where == "llama.cpp":
-            rollouts = LlamaRollouts(rollout_sampler(settings, base, config.threads), base.folder, tok.eos_token_id,
-                                     config.max_completion_length, args.temperature, config.seed, run.out / "rollouts",
-                                     merged_adapters(config.sft), answer_shapes(rows, base.fmt, settings))
+        rollouts, where = llama_rollouts(settings, config, base, tok, rows, run.out / "rollouts",
+                                         config.max_completion_length, args.temperature)
         trainer = GRPOTrainer(model=model, reward_funcs=rlmf, args=args,
                               train_dataset=Dataset.from_list(data), processing_class=tok,
                               peft_config=lora(config, "CAUSAL_LM", model), rollout_func=rollouts)

@@ -25,8 +25,7 @@ from sep.settings import Settings
 from sep.train.base import TrainingBase, launch_rank, load_policy, lora, turn_tokenizer
 from sep.train.config import PPORunConfig
 from sep.train.data import day_rows, market_rows, training_rows
-from sep.train.rollouts import (LlamaRollouts, PPOGeneration, answer_shapes, merged_adapters, ppo_rollouts,
-                                rollout_counts, rollout_sampler, rollouts_where)
+from sep.train.rollouts import PPOGeneration, llama_rollouts, ppo_rollouts, rollout_counts
 from sep.train.run import Run, execute_run, last_checkpoint, precision, save_adapter
 from sep.train.scorers import MarketFeedback
 
@@ -107,13 +106,10 @@ def train_ppo(settings: Settings, config: PPORunConfig, db: sqlite_utils.Databas
                              train_dataset=Dataset.from_list([{"input_ids": p["input_ids"]} for p in prompts]))
         wrapper = shared_wrapper(trainer)
         one_pass(wrapper)
-        rollouts, where = None, rollouts_where(config.rollouts, base)
-        if where == "llama.cpp":
-            rollouts = LlamaRollouts(rollout_sampler(settings, base, config.threads), base.folder, tok.eos_token_id,
-                                     config.response_length, config.rollout_temperature, config.seed,
-                                     run.out / "rollouts", merged_adapters(config.sft), answer_shapes(rows, base.fmt, settings))
-        texts = {tuple(p["input_ids"]): base.fmt.prompt(r["prompt"]) for p, r in zip(prompts, rows)}
-        generation = PPOGeneration(rollouts, trainer, texts, config.rollout_temperature) if rollouts else None
+        rollouts, where = llama_rollouts(settings, config, base, tok, rows, run.out / "rollouts",
+                                         config.response_length, config.rollout_temperature)
+        generation = PPOGeneration(rollouts, trainer, {tuple(p["input_ids"]): base.fmt.prompt(r["prompt"]) for p, r in
+                                                       zip(prompts, rows)}, config.rollout_temperature) if rollouts else None
         if remaining:
             with torch.random.fork_rng(), ppo_rollouts(generation):
                 torch.manual_seed(config.seed)

@@ -237,3 +237,15 @@ def rollout_counts(rollouts: LlamaRollouts | None) -> dict:
         return dict.fromkeys(("rollout_tokens", "rollout_completions", "rollout_seconds"))
     (tokens, completions), (seconds,) = over_processes([rollouts.tokens, rollouts.completions], [rollouts.seconds])
     return {"rollout_tokens": int(tokens), "rollout_completions": int(completions), "rollout_seconds": round(seconds, 1)}
+
+
+def llama_rollouts(settings: Settings, config: Any, base: TrainingBase, tok: Any, rows: list[dict], workdir: Path,
+                   max_tokens: int, temperature: float) -> tuple[LlamaRollouts | None, str]:
+    """An RL run's `--rollouts` resolved (`rollouts_where`), and its llama.cpp sampler when that is where:
+    the base's GGUF under the --sft run's adapter, explain prompts held to the inference grammar."""
+    where = rollouts_where(config.rollouts, base)
+    if where != "llama.cpp":
+        return None, where
+    return LlamaRollouts(rollout_sampler(settings, base, config.threads), base.folder, tok.eos_token_id, max_tokens,
+                         temperature, config.seed, workdir, merged_adapters(config.sft),
+                         answer_shapes(rows, base.fmt, settings)), where
