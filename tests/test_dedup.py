@@ -449,6 +449,11 @@ def test_lists_and_bots_flag_single_tweets_never_a_whole_cluster(tmp_path):
            "other top 100 #stocks", "RT @smfgi: #AbbVie Fear and Greed Index is currently 36 - FEAR  24h technical "
            "analysis index: 51 - HOLD Relative Strength Index #RSI: 37 Cu…")
     assert [next(r.category for r in dedup.rules if r.match("tweet", t)) for t in bot] == ["bots", "bots"]
+    # signal ads and a fund's weights, retweets cut before they name six cashtags (SN2 UPS 2022-06-02, AVGO 2022-05-09)
+    cut = ("RT @TradingWarz: FREE #OPTIONS Ideas BONUS PICKS\n\nScale out when above 25% Profit\n\n$CVX C&gt;177.81 | "
+           "P&lt;175.26\n$JNJ C&gt;179.44 | P&lt;176.29\n$UPS C\u2026", "RT @StockMKTNewz: When you buy $10,000 of $QQQ "
+           "here's how much of the largest stocks you're buying\n\n$1315 of Apple $AAPL \n$1056 of Microsof\u2026")
+    assert [next(r.category for r in dedup.rules if r.match("tweet", t)) for t in cut] == ["ads", "lists"]
     for r in rows[2:]:
         r.flag = "keyword:ads:free trial"
     assert dedup._topic_flags(NoTopWords(), rows, [0] * len(rows)) == {0: "ads"}
