@@ -324,6 +324,16 @@ _CONCLUSION = {
                        + _MODAL + r"(?:continue to\s+)?(?:fall|decrease|go down|drop|decline|slide|close lower|move lower|close down)\b"
                        r"|\bbelow (?:the|its) (?:last|previous|current) close", re.I),
 }
+# A reason that weighs the news and says which side wins argues a label as plainly as a forecast does: "The
+# negative news about orders and contracts is outweighed by the positive news" (the default model, under Negative,
+# twice in jobs/learning.toml), "긍정적인 요인이 부정적인 요인보다 크다". Group 1 is the winning side.
+_SIDE = r"(positive|negative|bullish|bearish|긍정|부정)"
+_WEIGHED = re.compile(r"\boutweighed by (?:the |its |their )?(?:\w+ ){0,2}?" + _SIDE +
+                      r"|\b" + _SIDE + r"\b[^.,;\n]{0,60}?\b(?:outweighs?|(?:is|are) (?:the )?(?:more|most) (?:significant|important))\b"
+                      r"|\boverall (?:sentiment|tone|message|picture|outlook) is (?:\w+ ){0,2}?" + _SIDE +
+                      r"|" + _SIDE + r"적(?:인)? [^.,\n]{0,30}?보다 (?:크|강하|강한|많|무겁|중요)"
+                      r"|전반적(?:인|으로)[^.\n]{0,20}?" + _SIDE + r"적", re.I)
+_WAY = {"positive": "up", "bullish": "up", "긍정": "up", "negative": "down", "bearish": "down", "부정": "down"}
 _DENIED = re.compile(r"^[^.!?\n]{0,12}?(?:가능성[은이]?\s*(?:낮|적|희박|없)|않|어렵)")  # 상승할 가능성은 낮다: the other way
 
 
@@ -332,12 +342,14 @@ _SELF_CONTAINED = re.compile(r"(?:예상|예측|전망)$|close$")  # 하락을 �
 
 
 def concluded(reason: str) -> str | None:
-    """Which way a reason's last forecast of the price points ("up" or "down"), None when it forecasts
-    nothing. A reason that ends "종가가 떨어질 가능성이 높습니다" under 상승 argues against its own label.
+    """Which way a reason's last forecast of the price points ("up" or "down"), or the side it last says
+    weighs more ("outweighed by the positive news"), None when it does neither. A reason that ends
+    "종가가 떨어질 가능성이 높습니다" under 상승 argues against its own label.
     A rise or fall counts only when the price is its subject (주가, 종가, the stock, shares): wages
     or a dividend that "will rise" forecast nothing about the close."""
     found = [(m.start(), way, m.end()) for way, pattern in _CONCLUSION.items() for m in pattern.finditer(reason)
              if _SELF_CONTAINED.search(m.group()) or _PRICE.search(reason[max(0, m.start() - 25):m.start()])]
+    found += [(m.start(), _WAY[next(g for g in m.groups() if g).lower()], m.end()) for m in _WEIGHED.finditer(reason)]
     if not found:
         return None
     _, way, end = max(found)

@@ -378,6 +378,20 @@ def test_the_default_models_evidence_is_checked():
     # a rise that is not the price's: its forecast of 2022-02-09 under 하락
     ("하이닉스 지수 훈풍에 강세하고, 노사협 임금이 상승할 것으로 예상되는 상황이 있습니다.", None),
     ("AMT's dividend is expected to increase by 2.1%", None),
+    # a reason that says which side weighs more (the default model under Negative, jobs/learning.toml, SN2 2022-05)
+    ("The negative news about orders and contracts is outweighed by the positive news about the company's portfolio "
+     "and pipeline.", "up"),
+    ("The negative news about price action moves the close less than it seems. The positive news about the clinical "
+     "trial is more significant.", "up"),
+    ("The positive news items (ABBV's performance and new article) outweigh the negative news items (ABBV's "
+     "shareholder reminder and press release).", "up"),
+    ("The news about the data center deals is neutral, but the overall tone is positive.", "up"),
+    ("긍정적인 실적 소식보다 부정적인 수급 소식이 더 크다.", None),  # the side before 보다 is the weaker: not read
+    ("부정적인 수급 소식이 긍정적인 실적 소식보다 크다.", "down"),
+    ("전반적으로 긍정적인 소식이 많습니다.", "up"),
+    ("부정적인 소식이 긍정적인 소식보다 크지 않습니다.", "up"),  # denied: the other way
+    ("These are less significant than the news about price action moving the next day's close.", None),
+    ("The other items are neutral or slightly negative, but the retracement is the most significant factor.", None),
 ])
 def test_a_reason_concludes_the_way_its_last_forecast_of_the_price_points(reason, way):
     assert concluded(reason) == way
