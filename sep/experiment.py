@@ -159,7 +159,7 @@ class Experiment:
         self.on_progress(f"train (≤ {fold.train_end})", 0, len(kinds))
         for i, kind in enumerate(kinds, 1):
             out = folder / kind
-            if (out / "metrics.json").exists() and (out / "adapter").is_dir():
+            if train.finished_run(out):
                 made[kind] = out
             elif kind in ("ppo", "grpo") and "sft" not in made:
                 self.skipped[kind] = "needs the sft run"
@@ -170,6 +170,8 @@ class Experiment:
                         {"reward_kind": "both", "reward": made["reward"]} if "reward" in made else {"reward_kind": "market"})}
                 elif kind == "grpo":
                     extra = {"sft": made["sft"], "batch_size": 2}
+                elif kind == "reward":
+                    extra = {"head": self.exp.reward_head}
                 config_cls, trainer = train.trainer(kind)
                 try:
                     trainer(self.cfg, config_cls(out=out, **common, **extra), self.db, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
                       model_validator)
@@ -71,6 +71,9 @@ class ExperimentTable(BaseModel):
     arms: Annotated[list[str], AfterValidator(_arms)] = Field(
         default_factory=lambda: list(ARMS), description=f"Among {', '.join(ARMS)}.")
     steps: int = Field(4, ge=1, description="Trainer steps per arm: small on CPU, large on GPU.")
+    reward_head: Literal["embedding", "model"] = Field(
+        "embedding", description="The reward run's head (`sep train reward --head`): embedding runs in llama.cpp, "
+        "so PPO fits beside it on a laptop; model adds a fp32 copy of the base to PPO (a GPU's choice).")
     best_of: int | None = Field(None, ge=1, description=f"Candidates of the best_of_n arm (default: SEP_BEST_OF, {default('best_of')}).")
     folds: int = Field(1, ge=1, description="Walk-forward folds over the test days, expanding window: each "
                        "fold is reflected on and trained on everything known before it (less the embargo).")

@@ -161,7 +161,7 @@ def test_the_embedding_reward_head_learns_in_seconds_and_scores_best_of_n(toy):
     """`--head embedding`: a Bradley–Terry head on the default model's pooled GGUF embedding. On the
     toy pairs (chosen names the news, rejected shrugs) it ranks the held-out last pairs right, says
     what a scored candidate costs, and the reward best-of-n loads scores the same way."""
-    from sep.train import EmbeddingReward, load_reward
+    from sep.train import EmbeddingReward, finished_run, load_reward
 
     done = run("train", "reward", "--head", "embedding", "--pairs", str(toy / "pairs.jsonl"), "--out",
                str(toy / "head"), "--json", db=toy / "sep.db")
@@ -170,6 +170,8 @@ def test_the_embedding_reward_head_learns_in_seconds_and_scores_best_of_n(toy):
     assert metrics["head"] == "embedding" and metrics["eval_pairs"] == 1 and metrics["train_pairs"] == len(NEWS) - 1
     assert metrics["pair_accuracy"] == 1.0 and metrics["majority_accuracy"] is not None
     assert 0 < metrics["seconds_per_candidate"] < 30
+    # it has no adapter, yet it is a finished run an experiment reuses (PPO's reward on a laptop: jobs' reward_head)
+    assert finished_run(toy / "head") and not finished_run(toy)
     reward = load_reward(toy / "head", Settings())
     assert isinstance(reward, EmbeddingReward) and reward.base == "qwen2.5-coder-1.5b"
     chosen, rejected = reward.scores("삼성전자 뉴스: 자사주 매입 결정\n내일 주가는?",

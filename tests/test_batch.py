@@ -151,6 +151,8 @@ JOB = 'name = "x"\nstocks = ["005930"]\nstart = "2022-05-02"\nend = "2022-05-31"
      'test_end = "2022-05-31"\narms = ["bse"]\n', "[experiment] arms: unknown arm bse; choose among base, memory"),
     (JOB + '[experiment]\ntrain_start = "2022-05-02"\ntrain_end = "2022-05-13"\ntest_start = "2022-05-19"\n'
      'test_end = "2022-05-31"\nstep = 2\n', "unknown key experiment.step; allowed: train_start"),
+    (JOB + '[experiment]\ntrain_start = "2022-05-02"\ntrain_end = "2022-05-13"\ntest_start = "2022-05-19"\n'
+     'test_end = "2022-05-31"\nreward_head = "linear"\n', "reward_head: input should be 'embedding' or 'model'"),
 ])
 def test_job_files_are_validated_strictly(tmp_path, text, says):
     from sep.jobs import load_job

@@ -36,7 +36,7 @@ _HOMES = {
              "market_rows", "select_days", "sft_rows", "time_split", "training_rows", "with_returns"],
     "base": ["TrainingBase", "ACTIVATION_FLOATS", "LOGIT_COPIES", "MODEL_COPIES", "available_memory", "check_memory",
              "estimated_peak", "load_policy", "launch_rank", "lora", "lora_targets", "same_base", "turn_tokenizer", "weight_bytes"],
-    "run": ["Run", "execute_run", "last_checkpoint", "save_adapter"],
+    "run": ["Run", "execute_run", "finished_run", "last_checkpoint", "save_adapter"],
     "scorers": ["HEAD_FILE", "EmbeddingReward", "MarketFeedback", "RewardModel", "embedding_reward", "load_reward", "load_reward_model",
                 "pair_metrics", "reward_scores", "reward_text"],
     "sft": ["sft_body", "train_sft"],

@@ -101,7 +101,7 @@ class RewardRunConfig(RunConfig):
 
     kind: str = "reward"
     head: str = option("model", "model: TRL's RewardTrainer, a sequence-classification head on the fp32 base (the GPU "
-                       "path; PPO needs it). embedding: a Bradley-Terry head on the embedded GGUF's pooled embedding "
+                       "path: PPO and GRPO load it as a second fp32 copy). embedding: a Bradley-Terry head on the embedded GGUF's pooled embedding "
                        "of (prompt, response), one prefill per scored answer, trained in seconds on a CPU.")
     eval_fraction: float = option(0.2, "Pairs held out for accuracy and margin (never trained on).", min=0.0, max=0.9)
     l2: float = 0.01  # the embedding head's ridge penalty (its weights are a 1,536-vector on a few dozen pairs)

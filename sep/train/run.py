@@ -123,6 +123,13 @@ def longest_example(rows: list[dict], base: TrainingBase, tok: Any, generated: i
     return max(lengths, default=0)
 
 
+def finished_run(out: Path) -> bool:
+    """A run that finished: its metrics, and what it trained (an adapter, or an embedding reward head,
+    which has no adapter). An experiment reuses it instead of training again."""
+    out = Path(out)
+    return (out / "metrics.json").exists() and ((out / "adapter").is_dir() or (out / HEAD_FILE).exists())
+
+
 def last_checkpoint(out: Path) -> str | None:
     ckpts = sorted((Path(out) / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
