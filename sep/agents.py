@@ -451,7 +451,10 @@ class Agents:
                       names=Masker.for_company(self.lang, variables["stock"], variables["name"]).aliases,
                       labels=tuple(self.words.values()),
                       markers=tuple(m for m in (explain.label_after, explain.evidence_head) if m))
-        return lesson, check.flags(lesson), {**detail, "response": text} if shape else {}
+        flags = check.flags(lesson)
+        if shape and not any(i["item"] == detail.get("misled") for i in variables["_items"]):
+            flags.append("no_evidence")  # it blames what the window never showed (t0 on an empty one): a lesson of nothing
+        return lesson, flags, {**detail, "response": text} if shape else {}
 
     def retry_hint(self, detail: dict) -> str | None:
         """What the same day's retry is told beside the lesson: the item that misled it (and why) and the

@@ -152,6 +152,25 @@ def test_the_same_days_retry_is_told_which_item_misled_and_which_was_overlooked(
     assert stored == [out["trials"][0]["reflection"]]  # what later days recall: no id, no hint
 
 
+def test_a_lesson_blaming_an_item_the_window_never_showed_is_never_recalled(sample_db):
+    """UPS 2022-05-09 in jobs/learning.toml: an empty window, where the default model cited the placeholder
+    t0 under invented news, and its lesson blamed t0. Nothing the window showed misled it, so the lesson
+    is flagged no_evidence: kept, never recalled. A server that ignores the lesson's regex does the same."""
+    def reply(kind: str, prompt: str):
+        if kind == "summarize":
+            return cite_all(prompt)
+        if kind == "kind":
+            return {"실적": -0.1}
+        if kind == "reflect":
+            return "오판: [t0] 비중\n놓침: 없음\n교훈: 실적"
+        return echo_reason(prompt, "상승")
+
+    with FakeOpenAI(reply, owned_by="vllm") as server:
+        reflect_json(server, sample_db, "2022-06-01", "--trials", "2")
+    rows = open_memory(sample_db).execute("SELECT flags, detail FROM reflections").fetchall()
+    assert [(flags, json.loads(detail)["misled"]) for flags, detail in rows] == [("no_evidence", "t0")]
+
+
 def test_wrong_answer_reflects_retries_and_makes_a_pair(sample_db, tmp_path):
     def explain(prompt: str) -> str:
         return RIGHT if "과거의 반성" in prompt else WRONG
