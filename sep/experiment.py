@@ -92,7 +92,9 @@ def identity(job: Job, cfg: Settings) -> tuple[dict, str]:
     exp = job.experiment
     fp, config = fingerprint(cfg, job.stocks, cfg.model, name=job.name, stocks=job.stocks, base_url=cfg.base_url,
                              seed=cfg.seed, best_of=exp.best_of or cfg.best_of,
-                             **exp.model_dump(exclude={"best_of"}))
+                             **exp.model_dump(exclude={"best_of", "reward_head"}),
+                             # only when not the default: experiments begun before the key resume (their finished runs are kept)
+                             **({"reward_head": exp.reward_head} if exp.reward_head != "embedding" else {}))
     return config, fp
 
 

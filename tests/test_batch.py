@@ -188,6 +188,25 @@ def test_a_valid_job_file_still_loads(tmp_path):
     assert job.trials is None and job.settings(Settings()).trials == Settings().trials  # unset: the settings' default
 
 
+def test_a_new_experiment_key_at_its_default_keeps_an_experiments_identity(tmp_path):
+    """A rerun resumes the experiment whose identity (hash) it shares. `reward_head` came after experiments
+    had begun (jobs/learning.toml had trained for an hour): at its default it leaves their hash as it was,
+    so they resume; set otherwise, it is another experiment."""
+    from sep.experiment import identity
+    from sep.jobs import load_job
+
+    table = '[experiment]\ntrain_start = "2022-05-02"\ntrain_end = "2022-05-13"\ntest_start = "2022-05-19"\ntest_end = "2022-05-31"\n'
+    hashes = []
+    for extra in ("", 'reward_head = "embedding"\n', 'reward_head = "model"\n'):
+        path = tmp_path / "job.toml"
+        path.write_text(JOB + table + extra, encoding="utf-8")
+        job = load_job(path)
+        config, fp = identity(job, job.settings(Settings()))
+        hashes.append(fp)
+        assert ("reward_head" in config) == (extra.endswith('"model"\n'))
+    assert hashes[0] == hashes[1] != hashes[2]
+
+
 def test_a_job_owns_its_results(sample_db, tmp_path):
     """Job B with another model on the same days does its own work, and eval --job B scores B's answers."""
     with FakeOpenAI(lambda kind, prompt: WRONG_THEN_REFLECT[kind], model="model-a") as a, \
