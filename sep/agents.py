@@ -452,7 +452,7 @@ class Agents:
                       labels=tuple(self.words.values()),
                       markers=tuple(m for m in (explain.label_after, explain.evidence_head) if m))
         flags = check.flags(lesson)
-        if shape and not any(i["item"] == detail.get("misled") for i in variables["_items"]):
+        if shape and detail.get("misled") and not any(i["item"] == detail["misled"] for i in variables["_items"]):
             flags.append("no_evidence")  # it blames what the window never showed (t0 on an empty one): a lesson of nothing
         return lesson, flags, {**detail, "response": text} if shape else {}
 
