@@ -94,7 +94,8 @@ def identity(job: Job, cfg: Settings) -> tuple[dict, str]:
                              seed=cfg.seed, best_of=exp.best_of or cfg.best_of,
                              **exp.model_dump(exclude={"best_of", "reward_head"}),
                              # only when not the default: experiments begun before the key resume (their finished runs are kept)
-                             **({"reward_head": exp.reward_head} if exp.reward_head != "embedding" else {}))
+                             **({"reward_head": exp.reward_head}
+                                if exp.reward_head != type(exp).model_fields["reward_head"].default else {}))
     return config, fp
 
 
