@@ -269,8 +269,9 @@ class Agents:
             texts = self.fit_texts(stock, day, texts)
         # the model's name, not its server's URL: moving a server must not recompute every summary
         model = "extractive" if extractive else self.model_name.split("@", 1)[0]
-        # the gate's version too: a summary an older gate passed is checked again by the new one
-        version = f"extractive-p{self.summary_points}" if extractive else \
+        # the gate's version too: a summary an older gate passed is checked again by the new one; an
+        # extractive one's order ("-o": tweets that name only other stocks last)
+        version = f"extractive-o-p{self.summary_points}" if extractive else \
             f"{prompt.version}-p{self.summary_points}-g{GATE_VERSION}" + ("-masked" if self.mask else "")
         key = (stock, day, text_hash(texts), model, version)
         cached = SummaryStore(self.db).get(*key)
@@ -295,7 +296,7 @@ class Agents:
                 flags.append("uncited")
         method, attempt = "model", None
         if flags or not points:
-            method, attempt, points = "extractive", response, extractive_points(texts, self.summary_points)
+            method, attempt, points = "extractive", response, extractive_points(texts, self.summary_points, stock)
         summary = "\n".join(points)
         self.summary_info[(stock, day)] = (method, join_flags(flags))
         SummaryStore(self.db).put(SummaryRow(*key[:3], len(texts), *key[3:], summary, now_iso(), method,

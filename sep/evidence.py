@@ -82,9 +82,23 @@ def cited_points(response: str, texts: list[Text], limit: int) -> list[str]:
     return points
 
 
-def extractive_points(texts: list[Text], limit: int) -> list[str]:
-    """No model: the day's first representative titles as points, each citing itself."""
-    return [f"- {clean_for_prompt(t.title)[:MAX_TITLE_CHARS]} [t{t.id}]" for t in texts[:limit]]
+_CASHTAG = re.compile(r"\$([A-Za-z][A-Za-z.]{0,6})\b")
+
+
+def names_others_only(text: Text, stock: str) -> bool:
+    """A tweet whose cashtags name other stocks, not this one: a retweet of another company's news
+    or a list ("$WLL 3 Under-the-Radar Energy Stocks" under AMT). In the five SN2 tickers' tweets, 762
+    of dedup's representatives were such tweets; some still hold news of the stock (Allergan's drug
+    sale under AbbVie), so they are shown last, not dropped."""
+    tags = {t.upper() for t in _CASHTAG.findall(f"{text.title} {text.body or ''}")}
+    return text.source == "tweet" and bool(tags) and stock.upper() not in tags
+
+
+def extractive_points(texts: list[Text], limit: int, stock: str = "") -> list[str]:
+    """No model: the day's first representative titles as points, each citing itself; tweets that
+    name only other stocks come after the rest."""
+    ranked = sorted(texts, key=lambda t: names_others_only(t, stock)) if stock else texts
+    return [f"- {clean_for_prompt(t.title)[:MAX_TITLE_CHARS]} [t{t.id}]" for t in ranked[:limit]]
 
 
 _STORED_CITATION = re.compile(r"\s*\[(t\d+(?:,\s*t\d+)*)\]")  # how a stored point cites: [t54, t56]

@@ -454,6 +454,12 @@ def test_lists_and_bots_flag_single_tweets_never_a_whole_cluster(tmp_path):
            "P&lt;175.26\n$JNJ C&gt;179.44 | P&lt;176.29\n$UPS C\u2026", "RT @StockMKTNewz: When you buy $10,000 of $QQQ "
            "here's how much of the largest stocks you're buying\n\n$1315 of Apple $AAPL \n$1056 of Microsof\u2026")
     assert [next(r.category for r in dedup.rules if r.match("tweet", t)) for t in cut] == ["ads", "lists"]
+    # crypto tokens on a company's cashtag (SN2, AMT 2022-05-24 and 2021-08, UPS 2021-07), and the company's own news
+    tokens = ("RT @OlympusGameP2E: #Giveaways truly never stop🎉 We are…", "RT @Amateras_app: AMATERAS $AMT giveaway "
+              "event very soon.⛩☀️", "RT @upfi_network: 🎇🎇Airdrop program for $UPS on UPFI Network is now live!",
+              "$AMT American Tower raises quarterly dividend to $1.43")
+    assert [next((r.category for r in dedup.rules if r.match("tweet", t)), None) for t in tokens] == \
+        ["crypto", "crypto", "crypto", None]
     for r in rows[2:]:
         r.flag = "keyword:ads:free trial"
     assert dedup._topic_flags(NoTopWords(), rows, [0] * len(rows)) == {0: "ads"}

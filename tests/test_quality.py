@@ -104,6 +104,23 @@ def test_points_cite_real_texts_and_unsupported_points_are_dropped(demo_window):
     assert all(p.endswith(f"[t{t.id}]") for p, t in zip(extractive_points(texts, 3), texts))
 
 
+def test_tweets_naming_only_other_stocks_come_last_in_an_extractive_summary():
+    """Real tweets of AMT's window of 2022-05-24 (SN2): another ticker's list and a crypto giveaway came
+    first by time and were the items the default model cited; the tweet naming $AMT was shown after them.
+    A tweet naming no cashtag and a news title keep their places."""
+    from sep.window import Text
+
+    day = "2022-05-24"
+    texts = [Text(13577, "tweet", day, None, "Just In: $WLL 3 Under-the-Radar Energy Stocks With…", None, None),
+             Text(13572, "tweet", day, None, "BREAKING NEWS: $FISV 7 Defensive Growth Stocks to Buy for…", None, None),
+             Text(13583, "tweet", day, None, "RT @OlympusGameP2E: #Giveaways truly never stop🎉 We are…", None, None),
+             Text(13585, "tweet", day, None, "$AMT - https://t.co/RodZoQ9OE7 - American Tower…", None, None),
+             Text(13590, "tweet", day, None, "RT @x: $amt $CCI towers lease up", None, None)]
+    ids = [p.rsplit("[", 1)[1].strip("]") for p in extractive_points(texts, 3, "AMT")]
+    assert ids == ["t13583", "t13585", "t13590"]  # the giveaway names no stock: it is not this rule's to move
+    assert [p.rsplit("[", 1)[1].strip("]") for p in extractive_points(texts, 2)] == ["t13577", "t13572"]
+
+
 def test_a_point_holding_a_number_its_cited_titles_do_not_is_dropped():
     """The default model's summary of 2022-05-18 (the 67-stock-day run), on real titles of the day: it
     gave Samsung a KOSPI-wide figure and moved numbers between stories. A point keeps its place only
