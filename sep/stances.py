@@ -39,6 +39,27 @@ _HANGUL = re.compile(r"[가-힣]")
 Progress = Callable[[int, int], None]
 
 
+# what a tweet wraps its news in, which says nothing of the news: a retweet's "RT @user:", links,
+# the cashtags it leads with, a "BREAKING NEWS:" banner. One story retweeted and tagged two ways
+# ("RT @DeItaone: BROADCOM TO ACQUIRE VMWARE…", "$VMW $AVGO - BROADCOM TO ACQUIRE VMWARE…") was
+# judged negative and positive; read without its wrapping, it is one text with one judgement.
+_WRAPPING = [re.compile(r"^RT @\w+:\s*"), re.compile(r"https?://\S*"),
+             re.compile(r"^(?:\$[A-Za-z][A-Za-z.]{0,6}\b[\s,:\-–]*)+"),
+             re.compile(r"^(?:BREAKING(?: NEWS)?|JUST IN|NEW ARTICLE)\s*:\s*", re.IGNORECASE)]
+
+
+def news_of(text: str) -> str:
+    """The text a stance is judged on: whitespace collapsed and a tweet's wrapping taken off (the
+    text as it was when nothing is left)."""
+    out, before = " ".join(text.split()), ""
+    while out != before:  # a banner may follow the cashtags, or lead them
+        before = out
+        for pattern in _WRAPPING:
+            out = pattern.sub("", out).strip(" -–:")
+    out = " ".join(out.split())
+    return out or " ".join(text.split())
+
+
 def detect_lang(text: str) -> str:
     """ko when the text holds Hangul, else en."""
     return "ko" if _HANGUL.search(text or "") else "en"
@@ -121,11 +142,13 @@ class StanceJudge:
         return answered_probabilities(message, prompt.labels)
 
     def judge(self, texts: Sequence[str], lang: str | None = None, progress: Progress | None = None) -> list[Judged]:
-        """Every text judged (cached ones read back); `lang` None: each text's own (Hangul → ko)."""
+        """Every text judged on its news (`news_of`; cached ones read back); `lang` None: each text's
+        own (Hangul → ko)."""
         if self.llm is None:
             raise BadInput("Judging stances needs a model (this is a dry run).")
         langs = [lang or detect_lang(t) for t in texts]
-        keys = [(self.key(t), self.model, asked_version(self.prompt(g))) for t, g in zip(texts, langs)]
+        asked = [news_of(t) for t in texts]
+        keys = [(self.key(t), self.model, asked_version(self.prompt(g))) for t, g in zip(asked, langs)]
         raw: dict[int, list[float]] = {}
         if self.db is not None:
             known = cached_stances(self.db, keys)
@@ -136,7 +159,7 @@ class StanceJudge:
             progress(done, len(texts))
 
         def one(i: int) -> tuple[int, list[float]]:
-            return i, self._ask(texts[i], langs[i])
+            return i, self._ask(asked[i], langs[i])
 
         batch: list[tuple[tuple[str, str, str], list[float]]] = []
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:

@@ -141,6 +141,30 @@ def test_a_trained_stance_run_asks_with_the_prompt_it_learned_on(tmp_path):
     assert server.requests[0]["model"] == "stance"
 
 
+def test_one_story_wrapped_two_ways_is_one_judgement(tmp_path):
+    """A retweet's "RT @user:", the cashtags a tweet leads with, a banner and links say nothing of the
+    news: the judge reads the story without them, so two wrappings of it can't be judged apart. The
+    server here keys on the wrapping (a retweet → negative), as the default model did."""
+    story = "BROADCOM TO ACQUIRE VMWARE FOR APPROXIMATELY $61 BILLION IN CASH AND STOCK"
+    texts = [f"RT @DeItaone: {story}", f"$VMW $AVGO - {story} https://t.co/x1", f"BREAKING NEWS: $AVGO {story}",
+             "Broadcom slumps after results"]
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "tweets.csv", index=False)
+    seen: list[str] = []
+
+    def wrapped(text: str) -> str:
+        seen.append(text)
+        return "negative" if text.startswith("RT") or "slumps" in text else "positive"
+
+    with FakeOpenAI(lambda kind, prompt: "-", stance=wrapped) as server:
+        done = run("stance", str(tmp_path / "tweets.csv"), "--text-column", "text", "--base-url", server.base_url,
+                   "--out", str(tmp_path / "out.csv"), db=tmp_path / "sep.db")
+        assert done.returncode == 0, done.stderr
+    assert set(seen) == {story, "Broadcom slumps after results"}
+    written = pd.read_csv(tmp_path / "out.csv")
+    assert written.text.tolist() == texts  # the output keeps each text as it was written
+    assert written.stance.tolist() == ["positive", "positive", "positive", "negative"]
+
+
 def test_the_api_takes_a_list_of_texts(tmp_path):
     import sep
     from sep.backends.mock import mock_llm
