@@ -1,9 +1,9 @@
 """The GPU recipe's precision, checked as far as a CPU allows: SFT, reward, PPO and GRPO with bf16
-mixed precision (what TRL's configs take on a GPU), against the fp32 that sep pins on a CPU.
+mixed precision (what TRL's configs take on a GPU), against fp32.
 
-On a CPU sep trains in fp32 (`sep.train.run.precision`): a CPU without bf16 units runs bf16 GEMMs
-about 100x slower. This forces bf16 autocast on the CPU instead, so the code path a GPU takes (the
-shared-base PPO's value head, the llama.cpp adapter written from the trained LoRA, the reward
+`--precision auto` trains in fp32 on a CPU without bf16 units, where bf16 GEMMs run about 100x
+slower, and in bf16 on a GPU or a CPU with AMX or AVX512-BF16. This runs both (`--precision
+fp32|bf16`) whatever the CPU, so the code path a GPU takes (the shared-base PPO's value head, the llama.cpp adapter written from the trained LoRA, the reward
 head) runs end to end on a tiny model. It shows that the path works, not how fast a GPU is.
 
 Run: .venv/bin/python bench/train_precision.py [--base-model DIR] [--steps 2]
@@ -32,8 +32,6 @@ def main() -> None:
     if args.base_model and not Path(args.base_model).is_dir():
         sys.exit(f"{args.base_model} is not a transformers folder: pass --base-model DIR.")
 
-    import sep.train.ppo as ppo_module
-    import sep.train.run as run_module
     from sep.api.runs import train_model
     from sep.memory import open_memory
     from sep.models import DEFAULT_MODEL, local_model
@@ -44,9 +42,7 @@ def main() -> None:
     base = args.base_model or str(tiny_qwen(work / "tiny", local_model(Settings().cache_dir, DEFAULT_MODEL))[0])
     pairs, sft = toy_sets(work)
     print(f"{'precision':<10}{'run':<8}{'seconds':>8}  result")
-    for name, precision in [("fp32", {"use_cpu": True, "bf16": False, "fp16": False}),
-                            ("bf16", {"use_cpu": True, "bf16": True, "fp16": False})]:
-        run_module.precision = ppo_module.precision = lambda p=precision: p  # the one switch a GPU flips
+    for name in ("fp32", "bf16"):  # --precision: the one switch a GPU flips
         db, runs = open_memory(work / f"{name}.db"), work / name
         on_these = {"reward_kind": "both", "reward": runs / "reward", "sft": runs / "sft"}
         for kind, data, fields in [("sft", sft, {}), ("reward", pairs, {"learning_rate": 1e-2}),
@@ -56,7 +52,7 @@ def main() -> None:
             started = time.perf_counter()
             try:
                 m = train_model(kind, db, data=data, out=runs / kind, max_steps=args.steps,
-                                base_model=base, **fields).metrics
+                                base_model=base, precision=name, **fields).metrics
                 shown = {k: m[k] for k in ("steps", "updates", "train_loss", "pair_accuracy", "mean_score", "gguf_adapter")
                          if m.get(k) is not None}
                 result = "ok " + json.dumps(shown, ensure_ascii=False)

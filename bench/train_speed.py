@@ -8,7 +8,7 @@ refuses before loading prints the refusal instead. PPO holds one base (reference
 samples through transformers (`ppo`, `grpo`) and through llama.cpp with the current adapter (`ppo-llama.cpp`,
 `grpo-llama.cpp`).
 Run: .venv/bin/python bench/train_speed.py [--base-models qwen2.5-coder-1.5b,gemma-270m] [--steps 2] [--threads 2]
-     [--trainers sft,grpo-llama.cpp] [--lora-layers N]
+     [--trainers sft,grpo-llama.cpp] [--lora-layers N] [--precision auto|fp32|bf16] [--rollout-slots N]
 """
 
 from __future__ import annotations
@@ -51,15 +51,16 @@ def sample_files_for_training(tmp: Path) -> tuple[Path, Path]:
     return sft, pairs
 
 
-def one(kind: str, base: str, tmp: Path, steps: int, threads: int, lora_layers: int | None,
-        queue: multiprocessing.Queue) -> None:
+def one(kind: str, base: str, tmp: Path, steps: int, threads: int, lora_layers: int | None, precision: str,
+        rollout_slots: int | None, queue: multiprocessing.Queue) -> None:
     """Run one trainer in this (child) process; report seconds, steps, peak RSS and its metrics."""
     from sep import train
 
     settings = Settings(threads=threads)
     sft, pairs = tmp / "sft.jsonl", tmp / "pairs.jsonl"
-    common = dict(max_steps=steps, save_steps=10_000, threads=threads, base_model=base,
-                  **({} if lora_layers is None or kind.startswith(("sft", "reward")) else {"lora_layers": lora_layers}))
+    common = dict(max_steps=steps, save_steps=10_000, threads=threads, base_model=base, precision=precision,
+                  **({} if lora_layers is None or kind.startswith(("sft", "reward")) else {"lora_layers": lora_layers}),
+                  **({} if rollout_slots is None or not kind.endswith("llama.cpp") else {"rollout_slots": rollout_slots}))
     out = tmp / base
     group = {**common, "batch_size": 4, "num_generations": 4, "max_completion_length": 160}
     jobs = {
@@ -97,20 +98,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lora-layers", type=int, help="PPO's and GRPO's --lora-layers (default: each trainer's own).")
+    parser.add_argument("--precision", default="auto", help="Every trainer's --precision: auto, fp32 or bf16.")
+    parser.add_argument("--rollout-slots", type=int, help="The llama.cpp rows' --rollout-slots (default: the trainer's own).")
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sample_files_for_training(tmp)
         rows = len((tmp / "pairs.jsonl").read_text().splitlines())
-        print(f"{rows} examples from the sample, {args.steps} steps each, batch 2, {args.threads} threads; "
+        print(f"{rows} examples from the sample, {args.steps} steps each, batch 2, {args.threads} threads, "
+              f"precision {args.precision}, rollout slots {args.rollout_slots or 'default'}; "
               "each trainer in its own process (total includes loading the models)")
         for base in args.base_models.split(","):
             print(f"\n{base}\n{'trainer':17} {'steps':>5} {'total s':>8} {'s/step':>7} {'peak GB':>8}")
             for kind in args.trainers.split(","):
                 queue = context.Queue()
                 child = context.Process(target=one, args=(kind, base, tmp, args.steps, args.threads,
-                                                                  args.lora_layers, queue))
+                                                                  args.lora_layers, args.precision,
+                                                                  args.rollout_slots, queue))
                 child.start()
                 child.join()
                 if child.exitcode != 0:

@@ -413,6 +413,13 @@ def test_llama_cpp_rollouts_sample_what_the_adapted_policy_would(base, tmp_path)
         assert out["completion_ids"][0] == out["completion_ids"][1] == greedy.tolist()
         seen.append(out["completion_ids"][0])
     assert seen[0] != seen[1]  # the second update's adapter was loaded
+    # completions sampled together, in two slots, come back in the prompts' order, as one slot samples them
+    other = resolved.fmt.prompt("삼성전자 뉴스: 목표주가 하향\n내일 주가는?")
+    together = LlamaRollouts(rollout_sampler(Settings(), resolved, 1, 2), resolved.folder, tok.eos_token_id, 8, 0.0, 0,
+                             tmp_path / "together", slots=2)([prompt, other, prompt], trainer)
+    alone = rollouts([prompt, other, prompt], trainer)
+    assert together["completion_ids"] == alone["completion_ids"] and together["prompt_ids"] == alone["prompt_ids"]
+    assert together["completion_ids"][0] != together["completion_ids"][1]
     # an explain prompt is answered as inference answers it: the grammar holds the cited items and the label
     rollouts.max_tokens = 40
     answer = tok.decode(rollouts([shaped], trainer)["completion_ids"][0], skip_special_tokens=True)

@@ -23,14 +23,15 @@ from sep.models import LocalModel, ModelError, ModelNotFound, local_model
 from sep.settings import Settings, default, evidence_tokens
 
 
-def server_params(model_path: str, threads: int, n_ctx: int) -> Any:
-    """llama.cpp's settings for one in-process model: one slot, quiet, no warm-up."""
+def server_params(model_path: str, threads: int, n_ctx: int, slots: int = 1) -> Any:
+    """llama.cpp's settings for one in-process model: `slots` sequences decoded together (one, unless
+    rollouts sample a group at once), each with `n_ctx` tokens of context; quiet, no warm-up."""
     import xllamacpp as xl
 
     params = xl.CommonParams()
     params.model.path = model_path
-    params.n_ctx = n_ctx
-    params.n_parallel = 1
+    params.n_ctx = n_ctx * slots
+    params.n_parallel = slots
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     params.warmup = False
@@ -58,6 +59,7 @@ class EmbeddedChatModel(BaseChatModel):
     stop: list[str] = []
     lora: list[str] = []  # llama.cpp LoRA GGUFs applied on the base, in order (a trained policy)
     repeatable: bool = False  # each answer's first call evaluates its prompt from the first token (Settings.repeatable)
+    slots: int = 1  # answers decoded together when called from that many threads (training's rollouts)
     _server: Any = PrivateAttr(default=None)
 
     @property
@@ -68,7 +70,7 @@ class EmbeddedChatModel(BaseChatModel):
         if self._server is None:
             import xllamacpp as xl
 
-            params = server_params(self.model_path, self.threads, self.n_ctx)
+            params = server_params(self.model_path, self.threads, self.n_ctx, self.slots)
             params.lora_adapters = [xl.CommonAdapterLoraInfo(path, 1.0) for path in self.lora]
             self._server = xl.Server(params)
         return self._server
@@ -172,11 +174,11 @@ class GGUFEncoder:
         return [row["embedding"] for row in sorted(reply["data"], key=lambda r: r["index"])]
 
 
-def embedded_chat(model: LocalModel, cfg: Settings, lora: list[str] | None = None) -> EmbeddedChatModel:
+def embedded_chat(model: LocalModel, cfg: Settings, lora: list[str] | None = None, slots: int = 1) -> EmbeddedChatModel:
     """The catalog model (sampling settings from its entry) in-process, with trained LoRA GGUFs applied."""
     return EmbeddedChatModel(model_name=model.name, model_path=str(model.path), chat_template=model.chat_template,
                              threads=cfg.threads, n_ctx=cfg.context, seed=cfg.seed, repeat_penalty=cfg.repeat_penalty or model.repeat_penalty,
-                             stop=list(model.stop), lora=lora or [], repeatable=cfg.repeatable)
+                             stop=list(model.stop), lora=lora or [], repeatable=cfg.repeatable, slots=slots)
 
 
 @register_backend("embedded")

@@ -174,4 +174,4 @@ def ppo_args(config: PPORunConfig, out: Path, remaining: int, tok: Any) -> PPOCo
                      stop_token_id=tok.eos_token_id, kl_coef=config.kl_coef,
                      missing_eos_penalty=config.missing_eos_penalty, learning_rate=config.learning_rate,
                      num_sample_generations=0, save_steps=config.save_steps, report_to=[], seed=config.seed,
-                     logging_steps=1, **precision())
+                     logging_steps=1, **precision(config.precision))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,19 +36,22 @@ from sep.train.base import TrainingBase, cpu_only, launch_rank, over_processes
 from sep.window import lang_of
 
 
-def rollout_sampler(settings: Settings, base: TrainingBase, threads: int) -> Callable[[list[str]], EmbeddedChatModel]:
+def rollout_sampler(settings: Settings, base: TrainingBase, threads: int,
+                    slots: int = 1) -> Callable[[list[str]], EmbeddedChatModel]:
     """The embedded model rollouts sample from, given its adapters: a catalog base's packaged GGUF (with its
-    catalog sampling settings, as inference uses it), or FOLDER.gguf beside a folder base."""
+    catalog sampling settings, as inference uses it), or FOLDER.gguf beside a folder base; `slots`
+    completions decoded at once."""
     cfg = settings.model_copy(update={"threads": threads})
     if base.name in CATALOG:
         local = local_model(settings.cache_dir, base.name)
-        return lambda lora: embedded_chat(local, cfg, lora)
+        return lambda lora: embedded_chat(local, cfg, lora, slots)
     beside = Path(base.folder).with_suffix(".gguf")
     if not runs_in_llama_cpp(base):
         raise BadInput(f"--rollouts llama.cpp samples from the base as a GGUF: use a catalog --base-model "
                        f"({', '.join(CATALOG)}), or put {beside.name} beside {Path(base.folder).name}.")
     return lambda lora: EmbeddedChatModel(model_name=base.name, model_path=str(beside), chat_template=base.fmt.template,
-                                          threads=threads, n_ctx=cfg.context, seed=cfg.seed, lora=lora)
+                                          threads=threads, n_ctx=cfg.context, seed=cfg.seed, lora=lora,
+                                          slots=slots)
 
 
 def runs_in_llama_cpp(base: TrainingBase) -> bool:
@@ -123,12 +127,13 @@ class LlamaRollouts:
 
     def __init__(self, sampler: Callable[[list[str]], EmbeddedChatModel], base_folder: Path, turn_end_id: int,
                  max_tokens: int, temperature: float, seed: int, workdir: Path, under: list[Path] = (),
-                 shapes: dict[str, tuple[list[dict], AnswerShape]] | None = None) -> None:
+                 shapes: dict[str, tuple[list[dict], AnswerShape]] | None = None, slots: int = 1) -> None:
         """`sampler(adapters)`: the embedded model with these GGUF adapters applied. `under`: adapters
         already merged into the learner's weights (its --sft run), applied before the policy's own, so
         llama.cpp samples from the same model the trainer learns on. `shapes`: rendered prompt → (its
-        chat, the shape its answer is held to)."""
+        chat, the shape its answer is held to). `slots`: completions sampled at once (the sampler's slots)."""
         self.sampler, self.base_folder, self.turn_end_id, self.under = sampler, Path(base_folder), turn_end_id, list(under)
+        self.slots = slots
         self.max_tokens, self.temperature, self.seed = max_tokens, temperature, seed
         self.shapes = shapes or {}
         self.workdir = Path(workdir)  # the adapter llama.cpp samples with, as of the last update
@@ -151,29 +156,31 @@ class LlamaRollouts:
         return self.chat
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, list]:
+        """Each prompt's completion, `slots` of them decoded together; each keeps its own seed."""
         started = time.perf_counter()
         step = trainer.state.global_step
         model = trainer.accelerator.unwrap_model(trainer.model)
         chat = self.chat_for(getattr(model, "policy", model), step)  # PPO's wrapper holds the policy beside its value
+        chat._ensure_server()  # loaded once, before the threads share it
         tok = trainer.processing_class
-        out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": []}
-        for i, prompt in enumerate(prompts):
-            if not isinstance(prompt, str):
-                raise BadInput("--rollouts llama.cpp takes prompts rendered as text.")
+        if not all(isinstance(p, str) for p in prompts):
+            raise BadInput("--rollouts llama.cpp takes prompts rendered as text.")
+
+        def one(i: int) -> tuple[list[int], list[float]]:
             seed = self.seed + 1009 * step + i
-            if prompt in self.shapes:
-                ids, logps = self.shaped(chat, tok, *self.shapes[prompt], seed)
-            else:
-                reply = chat._complete(prompt, max_tokens=self.max_tokens, logprobs=1, temperature=self.temperature,
-                                       seed=seed)
-                ids, logps = sampled_ids(reply, tok, self.turn_end_id)
-            self.tokens += len(ids)
-            self.completions += 1
-            out["prompt_ids"].append(tok(prompt, add_special_tokens=False)["input_ids"])
-            out["completion_ids"].append(ids)
-            out["logprobs"].append(logps)
+            if prompts[i] in self.shapes:
+                return self.shaped(chat, tok, *self.shapes[prompts[i]], seed)
+            reply = chat._complete(prompts[i], max_tokens=self.max_tokens, logprobs=1, temperature=self.temperature,
+                                   seed=seed)
+            return sampled_ids(reply, tok, self.turn_end_id)
+
+        with ThreadPoolExecutor(max_workers=self.slots) as pool:
+            sampled = list(pool.map(one, range(len(prompts))))
+        self.tokens += sum(len(ids) for ids, _ in sampled)
+        self.completions += len(sampled)
         self.seconds += time.perf_counter() - started
-        return out
+        return {"prompt_ids": [tok(p, add_special_tokens=False)["input_ids"] for p in prompts],
+                "completion_ids": [ids for ids, _ in sampled], "logprobs": [logps for _, logps in sampled]}
 
     def shaped(self, chat: EmbeddedChatModel, tok: Any, messages: list[dict], shape: AnswerShape,
                seed: int) -> tuple[list[int], list[float]]:
@@ -246,6 +253,6 @@ def llama_rollouts(settings: Settings, config: Any, base: TrainingBase, tok: Any
     where = rollouts_where(config.rollouts, base)
     if where != "llama.cpp":
         return None, where
-    return LlamaRollouts(rollout_sampler(settings, base, config.threads), base.folder, tok.eos_token_id, max_tokens,
-                         temperature, config.seed, workdir, merged_adapters(config.sft),
-                         answer_shapes(rows, base.fmt, settings)), where
+    return LlamaRollouts(rollout_sampler(settings, base, config.threads, config.rollout_slots), base.folder,
+                         tok.eos_token_id, max_tokens, temperature, config.seed, workdir, merged_adapters(config.sft),
+                         answer_shapes(rows, base.fmt, settings), config.rollout_slots), where
