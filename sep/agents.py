@@ -372,6 +372,8 @@ class Agents:
         """One answer, checked; `sampling` (temperature, seed) lets best-of-n draw different ones."""
         prompt = self.prompts["explain"]
         signs = tuple(dict.fromkeys((i["item"], i["sign"]) for i in variables["_items"] if "sign" in i))
+        weights = tuple(dict.fromkeys((i["item"], i["stance"]["positive"] - i["stance"]["negative"])
+                                      for i in variables["_items"] if "stance" in i))
         masker = (m := self.masker(variables["stock"])) and \
             m.for_window([variables["start"], *(i["day"] for i in variables["_items"])], variables["date"])
         # a derived line is its item's words as the prompt showed them (masked, if the prompt was)
@@ -379,7 +381,7 @@ class Agents:
             if signs else ()
         shape = AnswerShape(self.words["up"], self.words["down"], prompt.label_after, prompt.evidence_head,
                             tuple(dict.fromkeys(item["item"] for item in variables["_items"])), MAX_EVIDENCE, signs,
-                            quotes=quotes)
+                            quotes=quotes, weights=weights)
         message = self._ask("explain", variables, masker, shape=shape, **sampling)
         if message is None:
             return None

@@ -36,6 +36,10 @@ class AnswerShape:
       written with its own direction, and the label follows from them: more "+" than "-" lines
       give `up`, more "-" give `down`, a tie leaves it to the model (Faithful CoT's answer computed
       from its reasoning, held by the grammar, so the reasons after it argue the derived label);
+      with `weights` ((id, P(positive) - P(negative)), the items' judged stances) a tie goes the way
+      the cited items weigh, as their confidence does: the model broke 4 of 41 ties against the
+      heavier side (P(label) < 0.5). A backend that writes the label after the evidence (llama.cpp,
+      transformers, the mock) applies it; a regex (vLLM) can't, and leaves a tie to the model;
       with `quotes` ((id, the item's words), every id) each line is that item's words, not the
       model's gloss: the default model's glosses garbled one cited item in six ("직원이 허락하지
       못한 팀원의 팀원 허락" for a headline thanking Samsung's staff), and a list a reader checks
@@ -52,6 +56,7 @@ class AnswerShape:
     signs: tuple[tuple[str, str], ...] = ()  # (id, "+"|"-"|"0"): a derived answer's fixed directions
     choices: tuple[str, ...] = ()
     quotes: tuple[tuple[str, str], ...] = ()  # (id, words): a derived line's words, one pair per item
+    weights: tuple[tuple[str, float], ...] = ()  # (id, P(positive) - P(negative)): what breaks a derived tie
 
     def __post_init__(self) -> None:
         if self.signs:  # one order for one shape (by direction, then as given): what its regex reads back as
@@ -91,8 +96,14 @@ class AnswerShape:
         """The label a derived answer's written evidence lines fix (None: a tie, or not derived)."""
         if not self.signs:
             return None
-        lines = re.findall(r"^\[[^\]]+\] ([+0-]) ", evidence, flags=re.M)[: self.max_items]
-        return derived_label(lines.count("+") - lines.count("-"), self.up, self.down)
+        lines = re.findall(r"^\[([^\]]+)\] ([+0-]) ", evidence, flags=re.M)[: self.max_items]
+        signs = [sign for _, sign in lines]
+        fixed = derived_label(signs.count("+") - signs.count("-"), self.up, self.down)
+        if fixed is None and self.weights:  # a tie: the cited items' weight decides, as it sets the confidence
+            weight = dict(self.weights)
+            net = sum(weight.get(i, 0.0) for i in dict.fromkeys(i for i, _ in lines))
+            return self.up if net > 0 else self.down if net < 0 else None
+        return fixed
 
     def sequences(self) -> list[tuple[tuple[str, ...], str | None]]:
         """Every sequence of directions a derived answer may cite (1 to `max_items` lines), with the
@@ -119,8 +130,10 @@ class AnswerShape:
         label = "label ::= " + " | ".join(lit(w) for w in self.words)
         if self.signs:
             after = lit(self.after + " ")
-            ends = {None: "label", self.up: lit(self.up), self.down: lit(self.down)}
-            alternatives = [" ".join(names[s] for s in seq) + f" {after} {ends[fixed]}" for seq, fixed in self.sequences()]
+            # a tie that weights break ends at the marker: the backend writes the label `fixed_label` reads
+            ends = {None: "" if self.weights else "label", self.up: lit(self.up), self.down: lit(self.down)}
+            alternatives = [" ".join(names[s] for s in seq) + f" {after} {ends[fixed]}".rstrip()
+                            for seq, fixed in self.sequences()]
             rules = [f"root ::= {head}( " + " | ".join(alternatives) + " )"]
             for sign, ids in self._by_sign().items():
                 if self.quotes:

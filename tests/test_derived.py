@@ -34,6 +34,55 @@ def test_the_label_follows_the_net_direction_of_the_cited_items():
     assert SHAPE.fixed_label("근거:\n[t2] - 감원\n[t2] - 감원\n[t4] + 증설\n") == "하락"
 
 
+WEIGHTED = dataclasses.replace(SHAPE, weights=(("t1", 0.2), ("t2", -0.9), ("t3", 0.1), ("t4", 0.6)))
+
+
+def test_a_tie_goes_the_way_the_cited_items_weigh():
+    """The default model broke 4 of 41 ties against the heavier side, so its label's own confidence
+    (the cited items' weight) was below 0.5. With the items' weights a tie is theirs; a count that is
+    not a tie still decides (+ weak, + weak, - strong stays up: the confidence then says < 0.5)."""
+    assert WEIGHTED.fixed_label("근거:\n[t1] + 수주\n[t2] - 감원\n") == "하락"  # 0.2 - 0.9
+    assert WEIGHTED.fixed_label("근거:\n[t3] 0 일정\n") == "상승"
+    assert WEIGHTED.fixed_label("근거:\n[t4] + 증설\n[t3] 0 일정\n[t2] - 감원\n") == "하락"  # 0.6 + 0.1 - 0.9
+    assert WEIGHTED.fixed_label("근거:\n[t1] + 수주\n[t4] + 증설\n[t2] - 감원\n") == "상승"  # the count: +1
+    assert SHAPE.fixed_label("근거:\n[t1] + 수주\n[t2] - 감원\n") is None  # without weights, the model's call
+    # the grammar stops a tie at the marker, where the backend writes the label the weights fix
+    assert 'itemp itemn "판단: " |' in WEIGHTED.gbnf() and 'itemp itemp itemn "판단: " "상승"' in WEIGHTED.gbnf()
+    assert WEIGHTED.regex() == SHAPE.regex()  # vLLM's regex can't weigh: a tie stays the model's there
+    from langchain_core.prompts import ChatPromptTemplate
+
+    from sep.backends.mock import mock_llm
+
+    says_up = mock_llm(lambda agent, prompt: "근거:\n[t1] + 수주\n[t2] - 감원\n판단: 상승\n이유: 수주.")
+    message = says_up.ask(ChatPromptTemplate.from_messages([("human", "q")]), {}, shape=WEIGHTED, agent="explain")
+    assert "판단: 하락" in str(message.content)
+
+
+def test_the_embedded_model_writes_the_label_a_tie_weighs(tiny):
+    """llama.cpp under the grammar (a tiny random Qwen2): every item is neutral, so every answer is a
+    tie, and each label is the sign of its cited items' weight."""
+    from langchain_core.messages import HumanMessage
+
+    from transformers import AutoTokenizer
+
+    from sep.backends.embedded import EmbeddedChatModel
+
+    folder, gguf = tiny
+    shape = AnswerShape("상승", "하락", "판단:", "근거:", (), 3, (("t1", "0"), ("t2", "0")),
+                        quotes=(("t1", "수주 확대"), ("t2", "감원 발표")), weights=(("t1", 0.3), ("t2", -0.5)))
+    template = AutoTokenizer.from_pretrained(folder).chat_template
+    chat = EmbeddedChatModel(model_name="tiny", model_path=str(gguf), chat_template=template, n_ctx=512)
+    seen = set()
+    for seed in range(6):
+        text = str(chat.invoke([HumanMessage("뉴스를 보고 판단하라")], answer_shape=shape, temperature=1.0, seed=seed,
+                               max_tokens=40).content)
+        cited = re.findall(r"^\[(t\d)\] 0 ", text, flags=re.M)
+        label = re.search(r"^판단: (상승|하락)$", text, flags=re.M).group(1)
+        assert label == ("상승" if sum({"t1": 0.3, "t2": -0.5}[i] for i in set(cited)) > 0 else "하락"), text
+        seen.add((tuple(sorted(set(cited))), label))
+    assert len(seen) >= 2, seen  # the samples cited differently
+
+
 @pytest.mark.parametrize("answer, allowed", [
     ("[t1] + 수주 확대\n판단: 상승", True),
     ("[t1] + 수주 확대\n판단: 하락", False),          # against its evidence
