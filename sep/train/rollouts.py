@@ -253,6 +253,7 @@ def llama_rollouts(settings: Settings, config: Any, base: TrainingBase, tok: Any
     where = rollouts_where(config.rollouts, base)
     if where != "llama.cpp":
         return None, where
-    return LlamaRollouts(rollout_sampler(settings, base, config.threads, config.rollout_slots), base.folder,
+    slots = min(config.rollout_slots, config.batch_size)  # a call samples one batch: more slots only hold memory
+    return LlamaRollouts(rollout_sampler(settings, base, config.threads, slots), base.folder,
                          tok.eos_token_id, max_tokens, temperature, config.seed, workdir, merged_adapters(config.sft),
-                         answer_shapes(rows, base.fmt, settings), config.rollout_slots), where
+                         answer_shapes(rows, base.fmt, settings), slots), where
