@@ -178,6 +178,21 @@ def release_memory() -> None:
         pass
 
 
+def mmap_large_blocks(threshold: int = 8 << 20) -> None:
+    """Have glibc serve blocks of `threshold` bytes and more by mmap, returned whole when freed. Its
+    default threshold rises with what is freed (up to 32 MB), so a step's large activations come from
+    the heap, where other steps' blocks fit them badly. An environment's own MALLOC_MMAP_THRESHOLD_ wins."""
+    import ctypes
+    import os
+
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def check_memory(kind: str, base: TrainingBase, batch: int, tokens: int, extra_copies: int = 0,
                  positions: int = 0) -> int:
     """Refuse, before loading anything, a CPU run that would not fit in memory; return the estimate.

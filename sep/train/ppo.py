@@ -26,7 +26,7 @@ from sep.train.base import TrainingBase, launch_rank, load_policy, lora, turn_to
 from sep.train.config import PPORunConfig
 from sep.train.data import day_rows, market_rows, training_rows
 from sep.train.rollouts import PPOGeneration, llama_rollouts, ppo_rollouts, rollout_counts
-from sep.train.run import Run, execute_run, last_checkpoint, precision, save_adapter
+from sep.train.run import Run, execute_run, last_checkpoint, precision, save_adapter, steady_memory
 from sep.train.scorers import MarketFeedback
 
 VALUE_HEAD = "value_head.pt"
@@ -106,6 +106,7 @@ def train_ppo(settings: Settings, config: PPORunConfig, db: sqlite_utils.Databas
                              train_dataset=Dataset.from_list([{"input_ids": p["input_ids"]} for p in prompts]))
         wrapper = shared_wrapper(trainer)
         one_pass(wrapper)
+        steady_memory(trainer)
         rollouts, where = llama_rollouts(settings, config, base, tok, rows, run.out / "rollouts",
                                          config.response_length, config.rollout_temperature)
         generation = PPOGeneration(rollouts, trainer, {tuple(p["input_ids"]): base.fmt.prompt(r["prompt"]) for p, r in

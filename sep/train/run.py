@@ -16,8 +16,8 @@ from sep.adapters import LEGACY_BASE, run_config, write_gguf_adapter
 from sep.errors import BadInput
 from sep.memory import RunStore
 from sep.settings import Settings
-from sep.train.base import (TrainingBase, check_memory, cpu_only, launch_rank, release_memory, same_base,
-                             torch_threads, turn_tokenizer)
+from sep.train.base import (TrainingBase, check_memory, cpu_only, launch_rank, mmap_large_blocks, release_memory,
+                             same_base, torch_threads, turn_tokenizer)
 from sep.train.config import RunConfig
 from sep.train.data import data_hash
 from sep.train.scorers import HEAD_FILE
@@ -120,7 +120,25 @@ def save_adapter(run: Run, model: Any, tok: Any, base: TrainingBase) -> dict:
         return {"gguf_adapter": None, "gguf_note": str(exc)}
 
 
+def steady_memory(trainer: Any) -> None:
+    """On a CPU, keep a long run's memory from creeping: large blocks by mmap, and the heap a step freed
+    handed back after it. Without this glibc kept what steps freed and later steps reused it badly: a
+    bf16 stance run of the default model grew from 10.5 to 13.4 GB resident in 40 steps, and its
+    300-step run peaked at 23.7 GB. With it, 20 steps peaked at 11.3 GB instead of 13.0, for 14% more
+    time a step (docs/training.md)."""
+    from transformers import TrainerCallback
+
+    class TrimHeap(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            release_memory()
+
+    if cpu_only():
+        mmap_large_blocks()
+        trainer.add_callback(TrimHeap())
+
+
 def train_with_resume(run: Run, trainer: Any) -> dict:
+    steady_memory(trainer)
     resume = last_checkpoint(run.out)
     result = trainer.train(resume_from_checkpoint=resume)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
