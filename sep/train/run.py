@@ -124,8 +124,8 @@ def steady_memory(trainer: Any) -> None:
     """On a CPU, keep a long run's memory from creeping: large blocks by mmap, and the heap a step freed
     handed back after it. Without this glibc kept what steps freed and later steps reused it badly: a
     bf16 stance run of the default model grew from 10.5 to 13.4 GB resident in 40 steps, and its
-    300-step run peaked at 23.7 GB. With it, 20 steps peaked at 11.3 GB instead of 13.0, for 14% more
-    time a step (docs/training.md)."""
+    300-step run peaked at 23.7 GB. With it, 100 steps peaked at 11.6 GB (the defaults: 15.1 GB after
+    40), for about 14% more time a step (docs/training.md)."""
     from transformers import TrainerCallback
 
     class TrimHeap(TrainerCallback):
