@@ -34,7 +34,7 @@ from sep.memory import (AlsoWrite, PairRow, PredictionRow, PredictionStore, Refl
 from sep.prompting import PROMPTS_DIR, Prompt, literal_template, load_prompt, prompt_files, prompt_text  # noqa: F401
 from sep.quality import GATE_VERSION, Check, concluded, join_asks, join_flags
 from sep.settings import MAX_TOKENS, Settings, default
-from sep.stances import StanceJudge
+from sep.stances import StanceJudge, net_stance
 from sep.window import AS_WRITTEN_SOURCES, LABEL_WORDS, DecisionWindow, Text, label_word, lang_of
 
 MAX_TEXTS_PER_DAY = 40
@@ -372,8 +372,7 @@ class Agents:
         """One answer, checked; `sampling` (temperature, seed) lets best-of-n draw different ones."""
         prompt = self.prompts["explain"]
         signs = tuple(dict.fromkeys((i["item"], i["sign"]) for i in variables["_items"] if "sign" in i))
-        weights = tuple(dict.fromkeys((i["item"], i["stance"]["positive"] - i["stance"]["negative"])
-                                      for i in variables["_items"] if "stance" in i))
+        weights = tuple(dict.fromkeys((i["item"], net_stance(i["stance"])) for i in variables["_items"] if "stance" in i))
         masker = (m := self.masker(variables["stock"])) and \
             m.for_window([variables["start"], *(i["day"] for i in variables["_items"])], variables["date"])
         # a derived line is its item's words as the prompt showed them (masked, if the prompt was)

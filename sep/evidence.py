@@ -16,7 +16,7 @@ from sep.llm import Answer
 from sep.shapes import NOTE_CHARS, AnswerShape
 from sep.prompting import Prompt
 from sep.quality import Check, date_numbers, echoed_lesson, invented_numbers, stem, words
-from sep.stances import SIGN, STANCES, Judged, StanceJudge
+from sep.stances import SIGN, STANCES, Judged, StanceJudge, net_stance
 from sep.window import LABEL_WORDS, Text
 
 MAX_TITLE_CHARS = 300  # one text's share of a prompt: a 100 KB title must not fill the context
@@ -182,14 +182,14 @@ def window_stance(items: list[dict]) -> float | None:
     seen = {i["item"]: i["stance"] for i in items if i.get("stance")}
     if not seen:
         return None
-    return sum(s["positive"] - s["negative"] for s in seen.values()) / len(seen)
+    return sum(net_stance(s) for s in seen.values()) / len(seen)
 
 
 def evidence_up_probability(evidence: list[dict]) -> float | None:
     """P(up) from the cited items' judged stances: 1/2 + 1/2 · mean(P(positive) - P(negative)).
     Uncalibrated (a news item says little about tomorrow's close): an experiment calibrates it on
     past days (`sep.evaluate.platt`). None when no cited item carries a stance."""
-    scores = [e["stance"]["positive"] - e["stance"]["negative"] for e in evidence if e.get("stance")]
+    scores = [net_stance(e["stance"]) for e in evidence if e.get("stance")]
     if not scores:
         return None
     return min(0.99, max(0.01, 0.5 + 0.5 * sum(scores) / len(scores)))

@@ -65,6 +65,12 @@ def detect_lang(text: str) -> str:
     return "ko" if _HANGUL.search(text or "") else "en"
 
 
+def net_stance(probs: dict[str, float]) -> float:
+    """P(positive) - P(negative): how far a text pushes the stock, in [-1, 1]. What the stance-only
+    baseline averages, what sets an evidence-derived confidence and what breaks a derived tie."""
+    return probs["positive"] - probs["negative"]
+
+
 @dataclass
 class Judged:
     """One text's stance: P(positive), P(neutral), P(negative)."""
@@ -79,8 +85,8 @@ class Judged:
 
     @property
     def score(self) -> float:
-        """P(positive) - P(negative): how far the text pushes the stock, in [-1, 1]."""
-        return self.probs["positive"] - self.probs["negative"]
+        """How far the text pushes the stock, in [-1, 1] (`net_stance`)."""
+        return net_stance(self.probs)
 
     def as_json(self) -> dict:
         return {"text": self.text, "lang": self.lang, "stance": self.stance,
