@@ -164,33 +164,34 @@ def available_memory() -> int | None:
     return None
 
 
-def release_memory() -> None:
-    """Give a finished run's memory back to the system: its models in reference cycles (the trainer's)
-    are collected, and glibc returns freed heap pages. Without it an experiment that trains in one
-    process saw 13.3 GiB free after its SFT run and refused GRPO (13.6 GiB) on a 24 GB machine."""
+def glibc(function: str, *args: int) -> None:
+    """Call one of glibc's allocator functions; elsewhere (macOS, musl) do nothing."""
     import ctypes
+
+    try:
+        getattr(ctypes.CDLL("libc.so.6"), function)(*args)
+    except (OSError, AttributeError):
+        pass
+
+
+def release_memory() -> None:
+    """Give freed memory back to the system (after each CPU step, and when a run ends): objects in
+    reference cycles (the trainer's models) are collected, and glibc returns freed heap pages. Without it an experiment that trains in one
+    process saw 13.3 GiB free after its SFT run and refused GRPO (13.6 GiB) on a 24 GB machine."""
     import gc
 
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): the collector's work is all there is
-        pass
+    glibc("malloc_trim", 0)  # not glibc (macOS, musl): the collector's work is all there is
 
 
 def mmap_large_blocks(threshold: int = 8 << 20) -> None:
     """Have glibc serve blocks of `threshold` bytes and more by mmap, returned whole when freed. Its
     default threshold rises with what is freed (up to 32 MB), so a step's large activations come from
     the heap, where other steps' blocks fit them badly. An environment's own MALLOC_MMAP_THRESHOLD_ wins."""
-    import ctypes
     import os
 
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc
-        pass
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        glibc("mallopt", -3, threshold)  # M_MMAP_THRESHOLD
 
 
 def check_memory(kind: str, base: TrainingBase, batch: int, tokens: int, extra_copies: int = 0,
