@@ -5,6 +5,7 @@ calibrated three ways, and a trained stance run, on sentences none of them was t
     python bench/stance.py --policy runs/stance # adds the trained run's rows
     python bench/stance.py --write-split DIR    # the train/tune/test CSVs `sep train stance` reads
     python bench/stance.py --langs headlines    # only the shipped Samsung headlines (no ../shared needed)
+    python bench/stance.py --examples           # adds the nearest labelled examples' row (`sep stance --examples`)
 
 The split is by a hash of the English sentence (sha1 mod 10): 0-1 test, 2 tune, 3-9 train, so a
 sentence and its translation always fall on the same side. Test rows are `--per-label` per label
@@ -21,6 +22,10 @@ May 2022 (the ones its summaries kept), each labelled by one of us for its likel
 stock, without the model's judgements at hand: a development set of one annotator. It prints the
 untrained model, the prompt's shipped calibration (fitted on PhraseBank) and contextual calibration,
 for 05-05..18 and 05-19..31 apart (prompt changes may only be tried on the first).
+
+`--examples` adds a row judged beside each text's nearest labelled texts (`sep.stances.ExamplePool`,
+2 per label, uncalibrated): the pool is the train part on PhraseBank, and for the headlines the
+other half of the month (05-19..31's titles are shown 05-05..18's and the other way round).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sep.backends.registry import make_llm  # noqa: E402
 from sep.memory import open_memory  # noqa: E402
 from sep.settings import Settings  # noqa: E402
-from sep.stances import STANCES, Judged, StanceJudge, calibrated, stance_scores  # noqa: E402
+from sep.stances import STANCES, ExamplePool, Judged, StanceJudge, calibrated, stance_scores  # noqa: E402
 
 DEV = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "phrasebank" / "dev.csv"
 HEADLINES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "samsung_headlines_2022-05.csv"
@@ -105,7 +110,19 @@ def row(name: str, s: dict, seconds: float | None = None) -> str:
             f"{s['macro_f1']:.3f}  {speed}  most common error: {worst[0]} → {worst[1]} ({c[worst[0]][worst[1]]})")
 
 
-def headlines(base: StanceJudge, path: Path, trained: StanceJudge | None = None, name: str = "") -> None:
+def other_half(base: StanceJudge, frame: pd.DataFrame) -> list[Judged]:
+    """Each headline judged beside its nearest labelled headlines of the other half of the month."""
+    first = frame.date <= "2022-05-18"
+    out: dict[int, Judged] = {}
+    for part in (first, ~first):
+        pool = ExamplePool(list(frame.title[~part]), list(frame.label[~part]))
+        judge = StanceJudge(base.llm, db=base.db, calibrate=False, examples=pool)
+        out |= dict(zip(frame.index[part], judge.judge(list(frame.title[part]), "ko")))
+    return [out[i] for i in frame.index]
+
+
+def headlines(base: StanceJudge, path: Path, trained: StanceJudge | None = None, name: str = "",
+              examples: bool = False) -> None:
     """The stance step on real Korean headlines, untrained and calibrated, by period."""
     frame = pd.read_csv(path)
     start = time.time()
@@ -114,6 +131,7 @@ def headlines(base: StanceJudge, path: Path, trained: StanceJudge | None = None,
     contextual = content_free(base, "ko")
     shipped = base.prompt("ko").calibration.get(base.model)
     done = trained.judge(list(frame.title), "ko") if trained is not None else None
+    shown = other_half(base, frame) if examples else None
     print(f"Samsung Electronics headlines, May 2022 ({path.name}; one annotator's labels: a development set); "
           f"model {base.model}")
     print(f"{'':<28} {'n':>4} 3-class (95% CI)        pos/neg macro-F1 s/text")
@@ -127,6 +145,8 @@ def headlines(base: StanceJudge, path: Path, trained: StanceJudge | None = None,
         print(row("contextual calibration", stance_scores(shifted(judged, contextual), gold)))
         if done is not None:
             print(row(f"trained ({name})", stance_scores([j for j, keep in zip(done, rows) if keep], gold)))
+        if shown is not None:
+            print(row("examples: the other half", stance_scores([j for j, keep in zip(shown, rows) if keep], gold)))
 
 
 def main() -> None:
@@ -138,6 +158,7 @@ def main() -> None:
     ap.add_argument("--db", type=Path, help="Memory that caches judgements (default: a temporary one).")
     ap.add_argument("--write-split", type=Path, help="Write train.csv, tune.csv, test.csv there and stop.")
     ap.add_argument("--headlines", type=Path, default=HEADLINES, help="Labelled headlines (date, title, label).")
+    ap.add_argument("--examples", action="store_true", help="Add the row judged beside the nearest labelled texts.")
     args = ap.parse_args()
     langs = args.langs.split(",")
     frame = None
@@ -161,7 +182,7 @@ def main() -> None:
         prompts = args.policy / "prompts" if (args.policy / "prompts").is_dir() else None
         trained = StanceJudge(make_llm(cfg.with_overrides(policy=args.policy)), prompts_dir=prompts, db=db, calibrate=False)
     if "headlines" in langs:
-        headlines(base, args.headlines, trained, args.policy.name if args.policy else "")
+        headlines(base, args.headlines, trained, args.policy.name if args.policy else "", args.examples)
         langs.remove("headlines")
     if not langs:
         return
@@ -190,6 +211,12 @@ def main() -> None:
             start = time.time()
             done = trained.judge(texts, lang)
             print(row(f"trained ({args.policy.name})", stance_scores(done, gold), (time.time() - start) / len(texts)))
+        if args.examples:
+            train = frame[frame.part == "train"]
+            shown = StanceJudge(base.llm, db=db, calibrate=False, examples=ExamplePool(list(train[col]), list(train.label)))
+            start = time.time()
+            done = shown.judge(texts, lang)
+            print(row("examples: nearest of train", stance_scores(done, gold), (time.time() - start) / len(texts)))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from sep.errors import BadInput
 MAX_TOKENS = {"summarize": 200, "explain": 240, "reflect": 120, "kind": 8}
 SUMMARIZERS = ("auto", "model", "extractive")  # SEP_SUMMARIZER / --summarizer
 EXPLAIN_FORMATS = ("derived", "evidence", "label")  # SEP_EXPLAIN_FORMAT / --explain-format
+EXAMPLES_PER_LABEL = 2  # `sep stance --examples`: the nearest labelled texts of each label shown as worked examples
 EVIDENCE_TOKENS = 200  # of an evidence-first explanation's tokens, the most its cited items (before the label) may take
 
 

@@ -15,10 +15,12 @@ a small model's label words have priors of their own).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from sep.llm import LLM, answered_probabilities
 from sep.shapes import AnswerShape
 from sep.memory import cached_stances, store_stances
 from sep.prompting import Prompt, load_prompt
-from sep.settings import default
+from sep.settings import EXAMPLES_PER_LABEL, default
 
 STANCES = ("positive", "neutral", "negative")
 SIGN = {"positive": "+", "neutral": "0", "negative": "-"}  # how an evidence line writes a stance
@@ -119,13 +121,73 @@ def calibrated(probs: Sequence[float], bias: Sequence[float] | None) -> list[flo
     return [e / sum(exp) for e in exp]
 
 
+class ExamplePool:
+    """Labelled texts shown beside a text as its worked examples: the `per_label` most similar texts
+    of each label in its language, the most similar last (kNN demonstrations, Liu et al. 2022).
+    Similarity is the cosine of character 2-4-gram tf-idf vectors (scikit-learn's `char_wb` with
+    sublinear tf, written out here). The text itself, when the pool holds it, is never its own example."""
+
+    def __init__(self, texts: Sequence[str], labels: Sequence[str], per_label: int = EXAMPLES_PER_LABEL) -> None:
+        if per_label < 1:
+            raise BadInput(f"--examples-per-label must be at least 1, not {per_label}.")
+        self.per_label = per_label
+        self.rows: dict[str, list[tuple[str, str]]] = {}
+        for text, label in zip(texts, labels):
+            self.rows.setdefault(detect_lang(text), []).append((news_of(text), label))
+        self._index: dict[str, tuple[list[dict[str, float]], dict[str, float]]] = {}
+
+    @classmethod
+    def read(cls, path: Path, text_columns: Sequence[str], label_column: str,
+             per_label: int = EXAMPLES_PER_LABEL) -> "ExamplePool":
+        table = read_table(path, text_columns, label_column)
+        return cls(table.texts, table.labels or [], per_label)
+
+    def _vectors(self, lang: str) -> tuple[list[dict[str, float]], dict[str, float]]:
+        if lang not in self._index:
+            grams = [Counter(char_grams(t)) for t, _ in self.rows.get(lang, [])]
+            df = Counter(g for c in grams for g in c)
+            idf = {g: math.log((1 + len(grams)) / (1 + n)) + 1 for g, n in df.items()}
+            self._index[lang] = ([unit({g: (1 + math.log(n)) * idf[g] for g, n in c.items()}) for c in grams], idf)
+        return self._index[lang]
+
+    def nearest(self, text: str, lang: str) -> tuple[tuple[str, str], ...]:
+        """(text, label) of the examples shown beside `text`, least similar first."""
+        vectors, idf = self._vectors(lang)
+        query = unit({g: (1 + math.log(n)) * idf[g] for g, n in Counter(char_grams(text)).items() if g in idf})
+        sims = [sum(w * v.get(g, 0.0) for g, w in query.items()) for v in vectors]
+        rows = self.rows.get(lang, [])
+        order = sorted(range(len(rows)), key=lambda i: -sims[i])
+        picked = [i for s in STANCES for i in [j for j in order if rows[j][1] == s and rows[j][0] != text][:self.per_label]]
+        return tuple(rows[i] for i in sorted(picked, key=lambda i: sims[i]))
+
+
+def char_grams(text: str, low: int = 2, high: int = 4) -> list[str]:
+    """Character n-grams inside each space-padded word, lower-cased (scikit-learn's `char_wb`)."""
+    out = []
+    for word in text.lower().split():
+        word = f" {word} "
+        for n in range(low, high + 1):
+            out += [word[i:i + n] for i in range(max(len(word) - n, 0) + 1)]
+            if len(word) <= n:
+                break
+    return out
+
+
+def unit(vector: dict[str, float]) -> dict[str, float]:
+    """A sparse vector scaled to length 1."""
+    norm = math.sqrt(sum(v * v for v in vector.values())) or 1.0
+    return {k: v / norm for k, v in vector.items()}
+
+
 class StanceJudge:
     """Judges texts with one model. `db` caches judgements (optional); `calibrate` applies the
-    prompt's bias for this model when it has one."""
+    prompt's bias for this model when it has one; `examples` replaces the prompt's worked examples
+    with each text's nearest labelled ones (the prompt's bias, fitted without them, is then not applied)."""
 
     def __init__(self, llm: LLM | None, *, prompts_dir: Path | None = None, db: sqlite_utils.Database | None = None,
-                 calibrate: bool = True, concurrency: int = default("concurrency")) -> None:
-        self.llm, self.prompts_dir, self.db, self.calibrate = llm, prompts_dir, db, calibrate
+                 calibrate: bool = True, concurrency: int = default("concurrency"),
+                 examples: ExamplePool | None = None) -> None:
+        self.llm, self.prompts_dir, self.db, self.calibrate, self.examples = llm, prompts_dir, db, calibrate, examples
         self.concurrency = concurrency if llm is not None and llm.parallel else 1
         self.model = (llm.name.split("@", 1)[0] if llm else "dry-run")
         self._prompts: dict[str, Prompt] = {}
@@ -137,12 +199,19 @@ class StanceJudge:
 
     def bias(self, lang: str) -> list[float] | None:
         """The prompt's calibration for this model, when it has one and calibration is on."""
-        if not self.calibrate:
+        if not self.calibrate or self.examples is not None:
             return None
         return self.prompt(lang).calibration.get(self.model)
 
-    def _ask(self, text: str, lang: str) -> list[float]:
+    def asked(self, text: str, lang: str) -> Prompt:
+        """The prompt a text is judged with: the language's, or with the pool's examples for this text."""
         prompt = self.prompt(lang)
+        if self.examples is None:
+            return prompt
+        words = dict(zip(STANCES, prompt.labels))
+        return dataclasses.replace(prompt, examples=tuple((t, words[s]) for t, s in self.examples.nearest(text, lang)))
+
+    def _ask(self, text: str, prompt: Prompt) -> list[float]:
         message = self.llm.ask(prompt.template, {"text": text}, shape=AnswerShape.choice(*prompt.labels),
                                max_tokens=4, agent="stance")
         return answered_probabilities(message, prompt.labels)
@@ -154,7 +223,8 @@ class StanceJudge:
             raise BadInput("Judging stances needs a model (this is a dry run).")
         langs = [lang or detect_lang(t) for t in texts]
         asked = [news_of(t) for t in texts]
-        keys = [(self.key(t), self.model, asked_version(self.prompt(g))) for t, g in zip(asked, langs)]
+        prompts = [self.asked(t, g) for t, g in zip(asked, langs)]
+        keys = [(self.key(t), self.model, asked_version(p)) for t, p in zip(asked, prompts)]
         raw: dict[int, list[float]] = {}
         if self.db is not None:
             known = cached_stances(self.db, keys)
@@ -165,7 +235,7 @@ class StanceJudge:
             progress(done, len(texts))
 
         def one(i: int) -> tuple[int, list[float]]:
-            return i, self._ask(asked[i], langs[i])
+            return i, self._ask(asked[i], prompts[i])
 
         batch: list[tuple[tuple[str, str, str], list[float]]] = []
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:

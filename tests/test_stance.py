@@ -102,6 +102,10 @@ def test_bad_files_get_one_sentence_and_exit_2(tmp_path):
         ([str(tmp_path / "missing.csv")], "No file"),
         ([str(tmp_path / "notes.pdf")], "not .pdf"),
         ([str(PHRASEBANK), "--text-column", "sentence", "--lang", "fr"], "--lang must be ko or en"),
+        ([str(PHRASEBANK), "--text-column", "sentence", "--examples", str(tmp_path / "empty.csv")], "has no rows"),
+        ([str(PHRASEBANK), "--text-column", "text", "--examples", str(tmp_path / "labels.csv")], "no column 'text'"),
+        ([str(PHRASEBANK), "--text-column", "sentence", "--examples", str(PHRASEBANK), "--examples-per-label", "0"],
+         "--examples-per-label"),
     ]
     for args, says in cases:
         done = run("stance", *args, "--base-url", "http://127.0.0.1:9/v1", db=tmp_path / "sep.db")
@@ -163,6 +167,57 @@ def test_one_story_wrapped_two_ways_is_one_judgement(tmp_path):
     written = pd.read_csv(tmp_path / "out.csv")
     assert written.text.tolist() == texts  # the output keeps each text as it was written
     assert written.stance.tolist() == ["positive", "positive", "positive", "negative"]
+
+
+def sklearn_nearest(texts: list[str], labels: list[str], per_label: int) -> list[list[tuple[str, str]]]:
+    """Each text's examples by scikit-learn's tf-idf (char_wb 2-4, sublinear tf): the `per_label`
+    most similar other texts of each label, least similar first."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectors = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True).fit_transform(texts)
+    sims = (vectors @ vectors.T).toarray()
+    out = []
+    for i, text in enumerate(texts):
+        order = np.argsort(-sims[i], kind="stable")
+        picked = [j for s in STANCES for j in [j for j in order if labels[j] == s and texts[j] != text][:per_label]]
+        out.append([(texts[j], labels[j]) for j in sorted(picked, key=lambda j: sims[i][j])])
+    return out
+
+
+def test_each_text_is_shown_its_nearest_labelled_texts_as_examples(tmp_path):
+    """`--examples FILE`: every request carries, in place of the prompt's worked examples, the texts of
+    that file most similar to the one judged (the same choice scikit-learn's tf-idf makes), with the
+    prompt's answer words, and never the text itself."""
+    rows = pd.read_csv(PHRASEBANK)
+    texts, labels = [" ".join(t.split()) for t in rows.sentence], list(rows.label)
+    expected = dict(zip(texts, sklearn_nearest(texts, labels, per_label=1)))
+    with FakeOpenAI(lambda kind, prompt: "-", stance=skilled(dict(zip(texts, labels)), 1.0)) as server:
+        done = run("stance", str(PHRASEBANK), "--text-column", "sentence", "--label-column", "label", "--examples",
+                   str(PHRASEBANK), "--examples-per-label", "1", "--base-url", server.base_url, "--json",
+                   db=tmp_path / "sep.db")
+        assert done.returncode == 0, done.stderr
+        assert len(server.requests) == len(texts)
+        for request in server.requests:
+            sent = request["messages"]
+            text = sent[-1]["content"]
+            shown = [(sent[k]["content"], sent[k + 1]["content"]) for k in range(1, len(sent) - 1, 2)]
+            assert [m["role"] for m in sent[1:-1]] == ["user", "assistant"] * 3
+            assert shown == expected[text] and text not in [t for t, _ in shown]
+    assert json.loads(done.stdout)["accuracy"] == 1.0
+
+
+def test_a_pool_sets_aside_the_calibration_fitted_without_it():
+    from types import SimpleNamespace
+
+    from sep.stances import ExamplePool, StanceJudge
+
+    model = SimpleNamespace(name="qwen2.5-coder-1.5b", parallel=False)
+    assert StanceJudge(model).bias("ko") is not None  # the shipped prompt's bias for the default model
+    pool = ExamplePool(["매출이 늘었다", "주총을 연다", "적자가 났다"], list(STANCES))
+    assert StanceJudge(model, examples=pool).bias("ko") is None
+    assert pool.nearest("매출이 크게 늘었다", "ko")[-1] == ("매출이 늘었다", "positive")  # the most similar last
+    assert pool.nearest("anything", "en") == ()  # no English texts in the pool: no examples
 
 
 def test_the_api_takes_a_list_of_texts(tmp_path):

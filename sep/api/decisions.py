@@ -13,7 +13,7 @@ from sep.api.common import Step, settings_or_env
 from sep.api.data import open_memory, show_window
 from sep.errors import BadInput, ordered, require_extra
 from sep.ingest import normalise_stock
-from sep.settings import Progress, Settings
+from sep.settings import EXAMPLES_PER_LABEL, Progress, Settings
 
 # ---------------------------------------------------------------- agents
 
@@ -144,33 +144,39 @@ class Stanced:
 
 
 def stance(source: Path | str | Sequence[str], *, text_column: str = "text", label_column: str | None = None,
-           lang: str | None = None, out: Path | None = None, settings: Settings | None = None,
-           db: sqlite_utils.Database | None = None, llm: Any = None,
-           progress: Callable[[int, int], None] | None = None) -> Stanced:
+           lang: str | None = None, out: Path | None = None, examples: Path | None = None,
+           examples_per_label: int = EXAMPLES_PER_LABEL, settings: Settings | None = None,
+           db: sqlite_utils.Database | None = None, llm: Any = None, progress: Progress | None = None) -> Stanced:
     """The model's stance (positive, neutral, negative, with probabilities) of each text: a list of
     texts, or a CSV/xlsx/JSONL file's `text_column` (comma-separated for several). With
     `label_column` the judgements are scored against it. `out` writes one row per text (.csv or
     .jsonl). Judgements are cached in memory (`db`, default the settings' file): a rerun resumes.
-    A `--policy` that `sep train stance` made asks with the prompt it learned on (RUN/prompts)."""
-    from sep.stances import StanceJudge, read_table, stance_scores, write_judged
+    A `--policy` that `sep train stance` made asks with the prompt it learned on (RUN/prompts).
+    `examples`: a labelled file (the same text columns, `label_column` or "label") whose nearest
+    texts, `examples_per_label` of each label, are each text's worked examples (`ExamplePool`).
+    `progress(stage, done, total)` hears "preparing the model" and "judging"."""
+    from sep.stances import ExamplePool, StanceJudge, read_table, stance_scores, write_judged
 
     cfg = settings_or_env(settings)
     if lang not in (None, "ko", "en"):
         raise BadInput(f"--lang must be ko or en, not {lang!r}.")
+    columns = [c.strip() for c in text_column.split(",") if c.strip()]
     if isinstance(source, (str, Path)):
-        table = read_table(Path(source), [c.strip() for c in text_column.split(",") if c.strip()], label_column)
+        table = read_table(Path(source), columns, label_column)
         texts, labels = table.texts, table.labels
     else:
         texts, labels = [" ".join(str(t).split()) for t in source], None
         if not texts:
             raise BadInput("No texts to judge.")
+    pool = None if examples is None else ExamplePool.read(Path(examples), columns, label_column or "label",
+                                                          examples_per_label)
     prompts_dir = cfg.prompts
     if cfg.policy and (Path(cfg.policy) / "prompts").is_dir():
         prompts_dir = Path(cfg.policy) / "prompts"
-    llm = llm if llm is not None else make_llm(cfg)
+    llm = llm if llm is not None else make_llm(cfg, progress)  # after the checks: bad input fails first
     memory = db if db is not None else open_memory(cfg.db)
-    judge = StanceJudge(llm, prompts_dir=prompts_dir, db=memory, concurrency=cfg.concurrency)
-    judged = judge.judge(texts, lang, progress)
+    judge = StanceJudge(llm, prompts_dir=prompts_dir, db=memory, concurrency=cfg.concurrency, examples=pool)
+    judged = judge.judge(texts, lang, (lambda done, total: progress("judging", done, total)) if progress else None)
     if out is not None:
         write_judged(judged, Path(out), labels)
     return Stanced(judge.model, judged, labels, stance_scores(judged, labels) if labels else None,

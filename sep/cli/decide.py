@@ -42,8 +42,8 @@ from sep.cli.common import (
 )
 from sep.cli.data import render_window, render_withheld
 from sep.cli.dedup import dedup_with_bars, render_dedup
-from sep.errors import BadInput, missing_extra
-from sep.settings import Settings
+from sep.errors import missing_extra
+from sep.settings import EXAMPLES_PER_LABEL, Settings
 from sep.shapes import quote
 from sep.window import UI_WORDS, label_word, lang_of
 
@@ -190,6 +190,10 @@ def stance_cmd(
                     "Hangul → ko).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write one row per text (text, stance, p_positive, "
                    "p_neutral, p_negative[, label]) as .csv or .jsonl.")] = None,
+    examples: Annotated[Optional[Path], typer.Option("--examples", help="A labelled file (the same text columns; labels "
+                        "in --label-column, else 'label'): each text is shown its most similar texts of each label there "
+                        "as worked examples, in place of the prompt's own (about 4x slower a text).")] = None,
+    examples_per_label: Annotated[int, typer.Option(help="With --examples: the nearest texts of each label shown.")] = EXAMPLES_PER_LABEL,
     policy: PolicyOpt = None,
     base_url: BaseUrlOpt = None,
     model: ModelOpt = None,
@@ -210,23 +214,15 @@ def stance_cmd(
       sep stance headlines.csv --text-column title --out stances.csv
       sep stance phrasebank.csv --text-column kor_sentence --label-column label --json
       sep stance phrasebank.csv --text-column kor_sentence --label-column label --policy runs/stance
+      sep stance test.csv --text-column kor_sentence --label-column label --examples train.csv
     """
     with user_errors():
-        if lang is not None and lang not in ("ko", "en"):
-            raise BadInput(f"--lang must be ko or en, not {lang!r}.")
         cfg = settings(db=db, base_url=base_url, model=model, policy=policy, threads=threads, prompts=prompts,
                        concurrency=concurrency)
-        with model_errors():
-            progress = bars()
-            from sep.stances import read_table
-
-            read_table(file, [c.strip() for c in text_column.split(",") if c.strip()], label_column)  # bad input first
-            llm = make_llm_with_bars(cfg)
-            with progress:
-                task = progress.add_task("judging", total=None)
-                result = api.stance(file, text_column=text_column, label_column=label_column, lang=lang, out=out,
-                                    settings=cfg, llm=llm,
-                                    progress=lambda done, total: progress.update(task, completed=done, total=total))
+        with model_errors(), bars() as progress:
+            result = api.stance(file, text_column=text_column, label_column=label_column, lang=lang, out=out,
+                                examples=examples, examples_per_label=examples_per_label, settings=cfg,
+                                progress=stage_progress(progress))
     if as_json:
         return print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
     render_stances(result, out)
