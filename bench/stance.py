@@ -25,7 +25,8 @@ for 05-05..18 and 05-19..31 apart (prompt changes may only be tried on the first
 
 `--examples` adds a row judged beside each text's nearest labelled texts (`sep.stances.ExamplePool`,
 2 per label, uncalibrated): the pool is the train part on PhraseBank, and for the headlines the
-other half of the month (05-19..31's titles are shown 05-05..18's and the other way round).
+other half of the month (05-19..31's titles are shown 05-05..18's and the other way round),
+and beside as many drawn at random from the same half (does nearness matter?).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import random
 import sys
 import tempfile
 import time
@@ -110,12 +112,23 @@ def row(name: str, s: dict, seconds: float | None = None) -> str:
             f"{s['macro_f1']:.3f}  {speed}  most common error: {worst[0]} → {worst[1]} ({c[worst[0]][worst[1]]})")
 
 
-def other_half(base: StanceJudge, frame: pd.DataFrame) -> list[Judged]:
+class RandomPool(ExamplePool):
+    """The ablation of nearness: as many examples of each label, drawn at random (seeded by the text)."""
+
+    def nearest(self, text: str, lang: str) -> tuple[tuple[str, str], ...]:
+        rng = random.Random(hashlib.sha1(text.encode()).hexdigest())
+        rows = [r for r in self.rows.get(lang, []) if r[0] != text]
+        picked = [r for s in STANCES for r in rng.sample([r for r in rows if r[1] == s], self.per_label)]
+        rng.shuffle(picked)
+        return tuple(picked)
+
+
+def other_half(base: StanceJudge, frame: pd.DataFrame, pool_kind: type[ExamplePool] = ExamplePool) -> list[Judged]:
     """Each headline judged beside its nearest labelled headlines of the other half of the month."""
     first = frame.date <= "2022-05-18"
     out: dict[int, Judged] = {}
     for part in (first, ~first):
-        pool = ExamplePool(list(frame.title[~part]), list(frame.label[~part]))
+        pool = pool_kind(list(frame.title[~part]), list(frame.label[~part]))
         judge = StanceJudge(base.llm, db=base.db, calibrate=False, examples=pool)
         out |= dict(zip(frame.index[part], judge.judge(list(frame.title[part]), "ko")))
     return [out[i] for i in frame.index]
@@ -132,6 +145,7 @@ def headlines(base: StanceJudge, path: Path, trained: StanceJudge | None = None,
     shipped = base.prompt("ko").calibration.get(base.model)
     done = trained.judge(list(frame.title), "ko") if trained is not None else None
     shown = other_half(base, frame) if examples else None
+    drawn = other_half(base, frame, RandomPool) if examples else None
     print(f"Samsung Electronics headlines, May 2022 ({path.name}; one annotator's labels: a development set); "
           f"model {base.model}")
     print(f"{'':<28} {'n':>4} 3-class (95% CI)        pos/neg macro-F1 s/text")
@@ -147,6 +161,7 @@ def headlines(base: StanceJudge, path: Path, trained: StanceJudge | None = None,
             print(row(f"trained ({name})", stance_scores([j for j, keep in zip(done, rows) if keep], gold)))
         if shown is not None:
             print(row("examples: the other half", stance_scores([j for j, keep in zip(shown, rows) if keep], gold)))
+            print(row("  drawn at random instead", stance_scores([j for j, keep in zip(drawn, rows) if keep], gold)))
 
 
 def main() -> None:

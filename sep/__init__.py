@@ -30,7 +30,8 @@ import cycle). A stage writes only the tables of the one SQLite memory named bes
   quality, mask         the gate every generated text passes; the company and dates hidden for
                         the memorization probe (no table)
   stances               the stance step: P(positive/neutral/negative) of one text, read from the
-                        label words' log-probs (`sep stance`), cached through memory
+                        label words' log-probs (`sep stance`), cached through memory; optionally
+                        beside a labelled file's nearest texts as worked examples (`--examples`)
   evidence              what summaries and answers cite: a point's text ids, the window's items an
                         answer cites with their judged stances, and the checks on them (no table)
   agents                summarize, explain, reflect (prompts in prompts/) → summaries,
