@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -134,7 +135,7 @@ class ExamplePool:
         self.rows: dict[str, list[tuple[str, str]]] = {}
         for text, label in zip(texts, labels):
             self.rows.setdefault(detect_lang(text), []).append((news_of(text), label))
-        self._index: dict[str, tuple[list[dict[str, float]], dict[str, float]]] = {}
+        self._index: dict[str, tuple[dict[str, tuple[Any, Any]], dict[str, float]]] = {}
 
     @classmethod
     def read(cls, path: Path, text_columns: Sequence[str], label_column: str,
@@ -142,22 +143,40 @@ class ExamplePool:
         table = read_table(path, text_columns, label_column)
         return cls(table.texts, table.labels or [], per_label)
 
-    def _vectors(self, lang: str) -> tuple[list[dict[str, float]], dict[str, float]]:
+    def _postings(self, lang: str) -> tuple[dict[str, tuple[Any, Any]], dict[str, float]]:
+        """Per n-gram, the rows holding it and their unit-vector weights (an inverted index), and the idf."""
+        import numpy as np
+
         if lang not in self._index:
             grams = [Counter(char_grams(t)) for t, _ in self.rows.get(lang, [])]
             df = Counter(g for c in grams for g in c)
             idf = {g: math.log((1 + len(grams)) / (1 + n)) + 1 for g, n in df.items()}
-            self._index[lang] = ([unit({g: (1 + math.log(n)) * idf[g] for g, n in c.items()}) for c in grams], idf)
+            lists: dict[str, tuple[list[int], list[float]]] = {}
+            for row, counts in enumerate(grams):
+                for g, w in unit({g: (1 + math.log(n)) * idf[g] for g, n in counts.items()}).items():
+                    lists.setdefault(g, ([], []))[0].append(row)
+                    lists[g][1].append(w)
+            self._index[lang] = ({g: (np.array(r), np.array(w)) for g, (r, w) in lists.items()}, idf)
         return self._index[lang]
 
     def nearest(self, text: str, lang: str) -> tuple[tuple[str, str], ...]:
         """(text, label) of the examples shown beside `text`, least similar first."""
-        vectors, idf = self._vectors(lang)
-        query = unit({g: (1 + math.log(n)) * idf[g] for g, n in Counter(char_grams(text)).items() if g in idf})
-        sims = [sum(w * v.get(g, 0.0) for g, w in query.items()) for v in vectors]
+        import numpy as np
+
+        postings, idf = self._postings(lang)
         rows = self.rows.get(lang, [])
-        order = sorted(range(len(rows)), key=lambda i: -sims[i])
-        picked = [i for s in STANCES for i in [j for j in order if rows[j][1] == s and rows[j][0] != text][:self.per_label]]
+        sims = np.zeros(len(rows))
+        for g, w in unit({g: (1 + math.log(n)) * idf[g] for g, n in Counter(char_grams(text)).items() if g in idf}).items():
+            at, weights = postings[g]
+            sims[at] += w * weights
+        wanted = {s: self.per_label for s in STANCES}
+        picked = []
+        for i in np.argsort(-sims, kind="stable"):
+            if wanted.get(rows[i][1], 0) and rows[i][0] != text:
+                picked.append(i)
+                wanted[rows[i][1]] -= 1
+            if not any(wanted.values()):
+                break
         return tuple(rows[i] for i in sorted(picked, key=lambda i: sims[i]))
 
 
