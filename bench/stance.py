@@ -134,6 +134,11 @@ def other_half(base: StanceJudge, frame: pd.DataFrame, pool_kind: type[ExamplePo
     return [out[i] for i in frame.index]
 
 
+def kept(judged: list[Judged], rows: pd.Series) -> list[Judged]:
+    """The judgements of one period's headlines."""
+    return [j for j, keep in zip(judged, rows) if keep]
+
+
 def headlines(base: StanceJudge, path: Path, trained: StanceJudge | None = None, name: str = "",
               examples: bool = False) -> None:
     """The stance step on real Korean headlines, untrained and calibrated, by period."""
@@ -151,17 +156,17 @@ def headlines(base: StanceJudge, path: Path, trained: StanceJudge | None = None,
     print(f"{'':<28} {'n':>4} 3-class (95% CI)        pos/neg macro-F1 s/text")
     for period, rows in (("05-05..18", frame.date <= "2022-05-18"), ("05-19..31", frame.date > "2022-05-18"),
                          ("all", frame.date == frame.date)):
-        judged, gold = [j for j, keep in zip(raw, rows) if keep], list(frame.label[rows])
+        judged, gold = kept(raw, rows), list(frame.label[rows])
         print(f"[headlines {period}]")
         print(row("untrained (log-probs)", stance_scores(judged, gold), seconds))
         if shipped:
             print(row(f"shipped calibration {shipped[1:]}", stance_scores(biased(judged, shipped), gold)))
         print(row("contextual calibration", stance_scores(shifted(judged, contextual), gold)))
         if done is not None:
-            print(row(f"trained ({name})", stance_scores([j for j, keep in zip(done, rows) if keep], gold)))
+            print(row(f"trained ({name})", stance_scores(kept(done, rows), gold)))
         if shown is not None:
-            print(row("examples: the other half", stance_scores([j for j, keep in zip(shown, rows) if keep], gold)))
-            print(row("  drawn at random instead", stance_scores([j for j, keep in zip(drawn, rows) if keep], gold)))
+            print(row("examples: the other half", stance_scores(kept(shown, rows), gold)))
+            print(row("  drawn at random instead", stance_scores(kept(drawn, rows), gold)))
 
 
 def main() -> None:

@@ -153,7 +153,7 @@ class ExamplePool:
             idf = {g: math.log((1 + len(grams)) / (1 + n)) + 1 for g, n in df.items()}
             lists: dict[str, tuple[list[int], list[float]]] = {}
             for row, counts in enumerate(grams):
-                for g, w in unit({g: (1 + math.log(n)) * idf[g] for g, n in counts.items()}).items():
+                for g, w in tfidf(counts, idf).items():
                     lists.setdefault(g, ([], []))[0].append(row)
                     lists[g][1].append(w)
             self._index[lang] = ({g: (np.array(r), np.array(w)) for g, (r, w) in lists.items()}, idf)
@@ -166,7 +166,7 @@ class ExamplePool:
         postings, idf = self._postings(lang)
         rows = self.rows.get(lang, [])
         sims = np.zeros(len(rows))
-        for g, w in unit({g: (1 + math.log(n)) * idf[g] for g, n in Counter(char_grams(text)).items() if g in idf}).items():
+        for g, w in tfidf(Counter(char_grams(text)), idf).items():
             at, weights = postings[g]
             sims[at] += w * weights
         wanted = {s: self.per_label for s in STANCES}
@@ -192,10 +192,12 @@ def char_grams(text: str, low: int = 2, high: int = 4) -> list[str]:
     return out
 
 
-def unit(vector: dict[str, float]) -> dict[str, float]:
-    """A sparse vector scaled to length 1."""
+def tfidf(counts: Counter, idf: dict[str, float]) -> dict[str, float]:
+    """A text's n-gram counts as a tf-idf vector of length 1 (sublinear tf), over the n-grams `idf` knows:
+    one weighting for the pool's texts and the text they are searched for."""
+    vector = {g: (1 + math.log(n)) * idf[g] for g, n in counts.items() if g in idf}
     norm = math.sqrt(sum(v * v for v in vector.values())) or 1.0
-    return {k: v / norm for k, v in vector.items()}
+    return {g: v / norm for g, v in vector.items()}
 
 
 class StanceJudge:
@@ -222,7 +224,7 @@ class StanceJudge:
             return None
         return self.prompt(lang).calibration.get(self.model)
 
-    def asked(self, text: str, lang: str) -> Prompt:
+    def prompt_for(self, text: str, lang: str) -> Prompt:
         """The prompt a text is judged with: the language's, or with the pool's examples for this text."""
         prompt = self.prompt(lang)
         if self.examples is None:
@@ -242,7 +244,7 @@ class StanceJudge:
             raise BadInput("Judging stances needs a model (this is a dry run).")
         langs = [lang or detect_lang(t) for t in texts]
         asked = [news_of(t) for t in texts]
-        prompts = [self.asked(t, g) for t, g in zip(asked, langs)]
+        prompts = [self.prompt_for(t, g) for t, g in zip(asked, langs)]
         keys = [(self.key(t), self.model, asked_version(p)) for t, p in zip(asked, prompts)]
         raw: dict[int, list[float]] = {}
         if self.db is not None:
