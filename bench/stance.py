@@ -6,10 +6,12 @@ calibrated three ways, and a trained stance run, on sentences none of them was t
     python bench/stance.py --write-split DIR    # the train/tune/test CSVs `sep train stance` reads
     python bench/stance.py --langs headlines    # only the shipped Samsung headlines (no ../shared needed)
     python bench/stance.py --examples           # adds the nearest labelled examples' row (`sep stance --examples`)
+    python bench/stance.py --per-label 60 --sample 2  # a second test sample, disjoint from the first
 
 The split is by a hash of the English sentence (sha1 mod 10): 0-1 test, 2 tune, 3-9 train, so a
 sentence and its translation always fall on the same side. Test rows are `--per-label` per label
-(balanced, as the source's held-out 300 are: 100 per label). Calibrations:
+(balanced, as the source's held-out 300 are: 100 per label); `--sample 2` draws them from the test
+rows the first sample left, so a figure can be checked on sentences nobody has looked at. Calibrations:
 - contextual (Zhao et al. 2021): divide by the probabilities of content-free inputs ("N/A", "", "[MASK]");
 - prior (label-free): divide by the mean probabilities over the tune split's texts;
 - bias: a log-space bias per label fitted by maximum likelihood on `--per-label` tune rows per label.
@@ -63,6 +65,13 @@ def split(frame: pd.DataFrame) -> pd.Series:
 def balanced(frame: pd.DataFrame, per_label: int, seed: int = 0) -> pd.DataFrame:
     return pd.concat([frame[frame.label == s].sample(min(per_label, (frame.label == s).sum()), random_state=seed)
                       for s in STANCES])
+
+
+def test_sample(test: pd.DataFrame, per_label: int, sample: int) -> pd.DataFrame:
+    """The `sample`-th balanced draw of the test part, disjoint from the draws before it."""
+    for _ in range(sample - 1):
+        test = test.drop(index=balanced(test, per_label).index)
+    return balanced(test, per_label)
 
 
 def content_free(judge: StanceJudge, lang: str) -> list[float]:
@@ -173,6 +182,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEV)
     ap.add_argument("--per-label", type=int, default=100, help="Test (and tune) rows per label and language.")
+    ap.add_argument("--sample", type=int, default=1, help="Which balanced draw of the test part: 2 is disjoint from 1.")
     ap.add_argument("--langs", default="ko,en")
     ap.add_argument("--policy", type=Path, help="A `sep train stance` run to score beside the untrained model.")
     ap.add_argument("--db", type=Path, help="Memory that caches judgements (default: a temporary one).")
@@ -206,9 +216,10 @@ def main() -> None:
         langs.remove("headlines")
     if not langs:
         return
-    test, tune = balanced(frame[frame.part == "test"], args.per_label), balanced(frame[frame.part == "tune"], args.per_label)
-    print(f"Financial PhraseBank dev split (sha1 mod 10: test 0-1, tune 2, train 3-9), {args.per_label} test rows per "
-          f"label; model {base.model}. Development figures: not the source's held-out 300.")
+    test = test_sample(frame[frame.part == "test"], args.per_label, args.sample)
+    tune = balanced(frame[frame.part == "tune"], args.per_label)
+    print(f"Financial PhraseBank dev split (sha1 mod 10: test 0-1, tune 2, train 3-9), test sample {args.sample}: "
+          f"{args.per_label} rows per label; model {base.model}. Development figures: not the source's held-out 300.")
     print(f"{'':<28} {'n':>4} 3-class (95% CI)        pos/neg macro-F1 s/text")
     for lang in langs:
         col = COLUMNS[lang]
