@@ -295,6 +295,11 @@ _LABEL_ALIASES = {"positive": "positive", "pos": "positive", "neutral": "neutral
                   "negative": "negative", "neg": "negative", "긍정": "positive", "중립": "neutral", "부정": "negative"}
 
 
+def text_columns(spec: str) -> list[str]:
+    """The columns a `--text-column` names: comma-separated, as `sep stance` and `sep train stance` take it."""
+    return [c.strip() for c in spec.split(",") if c.strip()]
+
+
 def read_table(path: Path, text_columns: Sequence[str], label_column: str | None = None) -> Table:
     """Rows of a CSV, xlsx or JSONL file: each named text column's texts (one row per text), and
     the labels (positive/neutral/negative) when `label_column` is given. One sentence on any error."""

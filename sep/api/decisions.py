@@ -155,12 +155,12 @@ def stance(source: Path | str | Sequence[str], *, text_column: str = "text", lab
     `examples`: a labelled file (the same text columns, `label_column` or "label") whose nearest
     texts, `examples_per_label` of each label, are each text's worked examples (`ExamplePool`).
     `progress(stage, done, total)` hears "preparing the model" and "judging"."""
-    from sep.stances import ExamplePool, StanceJudge, read_table, stance_scores, write_judged
+    from sep.stances import ExamplePool, StanceJudge, read_table, stance_scores, text_columns, write_judged
 
     cfg = settings_or_env(settings)
     if lang not in (None, "ko", "en"):
         raise BadInput(f"--lang must be ko or en, not {lang!r}.")
-    columns = [c.strip() for c in text_column.split(",") if c.strip()]
+    columns = text_columns(text_column)
     if isinstance(source, (str, Path)):
         table = read_table(Path(source), columns, label_column)
         texts, labels = table.texts, table.labels

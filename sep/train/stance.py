@@ -12,7 +12,7 @@ import sqlite_utils
 from sep.errors import BadInput
 from sep.prompting import write_prompt
 from sep.settings import Settings
-from sep.stances import STANCES, detect_lang, read_table, stance_prompt
+from sep.stances import STANCES, detect_lang, read_table, stance_prompt, text_columns
 from sep.train.base import TrainingBase
 from sep.train.config import StanceRunConfig
 from sep.train.run import Run, execute_run
@@ -25,8 +25,7 @@ def stance_rows(config: StanceRunConfig, data: Path, prompts_dir: Path | None = 
 
     from sep.stances import stance_prompt
 
-    columns = [c.strip() for c in config.text_column.split(",") if c.strip()]
-    table = read_table(data, columns, config.label_column)
+    table = read_table(data, text_columns(config.text_column), config.label_column)
     groups: dict[tuple[str, str], list[str]] = {}
     for text, label in zip(table.texts, table.labels or []):
         groups.setdefault((detect_lang(text), label), []).append(text)
